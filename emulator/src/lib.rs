@@ -1,0 +1,2 @@
+//! scanemu: a software USB scanner.
+pub mod time;
