@@ -1,2 +1,3 @@
 //! scanemu: a software USB scanner.
+pub mod speed;
 pub mod time;
