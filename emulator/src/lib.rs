@@ -1,3 +1,12 @@
 //! scanemu: a software USB scanner.
+pub mod bus;
+pub mod device;
+pub mod engine;
+pub mod function;
+pub mod hc;
+pub mod host;
+pub mod profile;
+pub mod protocol;
+pub mod sim;
 pub mod speed;
 pub mod time;

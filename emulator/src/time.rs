@@ -157,7 +157,12 @@ mod tests {
         assert_eq!((a + Duration::from_micros(5)).total_micros(), 2005);
         assert_eq!(Instant::ZERO - a, Duration::ZERO);
         assert_eq!(a - Instant::from_micros(500), Duration::from_micros(1500));
-        assert_eq!(Duration::from_micros(u64::MAX).saturating_mul(2).total_micros(), u64::MAX);
+        assert_eq!(
+            Duration::from_micros(u64::MAX)
+                .saturating_mul(2)
+                .total_micros(),
+            u64::MAX
+        );
     }
 
     #[test]

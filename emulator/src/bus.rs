@@ -1,0 +1,639 @@
+//! The packet-level wire between an emulated device and the host-controller model.
+//!
+//! [`SimBus`] implements usb-device's [`UsbBus`] in software, so unmodified usb-device firmware
+//! (a [`UsbDevice`](usb_device::device::UsbDevice) plus its classes) runs on it. [`BusPort`] is
+//! the host's end of the same wire: each call is one token (SETUP, OUT or IN) and answers the
+//! way a device controller would (ACK with data, NAK, STALL).
+//!
+//! Every endpoint has a one-packet buffer with hardware-like flags:
+//!
+//! - An OUT (or SETUP) packet stays "full" until the firmware reads it; while full, further OUT
+//!   tokens are NAKed and `poll` keeps reporting the endpoint in `ep_out` / `ep_setup`.
+//! - An IN packet written by the firmware stays "full" until an IN token takes it; while full,
+//!   `write` returns `WouldBlock`. Each packet taken is reported once in `ep_in_complete`.
+//! - A stalled endpoint answers every token with STALL. A SETUP packet is always accepted on
+//!   EP0 and clears both EP0 stalls, as on hardware; it also flushes an unsent EP0 IN packet,
+//!   because a SETUP ends whatever control transfer was in progress.
+//!
+//! Both halves share one `Arc<Mutex<_>>`: `UsbBus` must be `Sync` and takes `&self` once the
+//! allocator is frozen, so all state is interior. No clock is read: the caller decides when
+//! packets move and charges wire time itself.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use thiserror::Error;
+use usb_device::bus::{PollResult, UsbBus};
+use usb_device::endpoint::{EndpointAddress, EndpointType};
+use usb_device::{UsbDirection, UsbError};
+
+use crate::speed::Speed;
+
+/// Endpoints per direction, as usb-device's 16-bit endpoint masks allow.
+pub const ENDPOINT_COUNT: usize = 16;
+
+/// How the device answered one token, when it did not ACK.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash)]
+pub enum PacketError {
+    /// The device has nothing to send yet, or its OUT buffer is still full; try again later.
+    #[error("device answered nak")]
+    Nak,
+    /// The endpoint is halted (or the control request was rejected).
+    #[error("device answered stall")]
+    Stall,
+    /// No endpoint with this address and direction is allocated.
+    #[error("no such endpoint")]
+    NoEndpoint,
+    /// The packet is larger than the receiver's buffer or the endpoint's max packet size.
+    #[error("packet larger than the receiving buffer (babble)")]
+    Babble,
+    /// The device has been unplugged.
+    #[error("device disconnected")]
+    Disconnected,
+}
+
+/// What the bus records about one allocated endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// The transfer type written into the endpoint descriptor.
+    pub ep_type: EndpointType,
+    /// The endpoint's max packet size in bytes.
+    pub max_packet_size: u16,
+    /// The `bInterval` value given at allocation (frames or microframes; unused by the bus).
+    pub interval: u8,
+}
+
+/// One endpoint's packet buffer and flags.
+#[derive(Debug, Default)]
+struct Endpoint {
+    config: Option<EndpointConfig>,
+    /// The packet; its capacity is reserved at allocation so the data path never allocates.
+    buf: Vec<u8>,
+    /// A packet is waiting (OUT: unread by firmware; IN: not yet taken by the host).
+    full: bool,
+    /// OUT only: the waiting packet arrived in a SETUP token.
+    setup: bool,
+    /// IN only: a packet was taken and the firmware has not been told yet.
+    complete: bool,
+    stalled: bool,
+}
+
+impl Endpoint {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.full = false;
+        self.setup = false;
+        self.complete = false;
+        self.stalled = false;
+    }
+}
+
+/// The state both halves of the wire share.
+#[derive(Debug)]
+struct BusState {
+    speed: Speed,
+    out_eps: [Endpoint; ENDPOINT_COUNT],
+    in_eps: [Endpoint; ENDPOINT_COUNT],
+    address: u8,
+    enabled: bool,
+    connected: bool,
+    suspended: bool,
+    reset_pending: bool,
+    suspend_pending: bool,
+    resume_pending: bool,
+}
+
+impl BusState {
+    fn new(speed: Speed) -> BusState {
+        BusState {
+            speed,
+            out_eps: Default::default(),
+            in_eps: Default::default(),
+            address: 0,
+            enabled: false,
+            connected: true,
+            suspended: false,
+            reset_pending: false,
+            suspend_pending: false,
+            resume_pending: false,
+        }
+    }
+
+    /// Returns the device-side endpoint for `addr`, if allocated.
+    fn device_ep(&mut self, addr: EndpointAddress) -> Option<&mut Endpoint> {
+        let index = addr.index();
+        let ep = match addr.direction() {
+            UsbDirection::Out => self.out_eps.get_mut(index)?,
+            UsbDirection::In => self.in_eps.get_mut(index)?,
+        };
+        ep.config.is_some().then_some(ep)
+    }
+
+    /// Returns the host-side endpoint for a raw address (bit 7 = IN), if allocated.
+    fn host_ep(&mut self, ep_addr: u8) -> Option<&mut Endpoint> {
+        self.device_ep(EndpointAddress::from(ep_addr & 0x8f))
+            .filter(|_| ep_addr & 0x70 == 0)
+    }
+
+    /// Empties every buffer and flag, as a USB reset does; allocations stay.
+    fn reset_endpoints(&mut self) {
+        for ep in self.out_eps.iter_mut().chain(self.in_eps.iter_mut()) {
+            ep.clear();
+        }
+        self.address = 0;
+    }
+}
+
+fn lock(state: &Mutex<BusState>) -> MutexGuard<'_, BusState> {
+    // A panic in firmware code never happens while the lock is held, so poisoning carries no
+    // half-updated state; recover instead of cascading panics through every later test.
+    state.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// A software [`UsbBus`]: the device controller of an emulated USB device.
+///
+/// Create it with [`SimBus::new`], hand it to
+/// [`UsbBusAllocator::new`](usb_device::bus::UsbBusAllocator::new), and drive the device from
+/// the returned [`BusPort`].
+#[derive(Debug)]
+pub struct SimBus {
+    state: Arc<Mutex<BusState>>,
+}
+
+/// The host's end of a [`SimBus`]: one method call is one token on the wire.
+#[derive(Clone, Debug)]
+pub struct BusPort {
+    state: Arc<Mutex<BusState>>,
+}
+
+impl SimBus {
+    /// Creates a connected, not yet enabled bus at `speed` and the host port wired to it.
+    pub fn new(speed: Speed) -> (SimBus, BusPort) {
+        let state = Arc::new(Mutex::new(BusState::new(speed)));
+        (
+            SimBus {
+                state: Arc::clone(&state),
+            },
+            BusPort { state },
+        )
+    }
+
+    /// The speed the device is attached at.
+    pub fn speed(&self) -> Speed {
+        lock(&self.state).speed
+    }
+}
+
+/// Firmware control over an IN endpoint's FIFO that usb-device's `UsbBus` trait lacks.
+///
+/// Device controllers have a "flush FIFO" operation (cancel handling needs it: "The device
+/// should NOT send a response for the cancelled transaction through the BULK-IN pipe",
+/// reference §4.3). The scanner function calls it on a host cancel or a reset so that no packet
+/// of the cancelled scan stays queued for the host.
+pub trait FlushFifo {
+    /// Discards the IN packet queued on `ep_addr` and not yet taken by the host, if any.
+    fn flush_in(&self, ep_addr: EndpointAddress);
+}
+
+impl FlushFifo for SimBus {
+    fn flush_in(&self, ep_addr: EndpointAddress) {
+        if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
+            ep.buf.clear();
+            ep.full = false;
+            ep.complete = false;
+        }
+    }
+}
+
+impl UsbBus for SimBus {
+    /// Allocates an endpoint; automatic allocation starts at index 1 because usb-device
+    /// allocates EP0 last, with the explicit address 0.
+    fn alloc_ep(
+        &mut self,
+        ep_dir: UsbDirection,
+        ep_addr: Option<EndpointAddress>,
+        ep_type: EndpointType,
+        max_packet_size: u16,
+        interval: u8,
+    ) -> usb_device::Result<EndpointAddress> {
+        let mut state = lock(&self.state);
+        let eps = match ep_dir {
+            UsbDirection::Out => &mut state.out_eps,
+            UsbDirection::In => &mut state.in_eps,
+        };
+        let index = match ep_addr {
+            Some(addr) => {
+                let index = addr.index();
+                if addr.direction() != ep_dir
+                    || index >= ENDPOINT_COUNT
+                    || eps[index].config.is_some()
+                {
+                    return Err(UsbError::InvalidEndpoint);
+                }
+                index
+            }
+            None => (1..ENDPOINT_COUNT)
+                .find(|&i| eps[i].config.is_none())
+                .ok_or(UsbError::EndpointOverflow)?,
+        };
+        let ep = &mut eps[index];
+        ep.config = Some(EndpointConfig {
+            ep_type,
+            max_packet_size,
+            interval,
+        });
+        ep.buf = Vec::with_capacity(usize::from(max_packet_size));
+        Ok(EndpointAddress::from_parts(index, ep_dir))
+    }
+
+    fn enable(&mut self) {
+        lock(&self.state).enabled = true;
+    }
+
+    fn reset(&self) {
+        lock(&self.state).reset_endpoints();
+    }
+
+    fn set_device_address(&self, addr: u8) {
+        lock(&self.state).address = addr;
+    }
+
+    /// Queues one IN packet. `BufferOverflow` if it exceeds the max packet size, `WouldBlock`
+    /// while the previous packet has not been taken by the host.
+    fn write(&self, ep_addr: EndpointAddress, buf: &[u8]) -> usb_device::Result<usize> {
+        let mut state = lock(&self.state);
+        if ep_addr.direction() != UsbDirection::In {
+            return Err(UsbError::InvalidEndpoint);
+        }
+        let ep = state.device_ep(ep_addr).ok_or(UsbError::InvalidEndpoint)?;
+        let max = ep.config.map_or(0, |c| usize::from(c.max_packet_size));
+        if buf.len() > max {
+            return Err(UsbError::BufferOverflow);
+        }
+        if ep.full {
+            return Err(UsbError::WouldBlock);
+        }
+        ep.buf.clear();
+        ep.buf.extend_from_slice(buf);
+        ep.full = true;
+        Ok(buf.len())
+    }
+
+    /// Takes the waiting OUT or SETUP packet. `WouldBlock` if there is none, `Ok(0)` for a
+    /// zero-length packet, `BufferOverflow` if `buf` is too small: the packet is then dropped
+    /// (never truncated) so that the endpoint cannot wedge.
+    fn read(&self, ep_addr: EndpointAddress, buf: &mut [u8]) -> usb_device::Result<usize> {
+        let mut state = lock(&self.state);
+        if ep_addr.direction() != UsbDirection::Out {
+            return Err(UsbError::InvalidEndpoint);
+        }
+        let ep = state.device_ep(ep_addr).ok_or(UsbError::InvalidEndpoint)?;
+        if !ep.full {
+            return Err(UsbError::WouldBlock);
+        }
+        ep.full = false;
+        ep.setup = false;
+        let len = ep.buf.len();
+        if len > buf.len() {
+            return Err(UsbError::BufferOverflow);
+        }
+        buf[..len].copy_from_slice(&ep.buf);
+        Ok(len)
+    }
+
+    fn set_stalled(&self, ep_addr: EndpointAddress, stalled: bool) {
+        if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
+            ep.stalled = stalled;
+        }
+    }
+
+    fn is_stalled(&self, ep_addr: EndpointAddress) -> bool {
+        lock(&self.state)
+            .device_ep(ep_addr)
+            .is_some_and(|ep| ep.stalled)
+    }
+
+    fn suspend(&self) {
+        lock(&self.state).suspended = true;
+    }
+
+    fn resume(&self) {
+        lock(&self.state).suspended = false;
+    }
+
+    /// Reports a pending reset first, then suspend/resume, then endpoint events: `ep_out` and
+    /// `ep_setup` bits stay set while packets are unread, `ep_in_complete` bits are reported once.
+    fn poll(&self) -> PollResult {
+        let mut state = lock(&self.state);
+        if !state.enabled || !state.connected {
+            return PollResult::None;
+        }
+        if state.reset_pending {
+            state.reset_pending = false;
+            return PollResult::Reset;
+        }
+        if state.suspend_pending {
+            state.suspend_pending = false;
+            return PollResult::Suspend;
+        }
+        if state.resume_pending {
+            state.resume_pending = false;
+            return PollResult::Resume;
+        }
+        let (mut ep_out, mut ep_setup, mut ep_in_complete) = (0u16, 0u16, 0u16);
+        for (i, ep) in state.out_eps.iter().enumerate() {
+            if ep.full {
+                if ep.setup {
+                    ep_setup |= 1 << i;
+                } else {
+                    ep_out |= 1 << i;
+                }
+            }
+        }
+        for (i, ep) in state.in_eps.iter_mut().enumerate() {
+            if ep.complete {
+                ep.complete = false;
+                ep_in_complete |= 1 << i;
+            }
+        }
+        if ep_out | ep_setup | ep_in_complete == 0 {
+            PollResult::None
+        } else {
+            PollResult::Data {
+                ep_out,
+                ep_in_complete,
+                ep_setup,
+            }
+        }
+    }
+}
+
+impl BusPort {
+    /// Sends a SETUP token with its 8-byte packet to EP0.
+    ///
+    /// A SETUP is always accepted (even over an unread packet), clears both EP0 stalls and
+    /// flushes an unsent EP0 IN packet. Fails only with `NoEndpoint` (EP0 not yet allocated) or
+    /// `Disconnected`.
+    pub fn setup(&self, packet: [u8; 8]) -> Result<(), PacketError> {
+        let mut state = self.live()?;
+        if state.in_eps[0].config.is_none() || state.out_eps[0].config.is_none() {
+            return Err(PacketError::NoEndpoint);
+        }
+        let ep_in = &mut state.in_eps[0];
+        ep_in.stalled = false;
+        ep_in.full = false;
+        ep_in.buf.clear();
+        let ep_out = &mut state.out_eps[0];
+        ep_out.stalled = false;
+        ep_out.buf.clear();
+        ep_out.buf.extend_from_slice(&packet);
+        ep_out.full = true;
+        ep_out.setup = true;
+        Ok(())
+    }
+
+    /// Sends one OUT packet to `ep_addr` (bit 7 clear).
+    ///
+    /// `Nak` while the previous packet is unread, `Stall` if halted, `Babble` (packet dropped)
+    /// if `data` exceeds the endpoint's max packet size.
+    pub fn out(&self, ep_addr: u8, data: &[u8]) -> Result<(), PacketError> {
+        if ep_addr & 0x80 != 0 {
+            return Err(PacketError::NoEndpoint);
+        }
+        let mut state = self.live()?;
+        let ep = state.host_ep(ep_addr).ok_or(PacketError::NoEndpoint)?;
+        if ep.stalled {
+            return Err(PacketError::Stall);
+        }
+        if ep.full {
+            return Err(PacketError::Nak);
+        }
+        let max = ep.config.map_or(0, |c| usize::from(c.max_packet_size));
+        if data.len() > max {
+            return Err(PacketError::Babble);
+        }
+        ep.buf.clear();
+        ep.buf.extend_from_slice(data);
+        ep.full = true;
+        ep.setup = false;
+        Ok(())
+    }
+
+    /// Sends one IN token to `ep_addr` (bit 7 set) and copies the packet into `buf`, returning
+    /// its length (0 for a zero-length packet).
+    ///
+    /// `Nak` if the device has nothing queued, `Stall` if halted, `Babble` if the packet is
+    /// larger than `buf`: the packet is then not acknowledged and stays queued on the device.
+    pub fn in_packet(&self, ep_addr: u8, buf: &mut [u8]) -> Result<usize, PacketError> {
+        if ep_addr & 0x80 == 0 {
+            return Err(PacketError::NoEndpoint);
+        }
+        let mut state = self.live()?;
+        let ep = state.host_ep(ep_addr).ok_or(PacketError::NoEndpoint)?;
+        if ep.stalled {
+            return Err(PacketError::Stall);
+        }
+        if !ep.full {
+            return Err(PacketError::Nak);
+        }
+        let len = ep.buf.len();
+        if len > buf.len() {
+            return Err(PacketError::Babble);
+        }
+        buf[..len].copy_from_slice(&ep.buf);
+        ep.full = false;
+        ep.complete = true;
+        Ok(len)
+    }
+
+    /// Like [`in_packet`](Self::in_packet), allocating a buffer of the endpoint's max packet
+    /// size; convenient for tests, not for the data path.
+    pub fn in_packet_vec(&self, ep_addr: u8) -> Result<Vec<u8>, PacketError> {
+        let max = self
+            .endpoint_info(ep_addr)
+            .map_or(0, |(_, max, _)| usize::from(max));
+        let mut buf = vec![0; max];
+        let len = self.in_packet(ep_addr, &mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Signals a USB reset: every buffer, flag and stall is cleared and the address returns to
+    /// 0 at once; the firmware sees `PollResult::Reset` on its next poll.
+    pub fn bus_reset(&self) {
+        let mut state = lock(&self.state);
+        state.reset_endpoints();
+        state.suspend_pending = false;
+        state.resume_pending = false;
+        state.reset_pending = true;
+    }
+
+    /// Signals suspend: the firmware sees `PollResult::Suspend` on its next poll.
+    pub fn suspend(&self) {
+        let mut state = lock(&self.state);
+        state.resume_pending = false;
+        state.suspend_pending = true;
+    }
+
+    /// Signals resume: the firmware sees `PollResult::Resume` on its next poll.
+    pub fn resume(&self) {
+        let mut state = lock(&self.state);
+        state.suspend_pending = false;
+        state.resume_pending = true;
+    }
+
+    /// Unplugs the device: every later token fails with `Disconnected` and the firmware's poll
+    /// sees nothing more.
+    pub fn disconnect(&self) {
+        lock(&self.state).connected = false;
+    }
+
+    /// Plugs the device back in; the firmware sees a reset on its next poll, as after a real
+    /// attach, and the host must enumerate again.
+    pub fn reconnect(&self) {
+        let mut state = lock(&self.state);
+        state.connected = true;
+        state.reset_endpoints();
+        state.reset_pending = true;
+    }
+
+    /// Whether the firmware has entered suspend (it called `UsbBus::suspend` and not yet
+    /// `resume`).
+    pub fn is_suspended(&self) -> bool {
+        lock(&self.state).suspended
+    }
+
+    /// Whether the device is still plugged in.
+    pub fn is_connected(&self) -> bool {
+        lock(&self.state).connected
+    }
+
+    /// The speed the device is attached at.
+    pub fn speed(&self) -> Speed {
+        lock(&self.state).speed
+    }
+
+    /// `(type, max packet size, interval)` of the endpoint at `ep_addr` (bit 7 = IN), if
+    /// allocated.
+    pub fn endpoint_info(&self, ep_addr: u8) -> Option<(EndpointType, u16, u8)> {
+        let mut state = lock(&self.state);
+        let config = state.host_ep(ep_addr)?.config?;
+        Some((config.ep_type, config.max_packet_size, config.interval))
+    }
+
+    /// The address the firmware has set (0 until SET_ADDRESS completes, and after a reset).
+    pub fn address(&self) -> u8 {
+        lock(&self.state).address
+    }
+
+    /// Whether the endpoint at `ep_addr` (bit 7 = IN) is halted; false if not allocated.
+    pub fn is_stalled(&self, ep_addr: u8) -> bool {
+        lock(&self.state)
+            .host_ep(ep_addr)
+            .is_some_and(|ep| ep.stalled)
+    }
+
+    /// Whether the device has an IN packet queued on `ep_addr` that no token has taken yet.
+    pub fn in_pending(&self, ep_addr: u8) -> bool {
+        ep_addr & 0x80 != 0 && lock(&self.state).host_ep(ep_addr).is_some_and(|ep| ep.full)
+    }
+
+    /// Locks the state if the device is plugged in.
+    fn live(&self) -> Result<MutexGuard<'_, BusState>, PacketError> {
+        let state = lock(&self.state);
+        if state.connected {
+            Ok(state)
+        } else {
+            Err(PacketError::Disconnected)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus_with_bulk() -> (SimBus, BusPort, EndpointAddress, EndpointAddress) {
+        let (mut bus, port) = SimBus::new(Speed::Full);
+        let out = bus
+            .alloc_ep(UsbDirection::Out, None, EndpointType::Bulk, 64, 0)
+            .unwrap();
+        let inp = bus
+            .alloc_ep(UsbDirection::In, None, EndpointType::Bulk, 64, 0)
+            .unwrap();
+        bus.enable();
+        (bus, port, out, inp)
+    }
+
+    #[test]
+    fn auto_allocation_starts_at_one_and_ep0_stays_free() {
+        let (mut bus, _port, out, inp) = bus_with_bulk();
+        assert_eq!((out.index(), inp.index()), (1, 1));
+        let ep0 = bus
+            .alloc_ep(
+                UsbDirection::Out,
+                Some(EndpointAddress::from(0x00)),
+                EndpointType::Control,
+                8,
+                0,
+            )
+            .unwrap();
+        assert_eq!(ep0.index(), 0);
+        let again = bus.alloc_ep(
+            UsbDirection::Out,
+            Some(EndpointAddress::from(0x01)),
+            EndpointType::Bulk,
+            64,
+            0,
+        );
+        assert_eq!(again, Err(UsbError::InvalidEndpoint));
+    }
+
+    #[test]
+    fn out_packet_is_sticky_until_read_and_never_truncated() {
+        let (bus, port, out, _) = bus_with_bulk();
+        assert_eq!(port.out(0x01, &[1, 2, 3]), Ok(()));
+        assert_eq!(port.out(0x01, &[4]), Err(PacketError::Nak));
+        for _ in 0..2 {
+            match bus.poll() {
+                PollResult::Data { ep_out, .. } => assert_eq!(ep_out, 0b10),
+                _ => panic!("expected ep_out"),
+            }
+        }
+        let mut small = [0u8; 2];
+        assert_eq!(bus.read(out, &mut small), Err(UsbError::BufferOverflow));
+        assert_eq!(bus.read(out, &mut small), Err(UsbError::WouldBlock));
+        assert_eq!(port.out(0x01, &[]), Ok(()));
+        assert_eq!(bus.read(out, &mut small), Ok(0));
+        assert!(matches!(bus.poll(), PollResult::None));
+        assert_eq!(port.out(0x01, &[0; 65]), Err(PacketError::Babble));
+    }
+
+    #[test]
+    fn in_packet_blocks_writes_and_completes_once() {
+        let (bus, port, _, inp) = bus_with_bulk();
+        assert_eq!(port.in_packet(0x81, &mut [0; 64]), Err(PacketError::Nak));
+        assert_eq!(bus.write(inp, &[0; 65]), Err(UsbError::BufferOverflow));
+        assert_eq!(bus.write(inp, &[7; 10]), Ok(10));
+        assert_eq!(bus.write(inp, &[8]), Err(UsbError::WouldBlock));
+        assert_eq!(port.in_packet(0x81, &mut [0; 4]), Err(PacketError::Babble));
+        assert_eq!(port.in_packet_vec(0x81), Ok(vec![7; 10]));
+        match bus.poll() {
+            PollResult::Data { ep_in_complete, .. } => assert_eq!(ep_in_complete, 0b10),
+            _ => panic!("expected ep_in_complete"),
+        }
+        assert!(matches!(bus.poll(), PollResult::None));
+    }
+
+    #[test]
+    fn stall_and_disconnect_answer_tokens() {
+        let (bus, port, out, _) = bus_with_bulk();
+        bus.set_stalled(out, true);
+        assert!(port.is_stalled(0x01));
+        assert_eq!(port.out(0x01, &[1]), Err(PacketError::Stall));
+        assert_eq!(port.out(0x02, &[1]), Err(PacketError::NoEndpoint));
+        assert_eq!(port.in_packet(0x01, &mut []), Err(PacketError::NoEndpoint));
+        port.disconnect();
+        assert_eq!(port.out(0x01, &[1]), Err(PacketError::Disconnected));
+        assert!(matches!(bus.poll(), PollResult::None));
+    }
+}

@@ -1,0 +1,193 @@
+//! Injected device faults: where they happen and what the engine does about them.
+
+use serde::{Deserialize, Serialize};
+
+/// A fault to inject, as written in a profile's `faults` list (tag `kind`, snake_case).
+///
+/// Positional faults name a `page` (0-based within the job, default 0) and a `band` (0-based
+/// within the page). Each positional fault fires at most once; [`ScanEngine::set_faults`]
+/// re-arms them. `ignore_cancel` and `slow_cancel` hold for every cancel while they are set.
+///
+/// "Aborting" faults fire at the time band `band` would have been ready, instead of that band,
+/// whether or not the device buffer is full; the engine emits [`EventKind::Fault`] and goes to
+/// [`EngineState::Aborted`]. Bands already buffered stay readable until taken or reset.
+///
+/// [`ScanEngine::set_faults`]: super::ScanEngine::set_faults
+/// [`EventKind::Fault`]: super::EventKind::Fault
+/// [`EngineState::Aborted`]: super::EngineState::Aborted
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Aborting: the device stops and stalls its bulk IN endpoint.
+    Stall {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+    },
+    /// Aborting: the device drops off the bus.
+    Disconnect {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+    },
+    /// Band `band` is ready `delay_us` later than scheduled (later bands keep their schedule
+    /// but are never ready before it). The fault event comes just before that band's
+    /// `BandReady`.
+    LateBand {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+        /// Extra delay in microseconds.
+        delay_us: u64,
+    },
+    /// Band `band` carries only `bytes` bytes (clamped to its full size); then the device ends
+    /// the job: `BandReady` with the short count, then the fault event, then `Aborted`.
+    ShortBand {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+        /// Bytes the band carries.
+        bytes: u64,
+    },
+    /// Aborting: paper jam in the feeder (also allowed on flatbeds, for testing).
+    PaperJam {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+    },
+    /// Aborting: the lid or feeder cover was opened.
+    CoverOpen {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+    },
+    /// Aborting: the user pressed the device's Cancel button (device-initiated cancel).
+    CancelButton {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+    },
+    /// Every host cancel is ignored: `cancel` returns `Ignored`, the engine emits this fault
+    /// and `CancelIgnored`, and scanning continues.
+    IgnoreCancel,
+    /// Every host cancel takes `motor_stop_us` (instead of the profile's) to reach idle; the
+    /// engine emits this fault just before `CancelRequested`.
+    SlowCancel {
+        /// Time from the cancel request to `MotorStopped`, in microseconds.
+        motor_stop_us: u64,
+    },
+}
+
+/// The kind of a [`Fault`], without its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// See [`Fault::Stall`].
+    Stall,
+    /// See [`Fault::Disconnect`].
+    Disconnect,
+    /// See [`Fault::LateBand`].
+    LateBand,
+    /// See [`Fault::ShortBand`].
+    ShortBand,
+    /// See [`Fault::PaperJam`].
+    PaperJam,
+    /// See [`Fault::CoverOpen`].
+    CoverOpen,
+    /// See [`Fault::CancelButton`].
+    CancelButton,
+    /// See [`Fault::IgnoreCancel`].
+    IgnoreCancel,
+    /// See [`Fault::SlowCancel`].
+    SlowCancel,
+}
+
+impl Fault {
+    /// The kind of this fault.
+    pub const fn kind(&self) -> FaultKind {
+        match self {
+            Fault::Stall { .. } => FaultKind::Stall,
+            Fault::Disconnect { .. } => FaultKind::Disconnect,
+            Fault::LateBand { .. } => FaultKind::LateBand,
+            Fault::ShortBand { .. } => FaultKind::ShortBand,
+            Fault::PaperJam { .. } => FaultKind::PaperJam,
+            Fault::CoverOpen { .. } => FaultKind::CoverOpen,
+            Fault::CancelButton { .. } => FaultKind::CancelButton,
+            Fault::IgnoreCancel => FaultKind::IgnoreCancel,
+            Fault::SlowCancel { .. } => FaultKind::SlowCancel,
+        }
+    }
+
+    /// `(page, band)` for positional faults, `None` for `ignore_cancel` and `slow_cancel`.
+    pub const fn position(&self) -> Option<(u16, u32)> {
+        match *self {
+            Fault::Stall { page, band }
+            | Fault::Disconnect { page, band }
+            | Fault::LateBand { page, band, .. }
+            | Fault::ShortBand { page, band, .. }
+            | Fault::PaperJam { page, band }
+            | Fault::CoverOpen { page, band }
+            | Fault::CancelButton { page, band } => Some((page, band)),
+            Fault::IgnoreCancel | Fault::SlowCancel { .. } => None,
+        }
+    }
+
+    /// Whether this fault ends the job in [`EngineState::Aborted`](super::EngineState::Aborted).
+    pub const fn aborts(&self) -> bool {
+        matches!(
+            self.kind(),
+            FaultKind::Stall
+                | FaultKind::Disconnect
+                | FaultKind::ShortBand
+                | FaultKind::PaperJam
+                | FaultKind::CoverOpen
+                | FaultKind::CancelButton
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_shapes() {
+        let f: Fault = serde_json::from_str(r#"{"kind":"stall","page":1,"band":3}"#).unwrap();
+        assert_eq!(f, Fault::Stall { page: 1, band: 3 });
+        let f: Fault =
+            serde_json::from_str(r#"{"kind":"late_band","band":2,"delay_us":5}"#).unwrap();
+        assert_eq!(
+            f,
+            Fault::LateBand {
+                page: 0,
+                band: 2,
+                delay_us: 5
+            }
+        );
+        let f: Fault = serde_json::from_str(r#"{"kind":"ignore_cancel"}"#).unwrap();
+        assert_eq!(f.position(), None);
+        assert!(serde_json::from_str::<Fault>(r#"{"kind":"stall","band":1,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<Fault>(r#"{"kind":"melt","band":1}"#).is_err());
+        assert!(Fault::CancelButton { page: 0, band: 0 }.aborts());
+        assert!(!Fault::LateBand {
+            page: 0,
+            band: 0,
+            delay_us: 1
+        }
+        .aborts());
+    }
+}

@@ -1,0 +1,720 @@
+//! The scanner's USB function: a `usb_device::class::UsbClass` speaking the native protocol.
+//!
+//! [`ScannerFunction`] is firmware: it is written against usb-device's `UsbBus` (plus
+//! [`FlushFifo`], the FIFO flush every device controller has) and would run on a microcontroller
+//! unchanged. It owns the [`ScanEngine`], answers the vendor and Still Image class requests of
+//! `emulator/PROTOCOL.md`, streams bands on bulk IN (each band ends with a short packet or a
+//! ZLP), posts events on interrupt IN, and stalls its bulk endpoints on a device-initiated
+//! cancel until the host clears both halts.
+//!
+//! Time enters through [`ScannerFunction::set_now`], called by the surrounding
+//! [`crate::device::Device`] before every poll. Everything that happens is also written to a
+//! log of [`DeviceNote`]s, which hosts turn into trace events.
+
+use std::collections::VecDeque;
+
+use usb_device::class_prelude::*;
+use usb_device::control::{Recipient, RequestType};
+
+use crate::bus::FlushFifo;
+use crate::engine::{
+    Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, StartError,
+};
+use crate::profile::Profile;
+use crate::protocol::{
+    self, Capabilities, DeviceState, DeviceStatus, Event, EventCode, ParamsReport, ScanError,
+    ScanParams, ScanStatus,
+};
+use crate::time::Instant;
+use usb_device::descriptor::lang_id::LangID;
+use usb_device::UsbError;
+
+/// Events queued for the interrupt endpoint before the oldest are dropped.
+const EVENT_QUEUE: usize = 32;
+
+/// Something the device did, for traces: `what` is a stable kebab-case name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceNote {
+    /// When it happened (the engine's scheduled time, or the request's time).
+    pub at: Instant,
+    /// scan-started, warmup-done, band-ready, band-sent, page-end, page-feed, feeder-empty,
+    /// scan-complete, cancel-requested, cancel-ignored, motor-stopped, fault, halted,
+    /// halt-cleared, idle, reset, disconnected, start-refused, buffer-full, resumed.
+    pub what: &'static str,
+    /// Page concerned.
+    pub page: u16,
+    /// Band index, endpoint, count: depends on `what`.
+    pub value: u64,
+    /// Extra detail, possibly empty.
+    pub detail: String,
+}
+
+/// The band being streamed on bulk IN.
+#[derive(Clone, Copy, Debug)]
+struct Streaming {
+    band: Band,
+    /// Bytes of the band already queued to the endpoint.
+    sent: u64,
+    /// A packet of this band is in the FIFO, not yet taken by the host.
+    in_flight: bool,
+    /// Size of the last packet queued (a full last packet needs a ZLP after it).
+    last_packet: usize,
+}
+
+/// The native-protocol scanner function. See the module documentation.
+pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
+    iface: InterfaceNumber,
+    iface_string: StringIndex,
+    data_in: EndpointIn<'a, B>,
+    data_out: EndpointOut<'a, B>,
+    events: EndpointIn<'a, B>,
+    engine: ScanEngine,
+    caps: Capabilities,
+    params: Option<ScanJob>,
+    now: Instant,
+    streaming: Option<Streaming>,
+    packet: Vec<u8>,
+    /// Bulk endpoints halted by a device-initiated cancel, not yet cleared by the host.
+    halted: Vec<u8>,
+    error: ScanError,
+    job_id: u32,
+    bands_sent: u32,
+    pages_done: u16,
+    queue: VecDeque<Event>,
+    event_in_flight: bool,
+    disconnect: bool,
+    flush_data_in: bool,
+    optics: crate::profile::Optics,
+    notes: Vec<DeviceNote>,
+}
+
+impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
+    /// Allocates the interface and endpoints (bulk IN 0x81, bulk OUT 0x02, interrupt IN 0x83)
+    /// on `alloc`, with the scan engine and capabilities of `profile`.
+    pub fn new(alloc: &'a UsbBusAllocator<B>, profile: &Profile) -> ScannerFunction<'a, B> {
+        let usb = &profile.usb;
+        let optics = &profile.optics;
+        let caps = Capabilities {
+            version: protocol::PROTOCOL_VERSION,
+            optical_dpi: optics.optical_dpi,
+            max_width_px: optics.max_width_px,
+            max_height_px: optics.max_height_px,
+            modes: optics
+                .modes
+                .iter()
+                .fold(0, |m, mode| m | 1 << protocol::mode_code(*mode)),
+            flags: if optics.adf.is_some() {
+                Capabilities::FLAG_ADF
+            } else {
+                0
+            },
+            band_lines: u16::try_from(profile.timing.band_lines).unwrap_or(u16::MAX),
+            buffer_bands: u16::try_from(profile.timing.buffer_bands).unwrap_or(u16::MAX),
+            resolutions: optics.resolutions.clone(),
+        };
+        // Endpoint addresses are fixed by the protocol; a fresh allocator always has them free.
+        let data_in = alloc
+            .alloc(
+                Some(EndpointAddress::from(protocol::EP_DATA_IN)),
+                EndpointType::Bulk,
+                usb.bulk_max_packet,
+                0,
+            )
+            .expect("bulk IN 0x81 is free on a fresh allocator");
+        let data_out = alloc
+            .alloc(
+                Some(EndpointAddress::from(protocol::EP_DATA_OUT)),
+                EndpointType::Bulk,
+                usb.bulk_max_packet,
+                0,
+            )
+            .expect("bulk OUT 0x02 is free on a fresh allocator");
+        let events = alloc
+            .alloc(
+                Some(EndpointAddress::from(protocol::EP_EVENTS)),
+                EndpointType::Interrupt,
+                usb.interrupt_max_packet,
+                usb.interrupt_interval,
+            )
+            .expect("interrupt IN 0x83 is free on a fresh allocator");
+        ScannerFunction {
+            iface: alloc.interface(),
+            iface_string: alloc.string(),
+            data_in,
+            data_out,
+            events,
+            engine: ScanEngine::new(profile),
+            caps,
+            params: None,
+            now: Instant::ZERO,
+            streaming: None,
+            packet: vec![0; usize::from(usb.bulk_max_packet)],
+            halted: Vec::new(),
+            error: ScanError::None,
+            job_id: 0,
+            bands_sent: 0,
+            pages_done: 0,
+            queue: VecDeque::new(),
+            event_in_flight: false,
+            disconnect: false,
+            flush_data_in: false,
+            optics: profile.optics.clone(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// The scan engine (for tests and for choosing an image source).
+    pub fn engine_mut(&mut self) -> &mut ScanEngine {
+        &mut self.engine
+    }
+
+    /// The scan engine.
+    pub fn engine(&self) -> &ScanEngine {
+        &self.engine
+    }
+
+    /// Sets the time the next poll and requests happen at.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// When the engine next needs the device polled.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.engine.poll_at()
+    }
+
+    /// True once a `disconnect` fault fired: the device wants to drop off the bus.
+    pub fn wants_disconnect(&self) -> bool {
+        self.disconnect
+    }
+
+    /// Takes the notes written since the last call.
+    pub fn take_notes(&mut self) -> Vec<DeviceNote> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Bulk endpoints the device has halted and the host has not cleared yet.
+    pub fn halted(&self) -> &[u8] {
+        &self.halted
+    }
+
+    fn note(&mut self, at: Instant, what: &'static str, page: u16, value: u64, detail: String) {
+        self.notes.push(DeviceNote {
+            at,
+            what,
+            page,
+            value,
+            detail,
+        });
+    }
+
+    fn post(&mut self, code: EventCode, arg: u8, page: u16, value: u32) {
+        if self.queue.len() >= EVENT_QUEUE {
+            self.queue.pop_front();
+        }
+        self.queue.push_back(Event {
+            code,
+            arg,
+            page,
+            value,
+        });
+    }
+
+    /// Tells the function which of its halted endpoints the host has cleared; called by the
+    /// device after every poll with the controller's stall flags.
+    pub fn observe_halts(&mut self, is_stalled: impl Fn(u8) -> bool) {
+        if self.halted.is_empty() {
+            return;
+        }
+        let before = std::mem::take(&mut self.halted);
+        for ep in before {
+            if is_stalled(ep) {
+                self.halted.push(ep);
+            } else {
+                self.note(self.now, "halt-cleared", 0, u64::from(ep), String::new());
+            }
+        }
+        if self.halted.is_empty() {
+            self.engine.reset(self.now);
+            self.note(self.now, "idle", 0, 0, "both halts cleared".into());
+        }
+    }
+
+    /// Runs the engine up to now and keeps the IN endpoints fed. Called after every
+    /// `UsbDevice::poll`.
+    pub fn pump(&mut self) {
+        while let Some(ev) = self.engine.poll(self.now) {
+            self.on_engine_event(ev.at, ev.kind);
+        }
+        self.feed_data();
+        self.feed_events();
+    }
+
+    fn halt(&mut self, at: Instant, eps: &[u8]) {
+        self.data_in.stall();
+        if eps.contains(&protocol::EP_DATA_OUT) {
+            self.data_out.stall();
+        }
+        self.drop_stream();
+        self.halted = eps.to_vec();
+        let list: Vec<String> = eps.iter().map(|e| format!("0x{e:02x}")).collect();
+        self.note(at, "halted", 0, 0, list.join(","));
+    }
+
+    fn on_engine_event(&mut self, at: Instant, kind: EventKind) {
+        match kind {
+            EventKind::ScanStarted => {
+                self.note(at, "scan-started", 0, u64::from(self.job_id), String::new());
+                self.post(EventCode::ScanStarted, 0, 0, self.job_id);
+            }
+            EventKind::WarmupDone => self.note(at, "warmup-done", 0, 0, String::new()),
+            EventKind::BandReady(band) => {
+                let detail = format!(
+                    "seq={} lines={}..{} bytes={}",
+                    band.seq,
+                    band.first_line,
+                    band.first_line + band.lines,
+                    band.bytes
+                );
+                self.note(at, "band-ready", band.page, u64::from(band.index), detail);
+                self.post(EventCode::BandReady, 0, band.page, band.seq as u32);
+            }
+            EventKind::PageEnd { page } => {
+                self.pages_done = page + 1;
+                self.note(at, "page-end", page, 0, String::new());
+                self.post(EventCode::PageEnd, 0, page, 0);
+            }
+            EventKind::PageFeed { page } => {
+                self.note(at, "page-feed", page, 0, String::new());
+                self.post(EventCode::PageFeed, 0, page, 0);
+            }
+            EventKind::FeederEmpty { pages_scanned } => {
+                self.error = ScanError::FeederEmpty;
+                self.note(
+                    at,
+                    "feeder-empty",
+                    pages_scanned,
+                    u64::from(pages_scanned),
+                    String::new(),
+                );
+                self.post(EventCode::FeederEmpty, 0, 0, u32::from(pages_scanned));
+            }
+            EventKind::ScanComplete { pages } => {
+                self.note(at, "scan-complete", pages, u64::from(pages), String::new());
+                self.post(EventCode::ScanComplete, 0, 0, u32::from(pages));
+            }
+            EventKind::CancelRequested { motor_stop_us } => {
+                self.note(at, "cancel-requested", 0, motor_stop_us, String::new());
+            }
+            EventKind::CancelIgnored => self.note(at, "cancel-ignored", 0, 0, String::new()),
+            EventKind::MotorStopped { bands_discarded } => {
+                self.note(
+                    at,
+                    "motor-stopped",
+                    0,
+                    u64::from(bands_discarded),
+                    String::new(),
+                );
+                self.post(EventCode::MotorStopped, 0, 0, bands_discarded);
+            }
+            EventKind::BufferFull => self.note(at, "buffer-full", 0, 0, String::new()),
+            EventKind::Resumed => self.note(at, "resumed", 0, 0, String::new()),
+            EventKind::Fault(fault) => self.on_fault(at, fault),
+        }
+    }
+
+    fn on_fault(&mut self, at: Instant, fault: Fault) {
+        let (page, band) = fault.position().unwrap_or((0, 0));
+        let name = fault_name(&fault);
+        self.note(at, "fault", page, u64::from(band), name.to_string());
+        let both = [protocol::EP_DATA_IN, protocol::EP_DATA_OUT];
+        let (error, halt): (ScanError, &[u8]) = match fault {
+            Fault::Stall { .. } => (ScanError::DataStall, &both[..1]),
+            Fault::PaperJam { .. } => (ScanError::PaperJam, &both),
+            Fault::CoverOpen { .. } => (ScanError::CoverOpen, &both),
+            Fault::CancelButton { .. } => (ScanError::CancelButton, &both),
+            Fault::ShortBand { .. } => {
+                self.error = ScanError::ShortBand;
+                self.post(EventCode::Cancelled, ScanError::ShortBand as u8, page, 0);
+                return;
+            }
+            Fault::Disconnect { .. } => {
+                self.disconnect = true;
+                return;
+            }
+            Fault::LateBand { .. } | Fault::IgnoreCancel | Fault::SlowCancel { .. } => return,
+        };
+        self.error = error;
+        let code = if error == ScanError::CancelButton {
+            EventCode::Cancelled
+        } else {
+            EventCode::Fault
+        };
+        self.post(code, error as u8, page, band);
+        self.halt(at, halt);
+    }
+
+    fn drop_stream(&mut self) {
+        self.streaming = None;
+        self.flush_data_in = true;
+    }
+
+    /// True (once) when the bulk IN FIFO must be flushed: the device calls
+    /// [`FlushFifo::flush_in`] on its bus right after the poll that asked for it.
+    pub fn take_flush_request(&mut self) -> bool {
+        std::mem::take(&mut self.flush_data_in)
+    }
+
+    /// Queues the next packet of the current band (or the next band) on bulk IN.
+    fn feed_data(&mut self) {
+        if !self.halted.is_empty() {
+            return;
+        }
+        if self.streaming.is_none() {
+            let Some(band) = self.engine.front_band().copied() else {
+                return;
+            };
+            self.streaming = Some(Streaming {
+                band,
+                sent: 0,
+                in_flight: false,
+                last_packet: 0,
+            });
+        }
+        let Some(mut st) = self.streaming else { return };
+        if st.in_flight {
+            return;
+        }
+        let mps = self.packet.len();
+        let left = st.band.bytes - st.sent;
+        let len = usize::try_from(left).unwrap_or(mps).min(mps);
+        if len == 0 && st.last_packet < mps && st.sent > 0 {
+            // The band ended with a short packet: it is complete.
+            return;
+        }
+        self.engine.fill(&st.band, st.sent, &mut self.packet[..len]);
+        match self.data_in.write(&self.packet[..len]) {
+            Ok(_) => {
+                st.sent += len as u64;
+                st.in_flight = true;
+                st.last_packet = len;
+                self.streaming = Some(st);
+            }
+            // The FIFO still holds a packet the host has not taken; try on the next poll.
+            Err(UsbError::WouldBlock) => {}
+            Err(_) => self.streaming = None,
+        }
+    }
+
+    /// The host took the packet queued on bulk IN.
+    fn data_packet_taken(&mut self) {
+        let Some(mut st) = self.streaming else { return };
+        st.in_flight = false;
+        let mps = self.packet.len();
+        let band_done = st.sent == st.band.bytes && (st.last_packet < mps || st.band.bytes == 0);
+        if band_done {
+            self.streaming = None;
+            self.bands_sent += 1;
+            let band = st.band;
+            self.note(
+                self.now,
+                "band-sent",
+                band.page,
+                u64::from(band.index),
+                format!("seq={}", band.seq),
+            );
+            // Contract: the engine is polled up to now before band_taken.
+            while let Some(ev) = self.engine.poll(self.now) {
+                self.on_engine_event(ev.at, ev.kind);
+            }
+            self.engine.band_taken(self.now);
+            while let Some(ev) = self.engine.poll(self.now) {
+                self.on_engine_event(ev.at, ev.kind);
+            }
+            if self.engine.state() == EngineState::Idle && self.error == ScanError::None {
+                self.note(self.now, "drained", 0, 0, String::new());
+            }
+        } else {
+            // A full last packet is followed by a ZLP (`sent == bytes`, `last_packet == mps`).
+            self.streaming = Some(st);
+        }
+        self.feed_data();
+    }
+
+    fn feed_events(&mut self) {
+        if self.event_in_flight {
+            return;
+        }
+        let Some(ev) = self.queue.front().copied() else {
+            return;
+        };
+        if self.events.write(&ev.encode()).is_ok() {
+            self.queue.pop_front();
+            self.event_in_flight = true;
+        }
+    }
+
+    fn device_state(&self) -> DeviceState {
+        if !self.halted.is_empty() {
+            return DeviceState::Halted;
+        }
+        match self.engine.state() {
+            EngineState::Idle | EngineState::Aborted { .. } => DeviceState::Idle,
+            EngineState::WarmingUp => DeviceState::WarmingUp,
+            EngineState::Scanning { .. } => DeviceState::Scanning,
+            EngineState::FeedingPage { .. } => DeviceState::FeedingPage,
+            EngineState::Draining => DeviceState::Draining,
+            EngineState::Cancelling { .. } => DeviceState::Cancelling,
+        }
+    }
+
+    fn device_status(&self) -> DeviceStatus {
+        if !self.halted.is_empty() {
+            return DeviceStatus {
+                code: protocol::STATUS_TRANSACTION_CANCELLED,
+                halted: self.halted.clone(),
+            };
+        }
+        let code = match self.engine.state() {
+            EngineState::Cancelling { .. } => protocol::STATUS_BUSY,
+            _ => protocol::STATUS_OK,
+        };
+        DeviceStatus {
+            code,
+            halted: Vec::new(),
+        }
+    }
+
+    fn scan_status(&self) -> ScanStatus {
+        let page = match self.engine.state() {
+            EngineState::Scanning { page } | EngineState::FeedingPage { page } => page,
+            _ => self.pages_done,
+        };
+        ScanStatus {
+            state: self.device_state(),
+            error: self.error,
+            page,
+            lines_produced: u32::try_from(self.engine.lines_produced()).unwrap_or(u32::MAX),
+            bands_ready: self.engine.ready_bands().len() as u32,
+            bands_sent: self.bands_sent,
+            pages_done: self.pages_done,
+            job_id: self.job_id,
+        }
+    }
+
+    fn params_report(&self, job: &ScanJob) -> ParamsReport {
+        let band_lines = self.engine.timing().band_lines;
+        let bpl = job.bytes_per_line();
+        ParamsReport {
+            params: ScanParams { job: *job },
+            bytes_per_line: u32::try_from(bpl).unwrap_or(u32::MAX),
+            lines_per_page: job.lines_per_page(),
+            band_lines,
+            band_bytes: u32::try_from(bpl * u64::from(band_lines)).unwrap_or(u32::MAX),
+            bands_per_page: job.bands_per_page(band_lines),
+        }
+    }
+
+    /// Handles a vendor or class OUT request; `Err` stalls it.
+    fn request_out(&mut self, request: u8, data: &[u8]) -> Result<(), ()> {
+        let now = self.now;
+        // Contract: the engine has seen everything due up to now before it is changed.
+        while let Some(ev) = self.engine.poll(now) {
+            self.on_engine_event(ev.at, ev.kind);
+        }
+        match request {
+            protocol::REQ_SET_PARAMS => {
+                let params = ScanParams::decode(data).map_err(|_| ())?;
+                let idle = matches!(self.device_state(), DeviceState::Idle);
+                let valid = params.job.validate(&self.engine_optics()).is_ok();
+                if !idle || !valid {
+                    self.error = ScanError::BadRequest;
+                    let why = if idle {
+                        "invalid parameters"
+                    } else {
+                        "not idle"
+                    };
+                    self.note(now, "start-refused", 0, 0, format!("SET_PARAMS: {why}"));
+                    return Err(());
+                }
+                self.params = Some(params.job);
+                Ok(())
+            }
+            protocol::REQ_START_SCAN => {
+                let Some(job) = self.params else {
+                    self.error = ScanError::BadRequest;
+                    self.note(now, "start-refused", 0, 0, "no parameters".into());
+                    return Err(());
+                };
+                if !self.halted.is_empty() {
+                    self.note(now, "start-refused", 0, 0, "endpoints halted".into());
+                    return Err(());
+                }
+                match self.engine.start(now, job) {
+                    Ok(()) => {
+                        self.job_id += 1;
+                        self.bands_sent = 0;
+                        self.pages_done = 0;
+                        self.error = ScanError::None;
+                        self.streaming = None;
+                        while let Some(ev) = self.engine.poll(now) {
+                            self.on_engine_event(ev.at, ev.kind);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.error = match e {
+                            StartError::NoDocuments => ScanError::FeederEmpty,
+                            _ => ScanError::BadRequest,
+                        };
+                        self.note(now, "start-refused", 0, 0, e.to_string());
+                        Err(())
+                    }
+                }
+            }
+            protocol::REQ_CANCEL => {
+                match self.engine.cancel(now) {
+                    CancelOutcome::Started => {
+                        self.error = ScanError::HostCancel;
+                        self.drop_stream();
+                        self.post(EventCode::Cancelled, ScanError::HostCancel as u8, 0, 0);
+                    }
+                    CancelOutcome::Ignored | CancelOutcome::NotScanning => {}
+                }
+                while let Some(ev) = self.engine.poll(now) {
+                    self.on_engine_event(ev.at, ev.kind);
+                }
+                Ok(())
+            }
+            protocol::REQ_DEVICE_RESET => {
+                self.engine.reset(now);
+                self.drop_stream();
+                self.data_in.unstall();
+                self.data_out.unstall();
+                self.halted.clear();
+                self.queue.clear();
+                self.error = ScanError::None;
+                self.note(now, "reset", 0, 0, String::new());
+                Ok(())
+            }
+            _ => Err(()),
+        }
+    }
+
+    fn engine_optics(&self) -> crate::profile::Optics {
+        self.optics.clone()
+    }
+}
+
+fn fault_name(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::Stall { .. } => "stall",
+        Fault::Disconnect { .. } => "disconnect",
+        Fault::LateBand { .. } => "late-band",
+        Fault::ShortBand { .. } => "short-band",
+        Fault::PaperJam { .. } => "paper-jam",
+        Fault::CoverOpen { .. } => "cover-open",
+        Fault::CancelButton { .. } => "cancel-button",
+        Fault::IgnoreCancel => "ignore-cancel",
+        Fault::SlowCancel { .. } => "slow-cancel",
+    }
+}
+
+impl<B: UsbBus + FlushFifo> UsbClass<B> for ScannerFunction<'_, B> {
+    fn get_configuration_descriptors(
+        &self,
+        writer: &mut DescriptorWriter,
+    ) -> usb_device::Result<()> {
+        writer.interface_alt(
+            self.iface,
+            0,
+            protocol::INTERFACE_CLASS,
+            protocol::INTERFACE_SUBCLASS,
+            protocol::INTERFACE_PROTOCOL,
+            Some(self.iface_string),
+        )?;
+        writer.endpoint(&self.data_in)?;
+        writer.endpoint(&self.data_out)?;
+        writer.endpoint(&self.events)?;
+        Ok(())
+    }
+
+    fn get_string(&self, index: StringIndex, _lang_id: LangID) -> Option<&str> {
+        (index == self.iface_string).then_some("scanemu native scanner interface")
+    }
+
+    fn reset(&mut self) {
+        // A bus reset aborts the scan as a Device Reset does.
+        self.engine.reset(self.now);
+        self.streaming = None;
+        self.halted.clear();
+        self.queue.clear();
+        self.event_in_flight = false;
+        self.note(self.now, "reset", 0, 0, "bus reset".into());
+    }
+
+    fn control_out(&mut self, xfer: ControlOut<B>) {
+        let req = *xfer.request();
+        if !self.is_ours(&req) {
+            return;
+        }
+        let data = xfer.data().to_vec();
+        // A rejected request STALLs the status stage; errors from accept/reject only mean the
+        // host already gave up on the transfer.
+        let _ = match self.request_out(req.request, &data) {
+            Ok(()) => xfer.accept(),
+            Err(()) => xfer.reject(),
+        };
+    }
+
+    fn control_in(&mut self, xfer: ControlIn<B>) {
+        let req = *xfer.request();
+        if !self.is_ours(&req) {
+            return;
+        }
+        while let Some(ev) = self.engine.poll(self.now) {
+            self.on_engine_event(ev.at, ev.kind);
+        }
+        let reply: Option<Vec<u8>> = match req.request {
+            protocol::REQ_GET_CAPABILITIES => Some(self.caps.encode().to_vec()),
+            protocol::REQ_GET_PARAMS => self
+                .params
+                .map(|j| self.params_report(&j).encode().to_vec()),
+            protocol::REQ_GET_SCAN_STATUS => Some(self.scan_status().encode().to_vec()),
+            protocol::REQ_GET_DEVICE_STATUS => Some(self.device_status().encode()),
+            _ => None,
+        };
+        let _ = match reply {
+            Some(bytes) => {
+                let n = bytes.len().min(usize::from(req.length));
+                xfer.accept_with(&bytes[..n])
+            }
+            None => xfer.reject(),
+        };
+    }
+
+    fn endpoint_in_complete(&mut self, addr: EndpointAddress) {
+        if addr == self.data_in.address() {
+            self.data_packet_taken();
+        } else if addr == self.events.address() {
+            self.event_in_flight = false;
+            self.feed_events();
+        }
+    }
+
+    fn endpoint_out(&mut self, addr: EndpointAddress) {
+        if addr == self.data_out.address() {
+            // Commands on bulk OUT are reserved: read and discard so the pipe never wedges.
+            let mut sink = [0u8; 1024];
+            let _ = self.data_out.read(&mut sink);
+        }
+    }
+}
+
+impl<B: UsbBus + FlushFifo> ScannerFunction<'_, B> {
+    fn is_ours(&self, req: &usb_device::control::Request) -> bool {
+        matches!(req.request_type, RequestType::Vendor | RequestType::Class)
+            && req.recipient == Recipient::Interface
+            && req.index == u16::from(u8::from(self.iface))
+    }
+}

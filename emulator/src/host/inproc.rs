@@ -1,0 +1,483 @@
+//! The in-process host: the [`UsbHost`] API over the virtual bus, in the caller's thread.
+//!
+//! Each transfer is stepped packet by packet on the device's [`BusPort`](crate::bus::BusPort),
+//! running the firmware between packets. When the device NAKs, the transfer waits until the
+//! scan engine's next event, its own deadline, an abort, or any other transfer changing the
+//! device, whichever comes first. Payload bytes are charged on the wire at the profile's bus
+//! speed (`Speed::wire_time`), with one bus shared by all endpoints. Every transfer and every
+//! device note is reported to a [`HostObserver`], which is how traces are recorded.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use async_trait::async_trait;
+
+use super::{
+    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
+};
+use crate::device::Device;
+use crate::hc::{self, ControlTransfer, InTransfer, OutTransfer, StepResult, Transfer};
+use crate::sim::Clock;
+use crate::speed::Speed;
+use crate::time::{Duration, Instant};
+
+struct State {
+    device: Device,
+    info: DeviceInfo,
+    speed: Speed,
+    /// Bumped whenever a transfer moved data or changed the device; waiters re-step.
+    change: u64,
+    waiters: Vec<Waker>,
+    abort_gen: [u64; 32],
+    pending: u32,
+    bus_free_at: Instant,
+    observer: Option<Rc<dyn HostObserver>>,
+}
+
+impl State {
+    fn changed(&mut self) {
+        self.change += 1;
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn report_notes(&mut self) {
+        let notes = self.device.take_notes();
+        if let Some(obs) = &self.observer {
+            for note in &notes {
+                obs.device(note);
+            }
+        }
+    }
+}
+
+fn ep_slot(ep: u8) -> usize {
+    usize::from(ep & 0x0f) + if ep & 0x80 != 0 { 16 } else { 0 }
+}
+
+fn map_error(e: hc::TransferError) -> TransferError {
+    match e {
+        hc::TransferError::Stall => TransferError::Stall,
+        hc::TransferError::Disconnected => TransferError::NoDevice,
+        hc::TransferError::Babble => TransferError::Overflow,
+        other => TransferError::Io(other.to_string()),
+    }
+}
+
+/// The in-process host. Cheap to clone: clones share the device.
+#[derive(Clone)]
+pub struct InProcessHost {
+    state: Rc<RefCell<State>>,
+    clock: Rc<dyn Clock>,
+}
+
+impl InProcessHost {
+    /// Attaches `device` and enumerates it (bus reset, descriptors, address, configuration) at
+    /// the clock's current time.
+    pub fn new(device: Device, clock: Rc<dyn Clock>) -> Result<InProcessHost, TransferError> {
+        let speed = device.profile().usb.speed;
+        let host = InProcessHost {
+            state: Rc::new(RefCell::new(State {
+                device,
+                info: DeviceInfo::default(),
+                speed,
+                change: 0,
+                waiters: Vec::new(),
+                abort_gen: [0; 32],
+                pending: 0,
+                bus_free_at: Instant::ZERO,
+                observer: None,
+            })),
+            clock,
+        };
+        host.enumerate()?;
+        Ok(host)
+    }
+
+    fn enumerate(&self) -> Result<(), TransferError> {
+        let now = self.clock.now();
+        let mut st = self.state.borrow_mut();
+        let e = {
+            let (port, mut poller) = st.device.port_and_poller(now);
+            hc::enumerate(&port, &mut poller).map_err(map_error)?
+        };
+        let d = &e.device_descriptor;
+        let word = |at: usize| {
+            d.get(at..at + 2)
+                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+        };
+        st.info = DeviceInfo {
+            vendor_id: word(8),
+            product_id: word(10),
+            device_descriptor: e.device_descriptor.clone(),
+            config_descriptor: e.config_descriptor,
+        };
+        st.report_notes();
+        Ok(())
+    }
+
+    /// Reports every transfer and device note to `observer` from now on.
+    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
+        self.state.borrow_mut().observer = Some(observer);
+    }
+
+    /// Runs `f` with the device (to set faults or an image source, or to inspect it).
+    pub fn with_device<R>(&self, f: impl FnOnce(&mut Device) -> R) -> R {
+        f(&mut self.state.borrow_mut().device)
+    }
+
+    /// Transfers started and not yet finished.
+    pub fn pending_transfers(&self) -> u32 {
+        self.state.borrow().pending
+    }
+
+    /// Keeps the device running on its own schedule: polls it whenever its engine has an event
+    /// due, so device notes reach the observer in time even while no transfer is pending. Spawn
+    /// it beside the driver; it never returns.
+    pub async fn run_device(&self) {
+        loop {
+            let (at, seen) = {
+                let mut st = self.state.borrow_mut();
+                let now = self.clock.now();
+                st.device.poll(now);
+                st.report_notes();
+                (st.device.poll_at(), st.change)
+            };
+            let sleep = at.map(|t| self.clock.sleep_until(t));
+            WaitChange {
+                state: &self.state,
+                seen,
+                sleep,
+            }
+            .await;
+        }
+    }
+
+    fn observe(&self, rec: &TransferRecord<'_>) {
+        let obs = self.state.borrow().observer.clone();
+        if let Some(obs) = obs {
+            obs.transfer(rec);
+        }
+    }
+
+    /// Steps `t` until it completes, fails, times out or is aborted; then charges its bytes on
+    /// the wire. Returns the result and the transfer (for partial data).
+    async fn drive<T: Transfer>(
+        &self,
+        mut t: T,
+        ep: u8,
+        timeout: Duration,
+        actual: impl Fn(&T) -> usize,
+    ) -> (Result<T::Output, TransferError>, T) {
+        let start = self.clock.now();
+        let deadline = if timeout == Duration::ZERO {
+            None
+        } else {
+            Some(start + timeout)
+        };
+        let gen = self.state.borrow().abort_gen[ep_slot(ep)];
+        self.state.borrow_mut().pending += 1;
+        let mut wire = 0u64;
+        let result = loop {
+            let now = self.clock.now();
+            let (step, seen, next) = {
+                let mut st = self.state.borrow_mut();
+                st.device.poll(now);
+                let step = {
+                    let (port, mut poller) = st.device.port_and_poller(now);
+                    t.step(&port, &mut poller)
+                };
+                let moved = t.take_wire_bytes();
+                wire += moved;
+                st.report_notes();
+                if moved > 0 || matches!(step, StepResult::Done(_)) {
+                    st.changed();
+                }
+                (step, st.change, st.device.poll_at())
+            };
+            if let StepResult::Done(r) = step {
+                break r.map_err(map_error);
+            }
+            if self.state.borrow().abort_gen[ep_slot(ep)] != gen {
+                break Err(TransferError::Cancelled { actual: actual(&t) });
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                break Err(TransferError::Timeout { actual: actual(&t) });
+            }
+            let wake = match (next, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = wake.map(|t| self.clock.sleep_until(t.max(now)));
+            WaitChange {
+                state: &self.state,
+                seen,
+                sleep,
+            }
+            .await;
+        };
+        let done_at = {
+            let mut st = self.state.borrow_mut();
+            st.pending -= 1;
+            let now = self.clock.now();
+            let begin = st.bus_free_at.max(now);
+            let done_at = begin + st.speed.wire_time(wire);
+            st.bus_free_at = done_at;
+            done_at
+        };
+        if done_at > self.clock.now() {
+            self.clock.sleep_until(done_at).await;
+        }
+        (result, t)
+    }
+}
+
+/// Waits until the host's change counter moves past `seen`, or `sleep` completes.
+struct WaitChange<'a> {
+    state: &'a RefCell<State>,
+    seen: u64,
+    sleep: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl Future for WaitChange<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.state.borrow().change != self.seen {
+            return Poll::Ready(());
+        }
+        if let Some(sleep) = self.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        self.state.borrow_mut().waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+fn outcome<T>(r: &Result<T, TransferError>) -> Result<(), TransferError> {
+    r.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+#[async_trait(?Send)]
+impl UsbHost for InProcessHost {
+    fn device_info(&self) -> DeviceInfo {
+        self.state.borrow().info.clone()
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        let until = self.clock.now() + duration;
+        self.clock.sleep_until(until).await;
+    }
+
+    async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
+        let (r, _) = self
+            .drive(ControlTransfer::new_in(setup), 0x80, timeout, |_| 0)
+            .await;
+        let empty = Vec::new();
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Control,
+            ep: 0x80,
+            setup: Some(setup),
+            requested: usize::from(setup.length),
+            data: r.as_ref().unwrap_or(&empty),
+            result: outcome(&r),
+        });
+        r
+    }
+
+    async fn control_out(
+        &self,
+        setup: Setup,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<(), TransferError> {
+        let mut setup = setup;
+        setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
+        let (r, _) = self
+            .drive(
+                ControlTransfer::new_out(setup, data.to_vec()),
+                0x00,
+                timeout,
+                |_| 0,
+            )
+            .await;
+        let r = r.map(|_| ());
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Control,
+            ep: 0x00,
+            setup: Some(setup),
+            requested: data.len(),
+            data,
+            result: outcome(&r),
+        });
+        r
+    }
+
+    async fn bulk_in(
+        &self,
+        ep: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        let (r, t) = self
+            .drive(
+                InTransfer::new(ep, buf.len()),
+                ep,
+                timeout,
+                |t: &InTransfer| t.data().len(),
+            )
+            .await;
+        let n = match &r {
+            Ok(data) => {
+                buf[..data.len()].copy_from_slice(data);
+                data.len()
+            }
+            Err(_) => 0,
+        };
+        let r = r.map(|_| n);
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Bulk,
+            ep,
+            setup: None,
+            requested: buf.len(),
+            data: if n > 0 { &buf[..n] } else { t.data() },
+            result: outcome(&r),
+        });
+        r
+    }
+
+    async fn bulk_out(
+        &self,
+        ep: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        let zlp = false;
+        let (r, t) = self
+            .drive(
+                OutTransfer::new(ep, data.to_vec(), zlp),
+                ep,
+                timeout,
+                |t: &OutTransfer| t.sent(),
+            )
+            .await;
+        let r = r.map(|_| t.sent());
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Bulk,
+            ep,
+            setup: None,
+            requested: data.len(),
+            data: &data[..t.sent().min(data.len())],
+            result: outcome(&r),
+        });
+        r
+    }
+
+    async fn interrupt_in(
+        &self,
+        ep: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        let (r, _) = self
+            .drive(
+                InTransfer::new(ep, buf.len()),
+                ep,
+                timeout,
+                |t: &InTransfer| t.data().len(),
+            )
+            .await;
+        let n = match &r {
+            Ok(data) => {
+                buf[..data.len()].copy_from_slice(data);
+                data.len()
+            }
+            Err(_) => 0,
+        };
+        let r = r.map(|_| n);
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Interrupt,
+            ep,
+            setup: None,
+            requested: buf.len(),
+            data: &buf[..n],
+            result: outcome(&r),
+        });
+        r
+    }
+
+    async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
+        let setup = hc::SetupPacket::clear_halt(ep);
+        let (r, _) = self
+            .drive(
+                ControlTransfer::new_out(setup, Vec::new()),
+                0x00,
+                Duration::from_secs(1),
+                |_| 0,
+            )
+            .await;
+        let r = r.map(|_| ());
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::ClearHalt,
+            ep,
+            setup: Some(setup),
+            requested: 0,
+            data: &[],
+            result: outcome(&r),
+        });
+        r
+    }
+
+    async fn reset_device(&self) -> Result<(), TransferError> {
+        {
+            let mut st = self.state.borrow_mut();
+            for g in st.abort_gen.iter_mut() {
+                *g += 1;
+            }
+            st.changed();
+        }
+        let r = self.enumerate();
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Reset,
+            ep: 0,
+            setup: None,
+            requested: 0,
+            data: &[],
+            result: r.clone(),
+        });
+        r
+    }
+
+    fn abort_endpoint(&self, ep: u8) {
+        {
+            let mut st = self.state.borrow_mut();
+            st.abort_gen[ep_slot(ep)] += 1;
+            st.changed();
+        }
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind: TransferKind::Abort,
+            ep,
+            setup: None,
+            requested: 0,
+            data: &[],
+            result: Ok(()),
+        });
+    }
+}

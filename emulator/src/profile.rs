@@ -1,0 +1,510 @@
+//! Device profiles: the data that makes one emulated scanner differ from another.
+//!
+//! A profile is a JSON file in `fixtures/profiles/` that fixes the USB identity and endpoint sizes
+//! ([`UsbConfig`]), what the optics can scan ([`Optics`], including an optional sheet feeder,
+//! [`Adf`]), how long everything takes ([`Timing`]) and which faults to inject ([`Fault`]).
+//! Every object rejects unknown fields, and every error names `file:line:column`:
+//!
+//! ```text
+//! fixtures/profiles/x.json:12:5: unknown field `foo`, expected one of `warmup_us`, ...
+//! ```
+//!
+//! Values are checked after parsing ([`Profile::validate`]); a validation error points at the
+//! first occurrence of the offending field's name in the file.
+//!
+//! Schema (fields marked *required* have no default):
+//!
+//! ```json
+//! {
+//!   "name": "a4-flatbed-300",                       // required
+//!   "description": "...",                           // default ""
+//!   "usb": {
+//!     "vid": "0x5ca1", "pid": "0x0300",             // required; "0x..." hex string or integer
+//!     "manufacturer": "scanlab", "product": "...", "serial": "...",
+//!     "speed": "high",                              // full | high | super | unlimited
+//!     "bulk_max_packet": 512, "interrupt_max_packet": 16, "interrupt_interval": 4
+//!   },
+//!   "optics": {
+//!     "optical_dpi": 600, "resolutions": [75, 150, 300, 600],
+//!     "max_width_px": 5100, "max_height_px": 7020,  // at optical_dpi; required
+//!     "modes": ["lineart", "gray8", "gray16", "color24", "color48"],
+//!     "flatbed": true,                              // false for sheet-fed scanners
+//!     "adf": null                                   // or { "capacity": 50, "loaded_sheets": 10, "page_feed_us": 900000 }
+//!   },
+//!   "timing": { "warmup_us": 800000, "line_period_us": 1700, "band_lines": 64,
+//!               "motor_stop_us": 40000, "jitter_us": 0, "jitter_seed": 1, "buffer_bands": 4 },
+//!   "faults": [ { "kind": "stall", "page": 0, "band": 3 } ]
+//! }
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::engine::{Fault, ScanMode};
+use crate::speed::Speed;
+
+/// The JSON text of the built-in fast profile, `fixtures/profiles/fast-flatbed.json`.
+pub const BUILTIN_FAST_JSON: &str = include_str!("../../fixtures/profiles/fast-flatbed.json");
+
+/// A complete device profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Profile {
+    /// Short name, by convention the file name without `.json`. Required.
+    pub name: String,
+    /// Free text for humans. Default: empty.
+    #[serde(default)]
+    pub description: String,
+    /// USB identity and endpoint sizes. Required (only `vid` and `pid` have no default).
+    pub usb: UsbConfig,
+    /// What the scanner can scan. Required.
+    pub optics: Optics,
+    /// How long things take. Default: [`Timing::default`].
+    #[serde(default)]
+    pub timing: Timing,
+    /// Faults to inject, in any order. Default: none.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+/// USB identity, bus speed and endpoint sizes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UsbConfig {
+    /// Vendor ID. Required; `"0x5ca1"` or a plain integer.
+    #[serde(deserialize_with = "de_hex_u16", serialize_with = "ser_hex_u16")]
+    pub vid: u16,
+    /// Product ID. Required; `"0x0300"` or a plain integer.
+    #[serde(deserialize_with = "de_hex_u16", serialize_with = "ser_hex_u16")]
+    pub pid: u16,
+    /// Manufacturer string descriptor. Default: `"scanlab"`.
+    #[serde(default = "default_manufacturer")]
+    pub manufacturer: String,
+    /// Product string descriptor. Default: `"scanemu"`.
+    #[serde(default = "default_product")]
+    pub product: String,
+    /// Serial number string descriptor. Default: `"0001"`.
+    #[serde(default = "default_serial")]
+    pub serial: String,
+    /// Bus speed. Default: `high`.
+    #[serde(default)]
+    pub speed: Speed,
+    /// Max packet size of the bulk endpoints: a power of two, at least 8 and at most
+    /// [`Speed::max_bulk_packet`]. Default: 512.
+    #[serde(default = "default_bulk_max_packet")]
+    pub bulk_max_packet: u16,
+    /// Max packet size of the interrupt IN endpoint: 1..=64 at full speed, 1..=1024 otherwise.
+    /// Default: 16.
+    #[serde(default = "default_interrupt_max_packet")]
+    pub interrupt_max_packet: u16,
+    /// `bInterval` of the interrupt IN endpoint: 1..=255 (frames) at full speed, 1..=16
+    /// (2^(n-1) microframes) otherwise. Default: 4.
+    #[serde(default = "default_interrupt_interval")]
+    pub interrupt_interval: u8,
+}
+
+/// What the optics and paper path can do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Optics {
+    /// Optical resolution in dots per inch; the maximum area is given at this resolution.
+    /// Required, non-zero.
+    pub optical_dpi: u16,
+    /// Resolutions a job may ask for, in dpi. Required, non-empty, each non-zero.
+    pub resolutions: Vec<u16>,
+    /// Width of the scan area in pixels at `optical_dpi`. Required, non-zero.
+    pub max_width_px: u32,
+    /// Height of the scan area (flatbed glass or ADF sheet) in pixels at `optical_dpi`.
+    /// Required, non-zero.
+    pub max_height_px: u32,
+    /// Scan modes a job may ask for. Default: all five.
+    #[serde(default = "default_modes")]
+    pub modes: Vec<ScanMode>,
+    /// Whether there is a flatbed glass (false for sheet-fed scanners). Default: true.
+    #[serde(default = "default_true")]
+    pub flatbed: bool,
+    /// The automatic document feeder, if there is one. Default: none.
+    #[serde(default)]
+    pub adf: Option<Adf>,
+}
+
+/// An automatic document feeder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Adf {
+    /// How many sheets the tray holds. Required, non-zero.
+    pub capacity: u16,
+    /// Sheets in the tray when the device powers up, at most `capacity`. Required.
+    pub loaded_sheets: u16,
+    /// Time from the end of one page to the start of the next (the sheet is fed into place).
+    /// Default: 900000 us.
+    #[serde(default = "default_page_feed_us")]
+    pub page_feed_us: u64,
+}
+
+/// Timing of the scan engine. All durations in microseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Timing {
+    /// Lamp warm-up before the first line of a job. Default: 800000.
+    pub warmup_us: u64,
+    /// Time to scan one line, at any resolution. Default: 1700; must be non-zero.
+    pub line_period_us: u64,
+    /// Lines per band (the unit the device buffers and sends). Default: 64; must be non-zero.
+    pub band_lines: u32,
+    /// Time from a cancel request until the motor has stopped and the device is idle.
+    /// Default: 40000.
+    pub motor_stop_us: u64,
+    /// Each band is late by a random delay in `[0, jitter_us]`. Default: 0.
+    pub jitter_us: u64,
+    /// Seed of the jitter generator. Default: 1.
+    pub jitter_seed: u64,
+    /// How many ready bands the device can hold before it pauses. Default: 4; must be non-zero.
+    pub buffer_bands: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            warmup_us: 800_000,
+            line_period_us: 1700,
+            band_lines: 64,
+            motor_stop_us: 40_000,
+            jitter_us: 0,
+            jitter_seed: 1,
+            buffer_bands: 4,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_manufacturer() -> String {
+    "scanlab".into()
+}
+fn default_product() -> String {
+    "scanemu".into()
+}
+fn default_serial() -> String {
+    "0001".into()
+}
+fn default_bulk_max_packet() -> u16 {
+    512
+}
+fn default_interrupt_max_packet() -> u16 {
+    16
+}
+fn default_interrupt_interval() -> u8 {
+    4
+}
+fn default_page_feed_us() -> u64 {
+    900_000
+}
+fn default_modes() -> Vec<ScanMode> {
+    vec![
+        ScanMode::Lineart,
+        ScanMode::Gray8,
+        ScanMode::Gray16,
+        ScanMode::Color24,
+        ScanMode::Color48,
+    ]
+}
+
+fn ser_hex_u16<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#06x}"))
+}
+
+fn de_hex_u16<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    struct HexU16;
+    impl Visitor<'_> for HexU16 {
+        type Value = u16;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a 16-bit id as a \"0x....\" string or an integer")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::custom(format!("id {v} does not fit in 16 bits")))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::custom(format!("id {v} does not fit in 16 bits")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u16, E> {
+            let digits = v
+                .strip_prefix("0x")
+                .or_else(|| v.strip_prefix("0X"))
+                .ok_or_else(|| E::custom(format!("id {v:?} must start with 0x")))?;
+            u16::from_str_radix(digits, 16)
+                .map_err(|_| E::custom(format!("id {v:?} is not a 16-bit hex number")))
+        }
+    }
+    d.deserialize_any(HexU16)
+}
+
+/// Why a profile could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The file could not be read.
+    #[error("{path}: cannot read profile: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The text is not valid JSON or does not match the schema.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Parse {
+        /// The file name (or other origin) given to the parser.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, as serde_json put it, without its position suffix.
+        message: String,
+    },
+    /// The profile parsed but a value is out of range.
+    #[error("{origin}:{line}:{column}: invalid {field}: {message}")]
+    Invalid {
+        /// The file name (or other origin).
+        origin: String,
+        /// 1-based line of the field's first occurrence (1 if not found).
+        line: usize,
+        /// 1-based column of the field's first occurrence (1 if not found).
+        column: usize,
+        /// Dotted path of the field, e.g. `timing.band_lines`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A validation failure before it is placed in a file: the dotted field path and a message.
+type Violation = (String, String);
+
+impl Profile {
+    /// Parses and validates a profile. `origin` names the text in errors (usually its path).
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let profile: Profile = serde_json::from_str(text).map_err(|e| {
+            let full = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+            ProfileError::Parse {
+                origin: origin.to_string(),
+                line: e.line(),
+                column: e.column(),
+                message,
+            }
+        })?;
+        if let Err((field, message)) = profile.check() {
+            let leaf = field.rsplit('.').next().unwrap_or(&field);
+            let (line, column) = locate_key(text, leaf).unwrap_or((1, 1));
+            return Err(ProfileError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                field,
+                message,
+            });
+        }
+        Ok(profile)
+    }
+
+    /// Reads, parses and validates the profile at `path`.
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Profile::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// The built-in profile for tests: `fixtures/profiles/fast-flatbed.json`, compiled in.
+    ///
+    /// A 256 x 256 px glass at 100 dpi optical, 2 ms warm-up, 50 us per line, 16-line bands,
+    /// 500 us motor stop, no jitter, no feeder.
+    pub fn builtin_fast() -> Profile {
+        Profile::from_json_str(BUILTIN_FAST_JSON, "fixtures/profiles/fast-flatbed.json")
+            .expect("the built-in profile is valid")
+    }
+
+    /// Checks value ranges that the schema alone cannot express.
+    ///
+    /// The error is `(field, message)`; [`Profile::from_json_str`] turns it into
+    /// [`ProfileError::Invalid`] with a position.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), Violation> {
+        fn bad(field: &str, message: String) -> Result<(), Violation> {
+            Err((field.to_string(), message))
+        }
+        let usb = &self.usb;
+        let max_bulk = usb.speed.max_bulk_packet();
+        let b = usb.bulk_max_packet;
+        if !b.is_power_of_two() || b < 8 || b > max_bulk {
+            return bad(
+                "usb.bulk_max_packet",
+                format!(
+                    "{b} is not a power of two in 8..={max_bulk} (the limit at {:?} speed)",
+                    usb.speed
+                ),
+            );
+        }
+        let (max_int, max_interval) = match usb.speed {
+            Speed::Full => (64, 255),
+            _ => (1024, 16),
+        };
+        if usb.interrupt_max_packet == 0 || usb.interrupt_max_packet > max_int {
+            return bad(
+                "usb.interrupt_max_packet",
+                format!("{} is not in 1..={max_int}", usb.interrupt_max_packet),
+            );
+        }
+        if usb.interrupt_interval == 0 || usb.interrupt_interval > max_interval {
+            return bad(
+                "usb.interrupt_interval",
+                format!("{} is not in 1..={max_interval}", usb.interrupt_interval),
+            );
+        }
+        let o = &self.optics;
+        if o.optical_dpi == 0 {
+            return bad("optics.optical_dpi", "must be non-zero".into());
+        }
+        if o.resolutions.is_empty() || o.resolutions.contains(&0) {
+            return bad(
+                "optics.resolutions",
+                "must be non-empty and non-zero".into(),
+            );
+        }
+        if o.max_width_px == 0 {
+            return bad("optics.max_width_px", "must be non-zero".into());
+        }
+        if o.max_height_px == 0 {
+            return bad("optics.max_height_px", "must be non-zero".into());
+        }
+        if o.modes.is_empty() {
+            return bad("optics.modes", "must list at least one mode".into());
+        }
+        if !o.flatbed && o.adf.is_none() {
+            return bad(
+                "optics.flatbed",
+                "a device without a flatbed needs an adf".into(),
+            );
+        }
+        if let Some(adf) = &o.adf {
+            if adf.capacity == 0 {
+                return bad("optics.adf.capacity", "must be non-zero".into());
+            }
+            if adf.loaded_sheets > adf.capacity {
+                return bad(
+                    "optics.adf.loaded_sheets",
+                    format!(
+                        "{} exceeds the capacity {}",
+                        adf.loaded_sheets, adf.capacity
+                    ),
+                );
+            }
+        }
+        let t = &self.timing;
+        if t.line_period_us == 0 {
+            return bad("timing.line_period_us", "must be non-zero".into());
+        }
+        if t.band_lines == 0 {
+            return bad("timing.band_lines", "must be non-zero".into());
+        }
+        if t.buffer_bands == 0 {
+            return bad("timing.buffer_bands", "must be non-zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of the first `"key"` in `text`.
+fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let at = text.find(&format!("\"{key}\""))?;
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_fast_parses() {
+        let p = Profile::builtin_fast();
+        assert_eq!(p.name, "fast-flatbed");
+        assert_eq!(p.timing.band_lines, 16);
+        assert!(p.optics.adf.is_none());
+    }
+
+    #[test]
+    fn unknown_field_names_position() {
+        let text = "{\n  \"name\": \"x\",\n  \"foo\": 1\n}";
+        let err = Profile::from_json_str(text, "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.json:3:"), "{err}");
+        assert!(err.contains("unknown field `foo`"), "{err}");
+        assert!(!err.contains(" at line "), "{err}");
+    }
+
+    #[test]
+    fn hex_and_integer_ids() {
+        let base: serde_json::Value = serde_json::from_str(BUILTIN_FAST_JSON).unwrap();
+        let mut v = base.clone();
+        v["usb"]["vid"] = serde_json::json!(4660);
+        v["usb"]["pid"] = serde_json::json!("0xBEEF");
+        let p = Profile::from_json_str(&v.to_string(), "t").unwrap();
+        assert_eq!((p.usb.vid, p.usb.pid), (0x1234, 0xbeef));
+        v["usb"]["vid"] = serde_json::json!("1234");
+        assert!(Profile::from_json_str(&v.to_string(), "t").is_err());
+        v["usb"]["vid"] = serde_json::json!(70000);
+        assert!(Profile::from_json_str(&v.to_string(), "t").is_err());
+    }
+
+    #[test]
+    fn validation_points_at_field() {
+        let text = BUILTIN_FAST_JSON.replace("\"band_lines\": 16", "\"band_lines\": 0");
+        let err = Profile::from_json_str(&text, "f.json").unwrap_err();
+        let (line, _) = locate_key(&text, "band_lines").unwrap();
+        assert!(
+            err.to_string().starts_with(&format!("f.json:{line}:")),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("invalid timing.band_lines"),
+            "{err}"
+        );
+
+        let text =
+            BUILTIN_FAST_JSON.replace("\"bulk_max_packet\": 512", "\"bulk_max_packet\": 1024");
+        let err = Profile::from_json_str(&text, "f.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("usb.bulk_max_packet"), "{err}");
+        let text =
+            BUILTIN_FAST_JSON.replace("\"bulk_max_packet\": 512", "\"bulk_max_packet\": 100");
+        assert!(Profile::from_json_str(&text, "f.json").is_err());
+    }
+
+    #[test]
+    fn serializes_ids_as_hex() {
+        let p = Profile::builtin_fast();
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("\"vid\":\"0x5ca1\""), "{text}");
+        assert_eq!(Profile::from_json_str(&text, "t").unwrap(), p);
+    }
+}
