@@ -338,7 +338,9 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 self.post(EventCode::Cancelled, ScanError::ShortBand as u8, page, 0);
                 return;
             }
-            Fault::Disconnect { .. } => {
+            Fault::StallOnCancel => (ScanError::DataStall, &both),
+            Fault::Disconnect { .. } | Fault::DisconnectOnCancel => {
+                self.drop_stream();
                 self.disconnect = true;
                 return;
             }
@@ -579,7 +581,10 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                         self.drop_stream();
                         self.post(EventCode::Cancelled, ScanError::HostCancel as u8, 0, 0);
                     }
-                    CancelOutcome::Ignored | CancelOutcome::NotScanning => {}
+                    // The fault event (polled below) halts the endpoints or disconnects.
+                    CancelOutcome::Faulted(_)
+                    | CancelOutcome::Ignored
+                    | CancelOutcome::NotScanning => {}
                 }
                 while let Some(ev) = self.engine.poll(now) {
                     self.on_engine_event(ev.at, ev.kind);
@@ -617,6 +622,8 @@ fn fault_name(fault: &Fault) -> &'static str {
         Fault::CancelButton { .. } => "cancel-button",
         Fault::IgnoreCancel => "ignore-cancel",
         Fault::SlowCancel { .. } => "slow-cancel",
+        Fault::StallOnCancel => "stall-on-cancel",
+        Fault::DisconnectOnCancel => "disconnect-on-cancel",
     }
 }
 

@@ -630,6 +630,60 @@ fn slow_cancel_takes_its_own_time() {
 }
 
 #[test]
+fn stall_and_disconnect_on_cancel_turn_the_cancel_into_an_abort() {
+    for fault in [Fault::StallOnCancel, Fault::DisconnectOnCancel] {
+        let mut e = ScanEngine::new(&Profile::builtin_fast());
+        // slow_cancel listed too: it never applies to a cancel that faults.
+        e.set_faults(vec![Fault::SlowCancel { motor_stop_us: 99 }, fault]);
+        assert_eq!(
+            e.cancel(us(0)),
+            CancelOutcome::NotScanning,
+            "idle: harmless"
+        );
+        e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 64))
+            .unwrap();
+        // Bands 0 and 1 are ready at 2800 and 3600 us; none is taken.
+        while e.poll(us(3700)).is_some() {}
+        assert_eq!(e.ready_bands().len(), 2);
+        assert_eq!(e.cancel(us(3700)), CancelOutcome::Faulted(fault));
+        assert_eq!(e.ready_bands().len(), 0, "ready bands are discarded");
+        assert_eq!(e.state(), EngineState::Aborted { fault });
+        let ev: Vec<_> = std::iter::from_fn(|| e.poll(us(1_000_000))).collect();
+        assert_eq!(
+            ev,
+            [EngineEvent {
+                at: us(3700),
+                kind: EventKind::Fault(fault)
+            }]
+        );
+        assert_eq!(e.poll_at(), None, "production has stopped");
+        assert_eq!(e.lines_produced(), 32);
+        assert_eq!(e.cancel(us(4000)), CancelOutcome::NotScanning);
+        // A new job is accepted, and the fault holds for its cancel too.
+        e.start(us(5000), ScanJob::flatbed(100, ScanMode::Gray8, 64, 64))
+            .unwrap();
+        while e.poll(us(5000)).is_some() {}
+        assert_eq!(e.cancel(us(5000)), CancelOutcome::Faulted(fault));
+    }
+}
+
+#[test]
+fn the_first_decisive_cancel_fault_wins() {
+    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    e.set_faults(vec![Fault::IgnoreCancel, Fault::StallOnCancel]);
+    e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 64))
+        .unwrap();
+    while e.poll(us(1000)).is_some() {}
+    assert_eq!(e.cancel(us(1000)), CancelOutcome::Ignored);
+    e.set_faults(vec![Fault::DisconnectOnCancel, Fault::IgnoreCancel]);
+    while e.poll(us(1000)).is_some() {}
+    assert_eq!(
+        e.cancel(us(1000)),
+        CancelOutcome::Faulted(Fault::DisconnectOnCancel)
+    );
+}
+
+#[test]
 fn aborting_faults_replace_their_band() {
     let aborting = [
         Fault::Stall { page: 0, band: 3 },

@@ -6,7 +6,12 @@ use serde::{Deserialize, Serialize};
 ///
 /// Positional faults name a `page` (0-based within the job, default 0) and a `band` (0-based
 /// within the page). Each positional fault fires at most once; [`ScanEngine::set_faults`]
-/// re-arms them. `ignore_cancel` and `slow_cancel` hold for every cancel while they are set.
+/// re-arms them. The cancel faults (`ignore_cancel`, `slow_cancel`, `stall_on_cancel`,
+/// `disconnect_on_cancel`) have no position: they hold for every host cancel of a running job
+/// while they are set, and do nothing to a cancel that finds nothing to cancel (idle, already
+/// cancelling, aborted). If several are set, the first of `ignore_cancel`, `stall_on_cancel` and
+/// `disconnect_on_cancel` in the list decides what a cancel does; `slow_cancel` applies only to a
+/// cancel that goes ahead normally.
 ///
 /// "Aborting" faults fire at the time band `band` would have been ready, instead of that band,
 /// whether or not the device buffer is full; the engine emits [`EventKind::Fault`] and goes to
@@ -90,6 +95,18 @@ pub enum Fault {
         /// Time from the cancel request to `MotorStopped`, in microseconds.
         motor_stop_us: u64,
     },
+    /// Every host cancel turns into a device-side abort: `cancel` returns
+    /// [`CancelOutcome::Faulted`](super::CancelOutcome::Faulted), the engine emits this fault,
+    /// discards the ready bands, stops production (the motor stops at once; no `MotorStopped`
+    /// follows) and goes to `Aborted`. The USB function stalls both bulk endpoints instead of
+    /// answering Busy: Get Device Status reports Transaction_Cancelled (0x201F) with both
+    /// halted endpoints until the host clears them, and the scan status error is `DataStall`.
+    StallOnCancel,
+    /// Every host cancel makes the device drop off the bus: `cancel` returns
+    /// [`CancelOutcome::Faulted`](super::CancelOutcome::Faulted), the engine emits this fault,
+    /// discards the ready bands and goes to `Aborted`; the USB function disconnects in the same
+    /// poll, so the Cancel Request itself and every later transfer fail with "no device".
+    DisconnectOnCancel,
 }
 
 /// The kind of a [`Fault`], without its parameters.
@@ -114,6 +131,10 @@ pub enum FaultKind {
     IgnoreCancel,
     /// See [`Fault::SlowCancel`].
     SlowCancel,
+    /// See [`Fault::StallOnCancel`].
+    StallOnCancel,
+    /// See [`Fault::DisconnectOnCancel`].
+    DisconnectOnCancel,
 }
 
 impl Fault {
@@ -129,10 +150,13 @@ impl Fault {
             Fault::CancelButton { .. } => FaultKind::CancelButton,
             Fault::IgnoreCancel => FaultKind::IgnoreCancel,
             Fault::SlowCancel { .. } => FaultKind::SlowCancel,
+            Fault::StallOnCancel => FaultKind::StallOnCancel,
+            Fault::DisconnectOnCancel => FaultKind::DisconnectOnCancel,
         }
     }
 
-    /// `(page, band)` for positional faults, `None` for `ignore_cancel` and `slow_cancel`.
+    /// `(page, band)` for positional faults, `None` for the cancel faults (`ignore_cancel`,
+    /// `slow_cancel`, `stall_on_cancel`, `disconnect_on_cancel`).
     pub const fn position(&self) -> Option<(u16, u32)> {
         match *self {
             Fault::Stall { page, band }
@@ -142,11 +166,15 @@ impl Fault {
             | Fault::PaperJam { page, band }
             | Fault::CoverOpen { page, band }
             | Fault::CancelButton { page, band } => Some((page, band)),
-            Fault::IgnoreCancel | Fault::SlowCancel { .. } => None,
+            Fault::IgnoreCancel
+            | Fault::SlowCancel { .. }
+            | Fault::StallOnCancel
+            | Fault::DisconnectOnCancel => None,
         }
     }
 
-    /// Whether this fault ends the job in [`EngineState::Aborted`](super::EngineState::Aborted).
+    /// Whether this fault ends the job in [`EngineState::Aborted`](super::EngineState::Aborted)
+    /// (the cancel-time ones when a host cancel triggers them).
     pub const fn aborts(&self) -> bool {
         matches!(
             self.kind(),
@@ -156,6 +184,8 @@ impl Fault {
                 | FaultKind::PaperJam
                 | FaultKind::CoverOpen
                 | FaultKind::CancelButton
+                | FaultKind::StallOnCancel
+                | FaultKind::DisconnectOnCancel
         )
     }
 }
@@ -180,6 +210,17 @@ mod tests {
         );
         let f: Fault = serde_json::from_str(r#"{"kind":"ignore_cancel"}"#).unwrap();
         assert_eq!(f.position(), None);
+        let f: Fault = serde_json::from_str(r#"{"kind":"stall_on_cancel"}"#).unwrap();
+        assert_eq!(
+            (f, f.position(), f.aborts()),
+            (Fault::StallOnCancel, None, true)
+        );
+        let f: Fault = serde_json::from_str(r#"{"kind":"disconnect_on_cancel"}"#).unwrap();
+        assert_eq!(f.kind(), FaultKind::DisconnectOnCancel);
+        assert_eq!(
+            serde_json::to_string(&Fault::DisconnectOnCancel).unwrap(),
+            r#"{"kind":"disconnect_on_cancel"}"#
+        );
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"stall","band":1,"x":1}"#).is_err());
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"melt","band":1}"#).is_err());
         assert!(Fault::CancelButton { page: 0, band: 0 }.aborts());

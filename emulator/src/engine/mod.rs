@@ -44,7 +44,10 @@
 //! [`ScanEngine::cancel`] discards all ready bands, stops production and reaches idle
 //! `motor_stop_us` later (`MotorStopped`). [`ScanEngine::reset`] reaches idle at once. Device
 //! faults ([`Fault`]) are injected by band position; aborting ones leave the engine in
-//! [`EngineState::Aborted`] until the next `start` or `reset`.
+//! [`EngineState::Aborted`] until the next `start` or `reset`. The cancel faults have no
+//! position and change what a host cancel does: `ignore_cancel` (scanning goes on),
+//! `slow_cancel` (a longer motor stop), `stall_on_cancel` and `disconnect_on_cancel` (the cancel
+//! becomes a device-side abort: [`CancelOutcome::Faulted`]).
 
 mod fault;
 mod image;
@@ -191,6 +194,10 @@ pub enum CancelOutcome {
     Ignored,
     /// Nothing to cancel: idle, already cancelling, or aborted. Harmless.
     NotScanning,
+    /// A `stall_on_cancel` or `disconnect_on_cancel` fault turned the cancel into a device-side
+    /// abort: ready bands were discarded, the fault event was emitted and the engine is
+    /// [`EngineState::Aborted`] with that fault.
+    Faulted(Fault),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -418,8 +425,8 @@ impl ScanEngine {
         Some(band)
     }
 
-    /// Host cancel at `now`. See [`CancelOutcome`]; when started, ready bands are discarded at
-    /// once and no `BandReady` of this job follows.
+    /// Host cancel at `now`. See [`CancelOutcome`]; when started or faulted, ready bands are
+    /// discarded at once and no `BandReady` of this job follows.
     pub fn cancel(&mut self, now: Instant) -> CancelOutcome {
         if !matches!(
             self.state,
@@ -430,15 +437,24 @@ impl ScanEngine {
         ) {
             return CancelOutcome::NotScanning;
         }
-        if let Some(f) = self
-            .faults
-            .iter()
-            .copied()
-            .find(|f| *f == Fault::IgnoreCancel)
-        {
-            self.push(now, EventKind::Fault(f));
-            self.push(now, EventKind::CancelIgnored);
-            return CancelOutcome::Ignored;
+        let decisive = self.faults.iter().copied().find(|f| {
+            matches!(
+                f.kind(),
+                FaultKind::IgnoreCancel | FaultKind::StallOnCancel | FaultKind::DisconnectOnCancel
+            )
+        });
+        match decisive {
+            Some(f @ Fault::IgnoreCancel) => {
+                self.push(now, EventKind::Fault(f));
+                self.push(now, EventKind::CancelIgnored);
+                return CancelOutcome::Ignored;
+            }
+            Some(f @ (Fault::StallOnCancel | Fault::DisconnectOnCancel)) => {
+                self.queue.clear();
+                self.abort(now, f);
+                return CancelOutcome::Faulted(f);
+            }
+            _ => {}
         }
         let mut stop_us = self.timing.motor_stop_us;
         if let Some(f) = self

@@ -1,0 +1,175 @@
+//! The `scanemu` binary, run as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn scanemu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scanemu"))
+        .args(args)
+        .output()
+        .expect("scanemu runs")
+}
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/profiles")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
+}
+
+#[test]
+fn info_without_a_profile_describes_the_builtin_fast_flatbed() {
+    let out = scanemu(&["info"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    for want in [
+        "fast-flatbed (built in)",
+        "VID:PID        5ca1:0001",
+        "manufacturer   \"scanlab\"",
+        "product        \"scanemu fast flatbed\"",
+        "serial         \"FAST0001\"",
+        "high speed (USB 2.0, 480 Mbit/s); bulk payload up to 53.248 MB/s",
+        "EP0 max packet 64",
+        "interface 0 alt 0: class 0xff (vendor specific) subclass 0x53 protocol 0x01, 3 endpoint(s)",
+        "endpoint 0x81 IN  bulk      max packet 512",
+        "endpoint 0x02 OUT bulk      max packet 512",
+        "endpoint 0x83 IN  interrupt max packet 16, interval 4 (8 microframes, 1.000 ms)",
+        "warm-up        2.000 ms",
+        "line period    50 us",
+        "band           16 lines (800 us per band)",
+        "motor stop     500 us",
+        "jitter         none",
+        "device buffer  4 bands",
+        "Faults\n  none",
+        "the whole area at 100 dpi (256 x 256 px)",
+        // 256 gray bytes x 16 lines; 4096 B at 53.248 MB/s.
+        "one band     16 lines, 4096 B (4.0 KiB): produced in 800 us, on the wire 77 us",
+        "one page     256 lines in 16 bands, 65536 B (64.0 KiB): produced in 14.800 ms",
+        "color24 (768 bytes per line)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn info_of_the_a4_flatbed_profile() {
+    let out = scanemu(&["info", "--profile", &fixture("a4-flatbed-300.json")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    for want in [
+        "a4-flatbed-300 (",
+        "VID:PID        5ca1:0300",
+        "product        \"scanemu A4 flatbed 300\"",
+        "serial         \"A4300001\"",
+        "area           4960 x 7016 px at 600 dpi (210.0 x 297.0 mm)",
+        "warm-up        800.000 ms",
+        "line period    1.700 ms",
+        "band           64 lines (108.800 ms per band)",
+        "motor stop     40.000 ms",
+        "jitter         up to 200 us per band (seed 300)",
+        "the whole area at 300 dpi (2480 x 3508 px)",
+        "gray8 (2480 bytes per line)",
+        // The DESIGN's own figure: 158720 bytes at high speed is 2.981 ms.
+        "one band     64 lines, 158720 B (155.0 KiB): produced in 108.800 ms, on the wire 2.981 ms",
+        "one page     3508 lines in 55 bands, 8699840 B (8.3 MiB): produced in 6.764 s",
+        "color24 (7440 bytes per line)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn info_lists_the_profile_faults() {
+    let dir = std::env::temp_dir().join(format!("scanemu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("faulty.json");
+    let base = std::fs::read_to_string(fixture("fast-flatbed.json")).unwrap();
+    let faulty = base.replace(
+        "\"faults\": []",
+        "\"faults\": [{\"kind\": \"stall_on_cancel\"}, {\"kind\": \"paper_jam\", \"band\": 3}]",
+    );
+    assert_ne!(faulty, base);
+    std::fs::write(&path, faulty).unwrap();
+    let out = scanemu(&["info", "--profile", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("Faults\n  {\"kind\":\"stall_on_cancel\"}\n  {\"kind\":\"paper_jam\",\"page\":0,\"band\":3}\n"), "{text}");
+}
+
+#[test]
+fn a_broken_profile_is_one_line_naming_file_line_column_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("scanemu-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.json");
+    std::fs::write(
+        &path,
+        "{\n  \"name\": \"broken\",\n  \"usb\": { \"vid\": \"0x5ca1\", \"pid\": 1, \"colour\": 3 }\n}\n",
+    )
+    .unwrap();
+    let out = scanemu(&["info", "--profile", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    // `scanemu: FILE:LINE:COLUMN: message`.
+    let rest = err
+        .strip_prefix(&format!("scanemu: {}:3:", path.display()))
+        .unwrap_or_else(|| panic!("no file:line: prefix in {err:?}"));
+    let column: u32 = rest.split(':').next().unwrap().parse().expect("a column");
+    assert!(column > 1, "{err:?}");
+    assert!(err.contains("unknown field `colour`"), "{err:?}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn an_invalid_value_and_a_missing_file_exit_2() {
+    let dir = std::env::temp_dir().join(format!("scanemu-cli-inv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("invalid.json");
+    let base = std::fs::read_to_string(fixture("fast-flatbed.json")).unwrap();
+    std::fs::write(
+        &path,
+        base.replace("\"band_lines\": 16", "\"band_lines\": 0"),
+    )
+    .unwrap();
+    let out = scanemu(&["info", "--profile", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("{}:", path.display())) && err.contains("invalid timing.band_lines"),
+        "{err:?}"
+    );
+    let line_col = err.split(':').nth(2).and_then(|l| l.parse::<u32>().ok());
+    assert!(line_col.is_some_and(|l| l > 1), "{err:?}");
+    let missing = dir.join("nope.json");
+    let out = scanemu(&["info", "--profile", missing.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("cannot read profile"), "{err:?}");
+}
+
+#[test]
+fn a_bad_flag_exits_2() {
+    let out = scanemu(&["info", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
