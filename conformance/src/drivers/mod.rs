@@ -1,0 +1,85 @@
+//! The built-in drivers and the list of which rule each mutant breaks.
+//!
+//! The expected failures are data (`fixtures/mutants.json`), checked both ways by the test
+//! suite: a mutant that passes, or that fails on any other rule, fails the suite.
+
+pub mod native;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use self::native::{Flavor, Mutation};
+
+/// A driver shipped with the runner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltinDriver {
+    /// Name used with `--driver`.
+    pub name: &'static str,
+    /// Which behaviour it has.
+    pub flavor: Flavor,
+    /// One line on what it does.
+    pub description: &'static str,
+}
+
+/// Every built-in driver, correct ones first.
+pub const BUILTIN: &[BuiltinDriver] = &[
+    BuiltinDriver {
+        name: "reference",
+        flavor: Flavor::Reference,
+        description: "correct; honours WIA_EVENT_CANCEL_IO by aborting its pending bulk read",
+    },
+    BuiltinDriver {
+        name: "legacy-xp",
+        flavor: Flavor::LegacyXp,
+        description: "correct for XP; ignores WIA_EVENT_CANCEL_IO (as Microsoft's WIA 2.0 sample does) and says so",
+    },
+    mutant("mutant-data-after-sfalse", Mutation::DataAfterSFalse, "delivers one more band after a callback returned S_FALSE"),
+    mutant("mutant-sok-on-cancel", Mutation::SOkOnCancel, "returns S_OK instead of S_FALSE when cancelled"),
+    mutant("mutant-efail-on-cancel", Mutation::EFailOnCancel, "returns E_FAIL instead of S_FALSE when cancelled"),
+    mutant("mutant-swallow-error", Mutation::SwallowError, "returns S_FALSE instead of the application's error"),
+    mutant("mutant-no-device-cancel", Mutation::NoDeviceCancel, "stops reading on cancel but never tells the device"),
+    mutant("mutant-no-status-poll", Mutation::NoStatusPoll, "sends the Cancel Request but does not wait for status OK"),
+    mutant("mutant-slow-cancel", Mutation::SlowCancel, "waits two seconds before stopping the device"),
+    mutant("mutant-halt-uncleared", Mutation::HaltUncleared, "leaves the halted endpoints of a device-initiated cancel uncleared"),
+    mutant("mutant-stale-band", Mutation::StaleBand, "keeps a band read ahead across a cancel, so the next scan starts with it"),
+    mutant("mutant-claims-async-ignores", Mutation::ClaimsAsyncIgnores, "claims asynchronous cancel but ignores WIA_EVENT_CANCEL_IO"),
+    mutant("mutant-offset-gap", Mutation::OffsetGap, "reports band offsets 16 bytes too far from the third band on"),
+    mutant("mutant-percent-backwards", Mutation::PercentBackwards, "reports a lower percentage on the third band"),
+    mutant("mutant-hang-on-stall", Mutation::HangOnStall, "polls status forever when the device stalls during a cancel"),
+    mutant("mutant-sparse-callbacks", Mutation::SparseCallbacks, "never calls back while it waits for data (warm-up, a late band)"),
+];
+
+const fn mutant(name: &'static str, m: Mutation, description: &'static str) -> BuiltinDriver {
+    BuiltinDriver {
+        name,
+        flavor: Flavor::Mutant(m),
+        description,
+    }
+}
+
+/// The built-in driver called `name`.
+pub fn find(name: &str) -> Option<&'static BuiltinDriver> {
+    BUILTIN.iter().find(|d| d.name == name)
+}
+
+/// `fixtures/mutants.json`: mutant name -> the one rule ID it must fail.
+pub fn load_expected_failures(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+}
+
+/// Builds the driver called `name` for one run.
+pub fn instantiate(name: &str) -> Result<std::rc::Rc<dyn crate::driver::MiniDriver>, String> {
+    match find(name) {
+        Some(d) => Ok(std::rc::Rc::new(native::NativeDriver::new(d.flavor))),
+        None => Err(format!(
+            "unknown driver {name:?}: built-in drivers are {}",
+            BUILTIN
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}

@@ -1,0 +1,568 @@
+//! The built-in drivers for the native protocol: `reference`, `legacy-xp` and the mutants.
+//!
+//! All of them are one transfer loop, written from `emulator/PROTOCOL.md`, with a [`Flavor`]
+//! that switches exactly one behaviour. `reference` is correct and honours
+//! WIA_EVENT_CANCEL_IO by aborting its pending bulk read; `legacy-xp` is correct but ignores the
+//! event, as Microsoft's WIA 2.0 sample does (reference §1.8); each [`Mutation`] breaks one rule.
+
+use std::cell::{Cell, RefCell};
+
+use async_trait::async_trait;
+use scanemu::engine::ScanSource;
+use scanemu::host::{Setup, TransferError, UsbHost};
+use scanemu::protocol::{
+    DeviceState, DeviceStatus, ParamsReport, ScanError, ScanParams, ScanStatus, CANCEL_CODE,
+    EP_DATA_IN, EP_DATA_OUT, PARAMS_REPORT_LEN, REQ_CANCEL, REQ_DEVICE_RESET,
+    REQ_GET_DEVICE_STATUS, REQ_GET_PARAMS, REQ_GET_SCAN_STATUS, REQ_SET_PARAMS, REQ_START_SCAN,
+    SCAN_STATUS_LEN, STATUS_BUSY, STATUS_OK, STATUS_TRANSACTION_CANCELLED,
+};
+use scanemu::time::Duration;
+
+use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
+use crate::wia::{Hresult, ItMsg, IT_STATUS_TRANSFER_FROM_DEVICE, IT_STATUS_TRANSFER_TO_CLIENT};
+
+/// One deliberate defect. Each breaks exactly one conformance rule (see `drivers --format json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    /// Keeps reading and delivering bands after a callback returned S_FALSE.
+    DataAfterSFalse,
+    /// Returns S_OK instead of S_FALSE when cancelled.
+    SOkOnCancel,
+    /// Returns E_FAIL instead of S_FALSE when cancelled.
+    EFailOnCancel,
+    /// Returns S_FALSE instead of the application's error code.
+    SwallowError,
+    /// Stops reading on cancel but never sends the Cancel Request to the device.
+    NoDeviceCancel,
+    /// Sends the Cancel Request but returns without waiting for status OK.
+    NoStatusPoll,
+    /// Waits two seconds before telling the device to stop.
+    SlowCancel,
+    /// After a device-initiated cancel, never clears the halted endpoints.
+    HaltUncleared,
+    /// Reads one band ahead and does not discard it on cancel: the next scan starts with it.
+    StaleBand,
+    /// Claims asynchronous cancel support but ignores WIA_EVENT_CANCEL_IO.
+    ClaimsAsyncIgnores,
+    /// Reports the third band's offset 16 bytes too far.
+    OffsetGap,
+    /// Reports a lower percentage on the third band than on the second.
+    PercentBackwards,
+    /// Polls Get Device Status forever when the device answers Transaction_Cancelled.
+    HangOnStall,
+    /// Never calls back while it waits for data (warm-up, a late band).
+    SparseCallbacks,
+}
+
+/// Which built-in driver this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// Correct, with asynchronous cancel.
+    Reference,
+    /// Correct for XP; ignores WIA_EVENT_CANCEL_IO and says so.
+    LegacyXp,
+    /// The reference driver with one defect.
+    Mutant(Mutation),
+}
+
+/// How long one bulk read waits before the driver reports status and checks the device.
+const READ_SLICE: Duration = Duration::from_millis(500);
+/// Extra bytes asked for at the end of a band: one packet of the largest size (SuperSpeed).
+const READ_SLACK: usize = 1024;
+/// Timeout of control requests.
+const CONTROL_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Interval between Get Device Status polls while the device is busy.
+const STATUS_POLL: Duration = Duration::from_millis(5);
+/// How long the driver polls before it gives up on a busy device and resets it.
+const CANCEL_BUDGET: Duration = Duration::from_millis(2000);
+
+/// A driver for the native protocol. See the module documentation.
+pub struct NativeDriver {
+    flavor: Flavor,
+    cancel_io: Cell<bool>,
+    /// A band read ahead of the one being delivered ([`Mutation::StaleBand`] keeps it across scans).
+    read_ahead: RefCell<Option<Vec<u8>>>,
+    interface: Cell<u16>,
+    /// [`Mutation::DataAfterSFalse`]: the extra band after S_FALSE has been delivered.
+    extra_sent: Cell<bool>,
+}
+
+/// Why the transfer loop stopped early.
+enum Stop {
+    /// Cancelled by the application or the device: return S_FALSE.
+    Cancelled,
+    /// The application's callback returned this error: return it unchanged.
+    AppError(Hresult),
+    /// The device or the transport failed: return this error.
+    Error(Hresult),
+}
+
+impl NativeDriver {
+    /// A driver of the given flavor.
+    pub fn new(flavor: Flavor) -> NativeDriver {
+        NativeDriver {
+            flavor,
+            cancel_io: Cell::new(false),
+            read_ahead: RefCell::new(None),
+            interface: Cell::new(0),
+            extra_sent: Cell::new(false),
+        }
+    }
+
+    fn is(&self, m: Mutation) -> bool {
+        self.flavor == Flavor::Mutant(m)
+    }
+
+    fn honours_cancel_io(&self) -> bool {
+        matches!(self.flavor, Flavor::Reference | Flavor::Mutant(_))
+            && !self.is(Mutation::ClaimsAsyncIgnores)
+    }
+
+    fn setup_in(&self, request: u8, length: u16) -> Setup {
+        Setup::vendor_in(request, 0, self.interface.get(), length)
+    }
+
+    fn setup_out(&self, request: u8, length: u16) -> Setup {
+        Setup::vendor_out(request, 0, self.interface.get(), length)
+    }
+
+    async fn device_status(&self, host: &dyn UsbHost) -> Result<DeviceStatus, Hresult> {
+        let reply = host
+            .control_in(self.setup_in(REQ_GET_DEVICE_STATUS, 8), CONTROL_TIMEOUT)
+            .await
+            .map_err(map_transfer_error)?;
+        DeviceStatus::decode(&reply).map_err(|_| Hresult::WIA_ERROR_DEVICE_COMMUNICATION)
+    }
+
+    async fn scan_status(&self, host: &dyn UsbHost) -> Result<ScanStatus, Hresult> {
+        let reply = host
+            .control_in(
+                self.setup_in(REQ_GET_SCAN_STATUS, SCAN_STATUS_LEN as u16),
+                CONTROL_TIMEOUT,
+            )
+            .await
+            .map_err(map_transfer_error)?;
+        ScanStatus::decode(&reply).map_err(|_| Hresult::WIA_ERROR_DEVICE_COMMUNICATION)
+    }
+
+    /// Clears the endpoints a Transaction_Cancelled status lists.
+    async fn clear_halts(&self, host: &dyn UsbHost, halted: &[u8]) -> Result<(), Hresult> {
+        if self.is(Mutation::HaltUncleared) {
+            return Ok(());
+        }
+        for ep in halted {
+            host.clear_halt(*ep).await.map_err(map_transfer_error)?;
+        }
+        Ok(())
+    }
+
+    /// Polls Get Device Status until OK, clearing halts it reports; resets a device that stays
+    /// busy past the budget.
+    async fn wait_ready(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
+        let deadline = host.now() + CANCEL_BUDGET;
+        let mut reset_sent = false;
+        loop {
+            let status = self.device_status(host).await?;
+            match status.code {
+                STATUS_OK => return Ok(()),
+                STATUS_TRANSACTION_CANCELLED if !self.is(Mutation::HangOnStall) => {
+                    if self.is(Mutation::HaltUncleared) {
+                        return Ok(());
+                    }
+                    let halted = if status.halted.is_empty() {
+                        vec![EP_DATA_IN, EP_DATA_OUT]
+                    } else {
+                        status.halted.clone()
+                    };
+                    self.clear_halts(host, &halted).await?;
+                }
+                STATUS_BUSY | STATUS_TRANSACTION_CANCELLED => {}
+                _ => return Err(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
+            }
+            if host.now() >= deadline && !self.is(Mutation::HangOnStall) {
+                if reset_sent {
+                    return Err(Hresult::WIA_ERROR_DEVICE_COMMUNICATION);
+                }
+                self.reset_device(host).await?;
+                reset_sent = true;
+            }
+            let pause = if self.is(Mutation::HangOnStall) {
+                Duration::from_millis(250)
+            } else {
+                STATUS_POLL
+            };
+            host.sleep(pause).await;
+        }
+    }
+
+    async fn reset_device(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
+        host.control_out(self.setup_out(REQ_DEVICE_RESET, 0), &[], CONTROL_TIMEOUT)
+            .await
+            .map_err(map_transfer_error)
+    }
+
+    /// Stops the device after the application or the event cancelled: Cancel Request, status
+    /// polled until OK, and a Device Reset if the device ignored the cancel.
+    async fn cancel_device(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
+        if self.is(Mutation::NoDeviceCancel) {
+            return Ok(());
+        }
+        if self.is(Mutation::SlowCancel) {
+            host.sleep(Duration::from_millis(2000)).await;
+        }
+        if !self.is(Mutation::StaleBand) {
+            self.read_ahead.borrow_mut().take();
+        }
+        let mut payload = [0u8; 6];
+        payload[0..2].copy_from_slice(&CANCEL_CODE.to_le_bytes());
+        host.control_out(self.setup_out(REQ_CANCEL, 6), &payload, CONTROL_TIMEOUT)
+            .await
+            .map_err(map_transfer_error)?;
+        if self.is(Mutation::NoStatusPoll) {
+            return Ok(());
+        }
+        self.wait_ready(host).await?;
+        let scan = self.scan_status(host).await?;
+        let halted_left = self.is(Mutation::HaltUncleared) && scan.state == DeviceState::Halted;
+        if !matches!(scan.state, DeviceState::Idle) && !halted_left {
+            // The device acknowledged the cancel but kept scanning: reset it.
+            self.reset_device(host).await?;
+            self.wait_ready(host).await?;
+        }
+        Ok(())
+    }
+
+    /// What a device-side stop (stall, short read, feeder empty) means, from the scan status.
+    async fn device_stop(&self, host: &dyn UsbHost) -> Stop {
+        let status = match self.device_status(host).await {
+            Ok(s) => s,
+            Err(hr) => return Stop::Error(hr),
+        };
+        if status.code == STATUS_TRANSACTION_CANCELLED {
+            if let Err(hr) = self.wait_ready(host).await {
+                return Stop::Error(hr);
+            }
+        }
+        let scan = match self.scan_status(host).await {
+            Ok(s) => s,
+            Err(hr) => return Stop::Error(hr),
+        };
+        match scan.error {
+            ScanError::CancelButton | ScanError::ShortBand => Stop::Cancelled,
+            ScanError::PaperJam => Stop::Error(Hresult::WIA_ERROR_PAPER_JAM),
+            ScanError::CoverOpen => Stop::Error(Hresult::WIA_ERROR_COVER_OPEN),
+            ScanError::FeederEmpty => Stop::Error(Hresult::WIA_ERROR_PAPER_EMPTY),
+            _ => Stop::Error(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
+        }
+    }
+
+    async fn callback(
+        &self,
+        callback: &dyn MiniDrvCallback,
+        reason: ItMsg,
+        percent: i32,
+        offset: i64,
+        data: &[u8],
+    ) -> Hresult {
+        let status = if reason == ItMsg::Data {
+            IT_STATUS_TRANSFER_TO_CLIENT
+        } else {
+            IT_STATUS_TRANSFER_FROM_DEVICE
+        };
+        callback
+            .call(CallbackArgs {
+                reason,
+                status,
+                percent,
+                offset,
+                length: data.len() as i64,
+                data,
+            })
+            .await
+    }
+
+    /// Reads the next chunk of band data (at most `max` bytes) into `buf`, reporting status
+    /// while the device warms up or a band is late.
+    async fn read_chunk(
+        &self,
+        host: &dyn UsbHost,
+        callback: &dyn MiniDrvCallback,
+        buf: &mut [u8],
+        percent: i32,
+    ) -> Result<usize, Stop> {
+        if let Some(band) = self.read_ahead.borrow_mut().take() {
+            let n = band.len().min(buf.len());
+            buf[..n].copy_from_slice(&band[..n]);
+            return Ok(n);
+        }
+        loop {
+            if self.cancel_io.get() {
+                return Err(Stop::Cancelled);
+            }
+            match host.bulk_in(EP_DATA_IN, buf, READ_SLICE).await {
+                Ok(n) => return Ok(n),
+                Err(TransferError::Timeout { actual }) if actual > 0 => return Ok(actual),
+                Err(TransferError::Timeout { .. }) => {
+                    if self.is(Mutation::SparseCallbacks) {
+                        continue;
+                    }
+                    let hr = self
+                        .callback(callback, ItMsg::Status, percent, 0, &[])
+                        .await;
+                    if hr != Hresult::S_OK {
+                        return Err(stop_for(hr));
+                    }
+                    let scan = self.scan_status(host).await.map_err(Stop::Error)?;
+                    if scan.state == DeviceState::Idle && scan.error != ScanError::None {
+                        return Err(self.device_stop(host).await);
+                    }
+                }
+                Err(TransferError::Cancelled { .. }) => return Err(Stop::Cancelled),
+                Err(TransferError::Stall) => return Err(self.device_stop(host).await),
+                Err(TransferError::NoDevice) => {
+                    return Err(Stop::Error(Hresult::WIA_ERROR_OFFLINE))
+                }
+                Err(_) => return Err(Stop::Error(Hresult::WIA_ERROR_DEVICE_COMMUNICATION)),
+            }
+        }
+    }
+
+    async fn transfer(
+        &self,
+        ctx: &TransferContext,
+        host: &dyn UsbHost,
+        callback: &dyn MiniDrvCallback,
+    ) -> Result<Hresult, Stop> {
+        // A device left halted or busy by an earlier session is made ready first.
+        self.wait_ready(host).await.map_err(Stop::Error)?;
+        let params = ScanParams { job: ctx.job };
+        host.control_out(
+            self.setup_out(REQ_SET_PARAMS, params.encode().len() as u16),
+            &params.encode(),
+            CONTROL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| Stop::Error(map_transfer_error(e)))?;
+        let report = host
+            .control_in(
+                self.setup_in(REQ_GET_PARAMS, PARAMS_REPORT_LEN as u16),
+                CONTROL_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Stop::Error(map_transfer_error(e)))?;
+        let report = ParamsReport::decode(&report)
+            .map_err(|_| Stop::Error(Hresult::WIA_ERROR_DEVICE_COMMUNICATION))?;
+        if let Err(e) = host
+            .control_out(self.setup_out(REQ_START_SCAN, 0), &[], CONTROL_TIMEOUT)
+            .await
+        {
+            if e == TransferError::Stall {
+                let scan = self.scan_status(host).await.map_err(Stop::Error)?;
+                return Err(Stop::Error(match scan.error {
+                    ScanError::FeederEmpty => Hresult::WIA_ERROR_PAPER_EMPTY,
+                    _ => Hresult::WIA_ERROR_BUSY,
+                }));
+            }
+            return Err(Stop::Error(map_transfer_error(e)));
+        }
+        let hr = self.callback(callback, ItMsg::Status, 0, 0, &[]).await;
+        if hr != Hresult::S_OK {
+            return Err(stop_for(hr));
+        }
+
+        let page_bytes = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
+        let wanted_pages = match ctx.job.source {
+            ScanSource::Flatbed => 1,
+            ScanSource::Adf => ctx.job.pages,
+        };
+        let total_bytes = page_bytes * u64::from(wanted_pages.max(1));
+        let chunk_max = usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; chunk_max + READ_SLACK];
+        let mut done_bytes = 0u64;
+        let mut last_percent = 0;
+        let mut bands_delivered = 0u32;
+        let mut page = 0u16;
+        loop {
+            if page > 0 {
+                let hr = self
+                    .callback(callback, ItMsg::NewPage, last_percent, 0, &[])
+                    .await;
+                if hr != Hresult::S_OK {
+                    return Err(stop_for(hr));
+                }
+            }
+            let mut offset = 0u64;
+            let band_bytes = u64::from(report.band_bytes.max(1));
+            while offset < page_bytes {
+                // One read never crosses a band boundary: the device ends every band with a
+                // short packet or a ZLP, so a shorter read means the device cut the band.
+                let band_left = band_bytes - offset % band_bytes;
+                let want =
+                    usize::try_from((page_bytes - offset).min(band_left).min(chunk_max as u64))
+                        .unwrap_or(chunk_max);
+                // Ask for one packet more than the band holds when the band ends inside this
+                // read, so its terminating short packet or ZLP ends the transfer (PROTOCOL.md).
+                let ask = if (want as u64) == band_left {
+                    want + READ_SLACK
+                } else {
+                    want
+                };
+                let n = self
+                    .read_chunk(host, callback, &mut buf[..ask], last_percent)
+                    .await?;
+                if n < want {
+                    // A device-initiated cancel by short data (reference §1.2).
+                    return Err(self.device_stop(host).await);
+                }
+                if self.cancel_io.get() {
+                    return Err(Stop::Cancelled);
+                }
+                done_bytes += n as u64;
+                let mut percent = percent_of(done_bytes, total_bytes, wanted_pages == 0);
+                bands_delivered += 1;
+                if self.is(Mutation::PercentBackwards) && bands_delivered == 3 {
+                    percent = (last_percent - 1).max(0);
+                }
+                let mut reported_offset = offset as i64;
+                if self.is(Mutation::OffsetGap) && bands_delivered >= 3 {
+                    reported_offset += 16;
+                }
+                last_percent = percent.max(last_percent);
+                let hr = self
+                    .callback(callback, ItMsg::Data, percent, reported_offset, &buf[..n])
+                    .await;
+                offset += n as u64;
+                if self.is(Mutation::StaleBand) && offset < page_bytes && hr != Hresult::S_OK {
+                    // Reads one chunk ahead before acting on the verdict, and keeps it.
+                    let ahead_len = usize::try_from(
+                        (page_bytes - offset)
+                            .min(band_bytes - offset % band_bytes)
+                            .min(chunk_max as u64),
+                    )
+                    .unwrap_or(chunk_max);
+                    let mut ahead = vec![0u8; ahead_len + READ_SLACK];
+                    if let Ok(m) = host.bulk_in(EP_DATA_IN, &mut ahead, READ_SLICE).await {
+                        ahead.truncate(m);
+                        *self.read_ahead.borrow_mut() = Some(ahead);
+                    }
+                }
+                if hr == Hresult::S_FALSE
+                    && self.is(Mutation::DataAfterSFalse)
+                    && !self.extra_sent.get()
+                {
+                    // Delivers one more band before honouring the cancel.
+                    self.extra_sent.set(true);
+                    continue;
+                }
+                if hr != Hresult::S_OK {
+                    return Err(stop_for(hr));
+                }
+                if self.extra_sent.get() {
+                    return Err(Stop::Cancelled);
+                }
+            }
+            if self.extra_sent.get() {
+                return Err(Stop::Cancelled);
+            }
+            page += 1;
+            if ctx.job.source == ScanSource::Flatbed || (wanted_pages > 0 && page >= wanted_pages) {
+                break;
+            }
+            // ADF: is another sheet coming?
+            let scan = loop {
+                let scan = self.scan_status(host).await.map_err(Stop::Error)?;
+                if scan.state != DeviceState::Draining {
+                    break scan;
+                }
+                host.sleep(STATUS_POLL).await;
+            };
+            match (scan.state, scan.error) {
+                (DeviceState::Idle, ScanError::FeederEmpty)
+                | (DeviceState::Idle, ScanError::None) => {
+                    if wanted_pages == 0 {
+                        break;
+                    }
+                    return Ok(Hresult::WIA_STATUS_END_OF_MEDIA);
+                }
+                (DeviceState::Idle, _) | (DeviceState::Halted, _) => {
+                    return Err(self.device_stop(host).await)
+                }
+                _ => {}
+            }
+        }
+        Ok(Hresult::S_OK)
+    }
+}
+
+fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
+    if unknown_total || total == 0 {
+        return 0;
+    }
+    ((done * 100) / total).min(100) as i32
+}
+
+fn stop_for(hr: Hresult) -> Stop {
+    if hr == Hresult::S_FALSE {
+        Stop::Cancelled
+    } else {
+        Stop::AppError(hr)
+    }
+}
+
+fn map_transfer_error(e: TransferError) -> Hresult {
+    match e {
+        TransferError::NoDevice => Hresult::WIA_ERROR_OFFLINE,
+        _ => Hresult::WIA_ERROR_DEVICE_COMMUNICATION,
+    }
+}
+
+#[async_trait(?Send)]
+impl MiniDriver for NativeDriver {
+    fn supports_async_cancel(&self) -> bool {
+        !matches!(self.flavor, Flavor::LegacyXp)
+    }
+
+    async fn acquire_item_data(
+        &self,
+        ctx: &TransferContext,
+        host: &dyn UsbHost,
+        callback: &dyn MiniDrvCallback,
+    ) -> Hresult {
+        self.cancel_io.set(false);
+        self.extra_sent.set(false);
+        self.interface.set(ctx.interface);
+        match self.transfer(ctx, host, callback).await {
+            Ok(hr) => hr,
+            Err(stop) => {
+                // The late band of DataAfterSFalse was read after the cancel; whatever it met,
+                // the transfer counts as cancelled.
+                let stop = if self.extra_sent.get() {
+                    Stop::Cancelled
+                } else {
+                    stop
+                };
+                let cleanup = self.cancel_device(host).await;
+                match (stop, cleanup) {
+                    (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,
+                    (Stop::AppError(hr), _) | (Stop::Error(hr), _) => hr,
+                    (Stop::Cancelled, Err(hr)) => hr,
+                    (Stop::Cancelled, Ok(())) if self.is(Mutation::SOkOnCancel) => Hresult::S_OK,
+                    (Stop::Cancelled, Ok(())) if self.is(Mutation::EFailOnCancel) => {
+                        Hresult::E_FAIL
+                    }
+                    (Stop::Cancelled, Ok(())) => Hresult::S_FALSE,
+                }
+            }
+        }
+    }
+
+    fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {
+        match event {
+            PnpEvent::CancelIo if self.honours_cancel_io() => {
+                self.cancel_io.set(true);
+                host.abort_endpoint(EP_DATA_IN);
+            }
+            PnpEvent::CancelIo => {}
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! Runs one scenario under one service model against one driver, in virtual time.
+//!
+//! [`run`] builds the emulated scanner from the scenario's profile and faults, attaches it to an
+//! [`InProcessHost`] on a fresh [`Sim`], and plays the two roles around the driver:
+//! - the **application** follows the scenario's script: it starts each acquisition, answers
+//!   every BandedDataCallback (S_OK, or the scripted S_FALSE or error), and calls
+//!   CancelPendingIO at a callback or at a time; after calling it, it returns S_FALSE from every
+//!   later callback, as the XP documentation says it "will also have to";
+//! - the **service** relays callbacks between driver and application, checks each band against
+//!   the image the device scans, and delivers drvNotifyPnPEvent(WIA_EVENT_CANCEL_IO). Under
+//!   `vista`, Cancel also makes every later callback return S_FALSE by itself.
+//!
+//! Every role writes to one [`Recorder`]; the finished [`Trace`] is checked by the rules.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use async_trait::async_trait;
+use scanemu::device::Device;
+use scanemu::engine::{ImageSource, ScanJob};
+use scanemu::function::DeviceNote;
+use scanemu::hc::request as std_request;
+use scanemu::host::inproc::InProcessHost;
+use scanemu::host::{HostObserver, TransferKind, TransferRecord};
+use scanemu::profile::Profile;
+use scanemu::protocol::{self, DeviceStatus, ScanStatus};
+use scanemu::sim::{Sim, SimError};
+use scanemu::time::{Duration, Instant};
+
+use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
+use crate::rules::{self, RuleReport, RunFacts};
+use crate::scenario::{Action, LoadedScenario, ServiceModel, Trigger};
+use crate::trace::{crc32, Actor, Kind, Recorder, Trace};
+use crate::wia::{Hresult, ItMsg, TYMED_CALLBACK, TYMED_MULTIPAGE_CALLBACK};
+
+/// A problem with the run's inputs (not with the driver): exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Everything one run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    /// `<group>/<name>` of the scenario.
+    pub scenario: String,
+    /// The service model.
+    pub service: ServiceModel,
+    /// The driver's name.
+    pub driver: String,
+    /// The trace.
+    pub trace: Trace,
+    /// Rule results and metrics.
+    pub report: RuleReport,
+    /// True when the driver claimed asynchronous cancel support.
+    pub async_cancel: bool,
+}
+
+impl RunResult {
+    /// True when no rule failed.
+    pub fn passed(&self) -> bool {
+        self.report.failed().is_empty()
+    }
+}
+
+/// Finds a profile by name (`fixtures/profiles/<name>.json`) or by path.
+pub fn resolve_profile(name: &str, profiles_dir: &Path) -> Result<Profile, InputError> {
+    let direct = PathBuf::from(name);
+    let path = if direct.extension().is_some() && direct.exists() {
+        direct
+    } else {
+        profiles_dir.join(format!("{name}.json"))
+    };
+    Profile::load(&path).map_err(|e| InputError(e.to_string()))
+}
+
+/// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`.
+pub fn run(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+) -> Result<RunResult, InputError> {
+    let sc = &scenario.scenario;
+    let profile = resolve_profile(&sc.profile, profiles_dir).map_err(|e| {
+        InputError(format!(
+            "{}: profile {:?}: {}",
+            scenario.path.display(),
+            sc.profile,
+            e.0
+        ))
+    })?;
+    let job = ScanJob {
+        resolution_dpi: sc.scan.resolution_dpi,
+        mode: sc.scan.mode,
+        x_px: sc.scan.x_px,
+        y_px: sc.scan.y_px,
+        width_px: sc.scan.width_px,
+        height_px: sc.scan.height_px,
+        source: sc.scan.source,
+        pages: sc.scan.pages,
+    };
+    job.validate(&profile.optics).map_err(|e| {
+        InputError(format!(
+            "{}: scan settings do not fit profile {:?}: {e}",
+            scenario.path.display(),
+            sc.profile
+        ))
+    })?;
+    let mut faults = profile.faults.clone();
+    faults.extend(sc.faults.iter().copied());
+    let mut device = Device::new(&profile);
+    device.set_faults(faults);
+
+    let sim = Sim::new();
+    let rec = Recorder::new();
+    let host = InProcessHost::new(device, Rc::new(sim.clone())).map_err(|e| {
+        InputError(format!(
+            "{}: enumeration failed: {e}",
+            scenario.path.display()
+        ))
+    })?;
+    host.set_observer(Rc::new(TraceObserver { rec: rec.clone() }));
+    let async_cancel = driver.supports_async_cancel();
+
+    let session = Rc::new(Session {
+        sim: sim.clone(),
+        host: host.clone(),
+        rec: rec.clone(),
+        model: service,
+        driver: driver.clone(),
+        scenario: scenario.clone(),
+        job,
+        image: ImageSource::Pattern,
+        acq: RefCell::new(None),
+        running: Cell::new(0),
+    });
+    let ticker = host.clone();
+    sim.spawn(async move { ticker.run_device().await });
+    let s = session.clone();
+    let limit = Instant::from_micros(sc.budget_us);
+    if let Err(e) = sim.block_on(async move { s.play().await }, limit) {
+        let n = session.running.get();
+        let what = match e {
+            SimError::TimeLimit { .. } => format!(
+                "hang: acquisition {n} had not returned when the scenario's budget of {} ran out",
+                Duration::from_micros(sc.budget_us)
+            ),
+            SimError::Stalled { .. } => {
+                format!("hang: acquisition {n} waits for something that can never happen")
+            }
+            SimError::ExternalTimeout { guard_ms } => {
+                format!("hang: the driver did not answer for {guard_ms} ms of wall-clock time")
+            }
+        };
+        rec.push(
+            sim.now().total_micros(),
+            Actor::Driver,
+            Kind::DriverFault { what },
+        );
+    }
+    let trace = rec.finish();
+    let facts = RunFacts {
+        trace: &trace,
+        scenario: sc,
+        service,
+        async_cancel,
+        motor_stop_us: profile.timing.motor_stop_us,
+    };
+    let report = rules::check_all(&facts);
+    Ok(RunResult {
+        scenario: scenario.id.clone(),
+        service,
+        driver: driver_name.to_string(),
+        trace,
+        report,
+        async_cancel,
+    })
+}
+
+/// The application's view of the acquisition in progress.
+#[derive(Default)]
+struct AppState {
+    n: u32,
+    data_callbacks: u32,
+    any_callbacks: u32,
+    new_pages: u32,
+    /// Steps already carried out (each fires once).
+    fired: Vec<bool>,
+    /// Once the application cancelled or failed, it answers every later callback the same way.
+    answer: Option<Hresult>,
+    /// Vista: Cancel was called; the service answers S_FALSE by itself.
+    sticky: bool,
+    page: u32,
+    page_pos: u64,
+    bytes: u64,
+}
+
+struct Session {
+    sim: Sim,
+    host: InProcessHost,
+    rec: Recorder,
+    model: ServiceModel,
+    driver: Rc<dyn MiniDriver>,
+    scenario: LoadedScenario,
+    job: ScanJob,
+    image: ImageSource,
+    acq: RefCell<Option<AppState>>,
+    /// The acquisition in progress (0 when idle).
+    running: Cell<u32>,
+}
+
+impl Session {
+    fn now_us(&self) -> u64 {
+        self.sim.now().total_micros()
+    }
+
+    fn push(&self, actor: Actor, kind: Kind) {
+        self.rec.push(self.now_us(), actor, kind);
+    }
+
+    async fn play(self: Rc<Self>) {
+        let sc = &self.scenario.scenario;
+        let total = sc.acquisitions.len() as u32;
+        let mut cancels = 0u32;
+        for i in 0..=total {
+            for idle in sc.idle_cancels.iter().filter(|c| c.before == i) {
+                for _ in 0..idle.times {
+                    cancels += 1;
+                    self.cancel_pending_io(cancels);
+                }
+            }
+            if i == total {
+                break;
+            }
+            let acq = &sc.acquisitions[i as usize];
+            if acq.delay_us > 0 {
+                self.sim.sleep(Duration::from_micros(acq.delay_us)).await;
+            }
+            let n = i + 1;
+            cancels = self.clone().acquire(n, cancels).await;
+        }
+    }
+
+    async fn acquire(self: Rc<Self>, n: u32, mut cancels: u32) -> u32 {
+        let sc = &self.scenario.scenario;
+        let acq = &sc.acquisitions[(n - 1) as usize];
+        let tymed = if self.job.pages == 1 {
+            TYMED_CALLBACK
+        } else {
+            TYMED_MULTIPAGE_CALLBACK
+        };
+        self.push(
+            Actor::App,
+            Kind::Acquire {
+                n,
+                tymed,
+                buffer: sc.buffer,
+            },
+        );
+        self.push(Actor::Service, Kind::DrvAcquireItemData { n });
+        *self.acq.borrow_mut() = Some(AppState {
+            n,
+            fired: vec![false; acq.steps.len()],
+            ..AppState::default()
+        });
+        self.running.set(n);
+        for (k, step) in acq.steps.iter().enumerate() {
+            if let Trigger::AtUs(at) = step.when {
+                let s = self.clone();
+                let at = self.sim.now() + Duration::from_micros(at);
+                self.sim.spawn(async move {
+                    s.sim.sleep_until(at).await;
+                    s.timed_step(n, k);
+                });
+            }
+        }
+        let ctx = TransferContext {
+            tymed,
+            buffer_size: sc.buffer,
+            job: self.job,
+            interface: 0,
+        };
+        let callback = ServiceCallback {
+            session: self.clone(),
+        };
+        let hr = self
+            .driver
+            .acquire_item_data(&ctx, &self.host, &callback)
+            .await;
+        self.push(
+            Actor::Driver,
+            Kind::AcquireReturn {
+                n,
+                hr,
+                pending: self.host.pending_transfers(),
+            },
+        );
+        self.running.set(0);
+        let state = self.acq.borrow_mut().take().unwrap_or_default();
+        cancels += state
+            .fired
+            .iter()
+            .zip(&acq.steps)
+            .filter(|(f, s)| **f && s.action == Action::CancelPendingIo)
+            .count() as u32;
+        self.push(
+            Actor::App,
+            Kind::AcquireDone {
+                n,
+                hr,
+                bytes: state.bytes,
+            },
+        );
+        cancels
+    }
+
+    /// CancelPendingIO from the application's second thread, if acquisition `n` still runs.
+    fn fire_cancel(&self, n: u32) {
+        if self.running.get() != n {
+            self.push(
+                Actor::App,
+                Kind::Note {
+                    text: format!("cancel after the last band of acquisition {n} not fired: the acquisition had ended"),
+                },
+            );
+            return;
+        }
+        let count = self
+            .acq
+            .borrow()
+            .as_ref()
+            .map_or(0, |st| st.fired.iter().filter(|f| **f).count() as u32);
+        self.cancel_pending_io(count);
+    }
+
+    /// A time-triggered step: fires only while its acquisition runs.
+    fn timed_step(&self, n: u32, k: usize) {
+        if self.running.get() != n {
+            self.push(
+                Actor::App,
+                Kind::Note {
+                    text: format!(
+                        "step {} of acquisition {n} not fired: the acquisition had ended",
+                        k + 1
+                    ),
+                },
+            );
+            return;
+        }
+        let count = {
+            let mut acq = self.acq.borrow_mut();
+            let Some(state) = acq.as_mut() else { return };
+            state.fired[k] = true;
+            state.fired.iter().filter(|f| **f).count() as u32
+        };
+        self.cancel_pending_io(count);
+    }
+
+    /// IWiaItemExtras::CancelPendingIO (xp) / IWiaTransfer::Cancel (vista).
+    fn cancel_pending_io(&self, n: u32) {
+        self.push(Actor::App, Kind::CancelPendingIo { n });
+        if let Some(state) = self.acq.borrow_mut().as_mut() {
+            state.answer.get_or_insert(Hresult::S_FALSE);
+            if self.model == ServiceModel::Vista {
+                state.sticky = true;
+            }
+        }
+        self.push(Actor::Service, Kind::NotifyCancelIo {});
+        self.driver.notify_pnp_event(PnpEvent::CancelIo, &self.host);
+    }
+
+    /// CRC-32 of the image bytes the device scans at `[pos, pos + len)` of `page`.
+    fn expected_crc(&self, page: u32, pos: u64, len: u64) -> u32 {
+        let bpl = self.job.bytes_per_line();
+        if bpl == 0 || len == 0 {
+            return crc32(&[]);
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let mut line_buf = vec![0u8; bpl as usize];
+        let mut at = pos;
+        let end = pos + len;
+        let page_bytes = bpl * u64::from(self.job.lines_per_page());
+        while at < end {
+            if at >= page_bytes {
+                // Beyond the page: nothing the device could have sent; hash zeros so it differs.
+                hasher.update(&vec![0u8; (end - at) as usize]);
+                break;
+            }
+            let line = (at / bpl) as u32;
+            let from = (at % bpl) as usize;
+            self.image
+                .render_line(&self.job, page as u16, line, &mut line_buf);
+            let take = ((bpl as usize) - from).min((end - at) as usize);
+            hasher.update(&line_buf[from..from + take]);
+            at += take as u64;
+        }
+        hasher.finalize()
+    }
+}
+
+/// The service's MiniDrvCallback, handed to the driver.
+struct ServiceCallback {
+    session: Rc<Session>,
+}
+
+#[async_trait(?Send)]
+impl MiniDrvCallback for ServiceCallback {
+    async fn call(&self, args: CallbackArgs<'_>) -> Hresult {
+        let s = &self.session;
+        let steps = &s.scenario.scenario.acquisitions;
+        // Bookkeeping under one borrow; actions that re-enter the driver run after it ends.
+        let (page, crc, expect, sticky, decided, cancel_now) = {
+            let mut guard = s.acq.borrow_mut();
+            let Some(state) = guard.as_mut() else {
+                drop(guard);
+                s.push(
+                    Actor::Driver,
+                    Kind::DriverFault {
+                        what: "protocol: MiniDrvCallback called outside drvAcquireItemData".into(),
+                    },
+                );
+                return Hresult::E_FAIL;
+            };
+            let (mut crc, mut expect) = (0, 0);
+            match args.reason {
+                ItMsg::Data => {
+                    crc = crc32(args.data);
+                    expect = 0; // filled below, outside the borrow
+                    state.data_callbacks += 1;
+                    state.bytes += args.data.len() as u64;
+                }
+                ItMsg::NewPage => {
+                    state.new_pages += 1;
+                    state.page += 1;
+                    state.page_pos = 0;
+                }
+                _ => {}
+            }
+            state.any_callbacks += 1;
+            let page = state.page;
+            let pos = state.page_pos;
+            if args.reason == ItMsg::Data {
+                state.page_pos += args.data.len() as u64;
+            }
+            let script = &steps[(state.n - 1) as usize].steps;
+            let mut decided = None;
+            let mut cancel_now = false;
+            let pages = u64::from(s.job.pages.max(1));
+            let page_bytes = s.job.page_bytes();
+            let last_data = args.reason == ItMsg::Data
+                && s.job.pages > 0
+                && u64::from(page) + 1 == pages
+                && pos + args.data.len() as u64 == page_bytes;
+            if !state.sticky {
+                for (k, step) in script.iter().enumerate() {
+                    if state.fired[k] {
+                        continue;
+                    }
+                    let hit = match step.when {
+                        Trigger::DataCallback(m) => {
+                            args.reason == ItMsg::Data && state.data_callbacks == m
+                        }
+                        Trigger::Percent(p) => args.reason == ItMsg::Data && args.percent >= p,
+                        Trigger::AnyCallback(m) => state.any_callbacks == m,
+                        Trigger::NewPage(m) => {
+                            args.reason == ItMsg::NewPage && state.new_pages == m
+                        }
+                        Trigger::LastDataCallback => last_data,
+                        Trigger::AfterLastDataCallback => {
+                            if last_data {
+                                state.fired[k] = true;
+                                let (s2, n) = (s.clone(), state.n);
+                                s.sim.spawn(async move { s2.fire_cancel(n) });
+                            }
+                            false
+                        }
+                        Trigger::AtUs(_) => false,
+                    };
+                    if !hit {
+                        continue;
+                    }
+                    state.fired[k] = true;
+                    match step.action {
+                        Action::Return(hr) => {
+                            decided.get_or_insert(hr);
+                        }
+                        Action::CancelPendingIo => cancel_now = true,
+                    }
+                }
+            }
+            let _ = (&mut crc, &mut expect);
+            (page, crc, pos, state.sticky, decided, cancel_now)
+        };
+        let expect_crc = if args.reason == ItMsg::Data {
+            s.expected_crc(page, expect, args.data.len() as u64)
+        } else {
+            0
+        };
+        // The application's answer to this callback is fixed before a CancelPendingIO it makes
+        // from inside the callback: that call affects later callbacks only.
+        let (result, sticky_answer) = if sticky {
+            (Hresult::S_FALSE, true)
+        } else {
+            let answer = {
+                let mut guard = s.acq.borrow_mut();
+                match (decided, guard.as_mut()) {
+                    (Some(hr), Some(st)) => {
+                        if hr != Hresult::S_OK {
+                            st.answer.get_or_insert(hr);
+                        }
+                        st.answer.unwrap_or(hr)
+                    }
+                    (None, Some(st)) => st.answer.unwrap_or(Hresult::S_OK),
+                    (_, None) => Hresult::S_OK,
+                }
+            };
+            s.push(
+                Actor::App,
+                Kind::BandedCallback {
+                    msg: args.reason,
+                    percent: args.percent,
+                    result: answer,
+                },
+            );
+            (answer, false)
+        };
+        if cancel_now {
+            let n = s
+                .acq
+                .borrow()
+                .as_ref()
+                .map_or(0, |st| st.fired.iter().filter(|f| **f).count() as u32);
+            s.cancel_pending_io(n);
+        }
+        s.push(
+            Actor::Service,
+            Kind::Callback {
+                msg: args.reason,
+                status: args.status,
+                percent: args.percent,
+                offset: args.offset,
+                length: args.length,
+                page,
+                crc,
+                expect_crc,
+                result,
+                sticky: sticky_answer,
+            },
+        );
+        result
+    }
+}
+
+/// Turns host transfers and device notes into trace events.
+struct TraceObserver {
+    rec: Recorder,
+}
+
+fn result_name(r: &Result<(), scanemu::host::TransferError>) -> String {
+    use scanemu::host::TransferError as E;
+    match r {
+        Ok(()) => "ok".into(),
+        Err(E::Stall) => "stall".into(),
+        Err(E::Timeout { .. }) => "timeout".into(),
+        Err(E::Cancelled { .. }) => "cancelled".into(),
+        Err(E::NoDevice) => "no-device".into(),
+        Err(E::Overflow) => "overflow".into(),
+        Err(E::Io(_)) => "io-error".into(),
+    }
+}
+
+/// Symbolic name of a control request.
+pub fn request_name(request_type: u8, request: u8) -> String {
+    let kind = request_type & 0x60;
+    if kind == 0 {
+        return match request {
+            std_request::GET_STATUS => "GET_STATUS",
+            std_request::CLEAR_FEATURE => "CLEAR_FEATURE",
+            std_request::SET_FEATURE => "SET_FEATURE",
+            std_request::SET_ADDRESS => "SET_ADDRESS",
+            std_request::GET_DESCRIPTOR => "GET_DESCRIPTOR",
+            std_request::SET_CONFIGURATION => "SET_CONFIGURATION",
+            _ => "STANDARD",
+        }
+        .into();
+    }
+    match request {
+        protocol::REQ_GET_CAPABILITIES => "GET_CAPABILITIES",
+        protocol::REQ_SET_PARAMS => "SET_PARAMS",
+        protocol::REQ_GET_PARAMS => "GET_PARAMS",
+        protocol::REQ_START_SCAN => "START_SCAN",
+        protocol::REQ_GET_SCAN_STATUS => "GET_SCAN_STATUS",
+        protocol::REQ_CANCEL => "CANCEL",
+        protocol::REQ_DEVICE_RESET => "DEVICE_RESET",
+        protocol::REQ_GET_DEVICE_STATUS => "GET_DEVICE_STATUS",
+        _ => return format!("0x{request:02X}"),
+    }
+    .into()
+}
+
+/// A short decoding of a control reply, for the trace.
+pub fn describe_reply(request: u8, data: &[u8]) -> String {
+    match request {
+        protocol::REQ_GET_DEVICE_STATUS => match DeviceStatus::decode(data) {
+            Ok(st) => {
+                let word = match st.code {
+                    protocol::STATUS_OK => "ok",
+                    protocol::STATUS_BUSY => "busy",
+                    protocol::STATUS_TRANSACTION_CANCELLED => "cancelled",
+                    _ => "unknown",
+                };
+                let mut s = format!("0x{:04x} {word}", st.code);
+                if !st.halted.is_empty() {
+                    let eps: Vec<String> = st.halted.iter().map(|e| format!("0x{e:02x}")).collect();
+                    s.push_str(&format!(" halted={}", eps.join(",")));
+                }
+                s
+            }
+            Err(e) => e.to_string(),
+        },
+        protocol::REQ_GET_SCAN_STATUS => match ScanStatus::decode(data) {
+            Ok(st) => format!(
+                "state={} error={} bands_sent={}",
+                st.state.name(),
+                st.error.name(),
+                st.bands_sent
+            ),
+            Err(e) => e.to_string(),
+        },
+        _ => String::new(),
+    }
+}
+
+impl HostObserver for TraceObserver {
+    fn transfer(&self, r: &TransferRecord<'_>) {
+        let at = r.at.total_micros();
+        let kind = match r.kind {
+            TransferKind::Control => {
+                let setup = r.setup.unwrap_or(scanemu::host::Setup {
+                    request_type: 0,
+                    request: 0,
+                    value: 0,
+                    index: 0,
+                    length: 0,
+                });
+                let vendor = setup.request_type & 0x60 != 0;
+                if !vendor && setup.request == std_request::GET_DESCRIPTOR {
+                    // Enumeration traffic is the same in every scenario; keep traces about the scan.
+                    return;
+                }
+                Kind::Control {
+                    dir: if setup.is_in() { "in" } else { "out" }.into(),
+                    request_type: setup.request_type,
+                    request: setup.request,
+                    name: request_name(setup.request_type, setup.request),
+                    value: setup.value,
+                    length: r.data.len() as u32,
+                    result: result_name(&r.result),
+                    reply: if setup.is_in() && r.result.is_ok() {
+                        describe_reply(setup.request, r.data)
+                    } else {
+                        String::new()
+                    },
+                }
+            }
+            TransferKind::Bulk => Kind::Bulk {
+                ep: r.ep,
+                requested: r.requested as u32,
+                actual: r.data.len() as u32,
+                crc: crc32(r.data),
+                result: result_name(&r.result),
+            },
+            TransferKind::Interrupt => Kind::Interrupt {
+                ep: r.ep,
+                actual: r.data.len() as u32,
+                result: result_name(&r.result),
+                reply: protocol::Event::decode(r.data)
+                    .map(|e| {
+                        format!(
+                            "{:?} arg={} page={} value={}",
+                            e.code, e.arg, e.page, e.value
+                        )
+                    })
+                    .unwrap_or_default(),
+            },
+            TransferKind::ClearHalt => Kind::ClearHalt {
+                ep: r.ep,
+                result: result_name(&r.result),
+            },
+            TransferKind::Reset => Kind::ResetDevice {
+                result: result_name(&r.result),
+            },
+            TransferKind::Abort => Kind::Abort { ep: r.ep },
+        };
+        self.rec.push(at, Actor::Usb, kind);
+    }
+
+    fn device(&self, note: &DeviceNote) {
+        self.rec.push(
+            note.at.total_micros(),
+            Actor::Device,
+            Kind::Device {
+                what: note.what.to_string(),
+                page: u32::from(note.page),
+                value: note.value,
+                detail: note.detail.clone(),
+            },
+        );
+    }
+}

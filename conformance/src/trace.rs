@@ -1,0 +1,342 @@
+//! The trace: one list of typed events from every role, in virtual microseconds.
+//!
+//! Every role (application, service, driver, USB host, device) appends [`Event`]s to one
+//! [`Trace`]. A trace serializes to JSON lines (`{"at_us":..,"actor":..,"event":..,"fields":{..}}`),
+//! renders as aligned text for people, and is pinned by an insta YAML snapshot. Fields hold
+//! integers and short strings only: payloads appear as a length and a CRC-32, never as bytes.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wia::{Hresult, ItMsg};
+
+/// Who did something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Actor {
+    /// The WIA application (IWiaDataCallback, CancelPendingIO).
+    App,
+    /// The WIA service (MiniDrvCallback relay, drvNotifyPnPEvent).
+    Service,
+    /// The driver under test.
+    Driver,
+    /// The host controller: transfers as seen on the wire.
+    Usb,
+    /// The emulated scanner.
+    Device,
+}
+
+impl Actor {
+    /// Lowercase name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Actor::App => "app",
+            Actor::Service => "service",
+            Actor::Driver => "driver",
+            Actor::Usb => "usb",
+            Actor::Device => "device",
+        }
+    }
+}
+
+/// What happened. The variant name (kebab-case) is the event name in every rendering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "fields", rename_all = "kebab-case")]
+pub enum Kind {
+    // ---- app ----
+    /// The application starts a banded transfer (idtGetBandedData); `n` counts acquisitions.
+    Acquire {
+        /// 1 for the first acquisition of the scenario, 2 for the next, ...
+        n: u32,
+        /// TYMED_CALLBACK or TYMED_MULTIPAGE_CALLBACK.
+        tymed: i32,
+        /// Transfer buffer size in bytes.
+        buffer: u32,
+    },
+    /// The application's BandedDataCallback returned.
+    BandedCallback {
+        /// lMessage.
+        msg: ItMsg,
+        /// lPercentComplete.
+        percent: i32,
+        /// What the application returned.
+        result: Hresult,
+    },
+    /// The application called IWiaItemExtras::CancelPendingIO (or IWiaTransfer::Cancel on vista).
+    CancelPendingIo {
+        /// Which call of the scenario's script this is (1-based).
+        n: u32,
+    },
+    /// The application's transfer call returned.
+    AcquireDone {
+        /// Which acquisition.
+        n: u32,
+        /// The HRESULT the application saw.
+        hr: Hresult,
+        /// Bytes the application received.
+        bytes: u64,
+    },
+    // ---- service ----
+    /// The service called drvAcquireItemData.
+    DrvAcquireItemData {
+        /// Which acquisition.
+        n: u32,
+    },
+    /// The driver called MiniDrvCallback; `result` is what the service returned to it.
+    Callback {
+        /// lReason.
+        msg: ItMsg,
+        /// lStatus bits.
+        status: i32,
+        /// lPercentComplete.
+        percent: i32,
+        /// lOffset.
+        offset: i64,
+        /// lLength.
+        length: i64,
+        /// Page (0-based) the data belongs to.
+        page: u32,
+        /// CRC-32 of the band's bytes (0 for messages without data).
+        crc: u32,
+        /// CRC-32 of the image bytes expected at [offset, offset+length) of this page.
+        expect_crc: u32,
+        /// The HRESULT returned to the driver.
+        result: Hresult,
+        /// True when the service returned S_FALSE on its own (vista's sticky cancel).
+        sticky: bool,
+    },
+    /// The service delivered drvNotifyPnPEvent(WIA_EVENT_CANCEL_IO) to the driver.
+    NotifyCancelIo {},
+    // ---- driver ----
+    /// drvAcquireItemData returned.
+    AcquireReturn {
+        /// Which acquisition.
+        n: u32,
+        /// The HRESULT it returned.
+        hr: Hresult,
+        /// USB transfers still pending on the host when it returned.
+        pending: u32,
+    },
+    /// A line the driver logged (external drivers: a line of stderr).
+    Log {
+        /// The text.
+        text: String,
+    },
+    /// The driver failed in a way the runner detected (crash, hang, protocol error).
+    DriverFault {
+        /// What happened.
+        what: String,
+    },
+    // ---- usb ----
+    /// A control transfer completed (or failed).
+    Control {
+        /// "in" or "out".
+        dir: String,
+        /// bmRequestType.
+        request_type: u8,
+        /// bRequest.
+        request: u8,
+        /// Symbolic request name (SET_PARAMS, CANCEL, GET_DEVICE_STATUS, ...).
+        name: String,
+        /// wValue.
+        value: u16,
+        /// Bytes in the data stage.
+        length: u32,
+        /// "ok", "stall", "timeout", "cancelled", "no-device", ...
+        result: String,
+        /// A short decoding of the reply (status code, state), if any.
+        reply: String,
+    },
+    /// A bulk transfer completed (or failed).
+    Bulk {
+        /// Endpoint address.
+        ep: u8,
+        /// Bytes requested (IN) or offered (OUT).
+        requested: u32,
+        /// Bytes moved.
+        actual: u32,
+        /// CRC-32 of the bytes moved.
+        crc: u32,
+        /// "ok", "stall", "timeout", "cancelled", "no-device", ...
+        result: String,
+    },
+    /// An interrupt transfer completed (or failed); `reply` decodes the event.
+    Interrupt {
+        /// Endpoint address.
+        ep: u8,
+        /// Bytes moved.
+        actual: u32,
+        /// "ok", "timeout", ...
+        result: String,
+        /// The decoded device event, if any.
+        reply: String,
+    },
+    /// CLEAR_FEATURE(ENDPOINT_HALT).
+    ClearHalt {
+        /// Endpoint address.
+        ep: u8,
+        /// "ok" or the failure.
+        result: String,
+    },
+    /// Port reset and re-enumeration.
+    ResetDevice {
+        /// "ok" or the failure.
+        result: String,
+    },
+    /// The host aborted the transfers pending on an endpoint.
+    Abort {
+        /// Endpoint address.
+        ep: u8,
+    },
+    // ---- device ----
+    /// Something happened inside the scanner (band ready, motor stopped, fault ...).
+    Device {
+        /// Event name: scan-started, warmup-done, band-ready, page-end, page-feed,
+        /// feeder-empty, scan-complete, cancel-requested, cancel-ignored, motor-stopped,
+        /// fault, halt-cleared, idle, reset, disconnected.
+        what: String,
+        /// Page concerned.
+        page: u32,
+        /// Band index within the page, or another count (bands discarded for motor-stopped).
+        value: u64,
+        /// Extra detail (fault kind, lines range), possibly empty.
+        detail: String,
+    },
+    // ---- runner ----
+    /// A note from the runner itself (scenario step, timeout), attributed to the app.
+    Note {
+        /// The text.
+        text: String,
+    },
+}
+
+/// One entry of a trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Virtual microseconds since the scenario started.
+    pub at_us: u64,
+    /// Who did it.
+    pub actor: Actor,
+    /// What happened, with its fields.
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+/// A trace being recorded; cheap to clone, all clones append to the same list.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    events: Rc<RefCell<Vec<Event>>>,
+}
+
+impl Recorder {
+    /// An empty trace.
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Appends an event.
+    pub fn push(&self, at_us: u64, actor: Actor, kind: Kind) {
+        self.events.borrow_mut().push(Event { at_us, actor, kind });
+    }
+
+    /// The events so far, sorted by time (stable: equal times keep recording order).
+    pub fn finish(&self) -> Trace {
+        let mut events = self.events.borrow().clone();
+        events.sort_by_key(|e| e.at_us);
+        Trace { events }
+    }
+}
+
+/// A finished trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Events in time order.
+    pub events: Vec<Event>,
+}
+
+impl Trace {
+    /// One JSON object per line.
+    pub fn to_json_lines(&self) -> String {
+        let mut out = String::new();
+        for e in &self.events {
+            // Serializing plain data to a String cannot fail.
+            out.push_str(&serde_json::to_string(e).unwrap_or_default());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses JSON lines, naming the line of the first bad one.
+    pub fn from_json_lines(text: &str) -> Result<Trace, String> {
+        let mut events = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let e: Event = serde_json::from_str(line)
+                .map_err(|err| format!("line {}:{}: {err}", i + 1, err.column()))?;
+            events.push(e);
+        }
+        Ok(Trace { events })
+    }
+
+    /// Aligned text, one event per line: time, actor, event, fields.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for e in &self.events {
+            let _ = writeln!(out, "{}", render_event(e));
+        }
+        out
+    }
+}
+
+/// One event as a line of text, e.g.
+/// `     2842 us  service callback               msg=IT_MSG_DATA status=4 percent=12 ...`.
+///
+/// Device events are named by what happened (`band-ready`, `motor-stopped`) and control
+/// transfers by direction (`control-in`, `control-out`); other fields keep their declared order.
+pub fn render_event(e: &Event) -> String {
+    let value = serde_json::to_value(&e.kind).unwrap_or_default();
+    let mut name = value
+        .get("event")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_string();
+    let mut fields = String::new();
+    if let Some(obj) = value.get("fields").and_then(|f| f.as_object()) {
+        for (k, v) in obj {
+            match (name.as_str(), k.as_str()) {
+                ("device", "what") => {
+                    name = v.as_str().unwrap_or("?").to_string();
+                    continue;
+                }
+                ("control", "dir") => {
+                    name = format!("control-{}", v.as_str().unwrap_or("?"));
+                    continue;
+                }
+                _ => {}
+            }
+            let v = match v {
+                serde_json::Value::String(s) if s.is_empty() => continue,
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let _ = write!(fields, " {k}={v}");
+        }
+    }
+    format!(
+        "{:>9} us  {:<7} {:<22}{}",
+        e.at_us,
+        e.actor.name(),
+        name,
+        fields
+    )
+}
+
+/// CRC-32 (IEEE) of a payload, as traces record it.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}

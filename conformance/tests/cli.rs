@@ -1,0 +1,204 @@
+//! The `scanconform` command line as users and CI run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scanconform"));
+    c.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("scanconform runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scanconform-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn traces_are_byte_identical_across_runs() {
+    let (a, b) = (temp_dir("a"), temp_dir("b"));
+    for d in [&a, &b] {
+        let o = run(&[
+            "run",
+            "--filter",
+            "cancel-io/*",
+            "--traces",
+            d.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let mut files = Vec::new();
+    collect(&a, &mut files);
+    assert!(files.len() >= 10, "only {} trace files", files.len());
+    for f in files {
+        let rel = f.strip_prefix(&a).unwrap();
+        let (x, y) = (
+            std::fs::read(&f).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+        );
+        assert!(!x.is_empty(), "{} is empty", rel.display());
+        assert_eq!(x, y, "{} differs between runs", rel.display());
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn junit_has_one_testcase_per_scenario_run() {
+    let d = temp_dir("junit");
+    let xml = d.join("out.xml");
+    let o = run(&[
+        "run",
+        "--driver",
+        "mutant-no-status-poll",
+        "--filter",
+        "callback/*",
+        "--junit",
+        xml.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let runs = String::from_utf8_lossy(&o.stdout).lines().count();
+    let report = quick_junit::Report::deserialize_from_str(&std::fs::read_to_string(&xml).unwrap())
+        .expect("JUnit XML parses");
+    let cases: Vec<_> = report
+        .test_suites
+        .iter()
+        .flat_map(|s| s.test_cases.iter())
+        .collect();
+    assert_eq!(cases.len(), runs);
+    assert!(runs >= 10);
+    let failures = cases
+        .iter()
+        .filter(|c| !matches!(c.status, quick_junit::TestCaseStatus::Success { .. }))
+        .count();
+    assert!(failures > 0, "the mutant fails some callback scenario");
+}
+
+#[test]
+fn malformed_scenarios_exit_2_with_file_line_column() {
+    let d = temp_dir("bad");
+    let cases = [
+        (
+            "bad-json.json",
+            "{\n  \"description\": \"x\",\n  \"rules\": [\n}\n",
+            ":4:1:",
+        ),
+        (
+            "unknown-field.json",
+            "{\n  \"description\": \"x\",\n  \"colour\": 3\n}\n",
+            ":3:",
+        ),
+    ];
+    for (name, body, place) in cases {
+        let group = d.join(name.trim_end_matches(".json")).join("g");
+        std::fs::create_dir_all(&group).unwrap();
+        let f = group.join(name);
+        std::fs::write(&f, body).unwrap();
+        let o = run(&["run", "--scenarios", group.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
+        assert!(err.contains(name) && err.contains(place), "{name}: {err}");
+    }
+    // An unknown rule ID is reported at its own line and column.
+    let group = d.join("rule").join("g");
+    std::fs::create_dir_all(&group).unwrap();
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/scenarios/callback/s-false-first-band.json"),
+    )
+    .unwrap();
+    let bad = good.replacen("\"rules\": [", "\"rules\": [\"NO-SUCH-RULE\", ", 1);
+    std::fs::write(group.join("r.json"), &bad).unwrap();
+    let o = run(&["run", "--scenarios", group.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = bad
+        .lines()
+        .position(|l| l.contains("NO-SUCH-RULE"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("r.json:{line}:")), "{err}");
+    assert!(err.contains("NO-SUCH-RULE"), "{err}");
+}
+
+#[test]
+fn bad_driver_and_flags_exit_2() {
+    let o = run(&["run", "--driver", "no-such-driver"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unknown driver"));
+    let o = run(&["run", "--service", "win95"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["explain", "NO-SUCH-RULE"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn explain_quotes_the_source_of_every_rule() {
+    for rule in scanconform::rules::catalog() {
+        let o = run(&["explain", rule.id]);
+        assert!(o.status.success(), "{}", rule.id);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(rule.id), "{out}");
+        assert!(out.contains(rule.quote), "{}: quote missing", rule.id);
+        assert!(out.contains(rule.source), "{}: source missing", rule.id);
+    }
+}
+
+#[test]
+fn drivers_lists_the_rule_each_mutant_breaks() {
+    let o = run(&["drivers", "--format", "json"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let expected: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/mutants.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let name = v["name"].as_str().unwrap();
+        let breaks = v["breaks"].as_str();
+        assert_eq!(breaks, expected.get(name).map(String::as_str), "{name}");
+    }
+    assert_eq!(out.lines().count(), scanconform::drivers::BUILTIN.len());
+}
+
+#[test]
+fn legacy_xp_passes_and_reports_wasted_bands() {
+    let o = run(&["run", "--driver", "legacy-xp", "--filter", "cancel-io/*"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let wasted: u32 = out
+        .lines()
+        .find_map(|l| l.split("runs, ").nth(1)?.split(' ').next()?.parse().ok())
+        .expect("summary line with bands wasted");
+    assert!(wasted > 0, "{out}");
+}
