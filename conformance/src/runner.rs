@@ -22,7 +22,7 @@ use scanemu::engine::{ImageSource, ScanJob};
 use scanemu::function::DeviceNote;
 use scanemu::hc::request as std_request;
 use scanemu::host::inproc::InProcessHost;
-use scanemu::host::{HostObserver, TransferKind, TransferRecord};
+use scanemu::host::{HostObserver, TransferKind, TransferRecord, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::protocol::{self, DeviceStatus, ScanStatus};
 use scanemu::sim::{Sim, SimError};
@@ -74,7 +74,25 @@ pub fn resolve_profile(name: &str, profiles_dir: &Path) -> Result<Profile, Input
     Profile::load(&path).map_err(|e| InputError(e.to_string()))
 }
 
-/// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`.
+/// How the driver reaches the emulated scanner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The in-process host over the virtual bus, in virtual time (the default).
+    #[default]
+    InProcess,
+}
+
+/// Options of a run beyond the scenario, service and driver.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// How the driver reaches the device (default: in-process).
+    pub transport: Transport,
+}
+
+/// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`, in
+/// process and in virtual time.
 pub fn run(
     scenario: &LoadedScenario,
     service: ServiceModel,
@@ -82,6 +100,26 @@ pub fn run(
     driver: Rc<dyn MiniDriver>,
     profiles_dir: &Path,
 ) -> Result<RunResult, InputError> {
+    run_with(
+        scenario,
+        service,
+        driver_name,
+        driver,
+        profiles_dir,
+        &RunOptions::default(),
+    )
+}
+
+/// [`run`] with explicit [`RunOptions`].
+pub fn run_with(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+    options: &RunOptions,
+) -> Result<RunResult, InputError> {
+    let Transport::InProcess = options.transport;
     let sc = &scenario.scenario;
     let profile = resolve_profile(&sc.profile, profiles_dir).map_err(|e| {
         InputError(format!(
@@ -126,7 +164,7 @@ pub fn run(
 
     let session = Rc::new(Session {
         sim: sim.clone(),
-        host: host.clone(),
+        host: Rc::new(host.clone()),
         rec: rec.clone(),
         model: service,
         driver: driver.clone(),
@@ -199,7 +237,7 @@ struct AppState {
 
 struct Session {
     sim: Sim,
-    host: InProcessHost,
+    host: Rc<dyn UsbHost>,
     rec: Recorder,
     model: ServiceModel,
     driver: Rc<dyn MiniDriver>,
@@ -287,7 +325,7 @@ impl Session {
         };
         let hr = self
             .driver
-            .acquire_item_data(&ctx, &self.host, &callback)
+            .acquire_item_data(&ctx, self.host.as_ref(), &callback)
             .await;
         self.push(
             Actor::Driver,
@@ -368,7 +406,8 @@ impl Session {
             }
         }
         self.push(Actor::Service, Kind::NotifyCancelIo {});
-        self.driver.notify_pnp_event(PnpEvent::CancelIo, &self.host);
+        self.driver
+            .notify_pnp_event(PnpEvent::CancelIo, self.host.as_ref());
     }
 
     /// CRC-32 of the image bytes the device scans at `[pos, pos + len)` of `page`.

@@ -111,6 +111,8 @@ struct Inner {
     ready: Arc<ReadyQueue>,
     external: Cell<usize>,
     external_guard: Cell<std::time::Duration>,
+    /// `Some(start)` in real-time mode: time is the wall clock since `start`.
+    realtime: Option<std::time::Instant>,
 }
 
 /// The virtual-time executor and clock. Cloning gives another handle to the same simulation.
@@ -138,7 +140,37 @@ impl Sim {
                 ready: Arc::new(ReadyQueue::default()),
                 external: Cell::new(0),
                 external_guard: Cell::new(std::time::Duration::from_secs(30)),
+                realtime: None,
             }),
+        }
+    }
+
+    /// A simulation whose clock is the wall clock (microseconds since this call): timers wait
+    /// for real, and external events never hold time still. Used against devices and drivers
+    /// that keep their own time (USB/IP, libusb programs, real scanners).
+    pub fn realtime() -> Sim {
+        let sim = Sim::new();
+        let mut inner = Rc::try_unwrap(sim.inner).unwrap_or_else(|_| unreachable!("fresh Rc"));
+        inner.realtime = Some(std::time::Instant::now());
+        Sim {
+            inner: Rc::new(inner),
+        }
+    }
+
+    /// True for a [`Sim::realtime`] simulation.
+    pub fn is_realtime(&self) -> bool {
+        self.inner.realtime.is_some()
+    }
+
+    /// Moves `now` to the wall clock (real-time mode only).
+    fn sync_wall_clock(&self) {
+        if let Some(start) = self.inner.realtime {
+            let wall = Instant::from_micros(
+                u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            );
+            if wall > self.inner.now.get() {
+                self.inner.now.set(wall);
+            }
         }
     }
 
@@ -147,8 +179,9 @@ impl Sim {
         self.inner.external_guard.set(guard);
     }
 
-    /// The current virtual time.
+    /// The current time: virtual, or the wall clock in real-time mode.
     pub fn now(&self) -> Instant {
+        self.sync_wall_clock();
         self.inner.now.get()
     }
 
@@ -306,6 +339,10 @@ impl Sim {
             if done() {
                 return Ok(());
             }
+            if self.inner.realtime.is_some() {
+                self.wait_realtime(limit)?;
+                continue;
+            }
             if self.inner.external.get() > 0 {
                 self.wait_external()?;
                 continue;
@@ -314,6 +351,41 @@ impl Sim {
                 return Err(SimError::Stalled { at: self.now() });
             }
         }
+    }
+
+    /// Real-time mode: sleeps until the next timer is due or a wake arrives, then fires due
+    /// timers. With nothing pending at all, the program is stalled.
+    fn wait_realtime(&self, limit: Instant) -> Result<(), SimError> {
+        let next = self.inner.timers.borrow().peek().map(|t| t.key.deadline.0);
+        let now = self.now();
+        if next.is_none() && self.inner.external.get() == 0 {
+            // Without an external event source nothing can wake a task: a wake from another
+            // thread is still possible (I/O threads), so wait for it within the guard.
+            return self
+                .wait_external()
+                .map_err(|_| SimError::Stalled { at: now });
+        }
+        if now >= limit {
+            return Err(SimError::TimeLimit { limit });
+        }
+        let until = next.unwrap_or(limit).min(limit);
+        let wait = std::time::Duration::from_micros((until - now).total_micros());
+        {
+            let ready = &self.inner.ready;
+            let queue = ready.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let _unused = ready
+                .signal
+                .wait_timeout_while(queue, wait, |q| q.is_empty())
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let now = self.now();
+        let mut timers = self.inner.timers.borrow_mut();
+        while timers.peek().is_some_and(|t| t.key.deadline.0 <= now) {
+            if let Some(timer) = timers.pop() {
+                timer.waker.wake();
+            }
+        }
+        Ok(())
     }
 
     fn wait_external(&self) -> Result<(), SimError> {
@@ -458,6 +530,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, (7, Instant::ZERO));
+    }
+
+    #[test]
+    fn realtime_mode_waits_for_real() {
+        let sim = Sim::realtime();
+        let s = sim.clone();
+        let wall = std::time::Instant::now();
+        let at = sim
+            .block_on(
+                async move {
+                    s.sleep(Duration::from_millis(30)).await;
+                    s.now()
+                },
+                Instant::from_millis(10_000),
+            )
+            .unwrap();
+        assert!(wall.elapsed() >= std::time::Duration::from_millis(30));
+        assert!(at >= Instant::from_millis(30));
     }
 
     /// Receives one value that a helper thread sends after the first poll.

@@ -130,11 +130,6 @@ impl InProcessHost {
         f(&mut self.state.borrow_mut().device)
     }
 
-    /// Transfers started and not yet finished.
-    pub fn pending_transfers(&self) -> u32 {
-        self.state.borrow().pending
-    }
-
     /// Keeps the device running on its own schedule: polls it whenever its engine has an event
     /// due, so device notes reach the observer in time even while no transfer is pending. Spawn
     /// it beside the driver; it never returns.
@@ -462,6 +457,10 @@ impl UsbHost for InProcessHost {
             result: r.clone(),
         });
         r
+    }
+
+    fn pending_transfers(&self) -> u32 {
+        self.state.borrow().pending
     }
 
     fn abort_endpoint(&self, ep: u8) {

@@ -143,6 +143,11 @@ pub trait UsbHost {
     /// Aborts every transfer pending on `ep` (they end with [`TransferError::Cancelled`]), as
     /// usbscan's IOCTL_CANCEL_IO or libusb_cancel_transfer do. Takes effect at once.
     fn abort_endpoint(&self, ep: u8);
+
+    /// Transfers submitted and not yet completed (0 if the transport cannot tell).
+    fn pending_transfers(&self) -> u32 {
+        0
+    }
 }
 
 /// What a [`TransferRecord`] describes.
