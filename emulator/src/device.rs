@@ -111,10 +111,19 @@ impl Device {
             fw.function.set_now(now);
             fw.usb.poll(&mut [&mut fw.function]);
             fw.function.pump();
-            if fw.function.take_flush_request() {
+            let flush_data = fw.function.take_flush_request();
+            let flush_events = fw.function.take_event_flush_request();
+            if flush_data {
                 fw.usb
                     .bus()
                     .flush_in(EndpointAddress::from(protocol::EP_DATA_IN));
+            }
+            if flush_events {
+                fw.usb
+                    .bus()
+                    .flush_in(EndpointAddress::from(protocol::EP_EVENTS));
+            }
+            if flush_data || flush_events {
                 fw.function.pump();
             }
             fw.function.observe_halts(|ep| port.is_stalled(ep));

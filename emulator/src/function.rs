@@ -84,6 +84,7 @@ pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
     event_in_flight: bool,
     disconnect: bool,
     flush_data_in: bool,
+    flush_events: bool,
     optics: crate::profile::Optics,
     notes: Vec<DeviceNote>,
 }
@@ -158,6 +159,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             event_in_flight: false,
             disconnect: false,
             flush_data_in: false,
+            flush_events: false,
             optics: profile.optics.clone(),
             notes: Vec::new(),
         }
@@ -367,6 +369,12 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         std::mem::take(&mut self.flush_data_in)
     }
 
+    /// True (once) when the interrupt IN FIFO must be flushed (after a Device Reset, so that no
+    /// event of the old job is delivered after it).
+    pub fn take_event_flush_request(&mut self) -> bool {
+        std::mem::take(&mut self.flush_events)
+    }
+
     /// Queues the next packet of the current band (or the next band) on bulk IN.
     fn feed_data(&mut self) {
         if !self.halted.is_empty() {
@@ -530,7 +538,10 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 let idle = matches!(self.device_state(), DeviceState::Idle);
                 let valid = params.job.validate(&self.engine_optics()).is_ok();
                 if !idle || !valid {
-                    self.error = ScanError::BadRequest;
+                    // A refused request while a job runs must not hide why that job ends.
+                    if idle {
+                        self.error = ScanError::BadRequest;
+                    }
                     let why = if idle {
                         "invalid parameters"
                     } else {
@@ -558,17 +569,21 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                         self.bands_sent = 0;
                         self.pages_done = 0;
                         self.error = ScanError::None;
-                        self.streaming = None;
+                        // A packet of an earlier job (a short band's tail) must not lead the
+                        // new job's data.
+                        self.drop_stream();
                         while let Some(ev) = self.engine.poll(now) {
                             self.on_engine_event(ev.at, ev.kind);
                         }
                         Ok(())
                     }
                     Err(e) => {
-                        self.error = match e {
-                            StartError::NoDocuments => ScanError::FeederEmpty,
-                            _ => ScanError::BadRequest,
-                        };
+                        match e {
+                            StartError::NoDocuments => self.error = ScanError::FeederEmpty,
+                            StartError::InvalidJob(_) => self.error = ScanError::BadRequest,
+                            // Busy: the running job's error stays what it is.
+                            StartError::Busy => {}
+                        }
                         self.note(now, "start-refused", 0, 0, e.to_string());
                         Err(())
                     }
@@ -592,13 +607,20 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 Ok(())
             }
             protocol::REQ_DEVICE_RESET => {
+                let was_busy = !matches!(self.device_state(), DeviceState::Idle);
                 self.engine.reset(now);
                 self.drop_stream();
                 self.data_in.unstall();
                 self.data_out.unstall();
                 self.halted.clear();
                 self.queue.clear();
-                self.error = ScanError::None;
+                self.flush_events = true;
+                self.event_in_flight = false;
+                self.error = if was_busy {
+                    ScanError::Reset
+                } else {
+                    ScanError::None
+                };
                 self.note(now, "reset", 0, 0, String::new());
                 Ok(())
             }

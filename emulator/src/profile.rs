@@ -364,10 +364,11 @@ impl Profile {
             Speed::Full => (64, 255),
             _ => (1024, 16),
         };
-        if usb.interrupt_max_packet == 0 || usb.interrupt_max_packet > max_int {
+        // Events are 8 bytes and must fit one interrupt packet.
+        if usb.interrupt_max_packet < 8 || usb.interrupt_max_packet > max_int {
             return bad(
                 "usb.interrupt_max_packet",
-                format!("{} is not in 1..={max_int}", usb.interrupt_max_packet),
+                format!("{} is not in 8..={max_int}", usb.interrupt_max_packet),
             );
         }
         if usb.interrupt_interval == 0 || usb.interrupt_interval > max_interval {

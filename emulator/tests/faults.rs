@@ -332,7 +332,7 @@ fn ignore_cancel_keeps_scanning_until_device_reset() {
             let ss = scan_status(&h).await;
             assert_eq!(
                 (ss.state, ss.error, ss.bands_ready),
-                (DeviceState::Idle, ScanError::None, 0)
+                (DeviceState::Idle, ScanError::Reset, 0)
             );
             let mut buf = vec![0u8; 4096];
             assert_eq!(
@@ -628,7 +628,7 @@ fn reset_from(state: DeviceState, faults: Vec<Fault>) {
             let ss = scan_status(&h).await;
             assert_eq!(
                 (ss.state, ss.error, ss.bands_ready),
-                (DeviceState::Idle, ScanError::None, 0),
+                (DeviceState::Idle, ScanError::Reset, 0),
                 "after a reset from {state:?}"
             );
             // Nothing more comes, however long we wait.

@@ -21,7 +21,12 @@ use serde::{Deserialize, Serialize};
 /// [`EventKind::Fault`]: super::EventKind::Fault
 /// [`EngineState::Aborted`]: super::EngineState::Aborted
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "RawFault"
+)]
 pub enum Fault {
     /// Aborting: the device stops and stalls its bulk IN endpoint.
     Stall {
@@ -109,6 +114,102 @@ pub enum Fault {
     DisconnectOnCancel,
 }
 
+/// A fault as written in JSON, before its fields are checked against its kind.
+///
+/// Serde's internally tagged enums ignore extra fields on unit variants, so a typo such as
+/// `{"kind": "ignore_cancel", "band": 1}` would pass silently; reading through this struct
+/// makes every field that the kind does not use an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    kind: FaultKind,
+    page: Option<u16>,
+    band: Option<u32>,
+    delay_us: Option<u64>,
+    bytes: Option<u64>,
+    motor_stop_us: Option<u64>,
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = String;
+
+    fn try_from(raw: RawFault) -> Result<Fault, String> {
+        let kind = raw.kind;
+        let name = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut used = vec![];
+        let mut need = |field: &'static str, present: bool| -> Result<(), String> {
+            used.push(field);
+            if present {
+                Ok(())
+            } else {
+                Err(format!("fault `{name}` needs field `{field}`"))
+            }
+        };
+        let page = raw.page.unwrap_or(0);
+        let fault = match kind {
+            FaultKind::Stall
+            | FaultKind::Disconnect
+            | FaultKind::PaperJam
+            | FaultKind::CoverOpen
+            | FaultKind::CancelButton => {
+                need("band", raw.band.is_some())?;
+                used.push("page");
+                let band = raw.band.unwrap_or(0);
+                match kind {
+                    FaultKind::Stall => Fault::Stall { page, band },
+                    FaultKind::Disconnect => Fault::Disconnect { page, band },
+                    FaultKind::PaperJam => Fault::PaperJam { page, band },
+                    FaultKind::CoverOpen => Fault::CoverOpen { page, band },
+                    _ => Fault::CancelButton { page, band },
+                }
+            }
+            FaultKind::LateBand => {
+                need("band", raw.band.is_some())?;
+                need("delay_us", raw.delay_us.is_some())?;
+                used.push("page");
+                Fault::LateBand {
+                    page,
+                    band: raw.band.unwrap_or(0),
+                    delay_us: raw.delay_us.unwrap_or(0),
+                }
+            }
+            FaultKind::ShortBand => {
+                need("band", raw.band.is_some())?;
+                need("bytes", raw.bytes.is_some())?;
+                used.push("page");
+                Fault::ShortBand {
+                    page,
+                    band: raw.band.unwrap_or(0),
+                    bytes: raw.bytes.unwrap_or(0),
+                }
+            }
+            FaultKind::SlowCancel => {
+                need("motor_stop_us", raw.motor_stop_us.is_some())?;
+                Fault::SlowCancel {
+                    motor_stop_us: raw.motor_stop_us.unwrap_or(0),
+                }
+            }
+            FaultKind::IgnoreCancel => Fault::IgnoreCancel,
+            FaultKind::StallOnCancel => Fault::StallOnCancel,
+            FaultKind::DisconnectOnCancel => Fault::DisconnectOnCancel,
+        };
+        let present = [
+            ("page", raw.page.is_some()),
+            ("band", raw.band.is_some()),
+            ("delay_us", raw.delay_us.is_some()),
+            ("bytes", raw.bytes.is_some()),
+            ("motor_stop_us", raw.motor_stop_us.is_some()),
+        ];
+        if let Some((field, _)) = present.iter().find(|(f, p)| *p && !used.contains(f)) {
+            return Err(format!("fault `{name}` has no field `{field}`"));
+        }
+        Ok(fault)
+    }
+}
+
 /// The kind of a [`Fault`], without its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,6 +293,37 @@ impl Fault {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fields_a_kind_does_not_use_are_errors() {
+        let err = serde_json::from_str::<super::Fault>(r#"{"kind":"ignore_cancel","band":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no field `band`"), "{err}");
+        let err = serde_json::from_str::<super::Fault>(r#"{"kind":"stall"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs field `band`"), "{err}");
+        let err = serde_json::from_str::<super::Fault>(r#"{"kind":"stall","band":1,"colour":2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        let ok: super::Fault =
+            serde_json::from_str(r#"{"kind":"late_band","page":1,"band":2,"delay_us":5}"#).unwrap();
+        assert_eq!(
+            ok,
+            super::Fault::LateBand {
+                page: 1,
+                band: 2,
+                delay_us: 5
+            }
+        );
+        let round = serde_json::to_string(&super::Fault::IgnoreCancel).unwrap();
+        assert_eq!(
+            serde_json::from_str::<super::Fault>(&round).unwrap(),
+            super::Fault::IgnoreCancel
+        );
+    }
+
     use super::*;
 
     #[test]
