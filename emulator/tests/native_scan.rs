@@ -1,62 +1,13 @@
 //! End-to-end checks of the native protocol through the in-process host, in virtual time.
 
-use std::rc::Rc;
+mod common;
 
-use scanemu::device::Device;
+use common::{device_status, scan_status, setup, start, T};
 use scanemu::engine::{pattern_line, Fault, ScanJob, ScanMode};
-use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{Setup, TransferError, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::protocol::*;
-use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
-
-const T: Duration = Duration::from_millis(1000);
-
-fn setup(profile: &Profile, faults: Vec<Fault>) -> (Sim, InProcessHost) {
-    let sim = Sim::new();
-    let mut device = Device::new(profile);
-    device.set_faults(faults);
-    let host = InProcessHost::new(device, Rc::new(sim.clone())).expect("enumerates");
-    (sim, host)
-}
-
-async fn start(host: &InProcessHost, job: ScanJob) -> ParamsReport {
-    let params = ScanParams { job }.encode();
-    host.control_out(Setup::vendor_out(REQ_SET_PARAMS, 0, 0, 0), &params, T)
-        .await
-        .expect("SET_PARAMS");
-    let report = host
-        .control_in(
-            Setup::vendor_in(REQ_GET_PARAMS, 0, 0, PARAMS_REPORT_LEN as u16),
-            T,
-        )
-        .await
-        .expect("GET_PARAMS");
-    host.control_out(Setup::vendor_out(REQ_START_SCAN, 0, 0, 0), &[], T)
-        .await
-        .expect("START_SCAN");
-    ParamsReport::decode(&report).unwrap()
-}
-
-async fn device_status(host: &InProcessHost) -> DeviceStatus {
-    let r = host
-        .control_in(Setup::vendor_in(REQ_GET_DEVICE_STATUS, 0, 0, 8), T)
-        .await
-        .unwrap();
-    DeviceStatus::decode(&r).unwrap()
-}
-
-async fn scan_status(host: &InProcessHost) -> ScanStatus {
-    let r = host
-        .control_in(
-            Setup::vendor_in(REQ_GET_SCAN_STATUS, 0, 0, SCAN_STATUS_LEN as u16),
-            T,
-        )
-        .await
-        .unwrap();
-    ScanStatus::decode(&r).unwrap()
-}
 
 fn expected_band(job: &ScanJob, first_line: u32, lines: u32) -> Vec<u8> {
     let bpl = job.bytes_per_line() as usize;

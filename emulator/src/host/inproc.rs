@@ -231,6 +231,45 @@ impl InProcessHost {
     }
 }
 
+impl InProcessHost {
+    /// A bulk or interrupt IN transfer into `buf`; partial data of a failed transfer is
+    /// reported to the observer, as a wire capture would show it.
+    async fn read_in(
+        &self,
+        kind: TransferKind,
+        ep: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        let (r, t) = self
+            .drive(
+                InTransfer::new(ep, buf.len()),
+                ep,
+                timeout,
+                |t: &InTransfer| t.data().len(),
+            )
+            .await;
+        let n = match &r {
+            Ok(data) => {
+                buf[..data.len()].copy_from_slice(data);
+                data.len()
+            }
+            Err(_) => 0,
+        };
+        let r = r.map(|_| n);
+        self.observe(&TransferRecord {
+            at: self.clock.now(),
+            kind,
+            ep,
+            setup: None,
+            requested: buf.len(),
+            data: if n > 0 { &buf[..n] } else { t.data() },
+            result: outcome(&r),
+        });
+        r
+    }
+}
+
 /// Waits until the host's change counter moves past `seen`, or `sleep` completes.
 struct WaitChange<'a> {
     state: &'a RefCell<State>,
@@ -325,32 +364,7 @@ impl UsbHost for InProcessHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let (r, t) = self
-            .drive(
-                InTransfer::new(ep, buf.len()),
-                ep,
-                timeout,
-                |t: &InTransfer| t.data().len(),
-            )
-            .await;
-        let n = match &r {
-            Ok(data) => {
-                buf[..data.len()].copy_from_slice(data);
-                data.len()
-            }
-            Err(_) => 0,
-        };
-        let r = r.map(|_| n);
-        self.observe(&TransferRecord {
-            at: self.clock.now(),
-            kind: TransferKind::Bulk,
-            ep,
-            setup: None,
-            requested: buf.len(),
-            data: if n > 0 { &buf[..n] } else { t.data() },
-            result: outcome(&r),
-        });
-        r
+        self.read_in(TransferKind::Bulk, ep, buf, timeout).await
     }
 
     async fn bulk_out(
@@ -387,32 +401,8 @@ impl UsbHost for InProcessHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let (r, _) = self
-            .drive(
-                InTransfer::new(ep, buf.len()),
-                ep,
-                timeout,
-                |t: &InTransfer| t.data().len(),
-            )
-            .await;
-        let n = match &r {
-            Ok(data) => {
-                buf[..data.len()].copy_from_slice(data);
-                data.len()
-            }
-            Err(_) => 0,
-        };
-        let r = r.map(|_| n);
-        self.observe(&TransferRecord {
-            at: self.clock.now(),
-            kind: TransferKind::Interrupt,
-            ep,
-            setup: None,
-            requested: buf.len(),
-            data: &buf[..n],
-            result: outcome(&r),
-        });
-        r
+        self.read_in(TransferKind::Interrupt, ep, buf, timeout)
+            .await
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
