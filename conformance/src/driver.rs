@@ -78,4 +78,13 @@ pub trait MiniDriver {
 
     /// `drvNotifyPnPEvent`. Must not block; it may abort transfers through `host`.
     fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost);
+
+    /// Called by the runner once per run, before anything else, with the run's executor and
+    /// trace: a driver that lives outside the simulation (an external process) starts here and
+    /// records its own faults and log lines. In-process drivers need nothing.
+    fn begin_run(&self, _sim: &scanemu::sim::Sim, _trace: &crate::trace::Recorder) {}
+
+    /// Called by the runner once when the run is over (finished, out of budget or hung), before
+    /// the trace is closed: stop what [`MiniDriver::begin_run`] started.
+    fn end_run(&self) {}
 }

@@ -1,9 +1,12 @@
 //! scanconform: replays scripted cancel scenarios against scanner drivers.
 pub mod driver;
 pub mod drivers;
+pub mod html_report;
 pub mod report;
 pub mod rules;
 pub mod runner;
+pub mod sane;
 pub mod scenario;
+pub mod timeline;
 pub mod trace;
 pub mod wia;

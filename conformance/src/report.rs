@@ -107,7 +107,8 @@ pub fn failure_details(r: &RunResult) -> String {
     out
 }
 
-/// Writes the trace of `r` as JSON lines under `dir/<driver>/<service>/<scenario>.jsonl`.
+/// Writes the trace of `r` as JSON lines under `dir/<driver>/<service>/<scenario>.jsonl`, and
+/// its verdict beside it as `<scenario>.verdict.json` (see `html_report::RunVerdict`).
 pub fn write_trace(dir: &Path, r: &RunResult) -> std::io::Result<()> {
     let path = dir
         .join(&r.driver)
@@ -116,7 +117,10 @@ pub fn write_trace(dir: &Path, r: &RunResult) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(path, r.trace.to_json_lines())
+    std::fs::write(&path, r.trace.to_json_lines())?;
+    let verdict = crate::html_report::RunVerdict::from_run(r);
+    let json = serde_json::to_string_pretty(&verdict).unwrap_or_default();
+    std::fs::write(crate::html_report::verdict_path(&path), json + "\n")
 }
 
 /// JUnit XML with one testcase per scenario run.

@@ -15,6 +15,8 @@
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use async_trait::async_trait;
 use scanemu::device::Device;
@@ -22,11 +24,13 @@ use scanemu::engine::{ImageSource, ScanJob};
 use scanemu::function::DeviceNote;
 use scanemu::hc::request as std_request;
 use scanemu::host::inproc::InProcessHost;
+use scanemu::host::usbip::UsbIpHost;
 use scanemu::host::{HostObserver, TransferKind, TransferRecord, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::protocol::{self, DeviceStatus, ScanStatus};
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
+use scanemu::usbip::{ServerConfig, UsbIpServer};
 
 use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
 use crate::rules::{self, RuleReport, RunFacts};
@@ -81,6 +85,45 @@ pub enum Transport {
     /// The in-process host over the virtual bus, in virtual time (the default).
     #[default]
     InProcess,
+    /// The driver reaches the device over USB/IP on loopback: an in-process
+    /// [`UsbIpServer`] thread serves the scenario's device on `127.0.0.1:0` and the driver
+    /// uses a [`UsbIpHost`]. Always real time (see [`RunOptions::realtime`]).
+    UsbIp,
+}
+
+/// Real-time runs only take scenarios whose virtual-time run lasts at most this long
+/// (see [`realtime_skip_reason`]): longer ones would make a catalog run take minutes.
+pub const REALTIME_MAX_US: u64 = 3_000_000;
+
+/// Why `scenario` is left out of real-time runs, or `None` if it belongs to the real-time
+/// subset. The subset is decided by running the scenario once in virtual time (milliseconds
+/// of wall time) with the same driver: a scenario whose trace ends later than
+/// [`REALTIME_MAX_US`] is skipped. What real-time runs check, and with what tolerance on time:
+/// - every rule is checked as in virtual time; the time-based ones already carry slack that
+///   covers loopback latency: WIA-CANCEL-IO-ASAP (a cancel on the wire within 10 ms of
+///   WIA_EVENT_CANCEL_IO), idle after cancel (the motor stop time + 50 ms), callback cadence
+///   (1.5 x the limit) and the scenario's hang budget;
+/// - events recorded inside one MiniDrvCallback (the application's answer, CancelPendingIO,
+///   the notify and the callback) share one timestamp, as they do in virtual time, so rules
+///   that compare "same instant" keep their meaning;
+/// - traces are not compared with snapshots (real time is not byte-identical); device notes
+///   come from the server thread, stamped on the same clock as the driver's transfers.
+pub fn realtime_skip_reason(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+) -> Result<Option<String>, InputError> {
+    let r = run(scenario, service, driver_name, driver, profiles_dir)?;
+    let end = r.trace.events.last().map_or(0, |e| e.at_us);
+    Ok((end > REALTIME_MAX_US).then(|| {
+        format!(
+            "lasts {} in virtual time, over the real-time limit of {}",
+            Duration::from_micros(end),
+            Duration::from_micros(REALTIME_MAX_US)
+        )
+    }))
 }
 
 /// Options of a run beyond the scenario, service and driver.
@@ -89,6 +132,12 @@ pub enum Transport {
 pub struct RunOptions {
     /// How the driver reaches the device (default: in-process).
     pub transport: Transport,
+    /// Run on the wall clock ([`Sim::realtime`]) instead of virtual time (default: false;
+    /// implied by [`Transport::UsbIp`]).
+    pub realtime: bool,
+    /// Capture every transfer of the run as a usbmon pcap into this folder (created if
+    /// missing), one file per run named by [`pcap_file_name`] (default: no capture).
+    pub pcap: Option<PathBuf>,
 }
 
 /// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`, in
@@ -119,7 +168,6 @@ pub fn run_with(
     profiles_dir: &Path,
     options: &RunOptions,
 ) -> Result<RunResult, InputError> {
-    let Transport::InProcess = options.transport;
     let sc = &scenario.scenario;
     let profile = resolve_profile(&sc.profile, profiles_dir).map_err(|e| {
         InputError(format!(
@@ -148,23 +196,59 @@ pub fn run_with(
     })?;
     let mut faults = profile.faults.clone();
     faults.extend(sc.faults.iter().copied());
-    let mut device = Device::new(&profile);
-    device.set_faults(faults);
-
-    let sim = Sim::new();
+    let realtime = options.realtime || options.transport == Transport::UsbIp;
+    let sim = if realtime {
+        Sim::realtime()
+    } else {
+        Sim::new()
+    };
     let rec = Recorder::new();
-    let host = InProcessHost::new(device, Rc::new(sim.clone())).map_err(|e| {
+    let observer = Rc::new(TraceObserver { rec: rec.clone() });
+    let pcap = match &options.pcap {
+        Some(dir) => {
+            let trace = observer.clone();
+            Some(open_pcap(dir, &scenario.id, service, &profile, trace)?)
+        }
+        None => None,
+    };
+    let enumeration_failed = |e: &dyn std::fmt::Display| {
         InputError(format!(
             "{}: enumeration failed: {e}",
             scenario.path.display()
         ))
-    })?;
-    host.set_observer(Rc::new(TraceObserver { rec: rec.clone() }));
+    };
+    let (host, usbip): (Rc<dyn UsbHost>, Option<UsbIpLink>) = match options.transport {
+        Transport::InProcess => {
+            let mut device = Device::new(&profile);
+            device.set_faults(faults);
+            let host = InProcessHost::new(device, Rc::new(sim.clone()))
+                .map_err(|e| enumeration_failed(&e))?;
+            host.set_observer(observer.clone());
+            if let Some((p, _)) = &pcap {
+                p.set_device_info(&host.device_info());
+                host.set_observer(p.clone());
+            }
+            let ticker = host.clone();
+            sim.spawn(async move { ticker.run_device().await });
+            (Rc::new(host), None)
+        }
+        Transport::UsbIp => {
+            let (host, server, inbox) = start_usbip(&profile, faults, &sim, observer.clone())
+                .map_err(|e| enumeration_failed(&e))?;
+            if let Some((p, _)) = &pcap {
+                p.set_device_info(&host.device_info());
+                host.set_observer(p.clone());
+            }
+            (Rc::new(host), Some((server, inbox)))
+        }
+    };
+    driver.begin_run(&sim, &rec);
     let async_cancel = driver.supports_async_cancel();
 
     let session = Rc::new(Session {
         sim: sim.clone(),
-        host: Rc::new(host.clone()),
+        host: host.clone(),
+        frozen_us: Cell::new(None),
         rec: rec.clone(),
         model: service,
         driver: driver.clone(),
@@ -174,8 +258,6 @@ pub fn run_with(
         acq: RefCell::new(None),
         running: Cell::new(0),
     });
-    let ticker = host.clone();
-    sim.spawn(async move { ticker.run_device().await });
     let s = session.clone();
     let limit = Instant::from_micros(sc.budget_us);
     if let Err(e) = sim.block_on(async move { s.play().await }, limit) {
@@ -197,6 +279,21 @@ pub fn run_with(
             Actor::Driver,
             Kind::DriverFault { what },
         );
+    }
+    driver.end_run();
+    if let Some((server, inbox)) = usbip {
+        // Notes the server made before the run ended that the executor had not yet taken.
+        let end = sim.now();
+        drop(session);
+        drop(host);
+        server.shutdown();
+        for note in inbox.take().iter().filter(|n| n.at <= end) {
+            observer.device(note);
+        }
+    }
+    if let Some((p, path)) = pcap {
+        p.finish()
+            .map_err(|e| InputError(format!("--pcap {}: {e}", path.display())))?;
     }
     let trace = rec.finish();
     let facts = RunFacts {
@@ -238,6 +335,9 @@ struct AppState {
 struct Session {
     sim: Sim,
     host: Rc<dyn UsbHost>,
+    /// While set, every event is stamped with this time: what happens inside one callback
+    /// happens at one instant, in real time as in virtual time.
+    frozen_us: Cell<Option<u64>>,
     rec: Recorder,
     model: ServiceModel,
     driver: Rc<dyn MiniDriver>,
@@ -251,7 +351,9 @@ struct Session {
 
 impl Session {
     fn now_us(&self) -> u64 {
-        self.sim.now().total_micros()
+        self.frozen_us
+            .get()
+            .unwrap_or_else(|| self.sim.now().total_micros())
     }
 
     fn push(&self, actor: Actor, kind: Kind) {
@@ -448,9 +550,20 @@ struct ServiceCallback {
 impl MiniDrvCallback for ServiceCallback {
     async fn call(&self, args: CallbackArgs<'_>) -> Hresult {
         let s = &self.session;
+        s.frozen_us.set(Some(s.now_us()));
+        let result = self.call_at_one_instant(args);
+        s.frozen_us.set(None);
+        result
+    }
+}
+
+impl ServiceCallback {
+    /// The callback's work; it never waits, so all of it happens at one instant.
+    fn call_at_one_instant(&self, args: CallbackArgs<'_>) -> Hresult {
+        let s = &self.session;
         let steps = &s.scenario.scenario.acquisitions;
         // Bookkeeping under one borrow; actions that re-enter the driver run after it ends.
-        let (page, crc, expect, sticky, decided, cancel_now) = {
+        let (page, crc, pos, sticky, decided, cancel_now) = {
             let mut guard = s.acq.borrow_mut();
             let Some(state) = guard.as_mut() else {
                 drop(guard);
@@ -462,11 +575,10 @@ impl MiniDrvCallback for ServiceCallback {
                 );
                 return Hresult::E_FAIL;
             };
-            let (mut crc, mut expect) = (0, 0);
+            let mut crc = 0;
             match args.reason {
                 ItMsg::Data => {
                     crc = crc32(args.data);
-                    expect = 0; // filled below, outside the borrow
                     state.data_callbacks += 1;
                     state.bytes += args.data.len() as u64;
                 }
@@ -529,11 +641,10 @@ impl MiniDrvCallback for ServiceCallback {
                     }
                 }
             }
-            let _ = (&mut crc, &mut expect);
             (page, crc, pos, state.sticky, decided, cancel_now)
         };
         let expect_crc = if args.reason == ItMsg::Data {
-            s.expected_crc(page, expect, args.data.len() as u64)
+            s.expected_crc(page, pos, args.data.len() as u64)
         } else {
             0
         };
@@ -748,4 +859,114 @@ impl HostObserver for TraceObserver {
             },
         );
     }
+}
+
+/// Starts a USB/IP server thread on loopback with the scenario's device and connects a
+/// [`UsbIpHost`] to it on `sim`'s clock; the server's device notes reach `observer` through a
+/// task on `sim`.
+fn start_usbip(
+    profile: &Profile,
+    faults: Vec<scanemu::engine::Fault>,
+    sim: &Sim,
+    observer: Rc<TraceObserver>,
+) -> Result<(UsbIpHost, UsbIpServer, Arc<NoteInbox>), String> {
+    let inbox = Arc::new(NoteInbox::default());
+    let mut config = ServerConfig::new(profile.clone());
+    config.faults = Some(faults);
+    // The server's clock starts where the simulation's does.
+    let since = std::time::Duration::from_micros(sim.now().total_micros());
+    config.epoch = std::time::Instant::now().checked_sub(since);
+    let sink = inbox.clone();
+    config.notes = Some(Arc::new(move |note: &DeviceNote| sink.push(note.clone())));
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = UsbIpServer::bind(loopback, config)
+        .map_err(|e| format!("USB/IP server on {loopback}: {e}"))?;
+    let host = UsbIpHost::connect(
+        server.local_addr(),
+        &server.exported().record.busid,
+        Rc::new(sim.clone()),
+    )
+    .map_err(|e| format!("USB/IP import: {e}"))?;
+    host.set_observer(observer.clone());
+    let notes = inbox.clone();
+    sim.spawn(async move {
+        loop {
+            for note in notes.next().await {
+                observer.device(&note);
+            }
+        }
+    });
+    Ok((host, server, inbox))
+}
+
+/// A run's USB/IP server and the inbox its device notes arrive in.
+type UsbIpLink = (UsbIpServer, Arc<NoteInbox>);
+
+/// Device notes handed from the USB/IP server thread to the simulation's thread.
+#[derive(Default)]
+struct NoteInbox {
+    inner: Mutex<(Vec<DeviceNote>, Option<Waker>)>,
+}
+
+impl NoteInbox {
+    fn push(&self, note: DeviceNote) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.push(note);
+        if let Some(w) = g.1.take() {
+            w.wake();
+        }
+    }
+
+    fn take(&self) -> Vec<DeviceNote> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut g.0)
+    }
+
+    /// Waits for at least one note and takes all that are there.
+    async fn next(&self) -> Vec<DeviceNote> {
+        std::future::poll_fn(|cx| {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0.is_empty() {
+                g.1 = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(std::mem::take(&mut g.0))
+            }
+        })
+        .await
+    }
+}
+
+/// The capture file of one run inside the `--pcap` folder: the scenario id with `/` turned
+/// into `.`, then the service: `callback.s-false-at-band-3.xp.pcap`.
+pub fn pcap_file_name(scenario_id: &str, service: ServiceModel) -> String {
+    format!(
+        "{}.{}.pcap",
+        scenario_id.replace(['/', '\\'], "."),
+        service.name()
+    )
+}
+
+type PcapCapture = scanemu::pcap::PcapObserver<std::io::BufWriter<std::fs::File>>;
+
+/// Creates the run's capture in `dir`, passing records on to the trace observer.
+fn open_pcap(
+    dir: &Path,
+    scenario_id: &str,
+    service: ServiceModel,
+    profile: &Profile,
+    observer: Rc<TraceObserver>,
+) -> Result<(Rc<PcapCapture>, PathBuf), InputError> {
+    let path = dir.join(pcap_file_name(scenario_id, service));
+    let fail = |e: std::io::Error| InputError(format!("--pcap {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let file = std::fs::File::create(&path).map_err(fail)?;
+    let writer = scanemu::pcap::PcapWriter::new(std::io::BufWriter::new(file)).map_err(fail)?;
+    let capture = scanemu::pcap::PcapObserver::new(
+        writer,
+        &scanemu::host::DeviceInfo::default(),
+        scanemu::pcap::CaptureConfig::with_speed(profile.usb.speed),
+    )
+    .wrapping(observer);
+    Ok((Rc::new(capture), path))
 }

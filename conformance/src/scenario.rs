@@ -601,6 +601,11 @@ pub fn discover(root: &Path) -> Result<Vec<LoadedScenario>, ScenarioError> {
     }
     let mut files = Vec::new();
     collect(root, &mut files)?;
+    // `sane/` holds SANE scenarios (`"kind": "sane"`, crate::sane::scenario), not WIA ones.
+    files.retain(|f| {
+        !f.strip_prefix(root)
+            .is_ok_and(|rel| rel.starts_with("sane"))
+    });
     if files.is_empty() {
         return Err(ScenarioError::whole_file(
             root,

@@ -387,11 +387,19 @@ impl Profile {
                 "must be non-empty and non-zero".into(),
             );
         }
-        if o.max_width_px == 0 {
-            return bad("optics.max_width_px", "must be non-zero".into());
+        // A 2^20-pixel side is over 40 m at 600 dpi; the cap keeps every size product in range.
+        const MAX_SIDE_PX: u32 = 1 << 20;
+        if o.max_width_px == 0 || o.max_width_px > MAX_SIDE_PX {
+            return bad(
+                "optics.max_width_px",
+                format!("{} is not in 1..={MAX_SIDE_PX}", o.max_width_px),
+            );
         }
-        if o.max_height_px == 0 {
-            return bad("optics.max_height_px", "must be non-zero".into());
+        if o.max_height_px == 0 || o.max_height_px > MAX_SIDE_PX {
+            return bad(
+                "optics.max_height_px",
+                format!("{} is not in 1..={MAX_SIDE_PX}", o.max_height_px),
+            );
         }
         if o.modes.is_empty() {
             return bad("optics.modes", "must list at least one mode".into());

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use scanconform::runner::{self, RunResult};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
-use scanconform::{drivers, report, rules};
+use scanconform::{drivers, html_report, report, rules, timeline};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,14 @@ enum Services {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// The in-process virtual bus.
+    Inproc,
+    /// USB/IP over loopback to an in-process server.
+    Usbip,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     Human,
     Json,
@@ -37,7 +45,8 @@ enum Format {
 enum Command {
     /// Run scenarios against a driver and print a verdict per scenario run.
     Run {
-        /// Driver: reference, legacy-xp or a mutant (see `scanconform drivers`).
+        /// Driver: reference, legacy-xp, a mutant (see `scanconform drivers`), or
+        /// sane:BACKEND[:DEVICE] (a SANE backend library; see conformance/SANE.md).
         #[arg(long, default_value = "reference")]
         driver: String,
         /// Service model(s) to run under.
@@ -55,9 +64,40 @@ enum Command {
         /// Write each run's trace as JSON lines under this folder.
         #[arg(long)]
         traces: Option<PathBuf>,
+        /// Write a self-contained HTML report (summary table, SVG timelines) to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// How the driver reaches the emulated scanner: in-process (virtual time) or USB/IP
+        /// over loopback (real time, the real-time subset of the catalog).
+        #[arg(long, value_enum, default_value = "inproc")]
+        transport: TransportArg,
+        /// Run on the wall clock instead of virtual time (implied by `--transport usbip`).
+        #[arg(long)]
+        realtime: bool,
+        /// Capture every run's transfers as usbmon pcap files (Wireshark, tshark, umockdev) in
+        /// this folder, one per scenario and service: `<group>.<name>.<service>.pcap`.
+        #[arg(long, value_name = "DIR")]
+        pcap: Option<PathBuf>,
+    },
+    /// Build the HTML report of a `--traces` folder (traces and the verdict files beside them).
+    Report {
+        /// The folder `run --traces` wrote.
+        #[arg(long)]
+        traces: PathBuf,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a trace as text and optionally draw its timeline as SVG.
+    Show {
+        /// A trace file (`.jsonl`); a `.verdict.json` beside it marks the violations.
+        trace: PathBuf,
+        /// Write the SVG timeline here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// List the scenarios.
     List {
@@ -138,8 +178,43 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             filter,
             junit,
             traces,
+            report,
             format,
-        } => run(driver, service, scenarios, filter, junit, traces, format),
+            transport,
+            realtime,
+            pcap,
+        } => {
+            let mut options = runner::RunOptions::default();
+            options.transport = match transport {
+                TransportArg::Inproc => runner::Transport::InProcess,
+                TransportArg::Usbip => runner::Transport::UsbIp,
+            };
+            options.realtime = realtime;
+            options.pcap = pcap;
+            run(
+                driver, service, scenarios, filter, junit, traces, report, format, options,
+            )
+        }
+        Command::Report { traces, out } => {
+            let runs = html_report::load_dir(&traces).map_err(InputError)?;
+            write_report(&out, &runs)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { trace, svg } => {
+            let (t, verdict) = html_report::load_trace(&trace).map_err(InputError)?;
+            print!("{}", t.render_text());
+            if let Some(path) = svg {
+                let (title, marks) = match &verdict {
+                    Some(v) => (html_report::run_title(v), v.marks()),
+                    None => (trace.display().to_string(), Vec::new()),
+                };
+                let picture =
+                    timeline::render_svg(&t, &marks, &timeline::SvgOptions::standalone(title));
+                std::fs::write(&path, picture)
+                    .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::List { scenarios } => {
             let (_, list) = load_scenarios(scenarios)?;
             for s in &list {
@@ -199,8 +274,17 @@ fn run(
     filter: Option<String>,
     junit: Option<PathBuf>,
     traces: Option<PathBuf>,
+    report_html: Option<PathBuf>,
     format: Format,
+    options: runner::RunOptions,
 ) -> Result<ExitCode, InputError> {
+    if let Some(spec) = driver.strip_prefix("sane:") {
+        let mut opts = scanconform::sane::CliOptions::new(fixtures_dir());
+        (opts.scenarios, opts.filter, opts.junit, opts.traces) = (scenarios, filter, junit, traces);
+        opts.json = format == Format::Json;
+        let code = scanconform::sane::cli_run(spec, &opts).map_err(InputError)?;
+        return Ok(ExitCode::from(code));
+    }
     drivers::instantiate(&driver).map_err(InputError)?;
     let (root, mut list) = load_scenarios(scenarios)?;
     if let Some(glob) = &filter {
@@ -239,7 +323,18 @@ fn run(
     for (s, model) in plan {
         progress.set_message(s.id.clone());
         let d = drivers::instantiate(&driver).map_err(InputError)?;
-        let r = runner::run(s, model, &driver, d, &profiles).map_err(|e| InputError(e.0))?;
+        if options.realtime || options.transport != runner::Transport::InProcess {
+            let probe = drivers::instantiate(&driver).map_err(InputError)?;
+            let skip = runner::realtime_skip_reason(s, model, &driver, probe, &profiles)
+                .map_err(|e| InputError(e.0))?;
+            if let Some(why) = skip {
+                progress.suspend(|| eprintln!("skipped {} [{}]: {why}", s.id, model.name()));
+                progress.inc(1);
+                continue;
+            }
+        }
+        let r = runner::run_with(s, model, &driver, d, &profiles, &options)
+            .map_err(|e| InputError(e.0))?;
         if let Some(dir) = &traces {
             report::write_trace(dir, &r)
                 .map_err(|e| InputError(format!("{}: {e}", dir.display())))?;
@@ -275,9 +370,22 @@ fn run(
         std::fs::write(path, report::junit(&driver, &results))
             .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
     }
+    if let Some(path) = &report_html {
+        let runs: Vec<_> = results
+            .iter()
+            .map(html_report::ReportRun::from_run)
+            .collect();
+        write_report(path, &runs)?;
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Writes the HTML report of `runs` to `path`.
+fn write_report(path: &Path, runs: &[html_report::ReportRun]) -> Result<(), InputError> {
+    std::fs::write(path, html_report::render_html(runs))
+        .map_err(|e| InputError(format!("{}: {e}", path.display())))
 }

@@ -3,6 +3,7 @@
 //! The expected failures are data (`fixtures/mutants.json`), checked both ways by the test
 //! suite: a mutant that passes, or that fails on any other rule, fails the suite.
 
+pub mod external;
 pub mod native;
 
 use std::collections::BTreeMap;
@@ -69,8 +70,15 @@ pub fn load_expected_failures(path: &Path) -> Result<BTreeMap<String, String>, S
         .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
 }
 
-/// Builds the driver called `name` for one run.
+/// Builds the driver called `name` for one run; `exec:'CMD ARGS'` is an external driver process
+/// (see `conformance/DRIVER-PROTOCOL.md`), started anew for each run.
 pub fn instantiate(name: &str) -> Result<std::rc::Rc<dyn crate::driver::MiniDriver>, String> {
+    if let Some(command) = name.strip_prefix("exec:") {
+        let config = external::ExternalConfig::from_env();
+        return Ok(std::rc::Rc::new(external::ExternalDriver::new(
+            command, config,
+        )?));
+    }
     match find(name) {
         Some(d) => Ok(std::rc::Rc::new(native::NativeDriver::new(d.flavor))),
         None => Err(format!(

@@ -4,6 +4,13 @@
 //! in-process bus and prints, for a person, what a host sees (identity, strings, descriptors)
 //! and what the profile makes it do (timing, faults, the cost of a default job).
 //!
+//! `scanemu serve --usbip ADDR [--profile PATH] [--allow-remote]` exports the scanner over
+//! USB/IP; it refuses a non-loopback address unless `--allow-remote` is given.
+//!
+//! `scanemu capture --out DIR [--profile PATH]` records a scripted scan in virtual time as a
+//! usbmon pcap (`DIR/scan.pcap`) beside the device's umockdev description
+//! (`DIR/device.umockdev`), for `umockdev-run` to replay into a libusb program.
+//!
 //! Exit status: 0 on success, 2 on bad input (unreadable or invalid profile, bad flag) with one
 //! line saying what and where, 1 if the device cannot be enumerated.
 
@@ -42,11 +49,38 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         profile: Option<PathBuf>,
     },
+    /// Export the scanner over USB/IP (protocol 1.1.1) until interrupted.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:3240.
+        #[arg(long, value_name = "ADDR")]
+        usbip: std::net::SocketAddr,
+        /// Device profile (JSON); the built-in fast profile when absent.
+        #[arg(long, value_name = "PATH")]
+        profile: Option<PathBuf>,
+        /// Allow a non-loopback address (the device is then reachable from the network).
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Record a scripted scan as a usbmon pcap and a umockdev device description in DIR.
+    Capture {
+        /// Output folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Device profile (JSON); the built-in fast profile when absent.
+        #[arg(long, value_name = "PATH")]
+        profile: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve {
+            usbip,
+            profile,
+            allow_remote,
+        } => serve(usbip, profile.as_deref(), allow_remote),
+        Command::Capture { out, profile } => capture(&out, profile.as_deref()),
         Command::Info { profile: path } => {
             let loaded = match load_profile(path.as_deref()) {
                 Ok(p) => p,
@@ -69,6 +103,88 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `scanemu capture`: records a scripted scan for umockdev replay.
+fn capture(out: &Path, path: Option<&Path>) -> ExitCode {
+    let profile = match load_profile(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("scanemu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match scanemu::umockdev::record(&profile, out) {
+        Ok(r) => {
+            println!(
+                "scanemu: {} records in {}, device in {}; replay with:\n  umockdev-run -d {} -p {}={} -- PROGRAM",
+                r.records,
+                r.capture.display(),
+                r.description.display(),
+                r.description.display(),
+                r.sysfs_path,
+                r.capture.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ scanemu::umockdev::RecordError::Io { .. }) => {
+            eprintln!("scanemu: --out: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("scanemu: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `scanemu serve`: exports the device over USB/IP until the process is killed.
+fn serve(addr: std::net::SocketAddr, path: Option<&Path>, allow_remote: bool) -> ExitCode {
+    if !addr.ip().is_loopback() && !allow_remote {
+        eprintln!(
+            "scanemu: --usbip {addr}: not a loopback address; pass --allow-remote to export the device to the network"
+        );
+        return ExitCode::from(2);
+    }
+    let profile = match load_profile(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("scanemu: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = scanemu::usbip::ServerConfig::new(profile);
+    config.log = Some(std::sync::Arc::new(|line: &str| {
+        eprintln!("scanemu: {line}")
+    }));
+    let server = match scanemu::usbip::UsbIpServer::bind(addr, config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("scanemu: --usbip {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rec = &server.exported().record;
+    let scope = if server.local_addr().ip().is_loopback() {
+        "loopback only"
+    } else {
+        "reachable from the network (--allow-remote)"
+    };
+    println!(
+        "scanemu: USB/IP server listening on {} ({scope}); exporting bus id {} = {:04x}:{:04x}",
+        server.local_addr(),
+        rec.busid,
+        rec.id_vendor,
+        rec.id_product
+    );
+    println!(
+        "scanemu: list with `usbip --tcp-port {} list -r {}`",
+        server.local_addr().port(),
+        server.local_addr().ip()
+    );
+    let _ = std::io::stdout().flush();
+    server.wait();
+    ExitCode::SUCCESS
 }
 
 /// The profile's name and where it came from.

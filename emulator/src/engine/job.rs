@@ -175,7 +175,8 @@ impl ScanJob {
 
     /// Bytes per page.
     pub const fn page_bytes(&self) -> u64 {
-        self.bytes_per_line() * self.height_px as u64
+        // Saturates: a profile may describe an area whose full page does not fit in u64.
+        self.bytes_per_line().saturating_mul(self.height_px as u64)
     }
 
     /// Checks this job against what the optics can do.

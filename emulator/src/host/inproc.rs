@@ -241,6 +241,7 @@ impl InProcessHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
+        let submitted = self.clock.now();
         let (r, t) = self
             .drive(
                 InTransfer::new(ep, buf.len()),
@@ -258,6 +259,7 @@ impl InProcessHost {
         };
         let r = r.map(|_| n);
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind,
             ep,
@@ -313,11 +315,21 @@ impl UsbHost for InProcessHost {
     }
 
     async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
+        let submitted = self.clock.now();
+        // A host-to-device request type has no IN data stage: the caller's mistake, reported
+        // as an error (drivers in other processes send any bmRequestType), never a panic.
+        if !setup.is_in() {
+            return Err(TransferError::Io(format!(
+                "control_in with a host-to-device request type {:#04x}",
+                setup.request_type
+            )));
+        }
         let (r, _) = self
             .drive(ControlTransfer::new_in(setup), 0x80, timeout, |_| 0)
             .await;
         let empty = Vec::new();
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind: TransferKind::Control,
             ep: 0x80,
@@ -335,6 +347,7 @@ impl UsbHost for InProcessHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), TransferError> {
+        let submitted = self.clock.now();
         let mut setup = setup;
         setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
         let (r, _) = self
@@ -347,6 +360,7 @@ impl UsbHost for InProcessHost {
             .await;
         let r = r.map(|_| ());
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind: TransferKind::Control,
             ep: 0x00,
@@ -373,6 +387,7 @@ impl UsbHost for InProcessHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
+        let submitted = self.clock.now();
         let zlp = false;
         let (r, t) = self
             .drive(
@@ -384,6 +399,7 @@ impl UsbHost for InProcessHost {
             .await;
         let r = r.map(|_| t.sent());
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind: TransferKind::Bulk,
             ep,
@@ -406,6 +422,7 @@ impl UsbHost for InProcessHost {
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
+        let submitted = self.clock.now();
         let setup = hc::SetupPacket::clear_halt(ep);
         let (r, _) = self
             .drive(
@@ -417,6 +434,7 @@ impl UsbHost for InProcessHost {
             .await;
         let r = r.map(|_| ());
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind: TransferKind::ClearHalt,
             ep,
@@ -429,6 +447,7 @@ impl UsbHost for InProcessHost {
     }
 
     async fn reset_device(&self) -> Result<(), TransferError> {
+        let submitted = self.clock.now();
         {
             let mut st = self.state.borrow_mut();
             for g in st.abort_gen.iter_mut() {
@@ -438,6 +457,7 @@ impl UsbHost for InProcessHost {
         }
         let r = self.enumerate();
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind: TransferKind::Reset,
             ep: 0,
@@ -454,12 +474,14 @@ impl UsbHost for InProcessHost {
     }
 
     fn abort_endpoint(&self, ep: u8) {
+        let submitted = self.clock.now();
         {
             let mut st = self.state.borrow_mut();
             st.abort_gen[ep_slot(ep)] += 1;
             st.changed();
         }
         self.observe(&TransferRecord {
+            submitted,
             at: self.clock.now(),
             kind: TransferKind::Abort,
             ep,

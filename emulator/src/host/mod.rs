@@ -7,9 +7,14 @@
 //! wall-clock time over USB/IP or against a real scanner.
 //!
 //! Implementations: [`inproc::InProcessHost`] drives the emulated scanner over the virtual bus in
-//! the same thread. Other transports implement the same trait.
+//! the same thread; [`usbip::UsbIpHost`] reaches it (or any USB/IP server) over TCP;
+//! `rusb::RusbHost` (cargo feature `rusb`) reaches a real scanner, or a replayed one, through
+//! libusb.
 
 pub mod inproc;
+#[cfg(feature = "rusb")]
+pub mod rusb;
+pub mod usbip;
 
 use async_trait::async_trait;
 
@@ -170,6 +175,8 @@ pub enum TransferKind {
 /// One finished host operation, as an observer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferRecord<'a> {
+    /// When it was submitted (equal to `at` for operations that take no time).
+    pub submitted: Instant,
     /// When it finished.
     pub at: Instant,
     /// What it was.

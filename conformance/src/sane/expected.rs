@@ -1,0 +1,124 @@
+//! Findings as data: the rules a backend is known to break, per scenario, with the observed
+//! behaviour (`fixtures/sane-expected/<backend>.json`), checked both ways.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::runner::SaneRun;
+
+/// One known failure.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedFailure {
+    /// Scenario id, `sane/<name>`.
+    pub scenario: String,
+    /// The rule it fails.
+    pub rule: String,
+    /// Text the failure message must contain (the observed status, e.g. `IO_ERROR`).
+    pub observed: String,
+    /// The finding in a sentence, for people.
+    pub finding: String,
+}
+
+/// A backend's expected-failure list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedFailures {
+    /// The backend's name.
+    pub backend: String,
+    /// Which build the findings were observed on.
+    #[serde(default)]
+    pub observed_on: String,
+    /// The failures.
+    pub failures: Vec<ExpectedFailure>,
+}
+
+impl ExpectedFailures {
+    /// Reads a list; a missing file is an empty list (every rule must pass).
+    pub fn load(path: &Path) -> Result<ExpectedFailures, String> {
+        if !path.exists() {
+            return Ok(ExpectedFailures::default());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let list: ExpectedFailures = serde_json::from_str(&text)
+            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
+        for f in &list.failures {
+            if super::rules::find(&f.rule).is_none() {
+                return Err(format!(
+                    "{}: unknown SANE rule {:?} (scenario {})",
+                    path.display(),
+                    f.rule,
+                    f.scenario
+                ));
+            }
+        }
+        Ok(list)
+    }
+
+    /// The listed failure for (scenario, rule).
+    pub fn get(&self, scenario: &str, rule: &str) -> Option<&ExpectedFailure> {
+        self.failures
+            .iter()
+            .find(|f| f.scenario == scenario && f.rule == rule)
+    }
+}
+
+/// How the runs compare with the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Comparison {
+    /// Listed failures that happened as listed: (scenario, rule, message).
+    pub honoured: Vec<(String, String, String)>,
+    /// What breaks the run: unlisted failures, listed failures that passed or changed, run
+    /// problems. One line each.
+    pub violations: Vec<String>,
+}
+
+/// Compares `runs` with `list`. Listed failures of scenarios that were not run (a `--filter`)
+/// are ignored.
+pub fn compare(runs: &[SaneRun], list: &ExpectedFailures) -> Comparison {
+    let mut out = Comparison::default();
+    let ran: BTreeSet<&str> = runs
+        .iter()
+        .filter(|r| r.skipped.is_none())
+        .map(|r| r.id.as_str())
+        .collect();
+    for r in runs {
+        for p in &r.problems {
+            out.violations.push(format!("{}: run problem: {p}", r.id));
+        }
+        for (rule, _, message) in r.failures() {
+            match list.get(&r.id, rule) {
+                Some(f) if message.contains(&f.observed) => {
+                    out.honoured
+                        .push((r.id.clone(), rule.to_string(), message.to_string()));
+                }
+                Some(f) => out.violations.push(format!(
+                    "{}: {rule} failed as listed, but the observed behaviour changed: expected {:?} in: {message}",
+                    r.id, f.observed
+                )),
+                None => out.violations.push(format!(
+                    "{}: {rule} failed and is not in the expected-failure list: {message}",
+                    r.id
+                )),
+            }
+        }
+    }
+    for f in &list.failures {
+        if !ran.contains(f.scenario.as_str()) {
+            continue;
+        }
+        let failed = runs
+            .iter()
+            .filter(|r| r.id == f.scenario)
+            .any(|r| r.failures().iter().any(|(rule, _, _)| *rule == f.rule));
+        if !failed {
+            out.violations.push(format!(
+                "{}: {} is listed as an expected failure ({}) but passed; remove it from the list",
+                f.scenario, f.rule, f.observed
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,431 @@
+//! The SANE trace: every call the frontend made and what the backend answered, in real time.
+//!
+//! Each [`Call`] has two timestamps (wall-clock microseconds since the run began): when the
+//! frontend (actor `app`) called and when the backend (actor `driver`) returned. The JSON-lines
+//! form keeps both events with their times; the outline ([`SaneTrace::outline`]) keeps order and
+//! outcome only, collapses runs of GOOD reads (their count depends on timing) and is what the
+//! insta snapshots pin.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::ffi::{Parameters, Status};
+
+/// Which frontend thread made a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Thread {
+    /// The frontend's main thread.
+    App,
+    /// The reader thread of a `cancel-while-blocked` step.
+    Reader,
+    /// The thread that cancels while the reader blocks.
+    Canceller,
+}
+
+impl Thread {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Thread::App => "app",
+            Thread::Reader => "reader",
+            Thread::Canceller => "canceller",
+        }
+    }
+}
+
+/// What the frontend called.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// sane_init.
+    Init,
+    /// sane_open(device).
+    Open(String),
+    /// sane_control_option(SET_VALUE) by name; the value as written in the scenario.
+    SetOption(String, String),
+    /// sane_get_parameters.
+    GetParameters,
+    /// sane_start.
+    Start,
+    /// sane_read(maxlen).
+    Read(u32),
+    /// sane_cancel.
+    Cancel,
+    /// sane_cancel from a SIGUSR2 handler in the reading thread (sent by the canceller).
+    SignalCancel,
+    /// sane_set_io_mode(non_blocking).
+    SetIoMode(bool),
+    /// sane_get_select_fd.
+    GetSelectFd,
+    /// poll(fd, POLLIN) by the frontend.
+    WaitReadable(i32),
+    /// The runner's check whether a select fd is still open (fcntl F_GETFD).
+    FdCheck(i32),
+    /// sane_close.
+    Close,
+    /// sane_exit.
+    Exit,
+}
+
+impl Op {
+    /// The event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Init => "init",
+            Op::Open(_) => "open",
+            Op::SetOption(..) => "set-option",
+            Op::GetParameters => "get-parameters",
+            Op::Start => "start",
+            Op::Read(_) => "read",
+            Op::Cancel => "cancel",
+            Op::SignalCancel => "cancel-from-signal",
+            Op::SetIoMode(_) => "set-io-mode",
+            Op::GetSelectFd => "get-select-fd",
+            Op::WaitReadable(_) => "wait-readable",
+            Op::FdCheck(_) => "fd-check",
+            Op::Close => "close",
+            Op::Exit => "exit",
+        }
+    }
+
+    fn args(&self) -> serde_json::Value {
+        match self {
+            Op::Open(d) => json!({ "device": d }),
+            Op::SetOption(n, v) => json!({ "name": n, "value": v }),
+            Op::Read(max) => json!({ "max": max }),
+            Op::SetIoMode(nb) => json!({ "non_blocking": nb }),
+            Op::WaitReadable(fd) | Op::FdCheck(fd) => json!({ "fd": fd }),
+            _ => json!({}),
+        }
+    }
+
+    fn args_text(&self) -> String {
+        match self {
+            Op::Open(d) => format!(" device={d:?}"),
+            Op::SetOption(n, v) => format!(" {n}={v}"),
+            Op::SetIoMode(nb) => format!(" non_blocking={nb}"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// What came back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// The status (None for void calls: cancel, close, exit, fd checks).
+    pub status: Option<Status>,
+    /// sane_read's length, as the backend left it.
+    pub len: Option<i32>,
+    /// A file descriptor (get-select-fd).
+    pub fd: Option<i32>,
+    /// poll saw the fd readable / fd-check saw it open.
+    pub flag: Option<bool>,
+    /// sane_get_parameters' answer.
+    pub params: Option<Parameters>,
+    /// The option value the backend kept, or why an option could not be set.
+    pub note: Option<String>,
+}
+
+/// One call and its return.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// Call order (0-based).
+    pub seq: usize,
+    /// The calling thread.
+    pub thread: Thread,
+    /// What was called.
+    pub op: Op,
+    /// When it was called (µs since the run began).
+    pub call_us: u64,
+    /// When it returned (µs since the run began).
+    pub ret_us: u64,
+    /// What came back.
+    pub outcome: Outcome,
+}
+
+impl Call {
+    /// The status, for calls that have one.
+    pub fn status(&self) -> Option<Status> {
+        self.outcome.status
+    }
+
+    /// A read that returned GOOD.
+    pub fn is_good_read(&self) -> bool {
+        matches!(self.op, Op::Read(_)) && self.outcome.status == Some(Status::GOOD)
+    }
+
+    fn outcome_text(&self) -> String {
+        let o = &self.outcome;
+        let mut s = String::new();
+        if let Some(st) = o.status {
+            s.push_str(&st.name());
+        } else {
+            s.push_str("returned");
+        }
+        if let Some(len) = o.len {
+            s.push_str(&format!(" len={len}"));
+        }
+        if let (Some(fd), Some(Status::GOOD)) = (o.fd, o.status) {
+            s.push_str(if fd >= 0 { " fd>=0" } else { " fd<0" });
+        }
+        if let Some(flag) = o.flag {
+            s.push_str(match self.op {
+                Op::FdCheck(_) => {
+                    if flag {
+                        " fd-open"
+                    } else {
+                        " fd-closed"
+                    }
+                }
+                _ => {
+                    if flag {
+                        " readable"
+                    } else {
+                        " not-readable"
+                    }
+                }
+            });
+        }
+        if let Some(p) = &o.params {
+            s.push_str(&format!(
+                " format={} last_frame={} bytes_per_line={} lines={} depth={}",
+                frame_name(p.format),
+                p.last_frame,
+                p.bytes_per_line,
+                p.lines,
+                p.depth
+            ));
+        }
+        if let Some(n) = &o.note {
+            s.push_str(&format!(" ({n})"));
+        }
+        s
+    }
+}
+
+/// `GRAY`, `RGB`, `RED`, `GREEN`, `BLUE` or the number.
+pub fn frame_name(format: i32) -> String {
+    match format {
+        0 => "GRAY".into(),
+        1 => "RGB".into(),
+        2 => "RED".into(),
+        3 => "GREEN".into(),
+        4 => "BLUE".into(),
+        n => n.to_string(),
+    }
+}
+
+/// A finished trace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SaneTrace {
+    /// Calls in call order.
+    pub calls: Vec<Call>,
+}
+
+impl SaneTrace {
+    /// JSON lines: a call event (actor `app`) and a return event (actor `driver`) per call,
+    /// ordered by time (call before return on ties).
+    pub fn to_json_lines(&self) -> String {
+        let mut events: Vec<(u64, usize, u8, serde_json::Value)> = Vec::new();
+        for c in &self.calls {
+            let mut call = c.op.args();
+            call["seq"] = json!(c.seq);
+            call["thread"] = json!(c.thread.name());
+            events.push((
+                c.call_us,
+                c.seq,
+                0,
+                json!({"at_us": c.call_us, "actor": "app", "event": c.op.name(), "fields": call}),
+            ));
+            let o = &c.outcome;
+            let mut ret = json!({ "seq": c.seq });
+            if let Some(st) = o.status {
+                ret["status"] = json!(st.name());
+            }
+            if let Some(len) = o.len {
+                ret["len"] = json!(len);
+            }
+            if let Some(fd) = o.fd {
+                ret["fd"] = json!(fd);
+            }
+            if let Some(f) = o.flag {
+                ret["flag"] = json!(f);
+            }
+            if let Some(p) = &o.params {
+                ret["params"] = json!({
+                    "format": frame_name(p.format),
+                    "last_frame": p.last_frame,
+                    "bytes_per_line": p.bytes_per_line,
+                    "pixels_per_line": p.pixels_per_line,
+                    "lines": p.lines,
+                    "depth": p.depth,
+                });
+            }
+            if let Some(n) = &o.note {
+                ret["note"] = json!(n);
+            }
+            events.push((
+                c.ret_us,
+                c.seq,
+                1,
+                json!({"at_us": c.ret_us, "actor": "driver", "event": format!("{}-return", c.op.name()), "fields": ret}),
+            ));
+        }
+        events.sort_by_key(|e| (e.0, e.2, e.1));
+        let mut out = String::new();
+        for (_, _, _, v) in events {
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The order-and-outcome view, one line per call in call order, without times. Runs of
+    /// GOOD reads become one `read -> GOOD…` line; when such a run ends in EOF after a
+    /// `start`, it also shows the frame's byte total (which does not depend on timing).
+    pub fn outline(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut run: Option<(u64, bool)> = None; // (bytes, began right after start)
+        let mut after_start = false;
+        for c in &self.calls {
+            if c.is_good_read() {
+                let len = u64::try_from(c.outcome.len.unwrap_or(0)).unwrap_or(0);
+                run = Some(match run {
+                    Some((b, s)) => (b + len, s),
+                    None => (len, after_start),
+                });
+                after_start = false;
+                continue;
+            }
+            if let Some((bytes, from_start)) = run.take() {
+                let ends_frame = matches!(c.op, Op::Read(_)) && c.status() == Some(Status::EOF);
+                if ends_frame && from_start {
+                    lines.push(format!("read -> GOOD… frame bytes={bytes}"));
+                } else {
+                    lines.push("read -> GOOD…".to_string());
+                }
+            }
+            after_start = matches!(c.op, Op::Start) && c.status() == Some(Status::GOOD);
+            let who = if c.thread == Thread::App {
+                String::new()
+            } else {
+                format!("[{}] ", c.thread.name())
+            };
+            lines.push(format!(
+                "{who}{}{} -> {}",
+                c.op.name(),
+                c.op.args_text(),
+                c.outcome_text()
+            ));
+        }
+        if run.is_some() {
+            lines.push("read -> GOOD…".to_string());
+        }
+        lines
+    }
+
+    /// The call at `seq` with some context, for failure details: `before` calls before it.
+    pub fn context(&self, seq: usize, before: usize) -> Vec<String> {
+        let lo = seq.saturating_sub(before);
+        self.calls
+            .iter()
+            .filter(|c| c.seq >= lo && c.seq <= seq)
+            .map(|c| {
+                format!(
+                    "{:>9} us {:<9} {}{} -> {}{}",
+                    c.call_us,
+                    c.thread.name(),
+                    c.op.name(),
+                    c.op.args_text(),
+                    c.outcome_text(),
+                    if c.seq == seq { "   <== here" } else { "" }
+                )
+            })
+            .collect()
+    }
+}
+
+/// Records calls from several threads; call order is the order `begin` was reached.
+#[derive(Clone)]
+pub struct Recorder {
+    start: Instant,
+    calls: Arc<Mutex<(Vec<Call>, u64)>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+impl Recorder {
+    /// A recorder whose clock starts now.
+    pub fn new() -> Recorder {
+        Recorder {
+            start: Instant::now(),
+            calls: Arc::new(Mutex::new((Vec::new(), 0))),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<Call>, u64)> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A timestamp later than every one handed out before (ties move on by 1 µs), so that
+    /// time order and event order never disagree.
+    fn stamp(&self, last: &mut u64) -> u64 {
+        let t = self.now_us().max(*last + 1);
+        *last = t;
+        t
+    }
+
+    /// Notes a call about to be made; returns its sequence number.
+    pub fn begin(&self, thread: Thread, op: Op) -> usize {
+        let mut guard = self.lock();
+        let (calls, last) = &mut *guard;
+        let seq = calls.len();
+        let now = self.stamp(last);
+        calls.push(Call {
+            seq,
+            thread,
+            op,
+            call_us: now,
+            ret_us: now,
+            outcome: Outcome::default(),
+        });
+        seq
+    }
+
+    /// Notes that call `seq` returned with `outcome`.
+    pub fn end(&self, seq: usize, outcome: Outcome) {
+        let mut guard = self.lock();
+        let (calls, last) = &mut *guard;
+        let now = self.stamp(last);
+        if let Some(c) = calls.get_mut(seq) {
+            c.ret_us = now;
+            c.outcome = outcome;
+        }
+    }
+
+    /// Microseconds since `begin` of call `seq` (0 if unknown), while it is still running.
+    pub fn pending_us(&self, seq: usize) -> u64 {
+        let now = self.now_us();
+        let guard = self.lock();
+        guard
+            .0
+            .get(seq)
+            .map_or(0, |c| now.saturating_sub(c.call_us))
+    }
+
+    /// The trace so far.
+    pub fn finish(&self) -> SaneTrace {
+        SaneTrace {
+            calls: self.lock().0.clone(),
+        }
+    }
+}

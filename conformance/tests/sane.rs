@@ -1,0 +1,249 @@
+//! The SANE adapter against Debian's real `test` backend (package libsane1): every SANE
+//! scenario runs, the expected-failure list `fixtures/sane-expected/test.json` is honoured both
+//! ways, the order-level outline of each run matches its snapshot under
+//! `fixtures/snapshots/sane-test/`, runs repeat, and bad backends are one-line errors (exit 2).
+//!
+//! Without the backend these tests print why and pass, except under `CI=true`, where a missing
+//! backend fails them (`.ci/run` installs libsane1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use scanconform::sane::expected::{compare, ExpectedFailures};
+use scanconform::sane::runner::{self, SaneRun, Session};
+use scanconform::sane::{self, scenario as sane_scenario};
+use scanconform::{rules, scenario};
+
+/// The SANE runs and the CLI children share one backend and fd table: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The test backend, or None (with the reason printed) when it is not installed outside CI.
+fn test_backend() -> Option<runner::Target> {
+    match runner::resolve("test") {
+        Ok(t) => Some(t),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and the SANE test backend is missing: {e}"
+            );
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+fn session() -> Option<Session> {
+    let target = test_backend()?;
+    let config = sane::config_dir(&fixtures(), "test");
+    assert!(config.is_some(), "fixtures/sane/test.conf is missing");
+    Some(Session::prepare(target, config.as_deref()).expect("the test backend loads and opens"))
+}
+
+fn all_scenarios() -> Vec<sane_scenario::LoadedSaneScenario> {
+    sane_scenario::discover(&fixtures().join("scenarios/sane")).expect("SANE scenarios load")
+}
+
+fn scanconform(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("scanconform runs")
+}
+
+#[test]
+fn catalog_honours_the_expected_failures_and_matches_snapshots() {
+    let _g = serial();
+    let Some(session) = session() else { return };
+    let list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "test")).unwrap();
+    let scenarios = all_scenarios();
+    assert!(
+        scenarios.len() >= 15,
+        "only {} SANE scenarios",
+        scenarios.len()
+    );
+    let runs: Vec<SaneRun> = scenarios.iter().map(|s| session.run(s)).collect();
+    for r in &runs {
+        assert!(r.skipped.is_none(), "{}: skipped: {:?}", r.id, r.skipped);
+        let name = r.id.trim_start_matches("sane/");
+        insta::with_settings!({
+            snapshot_path => fixtures().join("snapshots/sane-test"),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("{} against the SANE test backend (order and outcome, no times)", r.id),
+        }, {
+            insta::assert_yaml_snapshot!(name.to_string(), r.trace.outline());
+        });
+    }
+    let cmp = compare(&runs, &list);
+    assert!(cmp.violations.is_empty(), "\n{}", cmp.violations.join("\n"));
+    assert_eq!(cmp.honoured.len(), list.failures.len());
+    let blocked = cmp
+        .honoured
+        .iter()
+        .find(|(s, rule, _)| s == "sane/cancel-blocked-read-signal" && rule == "SANE-CANCEL-STATUS")
+        .expect("the blocked-read finding is reported");
+    assert!(blocked.2.contains("IO_ERROR"), "{}", blocked.2);
+}
+
+#[test]
+fn runs_repeat_with_the_same_verdicts_and_outlines() {
+    let _g = serial();
+    let Some(session) = session() else { return };
+    for s in all_scenarios().iter().filter(|s| {
+        s.id.contains("blocked") || s.id.contains("non-blocking") || s.id.contains("close")
+    }) {
+        let a = session.run(s);
+        let b = session.run(s);
+        assert_eq!(a.results, b.results, "{}: verdicts differ", s.id);
+        assert_eq!(
+            a.trace.outline(),
+            b.trace.outline(),
+            "{}: outlines differ",
+            s.id
+        );
+        assert!(a.problems.is_empty(), "{}: {:?}", s.id, a.problems);
+    }
+}
+
+#[test]
+fn expected_failures_are_checked_both_ways() {
+    let _g = serial();
+    let Some(session) = session() else { return };
+    let s: Vec<_> = all_scenarios()
+        .into_iter()
+        .filter(|s| s.id == "sane/close-while-scanning" || s.id == "sane/full-scan-then-cancel")
+        .collect();
+    let runs: Vec<SaneRun> = s.iter().map(|s| session.run(s)).collect();
+    // Nothing listed: the close finding is an unlisted failure.
+    let cmp = compare(&runs, &ExpectedFailures::default());
+    assert_eq!(cmp.violations.len(), 1, "{:?}", cmp.violations);
+    assert!(cmp.violations[0].contains("not in the expected-failure list"));
+    // A listed failure that passes, and one whose observed text changed.
+    let list: ExpectedFailures = serde_json::from_str(
+        r#"{"backend":"test","failures":[
+            {"scenario":"sane/full-scan-then-cancel","rule":"SANE-LEN-ZERO-ON-ERROR","observed":"x","finding":"f"},
+            {"scenario":"sane/close-while-scanning","rule":"SANE-CLOSE-CANCELS","observed":"something else","finding":"f"}]}"#,
+    )
+    .unwrap();
+    let cmp = compare(&runs, &list);
+    assert_eq!(cmp.violations.len(), 2, "{:?}", cmp.violations);
+    assert!(cmp.violations.iter().any(|v| v.contains("but passed")));
+    assert!(cmp
+        .violations
+        .iter()
+        .any(|v| v.contains("observed behaviour changed")));
+}
+
+#[test]
+fn cli_runs_the_test_backend_and_prints_the_findings() {
+    let _g = serial();
+    if test_backend().is_none() {
+        return;
+    }
+    let o = scanconform(&["run", "--driver", "sane:test"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("findings (expected failures"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("sane/cancel-blocked-read-signal")
+                && l.contains("SANE-CANCEL-STATUS")
+                && l.contains("IO_ERROR")),
+        "{out}"
+    );
+    let ran = out.lines().filter(|l| l.starts_with("sane/")).count();
+    assert!(ran >= 15, "{ran} scenario lines\n{out}");
+}
+
+#[test]
+fn bad_backends_are_one_line_errors_with_status_2() {
+    let _g = serial();
+    let libz = [
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let mut cases = vec![
+        (
+            "missing backend",
+            "sane:no-such-backend".to_string(),
+            "not found",
+        ),
+        (
+            "missing file",
+            "sane:/nonexistent/libsane-x.so.1".to_string(),
+            "does not exist",
+        ),
+    ];
+    if let Some(z) = libz {
+        cases.push((
+            "not a backend",
+            format!("sane:{z}"),
+            "is not a SANE backend",
+        ));
+    }
+    if test_backend().is_some() {
+        cases.push(("device", "sane:test:nope".to_string(), "does not open"));
+    }
+    for (what, driver, needle) in cases {
+        let o = scanconform(&["run", "--driver", &driver]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+    }
+}
+
+#[test]
+fn sane_rules_explain_and_wia_catalog_is_unchanged() {
+    for r in sane::rules::catalog() {
+        let text = rules::explain(r.id).expect("explain knows SANE rules");
+        assert!(text.contains(r.quote), "{text}");
+    }
+    assert!(
+        rules::find("SANE-CANCEL-STATUS").is_none(),
+        "WIA catalogue untouched"
+    );
+    assert_eq!(rules::catalog().len(), 20);
+    let o = scanconform(&["explain", "SANE-CANCEL-STATUS"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("SANE_STATUS_CANCELLED"));
+}
+
+#[test]
+fn wia_discovery_skips_the_sane_folder_and_sane_files_are_valid() {
+    let wia = scenario::discover(&fixtures().join("scenarios")).unwrap();
+    assert!(wia.iter().all(|s| !s.id.starts_with("sane/")));
+    let sane = all_scenarios();
+    for s in &sane {
+        assert!(!s.scenario.rules.is_empty(), "{}: lists no rule", s.id);
+    }
+    // Unknown fields are errors with a place.
+    let dir = std::env::temp_dir().join(format!("sane-scn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\n  \"kind\": \"sane\",\n  \"description\": \"x\",\n  \"rules\": [],\n  \"steps\": [{\"do\": \"start\", \"oops\": 1}]\n}\n",
+    )
+    .unwrap();
+    let e = sane_scenario::load(&bad).unwrap_err().to_string();
+    assert!(e.contains("bad.json:5:"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,594 @@
+//! The rusb host: the [`UsbHost`] API over libusb, for a real scanner or an attached emulator.
+//!
+//! [`RusbHost::open`] creates its own libusb context with `rusb::Context::new()` (never the
+//! global-context helpers, which panic where libusb has no USB support), finds the device by
+//! VID:PID or by bus and address, opens it and claims interface 0. A machine without USB
+//! support, a missing device or a device that cannot be opened is a [`RusbError`], never a
+//! panic. Built only with the `rusb` cargo feature (it links the system libusb-1.0).
+//!
+//! rusb's transfers are synchronous, so every transfer runs on a helper thread of its own
+//! while the async method waits without blocking the executor; concurrent transfers (an
+//! interrupt read pending while control requests go by) therefore work as with libusb's
+//! asynchronous API. While a transfer is in flight the session holds
+//! [`Sim::external_wait`]: in a virtual-time session the clock stands still, as it does for any
+//! other external party.
+//!
+//! Limitation: rusb has no asynchronous cancel. [`UsbHost::abort_endpoint`] is best-effort:
+//! the aborted transfers return [`TransferError::Cancelled`] to their callers at once, but the
+//! libusb call behind each keeps running on its thread until it completes or its timeout
+//! passes, and whatever data it then moves is discarded. A transfer without a timeout that the
+//! device never answers keeps its thread until the device is closed.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use async_trait::async_trait;
+use rusb::UsbContext;
+
+use super::{
+    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
+};
+use crate::sim::Sim;
+use crate::time::{Duration, Instant};
+
+/// Which device [`RusbHost::open`] opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSelector {
+    /// The first device with this idVendor and idProduct.
+    VidPid(u16, u16),
+    /// The device at this bus number and device address.
+    BusAddress(u8, u8),
+}
+
+impl std::fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSelector::VidPid(v, p) => write!(f, "{v:04x}:{p:04x}"),
+            DeviceSelector::BusAddress(b, a) => write!(f, "bus {b:03} device {a:03}"),
+        }
+    }
+}
+
+/// Why [`RusbHost::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RusbError {
+    /// libusb could not start (typically: no USB support in this kernel or container).
+    #[error("libusb could not start: {0} (does this machine have USB support?)")]
+    Backend(rusb::Error),
+    /// libusb started but could not list devices.
+    #[error("libusb could not list devices: {0}")]
+    List(rusb::Error),
+    /// No device matches the selector.
+    #[error("no USB device {0} found")]
+    NotFound(DeviceSelector),
+    /// The device was found but could not be opened or set up.
+    #[error("USB device {selector}: {what}: {error}")]
+    Device {
+        /// The device.
+        selector: DeviceSelector,
+        /// The step that failed.
+        what: &'static str,
+        /// libusb's error.
+        error: rusb::Error,
+    },
+}
+
+fn map_error(e: rusb::Error) -> TransferError {
+    match e {
+        rusb::Error::Pipe => TransferError::Stall,
+        rusb::Error::Timeout => TransferError::Timeout { actual: 0 },
+        rusb::Error::NoDevice => TransferError::NoDevice,
+        rusb::Error::Overflow => TransferError::Overflow,
+        rusb::Error::Interrupted => TransferError::Cancelled { actual: 0 },
+        other => TransferError::Io(other.to_string()),
+    }
+}
+
+/// The device descriptor in its 18-byte wire form.
+fn device_descriptor_bytes(d: &rusb::DeviceDescriptor) -> Vec<u8> {
+    let bcd = |v: rusb::Version| {
+        u16::from(v.major()) << 8 | u16::from(v.minor()) << 4 | u16::from(v.sub_minor())
+    };
+    let mut b = vec![18, 1];
+    b.extend_from_slice(&bcd(d.usb_version()).to_le_bytes());
+    b.extend_from_slice(&[
+        d.class_code(),
+        d.sub_class_code(),
+        d.protocol_code(),
+        d.max_packet_size(),
+    ]);
+    b.extend_from_slice(&d.vendor_id().to_le_bytes());
+    b.extend_from_slice(&d.product_id().to_le_bytes());
+    b.extend_from_slice(&bcd(d.device_version()).to_le_bytes());
+    b.extend_from_slice(&[
+        d.manufacturer_string_index().unwrap_or(0),
+        d.product_string_index().unwrap_or(0),
+        d.serial_number_string_index().unwrap_or(0),
+        d.num_configurations(),
+    ]);
+    b
+}
+
+/// The configuration descriptor with its interfaces and endpoints, in wire form (libusb keeps
+/// the parsed form; class-specific descriptors come back from `extra`).
+fn config_descriptor_bytes(c: &rusb::ConfigDescriptor) -> Vec<u8> {
+    let mut body = Vec::new();
+    for iface in c.interfaces() {
+        for alt in iface.descriptors() {
+            body.extend_from_slice(&[
+                9,
+                4,
+                alt.interface_number(),
+                alt.setting_number(),
+                alt.num_endpoints(),
+                alt.class_code(),
+                alt.sub_class_code(),
+                alt.protocol_code(),
+                alt.description_string_index().unwrap_or(0),
+            ]);
+            body.extend_from_slice(alt.extra());
+            for ep in alt.endpoint_descriptors() {
+                let attributes = ep.transfer_type() as u8
+                    | (ep.sync_type() as u8) << 2
+                    | (ep.usage_type() as u8) << 4;
+                body.extend_from_slice(&[7, 5, ep.address(), attributes]);
+                body.extend_from_slice(&ep.max_packet_size().to_le_bytes());
+                body.push(ep.interval());
+                body.extend_from_slice(ep.extra().unwrap_or(&[]));
+            }
+        }
+    }
+    let total = u16::try_from(9 + c.extra().len() + body.len()).unwrap_or(u16::MAX);
+    let mut b = vec![9, 2];
+    b.extend_from_slice(&total.to_le_bytes());
+    b.extend_from_slice(&[
+        c.num_interfaces(),
+        c.number(),
+        c.description_string_index().unwrap_or(0),
+        // bmAttributes: bit 7 is reserved and always set.
+        0x80 | if c.self_powered() { 0x40 } else { 0 } | if c.remote_wakeup() { 0x20 } else { 0 },
+        // bMaxPower in 2 mA units.
+        u8::try_from(c.max_power() / 2).unwrap_or(u8::MAX),
+    ]);
+    b.extend_from_slice(c.extra());
+    b.extend_from_slice(&body);
+    b
+}
+
+/// One transfer in flight: its result slot, shared with its helper thread.
+struct Slot<T> {
+    result: Option<T>,
+    aborted: bool,
+    waker: Option<Waker>,
+}
+
+type SharedSlot<T> = Arc<Mutex<Slot<T>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Something [`RusbHost::abort_endpoint`] can abort.
+trait Abortable {
+    fn abort(&self);
+}
+
+impl<T> Abortable for Mutex<Slot<T>> {
+    fn abort(&self) {
+        let mut s = lock(self);
+        s.aborted = true;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Waits for a helper thread's result, or for an abort.
+struct Completion<T> {
+    slot: SharedSlot<T>,
+}
+
+enum Outcome<T> {
+    Done(T),
+    Aborted,
+}
+
+impl<T> Future for Completion<T> {
+    type Output = Outcome<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
+        let mut s = lock(&self.slot);
+        if s.aborted {
+            return Poll::Ready(Outcome::Aborted);
+        }
+        if let Some(r) = s.result.take() {
+            return Poll::Ready(Outcome::Done(r));
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+struct Pending {
+    id: u64,
+    ep: u8,
+    slot: Arc<dyn Abortable + Send + Sync>,
+}
+
+/// The rusb host. See the module documentation.
+pub struct RusbHost {
+    handle: Arc<rusb::DeviceHandle<rusb::Context>>,
+    info: DeviceInfo,
+    sim: Sim,
+    pending: RefCell<Vec<Pending>>,
+    next_id: std::cell::Cell<u64>,
+    observer: RefCell<Option<Rc<dyn HostObserver>>>,
+}
+
+impl RusbHost {
+    /// Opens the device `selector` names, claims interface 0 and reads its descriptors; the
+    /// session's time is `sim`'s (normally [`Sim::realtime`]).
+    pub fn open(sim: &Sim, selector: DeviceSelector) -> Result<RusbHost, RusbError> {
+        let context = rusb::Context::new().map_err(RusbError::Backend)?;
+        let devices = context.devices().map_err(RusbError::List)?;
+        let device = devices
+            .iter()
+            .find(|d| match selector {
+                DeviceSelector::BusAddress(bus, addr) => {
+                    d.bus_number() == bus && d.address() == addr
+                }
+                DeviceSelector::VidPid(vid, pid) => d
+                    .device_descriptor()
+                    .is_ok_and(|dd| dd.vendor_id() == vid && dd.product_id() == pid),
+            })
+            .ok_or(RusbError::NotFound(selector))?;
+        let step = |what: &'static str| {
+            move |error| RusbError::Device {
+                selector,
+                what,
+                error,
+            }
+        };
+        let dd = device
+            .device_descriptor()
+            .map_err(step("reading the device descriptor"))?;
+        let cd = device
+            .active_config_descriptor()
+            .map_err(step("reading the configuration descriptor"))?;
+        let handle = device.open().map_err(step("opening"))?;
+        handle
+            .claim_interface(0)
+            .map_err(step("claiming interface 0"))?;
+        Ok(RusbHost {
+            handle: Arc::new(handle),
+            info: DeviceInfo {
+                vendor_id: dd.vendor_id(),
+                product_id: dd.product_id(),
+                device_descriptor: device_descriptor_bytes(&dd),
+                config_descriptor: config_descriptor_bytes(&cd),
+            },
+            sim: sim.clone(),
+            pending: RefCell::new(Vec::new()),
+            next_id: std::cell::Cell::new(0),
+            observer: RefCell::new(None),
+        })
+    }
+
+    /// Reports every transfer to `observer` from now on (device notes never come: a real
+    /// device makes none).
+    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
+        *self.observer.borrow_mut() = Some(observer);
+    }
+
+    fn observe(&self, rec: &TransferRecord<'_>) {
+        let obs = self.observer.borrow().clone();
+        if let Some(obs) = obs {
+            obs.transfer(rec);
+        }
+    }
+
+    /// Runs `op` on a helper thread and waits for it (or for an abort of `ep`).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        ep: u8,
+        op: impl FnOnce(&rusb::DeviceHandle<rusb::Context>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let slot: SharedSlot<T> = Arc::new(Mutex::new(Slot {
+            result: None,
+            aborted: false,
+            waker: None,
+        }));
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.pending.borrow_mut().push(Pending {
+            id,
+            ep,
+            slot: slot.clone(),
+        });
+        let handle = self.handle.clone();
+        let theirs = slot.clone();
+        let _frozen = self.sim.external_wait();
+        let spawned = std::thread::Builder::new()
+            .name("rusb-transfer".into())
+            .spawn(move || {
+                let r = op(&handle);
+                let mut s = lock(&theirs);
+                s.result = Some(r);
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            });
+        let outcome = match spawned {
+            Ok(_) => Completion { slot }.await,
+            Err(_) => Outcome::Aborted,
+        };
+        self.pending.borrow_mut().retain(|p| p.id != id);
+        match outcome {
+            Outcome::Done(r) => Some(r),
+            Outcome::Aborted => None,
+        }
+    }
+}
+
+fn timeout_of(timeout: Duration) -> std::time::Duration {
+    // libusb reads a zero timeout as "none", as UsbHost does.
+    timeout.into()
+}
+
+#[async_trait(?Send)]
+impl UsbHost for RusbHost {
+    fn device_info(&self) -> DeviceInfo {
+        self.info.clone()
+    }
+
+    fn now(&self) -> Instant {
+        self.sim.now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.sim.sleep(duration).await;
+    }
+
+    async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
+        let submitted = self.now();
+        let t = timeout_of(timeout);
+        let r = self
+            .blocking(0x80, move |h| {
+                let mut buf = vec![0u8; usize::from(setup.length)];
+                h.read_control(
+                    setup.request_type | 0x80,
+                    setup.request,
+                    setup.value,
+                    setup.index,
+                    &mut buf,
+                    t,
+                )
+                .map(|n| {
+                    buf.truncate(n);
+                    buf
+                })
+            })
+            .await
+            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                r.map_err(map_error)
+            });
+        self.observe(&TransferRecord {
+            submitted,
+            at: self.now(),
+            kind: TransferKind::Control,
+            ep: 0x80,
+            setup: Some(setup),
+            requested: usize::from(setup.length),
+            data: r.as_deref().unwrap_or(&[]),
+            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
+        });
+        r
+    }
+
+    async fn control_out(
+        &self,
+        setup: Setup,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<(), TransferError> {
+        let submitted = self.now();
+        let mut setup = setup;
+        setup.request_type &= !0x80;
+        setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
+        let t = timeout_of(timeout);
+        let payload = data.to_vec();
+        let r = self
+            .blocking(0x00, move |h| {
+                h.write_control(
+                    setup.request_type,
+                    setup.request,
+                    setup.value,
+                    setup.index,
+                    &payload,
+                    t,
+                )
+            })
+            .await
+            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                r.map(|_| ()).map_err(map_error)
+            });
+        self.observe(&TransferRecord {
+            submitted,
+            at: self.now(),
+            kind: TransferKind::Control,
+            ep: 0x00,
+            setup: Some(setup),
+            requested: data.len(),
+            data: if r.is_ok() { data } else { &[] },
+            result: r.clone(),
+        });
+        r
+    }
+
+    async fn bulk_in(
+        &self,
+        ep: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        self.read_in(TransferKind::Bulk, ep | 0x80, buf, timeout)
+            .await
+    }
+
+    async fn bulk_out(
+        &self,
+        ep: u8,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        let submitted = self.now();
+        let ep = ep & 0x7f;
+        let t = timeout_of(timeout);
+        let payload = data.to_vec();
+        let r = self
+            .blocking(ep, move |h| h.write_bulk(ep, &payload, t))
+            .await
+            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                r.map_err(map_error)
+            });
+        self.observe(&TransferRecord {
+            submitted,
+            at: self.now(),
+            kind: TransferKind::Bulk,
+            ep,
+            setup: None,
+            requested: data.len(),
+            data: r.as_ref().map_or(&[][..], |&n| &data[..n.min(data.len())]),
+            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
+        });
+        r
+    }
+
+    async fn interrupt_in(
+        &self,
+        ep: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        self.read_in(TransferKind::Interrupt, ep | 0x80, buf, timeout)
+            .await
+    }
+
+    async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
+        let submitted = self.now();
+        let r = self
+            .blocking(0x00, move |h| h.clear_halt(ep))
+            .await
+            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                r.map_err(map_error)
+            });
+        self.observe(&TransferRecord {
+            submitted,
+            at: self.now(),
+            kind: TransferKind::ClearHalt,
+            ep,
+            setup: Some(Setup::clear_halt(ep)),
+            requested: 0,
+            data: &[],
+            result: r.clone(),
+        });
+        r
+    }
+
+    async fn reset_device(&self) -> Result<(), TransferError> {
+        let submitted = self.now();
+        self.abort_pending(|_| true);
+        let r = self
+            .blocking(0x00, |h| h.reset())
+            .await
+            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                r.map_err(map_error)
+            });
+        self.observe(&TransferRecord {
+            submitted,
+            at: self.now(),
+            kind: TransferKind::Reset,
+            ep: 0,
+            setup: None,
+            requested: 0,
+            data: &[],
+            result: r.clone(),
+        });
+        r
+    }
+
+    fn abort_endpoint(&self, ep: u8) {
+        let at = self.now();
+        self.abort_pending(|p| p.ep == ep);
+        self.observe(&TransferRecord {
+            submitted: at,
+            at,
+            kind: TransferKind::Abort,
+            ep,
+            setup: None,
+            requested: 0,
+            data: &[],
+            result: Ok(()),
+        });
+    }
+
+    fn pending_transfers(&self) -> u32 {
+        u32::try_from(self.pending.borrow().len()).unwrap_or(u32::MAX)
+    }
+}
+
+impl RusbHost {
+    /// Aborts the pending transfers `which` selects.
+    fn abort_pending(&self, which: impl Fn(&Pending) -> bool) {
+        for p in self.pending.borrow().iter().filter(|p| which(p)) {
+            p.slot.abort();
+        }
+    }
+
+    async fn read_in(
+        &self,
+        kind: TransferKind,
+        ep: u8,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, TransferError> {
+        let submitted = self.now();
+        let t = timeout_of(timeout);
+        let len = buf.len();
+        let r = self
+            .blocking(ep, move |h| {
+                let mut data = vec![0u8; len];
+                let r = match kind {
+                    TransferKind::Interrupt => h.read_interrupt(ep, &mut data, t),
+                    _ => h.read_bulk(ep, &mut data, t),
+                };
+                r.map(|n| {
+                    data.truncate(n);
+                    data
+                })
+            })
+            .await
+            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                r.map_err(map_error)
+            });
+        let r = r.map(|data| {
+            buf[..data.len()].copy_from_slice(&data);
+            data.len()
+        });
+        let n = *r.as_ref().unwrap_or(&0);
+        self.observe(&TransferRecord {
+            submitted,
+            at: self.now(),
+            kind,
+            ep,
+            setup: None,
+            requested: len,
+            data: &buf[..n],
+            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
+        });
+        r
+    }
+}

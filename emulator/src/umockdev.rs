@@ -1,0 +1,417 @@
+//! umockdev interop: replaying a recorded emulator session into an unmodified libusb program.
+//!
+//! umockdev (`umockdev-run`) fakes `/sys` and `/dev` for the program it starts (LD_PRELOAD), so
+//! libusb finds a USB device that does not exist, and its `--pcap` option answers that
+//! device's URBs from a usbmon capture, "pure in-order": each URB the program submits must
+//! match the next submission of the capture (same transfer type, endpoint, length, SETUP
+//! packet and OUT data), and gets the recorded completion back. Two pieces make that work:
+//!
+//! - [`describe`] writes the device's `.umockdev` description (the sysfs attributes of a
+//!   `usb_device`, with the raw `descriptors` binary attribute libusb parses, and its udev
+//!   properties), in the format `umockdev-record` writes;
+//! - [`scripted_scan`] is one scan whose request sequence depends only on the device's answers,
+//!   never on timing. Run on the in-process host with a [`PcapObserver`](crate::pcap::PcapObserver)
+//!   it records the capture; run by a libusb program (`rusb-scan`) under
+//!   `umockdev-run -d DEV.umockdev -p SYSFS_PATH=CAPTURE.pcap` (`-p` names the device by its
+//!   sysfs path, [`sysfs_path`]), it makes exactly the same requests and so replays the scan.
+//!
+//! `scanemu capture --out DIR` does the recording side and writes both files.
+
+use std::fmt::Write as _;
+
+use crate::engine::{ScanJob, ScanMode};
+use crate::host::{DeviceInfo, Setup, TransferError, UsbHost};
+use crate::pcap::CaptureConfig;
+use crate::protocol::{
+    self, Capabilities, DeviceStatus, Event, EventCode, ParamsReport, ScanParams, CAPABILITIES_LEN,
+    EP_DATA_IN, EP_EVENTS, EVENT_LEN, PARAMS_REPORT_LEN,
+};
+use crate::speed::Speed;
+use crate::time::Duration;
+
+/// File name of the device description `scanemu capture` writes.
+pub const DESCRIPTION_FILE: &str = "device.umockdev";
+/// File name of the capture `scanemu capture` writes.
+pub const CAPTURE_FILE: &str = "scan.pcap";
+
+/// Identity strings for the description (libusb reads strings from the device, so they only
+/// serve people and udev rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Strings {
+    /// iManufacturer's string.
+    pub manufacturer: String,
+    /// iProduct's string.
+    pub product: String,
+    /// iSerialNumber's string.
+    pub serial: String,
+}
+
+/// The `/dev/bus/usb/BBB/DDD` node of the device `config` captures.
+pub fn device_node(config: &CaptureConfig) -> String {
+    format!("/dev/bus/usb/{:03}/{:03}", config.bus, config.device)
+}
+
+/// The sysfs path of the device in the description, which `umockdev-run -p` takes.
+pub fn sysfs_path(config: &CaptureConfig) -> String {
+    format!("/sys{}", device_path(config))
+}
+
+fn device_path(config: &CaptureConfig) -> String {
+    format!(
+        "/devices/pci0000:00/0000:00:14.0/usb{bus}/{bus}-1",
+        bus = config.bus
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02X}");
+        s
+    })
+}
+
+/// The `.umockdev` description of the device `info` describes, at the bus position and speed
+/// of `config`. Deterministic: the same inputs give the same text.
+pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) -> String {
+    let dd = &info.device_descriptor;
+    let cd = &info.config_descriptor;
+    let byte = |d: &[u8], at: usize| d.get(at).copied().unwrap_or(0);
+    let word = |d: &[u8], at: usize| u16::from_le_bytes([byte(d, at), byte(d, at + 1)]);
+    let bcd_usb = word(dd, 2);
+    let bcd_device = word(dd, 12);
+    let descriptors = hex(&[dd.as_slice(), cd.as_slice()].concat());
+    let (bus, dev) = (config.bus, config.device);
+    let speed = match config.speed {
+        Speed::Full => "12",
+        Speed::High | Speed::Unlimited => "480",
+        Speed::Super => "5000",
+    };
+    // Interfaces as udev lists them: ":CCSSPP:" per interface descriptor (alternate 0).
+    let mut interfaces = String::from(":");
+    let mut at = 0;
+    while at + 2 <= cd.len() && cd[at] >= 2 {
+        let d = &cd[at..(at + usize::from(cd[at])).min(cd.len())];
+        if d.len() >= 8 && d[1] == 4 && d[3] == 0 {
+            let _ = write!(interfaces, "{:02x}{:02x}{:02x}:", d[5], d[6], d[7]);
+        }
+        at += usize::from(cd[at]);
+    }
+    let minor = (u32::from(bus).saturating_sub(1)) * 128 + u32::from(dev).saturating_sub(1);
+    let mut s = String::new();
+    let mut line = |l: String| {
+        s.push_str(&l);
+        s.push('\n');
+    };
+    line(format!("P: {}", device_path(config)));
+    line(format!("N: bus/usb/{bus:03}/{dev:03}={descriptors}"));
+    line(format!("E: DEVNAME=/dev/bus/usb/{bus:03}/{dev:03}"));
+    line("E: DEVTYPE=usb_device".into());
+    line("E: DRIVER=usb".into());
+    line(format!(
+        "E: PRODUCT={:x}/{:x}/{:x}",
+        info.vendor_id, info.product_id, bcd_device
+    ));
+    line(format!(
+        "E: TYPE={}/{}/{}",
+        byte(dd, 4),
+        byte(dd, 5),
+        byte(dd, 6)
+    ));
+    line(format!("E: BUSNUM={bus:03}"));
+    line(format!("E: DEVNUM={dev:03}"));
+    line("E: MAJOR=189".into());
+    line(format!("E: MINOR={minor}"));
+    line("E: SUBSYSTEM=usb".into());
+    line(format!("E: ID_VENDOR_ID={:04x}", info.vendor_id));
+    line(format!("E: ID_MODEL_ID={:04x}", info.product_id));
+    line(format!("E: ID_REVISION={bcd_device:04x}"));
+    line("E: ID_BUS=usb".into());
+    line(format!("E: ID_USB_INTERFACES={interfaces}"));
+    line("A: authorized=1".into());
+    line("A: avoid_reset_quirk=0".into());
+    line(format!("A: bConfigurationValue={}", byte(cd, 5)));
+    line(format!("A: bDeviceClass={:02x}", byte(dd, 4)));
+    line(format!("A: bDeviceProtocol={:02x}", byte(dd, 6)));
+    line(format!("A: bDeviceSubClass={:02x}", byte(dd, 5)));
+    line(format!("A: bMaxPacketSize0={}", byte(dd, 7)));
+    line(format!("A: bMaxPower={}mA", u32::from(byte(cd, 8)) * 2));
+    line(format!("A: bNumConfigurations={}", byte(dd, 17)));
+    line(format!("A: bNumInterfaces={:>2}", byte(cd, 4)));
+    line(format!("A: bcdDevice={bcd_device:04x}"));
+    line(format!("A: bmAttributes={:02x}", byte(cd, 7)));
+    line(format!("A: busnum={bus}"));
+    line("A: configuration=".into());
+    line(format!("H: descriptors={descriptors}"));
+    line(format!("A: dev=189:{minor}"));
+    line(format!("A: devnum={dev}"));
+    line("A: devpath=1".into());
+    line(format!("A: idProduct={:04x}", info.product_id));
+    line(format!("A: idVendor={:04x}", info.vendor_id));
+    line("A: ltm_capable=no".into());
+    line(format!("A: manufacturer={}", strings.manufacturer));
+    line("A: maxchild=0".into());
+    line(format!("A: product={}", strings.product));
+    line("A: quirks=0x0".into());
+    line("A: removable=removable".into());
+    line(format!("A: serial={}", strings.serial));
+    line(format!("A: speed={speed}"));
+    line(format!(
+        "A: version={:>2}.{:02x}",
+        bcd_usb >> 8,
+        bcd_usb & 0xff
+    ));
+    s
+}
+
+/// Timeout of every request of [`scripted_scan`]: long enough that none ever times out, since
+/// a timeout is a timing decision a replay could not reproduce.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// Bands the scripted job has (at most; fewer if the device's page is shorter).
+pub const SCRIPT_BANDS: u32 = 6;
+
+/// Why [`scripted_scan`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptedScanError {
+    /// A transfer failed.
+    #[error("{what}: {error}")]
+    Transfer {
+        /// The request.
+        what: &'static str,
+        /// How it failed.
+        error: TransferError,
+    },
+    /// The device answered something the protocol does not allow.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// What [`scripted_scan`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptedScan {
+    /// The device's capabilities.
+    pub capabilities: Capabilities,
+    /// The job derived from them.
+    pub job: ScanJob,
+    /// GET_PARAMS's answer.
+    pub report: ParamsReport,
+    /// The image bytes, band after band.
+    pub image: Vec<u8>,
+    /// Every interrupt event, up to and including ScanComplete.
+    pub events: Vec<Event>,
+    /// Get Device Status after the scan.
+    pub status: DeviceStatus,
+}
+
+/// The job [`scripted_scan`] asks for: gray 8-bit (or the device's first mode) at the optical
+/// resolution, 200 px wide and [`SCRIPT_BANDS`] bands high, each clipped to the device's area.
+pub fn scripted_job(caps: &Capabilities) -> ScanJob {
+    let mode = if caps.modes & (1 << protocol::mode_code(ScanMode::Gray8)) != 0 {
+        ScanMode::Gray8
+    } else {
+        (0..5)
+            .find(|c| caps.modes & (1 << c) != 0)
+            .and_then(protocol::mode_from_code)
+            .unwrap_or(ScanMode::Gray8)
+    };
+    let height = (u32::from(caps.band_lines.max(1)) * SCRIPT_BANDS).min(caps.max_height_px);
+    ScanJob::flatbed(
+        caps.optical_dpi,
+        mode,
+        200.min(caps.max_width_px),
+        height.max(1),
+    )
+}
+
+fn step(what: &'static str) -> impl FnOnce(TransferError) -> ScriptedScanError {
+    move |error| ScriptedScanError::Transfer { what, error }
+}
+
+fn decode<T>(r: Result<T, protocol::DecodeError>) -> Result<T, ScriptedScanError> {
+    r.map_err(|e| ScriptedScanError::Protocol(e.to_string()))
+}
+
+/// One interrupt transfer of one event.
+async fn read_event(host: &dyn UsbHost) -> Result<Event, ScriptedScanError> {
+    let mut buf = [0u8; EVENT_LEN];
+    let n = host
+        .interrupt_in(EP_EVENTS, &mut buf, SCRIPT_TIMEOUT)
+        .await
+        .map_err(step("interrupt IN"))?;
+    decode(Event::decode(&buf[..n]))
+}
+
+/// One scan, with a request sequence that depends only on the device's answers:
+/// GET_CAPABILITIES, SET_PARAMS ([`scripted_job`]), GET_PARAMS, START_SCAN, one interrupt read
+/// (ScanStarted), one bulk read per band of the page, Get Device Status, then interrupt reads
+/// until ScanComplete. One transfer at a time, every timeout [`SCRIPT_TIMEOUT`].
+pub async fn scripted_scan(host: &dyn UsbHost) -> Result<ScriptedScan, ScriptedScanError> {
+    let t = SCRIPT_TIMEOUT;
+    let caps = host
+        .control_in(
+            Setup::vendor_in(
+                protocol::REQ_GET_CAPABILITIES,
+                0,
+                0,
+                CAPABILITIES_LEN as u16,
+            ),
+            t,
+        )
+        .await
+        .map_err(step("GET_CAPABILITIES"))?;
+    let capabilities = decode(Capabilities::decode(&caps))?;
+    let job = scripted_job(&capabilities);
+    let params = ScanParams { job }.encode();
+    host.control_out(
+        Setup::vendor_out(protocol::REQ_SET_PARAMS, 0, 0, params.len() as u16),
+        &params,
+        t,
+    )
+    .await
+    .map_err(step("SET_PARAMS"))?;
+    let report = host
+        .control_in(
+            Setup::vendor_in(protocol::REQ_GET_PARAMS, 0, 0, PARAMS_REPORT_LEN as u16),
+            t,
+        )
+        .await
+        .map_err(step("GET_PARAMS"))?;
+    let report = decode(ParamsReport::decode(&report))?;
+    host.control_out(Setup::vendor_out(protocol::REQ_START_SCAN, 0, 0, 0), &[], t)
+        .await
+        .map_err(step("START_SCAN"))?;
+    let mut events = Vec::new();
+    let first = read_event(host).await?;
+    events.push(first);
+    let mut image = Vec::new();
+    let mut band = vec![0u8; report.band_bytes as usize];
+    for _ in 0..report.bands_per_page {
+        let n = host
+            .bulk_in(EP_DATA_IN, &mut band, t)
+            .await
+            .map_err(step("bulk IN"))?;
+        image.extend_from_slice(&band[..n]);
+    }
+    let status = host
+        .control_in(
+            Setup::vendor_in(protocol::REQ_GET_DEVICE_STATUS, 0, 0, 8),
+            t,
+        )
+        .await
+        .map_err(step("GET_DEVICE_STATUS"))?;
+    let status = decode(DeviceStatus::decode(&status))?;
+    while events
+        .last()
+        .is_none_or(|e| e.code != EventCode::ScanComplete)
+    {
+        if events.len() > 64 {
+            return Err(ScriptedScanError::Protocol(
+                "no ScanComplete event among the first 64 events".into(),
+            ));
+        }
+        let e = read_event(host).await?;
+        events.push(e);
+    }
+    Ok(ScriptedScan {
+        capabilities,
+        job,
+        report,
+        image,
+        events,
+        status,
+    })
+}
+
+/// Why [`record`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A file could not be written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// The device could not be enumerated.
+    #[error("enumeration failed: {0}")]
+    Enumeration(TransferError),
+    /// The scan failed or did not finish.
+    #[error("scripted scan failed: {0}")]
+    Scan(String),
+}
+
+/// What [`record`] wrote.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// The `.umockdev` description ([`DESCRIPTION_FILE`] in the output folder).
+    pub description: std::path::PathBuf,
+    /// The usbmon capture ([`CAPTURE_FILE`]).
+    pub capture: std::path::PathBuf,
+    /// The device's node (`/dev/bus/usb/001/001`).
+    pub device_node: String,
+    /// The device's sysfs path, which `umockdev-run -p` takes.
+    pub sysfs_path: String,
+    /// The scan as the emulator served it.
+    pub scan: ScriptedScan,
+    /// Records in the capture.
+    pub records: u64,
+}
+
+/// Records [`scripted_scan`] against a device of `profile` on the in-process host, in virtual
+/// time, and writes the capture and the device description into `out_dir` (created if
+/// missing). The files are byte-identical on every run.
+pub fn record(
+    profile: &crate::profile::Profile,
+    out_dir: &std::path::Path,
+) -> Result<Recording, RecordError> {
+    use std::rc::Rc;
+
+    use crate::pcap::{PcapObserver, PcapWriter};
+
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |error| RecordError::Io { path, error }
+    };
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let capture = out_dir.join(CAPTURE_FILE);
+    let description = out_dir.join(DESCRIPTION_FILE);
+    let sim = crate::sim::Sim::new();
+    let host = crate::host::inproc::InProcessHost::new(
+        crate::device::Device::new(profile),
+        Rc::new(sim.clone()),
+    )
+    .map_err(RecordError::Enumeration)?;
+    let info = host.device_info();
+    let config = CaptureConfig::with_speed(profile.usb.speed);
+    let file = std::fs::File::create(&capture).map_err(io(&capture))?;
+    let writer = PcapWriter::new(std::io::BufWriter::new(file)).map_err(io(&capture))?;
+    let observer = Rc::new(PcapObserver::new(writer, &info, config.clone()));
+    host.set_observer(observer.clone());
+    let ticker = host.clone();
+    sim.spawn(async move { ticker.run_device().await });
+    let scanner = host.clone();
+    let scan = sim
+        .block_on(
+            async move { scripted_scan(&scanner).await },
+            crate::time::Instant::from_millis(600_000),
+        )
+        .map_err(|e| RecordError::Scan(e.to_string()))?
+        .map_err(|e| RecordError::Scan(e.to_string()))?;
+    let records = observer.records();
+    observer.finish().map_err(io(&capture))?;
+    let strings = Strings {
+        manufacturer: profile.usb.manufacturer.clone(),
+        product: profile.usb.product.clone(),
+        serial: profile.usb.serial.clone(),
+    };
+    std::fs::write(&description, describe(&info, &config, &strings)).map_err(io(&description))?;
+    Ok(Recording {
+        description,
+        capture,
+        device_node: device_node(&config),
+        sysfs_path: sysfs_path(&config),
+        scan,
+        records,
+    })
+}

@@ -1,0 +1,140 @@
+//! umockdev replay: a capture the emulator wrote drives an unmodified libusb program.
+//!
+//! `scanemu::umockdev::record` records the scripted scan on the in-process host; `rusb-scan`
+//! (the same scan over rusb and the system libusb) then runs under `umockdev-run` with that
+//! capture and the device description, on a machine without any USB support, and must read the
+//! test pattern byte for byte. Needs `umockdev-run` (Debian package `umockdev`): the test fails
+//! under `CI=true` if it is missing and is skipped with a printed reason otherwise.
+#![cfg(feature = "rusb")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use scanemu::engine::pattern_line;
+use scanemu::profile::Profile;
+use scanemu::protocol::{EventCode, STATUS_OK};
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// False (after printing why) when umockdev-run is missing outside CI; panics in CI.
+fn umockdev_available() -> bool {
+    if have("umockdev-run") {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("umockdev-run is missing (apt-get install umockdev); CI must run this test");
+    }
+    eprintln!("skipped: umockdev-run is not installed (apt-get install umockdev)");
+    false
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scanemu-umockdev-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn replay(dir: &Path, rec: &scanemu::umockdev::Recording) -> std::process::Output {
+    let image = dir.join("replayed.bin");
+    Command::new("umockdev-run")
+        .arg("-d")
+        .arg(&rec.description)
+        .arg("-p")
+        .arg(format!("{}={}", rec.sysfs_path, rec.capture.display()))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_rusb-scan"))
+        .arg("--out")
+        .arg(&image)
+        .output()
+        .expect("umockdev-run starts")
+}
+
+#[test]
+fn rusb_program_scans_from_an_emulator_capture_under_umockdev() {
+    if !umockdev_available() {
+        return;
+    }
+    let dir = scratch("scan");
+    let rec = scanemu::umockdev::record(&Profile::builtin_fast(), &dir).expect("records");
+    assert_eq!(rec.scan.status.code, STATUS_OK);
+    assert_eq!(
+        rec.scan.events.last().map(|e| e.code),
+        Some(EventCode::ScanComplete)
+    );
+    let out = replay(&dir, &rec);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "rusb-scan under umockdev failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    assert!(stdout.contains("device status 0x2001"), "{stdout}");
+    let replayed = std::fs::read(dir.join("replayed.bin")).expect("image written");
+
+    let job = rec.scan.job;
+    let bpl = job.bytes_per_line() as usize;
+    let mut expected = vec![0u8; bpl * job.height_px as usize];
+    for (i, line) in expected.chunks_mut(bpl).enumerate() {
+        pattern_line(0, i as u32, line);
+    }
+    assert_eq!(replayed.len(), expected.len(), "image size");
+    assert!(
+        replayed == expected,
+        "replayed image differs from the pattern"
+    );
+    assert_eq!(rec.scan.image, expected, "recorded image");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recording_is_deterministic() {
+    let a = scratch("det-a");
+    let b = scratch("det-b");
+    let profile = Profile::builtin_fast();
+    scanemu::umockdev::record(&profile, &a).expect("records");
+    scanemu::umockdev::record(&profile, &b).expect("records");
+    for f in [
+        scanemu::umockdev::CAPTURE_FILE,
+        scanemu::umockdev::DESCRIPTION_FILE,
+    ] {
+        let x = std::fs::read(a.join(f)).unwrap();
+        let y = std::fs::read(b.join(f)).unwrap();
+        assert!(x == y, "{f} differs between two recordings");
+    }
+    let desc = std::fs::read_to_string(a.join(scanemu::umockdev::DESCRIPTION_FILE)).unwrap();
+    assert!(desc.contains("A: idVendor=5ca1\n"), "{desc}");
+    assert!(
+        desc.contains("A: busnum=1\nA: configuration=\nH: descriptors=1201"),
+        "{desc}"
+    );
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn a_device_missing_from_the_testbed_is_a_clear_error() {
+    if !umockdev_available() {
+        return;
+    }
+    // The testbed holds 5ca1:0001 only; rusb-scan asks for another device.
+    let dir = scratch("missing");
+    let rec = scanemu::umockdev::record(&Profile::builtin_fast(), &dir).expect("records");
+    let out = Command::new("umockdev-run")
+        .arg("-d")
+        .arg(&rec.description)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_rusb-scan"))
+        .args(["--device", "1234:5678"])
+        .output()
+        .expect("umockdev-run starts");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("no USB device 1234:5678 found"),
+        "stderr: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
