@@ -2,6 +2,7 @@
 pub mod driver;
 pub mod drivers;
 pub mod html_report;
+pub mod record;
 pub mod report;
 pub mod rules;
 pub mod runner;

@@ -28,6 +28,8 @@ use scanemu::host::usbip::UsbIpHost;
 use scanemu::host::{HostObserver, TransferKind, TransferRecord, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::protocol::{self, DeviceStatus, ScanStatus};
+use scanemu::recording::{Recording, RecordingObserver};
+use scanemu::replay::ReplayHost;
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
 use scanemu::usbip::{ServerConfig, UsbIpServer};
@@ -138,6 +140,13 @@ pub struct RunOptions {
     /// Capture every transfer of the run as a usbmon pcap into this folder (created if
     /// missing), one file per run named by [`pcap_file_name`] (default: no capture).
     pub pcap: Option<PathBuf>,
+    /// Keep every transfer and device note of the run in this recording (default: none; see
+    /// [`crate::record`]).
+    pub record: Option<Rc<RecordingObserver>>,
+    /// Serve the recording in this folder instead of the emulated scanner (in-process only;
+    /// default: none). A driver that departs from it gets a `DriverFault` naming the first
+    /// divergent transaction.
+    pub replay: Option<PathBuf>,
 }
 
 /// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`, in
@@ -217,7 +226,31 @@ pub fn run_with(
             scenario.path.display()
         ))
     };
+    let replay = match &options.replay {
+        Some(_) if options.transport != Transport::InProcess => {
+            return Err(InputError("a replay runs in-process only".into()))
+        }
+        Some(dir) => Some(ReplayHost::new(
+            Recording::load(dir).map_err(|e| InputError(format!("replay: {e}")))?,
+            Rc::new(sim.clone()),
+        )),
+        None => None,
+    };
     let (host, usbip): (Rc<dyn UsbHost>, Option<UsbIpLink>) = match options.transport {
+        Transport::InProcess if replay.is_some() => {
+            let host = replay.clone().expect("checked by the guard");
+            let pcap_tap = pcap
+                .as_ref()
+                .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
+            host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
+            if let Some((p, _)) = &pcap {
+                p.set_device_info(&host.device_info());
+            }
+            if let Some(r) = &options.record {
+                r.set_device_info(&host.device_info());
+            }
+            (Rc::new(host), None)
+        }
         Transport::InProcess => {
             let mut device = Device::new(&profile);
             device.set_faults(faults);
@@ -227,6 +260,13 @@ pub fn run_with(
             if let Some((p, _)) = &pcap {
                 p.set_device_info(&host.device_info());
                 host.set_observer(p.clone());
+            }
+            if let Some(r) = &options.record {
+                r.set_device_info(&host.device_info());
+                let pcap_tap = pcap
+                    .as_ref()
+                    .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
+                host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
             }
             let ticker = host.clone();
             sim.spawn(async move { ticker.run_device().await });
@@ -238,6 +278,13 @@ pub fn run_with(
             if let Some((p, _)) = &pcap {
                 p.set_device_info(&host.device_info());
                 host.set_observer(p.clone());
+            }
+            if let Some(r) = &options.record {
+                r.set_device_info(&host.device_info());
+                let pcap_tap = pcap
+                    .as_ref()
+                    .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
+                host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
             }
             (Rc::new(host), Some((server, inbox)))
         }
@@ -281,6 +328,9 @@ pub fn run_with(
         );
     }
     driver.end_run();
+    if let Some(r) = &replay {
+        replay_verdict(r, &rec, sim.now());
+    }
     if let Some((server, inbox)) = usbip {
         // Notes the server made before the run ended that the executor had not yet taken.
         let end = sim.now();
@@ -859,6 +909,45 @@ impl HostObserver for TraceObserver {
             },
         );
     }
+}
+
+/// The observer a host reports to: the recording (if any), wrapping the capture (if any),
+/// wrapping the trace.
+fn tap(
+    trace: Rc<TraceObserver>,
+    pcap: Option<Rc<dyn HostObserver>>,
+    record: &Option<Rc<RecordingObserver>>,
+) -> Rc<dyn HostObserver> {
+    let inner: Rc<dyn HostObserver> = pcap.unwrap_or(trace);
+    match record {
+        Some(r) => {
+            r.set_inner(inner);
+            r.clone()
+        }
+        None => inner,
+    }
+}
+
+/// Turns a replay's first divergence, or the part of the recording the driver never asked
+/// for, into a `DriverFault` (which WIA-FAULT-NO-HANG reports).
+fn replay_verdict(replay: &ReplayHost, rec: &Recorder, end: Instant) {
+    let (at, what) = match replay.divergence() {
+        Some(d) => (d.at, format!("replay: {d}")),
+        None if replay.synthesized_cancel() => return,
+        None => match replay.unserved().first() {
+            Some(t) => (
+                end,
+                format!(
+                    "replay: the driver stopped before the recording did; transaction #{} ({}) \
+                 never came",
+                    t.seq,
+                    scanemu::replay::describe_transaction(t)
+                ),
+            ),
+            None => return,
+        },
+    };
+    rec.push(at.total_micros(), Actor::Driver, Kind::DriverFault { what });
 }
 
 /// Starts a USB/IP server thread on loopback with the scenario's device and connects a

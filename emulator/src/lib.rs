@@ -8,6 +8,8 @@ pub mod host;
 pub mod pcap;
 pub mod profile;
 pub mod protocol;
+pub mod recording;
+pub mod replay;
 pub mod sim;
 pub mod speed;
 pub mod time;

@@ -28,6 +28,12 @@ enum Services {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OneService {
+    Xp,
+    Vista,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TransportArg {
     /// The in-process virtual bus.
     Inproc,
@@ -81,6 +87,31 @@ enum Command {
         /// this folder, one per scenario and service: `<group>.<name>.<service>.pcap`.
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+        /// Serve a recording (`scanconform record`, `scanemu import-pcap`) instead of the
+        /// emulated scanner; a driver that departs from it fails WIA-FAULT-NO-HANG with the
+        /// first divergent transaction.
+        #[arg(long, value_name = "DIR")]
+        replay: Option<PathBuf>,
+    },
+    /// Run one scenario against a device and store the session as a recording (descriptors,
+    /// every transaction with its timing, the usbmon capture and the conformance trace; see
+    /// fixtures/recordings/FORMAT.md), which `run --replay` and the tests replay.
+    Record {
+        /// Driver (see `scanconform drivers`).
+        #[arg(long, default_value = "reference")]
+        driver: String,
+        /// How the driver reaches the emulated scanner.
+        #[arg(long, value_enum, default_value = "inproc")]
+        transport: TransportArg,
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Service model.
+        #[arg(long, value_enum, default_value = "xp")]
+        service: OneService,
+        /// The recording folder to write (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Build the HTML report of a `--traces` folder (traces and the verdict files beside them).
     Report {
@@ -183,6 +214,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             transport,
             realtime,
             pcap,
+            replay,
         } => {
             let mut options = runner::RunOptions::default();
             options.transport = match transport {
@@ -191,10 +223,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             };
             options.realtime = realtime;
             options.pcap = pcap;
+            options.replay = replay;
             run(
                 driver, service, scenarios, filter, junit, traces, report, format, options,
             )
         }
+        Command::Record {
+            driver,
+            transport,
+            scenario,
+            service,
+            out,
+        } => record(driver, transport, &scenario, service, &out),
         Command::Report { traces, out } => {
             let runs = html_report::load_dir(&traces).map_err(InputError)?;
             write_report(&out, &runs)?;
@@ -264,6 +304,64 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             ))),
         },
     }
+}
+
+/// `scanconform record`: one scenario, one run, one recording folder.
+fn record(
+    driver: String,
+    transport: TransportArg,
+    scenario_path: &Path,
+    service: OneService,
+    out: &Path,
+) -> Result<ExitCode, InputError> {
+    let d = drivers::instantiate(&driver).map_err(InputError)?;
+    if !scenario_path.is_file() {
+        return Err(InputError(format!(
+            "--scenario {}: not a scenario file",
+            scenario_path.display()
+        )));
+    }
+    // The id is `group/name` below the nearest `scenarios` folder, as in catalog runs.
+    let root = scenario_path
+        .ancestors()
+        .skip(1)
+        .find(|p| p.file_name().is_some_and(|n| n == "scenarios"))
+        .or_else(|| scenario_path.parent())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let s = scenario::load(scenario_path, &root).map_err(|e| InputError(e.to_string()))?;
+    s.validate(|id| rules::find(id).is_some())
+        .map_err(|e| InputError(e.to_string()))?;
+    let s = &s;
+    let service = match service {
+        OneService::Xp => ServiceModel::Xp,
+        OneService::Vista => ServiceModel::Vista,
+    };
+    let mut options = scanconform::record::RecordOptions::default();
+    options.transport = match transport {
+        TransportArg::Inproc => runner::Transport::InProcess,
+        TransportArg::Usbip => runner::Transport::UsbIp,
+    };
+    let r = scanconform::record::record(
+        s,
+        service,
+        &driver,
+        d,
+        &profiles_dir_for(&root),
+        &options,
+        out,
+    )
+    .map_err(|e| InputError(e.0))?;
+    println!(
+        "recorded {} [{}] with {}: {} trace events, {} -> {}",
+        r.scenario,
+        service.name(),
+        driver,
+        r.trace.events.len(),
+        if r.passed() { "pass" } else { "FAIL" },
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::too_many_arguments)]

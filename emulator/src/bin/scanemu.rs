@@ -61,6 +61,26 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
+    /// Build a recording (fixtures/recordings/FORMAT.md) from a usbmon capture of a device:
+    /// classic pcap, link type 220 or 189. The replay personality serves it.
+    ImportPcap {
+        /// The capture file.
+        capture: PathBuf,
+        /// The recording folder to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Take the descriptors from this device profile when the capture holds no
+        /// enumeration (captures started after the device was plugged in).
+        #[arg(long, value_name = "PATH")]
+        profile: Option<PathBuf>,
+        /// The device address to import (default: the first device with a transfer).
+        #[arg(long)]
+        device: Option<u8>,
+        /// How long the device's motor takes to stop after a cancel, for cancels the capture
+        /// does not hold (default: the profile's, else 40000).
+        #[arg(long)]
+        motor_stop_us: Option<u64>,
+    },
     /// Record a scripted scan as a usbmon pcap and a umockdev device description in DIR.
     Capture {
         /// Output folder (created if missing).
@@ -81,6 +101,13 @@ fn main() -> ExitCode {
             allow_remote,
         } => serve(usbip, profile.as_deref(), allow_remote),
         Command::Capture { out, profile } => capture(&out, profile.as_deref()),
+        Command::ImportPcap {
+            capture,
+            out,
+            profile,
+            device,
+            motor_stop_us,
+        } => import_pcap(&capture, &out, profile.as_deref(), device, motor_stop_us),
         Command::Info { profile: path } => {
             let loaded = match load_profile(path.as_deref()) {
                 Ok(p) => p,
@@ -103,6 +130,80 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `scanemu import-pcap`: a usbmon capture to a recording folder.
+fn import_pcap(
+    capture: &Path,
+    out: &Path,
+    profile: Option<&Path>,
+    device: Option<u8>,
+    motor_stop_us: Option<u64>,
+) -> ExitCode {
+    let bytes = match std::fs::read(capture) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("scanemu: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut recording = match scanemu::recording::Recording::from_pcap(&bytes, device) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scanemu: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let meta = &mut recording.meta;
+    meta.provenance
+        .insert("capture".into(), capture.display().to_string());
+    if let Some(path) = profile {
+        let loaded = match Profile::load(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("scanemu: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if meta.device_descriptor.is_empty() {
+            match enumerate(&loaded) {
+                Ok(e) => {
+                    let speed = loaded.usb.speed;
+                    let mut fresh =
+                        scanemu::recording::RecordingMeta::new("pcap", &e.info, speed, 0);
+                    fresh.provenance = std::mem::take(&mut meta.provenance);
+                    fresh.motor_stop_us = loaded.timing.motor_stop_us;
+                    *meta = fresh;
+                }
+                Err(e) => {
+                    eprintln!("scanemu: {e:#}");
+                    return ExitCode::from(1);
+                }
+            }
+        } else {
+            meta.motor_stop_us = loaded.timing.motor_stop_us;
+        }
+    }
+    if let Some(us) = motor_stop_us {
+        meta.motor_stop_us = us;
+    }
+    if meta.device_descriptor.is_empty() {
+        eprintln!(
+            "scanemu: note: {} holds no GET_DESCRIPTOR replies; the recording has no descriptors (pass --profile to take them from a profile)",
+            capture.display()
+        );
+    }
+    if let Err(e) = recording.save(out) {
+        eprintln!("scanemu: --out {e}");
+        return ExitCode::from(2);
+    }
+    println!(
+        "scanemu: {} transactions from {} -> {}",
+        recording.transactions.len(),
+        capture.display(),
+        out.display()
+    );
+    ExitCode::SUCCESS
 }
 
 /// `scanemu capture`: records a scripted scan for umockdev replay.

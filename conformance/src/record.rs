@@ -1,0 +1,162 @@
+//! Fixture recording: run one scenario against a device once, keep the session, replay it.
+//!
+//! [`record`] runs a scenario with a [`RecordingObserver`] on the host and writes the
+//! recording folder (`fixtures/recordings/FORMAT.md`): the device's descriptors and every
+//! transaction with its timing ([`scanemu::recording`]), the usbmon capture, and the
+//! conformance trace as JSON lines (`trace.jsonl`) and text (`trace.txt`).
+//!
+//! [`replay`] runs a scenario against a recording instead of the emulated scanner
+//! ([`scanemu::replay::ReplayHost`]). [`compare_traces`] says whether a replay's trace equals
+//! the recorded one, leaving out what a replay cannot know (see its documentation).
+
+use std::path::Path;
+use std::rc::Rc;
+
+use scanemu::host::DeviceInfo;
+use scanemu::recording::{RecordingMeta, RecordingObserver};
+
+use crate::driver::MiniDriver;
+use crate::runner::{self, InputError, RunOptions, RunResult, Transport};
+use crate::scenario::{LoadedScenario, ServiceModel};
+use crate::trace::{Actor, Trace};
+
+/// The recorded conformance trace, as JSON lines.
+pub const TRACE_FILE: &str = "trace.jsonl";
+/// The recorded conformance trace, as text.
+pub const TRACE_TEXT_FILE: &str = "trace.txt";
+
+/// How a recording is made beyond scenario, service and driver.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RecordOptions {
+    /// How the driver reaches the device (default: in-process).
+    pub transport: Transport,
+}
+
+/// Runs `scenario` under `service` against `driver` and writes the recording into `out`
+/// (created if missing). Returns the run, whose trace is the one stored.
+pub fn record(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+    options: &RecordOptions,
+    out: &Path,
+) -> Result<RunResult, InputError> {
+    let profile = runner::resolve_profile(&scenario.scenario.profile, profiles_dir)?;
+    let mut meta = RecordingMeta::new(
+        "record",
+        &DeviceInfo::default(),
+        profile.usb.speed,
+        profile.timing.motor_stop_us,
+    );
+    let transport = match options.transport {
+        Transport::UsbIp => "usbip",
+        _ => "inproc",
+    };
+    for (k, v) in [
+        ("scenario", scenario.id.as_str()),
+        ("service", service.name()),
+        ("driver", driver_name),
+        ("transport", transport),
+        ("profile", scenario.scenario.profile.as_str()),
+    ] {
+        meta.provenance.insert(k.into(), v.into());
+    }
+    let recorder = Rc::new(RecordingObserver::new(meta));
+    let run_options = RunOptions {
+        transport: options.transport.clone(),
+        record: Some(recorder.clone()),
+        ..RunOptions::default()
+    };
+    let result = runner::run_with(
+        scenario,
+        service,
+        driver_name,
+        driver,
+        profiles_dir,
+        &run_options,
+    )?;
+    let recording = recorder.recording();
+    recording
+        .save(out)
+        .map_err(|e| InputError(format!("--out {e}")))?;
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| InputError(format!("--out {}: {e}", path.display())))
+    };
+    write(TRACE_FILE, result.trace.to_json_lines())?;
+    write(TRACE_TEXT_FILE, result.trace.render_text())?;
+    Ok(result)
+}
+
+/// Runs `scenario` under `service` against `driver`, served by the recording in `recording`.
+pub fn replay(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+    recording: &Path,
+) -> Result<RunResult, InputError> {
+    let options = RunOptions {
+        replay: Some(recording.to_path_buf()),
+        ..RunOptions::default()
+    };
+    runner::run_with(
+        scenario,
+        service,
+        driver_name,
+        driver,
+        profiles_dir,
+        &options,
+    )
+}
+
+/// Reads the trace stored with a recording.
+pub fn load_trace(recording: &Path) -> Result<Trace, InputError> {
+    let path = recording.join(TRACE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+    Trace::from_json_lines(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))
+}
+
+/// The part of a trace a replay reproduces, as text: every event but the device's own notes
+/// (a replay knows the device only by its transfers, and says what it synthesized in notes
+/// of its own).
+pub fn comparable_text(trace: &Trace) -> String {
+    Trace {
+        events: trace
+            .events
+            .iter()
+            .filter(|e| e.actor != Actor::Device)
+            .cloned()
+            .collect(),
+    }
+    .render_text()
+}
+
+/// `Ok` when `replayed` equals `recorded` in [`comparable_text`]; otherwise the first line
+/// that differs, with its line number, as `Err`.
+pub fn compare_traces(recorded: &Trace, replayed: &Trace) -> Result<(), String> {
+    let (a, b) = (comparable_text(recorded), comparable_text(replayed));
+    if a == b {
+        return Ok(());
+    }
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    let mut n = 1;
+    loop {
+        match (la.next(), lb.next()) {
+            (Some(x), Some(y)) if x == y => n += 1,
+            (x, y) => {
+                return Err(format!(
+                    "line {n}: recorded {:?}, replayed {:?}",
+                    x.unwrap_or("(end)"),
+                    y.unwrap_or("(end)")
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Fixture recording and replay: record the emulator's native personality, replay the
+//! recording, and get the same conformance trace (every event but the device's own notes, see
+//! `record::compare_traces`); a driver that departs from a recording gets a verdict naming the
+//! first divergent transaction; the committed recordings under `fixtures/recordings/` replay
+//! to their committed traces.
+
+use std::path::{Path, PathBuf};
+
+use scanconform::drivers;
+use scanconform::record::{self, RecordOptions};
+use scanconform::runner::{RunResult, Transport};
+use scanconform::scenario::{self, LoadedScenario, ServiceModel};
+use scanconform::trace::{Actor, Kind, Trace};
+use scanemu::recording::Recording;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn profiles() -> PathBuf {
+    fixtures().join("profiles")
+}
+
+/// A scenario of the catalog (`cancel-io/...`) or of the recordings' own (`replay/...`).
+fn scenario(id: &str) -> LoadedScenario {
+    for root in [
+        fixtures().join("scenarios"),
+        fixtures().join("recordings/scenarios"),
+    ] {
+        let path = root.join(format!("{id}.json"));
+        if path.exists() {
+            return scenario::load(&path, &root).unwrap();
+        }
+    }
+    panic!("no scenario {id}");
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scanconform-rec-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn record_into(id: &str, transport: Transport, out: &Path) -> RunResult {
+    let mut options = RecordOptions::default();
+    options.transport = transport;
+    let d = drivers::instantiate("reference").unwrap();
+    record::record(
+        &scenario(id),
+        ServiceModel::Xp,
+        "reference",
+        d,
+        &profiles(),
+        &options,
+        out,
+    )
+    .unwrap()
+}
+
+fn replay(id: &str, driver: &str, recording: &Path) -> RunResult {
+    let d = drivers::instantiate(driver).unwrap();
+    record::replay(
+        &scenario(id),
+        ServiceModel::Xp,
+        driver,
+        d,
+        &profiles(),
+        recording,
+    )
+    .unwrap()
+}
+
+fn faults(trace: &Trace) -> Vec<String> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Kind::DriverFault { what } => Some(what.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn device_notes(trace: &Trace, what: &str) -> Vec<String> {
+    trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Kind::Device {
+                what: w, detail, ..
+            } if w == what => Some(detail.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every event but the device's notes, without its time.
+fn shape(t: &Trace) -> Vec<String> {
+    t.events
+        .iter()
+        .filter(|e| e.actor != Actor::Device)
+        .map(|e| serde_json::to_string(&e.kind).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_recorded_complete_scan_replays_to_the_same_trace() {
+    let dir = temp_dir("complete");
+    let recorded = record_into("replay/complete-gray8", Transport::InProcess, &dir);
+    assert!(recorded.passed(), "{:?}", recorded.report.failed());
+    let replayed = replay("replay/complete-gray8", "reference", &dir);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    record::compare_traces(&recorded.trace, &replayed.trace).unwrap();
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    // The stored trace is the run's.
+    assert_eq!(record::load_trace(&dir).unwrap(), recorded.trace);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_recorded_cancel_replays_to_the_same_trace() {
+    let dir = temp_dir("cancel");
+    let recorded = record_into("cancel-io/in-data-callback", Transport::InProcess, &dir);
+    let replayed = replay("cancel-io/in-data-callback", "reference", &dir);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    record::compare_traces(&recorded.trace, &replayed.trace).unwrap();
+    assert_eq!(recorded.passed(), replayed.passed());
+    // The recording held the CANCEL: nothing was synthesized.
+    assert!(device_notes(&replayed.trace, "replay-cancel").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cancel_the_recording_lacks_is_answered_by_the_protocol() {
+    let dir = temp_dir("synth-cancel");
+    record_into("replay/complete-gray8", Transport::InProcess, &dir);
+    let replayed = replay("cancel-io/in-data-callback", "reference", &dir);
+    let notes = device_notes(&replayed.trace, "replay-cancel");
+    assert_eq!(notes.len(), 1, "{}", replayed.trace.render_text());
+    assert!(notes[0].contains("native protocol"), "{}", notes[0]);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    // Busy while the motor stops, then OK; no band after the cancel.
+    let text = replayed.trace.render_text();
+    let cancel_at = text
+        .lines()
+        .position(|l| l.contains("CANCEL"))
+        .expect("a CANCEL on the wire");
+    let after: Vec<&str> = text.lines().skip(cancel_at).collect();
+    assert!(after.iter().any(|l| l.contains("busy")), "{text}");
+    assert!(after.iter().any(|l| l.contains("0x2001 ok")), "{text}");
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains(" bulk ") && l.contains("result=ok") && !l.contains("actual=0")),
+        "{text}"
+    );
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_driver_that_departs_gets_the_first_divergence() {
+    let dir = temp_dir("diverge");
+    record_into("replay/complete-gray8", Transport::InProcess, &dir);
+    let replayed = replay("replay/complete-gray8-64", "reference", &dir);
+    let f = faults(&replayed.trace);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].contains("first divergence at transaction #"),
+        "{}",
+        f[0]
+    );
+    assert!(f[0].contains("expected control-out SET_PARAMS"), "{}", f[0]);
+    assert!(f[0].contains("got control-out SET_PARAMS"), "{}", f[0]);
+    assert_eq!(device_notes(&replayed.trace, "replay-divergence").len(), 1);
+    assert!(!replayed.passed());
+    let failed: Vec<&str> = replayed.report.failed().iter().map(|r| r.id).collect();
+    assert!(failed.contains(&"WIA-FAULT-NO-HANG"), "{failed:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_driver_that_stops_early_is_told_what_never_came() {
+    let dir = temp_dir("early");
+    record_into("cancel-io/in-data-callback", Transport::InProcess, &dir);
+    let replayed = replay(
+        "cancel-io/in-data-callback",
+        "mutant-no-device-cancel",
+        &dir,
+    );
+    let f = faults(&replayed.trace);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].contains("first divergence") || f[0].contains("never came"),
+        "{}",
+        f[0]
+    );
+    assert!(!replayed.passed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_imported_capture_replays_to_the_same_trace() {
+    let dir = temp_dir("pcap");
+    let recorded = record_into("replay/complete-gray8", Transport::InProcess, &dir);
+    let bytes = std::fs::read(dir.join("capture.pcap")).unwrap();
+    let mut imported = Recording::from_pcap(&bytes, None).unwrap();
+    let original = Recording::load(&dir).unwrap();
+    // A capture holds transfers only: the descriptors come from enumeration, which happened
+    // before the capture started.
+    imported.meta.device_descriptor = original.meta.device_descriptor.clone();
+    imported.meta.config_descriptor = original.meta.config_descriptor.clone();
+    let urbs: Vec<_> = original
+        .transactions
+        .iter()
+        .filter(|t| !matches!(t.kind, scanemu::recording::TxKind::Abort))
+        .map(|t| (t.kind, t.ep, t.setup, &t.data, t.result, t.at_us))
+        .collect();
+    let back: Vec<_> = imported
+        .transactions
+        .iter()
+        .map(|t| (t.kind, t.ep, t.setup, &t.data, t.result, t.at_us))
+        .collect();
+    assert_eq!(urbs, back);
+    let out = temp_dir("pcap-import");
+    imported.save(&out).unwrap();
+    let replayed = replay("replay/complete-gray8", "reference", &out);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    record::compare_traces(&recorded.trace, &replayed.trace).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_usbip_recording_replays_in_virtual_time() {
+    let dir = temp_dir("usbip");
+    let recorded = record_into("replay/complete-gray8", Transport::UsbIp, &dir);
+    assert!(recorded.passed(), "{:?}", recorded.report.failed());
+    let replayed = replay("replay/complete-gray8", "reference", &dir);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    // Real time is not byte-identical, so compare what happened, not when.
+    assert_eq!(shape(&recorded.trace), shape(&replayed.trace));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn committed_recordings_replay_to_their_traces() {
+    let root = fixtures().join("recordings");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("recording.json").exists() {
+            continue;
+        }
+        let rec = Recording::load(&dir).unwrap();
+        let id = rec.meta.provenance["scenario"].clone();
+        let driver = rec.meta.provenance["driver"].clone();
+        let replayed = replay(&id, &driver, &dir);
+        assert_eq!(
+            faults(&replayed.trace),
+            Vec::<String>::new(),
+            "{}",
+            dir.display()
+        );
+        let stored = record::load_trace(&dir).unwrap();
+        if rec.meta.provenance["transport"] == "inproc" {
+            if let Err(e) = record::compare_traces(&stored, &replayed.trace) {
+                panic!("{}: {e}", dir.display());
+            }
+        } else {
+            // Real time is not byte-identical, so compare what happened, not when.
+            assert_eq!(shape(&stored), shape(&replayed.trace), "{}", dir.display());
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 3,
+        "expected committed recordings under {}",
+        root.display()
+    );
+}
