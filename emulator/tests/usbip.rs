@@ -660,3 +660,100 @@ fn debian_usbip_list_shows_the_scanner() {
         "interface class missing: {text}"
     );
 }
+
+/// A `Write` into a shared buffer, so a test can read what the server captured.
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_server_captures_every_urb_as_usbmon_pcap() {
+    let buf = SharedBuf::default();
+    let mut config = ServerConfig::new(Profile::builtin_fast());
+    let out: Box<dyn std::io::Write + Send> = Box::new(buf.clone());
+    let writer = scanemu::pcap::PcapWriter::new(out).unwrap();
+    config.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(writer)));
+    let server =
+        UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds loopback");
+    let sim = Sim::realtime();
+    let host = connect(&server, &sim);
+    sim.block_on(
+        async move {
+            let report = start(&host, JOB).await;
+            read_band(&host, &report).await.unwrap();
+            // A read that the client abandons is unlinked: its record completes -ECONNRESET.
+            let mut small = vec![0u8; 64];
+            host.abort_endpoint(EP_DATA_IN);
+            cancel(&host).await.expect("cancel accepted");
+            wait_idle(&host).await;
+            let _ = host
+                .bulk_in(EP_DATA_IN, &mut small, Duration::from_millis(20))
+                .await;
+        },
+        LIMIT,
+    )
+    .unwrap();
+    drop(server);
+    let bytes = buf.0.lock().unwrap().clone();
+    // Every URB has a submission and a completion, and the vendor requests are there.
+    let rec = scanemu::recording::Recording::from_pcap(&bytes, None).expect("capture parses");
+    let names: Vec<String> = rec
+        .transactions
+        .iter()
+        .map(scanemu::replay::describe_transaction)
+        .collect();
+    let text = names.join("\n");
+    for want in ["SET_PARAMS", "START_SCAN", "CANCEL", "GET_DEVICE_STATUS"] {
+        assert!(
+            text.contains(want),
+            "{want} missing from the capture:\n{text}"
+        );
+    }
+    assert!(
+        rec.transactions
+            .iter()
+            .any(|t| t.ep == EP_DATA_IN && !t.bytes().is_empty()),
+        "no bulk IN data in the capture:\n{text}"
+    );
+    if std::process::Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let file = std::env::temp_dir().join(format!("scanemu-serve-{}.pcap", std::process::id()));
+        std::fs::write(&file, &bytes).unwrap();
+        let out = std::process::Command::new("tshark")
+            .arg("-r")
+            .arg(&file)
+            .args(["-Y", "_ws.malformed || _ws.expert.severity >= warning"])
+            .output()
+            .expect("tshark runs");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "tshark warns:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "tshark is missing (apt-get install tshark); CI must run this check"
+        );
+        eprintln!("skipped the tshark check: tshark is not installed");
+    }
+}

@@ -60,6 +60,9 @@ enum Command {
         /// Allow a non-loopback address (the device is then reachable from the network).
         #[arg(long)]
         allow_remote: bool,
+        /// Write every URB to this usbmon pcap (link type 220) for Wireshark, tshark or umockdev.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
     /// Build a recording (fixtures/recordings/FORMAT.md) from a usbmon capture of a device:
     /// classic pcap, link type 220 or 189. The replay personality serves it.
@@ -99,7 +102,8 @@ fn main() -> ExitCode {
             usbip,
             profile,
             allow_remote,
-        } => serve(usbip, profile.as_deref(), allow_remote),
+            pcap,
+        } => serve(usbip, profile.as_deref(), allow_remote, pcap.as_deref()),
         Command::Capture { out, profile } => capture(&out, profile.as_deref()),
         Command::ImportPcap {
             capture,
@@ -240,7 +244,12 @@ fn capture(out: &Path, path: Option<&Path>) -> ExitCode {
 }
 
 /// `scanemu serve`: exports the device over USB/IP until the process is killed.
-fn serve(addr: std::net::SocketAddr, path: Option<&Path>, allow_remote: bool) -> ExitCode {
+fn serve(
+    addr: std::net::SocketAddr,
+    path: Option<&Path>,
+    allow_remote: bool,
+    pcap: Option<&Path>,
+) -> ExitCode {
     if !addr.ip().is_loopback() && !allow_remote {
         eprintln!(
             "scanemu: --usbip {addr}: not a loopback address; pass --allow-remote to export the device to the network"
@@ -258,6 +267,19 @@ fn serve(addr: std::net::SocketAddr, path: Option<&Path>, allow_remote: bool) ->
     config.log = Some(std::sync::Arc::new(|line: &str| {
         eprintln!("scanemu: {line}")
     }));
+    if let Some(file) = pcap {
+        let writer = std::fs::File::create(file).and_then(|f| {
+            let out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(f));
+            scanemu::pcap::PcapWriter::new(out)
+        });
+        match writer {
+            Ok(w) => config.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(w))),
+            Err(e) => {
+                eprintln!("scanemu: --pcap {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     let server = match scanemu::usbip::UsbIpServer::bind(addr, config) {
         Ok(s) => s,
         Err(e) => {

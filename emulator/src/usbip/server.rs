@@ -53,6 +53,7 @@ use crate::hc::{
     self, descriptor_type, request, ControlTransfer, InTransfer, OutTransfer, SetupPacket,
     StepResult, Transfer,
 };
+use crate::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::profile::Profile;
 use crate::speed::Speed;
 use crate::time::Instant;
@@ -85,7 +86,15 @@ pub struct ServerConfig {
     pub notes: Option<NoteSink>,
     /// Where connection log lines go (default: nowhere).
     pub log: Option<LogSink>,
+    /// A usbmon capture every URB is written to (default: none); see [`Capture`].
+    pub capture: Option<Capture>,
 }
+
+/// A usbmon pcap (link type 220) shared by the server's sessions: each URB is written as its
+/// `S` record when it arrives and its `C` record when its RET_SUBMIT leaves (an unlinked URB
+/// completes with `-ECONNRESET`), on the server's clock. Records are flushed as they are
+/// written, so a server stopped by a signal leaves a complete file.
+pub type Capture = Arc<Mutex<PcapWriter<Box<dyn Write + Send>>>>;
 
 impl ServerConfig {
     /// A configuration exporting a device of `profile`, every other field at its default.
@@ -100,6 +109,7 @@ impl ServerConfig {
             epoch: None,
             notes: None,
             log: None,
+            capture: None,
         }
     }
 }
@@ -498,6 +508,20 @@ impl Outcome {
     }
 }
 
+/// The usbmon URB id of USB/IP URB `seqnum`: never 0, which umockdev reads as "not submitted".
+fn urb_id(seqnum: u32) -> u64 {
+    0x5ca1_0000_0000 | u64::from(seqnum)
+}
+
+/// Writes one record; a capture that cannot be written is reported once per record in the log
+/// and never stops the server.
+fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
+    let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = w.write_event(event).and_then(|()| w.flush()) {
+        shared.log(&format!("capture write failed: {e}"));
+    }
+}
+
 fn status_of(e: hc::TransferError) -> i32 {
     -match e {
         hc::TransferError::Stall => errno::EPIPE,
@@ -531,6 +555,17 @@ struct Session<'a> {
     budget: Arc<Budget>,
     writer: BufWriter<TcpStream>,
     dirty: bool,
+    /// Capture details of URBs submitted and not yet completed, by seqnum.
+    captured: BTreeMap<u32, Captured>,
+}
+
+/// What a URB's `C` record repeats from its `S` record.
+#[derive(Clone, Copy)]
+struct Captured {
+    transfer_type: TransferType,
+    endpoint: u8,
+    interval: i32,
+    flags: u32,
 }
 
 fn run_session(
@@ -567,6 +602,7 @@ fn run_session(
         budget: budget.clone(),
         writer,
         dirty: false,
+        captured: BTreeMap::new(),
     };
     std::thread::scope(|scope| {
         let limits = config.limits;
@@ -666,6 +702,7 @@ impl Session<'_> {
 
     fn submit(&mut self, cmd: CmdSubmit) {
         let now = self.shared.now();
+        self.capture_submit(&cmd, now);
         if cmd.devid != self.devid {
             self.complete(cmd, Outcome::status(errno::ENODEV), 0, now);
             return;
@@ -693,6 +730,91 @@ impl Session<'_> {
             active: None,
             wire: 0,
         });
+    }
+
+    /// Writes the `S` record of `cmd` to the capture, if there is one.
+    fn capture_submit(&mut self, cmd: &CmdSubmit, now: Instant) {
+        let Some(capture) = &self.shared.config.capture else {
+            return;
+        };
+        let setup = (cmd.ep == 0).then_some(cmd.setup);
+        let endpoint = match setup {
+            Some(s) => s[0] & 0x80,
+            None if cmd.is_in() => 0x80 | cmd.ep as u8,
+            None => cmd.ep as u8,
+        };
+        let transfer_type = if cmd.ep == 0 {
+            TransferType::Control
+        } else {
+            match self.device.port().endpoint_info(endpoint).map(|i| i.0) {
+                Some(usb_device::endpoint::EndpointType::Interrupt) => TransferType::Interrupt,
+                Some(usb_device::endpoint::EndpointType::Isochronous { .. }) => {
+                    TransferType::Isochronous
+                }
+                _ => TransferType::Bulk,
+            }
+        };
+        let flags = cmd.transfer_flags | if endpoint & 0x80 != 0 { URB_DIR_IN } else { 0 };
+        let ctx = Captured {
+            transfer_type,
+            endpoint,
+            interval: cmd.interval as i32,
+            flags,
+        };
+        self.captured.insert(cmd.seqnum, ctx);
+        let event = UsbmonEvent {
+            id: urb_id(cmd.seqnum),
+            event: EventType::Submit,
+            transfer_type,
+            endpoint,
+            device: self.device.port().address(),
+            bus: 1,
+            setup,
+            at: now,
+            status: -pcap::errno::EINPROGRESS,
+            urb_len: cmd.transfer_buffer_length,
+            data: &cmd.data,
+            interval: ctx.interval,
+            start_frame: 0,
+            xfer_flags: flags,
+            ndesc: 0,
+        };
+        write_capture(capture, &event, self.shared);
+    }
+
+    /// Writes the `C` record of URB `seqnum` to the capture, if there is one.
+    fn capture_complete(
+        &mut self,
+        seqnum: u32,
+        status: i32,
+        data: &[u8],
+        actual: u32,
+        now: Instant,
+    ) {
+        let Some(capture) = &self.shared.config.capture else {
+            return;
+        };
+        let Some(ctx) = self.captured.remove(&seqnum) else {
+            return;
+        };
+        let event = UsbmonEvent {
+            id: urb_id(seqnum),
+            event: EventType::Complete,
+            transfer_type: ctx.transfer_type,
+            endpoint: ctx.endpoint,
+            device: self.device.port().address(),
+            bus: 1,
+            setup: None,
+            at: now,
+            status,
+            urb_len: actual,
+            data: if ctx.endpoint & 0x80 != 0 { data } else { &[] },
+            interval: ctx.interval,
+            start_frame: 0,
+            xfer_flags: ctx.flags,
+            ndesc: 0,
+        };
+        write_capture(capture, &event, self.shared);
     }
 
     /// The stub's device reset: pending URBs die with -ESHUTDOWN, the device re-enumerates.
@@ -731,6 +853,8 @@ impl Session<'_> {
         let status = match found {
             Some(bytes) => {
                 self.release(bytes);
+                let now = self.shared.now();
+                self.capture_complete(u.unlink_seqnum, -errno::ECONNRESET, &[], 0, now);
                 -errno::ECONNRESET
             }
             None => 0,
@@ -763,6 +887,7 @@ impl Session<'_> {
     fn send_due(&mut self, now: Instant) -> io::Result<()> {
         while self.outbox.front().is_some_and(|o| o.0 <= now) {
             if let Some((_, ret, bytes)) = self.outbox.pop_front() {
+                self.capture_complete(ret.seqnum, ret.status, &ret.data, ret.actual_length, now);
                 self.release(bytes);
                 ret.write(&mut self.writer)?;
                 self.dirty = true;
