@@ -36,17 +36,16 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
 use async_trait::async_trait;
 
 use crate::function::DeviceNote;
 use crate::hc::{request as std_request, SetupPacket};
 use crate::host::{
-    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
+    outcome, ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, TransferKind,
+    TransferRecord, UsbHost, WaitChange,
 };
 use crate::protocol::{self, DeviceState, DeviceStatus, Event, EventCode, ScanError, ScanStatus};
 use crate::recording::{to_hex, Recording, SetupFields, Transaction, TxKind, TxResult};
@@ -590,7 +589,7 @@ impl ReplayHost {
             };
             let sleep = wake.map(|t| self.clock.sleep_until(t.max(now)));
             WaitChange {
-                state: &self.state,
+                counter: &*self.state,
                 seen,
                 sleep,
             }
@@ -742,31 +741,13 @@ fn synthesize(st: &mut State, req: &Request, now: Instant) -> Option<Plan> {
     }
 }
 
-/// Waits until the replay's change counter moves past `seen`, or `sleep` completes.
-struct WaitChange<'a> {
-    state: &'a RefCell<State>,
-    seen: u64,
-    sleep: Option<Pin<Box<dyn Future<Output = ()>>>>,
-}
-
-impl Future for WaitChange<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.state.borrow().change != self.seen {
-            return Poll::Ready(());
-        }
-        if let Some(sleep) = self.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        self.state.borrow_mut().waiters.push(cx.waker().clone());
-        Poll::Pending
+impl ChangeCounter for RefCell<State> {
+    fn change(&self) -> u64 {
+        self.borrow().change
     }
-}
-
-fn outcome<T>(r: &Result<T, TransferError>) -> Result<(), TransferError> {
-    r.as_ref().map(|_| ()).map_err(Clone::clone)
+    fn wake_on_change(&self, waker: Waker) {
+        self.borrow_mut().waiters.push(waker);
+    }
 }
 
 #[async_trait(?Send)]

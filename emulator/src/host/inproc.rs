@@ -8,15 +8,14 @@
 //! device note is reported to a [`HostObserver`], which is how traces are recorded.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
 use async_trait::async_trait;
 
 use super::{
-    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
+    outcome, ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, TransferKind,
+    TransferRecord, UsbHost, WaitChange,
 };
 use crate::device::Device;
 use crate::hc::{self, ControlTransfer, InTransfer, OutTransfer, StepResult, Transfer};
@@ -144,7 +143,7 @@ impl InProcessHost {
             };
             let sleep = at.map(|t| self.clock.sleep_until(t));
             WaitChange {
-                state: &self.state,
+                counter: &*self.state,
                 seen,
                 sleep,
             }
@@ -209,7 +208,7 @@ impl InProcessHost {
             };
             let sleep = wake.map(|t| self.clock.sleep_until(t.max(now)));
             WaitChange {
-                state: &self.state,
+                counter: &*self.state,
                 seen,
                 sleep,
             }
@@ -272,31 +271,13 @@ impl InProcessHost {
     }
 }
 
-/// Waits until the host's change counter moves past `seen`, or `sleep` completes.
-struct WaitChange<'a> {
-    state: &'a RefCell<State>,
-    seen: u64,
-    sleep: Option<Pin<Box<dyn Future<Output = ()>>>>,
-}
-
-impl Future for WaitChange<'_> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.state.borrow().change != self.seen {
-            return Poll::Ready(());
-        }
-        if let Some(sleep) = self.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        self.state.borrow_mut().waiters.push(cx.waker().clone());
-        Poll::Pending
+impl ChangeCounter for RefCell<State> {
+    fn change(&self) -> u64 {
+        self.borrow().change
     }
-}
-
-fn outcome<T>(r: &Result<T, TransferError>) -> Result<(), TransferError> {
-    r.as_ref().map(|_| ()).map_err(Clone::clone)
+    fn wake_on_change(&self, waker: Waker) {
+        self.borrow_mut().waiters.push(waker);
+    }
 }
 
 #[async_trait(?Send)]

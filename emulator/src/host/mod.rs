@@ -200,3 +200,48 @@ pub trait HostObserver {
     /// The device did something.
     fn device(&self, note: &crate::function::DeviceNote);
 }
+
+/// How a transfer ended, without its payload: what a [`TransferRecord`] carries.
+pub(crate) fn outcome<T>(r: &Result<T, TransferError>) -> Result<(), TransferError> {
+    r.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+/// A host's count of device changes, with the tasks waiting for the next one.
+///
+/// Hosts that step a device model bump the count whenever a transfer moved data or changed the
+/// device; transfers waiting on a NAK re-step when it moves.
+pub(crate) trait ChangeCounter {
+    /// The current count.
+    fn change(&self) -> u64;
+    /// Wakes `waker` at the next change.
+    fn wake_on_change(&self, waker: std::task::Waker);
+}
+
+/// Waits until `counter` moves past `seen`, or `sleep` (if any) completes.
+pub(crate) struct WaitChange<'a, C: ChangeCounter> {
+    /// The host's counter.
+    pub counter: &'a C,
+    /// The count the waiter last saw.
+    pub seen: u64,
+    /// A deadline, if the wait has one.
+    pub sleep: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>,
+}
+
+impl<C: ChangeCounter> std::future::Future for WaitChange<'_, C> {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.counter.change() != self.seen {
+            return std::task::Poll::Ready(());
+        }
+        if let Some(sleep) = self.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        self.counter.wake_on_change(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}
