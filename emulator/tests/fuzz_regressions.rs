@@ -63,3 +63,8 @@ fn profile_file_inputs_replay() {
 fn protocol_payloads_inputs_replay() {
     replay("protocol_payloads", emulator_harness::protocol_payloads);
 }
+
+#[test]
+fn usbip_messages_inputs_replay() {
+    replay("usbip_messages", emulator_harness::usbip_messages);
+}

@@ -274,6 +274,65 @@ fn hresult_from_wire(v: i64) -> Option<Hresult> {
     }
 }
 
+/// Parses one line a driver wrote on its stdout (without the `\n`) as the runner reads it: the
+/// JSON message, then the checks the runner makes before acting on it (base64 data, a 32-bit
+/// HRESULT, an IT_MSG_* callback reason, request lengths within [`ExternalConfig::default`]'s
+/// line limit). Returns the message's type (`"bulk_in"`, ...) or the one-line protocol error
+/// the run would record as a `driver-fault`. Public so the parser can be tested and fuzzed.
+pub fn parse_driver_message(line: &[u8]) -> Result<&'static str, String> {
+    let msg: FromDriver = serde_json::from_slice(line)
+        .map_err(|e| format!("not a valid message: {}", one_line(&e.to_string())))?;
+    let base64 = |what: &str, s: &str| {
+        BASE64
+            .decode(s)
+            .map_err(|e| format!("{what} data is not base64: {e}"))
+    };
+    let max = ExternalConfig::default().max_line_bytes;
+    match &msg {
+        FromDriver::Result { hr } if hresult_from_wire(*hr).is_none() => {
+            return Err(format!("result hr {hr} is not a 32-bit HRESULT"));
+        }
+        FromDriver::Callback { reason, data, .. } => {
+            it_msg(*reason).ok_or_else(|| format!("callback reason {reason} is no IT_MSG_*"))?;
+            base64("callback", data)?;
+        }
+        FromDriver::ControlOut { data, .. } => {
+            let n = base64("control_out", data)?.len();
+            if n > usize::from(u16::MAX) {
+                return Err(format!("control_out of {n} bytes is larger than 65535"));
+            }
+        }
+        FromDriver::BulkOut { data, .. } => {
+            base64("bulk_out", data)?;
+        }
+        FromDriver::BulkIn { length, .. } | FromDriver::InterruptIn { length, .. }
+            if *length > max =>
+        {
+            return Err(format!(
+                "{} of {length} bytes is larger than the {max}-byte limit",
+                msg.name()
+            ));
+        }
+        _ => {}
+    }
+    Ok(msg.name())
+}
+
+/// `text` with control characters escaped: serde's messages quote the driver's strings (an
+/// unknown `type`, say), which may hold line breaks, and a fault is one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn it_msg(value: i32) -> Option<ItMsg> {
     [
         ItMsg::DataHeader,
@@ -603,6 +662,7 @@ impl ExternalDriver {
         match incoming {
             Ok(Incoming::Line(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
                 let shown: String = String::from_utf8_lossy(&bytes).chars().take(80).collect();
+                let e = one_line(&e.to_string());
                 Fault(format!(
                     "protocol: not a valid message after {waiting_for}: {e} (line starts {shown:?})"
                 ))
@@ -1101,6 +1161,15 @@ mod tests {
         assert_eq!(hresult_from_wire(0x8000_4005), Some(Hresult::E_FAIL));
         assert_eq!(hresult_from_wire(-2_147_467_259), Some(Hresult::E_FAIL));
         assert_eq!(hresult_from_wire(1 << 40), None);
+    }
+
+    #[test]
+    fn driver_messages_parse_to_their_type_or_one_line_of_error() {
+        assert_eq!(parse_driver_message(br#"{"type":"now","id":1}"#), Ok("now"));
+        let e = parse_driver_message(br#"{"type":"a\nb"}"#).unwrap_err();
+        assert!(e.contains("a\\nb") && !e.contains('\n'), "{e}");
+        let e = parse_driver_message(br#"{"type":"result","hr":1099511627776}"#).unwrap_err();
+        assert!(e.contains("not a 32-bit HRESULT"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Fuzz harness for the conformance runner's input files: scenario files.
+//! Fuzz harnesses for the conformance runner's outside inputs: scenario files and the lines an
+//! external driver writes.
 
 use std::path::Path;
 
+use scanconform::drivers::external::parse_driver_message;
 use scanconform::rules;
 use scanconform::scenario::{self, LoadedScenario};
 
@@ -27,5 +29,18 @@ pub fn scenario_file(data: &[u8]) {
     };
     if let Err(e) = loaded.validate(|id| rules::find(id).is_some()) {
         assert!(e.line >= 1 && e.column >= 1, "error without a place: {e}");
+    }
+}
+
+/// One line of the external driver protocol (`conformance/DRIVER-PROTOCOL.md`) as a driver
+/// would write it, through [`parse_driver_message`]: it names a message type or gives one
+/// line of error. Never panics.
+pub fn driver_protocol(data: &[u8]) {
+    match parse_driver_message(data) {
+        Ok(name) => assert!(!name.is_empty(), "a message without a type name"),
+        Err(e) => assert!(
+            !e.is_empty() && !e.contains('\n'),
+            "the error is not one line: {e:?}"
+        ),
     }
 }

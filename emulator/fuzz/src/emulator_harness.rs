@@ -353,3 +353,148 @@ fn check_job(job: &ScanJob) {
         }
     }
 }
+
+/// The USB/IP decoders (`scanemu::usbip::protocol`) on arbitrary bytes, and a live server.
+///
+/// The first byte picks the side, the rest is the stream that side reads:
+/// - `0`: a server in the operation phase: operation headers, each `OP_REQ_IMPORT` followed by
+///   its bus id, until the first error;
+/// - `1`: a client in the operation phase: one reply header, then an `OP_REP_DEVLIST` body
+///   (at most 64 devices) or an `OP_REP_IMPORT` device record;
+/// - `2`: a server in the URB phase: `CMD_SUBMIT` / `CMD_UNLINK` with the default [`Limits`]
+///   until the first error; every command read must write back to the bytes it came from;
+/// - `3`: a client in the URB phase: `RET_SUBMIT` / `RET_UNLINK`, where even sequence numbers
+///   name IN URBs of `seqnum & 0xffff` bytes and odd ones OUT URBs; no reply may carry more
+///   data than its URB asked for;
+/// - `4`: the stream is sent to a live [`UsbIpServer`] on loopback (one per process), whose
+///   answers are read until it closes; the server must still answer `OP_REQ_DEVLIST` after it.
+///
+/// [`Limits`]: scanemu::usbip::protocol::Limits
+/// [`UsbIpServer`]: scanemu::usbip::UsbIpServer
+pub fn usbip_messages(data: &[u8]) {
+    use scanemu::usbip::protocol::{
+        read_busid, read_devlist, Command, DeviceRecord, Limits, OpHeader, Reply, OP_REP_DEVLIST,
+        OP_REP_IMPORT, OP_REQ_IMPORT, URB_HEADER_LEN,
+    };
+
+    let Some((&side, stream)) = data.split_first() else {
+        return;
+    };
+    let mut r = stream;
+    match side % 5 {
+        0 => {
+            while let Ok(h) = OpHeader::read(&mut r) {
+                if h.code == OP_REQ_IMPORT && read_busid(&mut r).is_err() {
+                    break;
+                }
+            }
+        }
+        1 => {
+            if let Ok(h) = OpHeader::read(&mut r) {
+                match h.code {
+                    OP_REP_DEVLIST => {
+                        if let Ok(list) = read_devlist(&mut r, 64) {
+                            assert!(list.len() <= 64, "device list over its limit");
+                            for d in &list {
+                                assert_eq!(
+                                    d.interfaces.len(),
+                                    usize::from(d.record.num_interfaces)
+                                );
+                            }
+                        }
+                    }
+                    OP_REP_IMPORT => {
+                        let _ = DeviceRecord::read(&mut r);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        2 => {
+            let limits = Limits::default();
+            loop {
+                let before = r;
+                let Ok(cmd) = Command::read(&mut r, &limits) else {
+                    break;
+                };
+                let used = &before[..before.len() - r.len()];
+                let mut again = Vec::new();
+                match &cmd {
+                    Command::Submit(s) => {
+                        assert!(s.transfer_buffer_length <= limits.max_transfer);
+                        if s.is_in() {
+                            assert!(s.data.is_empty(), "IN submit carries data");
+                        } else {
+                            assert_eq!(s.data.len() as u64, u64::from(s.transfer_buffer_length));
+                        }
+                        s.write(&mut again).expect("writing to a Vec");
+                        assert_eq!(again, used, "CMD_SUBMIT does not write back as read");
+                    }
+                    Command::Unlink(u) => {
+                        assert!(u.ep <= 15 && u.direction <= 1);
+                        u.write(&mut again).expect("writing to a Vec");
+                        assert_eq!(used.len(), URB_HEADER_LEN);
+                        assert_eq!(again[..24], used[..24], "CMD_UNLINK does not write back");
+                    }
+                }
+            }
+        }
+        3 => {
+            let in_length = |seq: u32| (seq % 2 == 0).then_some(seq & 0xffff);
+            while let Ok(reply) = Reply::read(&mut r, in_length) {
+                if let Reply::Submit(s) = reply {
+                    match in_length(s.seqnum) {
+                        Some(len) => {
+                            assert!(s.actual_length <= len, "reply longer than its URB");
+                            assert_eq!(s.data.len() as u64, u64::from(s.actual_length));
+                        }
+                        None => assert!(s.data.is_empty(), "OUT reply carries data"),
+                    }
+                }
+            }
+        }
+        _ => live_server(stream),
+    }
+}
+
+/// Sends `stream` to the process's loopback USB/IP server, reads until it closes the
+/// connection (or 2 s pass), then checks that it still lists its device.
+fn live_server(stream: &[u8]) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpStream};
+    use std::sync::OnceLock;
+    use std::time::Duration as WallDuration;
+
+    use scanemu::host::usbip::list_devices;
+    use scanemu::usbip::{ServerConfig, UsbIpServer};
+
+    static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+    let addr = *SERVER.get_or_init(|| {
+        let server = UsbIpServer::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            ServerConfig::new(Profile::builtin_fast()),
+        )
+        .expect("a loopback USB/IP server starts");
+        let addr = server.local_addr();
+        // It serves every input of this process; the process's end stops it.
+        std::mem::forget(server);
+        addr
+    });
+    let Ok(mut conn) = TcpStream::connect(addr) else {
+        panic!("the USB/IP server stopped accepting connections");
+    };
+    conn.set_read_timeout(Some(WallDuration::from_secs(2)))
+        .expect("read timeout");
+    // The server may close early (a protocol error); a failed write is then expected.
+    let _ = conn.write_all(stream);
+    let _ = conn.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 64 * 1024];
+    while let Ok(n) = conn.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    drop(conn);
+    let list = list_devices(addr).expect("the server still answers OP_REQ_DEVLIST");
+    assert_eq!(list.len(), 1, "the server lost its device");
+}
