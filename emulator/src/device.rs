@@ -1,6 +1,7 @@
-//! One emulated scanner: usb-device's `UsbDevice` and the [`ScannerFunction`] on a [`SimBus`].
+//! One emulated scanner: usb-device's `UsbDevice` and its function on a [`SimBus`].
 //!
-//! [`Device`] owns the bus allocator, the device stack and the function together (the stack
+//! The function is the profile's personality: the native [`ScannerFunction`] or the ESC/I
+//! [`EsciFunction`]. [`Device`] owns the bus allocator, the device stack and the function together (the stack
 //! borrows the allocator, so they live in one self-referential cell), plus the host's end of
 //! the wire, the [`BusPort`]. It is still sans-IO: every method takes the current time, and
 //! [`Device::poll_at`] says when the scan engine needs it next.
@@ -10,17 +11,89 @@ use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidP
 use usb_device::endpoint::EndpointAddress;
 
 use crate::bus::{BusPort, FlushFifo, SimBus};
-use crate::engine::{Fault, ImageSource};
+use crate::engine::{Fault, ImageSource, ScanEngine};
+use crate::esci::EsciFunction;
 use crate::function::{DeviceNote, ScannerFunction};
 use crate::hc::DevicePoller;
-use crate::profile::Profile;
+use crate::profile::{Personality, Profile};
 use crate::protocol;
 use crate::time::Instant;
 
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {
     usb: UsbDevice<'a, SimBus>,
-    function: ScannerFunction<'a, SimBus>,
+    function: Function<'a>,
+}
+
+/// The USB function of one personality.
+enum Function<'a> {
+    Native(ScannerFunction<'a, SimBus>),
+    EscI(EsciFunction<'a, SimBus>),
+}
+
+impl Function<'_> {
+    fn engine_mut(&mut self) -> &mut ScanEngine {
+        match self {
+            Function::Native(f) => f.engine_mut(),
+            Function::EscI(f) => f.engine_mut(),
+        }
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        match self {
+            Function::Native(f) => f.set_now(now),
+            Function::EscI(f) => f.set_now(now),
+        }
+    }
+
+    fn pump(&mut self) {
+        match self {
+            Function::Native(f) => f.pump(),
+            Function::EscI(f) => f.pump(),
+        }
+    }
+
+    fn take_flush_request(&mut self) -> bool {
+        match self {
+            Function::Native(f) => f.take_flush_request(),
+            Function::EscI(f) => f.take_flush_request(),
+        }
+    }
+
+    fn take_event_flush_request(&mut self) -> bool {
+        match self {
+            Function::Native(f) => f.take_event_flush_request(),
+            Function::EscI(_) => false,
+        }
+    }
+
+    fn observe_halts(&mut self, is_stalled: impl Fn(u8) -> bool) {
+        match self {
+            Function::Native(f) => f.observe_halts(is_stalled),
+            Function::EscI(f) => f.observe_halts(is_stalled),
+        }
+    }
+
+    fn wants_disconnect(&self) -> bool {
+        match self {
+            Function::Native(f) => f.wants_disconnect(),
+            Function::EscI(f) => f.wants_disconnect(),
+        }
+    }
+
+    fn take_notes(&mut self) -> Vec<DeviceNote> {
+        match self {
+            Function::Native(f) => f.take_notes(),
+            Function::EscI(f) => f.take_notes(),
+        }
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        match self {
+            Function::Native(f) => f.poll_at(),
+            Function::EscI(f) => f.poll_at(),
+        }
+    }
 }
 
 self_cell::self_cell!(
@@ -52,7 +125,13 @@ impl Device {
             profile.usb.serial.clone(),
         ];
         let firmware = FirmwareCell::new(UsbBusAllocator::new(bus), |alloc| {
-            let function = ScannerFunction::new(alloc, profile);
+            let (function, class) = match &profile.personality {
+                Personality::EscI(config) => (
+                    Function::EscI(EsciFunction::new(alloc, profile, config)),
+                    0xFF,
+                ),
+                _ => (Function::Native(ScannerFunction::new(alloc, profile)), 0),
+            };
             let descriptors = StringDescriptors::default()
                 .manufacturer(intern(&strings[0]))
                 .product(intern(&strings[1]))
@@ -62,7 +141,7 @@ impl Device {
                 .expect("one language is within usb-device's limit")
                 .max_packet_size_0(64)
                 .expect("64 is a valid EP0 packet size")
-                .device_class(0)
+                .device_class(class)
                 .build();
             Firmware { usb, function }
         });
@@ -109,7 +188,10 @@ impl Device {
         let notes = &mut self.notes;
         self.firmware.with_dependent_mut(|_, fw| {
             fw.function.set_now(now);
-            fw.usb.poll(&mut [&mut fw.function]);
+            match &mut fw.function {
+                Function::Native(f) => fw.usb.poll(&mut [f]),
+                Function::EscI(f) => fw.usb.poll(&mut [f]),
+            };
             fw.function.pump();
             let flush_data = fw.function.take_flush_request();
             let flush_events = fw.function.take_event_flush_request();

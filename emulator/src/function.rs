@@ -39,7 +39,9 @@ pub struct DeviceNote {
     pub at: Instant,
     /// scan-started, warmup-done, band-ready, band-sent, page-end, page-feed, feeder-empty,
     /// scan-complete, cancel-requested, cancel-ignored, motor-stopped, fault, halted,
-    /// halt-cleared, idle, reset, disconnected, start-refused, buffer-full, resumed.
+    /// halt-cleared, idle, reset, disconnected, start-refused, buffer-full, resumed; the ESC/I
+    /// personality adds command, param, nak-sent, blocks-planned, block-sent, ack, can,
+    /// scan-abandoned and start-deferred.
     pub what: &'static str,
     /// Page concerned.
     pub page: u16,
@@ -633,7 +635,8 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
     }
 }
 
-fn fault_name(fault: &Fault) -> &'static str {
+/// The kebab-case name of a fault, as device notes spell it.
+pub(crate) fn fault_name(fault: &Fault) -> &'static str {
     match fault {
         Fault::Stall { .. } => "stall",
         Fault::Disconnect { .. } => "disconnect",

@@ -2,6 +2,7 @@
 pub mod bus;
 pub mod device;
 pub mod engine;
+pub mod esci;
 pub mod function;
 pub mod hc;
 pub mod host;

@@ -69,6 +69,71 @@ pub struct Profile {
     /// Faults to inject, in any order. Default: none.
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// The protocol the device speaks on the wire. Default: [`Personality::Native`].
+    #[serde(default, skip_serializing_if = "Personality::is_native")]
+    pub personality: Personality,
+}
+
+/// The protocol a device speaks: the project's own (`emulator/PROTOCOL.md`) or a real
+/// scanner's. Every personality runs on the same scan engine, bus and faults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "protocol", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Personality {
+    /// The native protocol: vendor control requests, bands on bulk IN, events on interrupt IN.
+    #[default]
+    #[serde(rename = "native")]
+    Native,
+    /// Epson ESC/I over bulk IN and OUT (`emulator/PROTOCOL-ESCI.md`), as Epson's flatbeds
+    /// speak it and SANE's `epson2` backend drives it.
+    #[serde(rename = "escI")]
+    EscI(EsciConfig),
+}
+
+impl Personality {
+    /// True for the native protocol.
+    pub fn is_native(&self) -> bool {
+        matches!(self, Personality::Native)
+    }
+}
+
+/// The ESC/I command level a device reports, which chooses the host's code path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EsciLevel {
+    /// Level B7 with the extended-commands status bit: `FS W` parameters, `FS G` start and
+    /// fixed-size blocks, each followed by a status byte (the extended path).
+    #[default]
+    B7,
+    /// Level B6, classic block mode: `ESC` parameter commands, `ESC G` start, each block led
+    /// by a 6-byte information header (`ESC d` limits its lines).
+    B6,
+}
+
+/// Settings of the ESC/I personality.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EsciConfig {
+    /// Command level and code path. Default: `B7`.
+    #[serde(default)]
+    pub level: EsciLevel,
+    /// Model name in the extended status and identity replies: at most 16 printable ASCII
+    /// characters, space-padded on the wire. Default: `"SCANLAB-ESCI"`.
+    #[serde(default = "default_esci_model")]
+    pub model: String,
+}
+
+impl Default for EsciConfig {
+    fn default() -> EsciConfig {
+        EsciConfig {
+            level: EsciLevel::B7,
+            model: default_esci_model(),
+        }
+    }
+}
+
+fn default_esci_model() -> String {
+    "SCANLAB-ESCI".to_string()
 }
 
 /// USB identity, bus speed and endpoint sizes.
@@ -433,6 +498,50 @@ impl Profile {
         }
         if t.buffer_bands == 0 {
             return bad("timing.buffer_bands", "must be non-zero".into());
+        }
+        if let Personality::EscI(esci) = &self.personality {
+            if esci.model.is_empty()
+                || esci.model.len() > 16
+                || !esci
+                    .model
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() || b == b' ')
+            {
+                return bad(
+                    "personality.model",
+                    format!("{:?} is not 1 to 16 printable ASCII characters", esci.model),
+                );
+            }
+            if let Some(mode) = o
+                .modes
+                .iter()
+                .find(|m| !matches!(m, ScanMode::Lineart | ScanMode::Gray8 | ScanMode::Color24))
+            {
+                return bad(
+                    "optics.modes",
+                    format!("ESC/I devices scan lineart, gray8 and color24, not {mode:?}"),
+                );
+            }
+            if o.max_height_px < o.max_width_px {
+                return bad(
+                    "optics.max_height_px",
+                    "an ESC/I flatbed must be at least as long as it is wide (hosts treat a \
+                     wider area as a firmware quirk)"
+                        .into(),
+                );
+            }
+            if o.adf.is_some() || !o.flatbed {
+                return bad(
+                    "optics.adf",
+                    "the ESC/I personality emulates a flatbed without option units".into(),
+                );
+            }
+            if o.resolutions.iter().any(|&r| r > o.optical_dpi) {
+                return bad(
+                    "optics.resolutions",
+                    "ESC/I resolutions must not exceed the optical resolution".into(),
+                );
+            }
         }
         Ok(())
     }

@@ -117,6 +117,8 @@ fn all_fixture_profiles_load() {
             "a4-flatbed-1200",
             "a4-flatbed-300",
             "adf-sheetfed",
+            "escI-b6-flatbed",
+            "escI-b7-flatbed",
             "fast-flatbed"
         ]
     );

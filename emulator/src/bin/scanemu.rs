@@ -4,8 +4,13 @@
 //! in-process bus and prints, for a person, what a host sees (identity, strings, descriptors)
 //! and what the profile makes it do (timing, faults, the cost of a default job).
 //!
-//! `scanemu serve --usbip ADDR [--profile PATH] [--allow-remote]` exports the scanner over
-//! USB/IP; it refuses a non-loopback address unless `--allow-remote` is given.
+//! `scanemu serve --usbip ADDR [--profile PATH] [--allow-remote] [--pcap FILE] [--trace FILE]`
+//! exports the scanner over USB/IP; it refuses a non-loopback address unless `--allow-remote`
+//! is given. `--trace` writes every device note (block sent, ACK, CAN, motor stopped …) as a
+//! JSON line.
+//!
+//! `scanemu pattern --mode MODE --width PX --height PX` writes the image the engine's test
+//! pattern gives for a scan of that size, as PNM, to compare a driver's output byte for byte.
 //!
 //! `scanemu capture --out DIR [--profile PATH]` records a scripted scan in virtual time as a
 //! usbmon pcap (`DIR/scan.pcap`) beside the device's umockdev description
@@ -63,6 +68,26 @@ enum Command {
         /// Write every URB to this usbmon pcap (link type 220) for Wireshark, tshark or umockdev.
         #[arg(long, value_name = "FILE")]
         pcap: Option<PathBuf>,
+        /// Write every device note as a JSON line to this file (flushed per line):
+        /// `{"at_us":…,"what":"block-sent","page":0,"value":3,"detail":"…"}`.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+    },
+    /// Write the test pattern of a one-page scan as PNM (P4 lineart, P5 gray, P6 colour) with
+    /// the header `scanimage --format=pnm` writes, so `cmp` checks a scan byte for byte.
+    Pattern {
+        /// lineart, gray8, gray16, color24 or color48.
+        #[arg(long, value_parser = parse_mode)]
+        mode: ScanMode,
+        /// Pixels per line.
+        #[arg(long)]
+        width: u32,
+        /// Lines.
+        #[arg(long)]
+        height: u32,
+        /// Output file (default: standard output).
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Build a recording (fixtures/recordings/FORMAT.md) from a usbmon capture of a device:
     /// classic pcap, link type 220 or 189. The replay personality serves it.
@@ -103,7 +128,20 @@ fn main() -> ExitCode {
             profile,
             allow_remote,
             pcap,
-        } => serve(usbip, profile.as_deref(), allow_remote, pcap.as_deref()),
+            trace,
+        } => serve(
+            usbip,
+            profile.as_deref(),
+            allow_remote,
+            pcap.as_deref(),
+            trace.as_deref(),
+        ),
+        Command::Pattern {
+            mode,
+            width,
+            height,
+            output,
+        } => pattern(mode, width, height, output.as_deref()),
         Command::Capture { out, profile } => capture(&out, profile.as_deref()),
         Command::ImportPcap {
             capture,
@@ -249,6 +287,7 @@ fn serve(
     path: Option<&Path>,
     allow_remote: bool,
     pcap: Option<&Path>,
+    trace: Option<&Path>,
 ) -> ExitCode {
     if !addr.ip().is_loopback() && !allow_remote {
         eprintln!(
@@ -276,6 +315,31 @@ fn serve(
             Ok(w) => config.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(w))),
             Err(e) => {
                 eprintln!("scanemu: --pcap {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(file) = trace {
+        match std::fs::File::create(file) {
+            Ok(f) => {
+                let f = std::sync::Mutex::new(f);
+                config.notes = Some(std::sync::Arc::new(
+                    move |n: &scanemu::function::DeviceNote| {
+                        let line = serde_json::json!({
+                            "at_us": n.at.total_micros(),
+                            "what": n.what,
+                            "page": n.page,
+                            "value": n.value,
+                            "detail": n.detail,
+                        });
+                        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+                        // A full disk loses trace lines, not the device.
+                        let _ = writeln!(f, "{line}");
+                    },
+                ));
+            }
+            Err(e) => {
+                eprintln!("scanemu: --trace {}: {e}", file.display());
                 return ExitCode::from(2);
             }
         }
@@ -569,10 +633,93 @@ fn describe_usb(out: &mut String, profile: &Profile, e: &Enumerated) {
     });
 }
 
+fn parse_mode(s: &str) -> Result<ScanMode, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not one of lineart, gray8, gray16, color24, color48"))
+}
+
+/// `scanemu pattern`: the test pattern of a one-page scan as PNM.
+fn pattern(mode: ScanMode, width: u32, height: u32, output: Option<&Path>) -> ExitCode {
+    const MAX_SIDE: u32 = 1 << 20;
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        eprintln!("scanemu: pattern: --width and --height must be in 1..={MAX_SIDE}");
+        return ExitCode::from(2);
+    }
+    let job = ScanJob::flatbed(1, mode, width, height);
+    let (magic, maxval) = match mode {
+        ScanMode::Lineart => ("P4", ""),
+        ScanMode::Gray8 => ("P5", "255\n"),
+        ScanMode::Gray16 => ("P5", "65535\n"),
+        ScanMode::Color24 => ("P6", "255\n"),
+        ScanMode::Color48 => ("P6", "65535\n"),
+    };
+    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        // The header scanimage writes, so that `cmp` compares a scan with the pattern.
+        write!(
+            out,
+            "{magic}\n# SANE data follows\n{width} {height}\n{maxval}"
+        )?;
+        let mut line = vec![0u8; usize::try_from(job.bytes_per_line()).unwrap_or(0)];
+        for l in 0..height {
+            scanemu::engine::pattern_line(0, l, &mut line);
+            out.write_all(&line)?;
+        }
+        out.flush()
+    };
+    let result = match output {
+        Some(path) => std::fs::File::create(path).and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            write(&mut w)
+        }),
+        None => write(&mut std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let name = output.map_or("standard output".to_string(), |p| p.display().to_string());
+            eprintln!("scanemu: pattern: {name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn describe_profile(out: &mut String, profile: &Profile) {
     let o = &profile.optics;
     let t = &profile.timing;
     let mm = |px: u32| f64::from(px) * 25.4 / f64::from(o.optical_dpi.max(1));
+    let _ = writeln!(out, "\nProtocol");
+    match &profile.personality {
+        scanemu::profile::Personality::EscI(e) => {
+            let path = match e.level {
+                scanemu::profile::EsciLevel::B7 => {
+                    "extended path: FS W parameters, FS G start, blocks of data + 1 status byte"
+                }
+                scanemu::profile::EsciLevel::B6 => {
+                    "classic block mode: ESC parameter commands, ESC G start, 6-byte block headers"
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  personality    Epson ESC/I level {:?}, model \"{}\"",
+                e.level, e.model
+            );
+            let _ = writeln!(out, "  path           {path}");
+            let _ = writeln!(
+                out,
+                "  blocks         one per band: up to {} lines, fewer if the host's line count is lower; ACK / CAN after each but the last",
+                t.band_lines
+            );
+            let _ = writeln!(out, "  reference      emulator/PROTOCOL-ESCI.md");
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  personality    native: vendor requests on EP0, bands on bulk IN, events on interrupt IN"
+            );
+            let _ = writeln!(out, "  reference      emulator/PROTOCOL.md");
+        }
+    }
     let _ = writeln!(out, "\nOptics");
     let res: Vec<String> = o.resolutions.iter().map(u16::to_string).collect();
     let _ = writeln!(

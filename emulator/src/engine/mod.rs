@@ -242,6 +242,9 @@ pub struct ScanEngine {
 
     line_buf: Vec<u8>,
     line_key: Option<(u16, u32)>,
+    /// Lines per band of the current job: the profile's `band_lines`, or fewer if the host
+    /// asked for smaller blocks ([`ScanEngine::start_with_band_lines`]).
+    band_lines: u32,
 }
 
 impl ScanEngine {
@@ -277,6 +280,7 @@ impl ScanEngine {
             pages_done: 0,
             line_buf: Vec::new(),
             line_key: None,
+            band_lines: profile.timing.band_lines,
         }
     }
 
@@ -307,6 +311,11 @@ impl ScanEngine {
         self.sheets
     }
 
+    /// Lines per band of the current (or last) job.
+    pub fn band_lines(&self) -> u32 {
+        self.band_lines
+    }
+
     /// The timing the engine runs with.
     pub fn timing(&self) -> &Timing {
         &self.timing
@@ -333,6 +342,18 @@ impl ScanEngine {
     /// cancels; [`StartError::InvalidJob`] if the job does not fit the profile;
     /// [`StartError::NoDocuments`] for an ADF job with an empty tray.
     pub fn start(&mut self, now: Instant, job: ScanJob) -> Result<(), StartError> {
+        self.start_with_band_lines(now, job, self.timing.band_lines)
+    }
+
+    /// Starts `job` at `now` with bands of at most `max_band_lines` lines (at least 1, at most
+    /// the profile's `band_lines`): for protocols where the host fixes the largest block it can
+    /// take. Band timing follows from the lines as usual. Errors as [`ScanEngine::start`].
+    pub fn start_with_band_lines(
+        &mut self,
+        now: Instant,
+        job: ScanJob,
+        max_band_lines: u32,
+    ) -> Result<(), StartError> {
         if !matches!(self.state, EngineState::Idle | EngineState::Aborted { .. }) {
             return Err(StartError::Busy);
         }
@@ -342,6 +363,7 @@ impl ScanEngine {
         }
         self.clear_job();
         self.job = Some(job);
+        self.band_lines = max_band_lines.clamp(1, self.timing.band_lines.max(1));
         self.last_ready = now;
         self.state = EngineState::WarmingUp;
         self.push(now, EventKind::ScanStarted);
@@ -580,8 +602,8 @@ impl ScanEngine {
 
     /// `(first_line, lines)` of band `index` of a page.
     fn geometry(&self, job: &ScanJob, index: u32) -> (u32, u32) {
-        let first = index * self.timing.band_lines;
-        (first, self.timing.band_lines.min(job.height_px - first))
+        let first = index * self.band_lines;
+        (first, self.band_lines.min(job.height_px - first))
     }
 
     /// Takes the first unfired positional fault at `(page, band)` that `want` accepts.
@@ -692,7 +714,7 @@ impl ScanEngine {
             self.abort(at, f);
             return;
         }
-        if index + 1 < job.bands_per_page(self.timing.band_lines) {
+        if index + 1 < job.bands_per_page(self.band_lines) {
             self.band += 1;
             self.schedule_band();
             return;

@@ -56,7 +56,7 @@ use crate::hc::{
 use crate::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::profile::Profile;
 use crate::speed::Speed;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// Receives every device note of the served device, with its time on the server's clock.
 pub type NoteSink = Arc<dyn Fn(&DeviceNote) + Send + Sync>;
@@ -360,6 +360,10 @@ fn protocol_error(shared: &Shared, e: &ProtocolError) -> String {
     }
 }
 
+/// How far past the end of a connection the device's own schedule is still run (see
+/// `Session::settle`), in microseconds.
+const SETTLE_LIMIT_US: u64 = 5_000_000;
+
 /// Serves one connection until it closes; returns why it closed.
 fn serve_connection(stream: TcpStream, shared: &Shared) -> String {
     let _ = stream.set_nodelay(true);
@@ -611,6 +615,7 @@ fn run_session(
             reader_loop(reader, tx, budget, limits, max_urbs, max_bytes, shared);
         });
         let why = session.run(&rx);
+        session.settle();
         // Unblock the reader: it is reading from the socket we are closing.
         if let Ok(s) = &close {
             let _ = s.shutdown(Shutdown::Both);
@@ -673,6 +678,20 @@ impl Session<'_> {
                 }
                 next = rx.try_recv().ok();
             }
+        }
+    }
+
+    /// The connection is gone: lets the device finish what it already scheduled (a motor
+    /// stopping after a cancel, bands still being scanned into its buffer) at the scheduled
+    /// instants, up to [`SETTLE_LIMIT_US`] ahead, so the notes of the session are complete.
+    fn settle(&mut self) {
+        let limit = self.shared.now() + Duration::from_micros(SETTLE_LIMIT_US);
+        while let Some(at) = self.device.poll_at() {
+            if at > limit {
+                break;
+            }
+            self.device.poll(at);
+            self.report_notes();
         }
     }
 

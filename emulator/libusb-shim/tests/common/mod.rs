@@ -192,7 +192,27 @@ impl Ran {
 
 /// Runs `cmd` with the shim on `LD_LIBRARY_PATH` and `SCANLAB_USBIP=addr`, killing it after
 /// `limit`.
-pub fn run(mut cmd: Command, lib: &Path, addr: &str, limit: Duration) -> Ran {
+pub fn run(cmd: Command, lib: &Path, addr: &str, limit: Duration) -> Ran {
+    finish(spawn(cmd, lib, addr), limit)
+}
+
+/// A child started by [`spawn`], its output collected by threads.
+pub struct Running {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+    t0: Instant,
+}
+
+impl Running {
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts `cmd` with the shim on `LD_LIBRARY_PATH` and `SCANLAB_USBIP=addr`.
+pub fn spawn(mut cmd: Command, lib: &Path, addr: &str) -> Running {
     cmd.env("LD_LIBRARY_PATH", lib)
         .env("SCANLAB_USBIP", addr)
         .env_remove("LIBUSB_DEBUG")
@@ -212,21 +232,31 @@ pub fn run(mut cmd: Command, lib: &Path, addr: &str, limit: Duration) -> Ran {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
         s
     });
+    Running {
+        child,
+        out,
+        err,
+        t0,
+    }
+}
+
+/// Waits for a child started by [`spawn`], killing it once `limit` has passed since it started.
+pub fn finish(mut r: Running, limit: Duration) -> Ran {
     let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = r.child.try_wait().expect("wait") {
             break status.code();
         }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
+        if r.t0.elapsed() > limit {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     Ran {
         code,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        elapsed: t0.elapsed(),
+        stdout: r.out.join().unwrap_or_default(),
+        stderr: r.err.join().unwrap_or_default(),
+        elapsed: r.t0.elapsed(),
     }
 }
