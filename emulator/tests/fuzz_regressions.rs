@@ -68,3 +68,8 @@ fn protocol_payloads_inputs_replay() {
 fn usbip_messages_inputs_replay() {
     replay("usbip_messages", emulator_harness::usbip_messages);
 }
+
+#[test]
+fn esci_wire_inputs_replay() {
+    replay("esci_wire", emulator_harness::esci_wire);
+}

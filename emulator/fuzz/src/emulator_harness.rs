@@ -498,3 +498,142 @@ fn live_server(stream: &[u8]) {
     let list = list_devices(addr).expect("the server still answers OP_REQ_DEVLIST");
     assert_eq!(list.len(), 1, "the server lost its device");
 }
+
+/// An ESC/I device of `level` with fast timing, so fuzzed scans reach every state quickly.
+fn esci_profile(classic: bool) -> Profile {
+    let text = include_str!("../../../fixtures/profiles/escI-b7-flatbed.json");
+    let text = if classic {
+        text.replace("\"level\": \"B7\"", "\"level\": \"B6\"")
+    } else {
+        text.to_string()
+    };
+    let mut profile = Profile::from_json_str(&text, "escI-b7-flatbed.json").expect("fixture");
+    profile.timing.warmup_us = 1_000;
+    profile.timing.line_period_us = 20;
+    profile.timing.band_lines = 4;
+    profile.timing.motor_stop_us = 500;
+    profile
+}
+
+/// Commands an ESC/I host sends (the letter after ESC or FS).
+const ESCI_LETTERS: &[u8] = b"@IFfmCDBLZMQgKdstNeRAzGW!iq";
+
+/// The ESC/I personality driven by arbitrary host traffic on bulk OUT and IN, in virtual time.
+///
+/// Program: the first byte's bit 0 picks level B6 (classic) or B7 (extended); then `op` bytes,
+/// bit 7 set runs the operation as a task of its own. Low bits modulo 9: `0` raw bulk OUT
+/// (length byte, data), `1` a command (`ESC`/`FS` chosen by a byte, letter from a table),
+/// `2` `FS W` with fuzzed fields (resolution index, width u16, height u16, colour, depth, line
+/// count) after its command, `3` bulk IN (u16 length, at most 70000, timeout byte), `4` ACK,
+/// `5` CAN, `6` sleep (byte x 256 us), `7` clear the halt of bulk IN, `8` a classic parameter
+/// command with 1 to 8 parameter bytes.
+///
+/// The run must end without a panic, and no IN transfer may return more than it asked for.
+pub fn esci_wire(data: &[u8]) {
+    let mut input = Input::new(data);
+    let Some(first) = input.u8() else { return };
+    let profile = esci_profile(first & 1 == 1);
+    let t = Duration::from_millis(50);
+    let mut ops: Vec<(bool, EsciOp)> = Vec::new();
+    while let Some(code) = input.u8() {
+        let op = match code % 9 {
+            0 => {
+                let n = usize::from(input.u8().unwrap_or(0) % 80);
+                EsciOp::Out(input.up_to(n).to_vec())
+            }
+            1 => {
+                let lead = if input.u8().unwrap_or(0) & 1 == 1 {
+                    0x1c
+                } else {
+                    0x1b
+                };
+                let i = usize::from(input.u8().unwrap_or(0)) % ESCI_LETTERS.len();
+                EsciOp::Out(vec![lead, ESCI_LETTERS[i]])
+            }
+            2 => {
+                let res = [75u32, 150, 300, 600, 123][usize::from(input.u8().unwrap_or(0) % 5)];
+                let width = u32::from(input.u16().unwrap_or(64));
+                let height = u32::from(input.u16().unwrap_or(16));
+                let mut w = vec![0u8; 64];
+                w[0..4].copy_from_slice(&res.to_le_bytes());
+                w[4..8].copy_from_slice(&res.to_le_bytes());
+                w[16..20].copy_from_slice(&width.to_le_bytes());
+                w[20..24].copy_from_slice(&height.to_le_bytes());
+                w[24] = if input.u8().unwrap_or(0) & 1 == 1 {
+                    0x13
+                } else {
+                    0
+                };
+                w[25] = [8u8, 1, 16][usize::from(input.u8().unwrap_or(0) % 3)];
+                w[28] = input.u8().unwrap_or(255);
+                EsciOp::FsW(w)
+            }
+            3 => {
+                let len = usize::from(input.u16().unwrap_or(1)).min(70_000);
+                EsciOp::In(len, timeout(input.u8().unwrap_or(10)))
+            }
+            4 => EsciOp::Out(vec![0x06]),
+            5 => EsciOp::Out(vec![0x18]),
+            6 => EsciOp::Sleep(Duration::from_micros(
+                u64::from(input.u8().unwrap_or(0)) * 256,
+            )),
+            7 => EsciOp::ClearHalt,
+            _ => {
+                let i = usize::from(input.u8().unwrap_or(0)) % ESCI_LETTERS.len();
+                let n = 1 + usize::from(input.u8().unwrap_or(0) % 8);
+                let mut bytes = vec![0x1b, ESCI_LETTERS[i]];
+                bytes.extend_from_slice(input.up_to(n));
+                EsciOp::Out(bytes)
+            }
+        };
+        ops.push((code & 0x80 != 0, op));
+    }
+    let sim = Sim::new();
+    let host = InProcessHost::new(Device::new(&profile), Rc::new(sim.clone()))
+        .expect("a fresh device enumerates");
+    let ticker = host.clone();
+    sim.spawn(async move { ticker.run_device().await });
+    let spawner = sim.clone();
+    let _ = sim.block_on(
+        async move {
+            for (concurrent, op) in ops {
+                let h = host.clone();
+                let run = async move {
+                    match op {
+                        EsciOp::Out(b) => drop(h.bulk_out(0x02, &b, t).await),
+                        EsciOp::FsW(w) => {
+                            if h.bulk_out(0x02, &[0x1c, b'W'], t).await.is_ok() {
+                                let mut ack = [0u8; 1];
+                                if h.bulk_in(0x81, &mut ack, t).await.is_ok() {
+                                    drop(h.bulk_out(0x02, &w, t).await);
+                                }
+                            }
+                        }
+                        EsciOp::In(len, timeout) => {
+                            let mut buf = vec![0u8; len];
+                            if let Ok(n) = h.bulk_in(0x81, &mut buf, timeout).await {
+                                assert!(n <= len, "IN transfer returned {n} of {len} bytes");
+                            }
+                        }
+                        EsciOp::Sleep(d) => h.sleep(d).await,
+                        EsciOp::ClearHalt => drop(h.clear_halt(0x81).await),
+                    }
+                };
+                if concurrent {
+                    spawner.spawn(run);
+                } else {
+                    run.await;
+                }
+            }
+        },
+        Instant::from_millis(120_000),
+    );
+}
+
+enum EsciOp {
+    Out(Vec<u8>),
+    FsW(Vec<u8>),
+    In(usize, Duration),
+    Sleep(Duration),
+    ClearHalt,
+}
