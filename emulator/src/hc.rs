@@ -550,9 +550,29 @@ impl InTransfer {
         }
     }
 
+    /// A transfer reading up to `length` bytes into `buf`'s allocation, reused: only bytes
+    /// beyond its current length are zeroed (hosts pass back the buffer of the last transfer,
+    /// so a steady stream of reads costs no allocation and no clearing).
+    pub fn with_buffer(ep_addr: u8, mut buf: Vec<u8>, length: usize) -> Self {
+        buf.resize(length, 0);
+        InTransfer {
+            ep_addr: ep_addr | 0x80,
+            buf,
+            filled: 0,
+            done: false,
+            wire_bytes: 0,
+        }
+    }
+
     /// The data received so far.
     pub fn data(&self) -> &[u8] {
         &self.buf[..self.filled]
+    }
+
+    /// The transfer's buffer, for the next [`InTransfer::with_buffer`] (empty once the data was
+    /// handed out as the transfer's output).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Abandons the transfer and returns what had arrived (the URB's `actual_length` bytes).

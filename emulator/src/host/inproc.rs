@@ -34,6 +34,8 @@ struct State {
     pending: u32,
     bus_free_at: Instant,
     observer: Option<Rc<dyn HostObserver>>,
+    /// The buffer of the last completed IN transfer, reused by the next one.
+    spare: Vec<u8>,
 }
 
 impl State {
@@ -88,6 +90,7 @@ impl InProcessHost {
                 waiters: Vec::new(),
                 abort_gen: [0; 32],
                 pending: 0,
+                spare: Vec::new(),
                 bus_free_at: Instant::ZERO,
                 observer: None,
             })),
@@ -241,9 +244,10 @@ impl InProcessHost {
         timeout: Duration,
     ) -> Result<usize, TransferError> {
         let submitted = self.clock.now();
+        let spare = std::mem::take(&mut self.state.borrow_mut().spare);
         let (r, t) = self
             .drive(
-                InTransfer::new(ep, buf.len()),
+                InTransfer::with_buffer(ep, spare, buf.len()),
                 ep,
                 timeout,
                 |t: &InTransfer| t.data().len(),
@@ -256,7 +260,11 @@ impl InProcessHost {
             }
             Err(_) => 0,
         };
-        let r = r.map(|_| n);
+        let r = r.map(|data| {
+            // Keep the allocation for the next read.
+            self.state.borrow_mut().spare = data;
+            n
+        });
         self.observe(&TransferRecord {
             submitted,
             at: self.clock.now(),
