@@ -173,3 +173,78 @@ fn a_bad_flag_exits_2() {
     let out = scanemu(&["info", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn info_of_an_esci_profile_describes_the_personality() {
+    let out = scanemu(&["info", "--profile", &fixture("escI-b7-flatbed.json")]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for want in [
+        "VID:PID        04b8:011b",
+        "class 0xff subclass 0x00",
+        "Epson ESC/I level B7, model \"SCANLAB-ESCI\"",
+        "FS W parameters, FS G start",
+        "emulator/PROTOCOL-ESCI.md",
+        "endpoint 0x81 IN  bulk",
+        "endpoint 0x02 OUT bulk",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("interrupt"),
+        "no interrupt endpoint:\n{text}"
+    );
+    let classic = stdout(&scanemu(&[
+        "info",
+        "--profile",
+        &fixture("escI-b6-flatbed.json"),
+    ]));
+    assert!(classic.contains("level B6") && classic.contains("6-byte block headers"));
+}
+
+#[test]
+fn pattern_writes_what_scanimage_writes_and_checks_its_input() {
+    let out = scanemu(&[
+        "pattern", "--mode", "gray8", "--width", "10", "--height", "3",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let header = b"P5\n# SANE data follows\n10 3\n255\n";
+    assert_eq!(&out.stdout[..header.len()], header);
+    assert_eq!(out.stdout.len(), header.len() + 30);
+    assert_eq!(&out.stdout[header.len()..header.len() + 2], b"SL");
+    let rgb = scanemu(&[
+        "pattern", "--mode", "color24", "--width", "4", "--height", "2",
+    ]);
+    assert!(rgb.stdout.starts_with(b"P6\n"));
+    assert_eq!(
+        rgb.stdout.len(),
+        b"P6\n# SANE data follows\n4 2\n255\n".len() + 24
+    );
+    let bad = scanemu(&[
+        "pattern", "--mode", "gray9", "--width", "1", "--height", "1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let zero = scanemu(&[
+        "pattern", "--mode", "gray8", "--width", "0", "--height", "1",
+    ]);
+    assert_eq!(zero.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn serve_with_an_unwritable_trace_file_exits_2() {
+    let out = scanemu(&[
+        "serve",
+        "--usbip",
+        "127.0.0.1:0",
+        "--trace",
+        "/nonexistent-dir/trace.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("scanemu: --trace /nonexistent-dir/trace.jsonl:"),
+        "{stderr}"
+    );
+}
