@@ -160,6 +160,8 @@ struct Sending {
     reply: Reply,
     sent: u64,
     in_flight: bool,
+    /// A packet of this transfer was queued (an empty transfer is one zero-length packet).
+    started: bool,
     last_packet: usize,
 }
 
@@ -493,6 +495,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 reply,
                 sent: 0,
                 in_flight: false,
+                started: false,
                 last_packet: 0,
             });
         }
@@ -500,7 +503,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             return;
         };
         let total = st.reply.len();
-        if st.in_flight || st.sent >= total {
+        if st.in_flight || (st.sent >= total && (total > 0 || st.started)) {
             return;
         }
         let mps = self.packet.len();
@@ -539,6 +542,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 if let Some(st) = self.sending.as_mut() {
                     st.sent += len as u64;
                     st.in_flight = true;
+                    st.started = true;
                     st.last_packet = len;
                 }
             }

@@ -542,3 +542,47 @@ fn esci_profiles_are_checked() {
         .to_string();
     assert!(err.contains("B3"), "{err}");
 }
+
+#[test]
+fn a_short_band_ends_the_block_early_on_both_paths() {
+    for (profile, ext) in [
+        ("escI-b7-flatbed.json", true),
+        ("escI-b6-flatbed.json", false),
+    ] {
+        for bytes in [0u64, 100, 512] {
+            let faults = vec![Fault::ShortBand {
+                page: 0,
+                band: 1,
+                bytes,
+            }];
+            let (sim, host, _) = esci(profile, faults);
+            let h = host.clone();
+            sim.block_on(
+                async move {
+                    let full = 16 * 72;
+                    if ext {
+                        ext_start(&h, &fs_w(75, 72, 74, 0, 8, 255)).await;
+                        exact(&h, full + 1).await;
+                        send(&h, &[ACK]).await;
+                        let got = read(&h, full + 1).await;
+                        assert_eq!(got.len() as u64, bytes + 1, "data and status byte");
+                    } else {
+                        classic_setup(&h, 0x00, 8, 72, 74, 16).await;
+                        send(&h, &[ESC, b'G']).await;
+                        assert_eq!(read(&h, 64).await.len(), 6);
+                        exact(&h, full).await;
+                        send(&h, &[ACK]).await;
+                        assert_eq!(read(&h, 64).await.len(), 6, "header of the short block");
+                        let got = read(&h, full).await;
+                        assert_eq!(got.len() as u64, bytes, "the short block ends early");
+                    }
+                    // The device is still usable.
+                    send(&h, &[ESC, b'F']).await;
+                    assert_eq!(read(&h, 64).await.len(), 4);
+                },
+                LIMIT,
+            )
+            .unwrap_or_else(|e| panic!("{profile} bytes={bytes}: {e:?}"));
+        }
+    }
+}
