@@ -28,7 +28,7 @@ use crate::bus::FlushFifo;
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, ScanMode, ScanSource,
 };
-use crate::function::DeviceNote;
+use crate::function::{engine_note, DeviceNote};
 use crate::profile::{EsciConfig, EsciLevel, Optics, Profile};
 use crate::protocol;
 use crate::time::Instant;
@@ -337,44 +337,8 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
 
     fn on_engine_event(&mut self, at: Instant, kind: EventKind) {
         match kind {
-            EventKind::ScanStarted => self.note(at, "scan-started", 0, 0, String::new()),
-            EventKind::WarmupDone => self.note(at, "warmup-done", 0, 0, String::new()),
-            EventKind::BandReady(band) => {
-                let detail = format!(
-                    "seq={} lines={}..{} bytes={}",
-                    band.seq,
-                    band.first_line,
-                    band.first_line + band.lines,
-                    band.bytes
-                );
-                self.note(at, "band-ready", band.page, u64::from(band.index), detail);
-            }
-            EventKind::PageEnd { page } => self.note(at, "page-end", page, 0, String::new()),
-            EventKind::PageFeed { page } => self.note(at, "page-feed", page, 0, String::new()),
-            EventKind::FeederEmpty { pages_scanned } => self.note(
-                at,
-                "feeder-empty",
-                pages_scanned,
-                u64::from(pages_scanned),
-                String::new(),
-            ),
-            EventKind::ScanComplete { pages } => {
-                self.note(at, "scan-complete", pages, u64::from(pages), String::new())
-            }
-            EventKind::CancelRequested { motor_stop_us } => {
-                self.note(at, "cancel-requested", 0, motor_stop_us, String::new())
-            }
-            EventKind::CancelIgnored => self.note(at, "cancel-ignored", 0, 0, String::new()),
-            EventKind::MotorStopped { bands_discarded } => self.note(
-                at,
-                "motor-stopped",
-                0,
-                u64::from(bands_discarded),
-                String::new(),
-            ),
-            EventKind::BufferFull => self.note(at, "buffer-full", 0, 0, String::new()),
-            EventKind::Resumed => self.note(at, "resumed", 0, 0, String::new()),
             EventKind::Fault(fault) => self.on_fault(at, fault),
+            _ => self.notes.extend(engine_note(at, &kind, 0)),
         }
     }
 

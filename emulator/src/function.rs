@@ -266,64 +266,37 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
     }
 
     fn on_engine_event(&mut self, at: Instant, kind: EventKind) {
+        if let EventKind::Fault(fault) = kind {
+            return self.on_fault(at, fault);
+        }
+        self.notes
+            .extend(engine_note(at, &kind, u64::from(self.job_id)));
         match kind {
-            EventKind::ScanStarted => {
-                self.note(at, "scan-started", 0, u64::from(self.job_id), String::new());
-                self.post(EventCode::ScanStarted, 0, 0, self.job_id);
-            }
-            EventKind::WarmupDone => self.note(at, "warmup-done", 0, 0, String::new()),
+            EventKind::ScanStarted => self.post(EventCode::ScanStarted, 0, 0, self.job_id),
             EventKind::BandReady(band) => {
-                let detail = format!(
-                    "seq={} lines={}..{} bytes={}",
-                    band.seq,
-                    band.first_line,
-                    band.first_line + band.lines,
-                    band.bytes
-                );
-                self.note(at, "band-ready", band.page, u64::from(band.index), detail);
-                self.post(EventCode::BandReady, 0, band.page, band.seq as u32);
+                self.post(EventCode::BandReady, 0, band.page, band.seq as u32)
             }
             EventKind::PageEnd { page } => {
                 self.pages_done = page + 1;
-                self.note(at, "page-end", page, 0, String::new());
                 self.post(EventCode::PageEnd, 0, page, 0);
             }
-            EventKind::PageFeed { page } => {
-                self.note(at, "page-feed", page, 0, String::new());
-                self.post(EventCode::PageFeed, 0, page, 0);
-            }
+            EventKind::PageFeed { page } => self.post(EventCode::PageFeed, 0, page, 0),
             EventKind::FeederEmpty { pages_scanned } => {
                 self.error = ScanError::FeederEmpty;
-                self.note(
-                    at,
-                    "feeder-empty",
-                    pages_scanned,
-                    u64::from(pages_scanned),
-                    String::new(),
-                );
                 self.post(EventCode::FeederEmpty, 0, 0, u32::from(pages_scanned));
             }
             EventKind::ScanComplete { pages } => {
-                self.note(at, "scan-complete", pages, u64::from(pages), String::new());
-                self.post(EventCode::ScanComplete, 0, 0, u32::from(pages));
+                self.post(EventCode::ScanComplete, 0, 0, u32::from(pages))
             }
-            EventKind::CancelRequested { motor_stop_us } => {
-                self.note(at, "cancel-requested", 0, motor_stop_us, String::new());
-            }
-            EventKind::CancelIgnored => self.note(at, "cancel-ignored", 0, 0, String::new()),
             EventKind::MotorStopped { bands_discarded } => {
-                self.note(
-                    at,
-                    "motor-stopped",
-                    0,
-                    u64::from(bands_discarded),
-                    String::new(),
-                );
-                self.post(EventCode::MotorStopped, 0, 0, bands_discarded);
+                self.post(EventCode::MotorStopped, 0, 0, bands_discarded)
             }
-            EventKind::BufferFull => self.note(at, "buffer-full", 0, 0, String::new()),
-            EventKind::Resumed => self.note(at, "resumed", 0, 0, String::new()),
-            EventKind::Fault(fault) => self.on_fault(at, fault),
+            EventKind::WarmupDone
+            | EventKind::CancelRequested { .. }
+            | EventKind::CancelIgnored
+            | EventKind::BufferFull
+            | EventKind::Resumed
+            | EventKind::Fault(_) => {}
         }
     }
 
@@ -633,6 +606,59 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
     fn engine_optics(&self) -> crate::profile::Optics {
         self.optics.clone()
     }
+}
+
+/// The note an engine event is written as, for every personality: `None` for faults, which
+/// each function notes itself with what it did about them. `job` is the value of
+/// `scan-started`.
+pub(crate) fn engine_note(at: Instant, kind: &EventKind, job: u64) -> Option<DeviceNote> {
+    let note = |what, page, value, detail| DeviceNote {
+        at,
+        what,
+        page,
+        value,
+        detail,
+    };
+    Some(match *kind {
+        EventKind::ScanStarted => note("scan-started", 0, job, String::new()),
+        EventKind::WarmupDone => note("warmup-done", 0, 0, String::new()),
+        EventKind::BandReady(band) => note(
+            "band-ready",
+            band.page,
+            u64::from(band.index),
+            format!(
+                "seq={} lines={}..{} bytes={}",
+                band.seq,
+                band.first_line,
+                band.first_line + band.lines,
+                band.bytes
+            ),
+        ),
+        EventKind::PageEnd { page } => note("page-end", page, 0, String::new()),
+        EventKind::PageFeed { page } => note("page-feed", page, 0, String::new()),
+        EventKind::FeederEmpty { pages_scanned } => note(
+            "feeder-empty",
+            pages_scanned,
+            u64::from(pages_scanned),
+            String::new(),
+        ),
+        EventKind::ScanComplete { pages } => {
+            note("scan-complete", pages, u64::from(pages), String::new())
+        }
+        EventKind::CancelRequested { motor_stop_us } => {
+            note("cancel-requested", 0, motor_stop_us, String::new())
+        }
+        EventKind::CancelIgnored => note("cancel-ignored", 0, 0, String::new()),
+        EventKind::MotorStopped { bands_discarded } => note(
+            "motor-stopped",
+            0,
+            u64::from(bands_discarded),
+            String::new(),
+        ),
+        EventKind::BufferFull => note("buffer-full", 0, 0, String::new()),
+        EventKind::Resumed => note("resumed", 0, 0, String::new()),
+        EventKind::Fault(_) => return None,
+    })
 }
 
 /// The kebab-case name of a fault, as device notes spell it.
