@@ -171,7 +171,11 @@ fn sigint_mid_scan_ends_with_can_after_the_block_in_flight() {
     let lib = common::shim_dir("sigint");
     // An A4 page at 150 dpi: 1754 lines, 110 blocks, about 3.6 s of scanning.
     let mut cmd = scanimage(&["--mode", "Gray", "--resolution", "150"]);
-    cmd.arg("-o").arg("/dev/null");
+    // A scratch file, never /dev/null: scanimage writes `<output>.part` and renames it over
+    // the output, which as root would replace the device node with a regular file.
+    let out =
+        std::env::temp_dir().join(format!("scanlab-epson2-{}-sigint.pnm", std::process::id()));
+    cmd.arg("-o").arg(&out);
     let running = common::spawn(cmd, &lib, &server.local_addr().to_string());
     let pid = running.id();
     let t0 = Instant::now();
@@ -180,12 +184,15 @@ fn sigint_mid_scan_ends_with_can_after_the_block_in_flight() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let sent_at_signal = count(&notes.lock().unwrap(), "block-sent");
-    let kill = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+    // The shell's built-in kill: no dependency on procps.
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
-        .expect("kill runs");
+        .expect("sh runs");
     assert!(kill.success());
     let r = common::finish(running, Duration::from_secs(90));
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(out.with_extension("pnm.part"));
     assert_eq!(r.code, Some(2), "exit status\n{}", r.stderr);
     assert!(
         r.stderr.contains("Operation was canceled"),
