@@ -2,6 +2,8 @@
 pub mod driver;
 pub mod drivers;
 pub mod html_report;
+#[cfg(feature = "libusb")]
+pub mod libusb_transport;
 pub mod record;
 pub mod report;
 pub mod rules;

@@ -91,6 +91,13 @@ pub enum Transport {
     /// [`UsbIpServer`] thread serves the scenario's device on `127.0.0.1:0` and the driver
     /// uses a [`UsbIpHost`]. Always real time (see [`RunOptions::realtime`]).
     UsbIp,
+    /// The driver reaches the device through libusb: the same in-process USB/IP server as
+    /// [`Transport::UsbIp`], but the driver's host is scanemu's rusb host
+    /// (`scanemu::host::rusb::RusbHost`), whose libusb must be the scanlab stand-in
+    /// (`emulator/libusb-shim`) that speaks USB/IP. Always real time. Needs the `libusb` cargo
+    /// feature (module `libusb_transport`); without it a run is an [`InputError`] saying so
+    /// ([`LIBUSB_FEATURE_MISSING`]).
+    Libusb,
 }
 
 /// Real-time runs only take scenarios whose virtual-time run lasts at most this long
@@ -205,7 +212,7 @@ pub fn run_with(
     })?;
     let mut faults = profile.faults.clone();
     faults.extend(sc.faults.iter().copied());
-    let realtime = options.realtime || options.transport == Transport::UsbIp;
+    let realtime = options.realtime || options.transport != Transport::InProcess;
     let sim = if realtime {
         Sim::realtime()
     } else {
@@ -273,8 +280,15 @@ pub fn run_with(
             (Rc::new(host), None)
         }
         Transport::UsbIp => {
-            let (host, server, inbox) = start_usbip(&profile, faults, &sim, observer.clone())
+            let (server, inbox) = serve_usbip(&profile, faults, &sim, observer.clone())
                 .map_err(|e| enumeration_failed(&e))?;
+            let host = UsbIpHost::connect(
+                server.local_addr(),
+                &server.exported().record.busid,
+                Rc::new(sim.clone()),
+            )
+            .map_err(|e| enumeration_failed(&format!("USB/IP import: {e}")))?;
+            host.set_observer(observer.clone());
             if let Some((p, _)) = &pcap {
                 p.set_device_info(&host.device_info());
                 host.set_observer(p.clone());
@@ -288,6 +302,29 @@ pub fn run_with(
             }
             (Rc::new(host), Some((server, inbox)))
         }
+        #[cfg(feature = "libusb")]
+        Transport::Libusb => {
+            crate::libusb_transport::check_stand_in_loaded().map_err(InputError)?;
+            let (server, inbox) = serve_usbip(&profile, faults, &sim, observer.clone())
+                .map_err(|e| enumeration_failed(&e))?;
+            let host = crate::libusb_transport::open_host(&server, &sim)
+                .map_err(|e| enumeration_failed(&e))?;
+            host.set_observer(observer.clone());
+            if let Some((p, _)) = &pcap {
+                p.set_device_info(&host.device_info());
+                host.set_observer(p.clone());
+            }
+            if let Some(r) = &options.record {
+                r.set_device_info(&host.device_info());
+                let pcap_tap = pcap
+                    .as_ref()
+                    .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
+                host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
+            }
+            (Rc::new(host), Some((server, inbox)))
+        }
+        #[cfg(not(feature = "libusb"))]
+        Transport::Libusb => return Err(InputError(LIBUSB_FEATURE_MISSING.into())),
     };
     driver.begin_run(&sim, &rec);
     let async_cancel = driver.supports_async_cancel();
@@ -950,15 +987,19 @@ fn replay_verdict(replay: &ReplayHost, rec: &Recorder, end: Instant) {
     rec.push(at.total_micros(), Actor::Driver, Kind::DriverFault { what });
 }
 
-/// Starts a USB/IP server thread on loopback with the scenario's device and connects a
-/// [`UsbIpHost`] to it on `sim`'s clock; the server's device notes reach `observer` through a
-/// task on `sim`.
-fn start_usbip(
+/// The error of a [`Transport::Libusb`] run in a build without the `libusb` feature.
+pub const LIBUSB_FEATURE_MISSING: &str = "--transport libusb: this scanconform was built without \
+     the libusb feature (build it with `cargo build --release -p scanconform --features libusb`, \
+     which needs libusb-1.0-0-dev)";
+
+/// Starts a USB/IP server thread on loopback with the scenario's device, its clock starting
+/// where `sim`'s does; the server's device notes reach `observer` through a task on `sim`.
+fn serve_usbip(
     profile: &Profile,
     faults: Vec<scanemu::engine::Fault>,
     sim: &Sim,
     observer: Rc<TraceObserver>,
-) -> Result<(UsbIpHost, UsbIpServer, Arc<NoteInbox>), String> {
+) -> Result<(UsbIpServer, Arc<NoteInbox>), String> {
     let inbox = Arc::new(NoteInbox::default());
     let mut config = ServerConfig::new(profile.clone());
     config.faults = Some(faults);
@@ -970,13 +1011,6 @@ fn start_usbip(
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = UsbIpServer::bind(loopback, config)
         .map_err(|e| format!("USB/IP server on {loopback}: {e}"))?;
-    let host = UsbIpHost::connect(
-        server.local_addr(),
-        &server.exported().record.busid,
-        Rc::new(sim.clone()),
-    )
-    .map_err(|e| format!("USB/IP import: {e}"))?;
-    host.set_observer(observer.clone());
     let notes = inbox.clone();
     sim.spawn(async move {
         loop {
@@ -985,7 +1019,7 @@ fn start_usbip(
             }
         }
     });
-    Ok((host, server, inbox))
+    Ok((server, inbox))
 }
 
 /// A run's USB/IP server and the inbox its device notes arrive in.

@@ -39,6 +39,9 @@ enum TransportArg {
     Inproc,
     /// USB/IP over loopback to an in-process server.
     Usbip,
+    /// The rusb host through libusb: the scanlab libusb-1.0 stand-in, USB/IP to an
+    /// in-process server (build with `--features libusb`).
+    Libusb,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,11 +79,15 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
-        /// How the driver reaches the emulated scanner: in-process (virtual time) or USB/IP
-        /// over loopback (real time, the real-time subset of the catalog).
+        /// How the driver reaches the emulated scanner: in-process (virtual time), USB/IP over
+        /// loopback, or libusb: the driver's rusb host on the scanlab libusb-1.0 stand-in
+        /// (emulator/libusb-shim, built beside this program; scanconform re-executes itself
+        /// with it on LD_LIBRARY_PATH) over USB/IP. usbip and libusb run in real time, the
+        /// real-time subset of the catalog; libusb needs `--features libusb`.
         #[arg(long, value_enum, default_value = "inproc")]
         transport: TransportArg,
-        /// Run on the wall clock instead of virtual time (implied by `--transport usbip`).
+        /// Run on the wall clock instead of virtual time (implied by `--transport usbip` and
+        /// `--transport libusb`).
         #[arg(long)]
         realtime: bool,
         /// Capture every run's transfers as usbmon pcap files (Wireshark, tshark, umockdev) in
@@ -220,6 +227,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             options.transport = match transport {
                 TransportArg::Inproc => runner::Transport::InProcess,
                 TransportArg::Usbip => runner::Transport::UsbIp,
+                TransportArg::Libusb => {
+                    use_libusb_stand_in()?;
+                    runner::Transport::Libusb
+                }
             };
             options.realtime = realtime;
             options.pcap = pcap;
@@ -306,6 +317,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
     }
 }
 
+/// Makes this process run on the libusb-1.0 stand-in for `--transport libusb` (re-executing it
+/// once if needed), or says why it cannot.
+fn use_libusb_stand_in() -> Result<(), InputError> {
+    #[cfg(feature = "libusb")]
+    return scanconform::libusb_transport::ensure_stand_in().map_err(InputError);
+    #[cfg(not(feature = "libusb"))]
+    return Err(InputError(runner::LIBUSB_FEATURE_MISSING.into()));
+}
+
 /// `scanconform record`: one scenario, one run, one recording folder.
 fn record(
     driver: String,
@@ -341,6 +361,11 @@ fn record(
     options.transport = match transport {
         TransportArg::Inproc => runner::Transport::InProcess,
         TransportArg::Usbip => runner::Transport::UsbIp,
+        TransportArg::Libusb => {
+            return Err(InputError(
+                "record --transport libusb is not supported; use inproc or usbip".into(),
+            ))
+        }
     };
     let r = scanconform::record::record(
         s,

@@ -6,18 +6,21 @@
 //! support, a missing device or a device that cannot be opened is a [`RusbError`], never a
 //! panic. Built only with the `rusb` cargo feature (it links the system libusb-1.0).
 //!
-//! rusb's transfers are synchronous, so every transfer runs on a helper thread of its own
-//! while the async method waits without blocking the executor; concurrent transfers (an
-//! interrupt read pending while control requests go by) therefore work as with libusb's
-//! asynchronous API. While a transfer is in flight the session holds
+//! Every transfer runs on a helper thread of its own while the async method waits without
+//! blocking the executor; concurrent transfers (an interrupt read pending while control
+//! requests go by) therefore work. While a transfer is in flight the session holds
 //! [`Sim::external_wait`]: in a virtual-time session the clock stands still, as it does for any
 //! other external party.
 //!
-//! Limitation: rusb has no asynchronous cancel. [`UsbHost::abort_endpoint`] is best-effort:
-//! the aborted transfers return [`TransferError::Cancelled`] to their callers at once, but the
-//! libusb call behind each keeps running on its thread until it completes or its timeout
-//! passes, and whatever data it then moves is discarded. A transfer without a timeout that the
-//! device never answers keeps its thread until the device is closed.
+//! Bulk and interrupt IN transfers, the ones a driver aborts, use libusb's asynchronous API
+//! (`libusb_submit_transfer`, events handled on the helper thread; rusb has no asynchronous
+//! cancel, so this part goes through `rusb::ffi`, in the one `async_in` module):
+//! [`UsbHost::abort_endpoint`] returns [`TransferError::Cancelled`] to the caller at once and
+//! `libusb_cancel_transfer`s the transfer, so it is gone from the device before the driver's
+//! next request (a read left running would swallow the next scan's first band). Control and
+//! OUT transfers stay synchronous rusb calls: aborting one returns at once too, but the libusb
+//! call keeps running on its thread until it completes or its timeout passes, and whatever it
+//! then moves is discarded.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -216,6 +219,8 @@ struct Pending {
     id: u64,
     ep: u8,
     slot: Arc<dyn Abortable + Send + Sync>,
+    /// Cancels the libusb transfer itself (asynchronous IN transfers only).
+    cancel: Option<Arc<async_in::Canceller>>,
 }
 
 /// The rusb host. See the module documentation.
@@ -290,10 +295,12 @@ impl RusbHost {
         }
     }
 
-    /// Runs `op` on a helper thread and waits for it (or for an abort of `ep`).
+    /// Runs `op` on a helper thread and waits for it (or for an abort of `ep`, which also
+    /// fires `cancel`).
     async fn blocking<T: Send + 'static>(
         &self,
         ep: u8,
+        cancel: Option<Arc<async_in::Canceller>>,
         op: impl FnOnce(&rusb::DeviceHandle<rusb::Context>) -> T + Send + 'static,
     ) -> Option<T> {
         let slot: SharedSlot<T> = Arc::new(Mutex::new(Slot {
@@ -307,6 +314,7 @@ impl RusbHost {
             id,
             ep,
             slot: slot.clone(),
+            cancel,
         });
         let handle = self.handle.clone();
         let theirs = slot.clone();
@@ -356,7 +364,7 @@ impl UsbHost for RusbHost {
         let submitted = self.now();
         let t = timeout_of(timeout);
         let r = self
-            .blocking(0x80, move |h| {
+            .blocking(0x80, None, move |h| {
                 let mut buf = vec![0u8; usize::from(setup.length)];
                 h.read_control(
                     setup.request_type | 0x80,
@@ -401,7 +409,7 @@ impl UsbHost for RusbHost {
         let t = timeout_of(timeout);
         let payload = data.to_vec();
         let r = self
-            .blocking(0x00, move |h| {
+            .blocking(0x00, None, move |h| {
                 h.write_control(
                     setup.request_type,
                     setup.request,
@@ -449,7 +457,7 @@ impl UsbHost for RusbHost {
         let t = timeout_of(timeout);
         let payload = data.to_vec();
         let r = self
-            .blocking(ep, move |h| h.write_bulk(ep, &payload, t))
+            .blocking(ep, None, move |h| h.write_bulk(ep, &payload, t))
             .await
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
@@ -480,7 +488,7 @@ impl UsbHost for RusbHost {
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
         let submitted = self.now();
         let r = self
-            .blocking(0x00, move |h| h.clear_halt(ep))
+            .blocking(0x00, None, move |h| h.clear_halt(ep))
             .await
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
@@ -502,7 +510,7 @@ impl UsbHost for RusbHost {
         let submitted = self.now();
         self.abort_pending(|_| true);
         let r = self
-            .blocking(0x00, |h| h.reset())
+            .blocking(0x00, None, |h| h.reset())
             .await
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
@@ -545,6 +553,9 @@ impl RusbHost {
     fn abort_pending(&self, which: impl Fn(&Pending) -> bool) {
         for p in self.pending.borrow().iter().filter(|p| which(p)) {
             p.slot.abort();
+            if let Some(c) = &p.cancel {
+                c.cancel();
+            }
         }
     }
 
@@ -558,22 +569,19 @@ impl RusbHost {
         let submitted = self.now();
         let t = timeout_of(timeout);
         let len = buf.len();
-        let r = self
-            .blocking(ep, move |h| {
-                let mut data = vec![0u8; len];
-                let r = match kind {
-                    TransferKind::Interrupt => h.read_interrupt(ep, &mut data, t),
-                    _ => h.read_bulk(ep, &mut data, t),
-                };
-                r.map(|n| {
-                    data.truncate(n);
-                    data
-                })
-            })
-            .await
-            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
-                r.map_err(map_error)
-            });
+        let canceller = Arc::new(async_in::Canceller::default());
+        let interrupt = kind == TransferKind::Interrupt;
+        // Submitted here, on the executor's thread, so that the read is on the device before
+        // anything the driver does next; only the wait runs on the helper thread.
+        let r = match async_in::submit(&self.handle, interrupt, ep, len, t, canceller.clone()) {
+            Ok(submitted) => self
+                .blocking(ep, Some(canceller), move |_| submitted.wait())
+                .await
+                .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+                    r.map_err(map_error)
+                }),
+            Err(e) => Err(map_error(e)),
+        };
         let r = r.map(|data| {
             buf[..data.len()].copy_from_slice(&data);
             data.len()
@@ -590,5 +598,239 @@ impl RusbHost {
             result: r.as_ref().map(|_| ()).map_err(Clone::clone),
         });
         r
+    }
+}
+
+/// Bulk and interrupt IN transfers through libusb's asynchronous API, so that an abort cancels
+/// the transfer on the device (`libusb_cancel_transfer`). All `unsafe` code of the rusb host is
+/// here.
+mod async_in {
+    use std::ffi::{c_int, c_void};
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use rusb::ffi as sys;
+    use rusb::ffi::constants as c;
+    use rusb::UsbContext as _;
+
+    use super::lock;
+
+    /// How many failed event-handling rounds a transfer gets before it is given up (and
+    /// leaked, since libusb may still write into it).
+    const EVENT_ERRORS_MAX: u32 = 100;
+
+    /// The transfer in flight, for [`Canceller::cancel`].
+    struct InFlight(*mut sys::libusb_transfer);
+
+    // SAFETY: the pointer is only used for libusb_cancel_transfer, which libusb allows from any
+    // thread, and only while the owning thread keeps the transfer allocated (under the lock).
+    unsafe impl Send for InFlight {}
+
+    /// Cancels one transfer from another thread: before it is submitted (it then never is) or
+    /// while it is in flight.
+    #[derive(Default)]
+    pub(super) struct Canceller {
+        requested: AtomicBool,
+        in_flight: Mutex<Option<InFlight>>,
+    }
+
+    impl Canceller {
+        /// Cancels the transfer (once it completes as cancelled, its data is dropped).
+        pub(super) fn cancel(&self) {
+            let g = lock(&self.in_flight);
+            self.requested.store(true, Ordering::SeqCst);
+            if let Some(t) = g.as_ref() {
+                // SAFETY: the transfer stays allocated while it is in `in_flight`, and we hold
+                // the lock its owner takes before freeing it. NOT_FOUND (already completing)
+                // is harmless.
+                unsafe {
+                    sys::libusb_cancel_transfer(t.0);
+                }
+            }
+        }
+    }
+
+    extern "system" fn on_complete(transfer: *mut sys::libusb_transfer) {
+        // SAFETY: libusb passes the transfer `read` submitted; its user_data is that call's
+        // completion flag, which lives until the transfer is freed or leaked.
+        unsafe {
+            let done = (*transfer).user_data as *const AtomicI32;
+            (*done).store(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An IN transfer handed to libusb; [`Submitted::wait`] (on a helper thread) waits for it
+    /// and frees it. Dropped unwaited, it is cancelled and waited for, since libusb writes into
+    /// its buffer until it completes.
+    pub(super) struct Submitted {
+        transfer: *mut sys::libusb_transfer,
+        context: *mut sys::libusb_context,
+        data: Vec<u8>,
+        done: Box<AtomicI32>,
+        canceller: Arc<Canceller>,
+        finished: bool,
+    }
+
+    // SAFETY: libusb transfers and contexts may be used from any thread; the transfer is only
+    // touched by the owner of this value (once libusb has completed it) and by
+    // `Canceller::cancel` under the lock the owner takes before freeing it.
+    unsafe impl Send for Submitted {}
+
+    /// Submits a read of up to `len` bytes from IN endpoint `ep` (bulk, or interrupt if
+    /// `interrupt`) on the caller's thread, so that it reaches the device at once.
+    pub(super) fn submit(
+        handle: &rusb::DeviceHandle<rusb::Context>,
+        interrupt: bool,
+        ep: u8,
+        len: usize,
+        timeout: std::time::Duration,
+        canceller: Arc<Canceller>,
+    ) -> rusb::Result<Submitted> {
+        let length = c_int::try_from(len).map_err(|_| rusb::Error::InvalidParam)?;
+        // libusb reads a zero timeout as "none"; a timeout under 1 ms must not become none.
+        let timeout_ms = match (timeout.as_millis(), timeout.is_zero()) {
+            (_, true) => 0,
+            (0, false) => 1,
+            (ms, false) => u32::try_from(ms).unwrap_or(u32::MAX),
+        };
+        let mut data = vec![0u8; len];
+        let done = Box::new(AtomicI32::new(0));
+        // SAFETY: plain allocation; NULL is checked.
+        let transfer = unsafe { sys::libusb_alloc_transfer(0) };
+        if transfer.is_null() {
+            return Err(rusb::Error::NoMem);
+        }
+        // SAFETY: `transfer` is a fresh allocation with no iso packets; the buffer and the
+        // flag it points to are heap memory owned by the `Submitted` that outlives it.
+        unsafe {
+            (*transfer).dev_handle = handle.as_raw();
+            (*transfer).flags = 0;
+            (*transfer).endpoint = ep;
+            (*transfer).transfer_type = if interrupt {
+                c::LIBUSB_TRANSFER_TYPE_INTERRUPT
+            } else {
+                c::LIBUSB_TRANSFER_TYPE_BULK
+            };
+            (*transfer).timeout = timeout_ms;
+            (*transfer).length = length;
+            (*transfer).callback = on_complete;
+            (*transfer).user_data = &*done as *const AtomicI32 as *mut c_void;
+            (*transfer).buffer = data.as_mut_ptr();
+            (*transfer).num_iso_packets = 0;
+        }
+        let mut g = lock(&canceller.in_flight);
+        let rc = if canceller.requested.load(Ordering::SeqCst) {
+            c::LIBUSB_ERROR_INTERRUPTED
+        } else {
+            // SAFETY: the transfer is filled in above.
+            unsafe { sys::libusb_submit_transfer(transfer) }
+        };
+        if rc != 0 {
+            // SAFETY: not submitted, so libusb holds no reference to it.
+            unsafe { sys::libusb_free_transfer(transfer) };
+            return Err(from_libusb(rc));
+        }
+        *g = Some(InFlight(transfer));
+        drop(g);
+        Ok(Submitted {
+            transfer,
+            context: handle.context().as_raw(),
+            data,
+            done,
+            canceller,
+            finished: false,
+        })
+    }
+
+    impl Submitted {
+        /// Handles libusb events until the transfer completes, then frees it. Returns rusb's
+        /// results: a timeout with data is `Ok`, a cancel is `Err(Interrupted)`.
+        pub(super) fn wait(mut self) -> rusb::Result<Vec<u8>> {
+            self.complete()?;
+            // SAFETY: completed, so libusb is done with it; read its results, then free it.
+            let (status, actual) = unsafe {
+                let r = ((*self.transfer).status, (*self.transfer).actual_length);
+                sys::libusb_free_transfer(self.transfer);
+                r
+            };
+            self.finished = true;
+            let mut data = std::mem::take(&mut self.data);
+            let len = data.len();
+            data.truncate(usize::try_from(actual).unwrap_or(0).min(len));
+            match status {
+                c::LIBUSB_TRANSFER_COMPLETED => Ok(data),
+                c::LIBUSB_TRANSFER_TIMED_OUT if !data.is_empty() => Ok(data),
+                c::LIBUSB_TRANSFER_TIMED_OUT => Err(rusb::Error::Timeout),
+                c::LIBUSB_TRANSFER_CANCELLED => Err(rusb::Error::Interrupted),
+                c::LIBUSB_TRANSFER_STALL => Err(rusb::Error::Pipe),
+                c::LIBUSB_TRANSFER_NO_DEVICE => Err(rusb::Error::NoDevice),
+                c::LIBUSB_TRANSFER_OVERFLOW => Err(rusb::Error::Overflow),
+                _ => Err(rusb::Error::Io),
+            }
+        }
+
+        /// Handles events until the callback ran. If event handling keeps failing, the
+        /// transfer is cancelled and at last given up: then it and its buffer are leaked
+        /// (libusb may still write into them) and the error is returned.
+        fn complete(&mut self) -> rusb::Result<()> {
+            let mut errors = 0;
+            while self.done.load(Ordering::SeqCst) == 0 {
+                // SAFETY: the context outlives the device handle the host keeps open while
+                // this runs; `done` is the flag the callback sets (an AtomicI32 has the layout
+                // of a C int).
+                let rc = unsafe {
+                    sys::libusb_handle_events_completed(self.context, self.done.as_ptr())
+                };
+                if rc < 0 && rc != c::LIBUSB_ERROR_INTERRUPTED {
+                    errors += 1;
+                    if errors == 1 {
+                        self.canceller.cancel();
+                    }
+                    if errors >= EVENT_ERRORS_MAX {
+                        *lock(&self.canceller.in_flight) = None;
+                        std::mem::forget(std::mem::take(&mut self.data));
+                        let done = std::mem::replace(&mut self.done, Box::new(AtomicI32::new(1)));
+                        std::mem::forget(done);
+                        self.finished = true;
+                        return Err(from_libusb(rc));
+                    }
+                }
+            }
+            *lock(&self.canceller.in_flight) = None;
+            Ok(())
+        }
+    }
+
+    impl Drop for Submitted {
+        fn drop(&mut self) {
+            if self.finished {
+                return;
+            }
+            self.canceller.cancel();
+            if self.complete().is_ok() {
+                // SAFETY: completed, so libusb is done with it.
+                unsafe { sys::libusb_free_transfer(self.transfer) };
+            }
+            self.finished = true;
+        }
+    }
+
+    /// rusb's error for a libusb error code.
+    fn from_libusb(rc: c_int) -> rusb::Error {
+        match rc {
+            c::LIBUSB_ERROR_IO => rusb::Error::Io,
+            c::LIBUSB_ERROR_INVALID_PARAM => rusb::Error::InvalidParam,
+            c::LIBUSB_ERROR_ACCESS => rusb::Error::Access,
+            c::LIBUSB_ERROR_NO_DEVICE => rusb::Error::NoDevice,
+            c::LIBUSB_ERROR_NOT_FOUND => rusb::Error::NotFound,
+            c::LIBUSB_ERROR_BUSY => rusb::Error::Busy,
+            c::LIBUSB_ERROR_TIMEOUT => rusb::Error::Timeout,
+            c::LIBUSB_ERROR_OVERFLOW => rusb::Error::Overflow,
+            c::LIBUSB_ERROR_PIPE => rusb::Error::Pipe,
+            c::LIBUSB_ERROR_INTERRUPTED => rusb::Error::Interrupted,
+            c::LIBUSB_ERROR_NO_MEM => rusb::Error::NoMem,
+            c::LIBUSB_ERROR_NOT_SUPPORTED => rusb::Error::NotSupported,
+            _ => rusb::Error::Other,
+        }
     }
 }

@@ -1,0 +1,209 @@
+//! The conformance runner through libusb (`--transport libusb`, feature `libusb`): the
+//! reference driver's host is scanemu's rusb host, its libusb the scanlab stand-in
+//! (`emulator/libusb-shim`, `cargo build -p scanlab-libusb`), which speaks USB/IP to an
+//! in-process server, in real time.
+//!
+//! The runs go through the `scanconform` binary, which re-executes itself with the stand-in
+//! on `LD_LIBRARY_PATH`; this test process loaded the system libusb. Each run's verdicts are
+//! compared with the in-process virtual-time run of the same scenario, as `tests/usbip.rs`
+//! does for USB/IP: no rule fails, every rule's verdict kind is the same (a time-triggered step
+//! may land elsewhere in real time, so there "pass" and "not applicable" may differ), and the
+//! bytes delivered are the same when no step is time-triggered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use scanconform::rules::RuleStatus;
+use scanconform::runner::{self, RunOptions, Transport};
+use scanconform::scenario::{self, LoadedScenario, ServiceModel, Trigger};
+use scanconform::{drivers, rules};
+
+/// The scenarios run through libusb: a complete scan, a callback cancel, CancelPendingIO
+/// while blocked in a bulk read, an acquisition after a cancelled one (a read the abort left
+/// on the device would swallow its first band), and a device stall during the cancel.
+const SCENARIOS: [&str; 5] = [
+    "complete/gray8",
+    "callback/s-false-mid-scan",
+    "cancel-io/blocked-in-bulk-read",
+    "cancel-io/then-acquire-again",
+    "faults/stall-on-cancel",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn load(id: &str) -> LoadedScenario {
+    let root = repo().join("fixtures/scenarios");
+    let loaded = scenario::load(&root.join(format!("{id}.json")), &root).expect("scenario loads");
+    loaded
+        .validate(|r| rules::find(r).is_some())
+        .expect("scenario is valid");
+    loaded
+}
+
+fn kind(s: &RuleStatus) -> &'static str {
+    match s {
+        RuleStatus::Pass => "pass",
+        RuleStatus::NotApplicable => "n/a",
+        RuleStatus::Fail { .. } => "fail",
+        RuleStatus::NotJudged { .. } => "not-judged",
+        _ => "report",
+    }
+}
+
+/// The verdict kind of a `--format json` rule status (`pass`, `n/a`, `fail: ...`, ...).
+fn word_kind(word: &str) -> &'static str {
+    match word {
+        "pass" => "pass",
+        "n/a" => "n/a",
+        w if w.starts_with("fail") => "fail",
+        w if w.starts_with("not judged") => "not-judged",
+        _ => "report",
+    }
+}
+
+/// True when a step of the scenario fires at a time rather than at a callback.
+fn time_triggered(s: &LoadedScenario) -> bool {
+    s.scenario
+        .acquisitions
+        .iter()
+        .flat_map(|a| &a.steps)
+        .any(|step| matches!(step.when, Trigger::AtUs(_)))
+}
+
+#[test]
+fn libusb_runs_match_the_in_process_verdicts() {
+    let filter = format!("{{{}}}", SCENARIOS.join(","));
+    let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .current_dir(repo())
+        .args(["run", "--transport", "libusb", "--format", "json"])
+        .args(["--filter", &filter])
+        .output()
+        .expect("scanconform runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let mut seen = BTreeMap::new();
+    for run in &runs {
+        let id = run["scenario"].as_str().expect("scenario id");
+        let service = match run["service"].as_str() {
+            Some("xp") => ServiceModel::Xp,
+            Some("vista") => ServiceModel::Vista,
+            other => panic!("{id}: service {other:?}"),
+        };
+        assert_eq!(
+            run["verdict"],
+            "pass",
+            "{id} [{}] through libusb: {run}",
+            service.name()
+        );
+        let loaded = load(id);
+        let driver = drivers::instantiate("reference").expect("reference driver");
+        let virt = runner::run(
+            &loaded,
+            service,
+            "reference",
+            driver,
+            &repo().join("fixtures/profiles"),
+        )
+        .expect("runs in process");
+        let timed = time_triggered(&loaded);
+        let loose = |k: &'static str| if timed && k == "n/a" { "pass" } else { k };
+        let want: Vec<(String, &str)> = virt
+            .report
+            .results
+            .iter()
+            .map(|r| (r.id.to_string(), loose(kind(&r.status))))
+            .collect();
+        let got: Vec<(String, &str)> = run["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|pair| {
+                let id = pair[0].as_str().expect("rule id").to_string();
+                (id, loose(word_kind(pair[1].as_str().expect("status"))))
+            })
+            .collect();
+        assert_eq!(want, got, "{id} [{}]: rule verdicts differ", service.name());
+        if !timed {
+            let m = &virt.report.metrics;
+            assert_eq!(
+                (
+                    run["metrics"]["data_bytes"].as_u64(),
+                    run["metrics"]["data_callbacks"].as_u64()
+                ),
+                (Some(m.data_bytes), Some(u64::from(m.data_callbacks))),
+                "{id} [{}]: bytes delivered differ",
+                service.name()
+            );
+        }
+        *seen.entry(id.to_string()).or_insert(0) += 1;
+    }
+    for id in SCENARIOS {
+        let want = load(id).scenario.services.len();
+        assert_eq!(
+            seen.get(id),
+            Some(&want),
+            "{id}: runs missing from {runs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_process_on_another_libusb_refuses_the_libusb_transport() {
+    // This test process loaded the system libusb: a run must not reach for real devices.
+    let loaded = load("complete/gray8");
+    let mut options = RunOptions::default();
+    options.transport = Transport::Libusb;
+    let driver = drivers::instantiate("reference").expect("reference driver");
+    let err = runner::run_with(
+        &loaded,
+        ServiceModel::Xp,
+        "reference",
+        driver,
+        &repo().join("fixtures/profiles"),
+        &options,
+    )
+    .expect_err("the system libusb is not the stand-in");
+    assert!(err.0.contains("not the scanlab stand-in"), "{}", err.0);
+    assert!(
+        scanconform::libusb_transport::check_stand_in_loaded().is_err(),
+        "the test process runs on the system libusb"
+    );
+}
+
+#[test]
+fn a_missing_stand_in_is_one_line_naming_the_build_command() {
+    // A copy of the program in a folder without libscanlab_libusb.so beside it.
+    let dir = std::env::temp_dir().join(format!("scanconform-libusb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("debug")).expect("temp folder");
+    let exe = dir.join("debug/scanconform");
+    std::fs::copy(env!("CARGO_BIN_EXE_scanconform"), &exe).expect("copy of scanconform");
+    let out = Command::new(&exe)
+        .current_dir(repo())
+        .env_remove(scanconform::libusb_transport::STAND_IN_ENV)
+        .args(["run", "--transport", "libusb", "--filter", "complete/gray8"])
+        .output()
+        .expect("the copy runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("stand-in") && stderr.contains("`cargo build -p scanlab-libusb`"),
+        "{stderr}"
+    );
+}
