@@ -10,6 +10,7 @@ pub mod rules;
 pub mod runner;
 pub mod sane;
 pub mod scenario;
+pub mod stand_in;
 pub mod timeline;
 pub mod trace;
 pub mod wia;

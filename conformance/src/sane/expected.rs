@@ -20,6 +20,23 @@ pub struct ExpectedFailure {
     pub observed: String,
     /// The finding in a sentence, for people.
     pub finding: String,
+    /// With an emulated device: the wire evidence, the device events that show the finding as
+    /// the failure message names them (e.g. `block-sent #3, can`); must appear in the message
+    /// too. Optional (backends without a device have none).
+    #[serde(default)]
+    pub wire: Option<String>,
+}
+
+impl ExpectedFailure {
+    /// Whether a failure `message` is this finding as listed: it contains `observed` and,
+    /// when given, `wire`.
+    pub fn matches(&self, message: &str) -> bool {
+        message.contains(&self.observed)
+            && self
+                .wire
+                .as_ref()
+                .is_none_or(|w| message.contains(w.as_str()))
+    }
 }
 
 /// A backend's expected-failure list.
@@ -90,13 +107,18 @@ pub fn compare(runs: &[SaneRun], list: &ExpectedFailures) -> Comparison {
         }
         for (rule, _, message) in r.failures() {
             match list.get(&r.id, rule) {
-                Some(f) if message.contains(&f.observed) => {
+                Some(f) if f.matches(message) => {
                     out.honoured
                         .push((r.id.clone(), rule.to_string(), message.to_string()));
                 }
                 Some(f) => out.violations.push(format!(
-                    "{}: {rule} failed as listed, but the observed behaviour changed: expected {:?} in: {message}",
-                    r.id, f.observed
+                    "{}: {rule} failed as listed, but the observed behaviour changed: expected {:?}{} in: {message}",
+                    r.id,
+                    f.observed,
+                    f.wire
+                        .as_ref()
+                        .map(|w| format!(" and wire evidence {w:?}"))
+                        .unwrap_or_default()
                 )),
                 None => out.violations.push(format!(
                     "{}: {rule} failed and is not in the expected-failure list: {message}",

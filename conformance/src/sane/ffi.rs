@@ -336,6 +336,31 @@ impl Backend {
         &self.path
     }
 
+    /// Calls the exported `void NAME(void)` function of the library, if it exports one;
+    /// returns whether it did. The runner uses it for `sanei_usb_exit`, which backends
+    /// that link `sanei_usb` statically export but (epson2 among them) never call from
+    /// `sane_exit`, so their libusb context would outlive the run.
+    pub fn call_void_if_exported(&self, name: &str) -> bool {
+        let Ok(symbol) = CString::new(name) else {
+            return false;
+        };
+        // SAFETY: the caller names a function of type `void (void)`; the pointer is used only
+        // while `_lib` keeps the library loaded.
+        let f = unsafe {
+            self._lib
+                .get::<unsafe extern "C" fn()>(symbol.as_bytes_with_nul())
+                .map(|s| *s)
+        };
+        match f {
+            Ok(f) => {
+                // SAFETY: as above; the function takes no argument.
+                unsafe { f() };
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// `sane_init` without an authorisation callback; returns the status and version code.
     pub fn init(&self) -> (Status, i32) {
         let mut version = 0i32;
@@ -623,6 +648,19 @@ impl Drop for Handle<'_> {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Loads the shared object at `path` for the rest of the process (never unloaded), so that
+/// libraries loaded later whose NEEDED entry equals its SONAME bind to it: the dynamic loader
+/// matches a NEEDED name against the SONAMEs of the objects already loaded before it searches
+/// the library path. That is how a backend's `libusb-1.0.so.0` becomes the scanlab stand-in.
+pub fn load_for_process(path: &Path) -> Result<(), String> {
+    // SAFETY: loading runs the library's initialisers; the stand-in's are Rust statics only.
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    // Kept loaded for the life of the process: backends loaded later call into it.
+    std::mem::forget(lib);
+    Ok(())
 }
 
 /// Whether `fd` is an open file descriptor of this process (`fcntl(F_GETFD)`).

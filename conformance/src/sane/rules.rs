@@ -13,7 +13,7 @@ use crate::rules::{RuleResult, RuleStatus};
 
 use super::ffi::Status;
 use super::scenario::SaneScenario;
-use super::trace::{Call, Op, SaneTrace};
+use super::trace::{Call, CancelLatency, DeviceEvent, Op, SaneTrace};
 
 /// A SANE rule.
 pub struct SaneRule {
@@ -54,7 +54,7 @@ const SRC_CLOSE: &str = "SANE Standard 1.06, sane_close (reference §3.2)";
 
 const Q_CANCELLED: &str = "Cancellation completes only when the cancelled call returns (typically with a status value of SANE_STATUS_CANCELLED).";
 
-static CATALOG: [SaneRule; 15] = [
+static CATALOG: [SaneRule; 21] = [
     SaneRule {
         id: "SANE-CANCEL-STATUS",
         statement: "after sane_cancel during a frame, the cancelled (or next) sane_read returns SANE_STATUS_CANCELLED",
@@ -175,6 +175,54 @@ static CATALOG: [SaneRule; 15] = [
         looks_at: "Each NO_DOCS status: reads after it (before the next GOOD start) must not return GOOD; a read's NO_DOCS comes with len 0; a sane_start after the following sane_cancel must return GOOD.",
         check: no_docs,
     },
+    SaneRule {
+        id: "SANE-CANCEL-PROMPT",
+        statement: "once sane_cancel has been called during a frame, the cancelled read (the one blocked at that moment, or the next one) returns within the scenario's cancel budget",
+        quote: "It is safe to call this function asynchronously (e.g., from within a signal handler). [...] Cancellation completes only when the cancelled call returns (typically with a status value of SANE_STATUS_CANCELLED).",
+        source: SRC_CANCEL,
+        looks_at: "For each sane_cancel while a frame was active, the first read that returned afterwards with a status other than GOOD: the time from the later of the cancel call and the read call to the read's return, against cancel_budget_ms. With an emulated device the failure names the wire traffic in between.",
+        check: cancel_prompt,
+    },
+    SaneRule {
+        id: "SANE-READ-STATUS-AFTER-CANCEL",
+        statement: "after sane_read returned CANCELLED, further sane_read calls of that frame return a status sane_read is specified to return (CANCELLED again, EOF, ...), not INVAL",
+        quote: "SANE_STATUS_CANCELLED, SANE_STATUS_EOF, SANE_STATUS_JAMMED, SANE_STATUS_NO_DOCS, SANE_STATUS_COVER_OPEN, SANE_STATUS_IO_ERROR, SANE_STATUS_NO_MEM, SANE_STATUS_ACCESS_DENIED",
+        source: "SANE Standard 1.06, sane_read, its list of failure statuses (reference §3.2): SANE_STATUS_INVAL is not among them",
+        looks_at: "Reads called after a read returned CANCELLED and before the next sane_start; GOOD is left to SANE-NO-GOOD-AFTER-CANCEL. Not judged when no read follows a CANCELLED one.",
+        check: read_status_after_cancel,
+    },
+    SaneRule {
+        id: "SANE-DEVICE-TOLD-TO-STOP",
+        statement: "when the read cancelled by sane_cancel returns, the scanner has been told to stop: CAN went on the wire (or its scan had already ended)",
+        quote: Q_CANCELLED,
+        source: "SANE Standard 1.06, sane_cancel (reference §3.2); on the wire, ESC/I's only way to stop a running scan is CAN in place of a block's ACK: ESC/I Reference Manual (Epson, 1995): \"ESC G → data block → ACK … CAN (abort scanning) → ACK\" (reference escI-epson2-brief.md §4)",
+        looks_at: "Emulated device only (not judged otherwise). For each sane_cancel while both the frame and the device's scan were active, the first read returning afterwards with a status other than GOOD: by its return the device's scan must have ended (can, scan-abandoned, its last block sent, halted).",
+        check: device_told_to_stop,
+    },
+    SaneRule {
+        id: "SANE-DEVICE-STOPPED-AT-CLOSE",
+        statement: "sane_close of a device that is scanning stops the scanner before it returns (a cancel is performed first, and reaches the device)",
+        quote: "If the device is presently active, a call to sane_cancel() is performed first.",
+        source: SRC_CLOSE,
+        looks_at: "Emulated device only (not judged otherwise). Each sane_close called while the frame and the device's scan were active: by its return the device's scan must have ended. The ESC/I stop is CAN (escI brief §4).",
+        check: device_stopped_at_close,
+    },
+    SaneRule {
+        id: "SANE-DEVICE-ERROR-REPORTED",
+        statement: "when the scanner aborts a scan by itself (its Cancel button, a jam, a stall), the frame's reads end in a status other than GOOD and EOF: a partial image is never reported complete",
+        quote: "No more data is available for the current frame.",
+        source: "SANE Standard 1.06, sane_read, SANE_STATUS_EOF (reference §3.2); the device side: an extended ESC/I block's status byte 0x10 (cancel request) or 0x80 (fatal error), a halted bulk endpoint (escI-epson2-brief.md §3.2, §4)",
+        looks_at: "Emulated device only (not judged otherwise). Each aborting device fault (cancel-button, paper-jam, cover-open, stall, disconnect) during an active frame: the first read of that frame returning a status other than GOOD after the fault must not be EOF.",
+        check: device_error_reported,
+    },
+    SaneRule {
+        id: "SANE-FRAME-DATA",
+        statement: "a frame read to EOF carries bytes_per_line × lines bytes, equal to the image the scanner sent",
+        quote: "No more data is available for the current frame.",
+        source: "SANE Standard 1.06, sane_read, SANE_STATUS_EOF (reference §3.2); sane_get_parameters gives bytes_per_line and lines",
+        looks_at: "Emulated device only (not judged otherwise). Each frame read to EOF by the frontend's own thread: its byte count against get-parameters, its bytes against the emulator's test pattern (scanemu::engine::pattern_line).",
+        check: frame_data,
+    },
 ];
 
 /// The SANE catalogue.
@@ -202,6 +250,7 @@ pub fn explain(id: &str) -> Option<String> {
 pub fn check_all(trace: &SaneTrace, scenario: &SaneScenario) -> Vec<RuleResult> {
     let ctx = Ctx {
         calls: &trace.calls,
+        trace,
         scenario,
     };
     CATALOG
@@ -219,6 +268,7 @@ pub fn check_all(trace: &SaneTrace, scenario: &SaneScenario) -> Vec<RuleResult> 
 
 struct Ctx<'a> {
     calls: &'a [Call],
+    trace: &'a SaneTrace,
     scenario: &'a SaneScenario,
 }
 
@@ -741,6 +791,394 @@ fn no_docs(cx: &Ctx<'_>) -> Verdict {
                     );
                 }
             }
+        }
+    }
+    verdict(judged, None)
+}
+
+/// The first read that returned after `cancel` was called with a status other than GOOD,
+/// before the next start or close was called.
+fn cancelled_read<'a>(cx: &Ctx<'a>, cancel: &Call) -> Option<&'a Call> {
+    let limit = cx
+        .of(|c| matches!(c.op, Op::Start | Op::Close) && c.call_us > cancel.call_us)
+        .next()
+        .map_or(u64::MAX, |c| c.call_us);
+    let mut reads: Vec<&Call> = cx
+        .of(|c| {
+            is_read(c)
+                && c.ret_us >= cancel.call_us
+                && c.call_us < limit
+                && c.status() != Some(Status::GOOD)
+        })
+        .collect();
+    reads.sort_by_key(|c| c.ret_us);
+    reads.first().copied()
+}
+
+/// Whether a device note ends the device's scan, and how (`can`, `abandoned`, `completed`,
+/// `halted`, `reset`, `disconnected`).
+fn scan_end(d: &DeviceEvent) -> Option<&'static str> {
+    match d.what.as_str() {
+        "can" if d.detail != "no scan running" => Some("can"),
+        "scan-abandoned" => Some("abandoned"),
+        "idle" if d.detail == "last block sent" => Some("completed"),
+        "halted" => Some("halted"),
+        "reset" => Some("reset"),
+        "disconnected" => Some("disconnected"),
+        _ => None,
+    }
+}
+
+/// The index of the `blocks-planned` of the device scan running at `t`, if one is.
+fn device_scan_at(device: &[DeviceEvent], t: u64) -> Option<usize> {
+    let start = device
+        .iter()
+        .rposition(|d| d.what == "blocks-planned" && d.at_us <= t)?;
+    let ended = device[start + 1..]
+        .iter()
+        .any(|d| d.at_us <= t && scan_end(d).is_some());
+    (!ended).then_some(start)
+}
+
+/// The first event at or after `from` (index) and not before `t` that ends the scan.
+fn device_scan_end(device: &[DeviceEvent], from: usize, t: u64) -> Option<(usize, &DeviceEvent)> {
+    device
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, d)| d.at_us >= t && scan_end(d).is_some())
+}
+
+/// The wire events (labels) from `from_us` to `to_us`, at most `max`, `…` when cut.
+fn wire_between(device: &[DeviceEvent], from_us: u64, to_us: u64, max: usize) -> String {
+    let labels: Vec<String> = device
+        .iter()
+        .filter(|d| d.is_wire() && d.at_us >= from_us && d.at_us <= to_us)
+        .map(DeviceEvent::label)
+        .collect();
+    if labels.is_empty() {
+        return "nothing".into();
+    }
+    let mut shown = labels[..labels.len().min(max)].join(", ");
+    if labels.len() > max {
+        shown.push_str(", …");
+    }
+    shown
+}
+
+/// For every frontend `sane_cancel` of an active frame, on a run with an emulated device: how
+/// many blocks the device sent after the call until its scan ended, and how it ended.
+pub fn cancel_latencies(trace: &SaneTrace) -> Vec<CancelLatency> {
+    let device = &trace.device;
+    if device.is_empty() {
+        return Vec::new();
+    }
+    let scenario_free = Ctx {
+        calls: &trace.calls,
+        trace,
+        scenario: &EMPTY_SCENARIO,
+    };
+    let mut out = Vec::new();
+    for cancel in scenario_free.of(is_cancel) {
+        if scenario_free.active_frame_at(cancel.call_us).is_none() {
+            continue;
+        }
+        let t = cancel.call_us;
+        let Some(start) = device_scan_at(device, t) else {
+            out.push(CancelLatency {
+                cancel_seq: cancel.seq,
+                blocks: 0,
+                ended_by: "finished".into(),
+                after_us: None,
+            });
+            continue;
+        };
+        let end = device_scan_end(device, start + 1, t);
+        let until = end.map_or(u64::MAX, |(_, d)| d.at_us);
+        let blocks = device[start + 1..]
+            .iter()
+            .filter(|d| d.what == "block-sent" && d.at_us >= t && d.at_us <= until)
+            .count();
+        let ended_by = match end {
+            None => "never".to_string(),
+            Some((i, d)) => match scan_end(d) {
+                Some("abandoned") => {
+                    let by = device[i + 1..]
+                        .iter()
+                        .find(|c| c.what == "command")
+                        .map_or_else(|| "a command".to_string(), |c| c.detail.clone());
+                    format!("abandoned by {by}")
+                }
+                Some(how) => how.to_string(),
+                None => "never".to_string(),
+            },
+        };
+        out.push(CancelLatency {
+            cancel_seq: cancel.seq,
+            blocks: u32::try_from(blocks).unwrap_or(u32::MAX),
+            ended_by,
+            after_us: end.map(|(_, d)| d.at_us.saturating_sub(t)),
+        });
+    }
+    out
+}
+
+static EMPTY_SCENARIO: std::sync::LazyLock<SaneScenario> =
+    std::sync::LazyLock::new(|| SaneScenario {
+        kind: super::scenario::Kind::Sane,
+        description: String::new(),
+        rules: Vec::new(),
+        options: serde_json::Map::new(),
+        steps: Vec::new(),
+        timeout_ms: 0,
+        cancel_budget_ms: 0,
+        device: None,
+    });
+
+fn cancel_prompt(cx: &Ctx<'_>) -> Verdict {
+    let budget_us = cx.scenario.cancel_budget_ms * 1000;
+    let mut judged = false;
+    for cancel in cx.of(is_cancel) {
+        if cx.active_frame_at(cancel.call_us).is_none() {
+            continue;
+        }
+        let Some(read) = cancelled_read(cx, cancel) else {
+            continue;
+        };
+        judged = true;
+        let from = cancel.call_us.max(read.call_us);
+        let took = read.ret_us.saturating_sub(from);
+        if took > budget_us {
+            let who = if read.call_us < cancel.call_us {
+                "the read blocked when sane_cancel was called"
+            } else {
+                "the first read after sane_cancel"
+            };
+            let wire = if cx.trace.device.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; on the wire after sane_cancel: {}",
+                    wire_between(&cx.trace.device, cancel.call_us, read.ret_us, 6)
+                )
+            };
+            return Verdict::Fail(
+                read.seq,
+                format!(
+                    "{who} returned {} {} ms after it (budget {} ms){wire}",
+                    st(read),
+                    took / 1000,
+                    cx.scenario.cancel_budget_ms
+                ),
+            );
+        }
+    }
+    verdict(judged, None)
+}
+
+fn read_status_after_cancel(cx: &Ctx<'_>) -> Verdict {
+    const ALLOWED: [Status; 8] = [
+        Status::CANCELLED,
+        Status::EOF,
+        Status::JAMMED,
+        Status::NO_DOCS,
+        Status::COVER_OPEN,
+        Status::IO_ERROR,
+        Status::NO_MEM,
+        Status::ACCESS_DENIED,
+    ];
+    let mut judged = false;
+    for cancelled in cx.of(|c| is_read(c) && c.status() == Some(Status::CANCELLED)) {
+        let limit = cx
+            .of(|c| matches!(c.op, Op::Start) && c.call_us > cancelled.ret_us)
+            .next()
+            .map_or(u64::MAX, |c| c.call_us);
+        for r in cx.of(|c| {
+            is_read(c)
+                && c.call_us > cancelled.ret_us
+                && c.call_us < limit
+                && c.status() != Some(Status::GOOD)
+        }) {
+            judged = true;
+            if !r.status().is_some_and(|s| ALLOWED.contains(&s)) {
+                let wire = if cx.trace.device.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the device had seen: {}",
+                        wire_between(
+                            &cx.trace.device,
+                            cx.calls
+                                .iter()
+                                .rev()
+                                .find(|c| is_cancel(c) && c.call_us < cancelled.ret_us)
+                                .map_or(cancelled.call_us, |c| c.call_us),
+                            r.ret_us,
+                            4
+                        )
+                    )
+                };
+                return Verdict::Fail(
+                    r.seq,
+                    format!(
+                        "sane_read after a read returned CANCELLED returned {}, which is not a status sane_read may return{wire}",
+                        st(r)
+                    ),
+                );
+            }
+        }
+    }
+    verdict(judged, None)
+}
+
+fn device_told_to_stop(cx: &Ctx<'_>) -> Verdict {
+    let device = &cx.trace.device;
+    let mut judged = false;
+    for cancel in cx.of(is_cancel) {
+        if cx.active_frame_at(cancel.call_us).is_none() {
+            continue;
+        }
+        let Some(start) = device_scan_at(device, cancel.call_us) else {
+            continue;
+        };
+        let Some(read) = cancelled_read(cx, cancel) else {
+            continue;
+        };
+        judged = true;
+        let end = device_scan_end(device, start + 1, cancel.call_us);
+        if end.is_none_or(|(_, d)| d.at_us > read.ret_us) {
+            let last_block = device[..]
+                .iter()
+                .rfind(|d| d.what == "block-sent" && d.at_us < cancel.call_us)
+                .map_or(cancel.call_us, |d| d.at_us);
+            let later = match end {
+                Some((i, d)) => format!(
+                    "; later: {}",
+                    if scan_end(d) == Some("abandoned") {
+                        format!(
+                            "{} when {} arrived",
+                            d.label(),
+                            device[i + 1..]
+                                .iter()
+                                .find(|c| c.what == "command")
+                                .map_or("a command".to_string(), DeviceEvent::label)
+                        )
+                    } else {
+                        d.label()
+                    }
+                ),
+                None => "; the device was still scanning when the run ended".into(),
+            };
+            return Verdict::Fail(
+                read.seq,
+                format!(
+                    "sane_read returned {} but the device was not told to stop: no CAN (wire from the last block before sane_cancel to that return: {}){later}",
+                    st(read),
+                    wire_between(device, last_block, read.ret_us, 6),
+                ),
+            );
+        }
+    }
+    verdict(judged, None)
+}
+
+fn device_stopped_at_close(cx: &Ctx<'_>) -> Verdict {
+    let device = &cx.trace.device;
+    let mut judged = false;
+    for close in cx.of(|c| matches!(c.op, Op::Close)) {
+        if cx.active_frame_at(close.call_us).is_none() {
+            continue;
+        }
+        let Some(start) = device_scan_at(device, close.call_us) else {
+            continue;
+        };
+        judged = true;
+        let end = device_scan_end(device, start + 1, close.call_us);
+        if end.is_none_or(|(_, d)| d.at_us > close.ret_us) {
+            return Verdict::Fail(
+                close.seq,
+                format!(
+                    "sane_close of a scanning device returned and the device was not told to stop: no CAN (wire during sane_close: {}){}",
+                    wire_between(device, close.call_us, close.ret_us, 6),
+                    match end {
+                        Some((_, d)) => format!("; later: {}", d.label()),
+                        None => "; the device was still scanning when the run ended".into(),
+                    }
+                ),
+            );
+        }
+    }
+    verdict(judged, None)
+}
+
+fn device_error_reported(cx: &Ctx<'_>) -> Verdict {
+    const ABORTING: [&str; 5] = [
+        "cancel-button",
+        "paper-jam",
+        "cover-open",
+        "stall",
+        "disconnect",
+    ];
+    let mut judged = false;
+    for fault in cx
+        .trace
+        .device
+        .iter()
+        .filter(|d| d.what == "fault" && ABORTING.contains(&d.detail.as_str()))
+    {
+        let Some(start) = cx
+            .of(|c| matches!(c.op, Op::Start) && c.ret_us <= fault.at_us)
+            .last()
+        else {
+            continue;
+        };
+        if start.status() != Some(Status::GOOD) {
+            continue;
+        }
+        let Some(end) = cx
+            .of(|c| {
+                is_read(c)
+                    && c.call_us > start.ret_us
+                    && c.ret_us >= fault.at_us
+                    && c.status() != Some(Status::GOOD)
+            })
+            .next()
+        else {
+            continue;
+        };
+        judged = true;
+        if end.status() == Some(Status::EOF) {
+            return Verdict::Fail(
+                end.seq,
+                format!(
+                    "the frame ended with EOF although the device aborted the scan ({}); wire: {}",
+                    fault.detail,
+                    wire_between(&cx.trace.device, fault.at_us, end.ret_us, 6)
+                ),
+            );
+        }
+    }
+    verdict(judged, None)
+}
+
+fn frame_data(cx: &Ctx<'_>) -> Verdict {
+    let mut judged = false;
+    for f in &cx.trace.frames {
+        judged = true;
+        if f.bytes != f.expected {
+            return Verdict::Fail(
+                f.eof_seq,
+                format!(
+                    "the frame read to EOF carried {} bytes; sane_get_parameters announced {}",
+                    f.bytes, f.expected
+                ),
+            );
+        }
+        if let Some(at) = f.first_mismatch {
+            return Verdict::Fail(
+                f.eof_seq,
+                format!("the frame's byte {at} differs from the image the device sent"),
+            );
         }
     }
     verdict(judged, None)

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ffi::{self, Backend, Handle, OptionDescriptor, Status, Value, ValueType};
+use super::ffi::{self, Backend, Handle, OptionDescriptor, Parameters, Status, Value, ValueType};
 use super::scenario::{CancelFrom, LoadedSaneScenario, SaneScenario, Step};
-use super::trace::{Op, Outcome, Recorder, SaneTrace, Thread};
+use super::trace::{CancelLatency, FrameCheck, Op, Outcome, Recorder, SaneTrace, Thread};
 
 /// The length the runner pre-sets before each `sane_read`, so that a backend that leaves it
 /// untouched is seen.
@@ -114,13 +114,64 @@ pub fn resolve(spec: &str) -> Result<Target, String> {
 
 /// A loaded backend and the device the runs open.
 pub struct Session {
-    backend: Backend,
+    /// The backend loaded once for every run; `None` for a backend driving an emulated device,
+    /// which is loaded afresh for each run (see [`super::device`]).
+    backend: Option<Backend>,
     /// What was asked for.
     pub target: Target,
     /// The device name passed to `sane_open`.
     pub device: String,
     /// The SANE_CONFIG_DIR in effect, if the runner set one.
     pub config_dir: Option<PathBuf>,
+    /// For a backend driving an emulated device: the folder of device profiles.
+    pub profiles: Option<PathBuf>,
+}
+
+/// How long the emulated device must be quiet after a run before its server stops, and the
+/// longest the runner waits for that.
+const SETTLE_QUIET: Duration = Duration::from_millis(60);
+const SETTLE_CAP: Duration = Duration::from_millis(600);
+
+/// The SANE_CONFIG_DIR and the device name a freshly loaded backend opens.
+fn pick_device(backend: &Backend, target: &Target) -> Result<String, String> {
+    let (st, _) = backend.init();
+    if st != Status::GOOD {
+        return Err(format!(
+            "{}: sane_init returned {}",
+            target.library.display(),
+            st.name()
+        ));
+    }
+    let devices = backend.devices().unwrap_or_default();
+    let device = match &target.device {
+        None => devices.first().map(|d| d.name.clone()).unwrap_or_default(),
+        Some(d) if devices.iter().any(|x| &x.name == d) => d.clone(),
+        // `sane:test:0` for the device `test:0`.
+        Some(d)
+            if devices
+                .iter()
+                .any(|x| x.name == format!("{}:{d}", target.name)) =>
+        {
+            format!("{}:{d}", target.name)
+        }
+        Some(d) => d.clone(),
+    };
+    let opened = backend.open(&device).map(|h| h.close());
+    backend.exit();
+    if let Err(st) = opened {
+        let known = devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(format!(
+            "SANE device {device:?} of backend {} does not open: sane_open returned {} (devices listed: {})",
+            target.name,
+            st.name(),
+            if known.is_empty() { "none" } else { &known }
+        ));
+    }
+    Ok(device)
 }
 
 impl Session {
@@ -134,48 +185,47 @@ impl Session {
             std::env::set_var("SANE_CONFIG_DIR", dir);
         }
         let backend = Backend::load(&target.library, &target.name).map_err(|e| e.to_string())?;
-        let (st, _) = backend.init();
-        if st != Status::GOOD {
-            return Err(format!(
-                "{}: sane_init returned {}",
-                target.library.display(),
-                st.name()
-            ));
-        }
-        let devices = backend.devices().unwrap_or_default();
-        let device = match &target.device {
-            None => devices.first().map(|d| d.name.clone()).unwrap_or_default(),
-            Some(d) if devices.iter().any(|x| &x.name == d) => d.clone(),
-            // `sane:test:0` for the device `test:0`.
-            Some(d)
-                if devices
-                    .iter()
-                    .any(|x| x.name == format!("{}:{d}", target.name)) =>
-            {
-                format!("{}:{d}", target.name)
-            }
-            Some(d) => d.clone(),
-        };
-        let opened = backend.open(&device).map(|h| h.close());
-        backend.exit();
-        if let Err(st) = opened {
-            let known = devices
-                .iter()
-                .map(|d| d.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(format!(
-                "SANE device {device:?} of backend {} does not open: sane_open returned {} (devices listed: {})",
-                target.name,
-                st.name(),
-                if known.is_empty() { "none" } else { &known }
-            ));
-        }
+        let device = pick_device(&backend, &target)?;
         Ok(Session {
-            backend,
+            backend: Some(backend),
             target,
             device,
             config_dir: config_dir.map(Path::to_path_buf),
+            profiles: None,
+        })
+    }
+
+    /// As [`Session::prepare`] for a backend that drives an emulated device
+    /// ([`super::device::needs_device`]): makes the libusb stand-in the process's libusb, serves
+    /// the default device (`escI-b7-flatbed` from `profiles`) to find the device name, and
+    /// unloads the backend again: each run loads it afresh against its own device.
+    pub fn prepare_with_device(
+        target: Target,
+        config_dir: Option<&Path>,
+        profiles: &Path,
+    ) -> Result<Session, String> {
+        let _guard = lock();
+        if let Some(dir) = config_dir {
+            std::env::set_var("SANE_CONFIG_DIR", dir);
+        }
+        super::device::provide_stand_in().map_err(|e| format!("sane:{}: {e}", target.name))?;
+        let emulator = super::device::Emulator::start(
+            profiles,
+            &super::scenario::DeviceSpec::default(),
+            Instant::now(),
+        )?;
+        let backend = Backend::load(&target.library, &target.name).map_err(|e| e.to_string())?;
+        super::device::check_only_stand_in().map_err(|e| format!("sane:{}: {e}", target.name))?;
+        let device = pick_device(&backend, &target);
+        backend.call_void_if_exported("sanei_usb_exit");
+        drop(backend);
+        emulator.finish();
+        Ok(Session {
+            backend: None,
+            target,
+            device: device?,
+            config_dir: config_dir.map(Path::to_path_buf),
+            profiles: Some(profiles.to_path_buf()),
         })
     }
 
@@ -185,51 +235,42 @@ impl Session {
         let rec = Recorder::new();
         let mut problems = Vec::new();
         let mut skipped = None;
-        let (st, _) = call(&rec, Thread::App, Op::Init, || {
-            let (st, _) = self.backend.init();
-            (st, Outcome::status(st))
-        });
-        if st == Status::GOOD {
-            let opened = {
-                let seq = rec.begin(Thread::App, Op::Open(self.device.clone()));
-                let r = self.backend.open(&self.device);
-                rec.end(
-                    seq,
-                    Outcome::status(r.as_ref().err().copied().unwrap_or(Status::GOOD)),
-                );
-                r
-            };
-            match opened {
-                Ok(h) => {
-                    let mut play = Play {
-                        session: self,
-                        scenario: &s.scenario,
-                        rec: &rec,
-                        handle: Some(h),
-                        non_blocking: false,
-                        select_fd: None,
-                        deadline: Instant::now(),
-                    };
-                    match play.options(&s.scenario.options) {
-                        Err(Skip(why)) => skipped = Some(why),
-                        Ok(()) => {
-                            if let Err(p) = play.steps(&s.scenario.steps) {
-                                problems.push(p);
+        let mut frames = Vec::new();
+        let mut device_events = Vec::new();
+        match (&self.backend, &self.profiles) {
+            (Some(backend), _) => {
+                self.play(backend, s, &rec, &mut problems, &mut skipped, None);
+            }
+            (None, Some(profiles)) => {
+                let spec = s.scenario.device.clone().unwrap_or_default();
+                match super::device::Emulator::start(profiles, &spec, rec.epoch()) {
+                    Err(e) => problems.push(e),
+                    Ok(emulator) => {
+                        match Backend::load(&self.target.library, &self.target.name) {
+                            Err(e) => problems.push(e.to_string()),
+                            Ok(backend) => {
+                                self.play(
+                                    &backend,
+                                    s,
+                                    &rec,
+                                    &mut problems,
+                                    &mut skipped,
+                                    Some(&mut frames),
+                                );
+                                emulator.settle(SETTLE_QUIET, SETTLE_CAP);
+                                // Closes the backend's libusb context (and its connection).
+                                backend.call_void_if_exported("sanei_usb_exit");
                             }
                         }
+                        device_events = emulator.finish();
                     }
-                    play.close_if_open();
                 }
-                Err(st) => problems.push(format!("sane_open returned {}", st.name())),
             }
-            call(&rec, Thread::App, Op::Exit, || {
-                self.backend.exit();
-                (Status::GOOD, Outcome::default())
-            });
-        } else {
-            problems.push(format!("sane_init returned {}", st.name()));
+            (None, None) => problems.push("the session has no backend".into()),
         }
-        let trace = rec.finish();
+        let mut trace = rec.finish();
+        trace.device = device_events;
+        trace.frames = frames;
         let results = if skipped.is_some() {
             Vec::new()
         } else {
@@ -248,12 +289,78 @@ impl Session {
                 }
             }
         }
+        let latency = super::rules::cancel_latencies(&trace);
         SaneRun {
             id: s.id.clone(),
             trace,
             results,
             problems,
             skipped,
+            latency,
+        }
+    }
+
+    /// sane_init, sane_open, the options, the script, sane_close, sane_exit on `backend`.
+    fn play(
+        &self,
+        backend: &Backend,
+        s: &LoadedSaneScenario,
+        rec: &Recorder,
+        problems: &mut Vec<String>,
+        skipped: &mut Option<String>,
+        frames: Option<&mut Vec<FrameCheck>>,
+    ) {
+        let (st, _) = call(rec, Thread::App, Op::Init, || {
+            let (st, _) = backend.init();
+            (st, Outcome::status(st))
+        });
+        if st == Status::GOOD {
+            let opened = {
+                let seq = rec.begin(Thread::App, Op::Open(self.device.clone()));
+                let r = backend.open(&self.device);
+                rec.end(
+                    seq,
+                    Outcome::status(r.as_ref().err().copied().unwrap_or(Status::GOOD)),
+                );
+                r
+            };
+            match opened {
+                Ok(h) => {
+                    let check_frames = frames.is_some();
+                    let mut play = Play {
+                        backend,
+                        device: &self.device,
+                        scenario: &s.scenario,
+                        rec,
+                        handle: Some(h),
+                        non_blocking: false,
+                        select_fd: None,
+                        deadline: Instant::now(),
+                        frame: None,
+                        check_frames,
+                        frames: Vec::new(),
+                    };
+                    match play.options(&s.scenario.options) {
+                        Err(Skip(why)) => *skipped = Some(why),
+                        Ok(()) => {
+                            if let Err(p) = play.steps(&s.scenario.steps) {
+                                problems.push(p);
+                            }
+                        }
+                    }
+                    play.close_if_open();
+                    if let Some(out) = frames {
+                        *out = std::mem::take(&mut play.frames);
+                    }
+                }
+                Err(st) => problems.push(format!("sane_open returned {}", st.name())),
+            }
+            call(rec, Thread::App, Op::Exit, || {
+                backend.exit();
+                (Status::GOOD, Outcome::default())
+            });
+        } else {
+            problems.push(format!("sane_init returned {}", st.name()));
         }
     }
 }
@@ -272,6 +379,9 @@ pub struct SaneRun {
     pub problems: Vec<String>,
     /// Why the scenario did not run against this backend (an option it lacks or refuses).
     pub skipped: Option<String>,
+    /// Cancel latency in blocks of every frontend cancel of a device scan (emulated device
+    /// only).
+    pub latency: Vec<CancelLatency>,
 }
 
 impl SaneRun {
@@ -308,7 +418,8 @@ fn call<T>(rec: &Recorder, thread: Thread, op: Op, f: impl FnOnce() -> (T, Outco
 struct Skip(String);
 
 struct Play<'a, 'b> {
-    session: &'b Session,
+    backend: &'b Backend,
+    device: &'b str,
     scenario: &'a SaneScenario,
     rec: &'a Recorder,
     handle: Option<Handle<'b>>,
@@ -316,6 +427,33 @@ struct Play<'a, 'b> {
     /// The select fd of the current frame, if the frontend asked for it.
     select_fd: Option<i32>,
     deadline: Instant,
+    /// The frame being read by the frontend's own thread (emulated device only): its
+    /// parameters and bytes.
+    frame: Option<(Option<Parameters>, Vec<u8>)>,
+    check_frames: bool,
+    frames: Vec<FrameCheck>,
+}
+
+/// Compares a frame read to EOF with the emulator's test pattern.
+fn check_frame(eof_seq: usize, params: Option<Parameters>, data: &[u8]) -> Option<FrameCheck> {
+    let p = params?;
+    let bpl = usize::try_from(p.bytes_per_line).ok()?;
+    let lines = usize::try_from(p.lines).ok()?;
+    let mut line = vec![0u8; bpl];
+    let mut first_mismatch = None;
+    for (i, got) in data.chunks(bpl.max(1)).enumerate().take(lines) {
+        scanemu::engine::pattern_line(0, u32::try_from(i).unwrap_or(u32::MAX), &mut line);
+        if let Some(k) = got.iter().zip(&line).position(|(a, b)| a != b) {
+            first_mismatch = Some((i * bpl + k) as u64);
+            break;
+        }
+    }
+    Some(FrameCheck {
+        eof_seq,
+        bytes: data.len() as u64,
+        expected: (bpl * lines) as u64,
+        first_mismatch,
+    })
 }
 
 impl<'b> Play<'_, 'b> {
@@ -468,28 +606,32 @@ impl<'b> Play<'_, 'b> {
         match step {
             Step::Start {} => {
                 let h = self.h()?;
-                call(rec, Thread::App, Op::Start, || {
+                let (st, _) = call(rec, Thread::App, Op::Start, || {
                     let st = h.start();
                     (st, Outcome::status(st))
                 });
                 self.select_fd = None;
                 self.non_blocking = false;
+                self.frame = (self.check_frames && st == Status::GOOD).then(|| (None, Vec::new()));
             }
             Step::GetParameters {} => {
                 let h = self.h()?;
-                call(rec, Thread::App, Op::GetParameters, || {
+                let (params, _) = call(rec, Thread::App, Op::GetParameters, || {
                     match h.parameters() {
                         Ok(p) => (
-                            (),
+                            Some(p),
                             Outcome {
                                 status: Some(Status::GOOD),
                                 params: Some(p),
                                 ..Outcome::default()
                             },
                         ),
-                        Err(st) => ((), Outcome::status(st)),
+                        Err(st) => (None, Outcome::status(st)),
                     }
                 });
+                if let Some((kept @ None, _)) = self.frame.as_mut() {
+                    *kept = params;
+                }
             }
             Step::Read { max } => {
                 self.deadline = Instant::now() + Duration::from_millis(self.scenario.timeout_ms);
@@ -517,6 +659,7 @@ impl<'b> Play<'_, 'b> {
                     ((), Outcome::default())
                 });
                 self.select_fd = None;
+                self.frame = None;
             }
             Step::SetIoMode { non_blocking } => {
                 let h = self.h()?;
@@ -569,9 +712,9 @@ impl<'b> Play<'_, 'b> {
                 if self.handle.is_some() {
                     return Err("open step while the device is open".into());
                 }
-                let dev = self.session.device.clone();
+                let dev = self.device.to_string();
                 let seq = rec.begin(Thread::App, Op::Open(dev.clone()));
-                let r = self.session.backend.open(&dev);
+                let r = self.backend.open(&dev);
                 rec.end(
                     seq,
                     Outcome::status(r.as_ref().err().copied().unwrap_or(Status::GOOD)),
@@ -597,7 +740,10 @@ impl<'b> Play<'_, 'b> {
         until: Option<u64>,
         once: bool,
     ) -> Result<Status, String> {
-        let h = self.h()?;
+        // A borrow of the handle field only, so that the frame being collected can change.
+        let h = self.handle.as_ref().ok_or_else(|| {
+            "the script calls the backend after close; add an open step".to_string()
+        })?;
         let mut buf = vec![0u8; max as usize];
         let mut got = 0u64;
         loop {
@@ -614,8 +760,17 @@ impl<'b> Play<'_, 'b> {
             if st != Status::GOOD {
                 if st == Status::EOF {
                     self.fd_check(thread);
+                    if let Some((params, data)) = self.frame.take() {
+                        self.frames.extend(check_frame(seq, params, &data));
+                    }
+                } else {
+                    self.frame = None;
                 }
                 return Ok(st);
+            }
+            if let Some((_, data)) = self.frame.as_mut() {
+                let n = usize::try_from(len).unwrap_or(0).min(buf.len());
+                data.extend_from_slice(&buf[..n]);
             }
             got += u64::try_from(len).unwrap_or(0);
             if once || until.is_some_and(|u| got >= u) {

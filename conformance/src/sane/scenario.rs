@@ -129,6 +129,33 @@ pub enum Step {
     },
 }
 
+fn default_device_profile() -> String {
+    "escI-b7-flatbed".to_string()
+}
+
+/// The emulated scanner a scenario runs against, for backends that reach a device through
+/// libusb (`sane:epson2`): served in-process over USB/IP for each run, so that every run starts
+/// from a device in its power-on state. Backends without a device ignore it.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// A profile in `fixtures/profiles/` by name (without `.json`); default `escI-b7-flatbed`.
+    #[serde(default = "default_device_profile")]
+    pub profile: String,
+    /// Faults injected in addition to the profile's own (the WIA scenarios' fault syntax).
+    #[serde(default)]
+    pub faults: Vec<scanemu::engine::Fault>,
+}
+
+impl Default for DeviceSpec {
+    fn default() -> Self {
+        DeviceSpec {
+            profile: default_device_profile(),
+            faults: Vec::new(),
+        }
+    }
+}
+
 /// A SANE scenario.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,9 +174,13 @@ pub struct SaneScenario {
     /// Longest a read loop may take before the run fails (default 20 000 ms).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Longest `sane_cancel` may take to return (default 5 000 ms; SANE-CANCEL-ANY-TIME).
+    /// Longest `sane_cancel` may take to return, and longest the cancelled read may take to
+    /// return after it (default 5 000 ms; SANE-CANCEL-ANY-TIME, SANE-CANCEL-PROMPT).
     #[serde(default = "default_cancel_budget_ms")]
     pub cancel_budget_ms: u64,
+    /// The emulated device (profile, faults) for backends that drive one; optional.
+    #[serde(default)]
+    pub device: Option<DeviceSpec>,
 }
 
 /// A SANE scenario read from disk.

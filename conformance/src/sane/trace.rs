@@ -216,11 +216,125 @@ pub fn frame_name(format: i32) -> String {
     }
 }
 
+/// A note of the emulated scanner (actor `device`), on the trace's clock: what the device
+/// saw and did on the wire (command, param, nak-sent, blocks-planned, block-sent, ack, can,
+/// scan-abandoned, start-deferred, …) and in its engine (band-ready, motor-stopped,
+/// scan-complete, fault, halted, …). See `scanemu::function::DeviceNote`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEvent {
+    /// When (µs since the run began).
+    pub at_us: u64,
+    /// The note's name.
+    pub what: String,
+    /// Block number, command letter, count: depends on `what`.
+    pub value: u64,
+    /// Extra detail, possibly empty (a command's name for `command`).
+    pub detail: String,
+}
+
+impl DeviceEvent {
+    /// One short deterministic description: `block-sent #3`, `command FS G`, `can`, …
+    pub fn label(&self) -> String {
+        match self.what.as_str() {
+            "command" => format!("command {}", self.detail),
+            "ack" | "can" => {
+                if self.detail.is_empty() {
+                    self.what.clone()
+                } else {
+                    format!("{} ({})", self.what, self.detail)
+                }
+            }
+            "block-sent" => format!("block-sent #{}", self.value),
+            "blocks-planned" => format!("blocks-planned {}", self.value),
+            "fault" | "nak-sent" | "start-refused" | "start-deferred" => {
+                format!("{} ({})", self.what, self.detail)
+            }
+            "motor-stopped" => format!("motor-stopped (bands discarded {})", self.value),
+            _ => self.what.clone(),
+        }
+    }
+
+    /// Whether the event is part of the wire conversation or a state change the device
+    /// reports in the same order on every run (band-ready and similar engine timing events are
+    /// not: they depend on the wall clock).
+    pub fn is_wire(&self) -> bool {
+        matches!(
+            self.what.as_str(),
+            "command"
+                | "param"
+                | "nak-sent"
+                | "blocks-planned"
+                | "block-sent"
+                | "ack"
+                | "can"
+                | "scan-abandoned"
+                | "start-refused"
+                | "fault"
+                | "halted"
+                | "halt-cleared"
+                | "reset"
+                | "disconnected"
+        )
+    }
+}
+
+/// The blocks the device sent after one frontend `sane_cancel` of an active frame, until it
+/// was told to stop (or stopped by itself, or never was).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelLatency {
+    /// The `sane_cancel` call (its seq).
+    pub cancel_seq: usize,
+    /// Blocks sent (`block-sent`) after sane_cancel was called, up to the end below.
+    pub blocks: u32,
+    /// How the device's scan ended: `can` (CAN on the wire), `abandoned: <command>` (a later
+    /// command made the device leave the scan), `completed` (its last block went out),
+    /// `halted`, `finished` (its scan had ended before sane_cancel), or `never` (still
+    /// scanning when the run ended).
+    pub ended_by: String,
+    /// Microseconds from the sane_cancel call to that end (None for `never`).
+    pub after_us: Option<u64>,
+}
+
+impl CancelLatency {
+    /// `1 block, then CAN`.
+    pub fn summary(&self) -> String {
+        let blocks = if self.blocks == 1 {
+            "1 block".to_string()
+        } else {
+            format!("{} blocks", self.blocks)
+        };
+        let end = match self.ended_by.as_str() {
+            "can" => "then CAN".to_string(),
+            "never" => "device never told".to_string(),
+            "finished" => "the device had finished".to_string(),
+            other => format!("then {other}"),
+        };
+        format!("{blocks}, {end}")
+    }
+}
+
+/// A frame the frontend read to EOF, compared with what the emulated device scanned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameCheck {
+    /// The read that returned EOF.
+    pub eof_seq: usize,
+    /// Bytes the frontend received in the frame.
+    pub bytes: u64,
+    /// bytes_per_line × lines from sane_get_parameters.
+    pub expected: u64,
+    /// The first byte (offset in the frame) that differs from the device's test pattern.
+    pub first_mismatch: Option<u64>,
+}
+
 /// A finished trace.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SaneTrace {
     /// Calls in call order.
     pub calls: Vec<Call>,
+    /// The emulated device's notes, in time order (empty for backends without a device).
+    pub device: Vec<DeviceEvent>,
+    /// Frames read to EOF from an emulated device, checked against its pattern.
+    pub frames: Vec<FrameCheck>,
 }
 
 impl SaneTrace {
@@ -272,6 +386,23 @@ impl SaneTrace {
                 json!({"at_us": c.ret_us, "actor": "driver", "event": format!("{}-return", c.op.name()), "fields": ret}),
             ));
         }
+        for (i, d) in self.device.iter().enumerate() {
+            events.push((
+                d.at_us,
+                i,
+                2,
+                json!({"at_us": d.at_us, "actor": "device", "event": d.what, "fields": {"value": d.value, "detail": d.detail}}),
+            ));
+        }
+        for l in super::rules::cancel_latencies(self) {
+            let at = self.calls.get(l.cancel_seq).map_or(0, |c| c.call_us);
+            events.push((
+                at,
+                l.cancel_seq,
+                3,
+                json!({"at_us": at, "actor": "runner", "event": "cancel-latency", "fields": {"seq": l.cancel_seq, "blocks": l.blocks, "ended_by": l.ended_by, "after_us": l.after_us}}),
+            ));
+        }
         events.sort_by_key(|e| (e.0, e.2, e.1));
         let mut out = String::new();
         for (_, _, _, v) in events {
@@ -321,6 +452,57 @@ impl SaneTrace {
         }
         if run.is_some() {
             lines.push("read -> GOOD…".to_string());
+        }
+        lines
+    }
+
+    /// The device's side for snapshots: its wire events in order ([`DeviceEvent::is_wire`]),
+    /// each `block-sent` with the `ack` that follows it folded into one `blocks a..b sent,
+    /// acked` line, then one `cancel-latency` line per frontend cancel of a device scan. Empty
+    /// when the run had no emulated device.
+    pub fn device_outline(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut run: Option<(u64, u64)> = None; // blocks sent and acked, first..=last
+        let flush = |run: &mut Option<(u64, u64)>, lines: &mut Vec<String>| {
+            if let Some((a, b)) = run.take() {
+                lines.push(if a == b {
+                    format!("block-sent #{a}, ack")
+                } else {
+                    format!("blocks #{a}..#{b} sent, each acked")
+                });
+            }
+        };
+        let wire: Vec<&DeviceEvent> = self.device.iter().filter(|d| d.is_wire()).collect();
+        let mut i = 0;
+        while i < wire.len() {
+            let d = wire[i];
+            let acked = d.what == "block-sent"
+                && wire
+                    .get(i + 1)
+                    .is_some_and(|n| n.what == "ack" && n.detail.is_empty());
+            if acked {
+                run = Some(match run {
+                    Some((a, b)) if b + 1 == d.value => (a, d.value),
+                    Some(_) => {
+                        flush(&mut run, &mut lines);
+                        (d.value, d.value)
+                    }
+                    None => (d.value, d.value),
+                });
+                i += 2;
+                continue;
+            }
+            flush(&mut run, &mut lines);
+            lines.push(d.label());
+            i += 1;
+        }
+        flush(&mut run, &mut lines);
+        for l in super::rules::cancel_latencies(self) {
+            lines.push(format!(
+                "cancel-latency (cancel call {}): {}",
+                l.cancel_seq,
+                l.summary()
+            ));
         }
         lines
     }
@@ -426,6 +608,12 @@ impl Recorder {
     pub fn finish(&self) -> SaneTrace {
         SaneTrace {
             calls: self.lock().0.clone(),
+            ..SaneTrace::default()
         }
+    }
+
+    /// The instant the trace's clock counts from (a device's notes are put on it).
+    pub fn epoch(&self) -> Instant {
+        self.start
     }
 }
