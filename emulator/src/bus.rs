@@ -75,6 +75,8 @@ struct Endpoint {
     /// IN only: a packet was taken and the firmware has not been told yet.
     complete: bool,
     stalled: bool,
+    /// OUT only: the firmware refuses packets for now (the host's are NAKed).
+    nak: bool,
 }
 
 impl Endpoint {
@@ -84,6 +86,7 @@ impl Endpoint {
         self.setup = false;
         self.complete = false;
         self.stalled = false;
+        self.nak = false;
     }
 }
 
@@ -183,15 +186,19 @@ impl SimBus {
     }
 }
 
-/// Firmware control over an IN endpoint's FIFO that usb-device's `UsbBus` trait lacks.
+/// Firmware control over endpoint FIFOs that usb-device's `UsbBus` trait lacks.
 ///
 /// Device controllers have a "flush FIFO" operation (cancel handling needs it: "The device
 /// should NOT send a response for the cancelled transaction through the BULK-IN pipe",
 /// reference §4.3). The scanner function calls it on a host cancel or a reset so that no packet
-/// of the cancelled scan stays queued for the host.
+/// of the cancelled scan stays queued for the host. They also let firmware answer NAK on an
+/// OUT endpoint while it is busy (the STM32 "STAT_RX = NAK" bit, for one).
 pub trait FlushFifo {
     /// Discards the IN packet queued on `ep_addr` and not yet taken by the host, if any.
     fn flush_in(&self, ep_addr: EndpointAddress);
+    /// While `nak` is set, the host's packets to OUT endpoint `ep_addr` are NAKed (not
+    /// accepted into the FIFO); a USB reset clears it.
+    fn set_out_nak(&self, ep_addr: EndpointAddress, nak: bool);
 }
 
 impl FlushFifo for SimBus {
@@ -200,6 +207,12 @@ impl FlushFifo for SimBus {
             ep.buf.clear();
             ep.full = false;
             ep.complete = false;
+        }
+    }
+
+    fn set_out_nak(&self, ep_addr: EndpointAddress, nak: bool) {
+        if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
+            ep.nak = nak;
         }
     }
 }
@@ -393,8 +406,9 @@ impl BusPort {
 
     /// Sends one OUT packet to `ep_addr` (bit 7 clear).
     ///
-    /// `Nak` while the previous packet is unread, `Stall` if halted, `Babble` (packet dropped)
-    /// if `data` exceeds the endpoint's max packet size.
+    /// `Nak` while the previous packet is unread or the firmware NAKs the endpoint
+    /// ([`FlushFifo::set_out_nak`]), `Stall` if halted, `Babble` (packet dropped) if `data`
+    /// exceeds the endpoint's max packet size.
     pub fn out(&self, ep_addr: u8, data: &[u8]) -> Result<(), PacketError> {
         if ep_addr & 0x80 != 0 {
             return Err(PacketError::NoEndpoint);
@@ -404,7 +418,7 @@ impl BusPort {
         if ep.stalled {
             return Err(PacketError::Stall);
         }
-        if ep.full {
+        if ep.full || ep.nak {
             return Err(PacketError::Nak);
         }
         let max = ep.config.map_or(0, |c| usize::from(c.max_packet_size));
@@ -606,6 +620,21 @@ mod tests {
         assert_eq!(bus.read(out, &mut small), Ok(0));
         assert!(matches!(bus.poll(), PollResult::None));
         assert_eq!(port.out(0x01, &[0; 65]), Err(PacketError::Babble));
+    }
+
+    #[test]
+    fn firmware_nak_refuses_out_packets_until_lifted_and_a_reset_lifts_it() {
+        let (bus, port, out, _) = bus_with_bulk();
+        bus.set_out_nak(out, true);
+        assert_eq!(port.out(0x01, &[1]), Err(PacketError::Nak));
+        assert!(matches!(bus.poll(), PollResult::None));
+        bus.set_out_nak(out, false);
+        assert_eq!(port.out(0x01, &[1]), Ok(()));
+        let mut buf = [0u8; 8];
+        assert_eq!(bus.read(out, &mut buf), Ok(1));
+        bus.set_out_nak(out, true);
+        port.bus_reset();
+        assert_eq!(port.out(0x01, &[2]), Ok(()));
     }
 
     #[test]

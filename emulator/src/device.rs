@@ -208,6 +208,11 @@ impl Device {
             if flush_data || flush_events {
                 fw.function.pump();
             }
+            if let Function::EscI(f) = &fw.function {
+                fw.usb
+                    .bus()
+                    .set_out_nak(EndpointAddress::from(protocol::EP_DATA_OUT), f.out_held());
+            }
             fw.function.observe_halts(|ep| port.is_stalled(ep));
             disconnect = fw.function.wants_disconnect();
             notes.extend(fw.function.take_notes());

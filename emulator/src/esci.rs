@@ -190,6 +190,8 @@ pub struct EsciFunction<'a, B: UsbBus + FlushFifo> {
     halted: bool,
     disconnect: bool,
     flush_in: bool,
+    /// A `slow_ack` fault: bulk OUT is not read before this time.
+    hold_out_until: Option<Instant>,
     notes: Vec<DeviceNote>,
 }
 
@@ -241,6 +243,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             halted: false,
             disconnect: false,
             flush_in: false,
+            hold_out_until: None,
             notes: Vec::new(),
         }
     }
@@ -260,9 +263,13 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         self.now = now;
     }
 
-    /// When the engine next needs the device polled.
+    /// When the device next needs a poll: the engine's next event, or the end of a
+    /// `slow_ack` hold on bulk OUT.
     pub fn poll_at(&self) -> Option<Instant> {
-        self.engine.poll_at()
+        match (self.engine.poll_at(), self.hold_out_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// True once a disconnect fault fired.
@@ -273,6 +280,12 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
     /// Takes the notes written since the last call.
     pub fn take_notes(&mut self) -> Vec<DeviceNote> {
         std::mem::take(&mut self.notes)
+    }
+
+    /// True while a `slow_ack` fault holds bulk OUT: the device must NAK the host's packets
+    /// ([`FlushFifo::set_out_nak`]).
+    pub fn out_held(&self) -> bool {
+        self.hold_out_until.is_some()
     }
 
     /// True (once) when the bulk IN FIFO must be flushed (a reply or block was abandoned).
@@ -305,6 +318,9 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
 
     /// Runs the engine up to now and keeps bulk IN fed. Called after every `UsbDevice::poll`.
     pub fn pump(&mut self) {
+        if self.hold_out_until.is_some_and(|t| self.now >= t) {
+            self.hold_out_until = None;
+        }
         self.drain_engine();
         if let Some(ext) = self.deferred_start {
             if matches!(
@@ -368,8 +384,10 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 self.halt(at)
             }
             // The band ends early: the block is shorter than announced.
+            // Handled when its block has gone out (`transfer_done`).
             Fault::ShortBand { .. }
             | Fault::LateBand { .. }
+            | Fault::SlowAck { .. }
             | Fault::IgnoreCancel
             | Fault::SlowCancel { .. } => {}
         }
@@ -577,6 +595,25 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         }
         scan.state = ScanState::AwaitAck;
         self.scan = Some(scan);
+        let page = band.map_or(0, |b| b.page);
+        let slow = self.engine.faults().iter().find_map(|f| match *f {
+            Fault::SlowAck {
+                page: p,
+                band: b,
+                delay_us,
+            } if (p, b) == (page, number) => Some(delay_us),
+            _ => None,
+        });
+        if let Some(delay_us) = slow {
+            self.hold_out_until = Some(self.now + crate::time::Duration::from_micros(delay_us));
+            self.note(
+                self.now,
+                "fault",
+                page,
+                u64::from(number),
+                format!("slow-ack {delay_us} us"),
+            );
+        }
     }
 
     /// Parses every complete unit in the OUT bytes received so far.
@@ -1072,6 +1109,7 @@ impl<B: UsbBus + FlushFifo> UsbClass<B> for EsciFunction<'_, B> {
 
     fn reset(&mut self) {
         self.engine.reset(self.now);
+        self.hold_out_until = None;
         self.scan = None;
         self.replies.clear();
         self.sending = None;
@@ -1092,6 +1130,7 @@ impl<B: UsbBus + FlushFifo> UsbClass<B> for EsciFunction<'_, B> {
         if addr != self.data_out.address() {
             return;
         }
+
         let mut buf = [0u8; 1024];
         if let Ok(n) = self.data_out.read(&mut buf) {
             self.inbox.extend_from_slice(&buf[..n]);

@@ -321,7 +321,10 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 self.disconnect = true;
                 return;
             }
-            Fault::LateBand { .. } | Fault::IgnoreCancel | Fault::SlowCancel { .. } => return,
+            Fault::LateBand { .. }
+            | Fault::SlowAck { .. }
+            | Fault::IgnoreCancel
+            | Fault::SlowCancel { .. } => return,
         };
         self.error = error;
         let code = if error == ScanError::CancelButton {
@@ -667,6 +670,7 @@ pub(crate) fn fault_name(fault: &Fault) -> &'static str {
         Fault::Stall { .. } => "stall",
         Fault::Disconnect { .. } => "disconnect",
         Fault::LateBand { .. } => "late-band",
+        Fault::SlowAck { .. } => "slow-ack",
         Fault::ShortBand { .. } => "short-band",
         Fault::PaperJam { .. } => "paper-jam",
         Fault::CoverOpen { .. } => "cover-open",

@@ -586,3 +586,45 @@ fn a_short_band_ends_the_block_early_on_both_paths() {
         }
     }
 }
+
+#[test]
+fn slow_ack_holds_the_hosts_answer_to_that_block() {
+    let faults = vec![Fault::SlowAck {
+        page: 0,
+        band: 1,
+        delay_us: 200_000,
+    }];
+    let (sim, host, notes) = esci("escI-b7-flatbed.json", faults);
+    let h = host.clone();
+    let took = sim
+        .block_on(
+            async move {
+                let (block, _, _) = ext_start(&h, &fs_w(75, 72, 74, 0, 8, 255)).await;
+                exact(&h, block as usize + 1).await;
+                let t = h.now();
+                send(&h, &[ACK]).await;
+                let quick = (h.now() - t).total_micros();
+                exact(&h, block as usize + 1).await;
+                let t = h.now();
+                send(&h, &[ACK]).await;
+                let slow = (h.now() - t).total_micros();
+                exact(&h, block as usize + 1).await;
+                (quick, slow)
+            },
+            LIMIT,
+        )
+        .unwrap();
+    assert!(
+        took.0 < 1_000,
+        "the ACK of block 0 is taken at once: {took:?}"
+    );
+    assert!(
+        (195_000..=200_000).contains(&took.1),
+        "the ACK of block 1 waits until 200 ms after the block went out: {took:?}"
+    );
+    assert!(notes
+        .0
+        .borrow()
+        .iter()
+        .any(|n| n.what == "fault" && n.detail == "slow-ack 200000 us"));
+}

@@ -67,6 +67,19 @@ pub enum Fault {
         /// Bytes the band carries.
         bytes: u64,
     },
+    /// ESC/I personality only: the device takes `delay_us` to accept the host's answer (ACK or
+    /// CAN) to block `band` of page `page`; the host's write of that byte is NAKed until then.
+    /// It holds for that block of every scan. Not aborting; the engine and the native
+    /// personality ignore it.
+    SlowAck {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band (block) index within the page.
+        band: u32,
+        /// How long the answer is refused, in microseconds.
+        delay_us: u64,
+    },
     /// Aborting: paper jam in the feeder (also allowed on flatbeds, for testing).
     PaperJam {
         /// Page index within the job.
@@ -166,14 +179,23 @@ impl TryFrom<RawFault> for Fault {
                     _ => Fault::CancelButton { page, band },
                 }
             }
-            FaultKind::LateBand => {
+            FaultKind::LateBand | FaultKind::SlowAck => {
                 need("band", raw.band.is_some())?;
                 need("delay_us", raw.delay_us.is_some())?;
                 used.push("page");
-                Fault::LateBand {
-                    page,
-                    band: raw.band.unwrap_or(0),
-                    delay_us: raw.delay_us.unwrap_or(0),
+                let (band, delay_us) = (raw.band.unwrap_or(0), raw.delay_us.unwrap_or(0));
+                if kind == FaultKind::LateBand {
+                    Fault::LateBand {
+                        page,
+                        band,
+                        delay_us,
+                    }
+                } else {
+                    Fault::SlowAck {
+                        page,
+                        band,
+                        delay_us,
+                    }
                 }
             }
             FaultKind::ShortBand => {
@@ -222,6 +244,8 @@ pub enum FaultKind {
     LateBand,
     /// See [`Fault::ShortBand`].
     ShortBand,
+    /// See [`Fault::SlowAck`].
+    SlowAck,
     /// See [`Fault::PaperJam`].
     PaperJam,
     /// See [`Fault::CoverOpen`].
@@ -246,6 +270,7 @@ impl Fault {
             Fault::Disconnect { .. } => FaultKind::Disconnect,
             Fault::LateBand { .. } => FaultKind::LateBand,
             Fault::ShortBand { .. } => FaultKind::ShortBand,
+            Fault::SlowAck { .. } => FaultKind::SlowAck,
             Fault::PaperJam { .. } => FaultKind::PaperJam,
             Fault::CoverOpen { .. } => FaultKind::CoverOpen,
             Fault::CancelButton { .. } => FaultKind::CancelButton,
@@ -264,6 +289,7 @@ impl Fault {
             | Fault::Disconnect { page, band }
             | Fault::LateBand { page, band, .. }
             | Fault::ShortBand { page, band, .. }
+            | Fault::SlowAck { page, band, .. }
             | Fault::PaperJam { page, band }
             | Fault::CoverOpen { page, band }
             | Fault::CancelButton { page, band } => Some((page, band)),
@@ -355,6 +381,21 @@ mod tests {
         );
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"stall","band":1,"x":1}"#).is_err());
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"melt","band":1}"#).is_err());
+        let f: Fault =
+            serde_json::from_str(r#"{"kind":"slow_ack","band":2,"delay_us":400000}"#).unwrap();
+        assert_eq!(
+            (f, f.position(), f.aborts()),
+            (
+                Fault::SlowAck {
+                    page: 0,
+                    band: 2,
+                    delay_us: 400_000
+                },
+                Some((0, 2)),
+                false
+            )
+        );
+        assert!(serde_json::from_str::<Fault>(r#"{"kind":"slow_ack","band":2}"#).is_err());
         assert!(Fault::CancelButton { page: 0, band: 0 }.aborts());
         assert!(!Fault::LateBand {
             page: 0,
