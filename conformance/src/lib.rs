@@ -1,4 +1,5 @@
 //! scanconform: replays scripted cancel scenarios against scanner drivers.
+#![deny(unsafe_code)]
 pub mod driver;
 pub mod drivers;
 pub mod html_report;

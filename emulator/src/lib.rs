@@ -1,4 +1,5 @@
 //! scanemu: a software USB scanner.
+#![deny(unsafe_code)]
 pub mod bus;
 pub mod device;
 pub mod engine;

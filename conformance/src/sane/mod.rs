@@ -14,6 +14,7 @@
 
 pub mod device;
 pub mod expected;
+#[allow(unsafe_code)]
 pub mod ffi;
 pub mod rules;
 pub mod runner;

@@ -604,6 +604,7 @@ impl RusbHost {
 /// Bulk and interrupt IN transfers through libusb's asynchronous API, so that an abort cancels
 /// the transfer on the device (`libusb_cancel_transfer`). All `unsafe` code of the rusb host is
 /// here.
+#[allow(unsafe_code)]
 mod async_in {
     use std::ffi::{c_int, c_void};
     use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
