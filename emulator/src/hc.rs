@@ -523,11 +523,15 @@ fn data_endpoint_mps(port: &BusPort, ep_addr: u8) -> Result<usize, PacketError> 
 /// Ends on a short packet, a zero-length packet or when `length` bytes have arrived. A packet
 /// larger than the space left ends it with [`TransferError::Babble`] (the packet stays queued on
 /// the device). A zero `length` takes exactly one zero-length packet.
+///
+/// The data goes into `D`: an owned buffer ([`InTransfer::new`], yielding the data as a
+/// `Vec<u8>`), or the caller's own slice ([`InTransfer::into_slice`], yielding the byte count),
+/// which saves a copy on the data path.
 #[derive(Debug)]
-pub struct InTransfer {
+pub struct InTransfer<D = Vec<u8>> {
     ep_addr: u8,
-    /// Zeroed once to `length`; `filled` bytes of it are data.
-    buf: Vec<u8>,
+    /// `length` bytes of room; `filled` bytes of it are data.
+    buf: D,
     filled: usize,
     done: bool,
     wire_bytes: u64,
@@ -550,11 +554,18 @@ impl InTransfer {
         }
     }
 
-    /// A transfer reading up to `length` bytes into `buf`'s allocation, reused: only bytes
-    /// beyond its current length are zeroed (hosts pass back the buffer of the last transfer,
-    /// so a steady stream of reads costs no allocation and no clearing).
-    pub fn with_buffer(ep_addr: u8, mut buf: Vec<u8>, length: usize) -> Self {
-        buf.resize(length, 0);
+    /// Abandons the transfer and returns what had arrived (the URB's `actual_length` bytes).
+    /// The device's next packet, if any, stays queued in its endpoint.
+    pub fn abort(mut self) -> Vec<u8> {
+        self.buf.truncate(self.filled);
+        self.buf
+    }
+}
+
+impl<'a> InTransfer<&'a mut [u8]> {
+    /// A transfer reading up to `buf.len()` bytes from `ep_addr` (bit 7 set) straight into
+    /// `buf`; it yields the number of bytes read.
+    pub fn into_slice(ep_addr: u8, buf: &'a mut [u8]) -> Self {
         InTransfer {
             ep_addr: ep_addr | 0x80,
             buf,
@@ -563,23 +574,12 @@ impl InTransfer {
             wire_bytes: 0,
         }
     }
+}
 
+impl<D: AsRef<[u8]> + AsMut<[u8]>> InTransfer<D> {
     /// The data received so far.
     pub fn data(&self) -> &[u8] {
-        &self.buf[..self.filled]
-    }
-
-    /// The transfer's buffer, for the next [`InTransfer::with_buffer`] (empty once the data was
-    /// handed out as the transfer's output).
-    pub fn into_buffer(self) -> Vec<u8> {
-        self.buf
-    }
-
-    /// Abandons the transfer and returns what had arrived (the URB's `actual_length` bytes).
-    /// The device's next packet, if any, stays queued in its endpoint.
-    pub fn abort(mut self) -> Vec<u8> {
-        self.buf.truncate(self.filled);
-        self.buf
+        &self.buf.as_ref()[..self.filled]
     }
 
     fn step_inner(
@@ -588,19 +588,38 @@ impl InTransfer {
         dev: &mut dyn DevicePoller,
     ) -> Result<bool, PacketError> {
         let mps = data_endpoint_mps(port, self.ep_addr)?;
+        let buf = self.buf.as_mut();
         loop {
-            let room = self.buf.len() - self.filled;
+            let room = buf.len() - self.filled;
             let chunk = mps.min(room);
             let start = self.filled;
-            let dest = &mut self.buf[start..start + chunk];
+            let dest = &mut buf[start..start + chunk];
             let Some(n) = with_retry(dev, || port.in_packet(self.ep_addr, dest))? else {
                 return Ok(false);
             };
             self.filled += n;
             self.wire_bytes += n as u64;
             dev.poll_device();
-            if n < mps || self.filled == self.buf.len() {
+            if n < mps || self.filled == buf.len() {
                 return Ok(true);
+            }
+        }
+    }
+
+    /// One step; `Done(Ok(()))` when the transfer is complete.
+    fn step_data(&mut self, port: &BusPort, dev: &mut dyn DevicePoller) -> StepResult<()> {
+        if self.done {
+            return StepResult::Done(Ok(()));
+        }
+        match self.step_inner(port, dev) {
+            Ok(false) => StepResult::Pending,
+            Ok(true) => {
+                self.done = true;
+                StepResult::Done(Ok(()))
+            }
+            Err(err) => {
+                self.done = true;
+                StepResult::Done(Err(err.into()))
             }
         }
     }
@@ -610,20 +629,27 @@ impl Transfer for InTransfer {
     type Output = Vec<u8>;
 
     fn step(&mut self, port: &BusPort, dev: &mut dyn DevicePoller) -> StepResult<Vec<u8>> {
-        if self.done {
-            return StepResult::Done(Ok(Vec::new()));
-        }
-        match self.step_inner(port, dev) {
-            Ok(false) => StepResult::Pending,
-            Ok(true) => {
-                self.done = true;
+        match self.step_data(port, dev) {
+            StepResult::Pending => StepResult::Pending,
+            StepResult::Done(r) => StepResult::Done(r.map(|()| {
                 self.buf.truncate(self.filled);
-                StepResult::Done(Ok(std::mem::take(&mut self.buf)))
-            }
-            Err(err) => {
-                self.done = true;
-                StepResult::Done(Err(err.into()))
-            }
+                std::mem::take(&mut self.buf)
+            })),
+        }
+    }
+
+    fn take_wire_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.wire_bytes)
+    }
+}
+
+impl Transfer for InTransfer<&mut [u8]> {
+    type Output = usize;
+
+    fn step(&mut self, port: &BusPort, dev: &mut dyn DevicePoller) -> StepResult<usize> {
+        match self.step_data(port, dev) {
+            StepResult::Pending => StepResult::Pending,
+            StepResult::Done(r) => StepResult::Done(r.map(|()| self.filled)),
         }
     }
 

@@ -34,8 +34,6 @@ struct State {
     pending: u32,
     bus_free_at: Instant,
     observer: Option<Rc<dyn HostObserver>>,
-    /// The buffer of the last completed IN transfer, reused by the next one.
-    spare: Vec<u8>,
 }
 
 impl State {
@@ -90,7 +88,6 @@ impl InProcessHost {
                 waiters: Vec::new(),
                 abort_gen: [0; 32],
                 pending: 0,
-                spare: Vec::new(),
                 bus_free_at: Instant::ZERO,
                 observer: None,
             })),
@@ -244,35 +241,23 @@ impl InProcessHost {
         timeout: Duration,
     ) -> Result<usize, TransferError> {
         let submitted = self.clock.now();
-        let spare = std::mem::take(&mut self.state.borrow_mut().spare);
+        let requested = buf.len();
         let (r, t) = self
             .drive(
-                InTransfer::with_buffer(ep, spare, buf.len()),
+                InTransfer::into_slice(ep, buf),
                 ep,
                 timeout,
-                |t: &InTransfer| t.data().len(),
+                |t: &InTransfer<&mut [u8]>| t.data().len(),
             )
             .await;
-        let n = match &r {
-            Ok(data) => {
-                buf[..data.len()].copy_from_slice(data);
-                data.len()
-            }
-            Err(_) => 0,
-        };
-        let r = r.map(|data| {
-            // Keep the allocation for the next read.
-            self.state.borrow_mut().spare = data;
-            n
-        });
         self.observe(&TransferRecord {
             submitted,
             at: self.clock.now(),
             kind,
             ep,
             setup: None,
-            requested: buf.len(),
-            data: if n > 0 { &buf[..n] } else { t.data() },
+            requested,
+            data: t.data(),
             result: outcome(&r),
         });
         r
