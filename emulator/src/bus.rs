@@ -96,6 +96,9 @@ struct BusState {
     speed: Speed,
     out_eps: [Endpoint; ENDPOINT_COUNT],
     in_eps: [Endpoint; ENDPOINT_COUNT],
+    /// One past the highest endpoint index allocated in either direction: `poll` looks no
+    /// further.
+    ep_limit: usize,
     address: u8,
     enabled: bool,
     connected: bool,
@@ -111,6 +114,7 @@ impl BusState {
             speed,
             out_eps: Default::default(),
             in_eps: Default::default(),
+            ep_limit: 0,
             address: 0,
             enabled: false,
             connected: true,
@@ -255,6 +259,7 @@ impl UsbBus for SimBus {
             interval,
         });
         ep.buf = Vec::with_capacity(usize::from(max_packet_size));
+        state.ep_limit = state.ep_limit.max(index + 1);
         Ok(EndpointAddress::from_parts(index, ep_dir))
     }
 
@@ -353,7 +358,8 @@ impl UsbBus for SimBus {
             return PollResult::Resume;
         }
         let (mut ep_out, mut ep_setup, mut ep_in_complete) = (0u16, 0u16, 0u16);
-        for (i, ep) in state.out_eps.iter().enumerate() {
+        let limit = state.ep_limit;
+        for (i, ep) in state.out_eps[..limit].iter().enumerate() {
             if ep.full {
                 if ep.setup {
                     ep_setup |= 1 << i;
@@ -362,7 +368,7 @@ impl UsbBus for SimBus {
                 }
             }
         }
-        for (i, ep) in state.in_eps.iter_mut().enumerate() {
+        for (i, ep) in state.in_eps[..limit].iter_mut().enumerate() {
             if ep.complete {
                 ep.complete = false;
                 ep_in_complete |= 1 << i;

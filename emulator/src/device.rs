@@ -215,7 +215,10 @@ impl Device {
             }
             fw.function.observe_halts(|ep| port.is_stalled(ep));
             disconnect = fw.function.wants_disconnect();
-            notes.extend(fw.function.take_notes());
+            let mut new = fw.function.take_notes();
+            if !new.is_empty() {
+                notes.append(&mut new);
+            }
         });
         if disconnect && !self.disconnected {
             self.disconnected = true;
