@@ -230,9 +230,14 @@ impl Session {
     }
 
     /// Plays one scenario.
+    ///
+    /// A backend call that never returns (a deadlock inside the library) cannot be recovered
+    /// from in this process: a watchdog then prints one line naming the scenario and the call,
+    /// and exits with status 1 instead of hanging.
     pub fn run(&self, s: &LoadedSaneScenario) -> SaneRun {
         let _guard = lock();
         let rec = Recorder::new();
+        let _watchdog = Watchdog::start(s, &rec);
         let mut problems = Vec::new();
         let mut skipped = None;
         let mut frames = Vec::new();
@@ -892,5 +897,55 @@ impl<'b> Play<'_, 'b> {
         reader
             .map(|_| ())
             .map_err(|()| format!("the reader did not stop within {} ms", timeout.as_millis()))
+    }
+}
+
+/// Beyond the scenario's own limits, how long a run may take before the watchdog gives up.
+const WATCHDOG_SLACK: Duration = Duration::from_secs(60);
+
+/// Ends the process with one line if a scenario run outlives its limits (see [`Session::run`]);
+/// dropping it (the run finished) stops it.
+struct Watchdog {
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    fn start(s: &LoadedSaneScenario, rec: &Recorder) -> Watchdog {
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let limit = Duration::from_millis(
+            s.scenario
+                .timeout_ms
+                .saturating_add(s.scenario.cancel_budget_ms),
+        ) + WATCHDOG_SLACK;
+        let id = s.id.clone();
+        let rec = rec.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+                let call = rec.last_call().map_or_else(
+                    || "no call".to_string(),
+                    |(name, thread, age_us)| {
+                        format!(
+                            "{name} (thread {}, called {:.1} s ago)",
+                            thread.name(),
+                            age_us as f64 / 1e6
+                        )
+                    },
+                );
+                eprintln!(
+                    "scanconform: {id}: the backend hangs: the run passed {} s and its last call, {call}, has not returned; stopping (a call stuck inside the library cannot be recovered in this process)",
+                    limit.as_secs()
+                );
+                std::process::exit(1);
+            }
+        });
+        Watchdog { done: Some(done) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
     }
 }

@@ -594,6 +594,16 @@ impl Recorder {
         }
     }
 
+    /// The most recent call: its name, its thread and how long ago it began (µs).
+    pub fn last_call(&self) -> Option<(&'static str, Thread, u64)> {
+        let now = self.now_us();
+        let guard = self.lock();
+        guard
+            .0
+            .last()
+            .map(|c| (c.op.name(), c.thread, now.saturating_sub(c.call_us)))
+    }
+
     /// Microseconds since `begin` of call `seq` (0 if unknown), while it is still running.
     pub fn pending_us(&self, seq: usize) -> u64 {
         let now = self.now_us();
