@@ -922,7 +922,7 @@ impl Watchdog {
         std::thread::spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
                 let call = rec.last_call().map_or_else(
-                    || "no call".to_string(),
+                    || "none".to_string(),
                     |(name, thread, age_us)| {
                         format!(
                             "{name} (thread {}, called {:.1} s ago)",
@@ -932,7 +932,7 @@ impl Watchdog {
                     },
                 );
                 eprintln!(
-                    "scanconform: {id}: the backend hangs: the run passed {} s and its last call, {call}, has not returned; stopping (a call stuck inside the library cannot be recovered in this process)",
+                    "scanconform: {id}: the run passed {} s without finishing (last backend call: {call}); stopping: a call stuck inside the backend cannot be recovered in this process",
                     limit.as_secs()
                 );
                 std::process::exit(1);
