@@ -25,7 +25,7 @@ use scanemu::function::DeviceNote;
 use scanemu::hc::request as std_request;
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::usbip::UsbIpHost;
-use scanemu::host::{HostObserver, TransferKind, TransferRecord, UsbHost};
+use scanemu::host::{DeviceInfo, HostObserver, TransferKind, TransferRecord, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::protocol::{self, DeviceStatus, ScanStatus};
 use scanemu::recording::{Recording, RecordingObserver};
@@ -243,19 +243,24 @@ pub fn run_with(
         )),
         None => None,
     };
+    // Every host reports to the trace, through the pcap capture and the recording when asked
+    // for, which learn the device first.
+    let attach = |info: &DeviceInfo, set_observer: &dyn Fn(Rc<dyn HostObserver>)| {
+        if let Some((p, _)) = &pcap {
+            p.set_device_info(info);
+        }
+        if let Some(r) = &options.record {
+            r.set_device_info(info);
+        }
+        let pcap_tap = pcap
+            .as_ref()
+            .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
+        set_observer(tap(observer.clone(), pcap_tap, &options.record));
+    };
     let (host, usbip): (Rc<dyn UsbHost>, Option<UsbIpLink>) = match options.transport {
         Transport::InProcess if replay.is_some() => {
             let host = replay.clone().expect("checked by the guard");
-            let pcap_tap = pcap
-                .as_ref()
-                .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
-            host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
-            if let Some((p, _)) = &pcap {
-                p.set_device_info(&host.device_info());
-            }
-            if let Some(r) = &options.record {
-                r.set_device_info(&host.device_info());
-            }
+            attach(&host.device_info(), &|o| host.set_observer(o));
             (Rc::new(host), None)
         }
         Transport::InProcess => {
@@ -263,18 +268,7 @@ pub fn run_with(
             device.set_faults(faults);
             let host = InProcessHost::new(device, Rc::new(sim.clone()))
                 .map_err(|e| enumeration_failed(&e))?;
-            host.set_observer(observer.clone());
-            if let Some((p, _)) = &pcap {
-                p.set_device_info(&host.device_info());
-                host.set_observer(p.clone());
-            }
-            if let Some(r) = &options.record {
-                r.set_device_info(&host.device_info());
-                let pcap_tap = pcap
-                    .as_ref()
-                    .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
-                host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
-            }
+            attach(&host.device_info(), &|o| host.set_observer(o));
             let ticker = host.clone();
             sim.spawn(async move { ticker.run_device().await });
             (Rc::new(host), None)
@@ -288,18 +282,7 @@ pub fn run_with(
                 Rc::new(sim.clone()),
             )
             .map_err(|e| enumeration_failed(&format!("USB/IP import: {e}")))?;
-            host.set_observer(observer.clone());
-            if let Some((p, _)) = &pcap {
-                p.set_device_info(&host.device_info());
-                host.set_observer(p.clone());
-            }
-            if let Some(r) = &options.record {
-                r.set_device_info(&host.device_info());
-                let pcap_tap = pcap
-                    .as_ref()
-                    .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
-                host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
-            }
+            attach(&host.device_info(), &|o| host.set_observer(o));
             (Rc::new(host), Some((server, inbox)))
         }
         #[cfg(feature = "libusb")]
@@ -309,18 +292,7 @@ pub fn run_with(
                 .map_err(|e| enumeration_failed(&e))?;
             let host = crate::libusb_transport::open_host(&server, &sim)
                 .map_err(|e| enumeration_failed(&e))?;
-            host.set_observer(observer.clone());
-            if let Some((p, _)) = &pcap {
-                p.set_device_info(&host.device_info());
-                host.set_observer(p.clone());
-            }
-            if let Some(r) = &options.record {
-                r.set_device_info(&host.device_info());
-                let pcap_tap = pcap
-                    .as_ref()
-                    .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
-                host.set_observer(tap(observer.clone(), pcap_tap, &options.record));
-            }
+            attach(&host.device_info(), &|o| host.set_observer(o));
             (Rc::new(host), Some((server, inbox)))
         }
         #[cfg(not(feature = "libusb"))]
