@@ -781,17 +781,12 @@ impl UsbHost for ReplayHost {
             out: Vec::new(),
         };
         let r = self.serve(req, timeout).await.result;
-        let empty = Vec::new();
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::control_in(
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x80,
-            setup: Some(setup),
-            requested: usize::from(setup.length),
-            data: r.as_ref().unwrap_or(&empty),
-            result: outcome(&r),
-        });
+            self.clock.now(),
+            setup,
+            &r,
+        ));
         r
     }
 
@@ -887,16 +882,14 @@ impl UsbHost for ReplayHost {
             .await
             .result
             .map(|_| ());
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::ClearHalt,
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::ClearHalt,
+            self.clock.now(),
             ep,
-            setup: Some(setup),
-            requested: 0,
-            data: &[],
-            result: outcome(&r),
-        });
+            Some(setup),
+            outcome(&r),
+        ));
         r
     }
 
@@ -917,16 +910,14 @@ impl UsbHost for ReplayHost {
             out: Vec::new(),
         };
         let r = self.serve(req, Duration::ZERO).await.result.map(|_| ());
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Reset,
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Reset,
-            ep: 0,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: r.clone(),
-        });
+            self.clock.now(),
+            0,
+            None,
+            r.clone(),
+        ));
         r
     }
 
@@ -937,16 +928,14 @@ impl UsbHost for ReplayHost {
             st.abort_gen[ep_slot(ep)] += 1;
             st.changed();
         }
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Abort,
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Abort,
+            self.clock.now(),
             ep,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: Ok(()),
-        });
+            None,
+            Ok(()),
+        ));
     }
 
     fn pending_transfers(&self) -> u32 {

@@ -301,17 +301,12 @@ impl UsbHost for InProcessHost {
         let (r, _) = self
             .drive(ControlTransfer::new_in(setup), 0x80, timeout, |_| 0)
             .await;
-        let empty = Vec::new();
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::control_in(
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x80,
-            setup: Some(setup),
-            requested: usize::from(setup.length),
-            data: r.as_ref().unwrap_or(&empty),
-            result: outcome(&r),
-        });
+            self.clock.now(),
+            setup,
+            &r,
+        ));
         r
     }
 
@@ -407,16 +402,14 @@ impl UsbHost for InProcessHost {
             )
             .await;
         let r = r.map(|_| ());
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::ClearHalt,
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::ClearHalt,
+            self.clock.now(),
             ep,
-            setup: Some(setup),
-            requested: 0,
-            data: &[],
-            result: outcome(&r),
-        });
+            Some(setup),
+            outcome(&r),
+        ));
         r
     }
 
@@ -430,16 +423,14 @@ impl UsbHost for InProcessHost {
             st.changed();
         }
         let r = self.enumerate();
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Reset,
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Reset,
-            ep: 0,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: r.clone(),
-        });
+            self.clock.now(),
+            0,
+            None,
+            r.clone(),
+        ));
         r
     }
 
@@ -454,15 +445,13 @@ impl UsbHost for InProcessHost {
             st.abort_gen[ep_slot(ep)] += 1;
             st.changed();
         }
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Abort,
             submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Abort,
+            self.clock.now(),
             ep,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: Ok(()),
-        });
+            None,
+            Ok(()),
+        ));
     }
 }

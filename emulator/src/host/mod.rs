@@ -193,6 +193,48 @@ pub struct TransferRecord<'a> {
     pub result: Result<(), TransferError>,
 }
 
+impl<'a> TransferRecord<'a> {
+    /// A control IN transfer: the reply, or nothing if it failed, is the data moved.
+    pub fn control_in(
+        submitted: Instant,
+        at: Instant,
+        setup: Setup,
+        r: &'a Result<Vec<u8>, TransferError>,
+    ) -> TransferRecord<'a> {
+        TransferRecord {
+            submitted,
+            at,
+            kind: TransferKind::Control,
+            ep: 0x80,
+            setup: Some(setup),
+            requested: usize::from(setup.length),
+            data: r.as_deref().unwrap_or(&[]),
+            result: outcome(r),
+        }
+    }
+
+    /// An operation that moves no data: a clear halt (with its SETUP), a reset or an abort.
+    pub fn no_data(
+        kind: TransferKind,
+        submitted: Instant,
+        at: Instant,
+        ep: u8,
+        setup: Option<Setup>,
+        result: Result<(), TransferError>,
+    ) -> TransferRecord<'a> {
+        TransferRecord {
+            submitted,
+            at,
+            kind,
+            ep,
+            setup,
+            requested: 0,
+            data: &[],
+            result,
+        }
+    }
+}
+
 /// Receives every transfer and device note of a host: the hook traces and captures use.
 pub trait HostObserver {
     /// A host operation finished.

@@ -383,16 +383,12 @@ impl UsbHost for RusbHost {
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
             });
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::control_in(
             submitted,
-            at: self.now(),
-            kind: TransferKind::Control,
-            ep: 0x80,
-            setup: Some(setup),
-            requested: usize::from(setup.length),
-            data: r.as_deref().unwrap_or(&[]),
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
+            self.now(),
+            setup,
+            &r,
+        ));
         r
     }
 
@@ -493,16 +489,14 @@ impl UsbHost for RusbHost {
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
             });
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::ClearHalt,
             submitted,
-            at: self.now(),
-            kind: TransferKind::ClearHalt,
+            self.now(),
             ep,
-            setup: Some(Setup::clear_halt(ep)),
-            requested: 0,
-            data: &[],
-            result: r.clone(),
-        });
+            Some(Setup::clear_halt(ep)),
+            r.clone(),
+        ));
         r
     }
 
@@ -515,32 +509,28 @@ impl UsbHost for RusbHost {
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
             });
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Reset,
             submitted,
-            at: self.now(),
-            kind: TransferKind::Reset,
-            ep: 0,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: r.clone(),
-        });
+            self.now(),
+            0,
+            None,
+            r.clone(),
+        ));
         r
     }
 
     fn abort_endpoint(&self, ep: u8) {
         let at = self.now();
         self.abort_pending(|p| p.ep == ep);
-        self.observe(&TransferRecord {
-            submitted: at,
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Abort,
             at,
-            kind: TransferKind::Abort,
+            at,
             ep,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: Ok(()),
-        });
+            None,
+            Ok(()),
+        ));
     }
 
     fn pending_transfers(&self) -> u32 {

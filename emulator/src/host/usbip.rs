@@ -638,16 +638,12 @@ impl UsbHost for UsbIpHost {
                 timeout,
             )
             .await;
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::control_in(
             submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x80,
-            setup: Some(setup),
-            requested: usize::from(setup.length),
-            data: r.as_deref().unwrap_or(&[]),
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
+            self.inner.clock.now(),
+            setup,
+            &r,
+        ));
         r
     }
 
@@ -729,16 +725,14 @@ impl UsbHost for UsbIpHost {
             .urb(0x00, Some(setup), None, &[], Duration::from_secs(1))
             .await
             .map(|_| ());
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::ClearHalt,
             submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::ClearHalt,
+            self.inner.clock.now(),
             ep,
-            setup: Some(setup),
-            requested: 0,
-            data: &[],
-            result: r.clone(),
-        });
+            Some(setup),
+            r.clone(),
+        ));
         r
     }
 
@@ -756,32 +750,28 @@ impl UsbHost for UsbIpHost {
             .urb(0x00, Some(setup), None, &[], Duration::from_secs(5))
             .await
             .map(|_| ());
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Reset,
             submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Reset,
-            ep: 0,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: r.clone(),
-        });
+            self.inner.clock.now(),
+            0,
+            None,
+            r.clone(),
+        ));
         r
     }
 
     fn abort_endpoint(&self, ep: u8) {
         let submitted = self.inner.clock.now();
         self.abort(Some(ep));
-        self.observe(&TransferRecord {
+        self.observe(&TransferRecord::no_data(
+            TransferKind::Abort,
             submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Abort,
+            self.inner.clock.now(),
             ep,
-            setup: None,
-            requested: 0,
-            data: &[],
-            result: Ok(()),
-        });
+            None,
+            Ok(()),
+        ));
     }
 
     fn pending_transfers(&self) -> u32 {
