@@ -2,7 +2,7 @@
 //!
 //! - [`protocol`]: the wire format (protocol 1.1.1), encode and decode with strict validation.
 //! - [`server`]: [`UsbIpServer`], which serves the same [`Device`](crate::device::Device) and
-//!   host-controller transfers ([`crate::hc`]) the in-process host uses, on the wall clock.
+//!   host-controller transfers ([`crate::usb::hc`]) the in-process host uses, on the wall clock.
 //!
 //! The client side, a [`UsbHost`](crate::host::UsbHost) over USB/IP, is
 //! [`crate::host::usbip::UsbIpHost`]. A Linux machine with `vhci-hcd` can also attach the

@@ -13,7 +13,7 @@
 //! validated by [`Command::read`]) and hands them over a channel; the session thread owns the
 //! device and the URB queues. URBs queue per endpoint (all control URBs share EP0) and only
 //! the head of each queue is stepped, with the same host-controller transfers
-//! ([`crate::hc`]) the in-process host uses. An IN URB the device NAKs stays pending (no
+//! ([`crate::usb::hc`]) the in-process host uses. An IN URB the device NAKs stays pending (no
 //! empty completion); the session steps pending URBs again on every URB that arrives and
 //! whenever the device asks to be polled ([`Device::poll_at`]), on the wall clock. Completions
 //! are paced by the profile's bus speed (`Speed::wire_time`, one bus shared by all endpoints),
@@ -46,17 +46,17 @@ use super::protocol::{
     InterfaceRecord, Limits, OpHeader, ProtocolError, RetSubmit, RetUnlink, DIR_IN, OP_REP_IMPORT,
     OP_REQ_DEVLIST, OP_REQ_IMPORT, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV, ST_OK, URB_ZERO_PACKET,
 };
+use crate::capture::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::device::Device;
 use crate::engine::Fault;
-use crate::function::DeviceNote;
-use crate::hc::{
+use crate::personality::native::DeviceNote;
+use crate::profile::Profile;
+use crate::time::{Duration, Instant};
+use crate::usb::hc::{
     self, descriptor_type, request, ControlTransfer, InTransfer, OutTransfer, SetupPacket,
     StepResult, Transfer,
 };
-use crate::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
-use crate::profile::Profile;
-use crate::speed::Speed;
-use crate::time::{Duration, Instant};
+use crate::usb::speed::Speed;
 
 /// Receives every device note of the served device, with its time on the server's clock.
 pub type NoteSink = Arc<dyn Fn(&DeviceNote) + Send + Sync>;
@@ -957,7 +957,7 @@ impl Session<'_> {
 /// bytes moved.
 fn step_urb(
     urb: &mut Urb,
-    port: &crate::bus::BusPort,
+    port: &crate::usb::bus::BusPort,
     poller: &mut dyn hc::DevicePoller,
 ) -> (Option<Outcome>, bool) {
     if urb.active.is_none() {
