@@ -24,12 +24,13 @@ use usb_device::class_prelude::*;
 use usb_device::descriptor::lang_id::LangID;
 use usb_device::UsbError;
 
+use crate::engine::Optics;
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, ScanMode, ScanSource,
 };
 use crate::personality::native::protocol;
 use crate::personality::{engine_note, AnswerAt, DeviceNote, IdleCause, NoteDetail, NoteKind};
-use crate::profile::{EsciConfig, EsciLevel, Optics, Profile};
+use crate::profile::{EsciConfig, EsciLevel, Profile};
 use crate::time::Instant;
 use crate::usb::bus::FlushFifo;
 
@@ -225,7 +226,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             iface_string: alloc.string(),
             data_in,
             data_out,
-            engine: ScanEngine::new(profile),
+            engine: profile.engine(),
             config: config.clone(),
             optics: profile.optics.clone(),
             band_lines: profile.timing.band_lines,

@@ -71,7 +71,7 @@ pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
     disconnect: bool,
     flush_data_in: bool,
     flush_events: bool,
-    optics: crate::profile::Optics,
+    optics: crate::engine::Optics,
     notes: Vec<DeviceNote>,
 }
 
@@ -130,7 +130,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             data_in,
             data_out,
             events,
-            engine: ScanEngine::new(profile),
+            engine: profile.engine(),
             caps,
             params: None,
             now: Instant::ZERO,
@@ -618,7 +618,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         }
     }
 
-    fn engine_optics(&self) -> crate::profile::Optics {
+    fn engine_optics(&self) -> crate::engine::Optics {
         self.optics.clone()
     }
 }
