@@ -11,7 +11,7 @@ use common::{load, setup, LIMIT, T};
 use scanemu::engine::{pattern_line, Fault};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{HostObserver, TransferError, TransferRecord, UsbHost};
-use scanemu::personality::esci::{ACK, CAN, ESC, FS, NAK, STX};
+use scanemu::personality::esci::wire::{ACK, CAN, ESC, FS, NAK, STX};
 use scanemu::personality::native::protocol::{EP_DATA_IN, EP_DATA_OUT};
 use scanemu::personality::DeviceNote;
 use scanemu::profile::Profile;

@@ -690,12 +690,12 @@ fn describe_profile(out: &mut String, profile: &Profile) {
     let mm = |px: u32| f64::from(px) * 25.4 / f64::from(o.optical_dpi.max(1));
     let _ = writeln!(out, "\nProtocol");
     match &profile.personality {
-        scanemu::profile::Personality::EscI(e) => {
+        scanemu::profile::PersonalityConfig::EscI(e) => {
             let path = match e.level {
-                scanemu::profile::EsciLevel::B7 => {
+                scanemu::personality::esci::EsciLevel::B7 => {
                     "extended path: FS W parameters, FS G start, blocks of data + 1 status byte"
                 }
-                scanemu::profile::EsciLevel::B6 => {
+                scanemu::personality::esci::EsciLevel::B6 => {
                     "classic block mode: ESC parameter commands, ESC G start, 6-byte block headers"
                 }
             };
