@@ -25,13 +25,15 @@ use scanemu::device::Device;
 use scanemu::engine::{ImageSource, ScanJob};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::usbip::UsbIpHost;
-use scanemu::host::{DeviceInfo, HostObserver, TransferKind, TransferRecord, UsbHost};
+use scanemu::host::{
+    DeviceInfo, HostObserver, Observed, Tee, TransferKind, TransferRecord, UsbHost,
+};
 use scanemu::personality::native::protocol::{self, DeviceStatus, ScanStatus};
 use scanemu::personality::DeviceNote;
 use scanemu::profile::Profile;
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
-use scanemu::usb::hc::request as std_request;
+use scanemu::usb::Request as std_request;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 
 use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
@@ -245,7 +247,7 @@ pub fn run_with(
     };
     // Every host reports to the trace, through the pcap capture and the recording when asked
     // for, which learn the device first.
-    let attach = |info: &DeviceInfo, set_observer: &dyn Fn(Rc<dyn HostObserver>)| {
+    let attach = |info: &DeviceInfo| -> Rc<dyn HostObserver> {
         if let Some((p, _)) = &pcap {
             p.set_device_info(info);
         }
@@ -255,23 +257,25 @@ pub fn run_with(
         let pcap_tap = pcap
             .as_ref()
             .map(|(p, _)| p.clone() as Rc<dyn HostObserver>);
-        set_observer(tap(observer.clone(), pcap_tap, &options.record));
+        tap(observer.clone(), pcap_tap, &options.record)
     };
     let (host, usbip): (Rc<dyn UsbHost>, Option<UsbIpLink>) = match options.transport {
         Transport::InProcess if replay.is_some() => {
             let host = replay.clone().expect("checked by the guard");
-            attach(&host.device_info(), &|o| host.set_observer(o));
-            (Rc::new(host), None)
+            let observer = attach(&host.device_info());
+            host.set_note_observer(observer.clone());
+            (Rc::new(Observed::new(host, observer)), None)
         }
         Transport::InProcess => {
             let mut device = Device::new(&profile);
             device.set_faults(faults);
             let host = InProcessHost::new(device, Rc::new(sim.clone()))
                 .map_err(|e| enumeration_failed(&e))?;
-            attach(&host.device_info(), &|o| host.set_observer(o));
+            let observer = attach(&host.device_info());
+            host.set_note_observer(observer.clone());
             let ticker = host.clone();
             sim.spawn(async move { ticker.run_device().await });
-            (Rc::new(host), None)
+            (Rc::new(Observed::new(host, observer)), None)
         }
         Transport::UsbIp => {
             let (server, inbox) = serve_usbip(&profile, faults, &sim, observer.clone())
@@ -282,8 +286,11 @@ pub fn run_with(
                 Rc::new(sim.clone()),
             )
             .map_err(|e| enumeration_failed(&format!("USB/IP import: {e}")))?;
-            attach(&host.device_info(), &|o| host.set_observer(o));
-            (Rc::new(host), Some((server, inbox)))
+            let observer = attach(&host.device_info());
+            (
+                Rc::new(Observed::new(host, observer)),
+                Some((server, inbox)),
+            )
         }
         #[cfg(feature = "libusb")]
         Transport::Libusb => {
@@ -292,8 +299,11 @@ pub fn run_with(
                 .map_err(|e| enumeration_failed(&e))?;
             let host = crate::libusb::transport::open_host(&server, &sim)
                 .map_err(|e| enumeration_failed(&e))?;
-            attach(&host.device_info(), &|o| host.set_observer(o));
-            (Rc::new(host), Some((server, inbox)))
+            let observer = attach(&host.device_info());
+            (
+                Rc::new(Observed::new(host, observer)),
+                Some((server, inbox)),
+            )
         }
         #[cfg(not(feature = "libusb"))]
         Transport::Libusb => return Err(InputError(LIBUSB_FEATURE_MISSING.into())),
@@ -920,8 +930,8 @@ impl HostObserver for TraceObserver {
     }
 }
 
-/// The observer a host reports to: the recording (if any), wrapping the capture (if any),
-/// wrapping the trace.
+/// The observer a host reports to: the recording (if any) beside the capture (if any), which
+/// wraps the trace.
 fn tap(
     trace: Rc<TraceObserver>,
     pcap: Option<Rc<dyn HostObserver>>,
@@ -929,10 +939,7 @@ fn tap(
 ) -> Rc<dyn HostObserver> {
     let inner: Rc<dyn HostObserver> = pcap.unwrap_or(trace);
     match record {
-        Some(r) => {
-            r.set_inner(inner);
-            r.clone()
-        }
+        Some(r) => Rc::new(Tee(vec![r.clone(), inner])),
         None => inner,
     }
 }

@@ -4,6 +4,7 @@ pub mod capture;
 pub mod device;
 pub mod engine;
 pub mod host;
+pub mod info;
 pub mod personality;
 pub mod profile;
 pub mod sim;

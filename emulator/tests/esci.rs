@@ -37,7 +37,7 @@ fn esci(name: &str, faults: Vec<Fault>) -> (Sim, InProcessHost, Rc<Notes>) {
     let profile = load(name);
     let (sim, host) = setup(&profile, faults);
     let notes = Rc::new(Notes::default());
-    host.set_observer(notes.clone());
+    host.set_note_observer(notes.clone());
     (sim, host, notes)
 }
 

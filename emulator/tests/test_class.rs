@@ -195,7 +195,7 @@ fn enumeration_reads_testclass_descriptors() {
 
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::usb::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::Request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,
@@ -532,7 +532,7 @@ fn bus_reset_clears_state_and_device_reenumerates() {
         host.dev.poll_device();
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::usb::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::Request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,
@@ -655,7 +655,7 @@ fn suspend_and_resume() {
         assert!(!host.port.is_suspended());
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::usb::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::Request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,

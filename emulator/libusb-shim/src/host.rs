@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use scanemu::usbip::protocol::{errno, URB_SHORT_NOT_OK, URB_ZERO_PACKET};
 
 use crate::connection::{self, Connection, UrbOutcome, UrbRequest, UrbSink};
-use crate::descriptor::{self, Config};
+use scanemu::usb::descriptor::{self, Config};
 
 /// libusb's numeric codes.
 pub mod code {

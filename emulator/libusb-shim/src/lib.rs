@@ -7,7 +7,8 @@
 //! - [`connection`]: the USB/IP client. One TCP connection per imported device, a reader thread
 //!   demultiplexing replies by sequence number, built on the project's own codec
 //!   (`scanemu::usbip::protocol`).
-//! - [`descriptor`]: configuration descriptors parsed into libusb's nested shape, with `extra`.
+//! - descriptors: configuration descriptors parsed into libusb's nested shape, with `extra`,
+//!   by the emulator's own parser (`scanemu::usb::descriptor`).
 //! - [`host`]: contexts, devices, handles and the event core (submit, cancel, timeout,
 //!   delivery inside `handle_events*`, event lock and waiters); the synchronous calls run on it.
 //! - [`abi`]: the `#[repr(C)]` structures of `libusb.h` with their layouts asserted.
@@ -22,7 +23,6 @@
 
 mod abi;
 mod connection;
-mod descriptor;
 #[allow(unsafe_code)]
 mod ffi;
 mod host;

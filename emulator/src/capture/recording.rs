@@ -26,8 +26,10 @@ use crate::capture::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
 use crate::personality::{DeviceNote, NoteKind};
 use crate::time::Instant;
+use crate::usb::descriptor::DeviceDescriptor;
 use crate::usb::hc::SetupPacket;
 use crate::usb::speed::Speed;
+use crate::usb::{descriptor_type, usbmon, Request};
 
 /// The version of the files this module writes; [`Recording::load`] refuses others.
 pub const FORMAT_VERSION: u32 = 1;
@@ -148,7 +150,7 @@ impl TxResult {
 
     /// The result a usbmon status stands for.
     pub fn from_usbmon_status(status: i32) -> TxResult {
-        use pcap::errno;
+        use crate::usb::usbmon::errno;
         match -status {
             0 => TxResult::Ok,
             errno::EPIPE => TxResult::Stall,
@@ -529,7 +531,7 @@ fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, String> {
     };
     let linktype = u32_at(bytes, 20);
     let header_len = match linktype {
-        pcap::LINKTYPE_USB_LINUX_MMAPPED => pcap::USBMON_HEADER_LEN,
+        usbmon::LINKTYPE_USB_LINUX_MMAPPED => usbmon::USBMON_HEADER_LEN,
         189 => 48,
         other => return Err(format!("link type {other} is not usbmon (220 or 189)")),
     };
@@ -643,23 +645,24 @@ fn transaction_of(
 /// Takes the device and configuration descriptors from GET_DESCRIPTOR replies.
 fn note_descriptor(t: &Transaction, info: &mut DeviceInfo, speed: &mut Speed) {
     let Some(s) = t.setup else { return };
-    if t.kind != TxKind::Control || s.request_type != 0x80 || s.request != 6 {
+    if t.kind != TxKind::Control || s.request_type != 0x80 || s.request != Request::GET_DESCRIPTOR {
         return;
     }
     let data = t.bytes();
-    match s.value >> 8 {
-        1 if data.len() >= 18 => {
-            info.vendor_id = u16::from_le_bytes([data[8], data[9]]);
-            info.product_id = u16::from_le_bytes([data[10], data[11]]);
+    match (s.value >> 8) as u8 {
+        descriptor_type::DEVICE if data.len() >= 18 => {
+            let d = DeviceDescriptor::read(&data);
+            info.vendor_id = d.vendor_id;
+            info.product_id = d.product_id;
             // bcdUSB 2.x with a 64-byte EP0 is high speed at most; 1.x is full speed.
-            if data[3] < 2 {
+            if d.usb_version >> 8 < 2 {
                 *speed = Speed::Full;
-            } else if data[3] >= 3 {
+            } else if d.usb_version >> 8 >= 3 {
                 *speed = Speed::Super;
             }
             info.device_descriptor = data;
         }
-        2 if data.len() >= 4 => {
+        descriptor_type::CONFIGURATION if data.len() >= 4 => {
             let total = usize::from(u16::from_le_bytes([data[2], data[3]]));
             if data.len() >= total && data.len() >= info.config_descriptor.len() {
                 info.config_descriptor = data;
@@ -715,9 +718,10 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// A [`HostObserver`] decorator that keeps every transfer and device note as a
-/// [`Recording`], then passes it on to the observer it wraps.
+/// [`Recording`], then passes it on to the observer it wraps (if any), like
+/// [`PcapObserver`](crate::capture::pcap::PcapObserver): `new(..).wrapping(inner)`.
 pub struct RecordingObserver {
-    inner: RefCell<Option<Rc<dyn HostObserver>>>,
+    inner: Option<Rc<dyn HostObserver>>,
     recording: RefCell<Recording>,
 }
 
@@ -736,7 +740,7 @@ impl RecordingObserver {
     /// [`RecordingObserver::set_device_info`] if the host does not exist yet).
     pub fn new(meta: RecordingMeta) -> RecordingObserver {
         RecordingObserver {
-            inner: RefCell::new(None),
+            inner: None,
             recording: RefCell::new(Recording {
                 meta,
                 transactions: Vec::new(),
@@ -745,9 +749,15 @@ impl RecordingObserver {
         }
     }
 
-    /// Passes every record and note on to `inner` as well (replacing any earlier one).
-    pub fn set_inner(&self, inner: Rc<dyn HostObserver>) {
-        *self.inner.borrow_mut() = Some(inner);
+    /// Passes every record and note on to `inner` as well.
+    pub fn wrapping(mut self, inner: Rc<dyn HostObserver>) -> RecordingObserver {
+        self.inner = Some(inner);
+        self
+    }
+
+    /// The observer records and notes are passed on to, if any.
+    pub fn inner(&self) -> Option<&Rc<dyn HostObserver>> {
+        self.inner.as_ref()
     }
 
     /// Takes the device's identity and descriptors from `info`.
@@ -793,8 +803,7 @@ impl HostObserver for RecordingObserver {
                 result: TxResult::of(&r.result),
             });
         }
-        let inner = self.inner.borrow().clone();
-        if let Some(inner) = inner {
+        if let Some(inner) = &self.inner {
             inner.transfer(r);
         }
     }
@@ -807,8 +816,7 @@ impl HostObserver for RecordingObserver {
             value: note.value,
             detail: note.detail.to_string(),
         });
-        let inner = self.inner.borrow().clone();
-        if let Some(inner) = inner {
+        if let Some(inner) = &self.inner {
             inner.device(note);
         }
     }

@@ -21,7 +21,10 @@
 //! the host learns from the descriptors anyway.
 
 use thiserror::Error;
+use usb_device::control::{Recipient, Request, RequestType};
+use usb_device::descriptor::descriptor_type;
 use usb_device::endpoint::EndpointType;
+use usb_device::UsbDirection;
 
 use crate::usb::bus::{BusPort, PacketError};
 
@@ -165,60 +168,19 @@ pub struct SetupPacket {
 }
 
 /// `bmRequestType` direction bit: device to host.
-pub const DIR_IN: u8 = 0x80;
+pub const DIR_IN: u8 = UsbDirection::In as u8;
 /// `bmRequestType` type: standard.
-pub const TYPE_STANDARD: u8 = 0x00;
+pub const TYPE_STANDARD: u8 = (RequestType::Standard as u8) << 5;
 /// `bmRequestType` type: class.
-pub const TYPE_CLASS: u8 = 0x20;
+pub const TYPE_CLASS: u8 = (RequestType::Class as u8) << 5;
 /// `bmRequestType` type: vendor.
-pub const TYPE_VENDOR: u8 = 0x40;
+pub const TYPE_VENDOR: u8 = (RequestType::Vendor as u8) << 5;
 /// `bmRequestType` recipient: device.
-pub const RECIPIENT_DEVICE: u8 = 0x00;
+pub const RECIPIENT_DEVICE: u8 = Recipient::Device as u8;
 /// `bmRequestType` recipient: interface.
-pub const RECIPIENT_INTERFACE: u8 = 0x01;
+pub const RECIPIENT_INTERFACE: u8 = Recipient::Interface as u8;
 /// `bmRequestType` recipient: endpoint.
-pub const RECIPIENT_ENDPOINT: u8 = 0x02;
-
-/// Standard request codes (USB 2.0 table 9-4).
-pub mod request {
-    /// GET_STATUS.
-    pub const GET_STATUS: u8 = 0;
-    /// CLEAR_FEATURE.
-    pub const CLEAR_FEATURE: u8 = 1;
-    /// SET_FEATURE.
-    pub const SET_FEATURE: u8 = 3;
-    /// SET_ADDRESS.
-    pub const SET_ADDRESS: u8 = 5;
-    /// GET_DESCRIPTOR.
-    pub const GET_DESCRIPTOR: u8 = 6;
-    /// GET_CONFIGURATION.
-    pub const GET_CONFIGURATION: u8 = 8;
-    /// SET_CONFIGURATION.
-    pub const SET_CONFIGURATION: u8 = 9;
-    /// GET_INTERFACE.
-    pub const GET_INTERFACE: u8 = 10;
-    /// SET_INTERFACE.
-    pub const SET_INTERFACE: u8 = 11;
-}
-
-/// Descriptor type codes (USB 2.0 table 9-5).
-pub mod descriptor_type {
-    /// DEVICE.
-    pub const DEVICE: u8 = 1;
-    /// CONFIGURATION.
-    pub const CONFIGURATION: u8 = 2;
-    /// STRING.
-    pub const STRING: u8 = 3;
-    /// INTERFACE.
-    pub const INTERFACE: u8 = 4;
-    /// ENDPOINT.
-    pub const ENDPOINT: u8 = 5;
-    /// BOS.
-    pub const BOS: u8 = 15;
-}
-
-/// The ENDPOINT_HALT feature selector.
-pub const FEATURE_ENDPOINT_HALT: u16 = 0;
+pub const RECIPIENT_ENDPOINT: u8 = Recipient::Endpoint as u8;
 
 /// A SETUP packet that is not 8 bytes long.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
@@ -255,7 +217,7 @@ impl SetupPacket {
     pub fn get_descriptor(descriptor_type: u8, index: u8, lang_id: u16, length: u16) -> Self {
         SetupPacket {
             request_type: DIR_IN | TYPE_STANDARD | RECIPIENT_DEVICE,
-            request: request::GET_DESCRIPTOR,
+            request: Request::GET_DESCRIPTOR,
             value: u16::from(descriptor_type) << 8 | u16::from(index),
             index: lang_id,
             length,
@@ -279,14 +241,14 @@ impl SetupPacket {
 
     /// SET_ADDRESS(`address`).
     pub fn set_address(address: u8) -> Self {
-        Self::standard_out(RECIPIENT_DEVICE, request::SET_ADDRESS, address.into(), 0)
+        Self::standard_out(RECIPIENT_DEVICE, Request::SET_ADDRESS, address.into(), 0)
     }
 
     /// SET_CONFIGURATION(`value`).
     pub fn set_configuration(value: u8) -> Self {
         Self::standard_out(
             RECIPIENT_DEVICE,
-            request::SET_CONFIGURATION,
+            Request::SET_CONFIGURATION,
             value.into(),
             0,
         )
@@ -296,7 +258,7 @@ impl SetupPacket {
     pub fn set_interface(interface: u8, alt_setting: u8) -> Self {
         Self::standard_out(
             RECIPIENT_INTERFACE,
-            request::SET_INTERFACE,
+            Request::SET_INTERFACE,
             alt_setting.into(),
             interface.into(),
         )
@@ -306,8 +268,8 @@ impl SetupPacket {
     pub fn clear_halt(ep_addr: u8) -> Self {
         Self::standard_out(
             RECIPIENT_ENDPOINT,
-            request::CLEAR_FEATURE,
-            FEATURE_ENDPOINT_HALT,
+            Request::CLEAR_FEATURE,
+            Request::FEATURE_ENDPOINT_HALT,
             ep_addr.into(),
         )
     }
@@ -316,8 +278,8 @@ impl SetupPacket {
     pub fn set_halt(ep_addr: u8) -> Self {
         Self::standard_out(
             RECIPIENT_ENDPOINT,
-            request::SET_FEATURE,
-            FEATURE_ENDPOINT_HALT,
+            Request::SET_FEATURE,
+            Request::FEATURE_ENDPOINT_HALT,
             ep_addr.into(),
         )
     }
@@ -326,7 +288,7 @@ impl SetupPacket {
     pub fn get_endpoint_status(ep_addr: u8) -> Self {
         SetupPacket {
             request_type: DIR_IN | TYPE_STANDARD | RECIPIENT_ENDPOINT,
-            request: request::GET_STATUS,
+            request: Request::GET_STATUS,
             value: 0,
             index: ep_addr.into(),
             length: 2,
