@@ -238,8 +238,16 @@ pub enum ProfileError {
     },
 }
 
-/// A validation failure before it is placed in a file: the dotted field path and a message.
-type Violation = (String, String);
+/// A value out of range, before it is placed in a file ([`ProfileError::Invalid`] adds the
+/// position).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct Violation {
+    /// Dotted path of the field, e.g. `timing.band_lines`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
 
 impl Profile {
     /// Parses and validates a profile. `origin` names the text in errors (usually its path).
@@ -255,7 +263,7 @@ impl Profile {
                 message,
             }
         })?;
-        if let Err((field, message)) = profile.check() {
+        if let Err(Violation { field, message }) = profile.check() {
             let leaf = field.rsplit('.').next().unwrap_or(&field);
             let (line, column) = locate_key(text, leaf).unwrap_or((1, 1));
             return Err(ProfileError::Invalid {
@@ -294,15 +302,18 @@ impl Profile {
 
     /// Checks value ranges that the schema alone cannot express.
     ///
-    /// The error is `(field, message)`; [`Profile::from_json_str`] turns it into
-    /// [`ProfileError::Invalid`] with a position.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// [`Profile::from_json_str`] turns the [`Violation`] into [`ProfileError::Invalid`] with a
+    /// position.
+    pub fn validate(&self) -> Result<(), Violation> {
         self.check()
     }
 
     fn check(&self) -> Result<(), Violation> {
         fn bad(field: &str, message: String) -> Result<(), Violation> {
-            Err((field.to_string(), message))
+            Err(Violation {
+                field: field.to_string(),
+                message,
+            })
         }
         let usb = &self.usb;
         let max_bulk = usb.speed.max_bulk_packet();

@@ -184,7 +184,10 @@ pub enum ScriptedScanError {
     },
     /// The device answered something the protocol does not allow.
     #[error("{0}")]
-    Protocol(String),
+    Protocol(protocol::DecodeError),
+    /// The event endpoint sent 64 events and no ScanComplete.
+    #[error("no ScanComplete event among the first 64 events")]
+    NoScanComplete,
 }
 
 /// What [`scripted_scan`] read.
@@ -229,7 +232,7 @@ fn step(what: &'static str) -> impl FnOnce(TransferError) -> ScriptedScanError {
 }
 
 fn decode<T>(r: Result<T, protocol::DecodeError>) -> Result<T, ScriptedScanError> {
-    r.map_err(|e| ScriptedScanError::Protocol(e.to_string()))
+    r.map_err(ScriptedScanError::Protocol)
 }
 
 /// One interrupt transfer of one event.
@@ -306,9 +309,7 @@ pub async fn scripted_scan(host: &dyn UsbHost) -> Result<ScriptedScan, ScriptedS
         .is_none_or(|e| e.code != EventCode::ScanComplete)
     {
         if events.len() > 64 {
-            return Err(ScriptedScanError::Protocol(
-                "no ScanComplete event among the first 64 events".into(),
-            ));
+            return Err(ScriptedScanError::NoScanComplete);
         }
         let e = read_event(host).await?;
         events.push(e);
@@ -337,9 +338,12 @@ pub enum RecordError {
     /// The device could not be enumerated.
     #[error("enumeration failed: {0}")]
     Enumeration(TransferError),
-    /// The scan failed or did not finish.
+    /// The scan failed.
     #[error("scripted scan failed: {0}")]
-    Scan(String),
+    Scan(ScriptedScanError),
+    /// The scan did not finish.
+    #[error("scripted scan failed: {0}")]
+    Stalled(crate::sim::SimError),
 }
 
 /// What [`record`] wrote.
@@ -396,8 +400,8 @@ pub fn record(
             async move { scripted_scan(&scanner).await },
             crate::time::Instant::from_millis(600_000),
         )
-        .map_err(|e| RecordError::Scan(e.to_string()))?
-        .map_err(|e| RecordError::Scan(e.to_string()))?;
+        .map_err(RecordError::Stalled)?
+        .map_err(RecordError::Scan)?;
     let records = observer.records();
     observer.finish().map_err(io(&capture))?;
     let strings = Strings {

@@ -57,11 +57,11 @@ fn ep_slot(ep: u8) -> usize {
     usize::from(ep & 0x0f) + if ep & 0x80 != 0 { 16 } else { 0 }
 }
 
-fn map_error(e: hc::TransferError) -> TransferError {
+fn map_error(e: hc::WireError) -> TransferError {
     match e {
-        hc::TransferError::Stall => TransferError::Stall,
-        hc::TransferError::Disconnected => TransferError::NoDevice,
-        hc::TransferError::Babble => TransferError::Overflow,
+        hc::WireError::Stall => TransferError::Stall,
+        hc::WireError::Disconnected => TransferError::NoDevice,
+        hc::WireError::Babble => TransferError::Overflow,
         other => TransferError::Io(other.to_string()),
     }
 }

@@ -7,7 +7,7 @@
 //! time, a wake-up) and steps again; [`run`] is the synchronous driver used by tests.
 //!
 //! - [`ControlTransfer`]: SETUP, DATA in EP0-max-packet chunks, STATUS; a STALL at any stage
-//!   ends it with [`TransferError::Stall`].
+//!   ends it with [`WireError::Stall`].
 //! - [`InTransfer`] ([`BulkIn`], [`InterruptIn`]): packets until a short packet, a ZLP or the
 //!   requested length; partial data survives `Pending`.
 //! - [`OutTransfer`] ([`BulkOut`], [`InterruptOut`]): max-packet chunks, plus a ZLP on request.
@@ -41,9 +41,10 @@ impl<F: FnMut()> DevicePoller for F {
     }
 }
 
-/// Why a transfer ended without success.
+/// Why a transfer on the wire ended without success (what a host controller sees; the
+/// host API's `TransferError` is built from it).
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash)]
-pub enum TransferError {
+pub enum WireError {
     /// The endpoint is halted, or the device rejected the control request.
     #[error("endpoint stalled")]
     Stall,
@@ -62,14 +63,14 @@ pub enum TransferError {
     NoProgress(usize),
 }
 
-impl From<PacketError> for TransferError {
-    fn from(err: PacketError) -> TransferError {
+impl From<PacketError> for WireError {
+    fn from(err: PacketError) -> WireError {
         match err {
             // Transfers turn NAKs into `Pending` before converting, so none reaches here.
-            PacketError::Nak | PacketError::NoEndpoint => TransferError::NoEndpoint,
-            PacketError::Stall => TransferError::Stall,
-            PacketError::Babble => TransferError::Babble,
-            PacketError::Disconnected => TransferError::Disconnected,
+            PacketError::Nak | PacketError::NoEndpoint => WireError::NoEndpoint,
+            PacketError::Stall => WireError::Stall,
+            PacketError::Babble => WireError::Babble,
+            PacketError::Disconnected => WireError::Disconnected,
         }
     }
 }
@@ -78,7 +79,7 @@ impl From<PacketError> for TransferError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepResult<T> {
     /// The transfer ended. Stepping it again issues no tokens and yields an empty success.
-    Done(Result<T, TransferError>),
+    Done(Result<T, WireError>),
     /// The device NAKed; wait, then step again.
     Pending,
 }
@@ -97,14 +98,14 @@ pub trait Transfer {
 }
 
 /// Steps `transfer` to completion, polling the device once more after every `Pending`, and
-/// fails with [`TransferError::NoProgress`] after `max_idle_steps` steps in a row that moved
+/// fails with [`WireError::NoProgress`] after `max_idle_steps` steps in a row that moved
 /// nothing. Returns the result and the total wire bytes.
 pub fn run<T: Transfer + ?Sized>(
     transfer: &mut T,
     port: &BusPort,
     dev: &mut dyn DevicePoller,
     max_idle_steps: usize,
-) -> (Result<T::Output, TransferError>, u64) {
+) -> (Result<T::Output, WireError>, u64) {
     let mut total = 0;
     let mut idle = 0;
     loop {
@@ -116,7 +117,7 @@ pub fn run<T: Transfer + ?Sized>(
             StepResult::Pending => {
                 idle = if moved == 0 { idle + 1 } else { 0 };
                 if idle >= max_idle_steps {
-                    return (Err(TransferError::NoProgress(idle)), total);
+                    return (Err(WireError::NoProgress(idle)), total);
                 }
                 dev.poll_device();
             }
@@ -129,7 +130,7 @@ pub fn run_default<T: Transfer + ?Sized>(
     transfer: &mut T,
     port: &BusPort,
     dev: &mut dyn DevicePoller,
-) -> Result<T::Output, TransferError> {
+) -> Result<T::Output, WireError> {
     run(transfer, port, dev, DEFAULT_IDLE_STEPS).0
 }
 
@@ -483,7 +484,7 @@ fn data_endpoint_mps(port: &BusPort, ep_addr: u8) -> Result<usize, PacketError> 
 /// A bulk or interrupt IN transfer of up to `length` bytes.
 ///
 /// Ends on a short packet, a zero-length packet or when `length` bytes have arrived. A packet
-/// larger than the space left ends it with [`TransferError::Babble`] (the packet stays queued on
+/// larger than the space left ends it with [`WireError::Babble`] (the packet stays queued on
 /// the device). A zero `length` takes exactly one zero-length packet.
 ///
 /// The data goes into `D`: an owned buffer ([`InTransfer::new`], yielding the data as a
@@ -734,9 +735,9 @@ pub const ENUMERATION_ADDRESS: u8 = 1;
 ///
 /// Each transfer runs under [`run_default`]. Descriptors are returned as sent (a short answer
 /// is not an error at this level); the caller parses and checks them.
-pub fn enumerate(port: &BusPort, dev: &mut dyn DevicePoller) -> Result<Enumeration, TransferError> {
+pub fn enumerate(port: &BusPort, dev: &mut dyn DevicePoller) -> Result<Enumeration, WireError> {
     if !port.is_connected() {
-        return Err(TransferError::Disconnected);
+        return Err(WireError::Disconnected);
     }
     port.bus_reset();
     dev.poll_device();

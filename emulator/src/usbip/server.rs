@@ -516,13 +516,13 @@ fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
     }
 }
 
-fn status_of(e: hc::TransferError) -> i32 {
+fn status_of(e: hc::WireError) -> i32 {
     -match e {
-        hc::TransferError::Stall => errno::EPIPE,
-        hc::TransferError::Disconnected => errno::ESHUTDOWN,
-        hc::TransferError::Babble => errno::EOVERFLOW,
-        hc::TransferError::NoEndpoint => errno::ENOENT,
-        hc::TransferError::NoProgress(_) => errno::EINVAL,
+        hc::WireError::Stall => errno::EPIPE,
+        hc::WireError::Disconnected => errno::ESHUTDOWN,
+        hc::WireError::Babble => errno::EOVERFLOW,
+        hc::WireError::NoEndpoint => errno::ENOENT,
+        hc::WireError::NoProgress(_) => errno::EINVAL,
     }
 }
 
