@@ -9,7 +9,7 @@
 //! Implementations: [`inproc::InProcessHost`] drives the emulated scanner over the virtual bus in
 //! the same thread; [`usbip::UsbIpHost`] reaches it (or any USB/IP server) over TCP;
 //! `rusb::RusbHost` (cargo feature `rusb`) reaches a real scanner, or a replayed one, through
-//! libusb; [`ReplayHost`](crate::capture::replay::ReplayHost) answers from a recording.
+//! libusb; `capture::replay::ReplayHost` (a layer above) answers from a recording.
 //!
 //! Observation is a decorator: [`Observed`] wraps any host and reports every operation to a
 //! [`HostObserver`] as a [`TransferRecord`] (traces, pcap captures and recordings are

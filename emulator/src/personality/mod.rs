@@ -3,12 +3,12 @@
 //! [`native`] is the project's own protocol (`emulator/PROTOCOL.md`); [`esci`] is Epson's ESC/I
 //! (`emulator/PROTOCOL-ESCI.md`), which Debian's epson2 backend drives unmodified.
 //!
-//! Both implement [`Personality`], the one interface [`Device`](crate::device::Device) drives a
+//! Both implement [`Personality`], the one interface the device (`device::Device`) drives a
 //! function through.
 //!
 //! Whatever it speaks, a device tells what it did as [`DeviceNote`]s: a typed [`NoteKind`] with
 //! its page, a number and a [`NoteDetail`]. Hosts hand them to their
-//! [`HostObserver`](crate::host::HostObserver), and traces and recordings keep them. The notes are
+//! `HostObserver` (`host` module), and traces and recordings keep them. The notes are
 //! listed, with what their fields mean, in `emulator/DEVICE-NOTES.md`; a test keeps that table
 //! and [`NoteKind::ALL`] equal.
 
@@ -24,7 +24,7 @@ use crate::engine::{Band, EventKind, Fault, ScanEngine};
 use crate::time::Instant;
 use crate::usb::bus::{EndpointSet, FlushFifo};
 
-/// A USB function that is a scanner: what [`Device`](crate::device::Device) needs of a
+/// A USB function that is a scanner: what the device (`device::Device`) needs of a
 /// personality, whatever protocol it speaks.
 ///
 /// A personality is firmware on usb-device's `UsbBus` (`B`) and owns its [`ScanEngine`]. The

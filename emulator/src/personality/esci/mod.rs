@@ -42,17 +42,7 @@ use wire::{
 
 pub mod wire;
 
-/// The ESC/I command level a device reports, which chooses the host's code path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EsciLevel {
-    /// Level B7 with the extended-commands status bit: `FS W` parameters, `FS G` start and
-    /// fixed-size blocks, each followed by a status byte (the extended path).
-    #[default]
-    B7,
-    /// Level B6, classic block mode: `ESC` parameter commands, `ESC G` start, each block led
-    /// by a 6-byte information header (`ESC d` limits its lines).
-    B6,
-}
+pub use wire::EsciLevel;
 
 /// Settings of the ESC/I personality: a profile's `personality` object with `"protocol":
 /// "escI"`.

@@ -3,9 +3,21 @@
 //! identity and status replies. Pure encode and decode, no state: the mirror of the native
 //! personality's `protocol` module.
 
+use serde::{Deserialize, Serialize};
+
 use crate::engine::{JobError, Optics, ScanJob, ScanMode, ScanSource};
 
-use super::EsciLevel;
+/// The ESC/I command level a device reports, which chooses the host's code path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EsciLevel {
+    /// Level B7 with the extended-commands status bit: `FS W` parameters, `FS G` start and
+    /// fixed-size blocks, each followed by a status byte (the extended path).
+    #[default]
+    B7,
+    /// Level B6, classic block mode: `ESC` parameter commands, `ESC G` start, each block led
+    /// by a 6-byte information header (`ESC d` limits its lines).
+    B6,
+}
 
 /// Bulk IN: replies and image blocks.
 pub const EP_DATA_IN: u8 = 0x81;

@@ -8,8 +8,8 @@
 //! cancel until the host clears both halts.
 //!
 //! Time enters through [`ScannerFunction::set_now`], called by the surrounding
-//! [`crate::device::Device`] before every poll. Everything that happens is also written to a
-//! log of [`DeviceNote`](crate::personality::DeviceNote)s, which hosts turn into trace events.
+//! device (`device::Device`) before every poll. Everything that happens is also written to a
+//! log of [`DeviceNote`]s, which hosts turn into trace events.
 
 pub mod protocol;
 
