@@ -250,6 +250,16 @@ impl Recorder {
     }
 }
 
+/// A line of a JSON-lines trace that is not an event.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}:{}: {error}", error.column())]
+pub struct TraceError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it (with its column).
+    pub error: serde_json::Error,
+}
+
 /// A finished trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
@@ -270,14 +280,14 @@ impl Trace {
     }
 
     /// Parses JSON lines, naming the line of the first bad one.
-    pub fn from_json_lines(text: &str) -> Result<Trace, String> {
+    pub fn from_json_lines(text: &str) -> Result<Trace, TraceError> {
         let mut events = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let e: Event = serde_json::from_str(line)
-                .map_err(|err| format!("line {}:{}: {err}", i + 1, err.column()))?;
+            let e: Event =
+                serde_json::from_str(line).map_err(|error| TraceError { line: i + 1, error })?;
             events.push(e);
         }
         Ok(Trace { events })

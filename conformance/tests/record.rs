@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use scanconform::drivers;
 use scanconform::record::{self, RecordOptions};
-use scanconform::runner::{RunResult, Transport};
+use scanconform::run::{RunResult, Transport};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::trace::{Actor, Kind, Trace};
 use scanemu::capture::recording::Recording;
