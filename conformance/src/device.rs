@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use scanemu::engine::Fault;
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::profile::{Profile, ProfileError};
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 

@@ -6,7 +6,7 @@
 
 use scanemu::host::{HostObserver, Setup, TransferError, TransferKind, TransferRecord};
 use scanemu::personality::native::protocol::{self, DeviceStatus, ScanStatus};
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::usb::hc::request as std_request;
 
 use crate::trace::{crc32, Actor, Kind, Recorder};
@@ -166,10 +166,10 @@ impl HostObserver for TraceObserver {
             note.at.total_micros(),
             Actor::Device,
             Kind::Device {
-                what: note.what.to_string(),
+                what: note.kind.name().to_string(),
                 page: u32::from(note.page),
                 value: note.value,
-                detail: note.detail.clone(),
+                detail: note.detail.to_string(),
             },
         );
     }
