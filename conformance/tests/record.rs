@@ -88,7 +88,7 @@ fn device_notes(trace: &Trace, what: &str) -> Vec<String> {
         .filter_map(|e| match &e.kind {
             Kind::Device {
                 what: w, detail, ..
-            } if w == what => Some(detail.clone()),
+            } if w.name() == what => Some(detail.to_string()),
             _ => None,
         })
         .collect()

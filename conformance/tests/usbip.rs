@@ -117,7 +117,7 @@ impl EventExt for scanconform::trace::Event {
         self.actor == scanconform::trace::Actor::Device
     }
     fn is_note(&self, what: &str) -> bool {
-        matches!(&self.kind, scanconform::trace::Kind::Device { what: w, .. } if w == what)
+        matches!(&self.kind, scanconform::trace::Kind::Device { what: w, .. } if w.name() == what)
     }
 }
 

@@ -2,16 +2,19 @@
 
 use std::collections::BTreeSet;
 
+use scanemu::personality::native::protocol::REQ_GET_DEVICE_STATUS;
+use scanemu::personality::NoteKind;
+
 use super::analysis::{
     acquisitions, bulk_in_data, callback, cancel_points, completed_before, control, data_callback,
-    device, device_states, first_stop_callback, first_stopped, halted_in_reply, in_flight_callback,
-    is_app_cancel, is_cancel_request, is_device_reset, is_notify, is_start_scan, ms,
+    device, device_states, device_status, first_stop_callback, first_stopped, in_flight_callback,
+    is_app_cancel, is_cancel_request, is_device_reset, is_notify, is_start_scan, ms, note,
     status_cancelled, status_ok, transfer_failed, Acq, Cp, CpKind, Dev, CANCEL_IO_WIRE_US,
     IDLE_SLACK_US,
 };
 use super::{Finding, Judgement, Metrics, RunFacts};
 use crate::scenario::{Outcome, ServiceModel};
-use crate::trace::{Event, Kind, Trace};
+use crate::trace::{ControlReply, Event, Kind, Trace, TransferOutcome};
 use crate::wia::{Hresult, ItMsg};
 
 /// A run read once for all rules.
@@ -352,7 +355,7 @@ pub(crate) fn xp_gap(c: &Ctx<'_>) -> Judgement {
         .trace
         .events
         .iter()
-        .any(|e| matches!(device(e), Some(("band-sent", _, _))));
+        .any(|e| note(e) == Some(NoteKind::BandSent));
     let mut parts = Vec::new();
     for a in &c.acqs {
         let Some(ni) = a.range().find(|&i| is_notify(c.ev(i))) else {
@@ -368,7 +371,7 @@ pub(crate) fn xp_gap(c: &Ctx<'_>) -> Judgement {
                     bands += 1;
                 }
             }
-            if has_band_sent && matches!(device(e), Some(("band-sent", _, _))) {
+            if has_band_sent && note(e) == Some(NoteKind::BandSent) {
                 bands += 1;
             }
         }
@@ -466,9 +469,9 @@ pub(crate) fn idle_after_cancel(c: &Ctx<'_>) -> Judgement {
         let mut observed = 0u64;
         let mut requested: Option<u64> = None;
         for i in cp.idx..=horizon {
-            match device(c.ev(i)) {
-                Some(("cancel-requested", _, _)) => requested = Some(c.at(i)),
-                Some(("motor-stopped", _, _)) => {
+            match note(c.ev(i)) {
+                Some(NoteKind::CancelRequested) => requested = Some(c.at(i)),
+                Some(NoteKind::MotorStopped) => {
                     if let Some(t) = requested.take() {
                         observed = observed.max(c.at(i) - t);
                     }
@@ -518,8 +521,8 @@ pub(crate) fn next_transfer(c: &Ctx<'_>) -> Judgement {
         v.judged();
         let refused = b.range().find(|&i| {
             let e = c.ev(i);
-            matches!(device(e), Some(("start-refused", _, _)))
-                || (is_start_scan(e) && control(e).is_some_and(|(_, _, r, _)| r != "ok"))
+            note(e) == Some(NoteKind::StartRefused)
+                || (is_start_scan(e) && control(e).is_some_and(|(_, _, r, _)| !r.is_ok()))
         });
         if let Some(i) = refused {
             v.fail(
@@ -748,7 +751,7 @@ pub(crate) fn status_polled(c: &Ctx<'_>) -> Judgement {
             continue;
         };
         let no_device = (ci..=ret).any(|i| {
-            c.dev[i] == Dev::Gone || transfer_failed(c.ev(i)).is_some_and(|r| r == "no-device")
+            c.dev[i] == Dev::Gone || transfer_failed(c.ev(i)) == Some(TransferOutcome::NoDevice)
         });
         if no_device {
             continue;
@@ -763,12 +766,15 @@ pub(crate) fn status_polled(c: &Ctx<'_>) -> Judgement {
         if !resolved {
             let last = (ci + 1..ret).rev().find_map(|i| {
                 control(c.ev(i))
-                    .filter(|(_, name, _, _)| *name == "GET_DEVICE_STATUS")
+                    .filter(|(request_type, req, _, _)| {
+                        request_type & 0x60 != 0 && *req == REQ_GET_DEVICE_STATUS
+                    })
                     .map(|(_, _, result, reply)| {
-                        format!(
-                            "its last answer was {} at #{i}",
-                            if reply.is_empty() { result } else { reply }
-                        )
+                        let answer = match reply {
+                            ControlReply::None => result.to_string(),
+                            reply => reply.to_string(),
+                        };
+                        format!("its last answer was {answer} at #{i}")
                     })
             });
             v.fail(
@@ -796,8 +802,8 @@ pub(crate) fn halts_cleared(c: &Ctx<'_>) -> Judgement {
             if !status_cancelled(e) {
                 continue;
             }
-            let eps = control(e).map_or(Vec::new(), |(_, _, _, reply)| halted_in_reply(reply));
-            for ep in eps {
+            let eps = device_status(e).map_or(&[][..], |st| &st.halted);
+            for &ep in eps {
                 match listed.iter_mut().find(|(e, _)| *e == ep) {
                     Some(slot) => slot.1 = i,
                     None => listed.push((ep, i)),
@@ -812,9 +818,9 @@ pub(crate) fn halts_cleared(c: &Ctx<'_>) -> Judgement {
             let cleared = (li + 1..ret).any(|i| {
                 let e = c.ev(i);
                 match (&e.kind, device(e)) {
-                    (Kind::ClearHalt { ep: x, result }, _) => *x == ep && result == "ok",
-                    (_, Some(("halt-cleared", value, _))) => value == u64::from(ep),
-                    (_, Some(("idle" | "reset", _, _))) => true,
+                    (Kind::ClearHalt { ep: x, result }, _) => *x == ep && result.is_ok(),
+                    (_, Some((NoteKind::HaltCleared, value, _))) => value == u64::from(ep),
+                    (_, Some((NoteKind::Idle | NoteKind::Reset, _, _))) => true,
                     _ => is_device_reset(e) && transfer_failed(e).is_none(),
                 }
             });
@@ -1000,7 +1006,7 @@ pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
         .trace
         .events
         .iter()
-        .any(|e| matches!(device(e), Some(("band-sent", _, _))));
+        .any(|e| note(e) == Some(NoteKind::BandSent));
     for a in &c.acqs {
         if let Some((si, _)) = first_stop_callback(c.trace, a) {
             for i in si + 1..=a.end {
@@ -1019,7 +1025,7 @@ pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
             .filter(|&i| {
                 let e = c.ev(i);
                 if has_band_sent {
-                    matches!(device(e), Some(("band-sent", _, _)))
+                    note(e) == Some(NoteKind::BandSent)
                 } else {
                     bulk_in_data(e).is_some()
                 }
