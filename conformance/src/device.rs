@@ -52,10 +52,17 @@ impl ServedDevice {
         faults: Vec<Fault>,
         epoch: Option<std::time::Instant>,
     ) -> std::io::Result<ServedDevice> {
-        let notes = DeviceNotes::default();
         let mut config = ServerConfig::new(profile.clone());
         config.faults = Some(faults);
         config.epoch = epoch;
+        ServedDevice::with_config(config)
+    }
+
+    /// Serves the device `config` describes on `127.0.0.1:0` (its faults, epoch and capture as
+    /// the caller set them); its notes go to [`ServedDevice::notes`] instead of
+    /// `config.notes`.
+    pub fn with_config(mut config: ServerConfig) -> std::io::Result<ServedDevice> {
+        let notes = DeviceNotes::default();
         let sink = notes.clone();
         config.notes = Some(Arc::new(move |note: &DeviceNote| sink.push(note.clone())));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));

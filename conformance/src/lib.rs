@@ -28,7 +28,7 @@
 //! - `roles` (private): the scripted application and the service. Calls go one way, app →
 //!   service → driver; the service calls the application back only through a
 //!   `BandedDataCallback` trait it defines.
-//! - [`run`]: one run. It builds the host ([`run::transport`]: in-process, replay, USB/IP,
+//! - [`run`]: one run. It builds the host ([`run::Transport`]: in-process, replay, USB/IP,
 //!   libusb), the roles and the driver's context, plays them on scanemu's `Sim` until the
 //!   script ends or the budget runs out, and judges the trace. [`device`] serves the scenario's
 //!   scanner over USB/IP for runs and for SANE backends alike; [`record`] keeps a run as a
@@ -55,8 +55,9 @@
 //! trace every run. An external driver keeps that: while it owns the turn the runner blocks on
 //! its answer, so no task runs and time cannot move. Runs over USB/IP or libusb use the wall
 //! clock (`Sim::realtime`); their traces are checked by the same rules, not by snapshots.
-//! Nothing in this crate reads the wall clock except through `Sim` and the external driver's
-//! wall-clock guards.
+//! On the WIA side nothing reads the wall clock but `Sim::realtime`, the external driver's
+//! wall-clock guards and the USB/IP server's epoch; SANE backends ([`sane`]) always run on the
+//! wall clock.
 //!
 //! # Where unsafe lives
 //!

@@ -2,20 +2,20 @@
 //!
 //! [`run_with`] does five things in order, each in a function of its own:
 //! 1. loads the scenario's profile and checks the scan settings against it;
-//! 2. builds the host the driver uses ([`transport::connect`]): in-process in virtual time by
+//! 2. builds the host the driver uses (`transport.rs`): in-process in virtual time by
 //!    default, or a replay, or the device over USB/IP or libusb in real time; every host reports
-//!    to the trace ([`observe`]), through a pcap capture and a recording when asked for;
+//!    to the trace (`observe.rs`), through a pcap capture and a recording when asked for;
 //! 3. hands the driver its [`RunContext`] ([`MiniDriver::begin_run`]);
-//! 4. plays the roles ([`crate::roles`]): the application and the service, on a [`Sim`] until
+//! 4. plays the roles (`crate::roles`): the application and the service, on a [`Sim`] until
 //!    the application is done or the scenario's budget runs out (a hang, recorded as a
 //!    `driver-fault`);
 //! 5. closes the link, finishes the trace and checks every rule over it.
 //!
-//! The trace is one [`Recorder`] that the roles, the host's observer and the driver's context all
+//! The trace is one recorder that the roles, the host's observer and the driver's context all
 //! write to; the finished [`Trace`] is what [`crate::rules::check_all`] judges.
 
 mod observe;
-pub mod transport;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;

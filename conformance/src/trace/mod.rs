@@ -9,7 +9,7 @@
 //! reply a [`ControlReply`] (the device status code and halted endpoints, the scan status), a
 //! device note a scanemu [`NoteKind`] with a [`DeviceDetail`]. Rules match on these types.
 //! Strings appear only where a trace is written out: the JSON lines and the text lines, whose
-//! format the `usb` ([`usb`]) and `device` ([`device`]) modules keep as it always was, so trace
+//! format the private `usb` and `device` modules keep as it always was, so trace
 //! files written before still read. `conformance/TRACE.md` lists every event with its fields;
 //! a test keeps that list and [`Kind`] equal.
 
@@ -252,7 +252,7 @@ pub struct Event {
 
 /// A trace being recorded; cheap to clone, all clones append to the same list.
 #[derive(Clone, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     events: Rc<RefCell<Vec<Event>>>,
 }
 

@@ -27,12 +27,12 @@
 //! acquisition returns `E_FAIL`; the run and the rest of the catalog go on.
 
 //!
-//! The module has four parts: [`protocol`] (the wire messages and their checks), `process`
+//! The module has four parts: `protocol` (the wire messages and their checks), `process`
 //! (the child process and its pipes), `requests` (the driver's USB requests performed on the
 //! run's host) and, here, the [`MiniDriver`] that takes turns with the process.
 
 mod process;
-pub mod protocol;
+mod protocol;
 mod requests;
 
 use std::cell::{Cell, RefCell};
