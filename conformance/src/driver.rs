@@ -39,8 +39,8 @@
 //!   driver's code between two awaits takes no time at all), the wall clock over USB/IP and
 //!   libusb.
 //! - **Determinism.** In virtual time the same driver gives the same trace on every run.
-//! - **A fresh start per run.** Each run has a newly attached device in its power-on state, a
-//!   new host and a new context; a driver object may be reused across runs only through
+//! - **A fresh start per run.** Each run has a newly attached device in its power-on state (or
+//!   a recording served from its start), a new host and a new context; a driver object may be reused across runs only through
 //!   `begin_run`/`end_run`.
 //! - **Everything is observed.** Every transfer and every device event goes into the run's
 //!   trace; the driver does not report its own I/O.
