@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use scanconform::report::{html as html_report, timeline};
-use scanconform::runner::{self, RunResult};
+use scanconform::run::{self, RunResult};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::{drivers, report, rules};
 
@@ -224,13 +224,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             pcap,
             replay,
         } => {
-            let mut options = runner::RunOptions::default();
+            let mut options = run::RunOptions::default();
             options.transport = match transport {
-                TransportArg::Inproc => runner::Transport::InProcess,
-                TransportArg::Usbip => runner::Transport::UsbIp,
+                TransportArg::Inproc => run::Transport::InProcess,
+                TransportArg::Usbip => run::Transport::UsbIp,
                 TransportArg::Libusb => {
                     use_libusb_stand_in()?;
-                    runner::Transport::Libusb
+                    run::Transport::Libusb
                 }
             };
             options.realtime = realtime;
@@ -283,7 +283,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
         }
         Command::Drivers { format } => {
             let expected = drivers::load_expected_failures(&fixtures_dir().join("mutants.json"))
-                .map_err(InputError)?;
+                .map_err(|e| InputError(e.to_string()))?;
             for d in drivers::BUILTIN {
                 let breaks = expected.get(d.name).map(String::as_str);
                 match format {
@@ -324,7 +324,7 @@ fn use_libusb_stand_in() -> Result<(), InputError> {
     #[cfg(feature = "libusb")]
     return scanconform::libusb::transport::ensure_stand_in().map_err(InputError);
     #[cfg(not(feature = "libusb"))]
-    return Err(InputError(runner::LIBUSB_FEATURE_MISSING.into()));
+    return Err(InputError(run::LIBUSB_FEATURE_MISSING.into()));
 }
 
 /// `scanconform record`: one scenario, one run, one recording folder.
@@ -335,7 +335,7 @@ fn record(
     service: OneService,
     out: &Path,
 ) -> Result<ExitCode, InputError> {
-    let d = drivers::instantiate(&driver).map_err(InputError)?;
+    let d = drivers::instantiate(&driver).map_err(|e| InputError(e.to_string()))?;
     if !scenario_path.is_file() {
         return Err(InputError(format!(
             "--scenario {}: not a scenario file",
@@ -360,8 +360,8 @@ fn record(
     };
     let mut options = scanconform::record::RecordOptions::default();
     options.transport = match transport {
-        TransportArg::Inproc => runner::Transport::InProcess,
-        TransportArg::Usbip => runner::Transport::UsbIp,
+        TransportArg::Inproc => run::Transport::InProcess,
+        TransportArg::Usbip => run::Transport::UsbIp,
         TransportArg::Libusb => {
             return Err(InputError(
                 "record --transport libusb is not supported; use inproc or usbip".into(),
@@ -377,7 +377,7 @@ fn record(
         &options,
         out,
     )
-    .map_err(|e| InputError(e.0))?;
+    .map_err(|e| InputError(e.to_string()))?;
     println!(
         "recorded {} [{}] with {}: {} trace events, {} -> {}",
         r.scenario,
@@ -400,7 +400,7 @@ fn run(
     traces: Option<PathBuf>,
     report_html: Option<PathBuf>,
     format: Format,
-    options: runner::RunOptions,
+    options: run::RunOptions,
 ) -> Result<ExitCode, InputError> {
     if let Some(spec) = driver.strip_prefix("sane:") {
         let mut opts = scanconform::sane::CliOptions::new(fixtures_dir());
@@ -409,7 +409,7 @@ fn run(
         let code = scanconform::sane::cli_run(spec, &opts).map_err(InputError)?;
         return Ok(ExitCode::from(code));
     }
-    drivers::instantiate(&driver).map_err(InputError)?;
+    drivers::instantiate(&driver).map_err(|e| InputError(e.to_string()))?;
     let (root, mut list) = load_scenarios(scenarios)?;
     if let Some(glob) = &filter {
         let m = globset::Glob::new(glob)
@@ -446,19 +446,19 @@ fn run(
     }
     for (s, model) in plan {
         progress.set_message(s.id.clone());
-        let d = drivers::instantiate(&driver).map_err(InputError)?;
-        if options.realtime || options.transport != runner::Transport::InProcess {
-            let probe = drivers::instantiate(&driver).map_err(InputError)?;
-            let skip = runner::realtime_skip_reason(s, model, &driver, probe, &profiles)
-                .map_err(|e| InputError(e.0))?;
+        let d = drivers::instantiate(&driver).map_err(|e| InputError(e.to_string()))?;
+        if options.realtime || options.transport != run::Transport::InProcess {
+            let probe = drivers::instantiate(&driver).map_err(|e| InputError(e.to_string()))?;
+            let skip = run::realtime_skip_reason(s, model, &driver, probe, &profiles)
+                .map_err(|e| InputError(e.to_string()))?;
             if let Some(why) = skip {
                 progress.suspend(|| eprintln!("skipped {} [{}]: {why}", s.id, model.name()));
                 progress.inc(1);
                 continue;
             }
         }
-        let r = runner::run_with(s, model, &driver, d, &profiles, &options)
-            .map_err(|e| InputError(e.0))?;
+        let r = run::run_with(s, model, &driver, d, &profiles, &options)
+            .map_err(|e| InputError(e.to_string()))?;
         if let Some(dir) = &traces {
             report::write_trace(dir, &r)
                 .map_err(|e| InputError(format!("{}: {e}", dir.display())))?;

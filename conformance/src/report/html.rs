@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::timeline::{self, escape, Mark, SvgOptions};
 use crate::rules::{self, RuleStatus};
-use crate::runner::RunResult;
+use crate::run::RunResult;
 use crate::trace::{render_event, Trace};
 
 /// A rule that failed in a run, as the verdict file records it.

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::rules::{self, RuleStatus};
-use crate::runner::RunResult;
+use crate::run::RunResult;
 
 /// One line of `--format json`: a scenario run and its verdict.
 #[derive(Debug, Serialize)]
