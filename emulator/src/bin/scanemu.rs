@@ -299,7 +299,7 @@ fn serve(
     if let Some(file) = pcap {
         let writer = std::fs::File::create(file).and_then(|f| {
             let out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(f));
-            scanemu::capture::pcap::PcapWriter::new(out)
+            scanemu::usb::usbmon::PcapWriter::new(out)
         });
         match writer {
             Ok(w) => config.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(w))),
