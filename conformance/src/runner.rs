@@ -974,12 +974,12 @@ fn serve_usbip(
 ) -> Result<(UsbIpServer, Arc<NoteInbox>), String> {
     let inbox = Arc::new(NoteInbox::default());
     let mut config = ServerConfig::new(profile.clone());
-    config.faults = Some(faults);
+    config.device_mut().faults = Some(faults);
     // The server's clock starts where the simulation's does.
     let since = std::time::Duration::from_micros(sim.now().total_micros());
     config.epoch = std::time::Instant::now().checked_sub(since);
     let sink = inbox.clone();
-    config.notes = Some(Arc::new(move |note: &DeviceNote| sink.push(note.clone())));
+    config.device_mut().notes = Some(Arc::new(move |note: &DeviceNote| sink.push(note.clone())));
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = UsbIpServer::bind(loopback, config)
         .map_err(|e| format!("USB/IP server on {loopback}: {e}"))?;

@@ -39,7 +39,7 @@ const JOB: ScanJob = ScanJob {
 
 fn server(faults: Vec<Fault>) -> UsbIpServer {
     let mut config = ServerConfig::new(Profile::builtin_fast());
-    config.faults = Some(faults);
+    config.device_mut().faults = Some(faults);
     UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds loopback")
 }
 
