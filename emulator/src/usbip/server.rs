@@ -350,11 +350,18 @@ impl UsbIpServer {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             n => n,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("usbip-worker")
-            .enable_all()
-            .build()?;
+        // One worker: everything runs on the server's own thread, with no cross-thread wake-ups.
+        let runtime = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("usbip-worker")
+                .enable_all()
+                .build()?
+        };
         let (stop, _) = watch::channel(false);
         let taken = exports.iter().map(|_| AtomicBool::new(false)).collect();
         let shared = Arc::new(Shared {
@@ -733,6 +740,66 @@ impl Inbox {
     }
 }
 
+/// IN data at least this long is written from its own buffer instead of being copied.
+const VECTORED_MIN: usize = 4096;
+
+/// Replies encoded and not yet written: whole buffers, then the tail being appended to.
+#[derive(Default)]
+struct Outgoing {
+    chunks: Vec<Vec<u8>>,
+    tail: Vec<u8>,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    /// Writes everything with vectored writes within `limit`, and empties itself.
+    async fn write(&mut self, stream: &mut TcpStream, limit: StdDuration) -> Result<(), String> {
+        if !self.tail.is_empty() {
+            let tail = std::mem::take(&mut self.tail);
+            self.chunks.push(tail);
+        }
+        let total: usize = self.chunks.iter().map(Vec::len).sum();
+        let chunks = std::mem::take(&mut self.chunks);
+        let write = async {
+            let (mut first, mut offset) = (0usize, 0usize);
+            while first < chunks.len() {
+                let mut slices = Vec::with_capacity((chunks.len() - first).min(64));
+                slices.push(io::IoSlice::new(&chunks[first][offset..]));
+                for c in chunks.iter().skip(first + 1).take(63) {
+                    slices.push(io::IoSlice::new(c));
+                }
+                let mut n = stream.write_vectored(&slices).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
+                }
+                while n > 0 && first < chunks.len() {
+                    let left = chunks[first].len() - offset;
+                    if n >= left {
+                        n -= left;
+                        first += 1;
+                        offset = 0;
+                    } else {
+                        offset += n;
+                        n = 0;
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!(
+                "the peer left {total} bytes unread for {} ms",
+                limit.as_millis()
+            )),
+        }
+    }
+}
+
 /// Why reading a message failed.
 enum ReadEnd {
     Closed(String),
@@ -890,7 +957,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared, id: u64, evict: Arc<
                 }
                 shared.imports.fetch_add(1, Ordering::Relaxed);
                 shared.log_limited(&format!("connection {id}: device {busid} imported"));
-                let why = run_session(stream, inbox, stop, shared, index).await;
+                let why = run_session(stream, inbox, stop, shared, index, id).await;
                 drop(guard);
                 return why;
             }
@@ -1017,9 +1084,11 @@ struct Done {
     bytes: usize,
 }
 
-/// The usbmon URB id of USB/IP URB `seqnum`: never 0, which umockdev reads as "not submitted".
-fn urb_id(seqnum: u32) -> u64 {
-    0x5ca1_0000_0000 | u64::from(seqnum)
+/// The usbmon URB id of USB/IP URB `seqnum` of connection `conn`: unique within a capture of
+/// many devices and clients (as long as fewer than 65536 connections overlap), and never 0,
+/// which umockdev reads as "not submitted".
+fn urb_id(conn: u64, seqnum: u32) -> u64 {
+    0x5ca1_0000_0000_0000 | (conn & 0xffff) << 32 | u64::from(seqnum)
 }
 
 fn status_of(e: hc::TransferError) -> i32 {
@@ -1053,6 +1122,8 @@ struct Captured {
 /// One imported device: the URB queues and the device they run on.
 struct Session<'a> {
     shared: &'a Shared,
+    /// The connection's number, part of every URB id in the capture.
+    conn: u64,
     spec: &'a DeviceSpec,
     device: Device,
     devid: u32,
@@ -1067,7 +1138,7 @@ struct Session<'a> {
     pending_urbs: usize,
     pending_bytes: usize,
     /// Replies encoded and not yet written.
-    out: Vec<u8>,
+    out: Outgoing,
     /// Capture details of URBs submitted and not yet completed, by seqnum.
     captured: BTreeMap<u32, Captured>,
     capture_dirty: bool,
@@ -1079,6 +1150,7 @@ async fn run_session(
     mut stop: watch::Receiver<bool>,
     shared: &Shared,
     index: usize,
+    conn: u64,
 ) -> String {
     let spec = &shared.config.devices[index];
     let record = &shared.exports[index].record;
@@ -1102,6 +1174,7 @@ async fn run_session(
     };
     let mut session = Session {
         shared,
+        conn,
         spec,
         device,
         devid: record.devid(),
@@ -1112,7 +1185,7 @@ async fn run_session(
         bus_free_at: Instant::ZERO,
         pending_urbs: 0,
         pending_bytes: 0,
-        out: Vec::with_capacity(READ_CHUNK),
+        out: Outgoing::default(),
         captured: BTreeMap::new(),
         capture_dirty: false,
     };
@@ -1154,8 +1227,10 @@ impl Session<'_> {
             self.pump(now);
             self.send_due(now);
             if !self.out.is_empty() {
-                let r = write_within(stream, &self.out, self.shared.config.write_timeout).await;
-                self.out.clear();
+                let r = self
+                    .out
+                    .write(stream, self.shared.config.write_timeout)
+                    .await;
                 if let Err(why) = r {
                     if why.starts_with("the peer left") {
                         self.shared.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -1214,8 +1289,7 @@ impl Session<'_> {
                     .config
                     .write_timeout
                     .min(StdDuration::from_secs(1));
-                let _ = write_within(stream, &self.out, limit).await;
-                self.out.clear();
+                let _ = self.out.write(stream, limit).await;
                 "server shutting down".into()
             }
         }
@@ -1386,7 +1460,7 @@ impl Session<'_> {
         };
         self.captured.insert(cmd.seqnum, ctx);
         let event = UsbmonEvent {
-            id: urb_id(cmd.seqnum),
+            id: urb_id(self.conn, cmd.seqnum),
             event: EventType::Submit,
             transfer_type,
             endpoint,
@@ -1423,7 +1497,7 @@ impl Session<'_> {
             return;
         };
         let event = UsbmonEvent {
-            id: urb_id(seqnum),
+            id: urb_id(self.conn, seqnum),
             event: kind,
             transfer_type: ctx.transfer_type,
             endpoint: ctx.endpoint,
@@ -1515,7 +1589,7 @@ impl Session<'_> {
             seqnum: u.seqnum,
             status,
         }
-        .write(&mut self.out);
+        .write(&mut self.out.tail);
     }
 
     /// Queues `cmd`'s RET_SUBMIT for when its `wire` bytes have crossed the bus.
@@ -1535,9 +1609,20 @@ impl Session<'_> {
         });
     }
 
-    fn out_ret(&mut self, ret: RetSubmit) {
+    fn out_ret(&mut self, mut ret: RetSubmit) {
+        // Large IN data goes out as a buffer of its own (a vectored write), not copied.
+        let data = if ret.data.len() >= VECTORED_MIN {
+            std::mem::take(&mut ret.data)
+        } else {
+            Vec::new()
+        };
         // Writing to a Vec cannot fail.
-        let _ = ret.write(&mut self.out);
+        let _ = ret.write(&mut self.out.tail);
+        if !data.is_empty() {
+            let head = std::mem::take(&mut self.out.tail);
+            self.out.chunks.push(head);
+            self.out.chunks.push(data);
+        }
     }
 
     /// Encodes every completion whose wire time has passed.
