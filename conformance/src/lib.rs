@@ -2,16 +2,13 @@
 #![deny(unsafe_code)]
 pub mod driver;
 pub mod drivers;
-pub mod html_report;
-#[cfg(feature = "libusb")]
-pub mod libusb_transport;
+pub mod libusb;
 pub mod record;
 pub mod report;
 pub mod rules;
 pub mod runner;
 pub mod sane;
 pub mod scenario;
-pub mod stand_in;
-pub mod timeline;
 pub mod trace;
+pub mod verdict;
 pub mod wia;

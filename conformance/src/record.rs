@@ -2,18 +2,18 @@
 //!
 //! [`record`] runs a scenario with a [`RecordingObserver`] on the host and writes the
 //! recording folder (`fixtures/recordings/FORMAT.md`): the device's descriptors and every
-//! transaction with its timing ([`scanemu::recording`]), the usbmon capture, and the
+//! transaction with its timing ([`scanemu::capture::recording`]), the usbmon capture, and the
 //! conformance trace as JSON lines (`trace.jsonl`) and text (`trace.txt`).
 //!
 //! [`replay`] runs a scenario against a recording instead of the emulated scanner
-//! ([`scanemu::replay::ReplayHost`]). [`compare_traces`] says whether a replay's trace equals
+//! ([`scanemu::capture::replay::ReplayHost`]). [`compare_traces`] says whether a replay's trace equals
 //! the recorded one, leaving out what a replay cannot know (see its documentation).
 
 use std::path::Path;
 use std::rc::Rc;
 
+use scanemu::capture::recording::{RecordingMeta, RecordingObserver};
 use scanemu::host::DeviceInfo;
-use scanemu::recording::{RecordingMeta, RecordingObserver};
 
 use crate::driver::MiniDriver;
 use crate::runner::{self, InputError, RunOptions, RunResult, Transport};

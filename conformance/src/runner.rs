@@ -19,19 +19,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use async_trait::async_trait;
+use scanemu::capture::recording::{Recording, RecordingObserver};
+use scanemu::capture::replay::ReplayHost;
 use scanemu::device::Device;
 use scanemu::engine::{ImageSource, ScanJob};
-use scanemu::function::DeviceNote;
-use scanemu::hc::request as std_request;
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::usbip::UsbIpHost;
 use scanemu::host::{DeviceInfo, HostObserver, TransferKind, TransferRecord, UsbHost};
+use scanemu::personality::native::protocol::{self, DeviceStatus, ScanStatus};
+use scanemu::personality::native::DeviceNote;
 use scanemu::profile::Profile;
-use scanemu::protocol::{self, DeviceStatus, ScanStatus};
-use scanemu::recording::{Recording, RecordingObserver};
-use scanemu::replay::ReplayHost;
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
+use scanemu::usb::hc::request as std_request;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 
 use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
@@ -287,10 +287,10 @@ pub fn run_with(
         }
         #[cfg(feature = "libusb")]
         Transport::Libusb => {
-            crate::libusb_transport::check_stand_in_loaded().map_err(InputError)?;
+            crate::libusb::transport::check_stand_in_loaded().map_err(InputError)?;
             let (server, inbox) = serve_usbip(&profile, faults, &sim, observer.clone())
                 .map_err(|e| enumeration_failed(&e))?;
-            let host = crate::libusb_transport::open_host(&server, &sim)
+            let host = crate::libusb::transport::open_host(&server, &sim)
                 .map_err(|e| enumeration_failed(&e))?;
             attach(&host.device_info(), &|o| host.set_observer(o));
             (Rc::new(host), Some((server, inbox)))
@@ -950,7 +950,7 @@ fn replay_verdict(replay: &ReplayHost, rec: &Recorder, end: Instant) {
                     "replay: the driver stopped before the recording did; transaction #{} ({}) \
                  never came",
                     t.seq,
-                    scanemu::replay::describe_transaction(t)
+                    scanemu::capture::replay::describe_transaction(t)
                 ),
             ),
             None => return,
@@ -1042,7 +1042,7 @@ pub fn pcap_file_name(scenario_id: &str, service: ServiceModel) -> String {
     )
 }
 
-type PcapCapture = scanemu::pcap::PcapObserver<std::io::BufWriter<std::fs::File>>;
+type PcapCapture = scanemu::capture::pcap::PcapObserver<std::io::BufWriter<std::fs::File>>;
 
 /// Creates the run's capture in `dir`, passing records on to the trace observer.
 fn open_pcap(
@@ -1056,11 +1056,12 @@ fn open_pcap(
     let fail = |e: std::io::Error| InputError(format!("--pcap {}: {e}", path.display()));
     std::fs::create_dir_all(dir).map_err(fail)?;
     let file = std::fs::File::create(&path).map_err(fail)?;
-    let writer = scanemu::pcap::PcapWriter::new(std::io::BufWriter::new(file)).map_err(fail)?;
-    let capture = scanemu::pcap::PcapObserver::new(
+    let writer =
+        scanemu::capture::pcap::PcapWriter::new(std::io::BufWriter::new(file)).map_err(fail)?;
+    let capture = scanemu::capture::pcap::PcapObserver::new(
         writer,
         &scanemu::host::DeviceInfo::default(),
-        scanemu::pcap::CaptureConfig::with_speed(profile.usb.speed),
+        scanemu::capture::pcap::CaptureConfig::with_speed(profile.usb.speed),
     )
     .wrapping(observer);
     Ok((Rc::new(capture), path))

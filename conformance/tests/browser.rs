@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use scanconform::html_report;
+use scanconform::report::html as html_report;
 
 const CHROMIUM: &str = "chromium";
 

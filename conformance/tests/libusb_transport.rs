@@ -179,7 +179,7 @@ fn a_process_on_another_libusb_refuses_the_libusb_transport() {
     .expect_err("the system libusb is not the stand-in");
     assert!(err.0.contains("not the scanlab stand-in"), "{}", err.0);
     assert!(
-        scanconform::libusb_transport::check_stand_in_loaded().is_err(),
+        scanconform::libusb::transport::check_stand_in_loaded().is_err(),
         "the test process runs on the system libusb"
     );
 }
@@ -194,7 +194,7 @@ fn a_missing_stand_in_is_one_line_naming_the_build_command() {
     std::fs::copy(env!("CARGO_BIN_EXE_scanconform"), &exe).expect("copy of scanconform");
     let out = Command::new(&exe)
         .current_dir(repo())
-        .env_remove(scanconform::libusb_transport::STAND_IN_ENV)
+        .env_remove(scanconform::libusb::transport::STAND_IN_ENV)
         .args(["run", "--transport", "libusb", "--filter", "complete/gray8"])
         .output()
         .expect("the copy runs");

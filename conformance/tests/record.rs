@@ -11,7 +11,7 @@ use scanconform::record::{self, RecordOptions};
 use scanconform::runner::{RunResult, Transport};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::trace::{Actor, Kind, Trace};
-use scanemu::recording::Recording;
+use scanemu::capture::recording::Recording;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -213,7 +213,7 @@ fn an_imported_capture_replays_to_the_same_trace() {
     let urbs: Vec<_> = original
         .transactions
         .iter()
-        .filter(|t| !matches!(t.kind, scanemu::recording::TxKind::Abort))
+        .filter(|t| !matches!(t.kind, scanemu::capture::recording::TxKind::Abort))
         .map(|t| (t.kind, t.ep, t.setup, &t.data, t.result, t.at_us))
         .collect();
     let back: Vec<_> = imported

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use scanconform::html_report::{self, ReportRun, RunVerdict};
+use scanconform::report::html::{self as html_report, ReportRun, RunVerdict};
+use scanconform::report::timeline::{self, SvgOptions};
 use scanconform::runner::{self, RunResult};
 use scanconform::scenario::{self, ServiceModel};
-use scanconform::timeline::{self, SvgOptions};
 use scanconform::{drivers, report};
 
 fn fixtures() -> PathBuf {

@@ -18,8 +18,10 @@ use scanemu::device::Device;
 use scanemu::engine::{ScanJob, ScanMode};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{Setup, UsbHost};
+use scanemu::personality::native::protocol::{
+    ScanParams, EP_DATA_IN, REQ_SET_PARAMS, REQ_START_SCAN,
+};
 use scanemu::profile::Profile;
-use scanemu::protocol::{ScanParams, EP_DATA_IN, REQ_SET_PARAMS, REQ_START_SCAN};
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 

@@ -18,11 +18,13 @@ use std::rc::Rc;
 use clap::Parser;
 use scanemu::device::Device;
 use scanemu::engine::{ScanJob, ScanMode};
-use scanemu::function::DeviceNote;
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{HostObserver, Setup, TransferRecord, UsbHost};
+use scanemu::personality::native::protocol::{
+    ScanParams, EP_DATA_IN, REQ_SET_PARAMS, REQ_START_SCAN,
+};
+use scanemu::personality::native::DeviceNote;
 use scanemu::profile::Profile;
-use scanemu::protocol::{ScanParams, EP_DATA_IN, REQ_SET_PARAMS, REQ_START_SCAN};
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use scanemu::engine::{ScanJob, ScanMode};
 use scanemu::host::usbip::{ConnectError, UsbIpHost};
 use scanemu::host::{Setup, UsbHost};
-use scanemu::protocol::*;
+use scanemu::personality::native::protocol::*;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 

@@ -24,8 +24,8 @@ use std::time::Instant as WallInstant;
 use scanemu::engine::{ScanJob, ScanMode, ScanSource};
 use scanemu::host::usbip::UsbIpHost;
 use scanemu::host::{Setup, UsbHost};
+use scanemu::personality::native::protocol::*;
 use scanemu::profile::Profile;
-use scanemu::protocol::*;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 use scanemu::usbip::protocol::{

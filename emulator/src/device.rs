@@ -10,14 +10,14 @@ use usb_device::bus::UsbBusAllocator;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
 use usb_device::endpoint::EndpointAddress;
 
-use crate::bus::{BusPort, FlushFifo, SimBus};
 use crate::engine::{Fault, ImageSource, ScanEngine};
-use crate::esci::EsciFunction;
-use crate::function::{DeviceNote, ScannerFunction};
-use crate::hc::DevicePoller;
+use crate::personality::esci::EsciFunction;
+use crate::personality::native::protocol;
+use crate::personality::native::{DeviceNote, ScannerFunction};
 use crate::profile::{Personality, Profile};
-use crate::protocol;
 use crate::time::Instant;
+use crate::usb::bus::{BusPort, FlushFifo, SimBus};
+use crate::usb::hc::DevicePoller;
 
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {

@@ -44,7 +44,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Fault, ScanMode};
-use crate::speed::Speed;
+use crate::usb::speed::Speed;
 
 /// The JSON text of the built-in fast profile, `fixtures/profiles/fast-flatbed.json`.
 pub const BUILTIN_FAST_JSON: &str = include_str!("../../fixtures/profiles/fast-flatbed.json");

@@ -9,12 +9,12 @@ use std::rc::Rc;
 
 use common::{load, setup, LIMIT, T};
 use scanemu::engine::{pattern_line, Fault};
-use scanemu::esci::{ACK, CAN, ESC, FS, NAK, STX};
-use scanemu::function::DeviceNote;
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{HostObserver, TransferError, TransferRecord, UsbHost};
+use scanemu::personality::esci::{ACK, CAN, ESC, FS, NAK, STX};
+use scanemu::personality::native::protocol::{EP_DATA_IN, EP_DATA_OUT};
+use scanemu::personality::native::DeviceNote;
 use scanemu::profile::Profile;
-use scanemu::protocol::{EP_DATA_IN, EP_DATA_OUT};
 use scanemu::sim::Sim;
 
 #[derive(Default)]

@@ -9,8 +9,8 @@ use std::rc::Rc;
 use common::*;
 use scanemu::engine::{Fault, ScanJob, ScanMode};
 use scanemu::host::{Setup, TransferError, UsbHost};
+use scanemu::personality::native::protocol::*;
 use scanemu::profile::Profile;
-use scanemu::protocol::*;
 use scanemu::time::{Duration, Instant};
 
 /// 200 x 200 gray8 at 100 dpi on the fast profile: 200-byte lines, 16-line bands of 3200

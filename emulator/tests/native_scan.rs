@@ -5,8 +5,8 @@ mod common;
 use common::{device_status, scan_status, setup, start, T};
 use scanemu::engine::{pattern_line, Fault, ScanJob, ScanMode};
 use scanemu::host::{Setup, TransferError, UsbHost};
+use scanemu::personality::native::protocol::*;
 use scanemu::profile::Profile;
-use scanemu::protocol::*;
 use scanemu::time::{Duration, Instant};
 
 fn expected_band(job: &ScanJob, first_line: u32, lines: u32) -> Vec<u8> {

@@ -12,10 +12,10 @@ use std::process::Command;
 use std::rc::Rc;
 
 use common::*;
+use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter, LINKTYPE_USB_LINUX_MMAPPED};
 use scanemu::engine::{ScanJob, ScanMode};
 use scanemu::host::{TransferError, UsbHost};
-use scanemu::pcap::{CaptureConfig, PcapObserver, PcapWriter, LINKTYPE_USB_LINUX_MMAPPED};
-use scanemu::protocol::*;
+use scanemu::personality::native::protocol::*;
 use scanemu::time::Duration;
 
 /// One parsed record: (usbmon header, payload).

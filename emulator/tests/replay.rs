@@ -9,13 +9,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use common::*;
+use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter};
+use scanemu::capture::recording::{Recording, RecordingMeta, RecordingObserver};
+use scanemu::capture::replay::ReplayHost;
 use scanemu::engine::{ScanJob, ScanMode};
-use scanemu::function::DeviceNote;
 use scanemu::host::{HostObserver, Setup, TransferError, TransferRecord, UsbHost};
-use scanemu::pcap::{CaptureConfig, PcapObserver, PcapWriter};
-use scanemu::protocol::*;
-use scanemu::recording::{Recording, RecordingMeta, RecordingObserver};
-use scanemu::replay::ReplayHost;
+use scanemu::personality::native::protocol::*;
+use scanemu::personality::native::DeviceNote;
 use scanemu::sim::Sim;
 use scanemu::time::Instant;
 

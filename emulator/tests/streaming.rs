@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use scanemu::engine::{pattern_line, ScanJob, ScanMode};
 use scanemu::host::{TransferError, UsbHost};
-use scanemu::protocol::*;
+use scanemu::personality::native::protocol::*;
 use scanemu::time::{Duration, Instant};
 
 /// Peak resident set size of this process so far (VmHWM), in KiB.

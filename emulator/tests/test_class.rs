@@ -5,13 +5,13 @@
 //! interrupt, 256-byte buffers) and enumerates it, as the upstream runner resets and configures
 //! the device before each test. Random data comes from a seeded xorshift so failures replay.
 
-use scanemu::bus::{BusPort, PacketError, SimBus};
-use scanemu::hc::{
+use scanemu::usb::bus::{BusPort, PacketError, SimBus};
+use scanemu::usb::hc::{
     enumerate, run, run_default, ControlTransfer, DevicePoller, Enumeration, InTransfer,
     OutTransfer, SetupPacket, StepResult, Transfer, TransferError, DIR_IN, RECIPIENT_DEVICE,
     TYPE_VENDOR,
 };
-use scanemu::speed::Speed;
+use scanemu::usb::speed::Speed;
 use usb_device::bus::UsbBusAllocator;
 use usb_device::test_class::{self, TestClass};
 
@@ -195,7 +195,7 @@ fn enumeration_reads_testclass_descriptors() {
 
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::hc::request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,
@@ -532,7 +532,7 @@ fn bus_reset_clears_state_and_device_reenumerates() {
         host.dev.poll_device();
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::hc::request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,
@@ -655,7 +655,7 @@ fn suspend_and_resume() {
         assert!(!host.port.is_suspended());
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::hc::request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,

@@ -1,6 +1,6 @@
 //! umockdev replay: a capture the emulator wrote drives an unmodified libusb program.
 //!
-//! `scanemu::umockdev::record` records the scripted scan on the in-process host; `rusb-scan`
+//! `scanemu::capture::umockdev::record` records the scripted scan on the in-process host; `rusb-scan`
 //! (the same scan over rusb and the system libusb) then runs under `umockdev-run` with that
 //! capture and the device description, on a machine without any USB support, and must read the
 //! test pattern byte for byte. Needs `umockdev-run` (Debian package `umockdev`): the test fails
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use scanemu::engine::pattern_line;
+use scanemu::personality::native::protocol::{EventCode, STATUS_OK};
 use scanemu::profile::Profile;
-use scanemu::protocol::{EventCode, STATUS_OK};
 
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
@@ -36,7 +36,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn replay(dir: &Path, rec: &scanemu::umockdev::Recording) -> std::process::Output {
+fn replay(dir: &Path, rec: &scanemu::capture::umockdev::Recording) -> std::process::Output {
     let image = dir.join("replayed.bin");
     Command::new("umockdev-run")
         .arg("-d")
@@ -57,7 +57,7 @@ fn rusb_program_scans_from_an_emulator_capture_under_umockdev() {
         return;
     }
     let dir = scratch("scan");
-    let rec = scanemu::umockdev::record(&Profile::builtin_fast(), &dir).expect("records");
+    let rec = scanemu::capture::umockdev::record(&Profile::builtin_fast(), &dir).expect("records");
     assert_eq!(rec.scan.status.code, STATUS_OK);
     assert_eq!(
         rec.scan.events.last().map(|e| e.code),
@@ -94,17 +94,18 @@ fn recording_is_deterministic() {
     let a = scratch("det-a");
     let b = scratch("det-b");
     let profile = Profile::builtin_fast();
-    scanemu::umockdev::record(&profile, &a).expect("records");
-    scanemu::umockdev::record(&profile, &b).expect("records");
+    scanemu::capture::umockdev::record(&profile, &a).expect("records");
+    scanemu::capture::umockdev::record(&profile, &b).expect("records");
     for f in [
-        scanemu::umockdev::CAPTURE_FILE,
-        scanemu::umockdev::DESCRIPTION_FILE,
+        scanemu::capture::umockdev::CAPTURE_FILE,
+        scanemu::capture::umockdev::DESCRIPTION_FILE,
     ] {
         let x = std::fs::read(a.join(f)).unwrap();
         let y = std::fs::read(b.join(f)).unwrap();
         assert!(x == y, "{f} differs between two recordings");
     }
-    let desc = std::fs::read_to_string(a.join(scanemu::umockdev::DESCRIPTION_FILE)).unwrap();
+    let desc =
+        std::fs::read_to_string(a.join(scanemu::capture::umockdev::DESCRIPTION_FILE)).unwrap();
     assert!(desc.contains("A: idVendor=5ca1\n"), "{desc}");
     assert!(
         desc.contains("A: busnum=1\nA: configuration=\nH: descriptors=1201"),
@@ -121,7 +122,7 @@ fn a_device_missing_from_the_testbed_is_a_clear_error() {
     }
     // The testbed holds 5ca1:0001 only; rusb-scan asks for another device.
     let dir = scratch("missing");
-    let rec = scanemu::umockdev::record(&Profile::builtin_fast(), &dir).expect("records");
+    let rec = scanemu::capture::umockdev::record(&Profile::builtin_fast(), &dir).expect("records");
     let out = Command::new("umockdev-run")
         .arg("-d")
         .arg(&rec.description)

@@ -10,13 +10,13 @@ use std::rc::Rc;
 use std::time::Duration as StdDuration;
 
 use scanemu::engine::{pattern_line, Fault, ScanJob, ScanMode, ScanSource};
-use scanemu::hc::SetupPacket;
 use scanemu::host::usbip::{list_devices, ConnectError, UsbIpHost};
 use scanemu::host::{Setup, TransferError, UsbHost};
+use scanemu::personality::native::protocol::*;
 use scanemu::profile::Profile;
-use scanemu::protocol::*;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
+use scanemu::usb::hc::SetupPacket;
 use scanemu::usbip::protocol::{
     encode_busid, errno, CmdSubmit, CmdUnlink, DeviceRecord, OpHeader, Reply, DIR_IN, DIR_OUT,
     OP_REQ_DEVLIST, OP_REQ_IMPORT, URB_HEADER_LEN,
@@ -680,7 +680,7 @@ fn the_server_captures_every_urb_as_usbmon_pcap() {
     let buf = SharedBuf::default();
     let mut config = ServerConfig::new(Profile::builtin_fast());
     let out: Box<dyn std::io::Write + Send> = Box::new(buf.clone());
-    let writer = scanemu::pcap::PcapWriter::new(out).unwrap();
+    let writer = scanemu::capture::pcap::PcapWriter::new(out).unwrap();
     config.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(writer)));
     let server =
         UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds loopback");
@@ -705,11 +705,12 @@ fn the_server_captures_every_urb_as_usbmon_pcap() {
     drop(server);
     let bytes = buf.0.lock().unwrap().clone();
     // Every URB has a submission and a completion, and the vendor requests are there.
-    let rec = scanemu::recording::Recording::from_pcap(&bytes, None).expect("capture parses");
+    let rec =
+        scanemu::capture::recording::Recording::from_pcap(&bytes, None).expect("capture parses");
     let names: Vec<String> = rec
         .transactions
         .iter()
-        .map(scanemu::replay::describe_transaction)
+        .map(scanemu::capture::replay::describe_transaction)
         .collect();
     let text = names.join("\n");
     for want in ["SET_PARAMS", "START_SCAN", "CANCEL", "GET_DEVICE_STATUS"] {

@@ -23,8 +23,8 @@ use std::time::Duration as StdDuration;
 use scanemu::engine::{pattern_line, ScanJob, ScanMode, ScanSource};
 use scanemu::host::usbip::{list_devices, UsbIpHost};
 use scanemu::host::{Setup, UsbHost};
+use scanemu::personality::native::protocol::*;
 use scanemu::profile::Profile;
-use scanemu::protocol::*;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 use scanemu::usbip::protocol::{

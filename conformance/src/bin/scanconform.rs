@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use scanconform::report::{html as html_report, timeline};
 use scanconform::runner::{self, RunResult};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
-use scanconform::{drivers, html_report, report, rules, timeline};
+use scanconform::{drivers, report, rules};
 
 #[derive(Parser)]
 #[command(
@@ -321,7 +322,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
 /// once if needed), or says why it cannot.
 fn use_libusb_stand_in() -> Result<(), InputError> {
     #[cfg(feature = "libusb")]
-    return scanconform::libusb_transport::ensure_stand_in().map_err(InputError);
+    return scanconform::libusb::transport::ensure_stand_in().map_err(InputError);
     #[cfg(not(feature = "libusb"))]
     return Err(InputError(runner::LIBUSB_FEATURE_MISSING.into()));
 }

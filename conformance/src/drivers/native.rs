@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use async_trait::async_trait;
 use scanemu::engine::ScanSource;
 use scanemu::host::{Setup, TransferError, UsbHost};
-use scanemu::protocol::{
+use scanemu::personality::native::protocol::{
     DeviceState, DeviceStatus, ParamsReport, ScanError, ScanParams, ScanStatus, CANCEL_CODE,
     EP_DATA_IN, EP_DATA_OUT, PARAMS_REPORT_LEN, REQ_CANCEL, REQ_DEVICE_RESET,
     REQ_GET_DEVICE_STATUS, REQ_GET_PARAMS, REQ_GET_SCAN_STATUS, REQ_SET_PARAMS, REQ_START_SCAN,

@@ -7,7 +7,7 @@
 
 use std::ops::RangeInclusive;
 
-use scanemu::protocol::{
+use scanemu::personality::native::protocol::{
     REQ_CANCEL, REQ_DEVICE_RESET, REQ_GET_DEVICE_STATUS, REQ_START_SCAN, STATUS_OK,
     STATUS_TRANSACTION_CANCELLED,
 };

@@ -9,7 +9,7 @@
 //! stand-in (`scanconform run --transport libusb` re-executed it with the stand-in on
 //! `LD_LIBRARY_PATH`) nothing is loaded; when another libusb is already loaded (the `libusb`
 //! cargo feature links the system's), the program re-executes itself with the stand-in first on
-//! `LD_LIBRARY_PATH` ([`crate::stand_in::reexec`]).
+//! `LD_LIBRARY_PATH` ([`crate::libusb::stand_in::reexec`]).
 //!
 //! The stand-in reads its server's address (`SCANLAB_USBIP`) when a libusb context is created;
 //! `sanei_usb` creates one in the first `sane_init` after the backend is loaded, so the runner
@@ -20,13 +20,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use scanemu::function::DeviceNote;
+use scanemu::personality::native::DeviceNote;
 use scanemu::profile::Profile;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 
 use super::scenario::DeviceSpec;
 use super::trace::DeviceEvent;
-use crate::stand_in::{self, Loaded};
+use crate::libusb::stand_in::{self, Loaded};
 
 /// Backends whose scenarios run against an emulated device, and the device protocol it speaks.
 /// The emulator's ESC/I personality is the only one a SANE backend drives.

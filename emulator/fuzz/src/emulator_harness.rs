@@ -9,15 +9,15 @@ use std::rc::Rc;
 
 use scanemu::device::Device;
 use scanemu::engine::{ScanJob, ScanMode};
-use scanemu::hc::{self, ControlTransfer, SetupPacket};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{Setup, UsbHost};
-use scanemu::profile::Profile;
-use scanemu::protocol::{
+use scanemu::personality::native::protocol::{
     self, Capabilities, DeviceStatus, Event, ParamsReport, ScanParams, ScanStatus,
 };
+use scanemu::profile::Profile;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
+use scanemu::usb::hc::{self, ControlTransfer, SetupPacket};
 
 /// Reads fields from the front of a fuzz input.
 struct Input<'a> {

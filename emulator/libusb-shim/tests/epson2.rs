@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use scanemu::engine::{pattern_line, Fault};
-use scanemu::function::DeviceNote;
+use scanemu::personality::native::DeviceNote;
 use scanemu::profile::Profile;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 

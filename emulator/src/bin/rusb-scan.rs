@@ -2,7 +2,7 @@
 //! would make it.
 //!
 //! `rusb-scan [--device VID:PID | --address BUS:DEV] [--out FILE]` opens the device, runs
-//! [`scanemu::umockdev::scripted_scan`] over the rusb host and writes the image bytes to
+//! [`scanemu::capture::umockdev::scripted_scan`] over the rusb host and writes the image bytes to
 //! `FILE`. It is the unmodified libusb program of the umockdev replay: under
 //! `umockdev-run -d DIR/device.umockdev -p /sys/devices/pci0000:00/0000:00:14.0/usb1/1-1=DIR/scan.pcap
 //! -- rusb-scan` (files from `scanemu capture --out DIR`) it scans from a recorded emulator
@@ -16,10 +16,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use scanemu::capture::umockdev::scripted_scan;
 use scanemu::host::rusb::{DeviceSelector, RusbHost};
 use scanemu::sim::Sim;
 use scanemu::time::Instant;
-use scanemu::umockdev::scripted_scan;
 
 #[derive(Parser)]
 #[command(

@@ -33,13 +33,13 @@ use clap::{Parser, Subcommand};
 
 use scanemu::device::Device;
 use scanemu::engine::{ScanJob, ScanMode};
-use scanemu::hc::{descriptor_type, SetupPacket};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{DeviceInfo, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::sim::Sim;
-use scanemu::speed::Speed;
 use scanemu::time::{Duration, Instant};
+use scanemu::usb::hc::{descriptor_type, SetupPacket};
+use scanemu::usb::speed::Speed;
 
 #[derive(Parser)]
 #[command(name = "scanemu", version, about = "A software USB scanner")]
@@ -216,7 +216,7 @@ fn import_pcap(
             return ExitCode::from(2);
         }
     };
-    let mut recording = match scanemu::recording::Recording::from_pcap(&bytes, device) {
+    let mut recording = match scanemu::capture::recording::Recording::from_pcap(&bytes, device) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("scanemu: {}: {e}", capture.display());
@@ -239,7 +239,7 @@ fn import_pcap(
                 Ok(e) => {
                     let speed = loaded.usb.speed;
                     let mut fresh =
-                        scanemu::recording::RecordingMeta::new("pcap", &e.info, speed, 0);
+                        scanemu::capture::recording::RecordingMeta::new("pcap", &e.info, speed, 0);
                     fresh.provenance = std::mem::take(&mut meta.provenance);
                     fresh.motor_stop_us = loaded.timing.motor_stop_us;
                     *meta = fresh;
@@ -284,7 +284,7 @@ fn capture(out: &Path, path: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match scanemu::umockdev::record(&profile, out) {
+    match scanemu::capture::umockdev::record(&profile, out) {
         Ok(r) => {
             println!(
                 "scanemu: {} records in {}, device in {}; replay with:\n  umockdev-run -d {} -p {}={} -- PROGRAM",
@@ -297,7 +297,7 @@ fn capture(out: &Path, path: Option<&Path>) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e @ scanemu::umockdev::RecordError::Io { .. }) => {
+        Err(e @ scanemu::capture::umockdev::RecordError::Io { .. }) => {
             eprintln!("scanemu: --out: {e}");
             ExitCode::from(2)
         }
@@ -376,7 +376,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 // One device keeps the single-device line format; several name theirs.
                 let tag = (count > 1).then_some(busid);
                 spec.notes = Some(std::sync::Arc::new(
-                    move |n: &scanemu::function::DeviceNote| {
+                    move |n: &scanemu::personality::native::DeviceNote| {
                         let mut line = serde_json::json!({
                             "at_us": n.at.total_micros(),
                             "what": n.what,
@@ -407,7 +407,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if let Some(file) = &args.pcap {
         let writer = std::fs::File::create(file).and_then(|f| {
             let out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(f));
-            scanemu::pcap::PcapWriter::new(out)
+            scanemu::capture::pcap::PcapWriter::new(out)
         });
         match writer {
             Ok(w) => config.capture = Some(std::sync::Arc::new(std::sync::Mutex::new(w))),

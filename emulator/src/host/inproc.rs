@@ -1,6 +1,6 @@
 //! The in-process host: the [`UsbHost`] API over the virtual bus, in the caller's thread.
 //!
-//! Each transfer is stepped packet by packet on the device's [`BusPort`](crate::bus::BusPort),
+//! Each transfer is stepped packet by packet on the device's [`BusPort`](crate::usb::bus::BusPort),
 //! running the firmware between packets. When the device NAKs, the transfer waits until the
 //! scan engine's next event, its own deadline, an abort, or any other transfer changing the
 //! device, whichever comes first. Payload bytes are charged on the wire at the profile's bus
@@ -18,10 +18,10 @@ use super::{
     TransferRecord, UsbHost, WaitChange,
 };
 use crate::device::Device;
-use crate::hc::{self, ControlTransfer, InTransfer, OutTransfer, StepResult, Transfer};
 use crate::sim::Clock;
-use crate::speed::Speed;
 use crate::time::{Duration, Instant};
+use crate::usb::hc::{self, ControlTransfer, InTransfer, OutTransfer, StepResult, Transfer};
+use crate::usb::speed::Speed;
 
 struct State {
     device: Device,

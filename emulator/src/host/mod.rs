@@ -20,8 +20,8 @@ use async_trait::async_trait;
 
 use crate::time::{Duration, Instant};
 
-pub use crate::hc::SetupPacket as Setup;
-use crate::hc::{DIR_IN, RECIPIENT_INTERFACE, TYPE_VENDOR};
+pub use crate::usb::hc::SetupPacket as Setup;
+use crate::usb::hc::{DIR_IN, RECIPIENT_INTERFACE, TYPE_VENDOR};
 
 impl Setup {
     /// A vendor request to interface `index`, host to device.
@@ -240,7 +240,7 @@ pub trait HostObserver {
     /// A host operation finished.
     fn transfer(&self, record: &TransferRecord<'_>);
     /// The device did something.
-    fn device(&self, note: &crate::function::DeviceNote);
+    fn device(&self, note: &crate::personality::native::DeviceNote);
 }
 
 /// How a transfer ended, without its payload: what a [`TransferRecord`] carries.

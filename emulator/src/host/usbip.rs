@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use super::{
     DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
 };
-use crate::hc::{self, SetupPacket};
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
+use crate::usb::hc::{self, SetupPacket};
 use crate::usbip::protocol::{
     encode_busid, errno, read_devlist, CmdSubmit, CmdUnlink, DeviceRecord, ExportedDevice,
     OpHeader, ProtocolError, Reply, RetSubmit, DIR_IN, DIR_OUT, OP_REP_DEVLIST, OP_REP_IMPORT,

@@ -3,7 +3,7 @@
 //! - [`protocol`]: the wire format (protocol 1.1.1), encode and decode with strict validation.
 //! - [`server`]: [`UsbIpServer`], which serves one or more devices ([`DeviceSpec`]) on tokio,
 //!   each a [`Device`](crate::device::Device) stepped through the same host-controller
-//!   transfers ([`crate::hc`]) the in-process host uses, on the wall clock.
+//!   transfers ([`crate::usb::hc`]) the in-process host uses, on the wall clock.
 //!
 //! The client side, a [`UsbHost`](crate::host::UsbHost) over USB/IP, is
 //! [`crate::host::usbip::UsbIpHost`]. A Linux machine with `vhci-hcd` can also attach the

@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 
 use thiserror::Error;
 
-use crate::hc::SetupPacket;
+use crate::usb::hc::SetupPacket;
 
 /// The protocol version every message carries: 1.1.1.
 pub const VERSION: u16 = 0x0111;

@@ -20,7 +20,7 @@
 //! schedule is kept to the microsecond (tokio's own timer counts milliseconds).
 //!
 //! URBs queue per endpoint (all control URBs share EP0) and only the head of each queue is
-//! stepped, with the same host-controller transfers ([`crate::hc`]) the in-process host uses.
+//! stepped, with the same host-controller transfers ([`crate::usb::hc`]) the in-process host uses.
 //! An IN URB the device NAKs stays pending (no empty completion). Completions are paced by
 //! the profile's bus speed (`Speed::wire_time`, one bus shared by all endpoints), as the
 //! in-process host charges them.
@@ -93,17 +93,17 @@ use super::protocol::{
     OP_HEADER_LEN, OP_REP_IMPORT, OP_REQ_DEVLIST, OP_REQ_IMPORT, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV,
     ST_OK, URB_HEADER_LEN, URB_ZERO_PACKET,
 };
+use crate::capture::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::device::Device;
 use crate::engine::Fault;
-use crate::function::DeviceNote;
-use crate::hc::{
+use crate::personality::native::DeviceNote;
+use crate::profile::Profile;
+use crate::time::{Duration, Instant};
+use crate::usb::hc::{
     self, descriptor_type, request, ControlTransfer, InTransfer, OutTransfer, SetupPacket,
     StepResult, Transfer,
 };
-use crate::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
-use crate::profile::Profile;
-use crate::speed::Speed;
-use crate::time::{Duration, Instant};
+use crate::usb::speed::Speed;
 
 /// Receives every device note of one served device, with its time on the server's clock.
 pub type NoteSink = Arc<dyn Fn(&DeviceNote) + Send + Sync>;
@@ -1758,7 +1758,7 @@ fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
 /// bytes moved.
 fn step_urb(
     urb: &mut Urb,
-    port: &crate::bus::BusPort,
+    port: &crate::usb::bus::BusPort,
     poller: &mut dyn hc::DevicePoller,
 ) -> (Option<Outcome>, bool) {
     if urb.active.is_none() {

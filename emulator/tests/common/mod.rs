@@ -9,8 +9,8 @@ use scanemu::device::Device;
 use scanemu::engine::{pattern_line, Fault, ScanJob};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{Setup, TransferError, UsbHost};
+use scanemu::personality::native::protocol::*;
 use scanemu::profile::Profile;
-use scanemu::protocol::*;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 
@@ -165,11 +165,11 @@ pub async fn sleep_until(host: &InProcessHost, at: Instant) {
 
 /// Collects the device notes a host reports.
 #[derive(Default)]
-pub struct Notes(pub std::cell::RefCell<Vec<scanemu::function::DeviceNote>>);
+pub struct Notes(pub std::cell::RefCell<Vec<scanemu::personality::native::DeviceNote>>);
 
 impl scanemu::host::HostObserver for Notes {
     fn transfer(&self, _record: &scanemu::host::TransferRecord<'_>) {}
-    fn device(&self, note: &scanemu::function::DeviceNote) {
+    fn device(&self, note: &scanemu::personality::native::DeviceNote) {
         self.0.borrow_mut().push(note.clone());
     }
 }

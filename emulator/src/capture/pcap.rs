@@ -29,11 +29,11 @@ use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::rc::Rc;
 
-use crate::function::DeviceNote;
-use crate::hc::ENUMERATION_ADDRESS;
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
-use crate::speed::Speed;
+use crate::personality::native::DeviceNote;
 use crate::time::Instant;
+use crate::usb::hc::ENUMERATION_ADDRESS;
+use crate::usb::speed::Speed;
 
 /// The pcap link type of usbmon's binary ("mmapped") records with 64-byte headers.
 pub const LINKTYPE_USB_LINUX_MMAPPED: u32 = 220;

@@ -41,16 +41,18 @@ use std::task::Waker;
 
 use async_trait::async_trait;
 
-use crate::function::DeviceNote;
-use crate::hc::{request as std_request, SetupPacket};
+use crate::capture::recording::{to_hex, Recording, SetupFields, Transaction, TxKind, TxResult};
 use crate::host::{
     outcome, ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, TransferKind,
     TransferRecord, UsbHost, WaitChange,
 };
-use crate::protocol::{self, DeviceState, DeviceStatus, Event, EventCode, ScanError, ScanStatus};
-use crate::recording::{to_hex, Recording, SetupFields, Transaction, TxKind, TxResult};
+use crate::personality::native::protocol::{
+    self, DeviceState, DeviceStatus, Event, EventCode, ScanError, ScanStatus,
+};
+use crate::personality::native::DeviceNote;
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
+use crate::usb::hc::{request as std_request, SetupPacket};
 
 /// The first request of a replay that the recording does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]

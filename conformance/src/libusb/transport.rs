@@ -9,7 +9,7 @@
 //! [`STAND_IN_ENV`] set so that a second miss is an error instead of a loop.
 //! [`check_stand_in_loaded`] proves from `/proc/self/maps` that the stand-in, and no other
 //! libusb, is mapped; a run refuses to start otherwise, so a run never reaches a real scanner
-//! on the machine by accident. The lookup, link and re-execution live in [`crate::stand_in`],
+//! on the machine by accident. The lookup, link and re-execution live in [`crate::libusb::stand_in`],
 //! shared with `sane:epson2`.
 //!
 //! The stand-in reads the server's address from `SCANLAB_USBIP` when a libusb context is
@@ -20,7 +20,7 @@ use scanemu::host::rusb::{DeviceSelector, RusbHost};
 use scanemu::sim::Sim;
 use scanemu::usbip::UsbIpServer;
 
-pub use crate::stand_in::STAND_IN_ENV;
+pub use crate::libusb::stand_in::STAND_IN_ENV;
 
 /// How this module's errors begin.
 const WHO: &str = "--transport libusb";
@@ -28,7 +28,7 @@ const WHO: &str = "--transport libusb";
 /// `Ok` when the libusb this process uses is the scanlab stand-in and no other; otherwise one
 /// line naming the library that was loaded instead.
 pub fn check_stand_in_loaded() -> Result<(), String> {
-    crate::stand_in::check(WHO)
+    crate::libusb::stand_in::check(WHO)
 }
 
 /// Returns when this process runs on the stand-in. Otherwise re-executes the running program
@@ -39,7 +39,7 @@ pub fn ensure_stand_in() -> Result<(), String> {
     if check_stand_in_loaded().is_ok() {
         return Ok(());
     }
-    crate::stand_in::reexec(WHO)
+    crate::libusb::stand_in::reexec(WHO)
 }
 
 /// Opens the device `server` exports through libusb (the stand-in, pointed at `server`) as a
@@ -48,7 +48,10 @@ pub fn open_host(server: &UsbIpServer, sim: &Sim) -> Result<RusbHost, String> {
     // The stand-in reads the address when the context is created, which RusbHost::open does.
     // Runs happen one after another on this thread, and nothing else in the process reads the
     // environment meanwhile.
-    std::env::set_var(crate::stand_in::SERVER_ENV, server.local_addr().to_string());
+    std::env::set_var(
+        crate::libusb::stand_in::SERVER_ENV,
+        server.local_addr().to_string(),
+    );
     let record = &server.exported().record;
     RusbHost::open(
         sim,

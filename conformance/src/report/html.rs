@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::timeline::{self, escape, Mark, SvgOptions};
 use crate::rules::{self, RuleStatus};
 use crate::runner::RunResult;
-use crate::timeline::{self, escape, Mark, SvgOptions};
 use crate::trace::{render_event, Trace};
 
 /// A rule that failed in a run, as the verdict file records it.

@@ -26,7 +26,7 @@ use usb_device::bus::{PollResult, UsbBus};
 use usb_device::endpoint::{EndpointAddress, EndpointType};
 use usb_device::{UsbDirection, UsbError};
 
-use crate::speed::Speed;
+use crate::usb::speed::Speed;
 
 /// Endpoints per direction, as usb-device's 16-bit endpoint masks allow.
 pub const ENDPOINT_COUNT: usize = 16;

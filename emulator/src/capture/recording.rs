@@ -8,11 +8,11 @@
 //!   completion time, plus the host's clear-halts, resets and aborts;
 //! - `notes.jsonl`: the device's own notes ([`RecordedNote`]), when the device could tell
 //!   (an emulated one); empty for imported captures;
-//! - `capture.pcap`: the same transfers as a usbmon capture ([`crate::pcap`]), for Wireshark.
+//! - `capture.pcap`: the same transfers as a usbmon capture ([`crate::capture::pcap`]), for Wireshark.
 //!
 //! [`RecordingObserver`] builds a recording from a live host (it is a [`HostObserver`]
 //! decorator); [`Recording::from_pcap`] builds one from a usbmon capture of a real device.
-//! [`crate::replay::ReplayHost`] serves one as a device.
+//! [`crate::capture::replay::ReplayHost`] serves one as a device.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,12 +22,12 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::function::DeviceNote;
-use crate::hc::SetupPacket;
+use crate::capture::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
-use crate::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
-use crate::speed::Speed;
+use crate::personality::native::DeviceNote;
 use crate::time::Instant;
+use crate::usb::hc::SetupPacket;
+use crate::usb::speed::Speed;
 
 /// The version of the files this module writes; [`Recording::load`] refuses others.
 pub const FORMAT_VERSION: u32 = 1;

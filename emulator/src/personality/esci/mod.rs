@@ -1,7 +1,7 @@
 //! The ESC/I personality: an Epson flatbed's command protocol on bulk IN and OUT.
 //!
 //! [`EsciFunction`] is a second `usb_device::class::UsbClass` beside the native
-//! [`ScannerFunction`](crate::function::ScannerFunction), on the same [`ScanEngine`], bus and
+//! [`ScannerFunction`](crate::personality::native::ScannerFunction), on the same [`ScanEngine`], bus and
 //! faults. It speaks the protocol of `emulator/PROTOCOL-ESCI.md`: two-byte commands (`ESC x`,
 //! `FS x`) on bulk OUT, each answered on bulk IN by exactly the bytes the host reads in one
 //! transfer (never a zero-length packet after a reply, never a reply queued before its command),
@@ -24,14 +24,14 @@ use usb_device::class_prelude::*;
 use usb_device::descriptor::lang_id::LangID;
 use usb_device::UsbError;
 
-use crate::bus::FlushFifo;
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, ScanMode, ScanSource,
 };
-use crate::function::{engine_note, DeviceNote};
+use crate::personality::native::protocol;
+use crate::personality::native::{engine_note, DeviceNote};
 use crate::profile::{EsciConfig, EsciLevel, Optics, Profile};
-use crate::protocol;
 use crate::time::Instant;
+use crate::usb::bus::FlushFifo;
 
 /// Escape: leads the classic commands.
 pub const ESC: u8 = 0x1b;
@@ -365,7 +365,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             "fault",
             page,
             u64::from(band),
-            crate::function::fault_name(&fault).to_string(),
+            crate::personality::native::fault_name(&fault).to_string(),
         );
         let ext = self.scan.is_some_and(|s| s.ext);
         match fault {

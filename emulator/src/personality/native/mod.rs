@@ -11,21 +11,23 @@
 //! [`crate::device::Device`] before every poll. Everything that happens is also written to a
 //! log of [`DeviceNote`]s, which hosts turn into trace events.
 
+pub mod protocol;
+
 use std::collections::VecDeque;
 
 use usb_device::class_prelude::*;
 use usb_device::control::{Recipient, RequestType};
 
-use crate::bus::FlushFifo;
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, StartError,
 };
 use crate::profile::Profile;
-use crate::protocol::{
-    self, Capabilities, DeviceState, DeviceStatus, Event, EventCode, ParamsReport, ScanError,
-    ScanParams, ScanStatus,
-};
 use crate::time::Instant;
+use crate::usb::bus::FlushFifo;
+use protocol::{
+    Capabilities, DeviceState, DeviceStatus, Event, EventCode, ParamsReport, ScanError, ScanParams,
+    ScanStatus,
+};
 use usb_device::descriptor::lang_id::LangID;
 use usb_device::UsbError;
 

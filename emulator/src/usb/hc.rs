@@ -23,7 +23,7 @@
 use thiserror::Error;
 use usb_device::endpoint::EndpointType;
 
-use crate::bus::{BusPort, PacketError};
+use crate::usb::bus::{BusPort, PacketError};
 
 /// Something that runs the emulated firmware once: usually
 /// `|| { usb_dev.poll(&mut [&mut class]); }`.

@@ -10,7 +10,7 @@
 //!   `usb_device`, with the raw `descriptors` binary attribute libusb parses, and its udev
 //!   properties), in the format `umockdev-record` writes;
 //! - [`scripted_scan`] is one scan whose request sequence depends only on the device's answers,
-//!   never on timing. Run on the in-process host with a [`PcapObserver`](crate::pcap::PcapObserver)
+//!   never on timing. Run on the in-process host with a [`PcapObserver`](crate::capture::pcap::PcapObserver)
 //!   it records the capture; run by a libusb program (`rusb-scan`) under
 //!   `umockdev-run -d DEV.umockdev -p SYSFS_PATH=CAPTURE.pcap` (`-p` names the device by its
 //!   sysfs path, [`sysfs_path`]), it makes exactly the same requests and so replays the scan.
@@ -19,15 +19,15 @@
 
 use std::fmt::Write as _;
 
+use crate::capture::pcap::CaptureConfig;
 use crate::engine::{ScanJob, ScanMode};
 use crate::host::{DeviceInfo, Setup, TransferError, UsbHost};
-use crate::pcap::CaptureConfig;
-use crate::protocol::{
+use crate::personality::native::protocol::{
     self, Capabilities, DeviceStatus, Event, EventCode, ParamsReport, ScanParams, CAPABILITIES_LEN,
     EP_DATA_IN, EP_EVENTS, EVENT_LEN, PARAMS_REPORT_LEN,
 };
-use crate::speed::Speed;
 use crate::time::Duration;
+use crate::usb::speed::Speed;
 
 /// File name of the device description `scanemu capture` writes.
 pub const DESCRIPTION_FILE: &str = "device.umockdev";
@@ -367,7 +367,7 @@ pub fn record(
 ) -> Result<Recording, RecordError> {
     use std::rc::Rc;
 
-    use crate::pcap::{PcapObserver, PcapWriter};
+    use crate::capture::pcap::{PcapObserver, PcapWriter};
 
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();

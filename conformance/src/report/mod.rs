@@ -1,5 +1,8 @@
 //! Reporting a run: the verdict table, JSON lines, JUnit XML and trace files.
 
+pub mod html;
+pub mod timeline;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -118,9 +121,9 @@ pub fn write_trace(dir: &Path, r: &RunResult) -> std::io::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&path, r.trace.to_json_lines())?;
-    let verdict = crate::html_report::RunVerdict::from_run(r);
+    let verdict = crate::report::html::RunVerdict::from_run(r);
     let json = serde_json::to_string_pretty(&verdict).unwrap_or_default();
-    std::fs::write(crate::html_report::verdict_path(&path), json + "\n")
+    std::fs::write(crate::report::html::verdict_path(&path), json + "\n")
 }
 
 /// JUnit XML with one testcase per scenario run.
