@@ -35,6 +35,7 @@ use scanemu::usb::hc::request as std_request;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 
 use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
+use crate::rules::lag::LagProbe;
 use crate::rules::{self, RuleReport, RunFacts};
 use crate::scenario::{Action, LoadedScenario, ServiceModel, Trigger};
 use crate::trace::{crc32, Actor, Kind, Recorder, Trace};
@@ -112,6 +113,11 @@ pub const REALTIME_MAX_US: u64 = 3_000_000;
 ///   covers loopback latency: WIA-CANCEL-IO-ASAP (a cancel on the wire within 10 ms of
 ///   WIA_EVENT_CANCEL_IO), idle after cancel (the motor stop time + 50 ms), callback cadence
 ///   (1.5 x the limit) and the scenario's hang budget;
+/// - those rules measure each interval net of host lag (`rules::lag`): a probe thread samples
+///   how long the run's threads waited for a CPU, and that time is taken off the interval, so
+///   scheduler lag on a loaded machine cannot fail a correct driver while a driver that is
+///   slow on its own still fails; the metrics report the lag (`host_lag_us`,
+///   `cancel_to_idle_lag_us`);
 /// - events recorded inside one MiniDrvCallback (the application's answer, CancelPendingIO,
 ///   the notify and the callback) share one timestamp, as they do in virtual time, so rules
 ///   that compare "same instant" keep their meaning;
@@ -300,6 +306,14 @@ pub fn run_with(
     };
     driver.begin_run(&sim, &rec);
     let async_cancel = driver.supports_async_cancel();
+    // Real time: measure how long the run's threads wait for a CPU, on the trace's clock.
+    let probe = realtime.then(|| {
+        let since = std::time::Duration::from_micros(sim.now().total_micros());
+        let epoch = std::time::Instant::now()
+            .checked_sub(since)
+            .unwrap_or_else(std::time::Instant::now);
+        LagProbe::start(epoch)
+    });
 
     let session = Rc::new(Session {
         sim: sim.clone(),
@@ -354,6 +368,7 @@ pub fn run_with(
         p.finish()
             .map_err(|e| InputError(format!("--pcap {}: {e}", path.display())))?;
     }
+    let host_lag = probe.map(LagProbe::finish);
     let trace = rec.finish();
     let facts = RunFacts {
         trace: &trace,
@@ -361,6 +376,7 @@ pub fn run_with(
         service,
         async_cancel,
         motor_stop_us: profile.timing.motor_stop_us,
+        host_lag: host_lag.as_ref(),
     };
     let report = rules::check_all(&facts);
     Ok(RunResult {

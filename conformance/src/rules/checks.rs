@@ -64,10 +64,35 @@ impl<'a> Ctx<'a> {
     }
 
     /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset or abort.
+    /// Microseconds from event `from` to event `to`, net of host lag in real-time runs.
+    fn net_us(&self, from: usize, to: usize) -> u64 {
+        self.net_between(self.at(from), self.at(to))
+    }
+
+    /// `to_us - from_us`, net of host lag in real-time runs.
+    fn net_between(&self, from_us: u64, to_us: u64) -> u64 {
+        let lag = self.lag_between(from_us, to_us);
+        to_us.saturating_sub(from_us).saturating_sub(lag)
+    }
+
+    /// Host lag inside `[from_us, to_us]` (0 in virtual time).
+    fn lag_between(&self, from_us: u64, to_us: u64) -> u64 {
+        self.facts
+            .host_lag
+            .map_or(0, |l| l.between(from_us, to_us))
+    }
+
+    /// ", host lag X subtracted" for messages of real-time runs with lag in the interval.
+    fn lag_note(&self, from_us: u64, to_us: u64) -> String {
+        match self.lag_between(from_us, to_us) {
+            0 => String::new(),
+            lag => format!(" (net of {} host lag: threads waiting for a CPU)", ms(lag)),
+        }
+    }
+
     fn wire_cancel_within(&self, notify: usize, end: usize) -> Option<usize> {
-        let deadline = self.at(notify) + CANCEL_IO_WIRE_US;
         (notify + 1..=end.min(self.trace.events.len().saturating_sub(1)))
-            .take_while(|&i| self.at(i) <= deadline)
+            .take_while(|&i| self.net_us(notify, i) <= CANCEL_IO_WIRE_US)
             .find(|&i| {
                 let e = self.ev(i);
                 is_cancel_request(e) || is_device_reset(e) || matches!(e.kind, Kind::Abort { .. })
@@ -327,7 +352,11 @@ pub(crate) fn cancel_io_asap(c: &Ctx<'_>) -> Judgement {
                         || matches!(e.kind, Kind::Abort { .. })
                 });
                 let when = match late {
-                    Some(i) => format!("the first came {} later (#{i})", ms(c.at(i) - c.at(ni))),
+                    Some(i) => format!(
+                        "the first came {} later (#{i}){}",
+                        ms(c.net_us(ni, i)),
+                        c.lag_note(c.at(ni), c.at(i))
+                    ),
                     None => "none came before the acquisition ended".into(),
                 };
                 v.fail(
@@ -480,10 +509,11 @@ pub(crate) fn idle_after_cancel(c: &Ctx<'_>) -> Judgement {
         let budget = stop_us + IDLE_SLACK_US;
         let deadline = cp.at + budget;
         let over = match stopped {
-            Some((_, t)) if t <= deadline => continue,
+            Some((_, t)) if c.net_between(cp.at, t) <= budget => continue,
             Some((i, t)) => format!(
-                "the device was idle only at #{i}, {} after it",
-                ms(t - cp.at)
+                "the device was idle only at #{i}, {} after it{}",
+                ms(c.net_between(cp.at, t)),
+                c.lag_note(cp.at, t)
             ),
             None => "the device never became idle".into(),
         };
@@ -683,15 +713,16 @@ pub(crate) fn cadence(c: &Ctx<'_>) -> Judgement {
         let limit = (duration / 10).max(1_000_000) * 3 / 2;
         let mut prev = a.start;
         for &i in &points {
-            let gap = c.at(i) - c.at(prev);
+            let gap = c.net_us(prev, i);
             if gap > limit {
                 v.fail(
                     Some(a.n),
                     i,
                     format!(
-                        "acquisition {}: no callback for {} (#{prev} to #{i}); the limit is {} = max(1 s, transfer {} / 10) x 1.5",
+                        "acquisition {}: no callback for {} (#{prev} to #{i}){}; the limit is {} = max(1 s, transfer {} / 10) x 1.5",
                         a.n,
                         ms(gap),
+                        c.lag_note(c.at(prev), c.at(i)),
                         ms(limit),
                         ms(duration)
                     ),
@@ -989,7 +1020,10 @@ pub(crate) fn idle_cancel_harmless(c: &Ctx<'_>) -> Judgement {
 // ---- metrics ----
 
 pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
-    let mut m = Metrics::default();
+    let mut m = Metrics {
+        host_lag_us: c.facts.host_lag.map(|l| l.total_us()),
+        ..Metrics::default()
+    };
     for e in &c.trace.events {
         if let Some(d) = data_callback(e) {
             m.data_callbacks += 1;
@@ -1013,7 +1047,11 @@ pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
             continue;
         };
         if m.cancel_to_idle_us.is_none() {
-            m.cancel_to_idle_us = first_stopped(c.trace, &c.dev, cp.idx).map(|(_, t)| t - cp.at);
+            let stopped = first_stopped(c.trace, &c.dev, cp.idx);
+            m.cancel_to_idle_us = stopped.map(|(_, t)| t - cp.at);
+            if c.facts.host_lag.is_some() {
+                m.cancel_to_idle_lag_us = stopped.map(|(_, t)| c.lag_between(cp.at, t));
+            }
         }
         let wasted = (cp.idx + 1..=a.end)
             .filter(|&i| {
