@@ -77,9 +77,7 @@ impl<'a> Ctx<'a> {
 
     /// Host lag inside `[from_us, to_us]` (0 in virtual time).
     fn lag_between(&self, from_us: u64, to_us: u64) -> u64 {
-        self.facts
-            .host_lag
-            .map_or(0, |l| l.between(from_us, to_us))
+        self.facts.host_lag.map_or(0, |l| l.between(from_us, to_us))
     }
 
     /// ", host lag X subtracted" for messages of real-time runs with lag in the interval.
