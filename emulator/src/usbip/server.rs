@@ -699,6 +699,8 @@ fn protocol_error(shared: &Shared, e: &ProtocolError) -> String {
 /// How far past the end of a connection the device's own schedule is still run (see
 /// `Session::settle`), in microseconds.
 const SETTLE_LIMIT_US: u64 = 5_000_000;
+/// Most device-scheduled instants one wake-up catches up on (see `Session::pump`).
+const MAX_CATCH_UP_STEPS: usize = 10_000;
 /// Bytes read from the socket at a time (more when a command needs more).
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -1704,8 +1706,29 @@ impl Session<'_> {
         self.pending_bytes = 0;
     }
 
-    /// Runs the device at `now` and steps the head of every queue until nothing moves.
+    /// Runs the device up to `now` and steps the head of every queue until nothing moves.
+    ///
+    /// A session woken late (a loaded machine) catches up in device time: it steps pending
+    /// URBs at each instant the device had scheduled before `now`, in order, as a host
+    /// controller polling the endpoint all along would have, so a band that was ready before a
+    /// fault reaches an URB that was waiting for it before the fault does. Completions found
+    /// on the way are due from the instant they happened.
     fn pump(&mut self, now: Instant) {
+        let mut last = None;
+        for _ in 0..MAX_CATCH_UP_STEPS {
+            match self.device.poll_at() {
+                Some(at) if at < now && last.is_none_or(|l| at > l) && !self.queues.is_empty() => {
+                    self.step_at(at);
+                    last = Some(at);
+                }
+                _ => break,
+            }
+        }
+        self.step_at(now);
+    }
+
+    /// Runs the device at `now` and steps the head of every queue until nothing moves.
+    fn step_at(&mut self, now: Instant) {
         self.device.poll(now);
         loop {
             let mut progressed = false;
