@@ -345,6 +345,61 @@ fn idle_half_open_flooding_and_hostile_clients_under_64_descriptors() {
 }
 
 #[test]
+fn at_the_connection_cap_idle_connections_make_room_and_importers_keep_theirs() {
+    let specs = (0..2)
+        .map(|i| DeviceSpec::new(Profile::builtin_fast(), default_busid(i)))
+        .collect();
+    let mut config = ServerConfig::with_devices(specs);
+    config.max_connections = 4;
+    let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
+    let addr = server.local_addr();
+    // Ten silent connections against a cap of four: the oldest are closed to make room.
+    let idle: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(addr).expect("connects"))
+        .collect();
+    client_scans(addr, "1-1");
+    assert!(server.stats().evicted >= 6, "{:?}", server.stats());
+    // Two importers hold both devices; with the cap at four and two more silent
+    // connections, a newcomer closes a silent one, never an importer.
+    let a = Raw::import(addr, "1-1");
+    let b = Raw::import(addr, "1-2");
+    let newcomer = TcpStream::connect(addr).expect("connects");
+    drop(newcomer);
+    for mut r in [a, b] {
+        r.submit(1, 0, 2, [0x80, 0, 0, 0, 0, 0, 2, 0], r.devid);
+        match r.reply() {
+            Some(Reply::Submit(ret)) => assert_eq!(ret.status, 0),
+            other => panic!("an importer lost its connection: {other:?}"),
+        }
+    }
+    drop(idle);
+
+    // Every slot holds a device: a new connection is closed at once.
+    let specs = (0..2)
+        .map(|i| DeviceSpec::new(Profile::builtin_fast(), default_busid(i)))
+        .collect();
+    let mut config = ServerConfig::with_devices(specs);
+    config.max_connections = 2;
+    let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
+    let _a = Raw::import(server.local_addr(), "1-1");
+    let _b = Raw::import(server.local_addr(), "1-2");
+    let mut refused = TcpStream::connect(server.local_addr()).expect("connects");
+    refused
+        .set_read_timeout(Some(StdDuration::from_secs(10)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    let end = refused.read(&mut byte);
+    assert!(
+        matches!(end, Ok(0))
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{end:?}"
+    );
+    assert_eq!(server.stats().refused, 1, "{:?}", server.stats());
+}
+
+#[test]
 fn eight_devices_import_and_scan_at_once() {
     let profile = Profile::builtin_fast();
     let specs = (0..8)

@@ -249,7 +249,21 @@ const LOG_PER_SECOND: f64 = 4.0;
 /// A live connection as the accept loop sees it.
 struct ConnEntry {
     imported: bool,
+    /// Already told to close (it has not finished yet): not chosen again.
+    evicting: bool,
     evict: Arc<Notify>,
+}
+
+impl ConnEntry {
+    /// Tells the connection to close; false if it holds a device or was already told.
+    fn evict(&mut self) -> bool {
+        if self.imported || self.evicting {
+            return false;
+        }
+        self.evicting = true;
+        self.evict.notify_one();
+        true
+    }
 }
 
 struct Shared {
@@ -561,15 +575,16 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 /// Closes the oldest connection that has not imported a device; false if there is none.
 fn evict_oldest_handshake(shared: &Shared) -> bool {
-    let conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-    match conns.values().find(|c| !c.imported) {
-        Some(c) => {
-            c.evict.notify_one();
-            shared.evicted.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        None => false,
+    let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+    // One at a time: a connection already told to close frees its descriptor shortly.
+    if conns.values().any(|c| c.evicting) {
+        return false;
     }
+    let evicted = conns.values_mut().any(ConnEntry::evict);
+    if evicted {
+        shared.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    evicted
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -624,14 +639,14 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let evict = Arc::new(Notify::new());
         {
             let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-            if conns.len() >= shared.config.max_connections.max(1) {
-                let victim = conns.values().find(|c| !c.imported);
-                match victim {
-                    Some(c) => {
-                        c.evict.notify_one();
+            // Connections already told to close are leaving: they do not hold a slot.
+            let live = conns.values().filter(|c| !c.evicting).count();
+            if live >= shared.config.max_connections.max(1) {
+                match conns.values_mut().any(ConnEntry::evict) {
+                    true => {
                         shared.evicted.fetch_add(1, Ordering::Relaxed);
                     }
-                    None => {
+                    false => {
                         drop(conns);
                         shared.refused.fetch_add(1, Ordering::Relaxed);
                         shared.log_limited(&format!(
@@ -647,6 +662,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 id,
                 ConnEntry {
                     imported: false,
+                    evicting: false,
                     evict: evict.clone(),
                 },
             );
