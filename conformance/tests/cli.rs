@@ -171,6 +171,37 @@ fn explain_quotes_the_source_of_every_rule() {
 }
 
 #[test]
+fn explain_knows_both_catalogues_and_lists_them() {
+    for rule in scanconform::sane::rules::catalog() {
+        let o = run(&["explain", rule.id]);
+        assert!(o.status.success(), "{}", rule.id);
+        assert!(String::from_utf8_lossy(&o.stdout).contains(rule.quote));
+    }
+    for args in [&["explain"][..], &["explain", "--list"][..]] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let ids = scanconform::rules::catalog()
+            .iter()
+            .map(|r| r.id)
+            .chain(scanconform::sane::rules::catalog().iter().map(|r| r.id));
+        for id in ids {
+            assert!(
+                out.lines().any(|l| l.split_whitespace().next() == Some(id)),
+                "{args:?}: {id} not listed"
+            );
+        }
+    }
+    let o = run(&["explain", "NO-SUCH-RULE"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SANE-CANCEL-STATUS") && err.contains("WIA-RET-SFALSE"),
+        "{err}"
+    );
+}
+
+#[test]
 fn drivers_lists_the_rule_each_mutant_breaks() {
     let o = run(&["drivers", "--format", "json"]);
     assert!(o.status.success());

@@ -213,8 +213,12 @@ fn bad_backends_are_one_line_errors_with_status_2() {
 #[test]
 fn sane_rules_explain_and_wia_catalog_is_unchanged() {
     for r in sane::rules::catalog() {
-        let text = rules::explain(r.id).expect("explain knows SANE rules");
+        let text = sane::rules::explain(r.id).expect("the SANE catalogue explains its rules");
         assert!(text.contains(r.quote), "{text}");
+        assert!(
+            rules::explain(r.id).is_none(),
+            "the WIA catalogue knows no SANE rule"
+        );
     }
     assert!(
         rules::find("SANE-CANCEL-STATUS").is_none(),
@@ -245,5 +249,19 @@ fn wia_discovery_skips_the_sane_folder_and_sane_files_are_valid() {
     .unwrap();
     let e = sane_scenario::load(&bad).unwrap_err().to_string();
     assert!(e.contains("bad.json:5:"), "{e}");
+    // An unknown rule ID is found by validation (through the catalogue's closure), at its place.
+    let unknown = dir.join("unknown-rule.json");
+    std::fs::write(
+        &unknown,
+        "{\n  \"kind\": \"sane\",\n  \"description\": \"x\",\n  \"rules\": [\"SANE-CANCEL-STATUS\",\n            \"SANE-NO-SUCH\"],\n  \"steps\": [{\"do\": \"start\"}]\n}\n",
+    )
+    .unwrap();
+    let s = sane_scenario::load(&unknown).expect("syntax is fine");
+    let e = s
+        .validate(|id| sane::rules::find(id).is_some())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown-rule.json:5:13:"), "{e}");
+    assert!(e.contains("SANE-NO-SUCH"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

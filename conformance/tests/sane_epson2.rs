@@ -75,7 +75,7 @@ fn scenarios() -> Vec<sane_scenario::LoadedSaneScenario> {
 fn outline(r: &SaneRun) -> Vec<String> {
     let mut lines = r.trace.outline();
     lines.push("--- device".into());
-    lines.extend(r.trace.device_outline());
+    lines.extend(r.trace.device_outline(&r.latency));
     lines
 }
 
@@ -171,8 +171,8 @@ fn epson2_runs_repeat_with_the_same_verdicts_and_outlines() {
                 .map(|x| {
                     (
                         x.id,
-                        matches!(x.status, scanconform::rules::RuleStatus::Fail { .. }),
-                        x.status == scanconform::rules::RuleStatus::NotApplicable,
+                        matches!(x.status, scanconform::verdict::RuleStatus::Fail { .. }),
+                        x.status == scanconform::verdict::RuleStatus::NotApplicable,
                     )
                 })
                 .collect()

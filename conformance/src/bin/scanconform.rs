@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use scanconform::report::{html as html_report, timeline};
 use scanconform::runner::{self, RunResult};
+use scanconform::sane::rules as sane_rules;
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::{drivers, report, rules};
 
@@ -150,10 +151,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
-    /// Print a rule: statement, the quoted sentence and its source, what is checked.
+    /// Print a rule of either catalogue (WIA or SANE): statement, the quoted sentence and its
+    /// source, what is checked. Without a rule (or with --list): every rule, one line each.
     Explain {
-        /// A rule ID such as WIA-RET-SFALSE.
-        rule: String,
+        /// A rule ID such as WIA-RET-SFALSE or SANE-CANCEL-STATUS.
+        rule: Option<String>,
+        /// List every rule of both catalogues (ID and statement).
+        #[arg(long, conflicts_with = "rule")]
+        list: bool,
     },
 }
 
@@ -301,21 +306,41 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { rule } => match rules::explain(&rule) {
+        Command::Explain { rule: None, .. } => {
+            print!("{}", rule_list());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            rule: Some(rule), ..
+        } => match rules::explain(&rule).or_else(|| sane_rules::explain(&rule)) {
             Some(text) => {
                 println!("{text}");
                 Ok(ExitCode::SUCCESS)
             }
             None => Err(InputError(format!(
-                "unknown rule {rule:?}; known rules: {}",
+                "unknown rule {rule:?}; known rules: {} (`scanconform explain --list` shows them)",
                 rules::catalog()
                     .iter()
                     .map(|r| r.id)
+                    .chain(sane_rules::catalog().iter().map(|r| r.id))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))),
         },
     }
+}
+
+/// Every rule of both catalogues, one line each (`ID  statement`), WIA first.
+fn rule_list() -> String {
+    let mut out = String::from("WIA rules (WIA drivers):\n");
+    for r in rules::catalog() {
+        out.push_str(&format!("  {:<30} {}\n", r.id, r.statement));
+    }
+    out.push_str("SANE rules (sane:BACKEND drivers):\n");
+    for r in sane_rules::catalog() {
+        out.push_str(&format!("  {:<30} {}\n", r.id, r.statement));
+    }
+    out
 }
 
 /// Makes this process run on the libusb-1.0 stand-in for `--transport libusb` (re-executing it

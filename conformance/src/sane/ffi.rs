@@ -9,6 +9,10 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 
+/// The length the runner pre-sets before each `sane_read`, so that a backend that leaves it
+/// untouched is seen (SANE-LEN-ZERO-ON-ERROR names it "left *len unset").
+pub const LEN_SENTINEL: i32 = -7777;
+
 /// A SANE status code (`SANE_Status`), kept as the raw integer so unknown values survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Status(pub i32);

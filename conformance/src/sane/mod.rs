@@ -7,11 +7,15 @@
 //! - [`scenario`]: scenario files under `fixtures/scenarios/sane/` (`"kind": "sane"`);
 //! - [`runner`]: resolves the backend, plays a script in real time (a reader thread and a
 //!   canceller thread for cancels during a blocked read) and records a [`trace::SaneTrace`];
-//! - [`rules`]: the SANE rule catalogue, each rule quoting the SANE standard;
+//! - [`analysis`]: what a trace says about frames and the device's scans (active frames,
+//!   cancel latency), knowing no rule;
+//! - [`rules`]: the SANE rule catalogue, each rule quoting the SANE standard, judged into the
+//!   shared [`crate::verdict`] types (never the WIA rules);
 //! - [`expected`]: the findings against a backend as data, checked both ways.
 //!
 //! `conformance/SANE.md` documents the schema, the rules and how to run another backend.
 
+pub mod analysis;
 pub mod device;
 pub mod expected;
 #[allow(unsafe_code)]
@@ -90,6 +94,10 @@ pub fn cli_run(spec: &str, opts: &CliOptions) -> Result<u8, String> {
         .clone()
         .unwrap_or_else(|| scenario_root(&opts.fixtures, &target.name));
     let mut scenarios = scenario::discover(&root).map_err(|e| e.to_string())?;
+    for s in &scenarios {
+        s.validate(|id| rules::find(id).is_some())
+            .map_err(|e| e.to_string())?;
+    }
     if let Some(glob) = &opts.filter {
         let m = globset::Glob::new(glob)
             .map_err(|e| format!("--filter {glob:?}: {e}"))?
@@ -131,7 +139,7 @@ pub fn cli_run(spec: &str, opts: &CliOptions) -> Result<u8, String> {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
-            std::fs::write(&path, r.trace.to_json_lines())
+            std::fs::write(&path, r.trace.to_json_lines(&r.latency))
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         let verdict = verdict(&r, &list);

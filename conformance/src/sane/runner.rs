@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ffi::{self, Backend, Handle, OptionDescriptor, Parameters, Status, Value, ValueType};
+use super::ffi::{
+    self, Backend, Handle, OptionDescriptor, Parameters, Status, Value, ValueType, LEN_SENTINEL,
+};
 use super::scenario::{CancelFrom, LoadedSaneScenario, SaneScenario, Step};
 use super::trace::{CancelLatency, FrameCheck, Op, Outcome, Recorder, SaneTrace, Thread};
-
-/// The length the runner pre-sets before each `sane_read`, so that a backend that leaves it
-/// untouched is seen.
-pub const LEN_SENTINEL: i32 = -7777;
 
 static RUN_LOCK: Mutex<()> = Mutex::new(());
 
@@ -286,7 +284,7 @@ impl Session {
                 let judged = results
                     .iter()
                     .find(|r| r.id == id)
-                    .is_some_and(|r| r.status != crate::rules::RuleStatus::NotApplicable);
+                    .is_some_and(|r| r.status != crate::verdict::RuleStatus::NotApplicable);
                 if !judged {
                     problems.push(format!(
                         "the scenario lists {id} but the run gave it nothing to judge"
@@ -294,7 +292,7 @@ impl Session {
                 }
             }
         }
-        let latency = super::rules::cancel_latencies(&trace);
+        let latency = super::analysis::cancel_latencies(&trace);
         SaneRun {
             id: s.id.clone(),
             trace,
@@ -378,7 +376,7 @@ pub struct SaneRun {
     /// What happened.
     pub trace: SaneTrace,
     /// One result per SANE rule (empty when skipped).
-    pub results: Vec<crate::rules::RuleResult>,
+    pub results: Vec<crate::verdict::RuleResult>,
     /// Problems of the run itself (a read loop that timed out, a read that never blocked, a
     /// listed rule with nothing to judge). Never expected: they always fail the run.
     pub problems: Vec<String>,
@@ -395,7 +393,7 @@ impl SaneRun {
         self.results
             .iter()
             .filter_map(|r| match &r.status {
-                crate::rules::RuleStatus::Fail { event, message } => {
+                crate::verdict::RuleStatus::Fail { event, message } => {
                     Some((r.id, *event, message.as_str()))
                 }
                 _ => None,

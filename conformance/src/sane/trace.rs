@@ -339,8 +339,10 @@ pub struct SaneTrace {
 
 impl SaneTrace {
     /// JSON lines: a call event (actor `app`) and a return event (actor `driver`) per call,
-    /// ordered by time (call before return on ties).
-    pub fn to_json_lines(&self) -> String {
+    /// the device's notes (actor `device`) and a `cancel-latency` event (actor `runner`) per
+    /// entry of `latency` (the run's `analysis::cancel_latencies`), ordered by
+    /// time (call before return on ties).
+    pub fn to_json_lines(&self, latency: &[CancelLatency]) -> String {
         let mut events: Vec<(u64, usize, u8, serde_json::Value)> = Vec::new();
         for c in &self.calls {
             let mut call = c.op.args();
@@ -394,7 +396,7 @@ impl SaneTrace {
                 json!({"at_us": d.at_us, "actor": "device", "event": d.what, "fields": {"value": d.value, "detail": d.detail}}),
             ));
         }
-        for l in super::rules::cancel_latencies(self) {
+        for l in latency {
             let at = self.calls.get(l.cancel_seq).map_or(0, |c| c.call_us);
             events.push((
                 at,
@@ -458,9 +460,9 @@ impl SaneTrace {
 
     /// The device's side for snapshots: its wire events in order ([`DeviceEvent::is_wire`]),
     /// each `block-sent` with the `ack` that follows it folded into one `blocks a..b sent,
-    /// acked` line, then one `cancel-latency` line per frontend cancel of a device scan. Empty
-    /// when the run had no emulated device.
-    pub fn device_outline(&self) -> Vec<String> {
+    /// acked` line, then one `cancel-latency` line per entry of `latency` (the run's cancel
+    /// latencies). Empty when the run had no emulated device.
+    pub fn device_outline(&self, latency: &[CancelLatency]) -> Vec<String> {
         let mut lines = Vec::new();
         let mut run: Option<(u64, u64)> = None; // blocks sent and acked, first..=last
         let flush = |run: &mut Option<(u64, u64)>, lines: &mut Vec<String>| {
@@ -497,7 +499,7 @@ impl SaneTrace {
             i += 1;
         }
         flush(&mut run, &mut lines);
-        for l in super::rules::cancel_latencies(self) {
+        for l in latency {
             lines.push(format!(
                 "cancel-latency (cancel call {}): {}",
                 l.cancel_seq,
