@@ -287,7 +287,8 @@ pub fn run_with(
         }
         #[cfg(feature = "libusb")]
         Transport::Libusb => {
-            crate::libusb::transport::check_stand_in_loaded().map_err(InputError)?;
+            crate::libusb::transport::check_stand_in_loaded()
+                .map_err(|e| InputError(e.to_string()))?;
             let (server, inbox) = serve_usbip(&profile, faults, &sim, observer.clone())
                 .map_err(|e| enumeration_failed(&e))?;
             let host = crate::libusb::transport::open_host(&server, &sim)

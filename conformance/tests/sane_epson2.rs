@@ -13,7 +13,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use scanconform::sane::expected::{compare, ExpectedFailures};
-use scanconform::sane::runner::{self, SaneRun, Session};
+use scanconform::sane::runner::{SaneRun, Session};
+use scanconform::sane::target;
 use scanconform::sane::{self, scenario as sane_scenario};
 
 /// The runs share the process's libusb stand-in and environment: one test at a time.
@@ -36,8 +37,8 @@ fn skip_or_fail(why: &str) {
 }
 
 /// The epson2 backend and the stand-in, or None (with the reason printed) outside CI.
-fn available() -> Option<runner::Target> {
-    let target = match runner::resolve("epson2") {
+fn available() -> Option<target::Target> {
+    let target = match target::resolve("epson2") {
         Ok(t) => t,
         Err(e) => {
             skip_or_fail(&format!("the SANE epson2 backend is missing: {e}"));
@@ -59,7 +60,7 @@ fn available() -> Option<runner::Target> {
     Some(target)
 }
 
-fn session(target: runner::Target) -> Session {
+fn session(target: target::Target) -> Session {
     let config = sane::config_dir(&fixtures(), "epson2");
     assert!(config.is_some(), "fixtures/sane/epson2.conf is missing");
     Session::prepare_with_device(target, config.as_deref(), &fixtures().join("profiles"))
@@ -86,7 +87,10 @@ fn epson2_catalog_honours_the_findings_and_matches_snapshots() {
     let session = session(target);
     // Loaded directly (not through the dll meta-backend), epson2 names it without `epson2:`.
     assert_eq!(session.device, "libusb:001:002");
-    let list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2")).unwrap();
+    let list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2"), |id| {
+        sane::rules::find(id).is_some()
+    })
+    .unwrap();
     let scenarios = scenarios();
     assert!(
         scenarios.len() >= 10,
@@ -246,7 +250,10 @@ fn a_changed_finding_fails_both_ways() {
         .filter(|s| s.id == "sane/cancel-unread-data" || s.id == "sane/full-gray")
         .collect();
     let runs: Vec<SaneRun> = s.iter().map(|s| session.run(s)).collect();
-    let mut list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2")).unwrap();
+    let mut list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2"), |id| {
+        sane::rules::find(id).is_some()
+    })
+    .unwrap();
     // Other wire evidence than observed: a violation.
     for f in &mut list.failures {
         if f.scenario == "sane/cancel-unread-data" {

@@ -347,7 +347,8 @@ fn rule_list() -> String {
 /// once if needed), or says why it cannot.
 fn use_libusb_stand_in() -> Result<(), InputError> {
     #[cfg(feature = "libusb")]
-    return scanconform::libusb::transport::ensure_stand_in().map_err(InputError);
+    return scanconform::libusb::transport::ensure_stand_in()
+        .map_err(|e| InputError(e.to_string()));
     #[cfg(not(feature = "libusb"))]
     return Err(InputError(runner::LIBUSB_FEATURE_MISSING.into()));
 }

@@ -2,7 +2,7 @@
 //! behaviour (`fixtures/sane-expected/<backend>.json`), checked both ways.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -52,24 +52,62 @@ pub struct ExpectedFailures {
     pub failures: Vec<ExpectedFailure>,
 }
 
+/// An expected-failure list that cannot be used; `Display` is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectedError {
+    /// The file cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid list.
+    #[error("{}:{}:{}: {source}", .path.display(), .source.line(), .source.column())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why, with the place.
+        source: serde_json::Error,
+    },
+    /// A listed rule is not in the SANE catalogue.
+    #[error("{}: unknown SANE rule {rule:?} (scenario {scenario})", .path.display())]
+    UnknownRule {
+        /// The file.
+        path: PathBuf,
+        /// The rule ID listed.
+        rule: String,
+        /// The scenario it is listed for.
+        scenario: String,
+    },
+}
+
 impl ExpectedFailures {
-    /// Reads a list; a missing file is an empty list (every rule must pass).
-    pub fn load(path: &Path) -> Result<ExpectedFailures, String> {
+    /// Reads a list; a missing file is an empty list (every rule must pass). Every listed rule
+    /// must be one `known_rule` knows (the SANE catalogue: `|id| sane::rules::find(id).is_some()`).
+    pub fn load(
+        path: &Path,
+        known_rule: impl Fn(&str) -> bool,
+    ) -> Result<ExpectedFailures, ExpectedError> {
         if !path.exists() {
             return Ok(ExpectedFailures::default());
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let list: ExpectedFailures = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
-        for f in &list.failures {
-            if super::rules::find(&f.rule).is_none() {
-                return Err(format!(
-                    "{}: unknown SANE rule {:?} (scenario {})",
-                    path.display(),
-                    f.rule,
-                    f.scenario
-                ));
-            }
+        let text = std::fs::read_to_string(path).map_err(|source| ExpectedError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let list: ExpectedFailures =
+            serde_json::from_str(&text).map_err(|source| ExpectedError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if let Some(f) = list.failures.iter().find(|f| !known_rule(&f.rule)) {
+            return Err(ExpectedError::UnknownRule {
+                path: path.to_path_buf(),
+                rule: f.rule.clone(),
+                scenario: f.scenario.clone(),
+            });
         }
         Ok(list)
     }

@@ -658,10 +658,12 @@ impl Drop for Handle<'_> {
 /// libraries loaded later whose NEEDED entry equals its SONAME bind to it: the dynamic loader
 /// matches a NEEDED name against the SONAMEs of the objects already loaded before it searches
 /// the library path. That is how a backend's `libusb-1.0.so.0` becomes the scanlab stand-in.
-pub fn load_for_process(path: &Path) -> Result<(), String> {
+pub fn load_for_process(path: &Path) -> Result<(), LoadError> {
     // SAFETY: loading runs the library's initialisers; the stand-in's are Rust statics only.
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     // Kept loaded for the life of the process: backends loaded later call into it.
     std::mem::forget(lib);
     Ok(())

@@ -20,9 +20,11 @@ pub mod device;
 pub mod expected;
 #[allow(unsafe_code)]
 pub mod ffi;
+mod play;
 pub mod rules;
 pub mod runner;
 pub mod scenario;
+pub mod target;
 pub mod trace;
 
 use std::io::Write as _;
@@ -87,8 +89,11 @@ pub fn expected_path(fixtures: &Path, backend: &str) -> PathBuf {
 
 /// The whole `run --driver sane:SPEC` command: Ok(exit status 0 or 1) or Err(one line, exit 2).
 pub fn cli_run(spec: &str, opts: &CliOptions) -> Result<u8, String> {
-    let target = runner::resolve(spec)?;
-    let list = ExpectedFailures::load(&expected_path(&opts.fixtures, &target.name))?;
+    let target = target::resolve(spec).map_err(|e| e.to_string())?;
+    let list = ExpectedFailures::load(&expected_path(&opts.fixtures, &target.name), |id| {
+        rules::find(id).is_some()
+    })
+    .map_err(|e| e.to_string())?;
     let root = opts
         .scenarios
         .clone()
@@ -109,9 +114,10 @@ pub fn cli_run(spec: &str, opts: &CliOptions) -> Result<u8, String> {
     }
     let config = config_dir(&opts.fixtures, &target.name);
     let session = if device::needs_device(&target.name) {
-        Session::prepare_with_device(target, config.as_deref(), &opts.fixtures.join("profiles"))?
+        Session::prepare_with_device(target, config.as_deref(), &opts.fixtures.join("profiles"))
+            .map_err(|e| e.to_string())?
     } else {
-        Session::prepare(target, config.as_deref())?
+        Session::prepare(target, config.as_deref()).map_err(|e| e.to_string())?
     };
     let began = std::time::Instant::now();
     let stdout = std::io::stdout();
