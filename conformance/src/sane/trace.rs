@@ -9,9 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::ffi::{Parameters, Status};
+
+mod json;
+
+pub use self::json::TraceParseError;
 
 /// Which frontend thread made a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,17 +93,6 @@ impl Op {
         }
     }
 
-    fn args(&self) -> serde_json::Value {
-        match self {
-            Op::Open(d) => json!({ "device": d }),
-            Op::SetOption(n, v) => json!({ "name": n, "value": v }),
-            Op::Read(max) => json!({ "max": max }),
-            Op::SetIoMode(nb) => json!({ "non_blocking": nb }),
-            Op::WaitReadable(fd) | Op::FdCheck(fd) => json!({ "fd": fd }),
-            _ => json!({}),
-        }
-    }
-
     fn args_text(&self) -> String {
         match self {
             Op::Open(d) => format!(" device={d:?}"),
@@ -148,6 +141,16 @@ impl Call {
     /// The status, for calls that have one.
     pub fn status(&self) -> Option<Status> {
         self.outcome.status
+    }
+
+    /// The call and what came back, in one line: `read -> CANCELLED len=0`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{} -> {}",
+            self.op.name(),
+            self.op.args_text(),
+            self.outcome_text()
+        )
     }
 
     /// A read that returned GOOD.
@@ -279,10 +282,12 @@ impl DeviceEvent {
 }
 
 /// The blocks the device sent after one frontend `sane_cancel` of an active frame, until it
-/// was told to stop (or stopped by itself, or never was).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// was told to stop (or stopped by itself, or never was). Serialized (`--format json`, verdict
+/// files) with the call as `cancel_call`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelLatency {
     /// The `sane_cancel` call (its seq).
+    #[serde(rename = "cancel_call")]
     pub cancel_seq: usize,
     /// Blocks sent (`block-sent`) after sane_cancel was called, up to the end below.
     pub blocks: u32,
@@ -338,82 +343,6 @@ pub struct SaneTrace {
 }
 
 impl SaneTrace {
-    /// JSON lines: a call event (actor `app`) and a return event (actor `driver`) per call,
-    /// the device's notes (actor `device`) and a `cancel-latency` event (actor `runner`) per
-    /// entry of `latency` (the run's `analysis::cancel_latencies`), ordered by
-    /// time (call before return on ties).
-    pub fn to_json_lines(&self, latency: &[CancelLatency]) -> String {
-        let mut events: Vec<(u64, usize, u8, serde_json::Value)> = Vec::new();
-        for c in &self.calls {
-            let mut call = c.op.args();
-            call["seq"] = json!(c.seq);
-            call["thread"] = json!(c.thread.name());
-            events.push((
-                c.call_us,
-                c.seq,
-                0,
-                json!({"at_us": c.call_us, "actor": "app", "event": c.op.name(), "fields": call}),
-            ));
-            let o = &c.outcome;
-            let mut ret = json!({ "seq": c.seq });
-            if let Some(st) = o.status {
-                ret["status"] = json!(st.name());
-            }
-            if let Some(len) = o.len {
-                ret["len"] = json!(len);
-            }
-            if let Some(fd) = o.fd {
-                ret["fd"] = json!(fd);
-            }
-            if let Some(f) = o.flag {
-                ret["flag"] = json!(f);
-            }
-            if let Some(p) = &o.params {
-                ret["params"] = json!({
-                    "format": frame_name(p.format),
-                    "last_frame": p.last_frame,
-                    "bytes_per_line": p.bytes_per_line,
-                    "pixels_per_line": p.pixels_per_line,
-                    "lines": p.lines,
-                    "depth": p.depth,
-                });
-            }
-            if let Some(n) = &o.note {
-                ret["note"] = json!(n);
-            }
-            events.push((
-                c.ret_us,
-                c.seq,
-                1,
-                json!({"at_us": c.ret_us, "actor": "driver", "event": format!("{}-return", c.op.name()), "fields": ret}),
-            ));
-        }
-        for (i, d) in self.device.iter().enumerate() {
-            events.push((
-                d.at_us,
-                i,
-                2,
-                json!({"at_us": d.at_us, "actor": "device", "event": d.what, "fields": {"value": d.value, "detail": d.detail}}),
-            ));
-        }
-        for l in latency {
-            let at = self.calls.get(l.cancel_seq).map_or(0, |c| c.call_us);
-            events.push((
-                at,
-                l.cancel_seq,
-                3,
-                json!({"at_us": at, "actor": "runner", "event": "cancel-latency", "fields": {"seq": l.cancel_seq, "blocks": l.blocks, "ended_by": l.ended_by, "after_us": l.after_us}}),
-            ));
-        }
-        events.sort_by_key(|e| (e.0, e.2, e.1));
-        let mut out = String::new();
-        for (_, _, _, v) in events {
-            out.push_str(&v.to_string());
-            out.push('\n');
-        }
-        out
-    }
-
     /// The order-and-outcome view, one line per call in call order, without times. Runs of
     /// GOOD reads become one `read -> GOOD…` line; when such a run ends in EOF after a
     /// `start`, it also shows the frame's byte total (which does not depend on timing).
@@ -517,12 +446,10 @@ impl SaneTrace {
             .filter(|c| c.seq >= lo && c.seq <= seq)
             .map(|c| {
                 format!(
-                    "{:>9} us {:<9} {}{} -> {}{}",
+                    "{:>9} us {:<9} {}{}",
                     c.call_us,
                     c.thread.name(),
-                    c.op.name(),
-                    c.op.args_text(),
-                    c.outcome_text(),
+                    c.describe(),
                     if c.seq == seq { "   <== here" } else { "" }
                 )
             })

@@ -3,26 +3,30 @@
 //! The x axis is time, stretched where events crowd: every distinct timestamp gets at least the
 //! room its events need (one slot per event of a lane at that microsecond), and otherwise time
 //! runs linearly, so a cancel that takes 40 ms still looks long next to a 1 µs callback. The axis
-//! labels (in ms) sit where those times really fall. Lanes, top to bottom: app, service, driver,
-//! usb, device. The device lane shows each band as a block from `band-ready` to `band-sent`
-//! (orange when it was read after a cancel point of its acquisition, grey and dashed when it was
-//! never sent) and the motor as a bar (teal running, orange stopping after a cancel request).
-//! Every event is one `<g class="ev" data-i="N">` with a `<title>` tooltip (its text rendering);
-//! a rule violation is a red line through the violating event with the rule ID and its quote
-//! beside it, and the full quote in the footer. Output is a pure function of its inputs.
+//! labels (in ms) sit where those times really fall. Every event is one `<g data-i="N">` with a
+//! `<title>` tooltip; a rule violation is a red line through the violating event with the rule ID
+//! and its quote beside it, and the full quote in the footer. Output is a pure function of its
+//! inputs.
+//!
+//! This module is the drawing engine; what is drawn comes from a [`Picture`] of one trace
+//! model: [`wia`] (lanes app, service, driver, usb, device: bands, motor, acquisitions) and
+//! [`sane`] (a lane per frontend thread and the device: calls as bars from call to return,
+//! blocks, CAN). [`render_svg`] and [`render_sane_svg`] draw them.
 
-use std::collections::BTreeMap;
+mod sane;
+mod wia;
+
 use std::fmt::Write as _;
 
-use crate::trace::{render_event, Actor, Event, Kind, Trace};
-use crate::wia::{Hresult, ItMsg};
+pub use self::sane::{legend_group as sane_legend_group, render_sane_svg};
+pub use self::wia::{event_tooltip, legend_group, render_svg};
 
 /// A rule violation to mark on the timeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mark {
     /// The rule ID (`USB-STATUS-POLLED`).
     pub rule: String,
-    /// Index into the trace's events of the first violation.
+    /// The violating event: an index into the trace's events (WIA), the call's seq (SANE).
     pub event: usize,
     /// What was wrong.
     pub message: String,
@@ -89,23 +93,9 @@ const LEFT: f64 = 76.0;
 const SLOT: f64 = 9.0;
 const TARGET_WIDTH: f64 = 1100.0;
 const RIGHT_PAD: f64 = 40.0;
-const LANE_H: f64 = 46.0;
-const DEVICE_LANE_H: f64 = 62.0;
 const CHAR_W: f64 = 5.8;
 const LEGEND_W: f64 = 1260.0;
 const LEGEND_H: f64 = 70.0;
-const ACTORS: [Actor; 5] = [
-    Actor::App,
-    Actor::Service,
-    Actor::Driver,
-    Actor::Usb,
-    Actor::Device,
-];
-
-fn lane_of(a: Actor) -> usize {
-    ACTORS.iter().position(|x| *x == a).unwrap_or(0)
-}
-
 /// Escapes text for XML content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -121,15 +111,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// One event's tooltip text: `#N` and its text rendering with runs of spaces collapsed.
-pub fn event_tooltip(i: usize, e: &Event) -> String {
-    let text = render_event(e);
-    format!(
-        "#{i} {}",
-        text.split_whitespace().collect::<Vec<_>>().join(" ")
-    )
 }
 
 /// Microseconds as a millisecond label with as many decimals as `step_us` needs.
@@ -165,35 +146,35 @@ fn nice_step(span_us: u64) -> u64 {
 struct Layout {
     /// (time, x of slot 0) of each distinct timestamp.
     points: Vec<(u64, f64)>,
-    /// x of each event, by trace index.
+    /// x of each event, by its index among the picture's dots.
     x: Vec<f64>,
     /// Right end of the drawing.
     width: f64,
 }
 
 impl Layout {
-    fn new(events: &[Event]) -> Layout {
-        let mut order: Vec<usize> = (0..events.len()).collect();
-        order.sort_by_key(|&i| events[i].at_us);
-        let first = order.first().map(|&i| events[i].at_us).unwrap_or(0);
-        let last = order.last().map(|&i| events[i].at_us).unwrap_or(0);
+    fn new(dots: &[Dot], lanes: usize) -> Layout {
+        let mut order: Vec<usize> = (0..dots.len()).collect();
+        order.sort_by_key(|&i| dots[i].at_us);
+        let first = order.first().map(|&i| dots[i].at_us).unwrap_or(0);
+        let last = order.last().map(|&i| dots[i].at_us).unwrap_or(0);
         let span = (last - first).max(1) as f64;
         let scale = TARGET_WIDTH / span;
         // Group the events by timestamp; within a group, count slots per lane.
         let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
         for &i in &order {
             match groups.last_mut() {
-                Some((t, v)) if *t == events[i].at_us => v.push(i),
-                _ => groups.push((events[i].at_us, vec![i])),
+                Some((t, v)) if *t == dots[i].at_us => v.push(i),
+                _ => groups.push((dots[i].at_us, vec![i])),
             }
         }
-        let mut x = vec![0.0; events.len()];
+        let mut x = vec![0.0; dots.len()];
         let mut points = Vec::with_capacity(groups.len());
         let mut gx = LEFT + 14.0;
         for (k, (t, members)) in groups.iter().enumerate() {
-            let mut used = [0usize; 5];
+            let mut used = vec![0usize; lanes.max(1)];
             for &i in members {
-                let lane = lane_of(events[i].actor);
+                let lane = dots[i].lane.min(used.len() - 1);
                 x[i] = gx + used[lane] as f64 * SLOT + SLOT / 2.0;
                 used[lane] += 1;
             }
@@ -236,6 +217,51 @@ struct Glyph {
     priority: u8,
 }
 
+/// A glyph with no extra class.
+fn glyph(shape: Shape, class: &'static str, label: Option<String>, priority: u8) -> Glyph {
+    Glyph {
+        shape,
+        class,
+        extra: "",
+        label,
+        priority,
+    }
+}
+
+/// One lane, top to bottom.
+struct Lane {
+    /// Its label.
+    name: &'static str,
+    /// Its height.
+    height: f64,
+    /// Where its events sit below its top (`None`: in the middle).
+    dot_dy: Option<f64>,
+}
+
+/// One drawn event: when, on which lane, how, and its tooltip.
+struct Dot {
+    at_us: u64,
+    lane: usize,
+    glyph: Glyph,
+    /// The `data-i` attribute: the index a verdict's marks use for it.
+    id: String,
+    tooltip: String,
+}
+
+/// One trace model's drawing: its lanes, its events as dots (a mark's `event` is an index into
+/// them), the spans drawn under them, and the legend of its standalone pictures.
+trait Picture {
+    fn lanes(&self) -> Vec<Lane>;
+    fn dots(&self) -> Vec<Dot>;
+    /// Bars and blocks under the dots, drawn once the layout is known; `lanes` holds each
+    /// lane's top and height.
+    fn spans(&self, dots: &[Dot], layout: &Layout, lanes: &[(f64, f64)]) -> String;
+    /// The legend as a group ([`legend_group`], [`sane_legend_group`]).
+    fn legend(&self) -> String;
+    /// What a mark's `event` counts (`event`, `call`).
+    fn noun(&self) -> &'static str;
+}
+
 #[derive(Clone, Copy)]
 enum Shape {
     Square,
@@ -246,152 +272,6 @@ enum Shape {
     TallBar,
     Tick,
     Cross,
-}
-
-fn hr_class(hr: Hresult) -> &'static str {
-    if hr == Hresult::S_OK {
-        "ok"
-    } else if hr == Hresult::S_FALSE {
-        "sfalse"
-    } else if hr.succeeded() {
-        "ok"
-    } else {
-        "err"
-    }
-}
-
-fn glyph(e: &Event) -> Glyph {
-    let g = |shape, class, label: Option<String>, priority| Glyph {
-        shape,
-        class,
-        extra: "",
-        label,
-        priority,
-    };
-    match &e.kind {
-        Kind::Acquire { n, .. } => g(Shape::StartTri, "neutral", Some(format!("acquire {n}")), 2),
-        Kind::BandedCallback { result, .. } => {
-            let label = (*result != Hresult::S_OK).then(|| format!("→ {result}"));
-            g(Shape::Square, hr_class(*result), label, 2)
-        }
-        Kind::CancelPendingIo { .. } => {
-            g(Shape::Diamond, "cancel", Some("CancelPendingIO".into()), 2)
-        }
-        Kind::AcquireDone { hr, .. } => g(Shape::EndBar, hr_class(*hr), Some(format!("{hr}")), 1),
-        Kind::DrvAcquireItemData { .. } => g(
-            Shape::StartTri,
-            "neutral",
-            Some("drvAcquireItemData".into()),
-            1,
-        ),
-        Kind::Callback {
-            msg,
-            result,
-            sticky,
-            ..
-        } => {
-            let shape = if *msg == ItMsg::Data {
-                Shape::Square
-            } else {
-                Shape::Circle
-            };
-            let label = (*result != Hresult::S_OK).then(|| {
-                if *sticky {
-                    format!("{result} (sticky)")
-                } else {
-                    format!("{result}")
-                }
-            });
-            Glyph {
-                shape,
-                class: hr_class(*result),
-                extra: if *sticky { " sticky" } else { "" },
-                label,
-                priority: 2,
-            }
-        }
-        Kind::NotifyCancelIo {} => g(Shape::Diamond, "cancel", Some("notify CANCEL_IO".into()), 2),
-        Kind::AcquireReturn { hr, pending, .. } => Glyph {
-            shape: Shape::EndBar,
-            class: hr_class(*hr),
-            extra: if *pending > 0 { " bad" } else { "" },
-            label: Some(format!("return {hr}")),
-            priority: 2,
-        },
-        Kind::Log { .. } => g(Shape::Circle, "neutral", None, 0),
-        Kind::DriverFault { .. } => g(Shape::Cross, "err", Some("driver fault".into()), 2),
-        Kind::Control {
-            name,
-            result,
-            reply,
-            ..
-        } => {
-            let extra = if result != "ok" { " bad" } else { "" };
-            let (class, label, priority) = match name.as_str() {
-                "CANCEL" => ("wire-cancel", Some("CANCEL".to_string()), 2),
-                "DEVICE_RESET" => ("wire-cancel", Some("DEVICE_RESET".to_string()), 2),
-                "GET_DEVICE_STATUS" if reply.contains("busy") => {
-                    ("busy", Some("status busy".to_string()), 1)
-                }
-                "GET_DEVICE_STATUS" if reply.contains("ok") => {
-                    ("ok", Some("status ok".to_string()), 1)
-                }
-                "GET_DEVICE_STATUS" => ("err", Some(format!("status {reply}")), 1),
-                "START_SCAN" => ("neutral", Some("START_SCAN".to_string()), 1),
-                _ => ("neutral", None, 0),
-            };
-            Glyph {
-                shape: Shape::Circle,
-                class,
-                extra,
-                label: if result != "ok" {
-                    Some(format!("{name} {result}"))
-                } else {
-                    label
-                },
-                priority,
-            }
-        }
-        Kind::Bulk { result, .. } => {
-            if result == "ok" {
-                g(Shape::TallBar, "bulk", None, 0)
-            } else {
-                g(
-                    Shape::TallBar,
-                    "bulk-bad",
-                    Some(format!("bulk {result}")),
-                    1,
-                )
-            }
-        }
-        Kind::Interrupt { .. } => g(Shape::Circle, "neutral", None, 0),
-        Kind::ClearHalt { ep, .. } => g(
-            Shape::Square,
-            "halt",
-            Some(format!("clear-halt {ep:#04x}")),
-            2,
-        ),
-        Kind::ResetDevice { .. } => g(Shape::Square, "wire-cancel", Some("port reset".into()), 2),
-        Kind::Abort { ep } => g(Shape::Square, "halt", Some(format!("abort {ep:#04x}")), 1),
-        Kind::Device { what, .. } => match what.as_str() {
-            "band-ready" | "band-sent" => g(Shape::Tick, "neutral", None, 0),
-            "cancel-requested" => g(
-                Shape::Diamond,
-                "wire-cancel",
-                Some("cancel requested".into()),
-                2,
-            ),
-            "motor-stopped" => g(Shape::EndBar, "motor-stop", Some("motor stopped".into()), 2),
-            "idle" | "drained" => g(Shape::Circle, "ok", Some(what.clone()), 1),
-            "fault" | "halted" | "disconnected" | "start-refused" | "cancel-ignored" => {
-                g(Shape::Cross, "err", Some(what.clone()), 2)
-            }
-            "scan-started" => g(Shape::StartTri, "motor-run", Some("scan started".into()), 1),
-            "scan-complete" => g(Shape::EndBar, "ok", Some("scan complete".into()), 1),
-            _ => g(Shape::Circle, "neutral", None, 0),
-        },
-        Kind::Note { .. } => g(Shape::Circle, "neutral", None, 0),
-    }
 }
 
 fn shape_svg(out: &mut String, shape: Shape, x: f64, y: f64, class: &str) {
@@ -444,22 +324,6 @@ fn shape_svg(out: &mut String, shape: Shape, x: f64, y: f64, class: &str) {
     };
 }
 
-/// Lane geometry: top y and height of each lane.
-fn lanes(top: f64) -> [(f64, f64); 5] {
-    let mut out = [(0.0, 0.0); 5];
-    let mut y = top;
-    for (i, a) in ACTORS.iter().enumerate() {
-        let h = if *a == Actor::Device {
-            DEVICE_LANE_H
-        } else {
-            LANE_H
-        };
-        out[i] = (y, h);
-        y += h;
-    }
-    out
-}
-
 /// Greedy label placement in two rows per lane, avoiding overlaps.
 #[derive(Default)]
 struct LabelRows {
@@ -468,8 +332,8 @@ struct LabelRows {
 
 impl LabelRows {
     fn place(&mut self, lane: usize, x: f64, text: &str) -> Option<usize> {
-        if self.taken.is_empty() {
-            self.taken = vec![Vec::new(); 10];
+        if self.taken.len() < lane * 2 + 2 {
+            self.taken.resize(lane * 2 + 2, Vec::new());
         }
         let (a, b) = (x - 3.0, x - 3.0 + text.chars().count() as f64 * CHAR_W);
         for row in 0..2 {
@@ -512,114 +376,24 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// Is this event a cancel point (app cancel, refused callback, CANCEL_IO delivered)?
-fn is_cancel_point(e: &Event) -> bool {
-    match &e.kind {
-        Kind::CancelPendingIo { .. } | Kind::NotifyCancelIo {} => true,
-        Kind::Callback { result, .. } | Kind::BandedCallback { result, .. } => {
-            *result != Hresult::S_OK
-        }
-        _ => false,
-    }
-}
-
-fn device_what(e: &Event) -> Option<(&str, u32, u64)> {
-    match &e.kind {
-        Kind::Device {
-            what, page, value, ..
-        } => Some((what.as_str(), *page, *value)),
-        _ => None,
-    }
-}
-
-fn motor_ends(what: &str) -> bool {
-    matches!(
-        what,
-        "motor-stopped" | "scan-complete" | "idle" | "reset" | "disconnected" | "halted" | "fault"
-    )
-}
-
-/// The legend as a `<g id="tl-legend">` group, `LEGEND_W` × `LEGEND_H`, origin at its top left.
-pub fn legend_group() -> String {
-    let items: [(&str, &str); 20] = [
-        ("band", "band ready→sent"),
-        ("band-late", "band read after cancel"),
-        ("band-lost", "band never sent"),
-        ("motor-run", "motor running"),
-        ("motor-stop", "motor stopping"),
-        ("acq", "acquisition (driver)"),
-        ("ok", "callback / status S_OK"),
-        ("sfalse", "S_FALSE"),
-        ("err", "error HRESULT / fault"),
-        ("sfalse sticky", "vista sticky S_FALSE"),
-        ("cancel", "CancelPendingIO / CANCEL_IO"),
-        ("wire-cancel", "CANCEL / DEVICE_RESET"),
-        ("busy", "GET_DEVICE_STATUS busy"),
-        ("bulk", "bulk IN read"),
-        ("bulk-bad", "bulk stall/timeout"),
-        ("halt", "clear-halt / abort"),
-        ("neutral", "other request / event"),
-        ("vline", "first rule violation"),
-        ("sq", "■ IT_MSG_DATA  ● other msg"),
-        ("tri", "▶ start  ▮ end"),
-    ];
-    let mut out =
-        String::from(r#"<g id="tl-legend"><text class="tl-lane" x="0" y="12">Legend</text>"#);
-    for (k, (class, text)) in items.iter().enumerate() {
-        let col = (k % 7) as f64;
-        let row = (k / 7) as f64;
-        let x = 70.0 + col * 170.0;
-        let y = 4.0 + row * 22.0;
-        let _ = match *class {
-            "vline" => write!(
-                out,
-                r#"<line class="vline" x1="{:.0}" y1="{y:.0}" x2="{:.0}" y2="{:.0}"/>"#,
-                x + 7.0,
-                x + 7.0,
-                y + 16.0
-            ),
-            "sq" | "tri" => Ok(()),
-            "motor-run" | "motor-stop" => write!(
-                out,
-                r#"<rect class="{class}" x="{x:.0}" y="{:.0}" width="16" height="5"/>"#,
-                y + 6.0
-            ),
-            "band" | "band-late" | "band-lost" | "acq" => write!(
-                out,
-                r#"<rect class="{class}" x="{x:.0}" y="{:.0}" width="16" height="12"/>"#,
-                y + 2.0
-            ),
-            _ => write!(
-                out,
-                r#"<rect class="{class}" x="{:.0}" y="{:.0}" width="8" height="8"/>"#,
-                x + 4.0,
-                y + 4.0
-            ),
-        };
-        let tx = if matches!(*class, "sq" | "tri") {
-            x
-        } else {
-            x + 22.0
-        };
-        let _ = write!(
-            out,
-            r#"<text class="tl-label" x="{tx:.0}" y="{:.0}">{}</text>"#,
-            y + 12.0,
-            escape(text)
-        );
-    }
-    out.push_str("</g>");
-    out
-}
-
-/// Draws one run's timeline as an SVG document fragment (`<svg ...>...</svg>`).
-pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
-    let events = &trace.events;
-    let layout = Layout::new(events);
+/// Draws `picture` with `marks` as an SVG document fragment (`<svg ...>...</svg>`).
+fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
+    let events = picture.dots();
+    let lane_specs = picture.lanes();
+    let layout = Layout::new(&events, lane_specs.len());
     let title_h = if opts.title.is_empty() { 6.0 } else { 22.0 };
     let top = title_h + 8.0 + 16.0 * marks.len() as f64;
-    let lanes = lanes(top);
-    let lanes_bottom = lanes[4].0 + lanes[4].1;
+    let mut lanes = Vec::with_capacity(lane_specs.len());
+    let mut y = top;
+    for lane in &lane_specs {
+        lanes.push((y, lane.height));
+        y += lane.height;
+    }
+    let lanes_bottom = y;
+    let dot_y = |lane: usize| {
+        let (y, h) = lanes[lane];
+        y + lane_specs[lane].dot_dy.unwrap_or(h / 2.0)
+    };
     let axis_y = lanes_bottom;
     // Footer: per mark, a heading line and the wrapped quote.
     let footer: Vec<(String, Vec<String>)> = marks
@@ -628,8 +402,9 @@ pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
             let at = events.get(m.event).map(|e| e.at_us).unwrap_or(0);
             (
                 format!(
-                    "{} — first violation at event #{} ({}): {}",
+                    "{} — first violation at {} #{} ({}): {}",
                     m.rule,
+                    picture.noun(),
                     m.event,
                     ms_label(at, 1),
                     m.message
@@ -649,8 +424,9 @@ pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
         .iter()
         .enumerate()
         .filter_map(|(i, e)| {
-            glyph(e)
+            e.glyph
                 .label
+                .as_ref()
                 .map(|l| layout.x[i] + l.chars().count() as f64 * CHAR_W)
         })
         .fold(0.0, f64::max);
@@ -681,14 +457,14 @@ pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
         );
     }
     // Lanes.
-    for (i, a) in ACTORS.iter().enumerate() {
+    for (i, lane) in lane_specs.iter().enumerate() {
         let (y, h) = lanes[i];
         let _ = write!(
             out,
             r#"<rect class="tl-bg{}" x="0" y="{y:.0}" width="{width:.0}" height="{h:.0}"/><text class="tl-lane" x="8" y="{:.0}">{}</text>"#,
             i % 2,
             y + h / 2.0 + 4.0,
-            a.name()
+            lane.name
         );
     }
     // Axis, ticks and grid.
@@ -722,132 +498,33 @@ pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
         axis_y + 29.0
     );
 
-    // Spans: acquisitions on the driver lane, motor bar and bands on the device lane.
-    let dev = lane_of(Actor::Device);
-    let (dev_y, _) = lanes[dev];
-    let drv = lane_of(Actor::Driver);
-    let (drv_y, drv_h) = lanes[drv];
-    let mut acq_start: BTreeMap<u32, usize> = BTreeMap::new();
-    let mut motor_from: Option<usize> = None;
-    let mut stopping_from: Option<usize> = None;
-    let mut bands: BTreeMap<(u32, u64), usize> = BTreeMap::new();
-    let mut cancelled_acq = false;
-    let mut spans = String::new();
-    let end_x = layout.width - RIGHT_PAD;
-    let motor_bar = |spans: &mut String, from: f64, to: f64, class: &str| {
-        let _ = write!(
-            spans,
-            r#"<rect class="{class}" x="{from:.0}" y="{:.0}" width="{:.0}" height="5"/>"#,
-            dev_y + 38.0,
-            (to - from).max(2.0)
-        );
-    };
-    for (i, e) in events.iter().enumerate() {
-        let x = layout.x[i];
-        if is_cancel_point(e) {
-            cancelled_acq = true;
-        }
-        match &e.kind {
-            Kind::DrvAcquireItemData { n } => {
-                acq_start.insert(*n, i);
-                cancelled_acq = false;
-            }
-            Kind::AcquireReturn { n, hr, .. } => {
-                if let Some(s) = acq_start.remove(n) {
-                    let x0 = layout.x[s];
-                    let _ = write!(
-                        spans,
-                        r#"<g><rect class="acq" x="{x0:.0}" y="{:.0}" width="{:.0}" height="{:.0}" rx="3"/><title>acquisition {n}: events #{s}..#{i}, drvAcquireItemData returned {hr}</title></g>"#,
-                        drv_y + 9.0,
-                        (x - x0).max(2.0),
-                        drv_h - 18.0
-                    );
-                }
-            }
-            _ => {}
-        }
-        if let Some((what, page, value)) = device_what(e) {
-            match what {
-                "scan-started" | "resumed" | "page-feed" if motor_from.is_none() => {
-                    motor_from = Some(i);
-                }
-                "cancel-requested" if motor_from.is_some() && stopping_from.is_none() => {
-                    stopping_from = Some(i);
-                }
-                w if motor_ends(w) => {
-                    if let Some(m) = motor_from.take() {
-                        let stop = stopping_from.take();
-                        let run_end = stop.map(|s| layout.x[s]).unwrap_or(x);
-                        motor_bar(&mut spans, layout.x[m], run_end, "motor-run");
-                        if stop.is_some() {
-                            motor_bar(&mut spans, run_end, x, "motor-stop");
-                        }
-                    }
-                }
-                "band-ready" => {
-                    bands.insert((page, value), i);
-                }
-                "band-sent" => {
-                    if let Some(r) = bands.remove(&(page, value)) {
-                        let x0 = layout.x[r] - 3.5;
-                        let class = if cancelled_acq { "band-late" } else { "band" };
-                        let _ = write!(
-                            spans,
-                            r#"<rect class="{class}" x="{x0:.0}" y="{:.0}" width="{:.0}" height="16" rx="2"/>"#,
-                            dev_y + 16.0,
-                            (x + 3.5 - x0).max(4.0),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    if let Some(m) = motor_from {
-        let stop = stopping_from.map(|s| layout.x[s]);
-        motor_bar(&mut spans, layout.x[m], stop.unwrap_or(end_x), "motor-run");
-        if let Some(s) = stop {
-            motor_bar(&mut spans, s, end_x, "motor-stop");
-        }
-    }
-    for (&(page, value), &r) in &bands {
-        let x0 = layout.x[r] - 3.5;
-        let _ = write!(
-            spans,
-            r#"<g><rect class="band-lost" x="{x0:.0}" y="{:.0}" width="18" height="16" rx="2"/><title>band {value} of page {page}: ready at #{r} ({} us), never sent</title></g>"#,
-            dev_y + 16.0,
-            events[r].at_us
-        );
-    }
-    out.push_str(&spans);
+    out.push_str(&picture.spans(&events, &layout, &lanes));
 
     // Events, then labels (important ones first so they win the space).
     let mut labels: Vec<(u8, usize, String)> = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        let lane = lane_of(e.actor);
-        let (y, h) = lanes[lane];
-        let cy = if lane == dev { y + 24.0 } else { y + h / 2.0 };
-        let gl = glyph(e);
-        let _ = write!(out, r#"<g data-i="{i}">"#);
+        let cy = dot_y(e.lane);
+        let gl = &e.glyph;
+        let _ = write!(out, r#"<g data-i="{}">"#, e.id);
         let class = format!("{}{}", gl.class, gl.extra);
         shape_svg(&mut out, gl.shape, layout.x[i], cy, &class);
-        let _ = write!(out, "<title>{}</title></g>", escape(&event_tooltip(i, e)));
-        if let Some(l) = gl.label {
-            labels.push((gl.priority, i, l));
+        let _ = write!(out, "<title>{}</title></g>", escape(&e.tooltip));
+        if let Some(l) = &gl.label {
+            labels.push((gl.priority, i, l.clone()));
         }
     }
     labels.sort_by_key(|(p, i, _)| (std::cmp::Reverse(*p), *i));
     let mut rows = LabelRows::default();
     let mut placed: Vec<(usize, usize, String)> = Vec::new();
     for (_, i, text) in labels {
-        let lane = lane_of(events[i].actor);
+        let lane = events[i].lane;
         if let Some(row) = rows.place(lane, layout.x[i], &text) {
             placed.push((i, row, text));
         }
     }
     placed.sort();
     for (i, row, text) in placed {
-        let lane = lane_of(events[i].actor);
+        let lane = events[i].lane;
         let (y, h) = lanes[lane];
         let ty = if row == 0 { y + 11.0 } else { y + h - 3.0 };
         let _ = write!(
@@ -864,9 +541,7 @@ pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
             continue;
         };
         let x = layout.x[m.event];
-        let lane = lane_of(e.actor);
-        let (y, h) = lanes[lane];
-        let cy = if lane == dev { y + 24.0 } else { y + h / 2.0 };
+        let cy = dot_y(e.lane);
         let fy = title_h + 8.0 + 16.0 * k as f64 + 4.0;
         let flag = format!("✖ {} at #{}", m.rule, m.event);
         let quote = truncate(&format!("“{}”", m.quote), 110);
@@ -909,7 +584,7 @@ pub fn render_svg(trace: &Trace, marks: &[Mark], opts: &SvgOptions) -> String {
         let _ = write!(
             out,
             r#"<g transform="translate(8 {legend_top:.0})">{}</g>"#,
-            legend_group()
+            picture.legend()
         );
     }
     out.push_str("</svg>");
