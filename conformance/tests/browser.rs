@@ -122,7 +122,7 @@ fn report_opens_in_headless_chromium() {
     let runs = html_report::load_dir(&traces).unwrap();
     let mut failures: Vec<_> = runs
         .iter()
-        .filter(|r| r.verdict.verdict == "fail")
+        .filter(|r| r.verdict.verdict == scanconform::report::Verdict::Fail)
         .collect();
     failures.sort_by(|a, b| {
         (&a.verdict.driver, &a.verdict.scenario, &a.verdict.service).cmp(&(

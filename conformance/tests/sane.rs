@@ -269,3 +269,172 @@ fn wia_discovery_skips_the_sane_folder_and_sane_files_are_valid() {
     assert!(e.contains("SANE-NO-SUCH"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sane_runs_go_through_the_common_report_path() {
+    let _g = serial();
+    if test_backend().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sane-pipeline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (traces, xml, html) = (dir.join("t"), dir.join("j.xml"), dir.join("r.html"));
+    let o = scanconform(&[
+        "run",
+        "--driver",
+        "sane:test",
+        "--format",
+        "json",
+        "--traces",
+        traces.to_str().unwrap(),
+        "--junit",
+        xml.to_str().unwrap(),
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // One JSON object per run, the WIA shape plus what SANE adds.
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 15);
+    for l in &lines {
+        assert_eq!(l["driver"], "sane:test");
+        assert!(l.get("service").is_none(), "{l}");
+        assert!(l["rules"]
+            .as_array()
+            .is_some_and(|r| r.len() == sane::rules::catalog().len()));
+    }
+    let xfail = lines
+        .iter()
+        .find(|l| l["scenario"] == "sane/cancel-blocked-read-signal")
+        .unwrap();
+    assert_eq!(xfail["verdict"], "expected-fail");
+    assert_eq!(xfail["expected"][0]["rule"], "SANE-CANCEL-STATUS");
+    // JUnit: one testcase per run, the expected failures passing with their finding.
+    let report = quick_junit::Report::deserialize_from_str(&std::fs::read_to_string(&xml).unwrap())
+        .expect("JUnit XML parses");
+    let cases: Vec<_> = report
+        .test_suites
+        .iter()
+        .flat_map(|s| &s.test_cases)
+        .collect();
+    assert_eq!(cases.len(), lines.len());
+    assert!(cases
+        .iter()
+        .all(|c| matches!(c.status, quick_junit::TestCaseStatus::Success { .. })));
+    // `report --traces` reads what `run --traces` wrote, and builds the same page.
+    let again = dir.join("again.html");
+    let o = scanconform(&[
+        "report",
+        "--traces",
+        traces.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let page = std::fs::read_to_string(&again).unwrap();
+    assert_eq!(page, std::fs::read_to_string(&html).unwrap());
+    let doc = roxmltree::Document::parse_with_options(
+        &page,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .expect("the page is well-formed XML");
+    let run = doc
+        .descendants()
+        .find(|n| {
+            n.tag_name().name() == "details"
+                && n.descendants().any(|b| {
+                    b.tag_name().name() == "b"
+                        && b.text() == Some("sane/cancel-blocked-read-signal")
+                })
+        })
+        .expect("the run is in the report");
+    assert_eq!(run.attribute("data-verdict"), Some("expected-fail"));
+    let wrap = run
+        .descendants()
+        .find(|n| n.attribute("class") == Some("tl-wrap"))
+        .unwrap();
+    let svg =
+        scanconform::report::html::embedded_svg(wrap.attribute("data-svgz").unwrap()).unwrap();
+    let svg = roxmltree::Document::parse(&svg).expect("the SANE timeline is well-formed");
+    let marker = svg
+        .descendants()
+        .find(|n| n.attribute("class") == Some("violation"))
+        .expect("the expected failure is marked");
+    assert_eq!(marker.attribute("data-rule"), Some("SANE-CANCEL-STATUS"));
+    let event = marker.attribute("data-event").unwrap();
+    assert!(
+        svg.descendants()
+            .any(|n| n.attribute("data-i") == Some(event)),
+        "the marked call #{event} is drawn"
+    );
+    for lane in ["app", "reader", "canceller"] {
+        assert!(
+            svg.descendants()
+                .any(|n| n.attribute("class") == Some("tl-lane") && n.text() == Some(lane)),
+            "lane {lane}"
+        );
+    }
+    // `show` prints a SANE trace and draws it.
+    let picture = dir.join("s.svg");
+    let o = scanconform(&[
+        "show",
+        traces
+            .join("sane-test/cancel-blocked-read-signal.jsonl")
+            .to_str()
+            .unwrap(),
+        "--svg",
+        picture.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("cancel-from-signal") && text.contains("IO_ERROR"),
+        "{text}"
+    );
+    roxmltree::Document::parse(&std::fs::read_to_string(&picture).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pcap_is_refused_for_a_backend_without_a_device() {
+    let _g = serial();
+    if test_backend().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sane-nopcap-{}", std::process::id()));
+    let o = scanconform(&[
+        "run",
+        "--driver",
+        "sane:test",
+        "--pcap",
+        dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--pcap") && err.contains("sane:test"), "{err}");
+    assert!(o.stdout.is_empty());
+}

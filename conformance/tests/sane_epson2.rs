@@ -284,3 +284,72 @@ fn a_changed_finding_fails_both_ways() {
         cmp.violations
     );
 }
+
+/// The records of a classic pcap file: (link type, record count), after checking each
+/// record's length stays inside the file.
+fn pcap_records(bytes: &[u8]) -> (u32, usize) {
+    assert!(bytes.len() >= 24, "no pcap header");
+    assert_eq!(&bytes[0..4], &0xa1b2_c3d4u32.to_le_bytes(), "pcap magic");
+    let link = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+    let (mut at, mut n) = (24, 0);
+    while at < bytes.len() {
+        let incl = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + incl;
+        n += 1;
+    }
+    assert_eq!(at, bytes.len(), "the last record is cut");
+    (link, n)
+}
+
+#[test]
+fn cli_captures_the_usb_traffic_of_epson2_runs() {
+    let _g = serial();
+    if available().is_none() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let caps = std::env::temp_dir().join(format!("sane-epson2-pcap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&caps);
+    let o = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .args([
+            "run",
+            "--driver",
+            "sane:epson2",
+            "--filter",
+            "sane/cancel-b*",
+            "--pcap",
+        ])
+        .arg(&caps)
+        .current_dir(&root)
+        .output()
+        .expect("scanconform runs");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let file = caps.join("sane.cancel-between-blocks.pcap");
+    let bytes = std::fs::read(&file).expect("one capture per run");
+    let (link, records) = pcap_records(&bytes);
+    assert_eq!(link, 220, "LINKTYPE_USB_LINUX_MMAPPED");
+    // Enumeration, the ESC/I commands and the blocks up to the cancel: S and C per URB.
+    assert!(records > 20, "{records} records");
+    let runs = std::fs::read_dir(&caps).unwrap().count();
+    assert!(runs >= 3, "{runs} captures");
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        let t = Command::new("tshark")
+            .arg("-r")
+            .arg(&file)
+            .output()
+            .expect("tshark runs");
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&t.stdout).lines().count(),
+            records,
+            "tshark reads every record"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&caps);
+}

@@ -3,7 +3,7 @@
 //! it first on `LD_LIBRARY_PATH`.
 //!
 //! Two users: `--transport libusb` (rusb links `libusb-1.0.so.0` when the process starts, so the
-//! program re-executes itself, [`crate::libusb::transport`]) and `sane:epson2` (the backend is
+//! program re-executes itself, `crate::libusb::transport`) and `sane:epson2` (the backend is
 //! loaded later, so loading the stand-in first is enough, `crate::sane::device`). Which libusb is
 //! loaded is read from `/proc/self/maps`: the loader resolves the `libusb-1.0.so.0` link, so the
 //! stand-in shows under its own file name.

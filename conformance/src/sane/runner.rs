@@ -1,6 +1,6 @@
 //! The frontend's session with one backend: loads it, checks that it initialises and that its
 //! device opens ([`Session::prepare`]), then plays scenario after scenario in real time
-//! ([`Session::run`], the script itself in [`super::play`]) and judges each run with the SANE
+//! ([`Session::run`], the script itself in `play.rs`) and judges each run with the SANE
 //! rules into a [`SaneRun`].
 //!
 //! SANE backends keep process-wide state (`sane_init`/`sane_exit`), so runs in one process are

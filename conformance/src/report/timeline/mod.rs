@@ -8,9 +8,9 @@
 //! and its quote beside it, and the full quote in the footer. Output is a pure function of its
 //! inputs.
 //!
-//! This module is the drawing engine; what is drawn comes from a [`Picture`] of one trace
-//! model: [`wia`] (lanes app, service, driver, usb, device: bands, motor, acquisitions) and
-//! [`sane`] (a lane per frontend thread and the device: calls as bars from call to return,
+//! This module is the drawing engine; what is drawn comes from a `Picture` of one trace
+//! model: `wia.rs` (lanes app, service, driver, usb, device: bands, motor, acquisitions) and
+//! `sane.rs` (a lane per frontend thread and the device: calls as bars from call to return,
 //! blocks, CAN). [`render_svg`] and [`render_sane_svg`] draw them.
 
 mod sane;
