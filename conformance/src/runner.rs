@@ -27,7 +27,7 @@ use scanemu::host::inproc::InProcessHost;
 use scanemu::host::usbip::UsbIpHost;
 use scanemu::host::{DeviceInfo, HostObserver, TransferKind, TransferRecord, UsbHost};
 use scanemu::personality::native::protocol::{self, DeviceStatus, ScanStatus};
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::profile::Profile;
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
@@ -912,10 +912,10 @@ impl HostObserver for TraceObserver {
             note.at.total_micros(),
             Actor::Device,
             Kind::Device {
-                what: note.what.to_string(),
+                what: note.kind.name().to_string(),
                 page: u32::from(note.page),
                 value: note.value,
-                detail: note.detail.clone(),
+                detail: note.detail.to_string(),
             },
         );
     }

@@ -23,7 +23,7 @@ use scanemu::host::{HostObserver, Setup, TransferRecord, UsbHost};
 use scanemu::personality::native::protocol::{
     ScanParams, EP_DATA_IN, REQ_SET_PARAMS, REQ_START_SCAN,
 };
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::{DeviceNote, NoteKind};
 use scanemu::profile::Profile;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
@@ -52,7 +52,7 @@ struct Lateness {
 impl HostObserver for Lateness {
     fn transfer(&self, _record: &TransferRecord<'_>) {}
     fn device(&self, note: &DeviceNote) {
-        if note.what == "band-ready" {
+        if note.kind == NoteKind::BandReady {
             let seen = self.sim.now();
             let delay = seen.total_micros().saturating_sub(note.at.total_micros());
             self.delays_us.borrow_mut().push(delay);

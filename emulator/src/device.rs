@@ -13,7 +13,8 @@ use usb_device::endpoint::EndpointAddress;
 use crate::engine::{Fault, ImageSource, ScanEngine};
 use crate::personality::esci::EsciFunction;
 use crate::personality::native::protocol;
-use crate::personality::native::{DeviceNote, ScannerFunction};
+use crate::personality::native::ScannerFunction;
+use crate::personality::{DeviceNote, NoteKind};
 use crate::profile::{Personality, Profile};
 use crate::time::Instant;
 use crate::usb::bus::{BusPort, FlushFifo, SimBus};
@@ -223,13 +224,8 @@ impl Device {
         if disconnect && !self.disconnected {
             self.disconnected = true;
             self.port.disconnect();
-            self.notes.push(DeviceNote {
-                at: now,
-                what: "disconnected",
-                page: 0,
-                value: 0,
-                detail: String::new(),
-            });
+            self.notes
+                .push(DeviceNote::new(now, NoteKind::Disconnected));
         }
     }
 

@@ -2,7 +2,10 @@
 //!
 //! A profile is a JSON file in `fixtures/profiles/` that fixes the USB identity and endpoint sizes
 //! ([`UsbConfig`]), what the optics can scan ([`Optics`], including an optional sheet feeder,
-//! [`Adf`]), how long everything takes ([`Timing`]) and which faults to inject ([`Fault`]).
+//! [`Adf`](crate::engine::Adf)), how long everything takes ([`Timing`]), which faults to inject
+//! ([`Fault`]) and the protocol the device speaks ([`Personality`]). The engine's parts
+//! ([`Optics`], [`Timing`]) are defined by the engine (`engine::config`); the profile composes
+//! them.
 //! Every object rejects unknown fields, and every error names `file:line:column`:
 //!
 //! ```text
@@ -43,7 +46,7 @@ use std::path::Path;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::engine::{Fault, ScanMode};
+use crate::engine::{Fault, Optics, ScanEngine, ScanMode, Timing};
 use crate::usb::speed::Speed;
 
 /// The JSON text of the built-in fast profile, `fixtures/profiles/fast-flatbed.json`.
@@ -173,86 +176,6 @@ pub struct UsbConfig {
     pub interrupt_interval: u8,
 }
 
-/// What the optics and paper path can do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct Optics {
-    /// Optical resolution in dots per inch; the maximum area is given at this resolution.
-    /// Required, non-zero.
-    pub optical_dpi: u16,
-    /// Resolutions a job may ask for, in dpi. Required, non-empty, each non-zero.
-    pub resolutions: Vec<u16>,
-    /// Width of the scan area in pixels at `optical_dpi`. Required, non-zero.
-    pub max_width_px: u32,
-    /// Height of the scan area (flatbed glass or ADF sheet) in pixels at `optical_dpi`.
-    /// Required, non-zero.
-    pub max_height_px: u32,
-    /// Scan modes a job may ask for. Default: all five.
-    #[serde(default = "default_modes")]
-    pub modes: Vec<ScanMode>,
-    /// Whether there is a flatbed glass (false for sheet-fed scanners). Default: true.
-    #[serde(default = "default_true")]
-    pub flatbed: bool,
-    /// The automatic document feeder, if there is one. Default: none.
-    #[serde(default)]
-    pub adf: Option<Adf>,
-}
-
-/// An automatic document feeder.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct Adf {
-    /// How many sheets the tray holds. Required, non-zero.
-    pub capacity: u16,
-    /// Sheets in the tray when the device powers up, at most `capacity`. Required.
-    pub loaded_sheets: u16,
-    /// Time from the end of one page to the start of the next (the sheet is fed into place).
-    /// Default: 900000 us.
-    #[serde(default = "default_page_feed_us")]
-    pub page_feed_us: u64,
-}
-
-/// Timing of the scan engine. All durations in microseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct Timing {
-    /// Lamp warm-up before the first line of a job. Default: 800000.
-    pub warmup_us: u64,
-    /// Time to scan one line, at any resolution. Default: 1700; must be non-zero.
-    pub line_period_us: u64,
-    /// Lines per band (the unit the device buffers and sends). Default: 64; must be non-zero.
-    pub band_lines: u32,
-    /// Time from a cancel request until the motor has stopped and the device is idle.
-    /// Default: 40000.
-    pub motor_stop_us: u64,
-    /// Each band is late by a random delay in `[0, jitter_us]`. Default: 0.
-    pub jitter_us: u64,
-    /// Seed of the jitter generator. Default: 1.
-    pub jitter_seed: u64,
-    /// How many ready bands the device can hold before it pauses. Default: 4; must be non-zero.
-    pub buffer_bands: u32,
-}
-
-impl Default for Timing {
-    fn default() -> Timing {
-        Timing {
-            warmup_us: 800_000,
-            line_period_us: 1700,
-            band_lines: 64,
-            motor_stop_us: 40_000,
-            jitter_us: 0,
-            jitter_seed: 1,
-            buffer_bands: 4,
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
 fn default_manufacturer() -> String {
     "scanlab".into()
 }
@@ -270,18 +193,6 @@ fn default_interrupt_max_packet() -> u16 {
 }
 fn default_interrupt_interval() -> u8 {
     4
-}
-fn default_page_feed_us() -> u64 {
-    900_000
-}
-fn default_modes() -> Vec<ScanMode> {
-    vec![
-        ScanMode::Lineart,
-        ScanMode::Gray8,
-        ScanMode::Gray16,
-        ScanMode::Color24,
-        ScanMode::Color48,
-    ]
 }
 
 fn ser_hex_u16<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
@@ -399,6 +310,11 @@ impl Profile {
     pub fn builtin_fast() -> Profile {
         Profile::from_json_str(BUILTIN_FAST_JSON, "fixtures/profiles/fast-flatbed.json")
             .expect("the built-in profile is valid")
+    }
+
+    /// An idle scan engine with this profile's optics, timing and faults.
+    pub fn engine(&self) -> ScanEngine {
+        ScanEngine::new(&self.optics, &self.timing, &self.faults)
     }
 
     /// Checks value ranges that the schema alone cannot express.

@@ -184,7 +184,7 @@ fn bytes_per_line_by_mode() {
 
 #[test]
 fn band_timing_is_exact_without_jitter() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     let t0 = 1000;
     e.start(us(t0), ScanJob::flatbed(100, ScanMode::Gray8, 256, 250))
         .unwrap();
@@ -245,7 +245,7 @@ fn band_timing_is_exact_without_jitter() {
 
 #[test]
 fn scan_complete_waits_for_the_host_to_take_the_last_band() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 8, 16))
         .unwrap();
     let events: Vec<_> = std::iter::from_fn(|| e.poll(us(1_000_000))).collect();
@@ -255,7 +255,7 @@ fn scan_complete_waits_for_the_host_to_take_the_last_band() {
     ));
     assert_eq!(e.state(), EngineState::Draining);
     assert_eq!(e.cancel(us(1_000_000)), CancelOutcome::Started);
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 8, 16))
         .unwrap();
     while e.poll(us(1_000_000)).is_some() {}
@@ -279,7 +279,7 @@ fn every_band_matches_the_pattern() {
         (ScanMode::Gray16, 3),
         (ScanMode::Color48, 200),
     ] {
-        let mut e = ScanEngine::new(&Profile::builtin_fast());
+        let mut e = Profile::builtin_fast().engine();
         let job = ScanJob::flatbed(100, mode, w, 70);
         e.start(us(0), job).unwrap();
         let bpl = job.bytes_per_line() as usize;
@@ -310,7 +310,7 @@ fn every_band_matches_the_pattern() {
 
 #[test]
 fn start_errors() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     let bad = |e: &mut ScanEngine, job| e.start(us(0), job).unwrap_err();
     assert!(matches!(
         bad(&mut e, ScanJob::flatbed(300, ScanMode::Gray8, 1, 1)),
@@ -337,7 +337,7 @@ fn start_errors() {
         bad(&mut e, two),
         StartError::InvalidJob(JobError::FlatbedPages { pages: 2 })
     ));
-    let mut adf = ScanEngine::new(&profile("adf-sheetfed"));
+    let mut adf = profile("adf-sheetfed").engine();
     assert!(matches!(
         bad(&mut adf, ScanJob::adf(75, ScanMode::Gray16, 1, 1, 1)),
         StartError::InvalidJob(JobError::Mode {
@@ -359,7 +359,7 @@ fn start_errors() {
 fn adf_engine() -> ScanEngine {
     let p = profile("adf-sheetfed");
     assert_eq!(p.optics.adf.as_ref().unwrap().loaded_sheets, 3);
-    ScanEngine::new(&p)
+    p.engine()
 }
 
 #[test]
@@ -442,7 +442,7 @@ fn adf_more_pages_than_sheets_reports_feeder_empty_after_three() {
 
 #[test]
 fn full_buffer_pauses_and_resumes_on_take() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 16, 160))
         .unwrap();
     let events: Vec<_> = std::iter::from_fn(|| e.poll(us(1_000_000))).collect();
@@ -505,7 +505,7 @@ fn full_buffer_pauses_and_resumes_on_take() {
 
 #[test]
 fn cancel_discards_and_stops_the_motor() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 256, 256))
         .unwrap();
     // Bands 0..=2 ready by 4400; band 3 is partly scanned at 4500.
@@ -546,7 +546,7 @@ fn cancel_discards_and_stops_the_motor() {
 
 #[test]
 fn cancel_while_paused_or_warming_counts_only_buffered_bands() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 256, 256))
         .unwrap();
     while e.poll(us(100_000)).is_some() {}
@@ -568,7 +568,7 @@ fn cancel_while_paused_or_warming_counts_only_buffered_bands() {
 
 #[test]
 fn ignore_cancel_keeps_scanning() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.set_faults(vec![Fault::IgnoreCancel]);
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 64))
         .unwrap();
@@ -599,7 +599,7 @@ fn ignore_cancel_keeps_scanning() {
 
 #[test]
 fn slow_cancel_takes_its_own_time() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.set_faults(vec![Fault::SlowCancel {
         motor_stop_us: 12_345,
     }]);
@@ -634,7 +634,7 @@ fn slow_cancel_takes_its_own_time() {
 #[test]
 fn stall_and_disconnect_on_cancel_turn_the_cancel_into_an_abort() {
     for fault in [Fault::StallOnCancel, Fault::DisconnectOnCancel] {
-        let mut e = ScanEngine::new(&Profile::builtin_fast());
+        let mut e = Profile::builtin_fast().engine();
         // slow_cancel listed too: it never applies to a cancel that faults.
         e.set_faults(vec![Fault::SlowCancel { motor_stop_us: 99 }, fault]);
         assert_eq!(
@@ -671,7 +671,7 @@ fn stall_and_disconnect_on_cancel_turn_the_cancel_into_an_abort() {
 
 #[test]
 fn the_first_decisive_cancel_fault_wins() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.set_faults(vec![Fault::IgnoreCancel, Fault::StallOnCancel]);
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 64))
         .unwrap();
@@ -695,7 +695,7 @@ fn aborting_faults_replace_their_band() {
         Fault::CancelButton { page: 0, band: 3 },
     ];
     for fault in aborting {
-        let mut e = ScanEngine::new(&Profile::builtin_fast());
+        let mut e = Profile::builtin_fast().engine();
         e.set_faults(vec![fault]);
         e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 128))
             .unwrap();
@@ -729,7 +729,7 @@ fn aborting_faults_replace_their_band() {
 
 #[test]
 fn aborting_fault_fires_even_with_a_full_buffer() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.set_faults(vec![Fault::CoverOpen { page: 0, band: 5 }]);
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 256))
         .unwrap();
@@ -755,7 +755,7 @@ fn aborting_fault_fires_even_with_a_full_buffer() {
 
 #[test]
 fn late_band_is_late_and_later_bands_never_overtake_it() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     let late = Fault::LateBand {
         page: 0,
         band: 2,
@@ -785,7 +785,7 @@ fn late_band_is_late_and_later_bands_never_overtake_it() {
 
 #[test]
 fn short_band_then_abort() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     let short = Fault::ShortBand {
         page: 0,
         band: 1,
@@ -838,7 +838,7 @@ fn fault_on_a_later_adf_page() {
 
 #[test]
 fn reset_drops_everything_at_once() {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.start(us(0), ScanJob::flatbed(100, ScanMode::Gray8, 64, 256))
         .unwrap();
     while e.poll(us(4000)).is_some() {}
@@ -862,7 +862,7 @@ fn same_seed_same_events_with_jitter() {
     let p = profile("a4-flatbed-300");
     assert!(p.timing.jitter_us > 0);
     let run = |p: &Profile| {
-        let mut e = ScanEngine::new(p);
+        let mut e = p.engine();
         e.start(us(0), ScanJob::flatbed(75, ScanMode::Gray8, 620, 877))
             .unwrap();
         simulate(&mut e, us(0), 3000, 100_000)
@@ -894,7 +894,7 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Scans a `w` x `h` area in `mode` from `image` and returns the page bytes.
 fn scan_image(image: ImageSource, mode: ScanMode, w: u32, h: u32) -> Vec<u8> {
-    let mut e = ScanEngine::new(&Profile::builtin_fast());
+    let mut e = Profile::builtin_fast().engine();
     e.set_image(image);
     e.start(us(0), ScanJob::flatbed(100, mode, w, h)).unwrap();
     let mut out = Vec::new();
@@ -974,7 +974,7 @@ fn a4_1200_dpi_colour_streams_in_constant_memory() {
     let p = profile("a4-flatbed-1200");
     let job = ScanJob::flatbed(1200, ScanMode::Color24, 9920, 14032);
     assert_eq!(job.page_bytes(), 417_592_320);
-    let mut e = ScanEngine::new(&p);
+    let mut e = p.engine();
     e.start(us(0), job).unwrap();
     let rss_before = rss_bytes();
     let mut chunk = vec![0u8; 64 * 1024];

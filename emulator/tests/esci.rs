@@ -13,7 +13,7 @@ use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{HostObserver, TransferError, TransferRecord, UsbHost};
 use scanemu::personality::esci::{ACK, CAN, ESC, FS, NAK, STX};
 use scanemu::personality::native::protocol::{EP_DATA_IN, EP_DATA_OUT};
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::profile::Profile;
 use scanemu::sim::Sim;
 
@@ -29,7 +29,7 @@ impl HostObserver for Notes {
 
 impl Notes {
     fn names(&self) -> Vec<&'static str> {
-        self.0.borrow().iter().map(|n| n.what).collect()
+        self.0.borrow().iter().map(|n| n.kind.name()).collect()
     }
 }
 
@@ -626,5 +626,5 @@ fn slow_ack_holds_the_hosts_answer_to_that_block() {
         .0
         .borrow()
         .iter()
-        .any(|n| n.what == "fault" && n.detail == "slow-ack 200000 us"));
+        .any(|n| n.kind.name() == "fault" && n.detail.to_string() == "slow-ack 200000 us"));
 }

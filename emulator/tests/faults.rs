@@ -402,7 +402,7 @@ fn stall_on_cancel_halts_both_endpoints_instead_of_busy() {
                 .borrow()
                 .iter()
                 .filter(|n| n.at == tc)
-                .map(|n| (n.what, n.detail.clone()))
+                .map(|n| (n.kind.name(), n.detail.to_string()))
                 .collect();
             assert_eq!(
                 at_cancel,

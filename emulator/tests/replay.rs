@@ -15,7 +15,7 @@ use scanemu::capture::replay::ReplayHost;
 use scanemu::engine::{ScanJob, ScanMode};
 use scanemu::host::{HostObserver, Setup, TransferError, TransferRecord, UsbHost};
 use scanemu::personality::native::protocol::*;
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::sim::Sim;
 use scanemu::time::Instant;
 
@@ -89,7 +89,9 @@ struct Notes(RefCell<Vec<(&'static str, String)>>);
 impl HostObserver for Notes {
     fn transfer(&self, _: &TransferRecord<'_>) {}
     fn device(&self, note: &DeviceNote) {
-        self.0.borrow_mut().push((note.what, note.detail.clone()));
+        self.0
+            .borrow_mut()
+            .push((note.kind.name(), note.detail.to_string()));
     }
 }
 

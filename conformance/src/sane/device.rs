@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use scanemu::capture::pcap::PcapWriter;
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::profile::{Profile, ProfileError};
 use scanemu::usbip::server::Capture;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
@@ -138,9 +138,9 @@ impl Emulator {
         config.notes = Some(Arc::new(move |n: &DeviceNote| {
             let event = DeviceEvent {
                 at_us: n.at.total_micros(),
-                what: n.what.to_string(),
+                what: n.kind.name().to_string(),
                 value: n.value,
-                detail: n.detail.clone(),
+                detail: n.detail.to_string(),
             };
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
         }));

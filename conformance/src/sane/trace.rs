@@ -222,7 +222,7 @@ pub fn frame_name(format: i32) -> String {
 /// A note of the emulated scanner (actor `device`), on the trace's clock: what the device
 /// saw and did on the wire (command, param, nak-sent, blocks-planned, block-sent, ack, can,
 /// scan-abandoned, start-deferred, …) and in its engine (band-ready, motor-stopped,
-/// scan-complete, fault, halted, …). See `scanemu::personality::native::DeviceNote`.
+/// scan-complete, fault, halted, …). See `scanemu::personality::DeviceNote`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceEvent {
     /// When (µs since the run began).

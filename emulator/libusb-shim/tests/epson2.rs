@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use scanemu::engine::{pattern_line, Fault};
-use scanemu::personality::native::DeviceNote;
+use scanemu::personality::DeviceNote;
 use scanemu::profile::Profile;
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 
@@ -89,7 +89,7 @@ fn scan_to_file(
 }
 
 fn count(notes: &[DeviceNote], what: &str) -> usize {
-    notes.iter().filter(|n| n.what == what).count()
+    notes.iter().filter(|n| n.kind.name() == what).count()
 }
 
 #[test]
@@ -118,13 +118,13 @@ fn epson2_scans_gray_byte_exact_on_the_extended_path() {
     assert_eq!(count(&notes, "ack"), 4);
     assert_eq!(count(&notes, "can"), 0);
     assert_eq!(count(&notes, "scan-complete"), 1);
-    let commands: Vec<&str> = notes
+    let commands: Vec<String> = notes
         .iter()
-        .filter(|n| n.what == "command")
-        .map(|n| n.detail.as_str())
+        .filter(|n| n.kind.name() == "command")
+        .map(|n| n.detail.to_string())
         .collect();
     assert!(
-        commands.contains(&"FS W") && commands.contains(&"FS G"),
+        commands.iter().any(|c| c == "FS W") && commands.iter().any(|c| c == "FS G"),
         "{commands:?}"
     );
 }
@@ -162,7 +162,7 @@ fn epson2_scans_colour_byte_exact_on_both_paths() {
         assert!(
             notes
                 .iter()
-                .any(|n| n.what == "command" && n.detail == start),
+                .any(|n| n.kind.name() == "command" && n.detail.to_string() == start),
             "{profile}: no {start}"
         );
     }
@@ -223,11 +223,11 @@ fn sigint_mid_scan_ends_with_can_after_the_block_in_flight() {
     let notes = notes.lock().unwrap().clone();
     let can = notes
         .iter()
-        .position(|n| n.what == "can")
+        .position(|n| n.kind.name() == "can")
         .unwrap_or_else(|| panic!("no CAN on the wire: {notes:?}"));
     let blocks_before_can = notes[..can]
         .iter()
-        .filter(|n| n.what == "block-sent")
+        .filter(|n| n.kind.name() == "block-sent")
         .count();
     assert_eq!(
         blocks_before_can,
@@ -236,14 +236,18 @@ fn sigint_mid_scan_ends_with_can_after_the_block_in_flight() {
     );
     let last_block = notes[..can]
         .iter()
-        .rposition(|n| n.what == "block-sent")
+        .rposition(|n| n.kind.name() == "block-sent")
         .expect("a block before CAN");
     assert!(
-        !notes[last_block..can].iter().any(|n| n.what == "ack"),
+        !notes[last_block..can]
+            .iter()
+            .any(|n| n.kind.name() == "ack"),
         "CAN answers the block in flight, not a later one"
     );
     assert!(
-        notes[can..].iter().any(|n| n.what == "motor-stopped"),
+        notes[can..]
+            .iter()
+            .any(|n| n.kind.name() == "motor-stopped"),
         "the motor stops after CAN"
     );
     assert_eq!(count(&notes, "scan-complete"), 0);

@@ -324,13 +324,13 @@ fn serve(
             Ok(f) => {
                 let f = std::sync::Mutex::new(f);
                 config.notes = Some(std::sync::Arc::new(
-                    move |n: &scanemu::personality::native::DeviceNote| {
+                    move |n: &scanemu::personality::DeviceNote| {
                         let line = serde_json::json!({
                             "at_us": n.at.total_micros(),
-                            "what": n.what,
+                            "what": n.kind,
                             "page": n.page,
                             "value": n.value,
-                            "detail": n.detail,
+                            "detail": n.detail.to_string(),
                         });
                         let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
                         // A full disk loses trace lines, not the device.

@@ -30,7 +30,7 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
-use crate::personality::native::DeviceNote;
+use crate::personality::DeviceNote;
 use crate::time::Instant;
 use crate::usb::hc::ENUMERATION_ADDRESS;
 use crate::usb::speed::Speed;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
-use crate::personality::native::DeviceNote;
+use crate::personality::{DeviceNote, NoteKind};
 use crate::time::Instant;
 use crate::usb::hc::SetupPacket;
 use crate::usb::speed::Speed;
@@ -252,8 +252,9 @@ impl Transaction {
 pub struct RecordedNote {
     /// Microseconds since the session started.
     pub at_us: u64,
-    /// What happened (`band-ready`, `motor-stopped`, ...).
-    pub what: String,
+    /// What happened (`band-ready`, `motor-stopped`, ...), as JSON field `what`.
+    #[serde(rename = "what")]
+    pub kind: NoteKind,
     /// Page concerned.
     pub page: u16,
     /// Band index, endpoint, count: depends on `what`.
@@ -801,10 +802,10 @@ impl HostObserver for RecordingObserver {
     fn device(&self, note: &DeviceNote) {
         self.recording.borrow_mut().notes.push(RecordedNote {
             at_us: note.at.total_micros(),
-            what: note.what.to_string(),
+            kind: note.kind,
             page: note.page,
             value: note.value,
-            detail: note.detail.clone(),
+            detail: note.detail.to_string(),
         });
         let inner = self.inner.borrow().clone();
         if let Some(inner) = inner {

@@ -49,7 +49,7 @@ use crate::host::{
 use crate::personality::native::protocol::{
     self, DeviceState, DeviceStatus, Event, EventCode, ScanError, ScanStatus,
 };
-use crate::personality::native::DeviceNote;
+use crate::personality::{DeviceNote, NoteKind};
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
 use crate::usb::hc::{request as std_request, SetupPacket};
@@ -264,14 +264,11 @@ impl State {
         }
     }
 
-    fn note(&self, at: Instant, what: &'static str, detail: String) {
+    fn note(&self, at: Instant, kind: NoteKind, detail: String) {
         if let Some(obs) = &self.observer {
             obs.device(&DeviceNote {
-                at,
-                what,
-                page: 0,
-                value: 0,
-                detail,
+                detail: detail.into(),
+                ..DeviceNote::new(at, kind)
             });
         }
     }
@@ -316,7 +313,7 @@ impl State {
             expected: expected.map_or_else(|| "nothing more".to_string(), describe_transaction),
             got: got_text,
         };
-        self.note(at, "replay-divergence", d.to_string());
+        self.note(at, NoteKind::ReplayDivergence, d.to_string());
         self.divergence = Some(d);
         self.changed();
     }
@@ -482,7 +479,7 @@ impl ReplayHost {
                 st.cancel = Some(SyntheticCancel { idle_at, events });
                 st.note(
                     now,
-                    "replay-cancel",
+                    NoteKind::ReplayCancel,
                     format!(
                         "the recording holds no CANCEL here: answered by the native protocol \
                          (no more band data, Busy until {} us, then OK)",
@@ -493,7 +490,7 @@ impl ReplayHost {
             } else {
                 st.note(
                     now,
-                    "replay-cancel",
+                    NoteKind::ReplayCancel,
                     "the recording holds no CANCEL here and no band data is left: \
                      acknowledged with no effect, as an idle device does"
                         .into(),

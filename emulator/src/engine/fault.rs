@@ -262,7 +262,33 @@ pub enum FaultKind {
     DisconnectOnCancel,
 }
 
+impl FaultKind {
+    /// The kebab-case name device notes and traces spell the fault with (`cancel-button`;
+    /// profiles spell it in snake case, `cancel_button`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FaultKind::Stall => "stall",
+            FaultKind::Disconnect => "disconnect",
+            FaultKind::LateBand => "late-band",
+            FaultKind::SlowAck => "slow-ack",
+            FaultKind::ShortBand => "short-band",
+            FaultKind::PaperJam => "paper-jam",
+            FaultKind::CoverOpen => "cover-open",
+            FaultKind::CancelButton => "cancel-button",
+            FaultKind::IgnoreCancel => "ignore-cancel",
+            FaultKind::SlowCancel => "slow-cancel",
+            FaultKind::StallOnCancel => "stall-on-cancel",
+            FaultKind::DisconnectOnCancel => "disconnect-on-cancel",
+        }
+    }
+}
+
 impl Fault {
+    /// The kebab-case name of its kind: [`FaultKind::name`].
+    pub const fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
     /// The kind of this fault.
     pub const fn kind(&self) -> FaultKind {
         match self {

@@ -49,6 +49,7 @@
 //! `slow_cancel` (a longer motor stop), `stall_on_cancel` and `disconnect_on_cancel` (the cancel
 //! becomes a device-side abort: [`CancelOutcome::Faulted`]).
 
+pub mod config;
 mod fault;
 mod image;
 mod job;
@@ -56,12 +57,12 @@ mod rng;
 
 use std::collections::VecDeque;
 
+pub use self::config::{Adf, Optics, Timing};
 pub use self::fault::{Fault, FaultKind};
 pub use self::image::{pattern_line, ImageError, ImageSource, PnmImage};
 pub use self::job::{JobError, ScanJob, ScanMode, ScanSource};
 pub use self::rng::SplitMix64;
 
-use crate::profile::{Adf, Optics, Profile, Timing};
 use crate::time::{Duration, Instant};
 
 /// A band of consecutive lines of one page: the unit the device buffers and sends.
@@ -248,18 +249,19 @@ pub struct ScanEngine {
 }
 
 impl ScanEngine {
-    /// An idle engine with the profile's optics, timing, feeder (with its loaded sheets),
-    /// faults and jitter seed, serving the test pattern.
-    pub fn new(profile: &Profile) -> ScanEngine {
-        let adf = profile.optics.adf.clone();
+    /// An idle engine with these optics, feeder (with its loaded sheets), timing (and its
+    /// jitter seed) and faults, serving the test pattern. A device profile builds one with
+    /// [`Profile::engine`](crate::profile::Profile::engine).
+    pub fn new(optics: &Optics, timing: &Timing, faults: &[Fault]) -> ScanEngine {
+        let adf = optics.adf.clone();
         ScanEngine {
-            optics: profile.optics.clone(),
-            timing: profile.timing.clone(),
+            optics: optics.clone(),
+            timing: timing.clone(),
             sheets: adf.as_ref().map_or(0, |a| a.loaded_sheets),
             adf,
-            fired: vec![false; profile.faults.len()],
-            faults: profile.faults.clone(),
-            rng: SplitMix64::new(profile.timing.jitter_seed),
+            fired: vec![false; faults.len()],
+            faults: faults.to_vec(),
+            rng: SplitMix64::new(timing.jitter_seed),
             image: ImageSource::Pattern,
             state: EngineState::Idle,
             job: None,
@@ -280,7 +282,7 @@ impl ScanEngine {
             pages_done: 0,
             line_buf: Vec::new(),
             line_key: None,
-            band_lines: profile.timing.band_lines,
+            band_lines: timing.band_lines,
         }
     }
 
@@ -319,6 +321,11 @@ impl ScanEngine {
     /// The timing the engine runs with.
     pub fn timing(&self) -> &Timing {
         &self.timing
+    }
+
+    /// What the optics and paper path can do.
+    pub fn optics(&self) -> &Optics {
+        &self.optics
     }
 
     /// Where the engine is.

@@ -240,7 +240,7 @@ pub trait HostObserver {
     /// A host operation finished.
     fn transfer(&self, record: &TransferRecord<'_>);
     /// The device did something.
-    fn device(&self, note: &crate::personality::native::DeviceNote);
+    fn device(&self, note: &crate::personality::DeviceNote);
 }
 
 /// How a transfer ended, without its payload: what a [`TransferRecord`] carries.

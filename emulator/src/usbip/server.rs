@@ -49,7 +49,7 @@ use super::protocol::{
 use crate::capture::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::device::Device;
 use crate::engine::Fault;
-use crate::personality::native::DeviceNote;
+use crate::personality::DeviceNote;
 use crate::profile::Profile;
 use crate::time::{Duration, Instant};
 use crate::usb::hc::{

@@ -165,11 +165,11 @@ pub async fn sleep_until(host: &InProcessHost, at: Instant) {
 
 /// Collects the device notes a host reports.
 #[derive(Default)]
-pub struct Notes(pub std::cell::RefCell<Vec<scanemu::personality::native::DeviceNote>>);
+pub struct Notes(pub std::cell::RefCell<Vec<scanemu::personality::DeviceNote>>);
 
 impl scanemu::host::HostObserver for Notes {
     fn transfer(&self, _record: &scanemu::host::TransferRecord<'_>) {}
-    fn device(&self, note: &scanemu::personality::native::DeviceNote) {
+    fn device(&self, note: &scanemu::personality::DeviceNote) {
         self.0.borrow_mut().push(note.clone());
     }
 }
@@ -187,7 +187,7 @@ impl Notes {
         self.0
             .borrow()
             .iter()
-            .map(|n| (n.what, n.detail.clone()))
+            .map(|n| (n.kind.name(), n.detail.to_string()))
             .collect()
     }
 }

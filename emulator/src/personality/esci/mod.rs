@@ -24,12 +24,13 @@ use usb_device::class_prelude::*;
 use usb_device::descriptor::lang_id::LangID;
 use usb_device::UsbError;
 
+use crate::engine::Optics;
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, ScanMode, ScanSource,
 };
 use crate::personality::native::protocol;
-use crate::personality::native::{engine_note, DeviceNote};
-use crate::profile::{EsciConfig, EsciLevel, Optics, Profile};
+use crate::personality::{engine_note, AnswerAt, DeviceNote, IdleCause, NoteDetail, NoteKind};
+use crate::profile::{EsciConfig, EsciLevel, Profile};
 use crate::time::Instant;
 use crate::usb::bus::FlushFifo;
 
@@ -225,7 +226,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             iface_string: alloc.string(),
             data_in,
             data_out,
-            engine: ScanEngine::new(profile),
+            engine: profile.engine(),
             config: config.clone(),
             optics: profile.optics.clone(),
             band_lines: profile.timing.band_lines,
@@ -305,14 +306,20 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             self.halted = false;
             self.note(
                 self.now,
-                "halt-cleared",
+                NoteKind::HaltCleared,
                 0,
                 u64::from(protocol::EP_DATA_IN),
-                String::new(),
+                NoteDetail::None,
             );
             self.engine.reset(self.now);
             self.scan = None;
-            self.note(self.now, "idle", 0, 0, "halt cleared".into());
+            self.note(
+                self.now,
+                NoteKind::Idle,
+                0,
+                0,
+                NoteDetail::Idle(IdleCause::HaltCleared),
+            );
         }
     }
 
@@ -335,10 +342,10 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         self.feed();
     }
 
-    fn note(&mut self, at: Instant, what: &'static str, page: u16, value: u64, detail: String) {
+    fn note(&mut self, at: Instant, kind: NoteKind, page: u16, value: u64, detail: NoteDetail) {
         self.notes.push(DeviceNote {
             at,
-            what,
+            kind,
             page,
             value,
             detail,
@@ -362,10 +369,10 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         let (page, band) = fault.position().unwrap_or((0, 0));
         self.note(
             at,
-            "fault",
+            NoteKind::Fault,
             page,
             u64::from(band),
-            crate::personality::native::fault_name(&fault).to_string(),
+            NoteDetail::Fault(fault),
         );
         let ext = self.scan.is_some_and(|s| s.ext);
         match fault {
@@ -397,7 +404,13 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         self.data_in.stall();
         self.abandon_output();
         self.halted = true;
-        self.note(at, "halted", 0, 0, "0x81".into());
+        self.note(
+            at,
+            NoteKind::Halted,
+            0,
+            0,
+            NoteDetail::Endpoints(vec![protocol::EP_DATA_IN]),
+        );
     }
 
     /// Drops every reply not yet taken by the host, including the packet in the FIFO.
@@ -575,10 +588,10 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         let bytes = band.map_or(0, |b| b.bytes);
         self.note(
             self.now,
-            "block-sent",
+            NoteKind::BlockSent,
             band.map_or(0, |b| b.page),
             u64::from(number),
-            format!("bytes={bytes} status=0x{status:02x}"),
+            format!("bytes={bytes} status=0x{status:02x}").into(),
         );
         if band.is_some() {
             // Contract: the engine is polled up to now before band_taken.
@@ -590,7 +603,13 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         if last && band.is_some() {
             // The host acknowledges every block but the last.
             self.scan = None;
-            self.note(self.now, "idle", 0, 0, "last block sent".into());
+            self.note(
+                self.now,
+                NoteKind::Idle,
+                0,
+                0,
+                NoteDetail::Idle(IdleCause::LastBlockSent),
+            );
             return;
         }
         scan.state = ScanState::AwaitAck;
@@ -606,12 +625,17 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         });
         if let Some(delay_us) = slow {
             self.hold_out_until = Some(self.now + crate::time::Duration::from_micros(delay_us));
+            let fault = Fault::SlowAck {
+                page,
+                band: number,
+                delay_us,
+            };
             self.note(
                 self.now,
-                "fault",
+                NoteKind::Fault,
                 page,
                 u64::from(number),
-                format!("slow-ack {delay_us} us"),
+                NoteDetail::Fault(fault),
             );
         }
     }
@@ -651,7 +675,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                     self.leave_scan_for_command();
                     self.note(
                         self.now,
-                        "nak-sent",
+                        NoteKind::NakSent,
                         0,
                         u64::from(b0),
                         "unknown byte".into(),
@@ -676,7 +700,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         self.drain_engine();
         self.note(
             self.now,
-            "scan-abandoned",
+            NoteKind::ScanAbandoned,
             0,
             u64::from(scan.sent),
             format!(
@@ -686,15 +710,20 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                     (_, true) => "while a block was unread",
                     _ => "before the next block",
                 }
-            ),
+            )
+            .into(),
         );
     }
 
     /// ACK or CAN from the host.
     fn host_byte(&mut self, byte: u8) {
-        let name = if byte == ACK { "ack" } else { "can" };
+        let kind = if byte == ACK {
+            NoteKind::Ack
+        } else {
+            NoteKind::Can
+        };
         let Some(mut scan) = self.scan else {
-            self.note(self.now, name, 0, 0, "no scan running".into());
+            self.note(self.now, kind, 0, 0, NoteDetail::Answer(AnswerAt::NoScan));
             if byte == CAN {
                 // Nothing to abort; answer so that the host's read of the answer returns.
                 self.reply(vec![ACK]);
@@ -704,12 +733,26 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         if scan.state != ScanState::AwaitAck {
             // The block is not all sent: the host is ahead of the data (a protocol error on its
             // side). The device keeps sending; a CAN still aborts.
-            self.note(self.now, name, 0, u64::from(scan.sent), "mid-block".into());
+            let sent = u64::from(scan.sent);
+            self.note(
+                self.now,
+                kind,
+                0,
+                sent,
+                NoteDetail::Answer(AnswerAt::MidBlock),
+            );
             if byte == ACK {
                 return;
             }
         } else {
-            self.note(self.now, name, 0, u64::from(scan.sent), String::new());
+            let sent = u64::from(scan.sent);
+            self.note(
+                self.now,
+                kind,
+                0,
+                sent,
+                NoteDetail::Answer(AnswerAt::AfterBlock),
+            );
         }
         if byte == ACK {
             scan.state = ScanState::WantBlock;
@@ -743,7 +786,13 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
     /// A two-byte command.
     fn command(&mut self, fs: bool, letter: u8) {
         let name = command_name(fs, letter);
-        self.note(self.now, "command", 0, u64::from(letter), name.clone());
+        self.note(
+            self.now,
+            NoteKind::Command,
+            0,
+            u64::from(letter),
+            name.clone().into(),
+        );
         let ext = self.config.level == EsciLevel::B7;
         if fs {
             if !ext {
@@ -780,7 +829,13 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
     }
 
     fn nak(&mut self, name: &str, why: &str) {
-        self.note(self.now, "nak-sent", 0, 0, format!("{name}: {why}"));
+        self.note(
+            self.now,
+            NoteKind::NakSent,
+            0,
+            0,
+            format!("{name}: {why}").into(),
+        );
         self.reply(vec![NAK]);
     }
 
@@ -809,10 +864,10 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             Ok(detail) => {
                 self.note(
                     self.now,
-                    "param",
+                    NoteKind::Param,
                     0,
                     u64::from(cmd),
-                    format!("{name} {detail}"),
+                    format!("{name} {detail}").into(),
                 );
                 self.reply(vec![ACK]);
             }
@@ -922,7 +977,13 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         if matches!(self.engine.state(), EngineState::Cancelling { .. }) {
             // The motor is still stopping: the answer comes when it has.
             self.deferred_start = Some(ext);
-            self.note(self.now, "start-deferred", 0, 0, "motor stopping".into());
+            self.note(
+                self.now,
+                NoteKind::StartDeferred,
+                0,
+                0,
+                "motor stopping".into(),
+            );
             return;
         }
         let lines = self.band_lines.min(params.lcount).max(1);
@@ -955,10 +1016,10 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 }
                 self.note(
                     self.now,
-                    "blocks-planned",
+                    NoteKind::BlocksPlanned,
                     0,
                     u64::from(blocks),
-                    format!("lines={lines} bytes_per_line={bpl}"),
+                    format!("lines={lines} bytes_per_line={bpl}").into(),
                 );
             }
             Err(e) => self.refuse_start(ext, &e.to_string()),
@@ -966,7 +1027,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
     }
 
     fn refuse_start(&mut self, ext: bool, why: &str) {
-        self.note(self.now, "start-refused", 0, 0, why.to_string());
+        self.note(self.now, NoteKind::StartRefused, 0, 0, why.into());
         if ext {
             let mut r = vec![STX, BLOCK_FATAL_ERROR];
             r.extend_from_slice(&[0; 12]);
@@ -1117,7 +1178,7 @@ impl<B: UsbBus + FlushFifo> UsbClass<B> for EsciFunction<'_, B> {
         self.phase = Phase::Command;
         self.halted = false;
         self.deferred_start = None;
-        self.note(self.now, "reset", 0, 0, "bus reset".into());
+        self.note(self.now, NoteKind::Reset, 0, 0, "bus reset".into());
     }
 
     fn endpoint_in_complete(&mut self, addr: EndpointAddress) {

@@ -9,7 +9,7 @@
 //!
 //! Time enters through [`ScannerFunction::set_now`], called by the surrounding
 //! [`crate::device::Device`] before every poll. Everything that happens is also written to a
-//! log of [`DeviceNote`]s, which hosts turn into trace events.
+//! log of [`DeviceNote`](crate::personality::DeviceNote)s, which hosts turn into trace events.
 
 pub mod protocol;
 
@@ -21,6 +21,7 @@ use usb_device::control::{Recipient, RequestType};
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, StartError,
 };
+use crate::personality::{engine_note, DeviceNote, IdleCause, NoteDetail, NoteKind};
 use crate::profile::Profile;
 use crate::time::Instant;
 use crate::usb::bus::FlushFifo;
@@ -33,25 +34,6 @@ use usb_device::UsbError;
 
 /// Events queued for the interrupt endpoint before the oldest are dropped.
 const EVENT_QUEUE: usize = 32;
-
-/// Something the device did, for traces: `what` is a stable kebab-case name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceNote {
-    /// When it happened (the engine's scheduled time, or the request's time).
-    pub at: Instant,
-    /// scan-started, warmup-done, band-ready, band-sent, page-end, page-feed, feeder-empty,
-    /// scan-complete, cancel-requested, cancel-ignored, motor-stopped, fault, halted,
-    /// halt-cleared, idle, reset, disconnected, start-refused, buffer-full, resumed; the ESC/I
-    /// personality adds command, param, nak-sent, blocks-planned, block-sent, ack, can,
-    /// scan-abandoned and start-deferred.
-    pub what: &'static str,
-    /// Page concerned.
-    pub page: u16,
-    /// Band index, endpoint, count: depends on `what`.
-    pub value: u64,
-    /// Extra detail, possibly empty.
-    pub detail: String,
-}
 
 /// The band being streamed on bulk IN.
 #[derive(Clone, Copy, Debug)]
@@ -89,7 +71,7 @@ pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
     disconnect: bool,
     flush_data_in: bool,
     flush_events: bool,
-    optics: crate::profile::Optics,
+    optics: crate::engine::Optics,
     notes: Vec<DeviceNote>,
 }
 
@@ -148,7 +130,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             data_in,
             data_out,
             events,
-            engine: ScanEngine::new(profile),
+            engine: profile.engine(),
             caps,
             params: None,
             now: Instant::ZERO,
@@ -204,10 +186,10 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         &self.halted
     }
 
-    fn note(&mut self, at: Instant, what: &'static str, page: u16, value: u64, detail: String) {
+    fn note(&mut self, at: Instant, kind: NoteKind, page: u16, value: u64, detail: NoteDetail) {
         self.notes.push(DeviceNote {
             at,
-            what,
+            kind,
             page,
             value,
             detail,
@@ -237,12 +219,24 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             if is_stalled(ep) {
                 self.halted.push(ep);
             } else {
-                self.note(self.now, "halt-cleared", 0, u64::from(ep), String::new());
+                self.note(
+                    self.now,
+                    NoteKind::HaltCleared,
+                    0,
+                    u64::from(ep),
+                    NoteDetail::None,
+                );
             }
         }
         if self.halted.is_empty() {
             self.engine.reset(self.now);
-            self.note(self.now, "idle", 0, 0, "both halts cleared".into());
+            self.note(
+                self.now,
+                NoteKind::Idle,
+                0,
+                0,
+                NoteDetail::Idle(IdleCause::HaltsCleared),
+            );
         }
     }
 
@@ -263,8 +257,13 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         }
         self.drop_stream();
         self.halted = eps.to_vec();
-        let list: Vec<String> = eps.iter().map(|e| format!("0x{e:02x}")).collect();
-        self.note(at, "halted", 0, 0, list.join(","));
+        self.note(
+            at,
+            NoteKind::Halted,
+            0,
+            0,
+            NoteDetail::Endpoints(eps.to_vec()),
+        );
     }
 
     fn on_engine_event(&mut self, at: Instant, kind: EventKind) {
@@ -304,8 +303,13 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
 
     fn on_fault(&mut self, at: Instant, fault: Fault) {
         let (page, band) = fault.position().unwrap_or((0, 0));
-        let name = fault_name(&fault);
-        self.note(at, "fault", page, u64::from(band), name.to_string());
+        self.note(
+            at,
+            NoteKind::Fault,
+            page,
+            u64::from(band),
+            NoteDetail::Fault(fault),
+        );
         let both = [protocol::EP_DATA_IN, protocol::EP_DATA_OUT];
         let (error, halt): (ScanError, &[u8]) = match fault {
             Fault::Stall { .. } => (ScanError::DataStall, &both[..1]),
@@ -408,10 +412,10 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             let band = st.band;
             self.note(
                 self.now,
-                "band-sent",
+                NoteKind::BandSent,
                 band.page,
                 u64::from(band.index),
-                format!("seq={}", band.seq),
+                NoteDetail::Text(format!("seq={}", band.seq)),
             );
             // Contract: the engine is polled up to now before band_taken.
             while let Some(ev) = self.engine.poll(self.now) {
@@ -422,7 +426,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 self.on_engine_event(ev.at, ev.kind);
             }
             if self.engine.state() == EngineState::Idle && self.error == ScanError::None {
-                self.note(self.now, "drained", 0, 0, String::new());
+                self.note(self.now, NoteKind::Drained, 0, 0, NoteDetail::None);
             }
         } else {
             // A full last packet is followed by a ZLP (`sent == bytes`, `last_packet == mps`).
@@ -527,7 +531,13 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                     } else {
                         "not idle"
                     };
-                    self.note(now, "start-refused", 0, 0, format!("SET_PARAMS: {why}"));
+                    self.note(
+                        now,
+                        NoteKind::StartRefused,
+                        0,
+                        0,
+                        format!("SET_PARAMS: {why}").into(),
+                    );
                     return Err(());
                 }
                 self.params = Some(params.job);
@@ -536,11 +546,11 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             protocol::REQ_START_SCAN => {
                 let Some(job) = self.params else {
                     self.error = ScanError::BadRequest;
-                    self.note(now, "start-refused", 0, 0, "no parameters".into());
+                    self.note(now, NoteKind::StartRefused, 0, 0, "no parameters".into());
                     return Err(());
                 };
                 if !self.halted.is_empty() {
-                    self.note(now, "start-refused", 0, 0, "endpoints halted".into());
+                    self.note(now, NoteKind::StartRefused, 0, 0, "endpoints halted".into());
                     return Err(());
                 }
                 match self.engine.start(now, job) {
@@ -564,7 +574,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                             // Busy: the running job's error stays what it is.
                             StartError::Busy => {}
                         }
-                        self.note(now, "start-refused", 0, 0, e.to_string());
+                        self.note(now, NoteKind::StartRefused, 0, 0, e.to_string().into());
                         Err(())
                     }
                 }
@@ -601,86 +611,15 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 } else {
                     ScanError::None
                 };
-                self.note(now, "reset", 0, 0, String::new());
+                self.note(now, NoteKind::Reset, 0, 0, NoteDetail::None);
                 Ok(())
             }
             _ => Err(()),
         }
     }
 
-    fn engine_optics(&self) -> crate::profile::Optics {
+    fn engine_optics(&self) -> crate::engine::Optics {
         self.optics.clone()
-    }
-}
-
-/// The note an engine event is written as, for every personality: `None` for faults, which
-/// each function notes itself with what it did about them. `job` is the value of
-/// `scan-started`.
-pub(crate) fn engine_note(at: Instant, kind: &EventKind, job: u64) -> Option<DeviceNote> {
-    let note = |what, page, value, detail| DeviceNote {
-        at,
-        what,
-        page,
-        value,
-        detail,
-    };
-    Some(match *kind {
-        EventKind::ScanStarted => note("scan-started", 0, job, String::new()),
-        EventKind::WarmupDone => note("warmup-done", 0, 0, String::new()),
-        EventKind::BandReady(band) => note(
-            "band-ready",
-            band.page,
-            u64::from(band.index),
-            format!(
-                "seq={} lines={}..{} bytes={}",
-                band.seq,
-                band.first_line,
-                band.first_line + band.lines,
-                band.bytes
-            ),
-        ),
-        EventKind::PageEnd { page } => note("page-end", page, 0, String::new()),
-        EventKind::PageFeed { page } => note("page-feed", page, 0, String::new()),
-        EventKind::FeederEmpty { pages_scanned } => note(
-            "feeder-empty",
-            pages_scanned,
-            u64::from(pages_scanned),
-            String::new(),
-        ),
-        EventKind::ScanComplete { pages } => {
-            note("scan-complete", pages, u64::from(pages), String::new())
-        }
-        EventKind::CancelRequested { motor_stop_us } => {
-            note("cancel-requested", 0, motor_stop_us, String::new())
-        }
-        EventKind::CancelIgnored => note("cancel-ignored", 0, 0, String::new()),
-        EventKind::MotorStopped { bands_discarded } => note(
-            "motor-stopped",
-            0,
-            u64::from(bands_discarded),
-            String::new(),
-        ),
-        EventKind::BufferFull => note("buffer-full", 0, 0, String::new()),
-        EventKind::Resumed => note("resumed", 0, 0, String::new()),
-        EventKind::Fault(_) => return None,
-    })
-}
-
-/// The kebab-case name of a fault, as device notes spell it.
-pub(crate) fn fault_name(fault: &Fault) -> &'static str {
-    match fault {
-        Fault::Stall { .. } => "stall",
-        Fault::Disconnect { .. } => "disconnect",
-        Fault::LateBand { .. } => "late-band",
-        Fault::SlowAck { .. } => "slow-ack",
-        Fault::ShortBand { .. } => "short-band",
-        Fault::PaperJam { .. } => "paper-jam",
-        Fault::CoverOpen { .. } => "cover-open",
-        Fault::CancelButton { .. } => "cancel-button",
-        Fault::IgnoreCancel => "ignore-cancel",
-        Fault::SlowCancel { .. } => "slow-cancel",
-        Fault::StallOnCancel => "stall-on-cancel",
-        Fault::DisconnectOnCancel => "disconnect-on-cancel",
     }
 }
 
@@ -714,7 +653,7 @@ impl<B: UsbBus + FlushFifo> UsbClass<B> for ScannerFunction<'_, B> {
         self.halted.clear();
         self.queue.clear();
         self.event_in_flight = false;
-        self.note(self.now, "reset", 0, 0, "bus reset".into());
+        self.note(self.now, NoteKind::Reset, 0, 0, "bus reset".into());
     }
 
     fn control_out(&mut self, xfer: ControlOut<B>) {
