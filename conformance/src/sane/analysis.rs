@@ -9,6 +9,8 @@
 //! This module knows no rule and no scenario: the rules ([`super::rules`]) and the runner
 //! ([`super::runner`], which stores [`cancel_latencies`] with each run) both build on it.
 
+use scanemu::personality::NoteKind;
+
 use super::ffi::Status;
 use super::trace::{Call, CancelLatency, DeviceEvent, Op, SaneTrace};
 
@@ -111,13 +113,13 @@ impl<'a> TraceView<'a> {
 /// Whether a device note ends the device's scan, and how (`can`, `abandoned`, `completed`,
 /// `halted`, `reset`, `disconnected`).
 pub fn scan_end(d: &DeviceEvent) -> Option<&'static str> {
-    match d.what.as_str() {
-        "can" if d.detail != "no scan running" => Some("can"),
-        "scan-abandoned" => Some("abandoned"),
-        "idle" if d.detail == "last block sent" => Some("completed"),
-        "halted" => Some("halted"),
-        "reset" => Some("reset"),
-        "disconnected" => Some("disconnected"),
+    match d.kind {
+        NoteKind::Can if d.detail != "no scan running" => Some("can"),
+        NoteKind::ScanAbandoned => Some("abandoned"),
+        NoteKind::Idle if d.detail == "last block sent" => Some("completed"),
+        NoteKind::Halted => Some("halted"),
+        NoteKind::Reset => Some("reset"),
+        NoteKind::Disconnected => Some("disconnected"),
         _ => None,
     }
 }
@@ -126,7 +128,7 @@ pub fn scan_end(d: &DeviceEvent) -> Option<&'static str> {
 pub fn device_scan_at(device: &[DeviceEvent], t: u64) -> Option<usize> {
     let start = device
         .iter()
-        .rposition(|d| d.what == "blocks-planned" && d.at_us <= t)?;
+        .rposition(|d| d.kind == NoteKind::BlocksPlanned && d.at_us <= t)?;
     let ended = device[start + 1..]
         .iter()
         .any(|d| d.at_us <= t && scan_end(d).is_some());
@@ -190,7 +192,7 @@ pub fn cancel_latencies(trace: &SaneTrace) -> Vec<CancelLatency> {
         let until = end.map_or(u64::MAX, |(_, d)| d.at_us);
         let blocks = device[start + 1..]
             .iter()
-            .filter(|d| d.what == "block-sent" && d.at_us >= t && d.at_us <= until)
+            .filter(|d| d.kind == NoteKind::BlockSent && d.at_us >= t && d.at_us <= until)
             .count();
         let ended_by = match end {
             None => "never".to_string(),
@@ -198,7 +200,7 @@ pub fn cancel_latencies(trace: &SaneTrace) -> Vec<CancelLatency> {
                 Some("abandoned") => {
                     let by = device[i + 1..]
                         .iter()
-                        .find(|c| c.what == "command")
+                        .find(|c| c.kind == NoteKind::Command)
                         .map_or_else(|| "a command".to_string(), |c| c.detail.clone());
                     format!("abandoned by {by}")
                 }

@@ -138,7 +138,7 @@ impl Emulator {
         config.notes = Some(Arc::new(move |n: &DeviceNote| {
             let event = DeviceEvent {
                 at_us: n.at.total_micros(),
-                what: n.kind.name().to_string(),
+                kind: n.kind,
                 value: n.value,
                 detail: n.detail.to_string(),
             };

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use scanemu::personality::NoteKind;
 use serde::{Deserialize, Serialize};
 
 use super::ffi::{Parameters, Status};
@@ -222,38 +223,41 @@ pub fn frame_name(format: i32) -> String {
 /// A note of the emulated scanner (actor `device`), on the trace's clock: what the device
 /// saw and did on the wire (command, param, nak-sent, blocks-planned, block-sent, ack, can,
 /// scan-abandoned, start-deferred, …) and in its engine (band-ready, motor-stopped,
-/// scan-complete, fault, halted, …). See `scanemu::personality::DeviceNote`.
+/// scan-complete, fault, halted, …), typed by its [`NoteKind`]. See
+/// `scanemu::personality::DeviceNote`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceEvent {
     /// When (µs since the run began).
     pub at_us: u64,
-    /// The note's name.
-    pub what: String,
-    /// Block number, command letter, count: depends on `what`.
+    /// What the note is.
+    pub kind: NoteKind,
+    /// Block number, command letter, count: depends on `kind`.
     pub value: u64,
-    /// Extra detail, possibly empty (a command's name for `command`).
+    /// The note's detail as traces show it, possibly empty (a command's name for `command`).
     pub detail: String,
 }
 
 impl DeviceEvent {
     /// One short deterministic description: `block-sent #3`, `command FS G`, `can`, …
     pub fn label(&self) -> String {
-        match self.what.as_str() {
-            "command" => format!("command {}", self.detail),
-            "ack" | "can" => {
+        let name = self.kind.name();
+        match self.kind {
+            NoteKind::Command => format!("command {}", self.detail),
+            NoteKind::Ack | NoteKind::Can => {
                 if self.detail.is_empty() {
-                    self.what.clone()
+                    name.to_string()
                 } else {
-                    format!("{} ({})", self.what, self.detail)
+                    format!("{name} ({})", self.detail)
                 }
             }
-            "block-sent" => format!("block-sent #{}", self.value),
-            "blocks-planned" => format!("blocks-planned {}", self.value),
-            "fault" | "nak-sent" | "start-refused" | "start-deferred" => {
-                format!("{} ({})", self.what, self.detail)
-            }
-            "motor-stopped" => format!("motor-stopped (bands discarded {})", self.value),
-            _ => self.what.clone(),
+            NoteKind::BlockSent => format!("block-sent #{}", self.value),
+            NoteKind::BlocksPlanned => format!("blocks-planned {}", self.value),
+            NoteKind::Fault
+            | NoteKind::NakSent
+            | NoteKind::StartRefused
+            | NoteKind::StartDeferred => format!("{name} ({})", self.detail),
+            NoteKind::MotorStopped => format!("motor-stopped (bands discarded {})", self.value),
+            _ => name.to_string(),
         }
     }
 
@@ -262,21 +266,21 @@ impl DeviceEvent {
     /// not: they depend on the wall clock).
     pub fn is_wire(&self) -> bool {
         matches!(
-            self.what.as_str(),
-            "command"
-                | "param"
-                | "nak-sent"
-                | "blocks-planned"
-                | "block-sent"
-                | "ack"
-                | "can"
-                | "scan-abandoned"
-                | "start-refused"
-                | "fault"
-                | "halted"
-                | "halt-cleared"
-                | "reset"
-                | "disconnected"
+            self.kind,
+            NoteKind::Command
+                | NoteKind::Param
+                | NoteKind::NakSent
+                | NoteKind::BlocksPlanned
+                | NoteKind::BlockSent
+                | NoteKind::Ack
+                | NoteKind::Can
+                | NoteKind::ScanAbandoned
+                | NoteKind::StartRefused
+                | NoteKind::Fault
+                | NoteKind::Halted
+                | NoteKind::HaltCleared
+                | NoteKind::Reset
+                | NoteKind::Disconnected
         )
     }
 }
@@ -407,10 +411,10 @@ impl SaneTrace {
         let mut i = 0;
         while i < wire.len() {
             let d = wire[i];
-            let acked = d.what == "block-sent"
+            let acked = d.kind == NoteKind::BlockSent
                 && wire
                     .get(i + 1)
-                    .is_some_and(|n| n.what == "ack" && n.detail.is_empty());
+                    .is_some_and(|n| n.kind == NoteKind::Ack && n.detail.is_empty());
             if acked {
                 run = Some(match run {
                     Some((a, b)) if b + 1 == d.value => (a, d.value),

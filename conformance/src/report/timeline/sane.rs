@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use super::{
     escape, glyph, render, Dot, Glyph, Lane, Layout, Mark, Picture, Shape, SvgOptions, RIGHT_PAD,
 };
+use scanemu::personality::NoteKind;
+
 use crate::sane::analysis::{is_cancel, scan_end};
 use crate::sane::ffi::Status;
 use crate::sane::trace::{Call, DeviceEvent, Op, SaneTrace, Thread};
@@ -133,13 +135,13 @@ impl Picture for SanePicture<'_> {
         let mut scan: Option<usize> = None;
         for (k, d) in device.iter().enumerate() {
             let x = layout.x[first + k];
-            if d.what == "blocks-planned" {
+            if d.kind == NoteKind::BlocksPlanned {
                 scan = Some(k);
             } else if let Some(s) = scan.filter(|_| scan_end(d).is_some()) {
                 motor_bar(&mut out, layout.x[first + s], x, dev_y);
                 scan = None;
             }
-            if d.what == "block-sent" {
+            if d.kind == NoteKind::BlockSent {
                 let since = scan.map_or(0, |s| device[s].at_us);
                 let late = cancels.iter().any(|t| *t >= since && *t <= d.at_us);
                 let _ = write!(
@@ -228,17 +230,17 @@ fn call_glyph(c: &Call) -> Glyph {
 }
 
 fn device_glyph(d: &DeviceEvent) -> Glyph {
-    match d.what.as_str() {
-        "block-sent" => glyph(Shape::Tick, "neutral", None, 0),
-        "can" => glyph(Shape::Diamond, "wire-cancel", Some("CAN".into()), 2),
-        "blocks-planned" => glyph(Shape::StartTri, "motor-run", Some("scan".into()), 1),
-        "scan-abandoned" => glyph(Shape::Square, "sfalse", Some("scan abandoned".into()), 2),
-        "fault" | "halted" | "disconnected" | "start-refused" => {
+    match d.kind {
+        NoteKind::BlockSent => glyph(Shape::Tick, "neutral", None, 0),
+        NoteKind::Can => glyph(Shape::Diamond, "wire-cancel", Some("CAN".into()), 2),
+        NoteKind::BlocksPlanned => glyph(Shape::StartTri, "motor-run", Some("scan".into()), 1),
+        NoteKind::ScanAbandoned => glyph(Shape::Square, "sfalse", Some("scan abandoned".into()), 2),
+        NoteKind::Fault | NoteKind::Halted | NoteKind::Disconnected | NoteKind::StartRefused => {
             glyph(Shape::Cross, "err", Some(d.label()), 2)
         }
-        "command" => glyph(Shape::Circle, "neutral", Some(d.detail.clone()), 0),
-        "idle" | "motor-stopped" | "scan-complete" => {
-            glyph(Shape::Circle, "ok", Some(d.what.clone()), 1)
+        NoteKind::Command => glyph(Shape::Circle, "neutral", Some(d.detail.clone()), 0),
+        NoteKind::Idle | NoteKind::MotorStopped | NoteKind::ScanComplete => {
+            glyph(Shape::Circle, "ok", Some(d.kind.name().into()), 1)
         }
         _ => glyph(Shape::Circle, "neutral", None, 0),
     }

@@ -3,6 +3,8 @@
 
 use std::ops::Deref;
 
+use scanemu::personality::NoteKind;
+
 use crate::sane::analysis::{
     device_scan_at, device_scan_end, is_cancel, is_read, scan_end, st, wire_between, TraceView,
 };
@@ -623,7 +625,7 @@ pub(super) fn device_told_to_stop(cx: &Ctx<'_>) -> Verdict {
         if end.is_none_or(|(_, d)| d.at_us > read.ret_us) {
             let last_block = device[..]
                 .iter()
-                .rfind(|d| d.what == "block-sent" && d.at_us < cancel.call_us)
+                .rfind(|d| d.kind == NoteKind::BlockSent && d.at_us < cancel.call_us)
                 .map_or(cancel.call_us, |d| d.at_us);
             let later = match end {
                 Some((i, d)) => format!(
@@ -634,7 +636,7 @@ pub(super) fn device_told_to_stop(cx: &Ctx<'_>) -> Verdict {
                             d.label(),
                             device[i + 1..]
                                 .iter()
-                                .find(|c| c.what == "command")
+                                .find(|c| c.kind == NoteKind::Command)
                                 .map_or("a command".to_string(), DeviceEvent::label)
                         )
                     } else {
@@ -698,7 +700,7 @@ pub(super) fn device_error_reported(cx: &Ctx<'_>) -> Verdict {
         .trace
         .device
         .iter()
-        .filter(|d| d.what == "fault" && ABORTING.contains(&d.detail.as_str()))
+        .filter(|d| d.kind == NoteKind::Fault && ABORTING.contains(&d.detail.as_str()))
     {
         let Some(start) = cx
             .of(|c| matches!(c.op, Op::Start) && c.ret_us <= fault.at_us)

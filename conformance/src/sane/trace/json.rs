@@ -91,7 +91,7 @@ impl SaneTrace {
                 d.at_us,
                 i,
                 2,
-                json!({"at_us": d.at_us, "actor": "device", "event": d.what, "fields": {"value": d.value, "detail": d.detail}}),
+                json!({"at_us": d.at_us, "actor": "device", "event": d.kind.name(), "fields": {"value": d.value, "detail": d.detail}}),
             ));
         }
         for l in latency {
@@ -168,7 +168,7 @@ impl SaneTrace {
                 }
                 Some("device") => trace.device.push(DeviceEvent {
                     at_us,
-                    what: event.to_string(),
+                    kind: event.parse().map_err(|e| fail(format!("{e}")))?,
                     value: fields["value"].as_u64().unwrap_or(0),
                     detail: fields["detail"].as_str().unwrap_or("").to_string(),
                 }),
@@ -292,6 +292,8 @@ fn frame_format(name: &str) -> Result<i32, String> {
 
 #[cfg(test)]
 mod tests {
+    use scanemu::personality::NoteKind;
+
     use super::*;
 
     fn sample() -> (SaneTrace, Vec<CancelLatency>) {
@@ -428,7 +430,7 @@ mod tests {
             ],
             device: vec![DeviceEvent {
                 at_us: 50,
-                what: "block-sent".into(),
+                kind: NoteKind::BlockSent,
                 value: 3,
                 detail: String::new(),
             }],
