@@ -5,6 +5,10 @@
 //! A backend loaded directly (not through the `dll` meta-backend) exports its entry points as
 //! `sane_<backend>_init` … and usually also as plain `sane_init` …; [`Backend::load`] takes the
 //! prefixed name when present and falls back to the plain one.
+//!
+//! Over 600 lines on purpose: every `unsafe` block of the SANE adapter stays in this one module
+//! (with the `#[allow(unsafe_code)]` that the crate root denies elsewhere), so that it can be
+//! reviewed as a whole; the rest of `sane/` is safe code.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! The frontend's script: plays a SANE scenario's options and steps against an opened backend
 //! (one thread, or a reader and a canceller for a cancel during a blocked read) and records every
 //! call into the run's [`Recorder`].
+//!
+//! About 600 lines: one step interpreter (`Play::step`), the read loop and the two-thread
+//! cancel during a blocked read, which share the player's state and belong together.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! The checks of the SANE catalogue ([`super`]), one function per rule, each judging a
 //! [`SaneTrace`] with the help of [`crate::sane::analysis`].
+//!
+//! About 750 lines because it holds one function per rule of the catalogue (21), each read on
+//! its own next to the rule it checks; what they share lives in `analysis`.
 
 use std::ops::Deref;
 
