@@ -16,7 +16,7 @@ use super::ffi::{Parameters, Status};
 
 mod json;
 
-pub use self::json::TraceParseError;
+pub use self::json::{LineError, TraceParseError};
 
 /// Which frontend thread made a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

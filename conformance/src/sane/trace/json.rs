@@ -20,7 +20,57 @@ pub struct TraceParseError {
     /// 1-based line.
     pub line: usize,
     /// What is wrong.
-    pub what: String,
+    pub what: LineError,
+}
+
+/// What is wrong with one line of a SANE trace.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// Not JSON.
+    #[error("column {}: {source}", .source.column())]
+    Json {
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A field is missing or of another type.
+    #[error("no {kind} \"{key}\"")]
+    Missing {
+        /// The field.
+        key: &'static str,
+        /// What it should hold (`number`, `text`, `flag`, ...).
+        kind: &'static str,
+    },
+    /// A name the trace format does not have (a thread, a call, a status, a frame format, a
+    /// device note).
+    #[error("unknown {what} {name:?}")]
+    Unknown {
+        /// What kind of name.
+        what: &'static str,
+        /// The name found.
+        name: String,
+    },
+    /// Calls out of order.
+    #[error("call {seq} follows {calls} calls: calls must come in order")]
+    OutOfOrder {
+        /// The call's seq.
+        seq: usize,
+        /// The calls read so far.
+        calls: usize,
+    },
+    /// A return of a call that was not made, or of another call.
+    #[error("{event} is not the return of a call made before it")]
+    StrayReturn {
+        /// The event.
+        event: String,
+    },
+    /// An event of another trace model (a WIA trace, or an unknown actor).
+    #[error("{event} by {actor} is not a SANE trace event")]
+    NotSane {
+        /// The event.
+        event: String,
+        /// Its actor.
+        actor: String,
+    },
 }
 
 /// The call event's fields of `op` (besides `seq` and `thread`).
@@ -118,134 +168,164 @@ impl SaneTrace {
     pub fn from_json_lines(text: &str) -> Result<(SaneTrace, Vec<CancelLatency>), TraceParseError> {
         let mut trace = SaneTrace::default();
         let mut latency = Vec::new();
-        let mut returned = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let fail = |what: String| TraceParseError { line: i + 1, what };
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| fail(format!("column {}: {e}", e.column())))?;
-            let at_us = v["at_us"]
-                .as_u64()
-                .ok_or_else(|| fail("no \"at_us\"".into()))?;
-            let event = v["event"]
-                .as_str()
-                .ok_or_else(|| fail("no \"event\"".into()))?;
+            let fail = |what: LineError| TraceParseError { line: i + 1, what };
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|source| fail(LineError::Json { source }))?;
+            let at_us = v["at_us"].as_u64().ok_or(LineError::Missing {
+                key: "at_us",
+                kind: "number",
+            });
+            let event = v["event"].as_str().ok_or(LineError::Missing {
+                key: "event",
+                kind: "text",
+            });
+            let (at_us, event) = (at_us.map_err(fail)?, event.map_err(fail)?);
             let fields = &v["fields"];
-            match v["actor"].as_str() {
-                Some("app") => {
-                    let seq = number(fields, "seq").map_err(&fail)?;
-                    if seq != trace.calls.len() {
-                        return Err(fail(format!(
-                            "call {seq} follows {} calls: calls must come in order",
-                            trace.calls.len()
-                        )));
+            let mut read = || -> Result<(), LineError> {
+                match v["actor"].as_str() {
+                    Some("app") => {
+                        let seq = number(fields, "seq")?;
+                        if seq != trace.calls.len() {
+                            return Err(LineError::OutOfOrder {
+                                seq,
+                                calls: trace.calls.len(),
+                            });
+                        }
+                        trace.calls.push(Call {
+                            seq,
+                            thread: thread(fields)?,
+                            op: op(event, fields)?,
+                            call_us: at_us,
+                            ret_us: at_us,
+                            outcome: Outcome::default(),
+                        });
                     }
-                    trace.calls.push(Call {
-                        seq,
-                        thread: thread(fields).map_err(&fail)?,
-                        op: op(event, fields).map_err(&fail)?,
-                        call_us: at_us,
-                        ret_us: at_us,
-                        outcome: Outcome::default(),
-                    });
-                }
-                Some("driver") => {
-                    let seq = number(fields, "seq").map_err(&fail)?;
-                    let Some(call) = trace.calls.get_mut(seq) else {
-                        return Err(fail(format!("return of call {seq}, which was not made")));
-                    };
-                    if event != format!("{}-return", call.op.name()) {
-                        return Err(fail(format!(
-                            "{event} is not the return of call {seq} ({})",
-                            call.op.name()
-                        )));
+                    Some("driver") => {
+                        let seq = number(fields, "seq")?;
+                        let call = trace
+                            .calls
+                            .get_mut(seq)
+                            .filter(|c| event == format!("{}-return", c.op.name()))
+                            .ok_or_else(|| LineError::StrayReturn {
+                                event: event.to_string(),
+                            })?;
+                        call.ret_us = at_us;
+                        call.outcome = outcome(fields)?;
                     }
-                    call.ret_us = at_us;
-                    call.outcome = outcome(fields).map_err(&fail)?;
-                    returned.push(seq);
+                    Some("device") => trace.device.push(DeviceEvent {
+                        at_us,
+                        kind: event.parse().map_err(|_| LineError::Unknown {
+                            what: "device note",
+                            name: event.to_string(),
+                        })?,
+                        value: fields["value"].as_u64().unwrap_or(0),
+                        detail: fields["detail"].as_str().unwrap_or("").to_string(),
+                    }),
+                    Some("runner") if event == "cancel-latency" => latency.push(CancelLatency {
+                        cancel_seq: number(fields, "seq")?,
+                        blocks: u32::try_from(number(fields, "blocks")?).map_err(|_| {
+                            LineError::Missing {
+                                key: "blocks",
+                                kind: "32-bit number",
+                            }
+                        })?,
+                        ended_by: fields["ended_by"].as_str().unwrap_or("").to_string(),
+                        after_us: fields["after_us"].as_u64(),
+                    }),
+                    other => {
+                        return Err(LineError::NotSane {
+                            event: event.to_string(),
+                            actor: other.unwrap_or("no actor").to_string(),
+                        })
+                    }
                 }
-                Some("device") => trace.device.push(DeviceEvent {
-                    at_us,
-                    kind: event.parse().map_err(|e| fail(format!("{e}")))?,
-                    value: fields["value"].as_u64().unwrap_or(0),
-                    detail: fields["detail"].as_str().unwrap_or("").to_string(),
-                }),
-                Some("runner") if event == "cancel-latency" => latency.push(CancelLatency {
-                    cancel_seq: number(fields, "seq").map_err(&fail)?,
-                    blocks: u32::try_from(number(fields, "blocks").map_err(&fail)?)
-                        .map_err(|e| fail(format!("blocks: {e}")))?,
-                    ended_by: fields["ended_by"].as_str().unwrap_or("").to_string(),
-                    after_us: fields["after_us"].as_u64(),
-                }),
-                other => {
-                    return Err(fail(format!(
-                        "{event} by {} is not a SANE trace event",
-                        other.unwrap_or("no actor")
-                    )))
-                }
-            }
+                Ok(())
+            };
+            read().map_err(fail)?;
         }
         Ok((trace, latency))
     }
 }
 
-fn number(fields: &serde_json::Value, key: &str) -> Result<usize, String> {
+fn number(fields: &serde_json::Value, key: &'static str) -> Result<usize, LineError> {
     fields[key]
         .as_u64()
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| format!("no number \"{key}\""))
+        .ok_or(LineError::Missing {
+            key,
+            kind: "number",
+        })
 }
 
-fn int(fields: &serde_json::Value, key: &str) -> Result<i32, String> {
+fn int(fields: &serde_json::Value, key: &'static str) -> Result<i32, LineError> {
     fields[key]
         .as_i64()
         .and_then(|n| i32::try_from(n).ok())
-        .ok_or_else(|| format!("no integer \"{key}\""))
+        .ok_or(LineError::Missing {
+            key,
+            kind: "integer",
+        })
 }
 
-fn text(fields: &serde_json::Value, key: &str) -> Result<String, String> {
+fn text(fields: &serde_json::Value, key: &'static str) -> Result<String, LineError> {
     fields[key]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| format!("no text \"{key}\""))
+        .ok_or(LineError::Missing { key, kind: "text" })
 }
 
-fn thread(fields: &serde_json::Value) -> Result<Thread, String> {
-    match fields["thread"].as_str() {
-        Some("app") => Ok(Thread::App),
-        Some("reader") => Ok(Thread::Reader),
-        Some("canceller") => Ok(Thread::Canceller),
-        other => Err(format!("unknown thread {other:?}")),
+fn flag(fields: &serde_json::Value, key: &'static str) -> Result<bool, LineError> {
+    fields[key]
+        .as_bool()
+        .ok_or(LineError::Missing { key, kind: "flag" })
+}
+
+fn unknown(what: &'static str, name: &str) -> LineError {
+    LineError::Unknown {
+        what,
+        name: name.to_string(),
     }
 }
 
-fn op(event: &str, f: &serde_json::Value) -> Result<Op, String> {
+fn thread(fields: &serde_json::Value) -> Result<Thread, LineError> {
+    match text(fields, "thread")?.as_str() {
+        "app" => Ok(Thread::App),
+        "reader" => Ok(Thread::Reader),
+        "canceller" => Ok(Thread::Canceller),
+        other => Err(unknown("thread", other)),
+    }
+}
+
+fn op(event: &str, f: &serde_json::Value) -> Result<Op, LineError> {
     Ok(match event {
         "init" => Op::Init,
         "open" => Op::Open(text(f, "device")?),
         "set-option" => Op::SetOption(text(f, "name")?, text(f, "value")?),
         "get-parameters" => Op::GetParameters,
         "start" => Op::Start,
-        "read" => Op::Read(u32::try_from(number(f, "max")?).map_err(|e| format!("max: {e}"))?),
+        "read" => Op::Read(
+            u32::try_from(number(f, "max")?).map_err(|_| LineError::Missing {
+                key: "max",
+                kind: "32-bit number",
+            })?,
+        ),
         "cancel" => Op::Cancel,
         "cancel-from-signal" => Op::SignalCancel,
-        "set-io-mode" => Op::SetIoMode(
-            f["non_blocking"]
-                .as_bool()
-                .ok_or("no flag \"non_blocking\"")?,
-        ),
+        "set-io-mode" => Op::SetIoMode(flag(f, "non_blocking")?),
         "get-select-fd" => Op::GetSelectFd,
         "wait-readable" => Op::WaitReadable(int(f, "fd")?),
         "fd-check" => Op::FdCheck(int(f, "fd")?),
         "close" => Op::Close,
         "exit" => Op::Exit,
-        other => return Err(format!("{other:?} is not a SANE call")),
+        other => return Err(unknown("SANE call", other)),
     })
 }
 
-fn outcome(f: &serde_json::Value) -> Result<Outcome, String> {
+fn outcome(f: &serde_json::Value) -> Result<Outcome, LineError> {
     let status = match f["status"].as_str() {
         None => None,
         Some(name) => Some(status(name)?),
@@ -254,7 +334,7 @@ fn outcome(f: &serde_json::Value) -> Result<Outcome, String> {
         None => None,
         Some(p) => Some(Parameters {
             format: frame_format(&text(p, "format")?)?,
-            last_frame: p["last_frame"].as_bool().ok_or("no flag \"last_frame\"")?,
+            last_frame: flag(p, "last_frame")?,
             bytes_per_line: int(p, "bytes_per_line")?,
             pixels_per_line: int(p, "pixels_per_line")?,
             lines: int(p, "lines")?,
@@ -272,22 +352,22 @@ fn outcome(f: &serde_json::Value) -> Result<Outcome, String> {
 }
 
 /// A status as [`Status::name`] writes it (`IO_ERROR`, `STATUS_42`).
-fn status(name: &str) -> Result<Status, String> {
+fn status(name: &str) -> Result<Status, LineError> {
     if let Some(s) = Status::from_name(name) {
         return Ok(s);
     }
     name.strip_prefix("STATUS_")
         .and_then(|n| n.parse().ok())
         .map(Status)
-        .ok_or_else(|| format!("unknown status {name:?}"))
+        .ok_or_else(|| unknown("status", name))
 }
 
 /// A frame format as [`frame_name`] writes it.
-fn frame_format(name: &str) -> Result<i32, String> {
+fn frame_format(name: &str) -> Result<i32, LineError> {
     (0..5)
         .find(|f| frame_name(*f) == name)
         .or_else(|| name.parse().ok())
-        .ok_or_else(|| format!("unknown frame format {name:?}"))
+        .ok_or_else(|| unknown("frame format", name))
 }
 
 #[cfg(test)]
