@@ -113,6 +113,31 @@ fn report_opens_in_headless_chromium() {
         scanconform(&["run", "--driver", "mutant-no-status-poll", "--traces", t]),
         1
     );
+    // A SANE run goes into the same report, when the SANE test backend is installed.
+    let sane = match scanconform::sane::target::resolve("test") {
+        Ok(_) => {
+            assert_eq!(
+                scanconform(&[
+                    "run",
+                    "--driver",
+                    "sane:test",
+                    "--filter",
+                    "sane/cancel-blocked-read-signal",
+                    "--traces",
+                    t
+                ]),
+                0
+            );
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but the SANE test backend is missing: {e}")
+        }
+        Err(e) => {
+            println!("no SANE run in the report: {e}");
+            false
+        }
+    };
     let html = work.join("report.html");
     assert_eq!(
         scanconform(&["report", "--traces", t, "--out", html.to_str().unwrap()]),
@@ -168,6 +193,32 @@ fn report_opens_in_headless_chromium() {
     );
     assert!(dom.contains(&marker), "missing {marker}");
     assert!(first.failed.iter().any(|f| f.id == "USB-STATUS-POLLED"));
+
+    // The SANE run opens with its own timeline: the expected failure marked on its call.
+    if sane {
+        let page = std::fs::read_to_string(&html).unwrap();
+        let at = page
+            .find("<b>sane/cancel-blocked-read-signal</b>")
+            .expect("the SANE run is in the report");
+        let id = page[..at]
+            .rfind("id=\"run-")
+            .map(|i| &page[i + 4..])
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let dom = chromium(
+            &profile,
+            &format!("{url}#{id}"),
+            &["--virtual-time-budget=10000", "--dump-dom"],
+            Duration::from_secs(90),
+        );
+        assert_eq!(dom.matches("data-rendered=\"1\"").count(), 1, "{id} drawn");
+        assert!(
+            dom.contains("<g class=\"violation\" data-rule=\"SANE-CANCEL-STATUS\""),
+            "the SANE timeline marks its expected failure"
+        );
+        assert!(dom.contains("tl-legend-sane"));
+    }
 
     let shot = work.join("report.png");
     let _ = std::fs::remove_file(&shot);
