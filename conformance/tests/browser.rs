@@ -1,7 +1,8 @@
 //! The HTML report in a real browser: Debian's headless Chromium opens the report of the whole
 //! catalog for the reference driver and `mutant-no-status-poll`, the summary table has one row per
 //! run, `#expand-first-failure` opens the first failed run and draws its timeline with the
-//! violation marker on the event its verdict names, and a screenshot is kept under
+//! violation marker on the event its verdict names, a SANE run (when the SANE test backend is
+//! installed) opens with its own timeline and its finding marked, and a screenshot is kept under
 //! `target/report-artifacts/`. Skipped (with a printed reason) only when Chromium is absent and
 //! CI is not set; under `CI=true` a missing Chromium fails.
 

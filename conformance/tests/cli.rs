@@ -1,4 +1,7 @@
-//! The `scanconform` command line as users and CI run it.
+//! The `scanconform` command line as users and CI run it: traces, JUnit, exit codes, `explain`
+//! over both catalogues, the driver forms in help, list and errors, options refused for a driver
+//! kind they cannot apply to, input errors before any output, a closed stdout ending quietly,
+//! and trace folders that stay inside `--traces`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,9 @@
 //! scenario runs, the expected-failure list `fixtures/sane-expected/test.json` is honoured both
 //! ways, the order-level outline of each run matches its snapshot under
 //! `fixtures/snapshots/sane-test/`, runs repeat, and bad backends are one-line errors (exit 2).
+//! SANE runs go through the common report path: JSON lines, JUnit, `--traces` read back by
+//! `scanconform report` and `show` (with the SANE timeline), and `--pcap` is refused for a
+//! backend without a device.
 //!
 //! Without the backend these tests print why and pass, except under `CI=true`, where a missing
 //! backend fails them (`.ci/run` installs libsane1).

@@ -3,7 +3,8 @@
 //! `fixtures/scenarios/sane/epson2/` runs with the device side in the trace, the findings of
 //! `fixtures/sane-expected/epson2.json` are honoured both ways and each names its wire evidence,
 //! cancel latencies are measured, and each run's outline (frontend calls, then the device's
-//! wire events) matches its snapshot under `fixtures/snapshots/sane-epson2/`.
+//! wire events) matches its snapshot under `fixtures/snapshots/sane-epson2/`; `--pcap` captures
+//! each run's USB traffic as a usbmon pcap.
 //!
 //! Without the backend or the stand-in (`cargo build -p scanlab-libusb`) these tests print why
 //! and pass, except under `CI=true`, where that fails them.
