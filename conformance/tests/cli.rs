@@ -311,6 +311,19 @@ fn options_that_cannot_apply_are_refused_with_one_line() {
         ],
         &["--replay"],
     );
+    // A SANE backend has no USB session to record.
+    refused(
+        &[
+            "record",
+            "--driver",
+            "sane:test",
+            "--scenario",
+            "fixtures/scenarios/callback/s-false-first-band.json",
+            "--out",
+            "target/never-written",
+        ],
+        &["sane:test", "cannot be recorded"],
+    );
     // A replay runs in-process.
     refused(
         &[
