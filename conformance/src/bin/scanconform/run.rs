@@ -112,11 +112,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.transport == Some(TransportArg::Libusb) {
         use_libusb_stand_in()?;
     }
-    let outputs = Outputs::check(&args)?;
     let filter = args.filter.as_deref().map(Filter::new).transpose()?;
     match kind {
-        DriverKind::Wia => run_wia(&args, &outputs, filter.as_ref()),
-        DriverKind::Sane(spec) => run_sane(&spec, &args, &outputs, filter.as_ref()),
+        DriverKind::Wia => run_wia(&args, filter.as_ref()),
+        DriverKind::Sane(spec) => run_sane(&spec, &args, filter.as_ref()),
     }
 }
 
@@ -166,8 +165,9 @@ fn use_libusb_stand_in() -> anyhow::Result<()> {
     return Err(anyhow!(runner::LIBUSB_FEATURE_MISSING));
 }
 
-/// The output paths, checked before the run: the folders exist (`--traces` and `--pcap` are
-/// created), and the files can be written.
+/// The output paths, checked last before the run starts (so that bad input leaves no folder
+/// behind): the folders exist (`--traces` and `--pcap` are created), and the files can be
+/// written.
 struct Outputs {
     junit: Option<PathBuf>,
     report: Option<PathBuf>,
@@ -251,7 +251,7 @@ impl Filter {
 }
 
 /// A WIA driver against the catalog.
-fn run_wia(args: &RunArgs, outputs: &Outputs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
+fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
     let driver = &args.driver;
     drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
     let mut options = RunOptions::default();
@@ -261,7 +261,7 @@ fn run_wia(args: &RunArgs, outputs: &Outputs, filter: Option<&Filter>) -> anyhow
         TransportArg::Libusb => Transport::Libusb,
     };
     options.realtime = args.realtime;
-    options.pcap = outputs.pcap.clone();
+    options.pcap = args.pcap.clone();
     options.replay = args.replay.clone();
     let (root, mut list) = load_scenarios(args.scenarios.clone())?;
     if let Some(f) = filter {
@@ -283,7 +283,8 @@ fn run_wia(args: &RunArgs, outputs: &Outputs, filter: Option<&Filter>) -> anyhow
         })
         .collect();
     preflight_wia(&plan, &profiles, &options)?;
-    let mut pipe = Pipeline::start(driver, args.format, outputs, None, plan.len())?;
+    let outputs = Outputs::check(args)?;
+    let mut pipe = Pipeline::start(driver, args.format, &outputs, None, plan.len())?;
     for (s, model) in plan {
         pipe.progress.set_message(s.id.clone());
         let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
@@ -332,15 +333,10 @@ fn preflight_wia(
 }
 
 /// A SANE backend against its scenarios.
-fn run_sane(
-    spec: &str,
-    args: &RunArgs,
-    outputs: &Outputs,
-    filter: Option<&Filter>,
-) -> anyhow::Result<ExitCode> {
+fn run_sane(spec: &str, args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
     let target = sane::target::resolve(spec)?;
     let with_device = sane::device::needs_device(&target.name);
-    if outputs.pcap.is_some() && !with_device {
+    if args.pcap.is_some() && !with_device {
         bail!(
             "--pcap does not apply to {}: the backend reaches no USB device the runner serves (a backend driving the emulated scanner over USB/IP, such as sane:epson2, can be captured)",
             args.driver
@@ -360,6 +356,7 @@ fn run_sane(
     if let Some(f) = filter {
         f.apply(&mut scenarios, |s| &s.id)?;
     }
+    let outputs = Outputs::check(args)?;
     let config = sane::config_dir(&fixtures, &target.name);
     let mut session = if with_device {
         Session::prepare_with_device(target, config.as_deref(), &fixtures.join("profiles"))?
@@ -384,7 +381,7 @@ fn run_sane(
     let mut pipe = Pipeline::start(
         &driver,
         args.format,
-        outputs,
+        &outputs,
         Some(preamble),
         scenarios.len(),
     )?;
