@@ -362,10 +362,18 @@ fn input_errors_come_before_any_output() {
         &["run", "--junit", d.to_str().unwrap()],
         &["--junit", "is a folder"],
     );
+    let traces = d.join("traces");
     refused(
-        &["run", "--filter", "no-such/*"],
+        &[
+            "run",
+            "--filter",
+            "no-such/*",
+            "--traces",
+            traces.to_str().unwrap(),
+        ],
         &["--filter", "matches no scenario"],
     );
+    assert!(!traces.exists(), "bad input left a --traces folder behind");
     // A scenario whose profile does not exist: found before the first row, not after.
     let group = d.join("scn").join("g");
     std::fs::create_dir_all(&group).unwrap();
