@@ -111,7 +111,23 @@ fn runs_repeat_with_the_same_verdicts_and_outlines() {
     }) {
         let a = session.run(s);
         let b = session.run(s);
-        assert_eq!(a.results, b.results, "{}: verdicts differ", s.id);
+        // The verdict and its message, not the call it points at: how many GOOD reads come
+        // before a blocked one depends on scheduling (the outline collapses them as well).
+        let verdicts = |r: &SaneRun| -> Vec<(&'static str, String)> {
+            r.results
+                .iter()
+                .map(|x| {
+                    let status = match &x.status {
+                        scanconform::verdict::RuleStatus::Fail { message, .. } => {
+                            format!("fail: {message}")
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    (x.id, status)
+                })
+                .collect()
+        };
+        assert_eq!(verdicts(&a), verdicts(&b), "{}: verdicts differ", s.id);
         assert_eq!(
             a.trace.outline(),
             b.trace.outline(),
