@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use scanconform::scenario::{self, LoadedScenario};
-use scanconform::{drivers, rules, runner};
+use scanconform::{drivers, rules, run};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -24,7 +24,7 @@ fn run_catalog(catalog: &[LoadedScenario], profiles: &Path) -> (u64, u64, u64) {
     for s in catalog {
         for &service in &s.scenario.services {
             let driver = drivers::instantiate("reference").expect("reference driver");
-            let r = runner::run(s, service, "reference", driver, profiles).expect("scenario runs");
+            let r = run::run(s, service, "reference", driver, profiles).expect("scenario runs");
             virtual_us += r.trace.events.last().map_or(0, |e| e.at_us);
             failed += u64::from(!r.passed());
             runs += 1;

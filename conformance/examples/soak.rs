@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use scanconform::scenario;
-use scanconform::{drivers, rules, runner};
+use scanconform::{drivers, rules, run};
 
 /// Runs the reference driver through the catalog many times and checks memory and fds stay flat.
 #[derive(Parser)]
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        match runner::run(s, service, "reference", driver, &profiles) {
+        match run::run(s, service, "reference", driver, &profiles) {
             Ok(r) => {
                 virtual_us += r.trace.events.last().map_or(0, |e| e.at_us);
                 if !r.passed() {

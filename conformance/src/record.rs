@@ -9,16 +9,70 @@
 //! ([`scanemu::capture::replay::ReplayHost`]). [`compare_traces`] says whether a replay's trace equals
 //! the recorded one, leaving out what a replay cannot know (see its documentation).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use scanemu::capture::recording::{RecordingMeta, RecordingObserver};
+use scanemu::capture::recording::{RecordingError, RecordingMeta, RecordingObserver};
 use scanemu::host::DeviceInfo;
+use scanemu::profile::ProfileError;
 
+use crate::device;
 use crate::driver::MiniDriver;
-use crate::runner::{self, InputError, RunOptions, RunResult, Transport};
+use crate::run::{self, RunError, RunOptions, RunResult, Transport};
 use crate::scenario::{LoadedScenario, ServiceModel};
-use crate::trace::{Actor, Trace};
+use crate::trace::{Actor, Trace, TraceError};
+
+/// Why a recording could not be made or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The run itself could not be made.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The scenario's profile could not be loaded.
+    #[error(transparent)]
+    Profile(Box<ProfileError>),
+    /// The recording could not be saved.
+    #[error("--out {0}")]
+    Save(RecordingError),
+    /// A trace file could not be written.
+    #[error("--out {}: {error}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        error: std::io::Error,
+    },
+    /// The stored trace could not be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        error: std::io::Error,
+    },
+    /// The stored trace is not a trace.
+    #[error("{}: {error}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The first bad line.
+        error: TraceError,
+    },
+}
+
+/// The first line where a replay's trace departs from the recorded one (see
+/// [`compare_traces`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: recorded {:?}, replayed {:?}", recorded.as_deref().unwrap_or("(end)"), replayed.as_deref().unwrap_or("(end)"))]
+pub struct TraceMismatch {
+    /// 1-based line of [`comparable_text`].
+    pub line: usize,
+    /// The recorded line, `None` past the end.
+    pub recorded: Option<String>,
+    /// The replayed line, `None` past the end.
+    pub replayed: Option<String>,
+}
 
 /// The recorded conformance trace, as JSON lines.
 pub const TRACE_FILE: &str = "trace.jsonl";
@@ -43,8 +97,9 @@ pub fn record(
     profiles_dir: &Path,
     options: &RecordOptions,
     out: &Path,
-) -> Result<RunResult, InputError> {
-    let profile = runner::resolve_profile(&scenario.scenario.profile, profiles_dir)?;
+) -> Result<RunResult, RecordError> {
+    let profile = device::resolve_profile(&scenario.scenario.profile, profiles_dir)
+        .map_err(|e| RecordError::Profile(Box::new(e)))?;
     let mut meta = RecordingMeta::new(
         "record",
         &DeviceInfo::default(),
@@ -70,7 +125,7 @@ pub fn record(
         record: Some(recorder.clone()),
         ..RunOptions::default()
     };
-    let result = runner::run_with(
+    let result = run::run_with(
         scenario,
         service,
         driver_name,
@@ -79,13 +134,10 @@ pub fn record(
         &run_options,
     )?;
     let recording = recorder.recording();
-    recording
-        .save(out)
-        .map_err(|e| InputError(format!("--out {e}")))?;
+    recording.save(out).map_err(RecordError::Save)?;
     let write = |name: &str, text: String| {
         let path = out.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| InputError(format!("--out {}: {e}", path.display())))
+        std::fs::write(&path, text).map_err(|error| RecordError::Write { path, error })
     };
     write(TRACE_FILE, result.trace.to_json_lines())?;
     write(TRACE_TEXT_FILE, result.trace.render_text())?;
@@ -100,12 +152,12 @@ pub fn replay(
     driver: Rc<dyn MiniDriver>,
     profiles_dir: &Path,
     recording: &Path,
-) -> Result<RunResult, InputError> {
+) -> Result<RunResult, RunError> {
     let options = RunOptions {
         replay: Some(recording.to_path_buf()),
         ..RunOptions::default()
     };
-    runner::run_with(
+    run::run_with(
         scenario,
         service,
         driver_name,
@@ -116,11 +168,13 @@ pub fn replay(
 }
 
 /// Reads the trace stored with a recording.
-pub fn load_trace(recording: &Path) -> Result<Trace, InputError> {
+pub fn load_trace(recording: &Path) -> Result<Trace, RecordError> {
     let path = recording.join(TRACE_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
-    Trace::from_json_lines(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) => return Err(RecordError::Read { path, error }),
+    };
+    Trace::from_json_lines(&text).map_err(|error| RecordError::Parse { path, error })
 }
 
 /// The part of a trace a replay reproduces, as text: every event but the device's own notes
@@ -140,22 +194,22 @@ pub fn comparable_text(trace: &Trace) -> String {
 
 /// `Ok` when `replayed` equals `recorded` in [`comparable_text`]; otherwise the first line
 /// that differs, with its line number, as `Err`.
-pub fn compare_traces(recorded: &Trace, replayed: &Trace) -> Result<(), String> {
+pub fn compare_traces(recorded: &Trace, replayed: &Trace) -> Result<(), TraceMismatch> {
     let (a, b) = (comparable_text(recorded), comparable_text(replayed));
     if a == b {
         return Ok(());
     }
     let (mut la, mut lb) = (a.lines(), b.lines());
-    let mut n = 1;
+    let mut line = 1;
     loop {
         match (la.next(), lb.next()) {
-            (Some(x), Some(y)) if x == y => n += 1,
+            (Some(x), Some(y)) if x == y => line += 1,
             (x, y) => {
-                return Err(format!(
-                    "line {n}: recorded {:?}, replayed {:?}",
-                    x.unwrap_or("(end)"),
-                    y.unwrap_or("(end)")
-                ))
+                return Err(TraceMismatch {
+                    line,
+                    recorded: x.map(str::to_owned),
+                    replayed: y.map(str::to_owned),
+                })
             }
         }
     }

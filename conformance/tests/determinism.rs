@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use scanconform::scenario;
-use scanconform::{drivers, runner};
+use scanconform::{drivers, run};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -17,7 +17,7 @@ fn fixtures() -> PathBuf {
 
 fn trace_hash(s: &scenario::LoadedScenario, service: scenario::ServiceModel) -> (u64, usize) {
     let d = drivers::instantiate("reference").unwrap();
-    let r = runner::run(s, service, "reference", d, &fixtures().join("profiles")).unwrap();
+    let r = run::run(s, service, "reference", d, &fixtures().join("profiles")).unwrap();
     let text = r.trace.to_json_lines();
     let mut h = DefaultHasher::new();
     text.hash(&mut h);

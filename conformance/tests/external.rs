@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use scanconform::drivers::external::{ExternalConfig, ExternalDriver};
-use scanconform::runner::{self, RunResult};
+use scanconform::run::{self, RunResult};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::trace::{Kind, Trace};
 use scanconform::{drivers, rules};
@@ -76,7 +76,7 @@ fn run(
     name: &str,
     d: Rc<dyn scanconform::driver::MiniDriver>,
 ) -> RunResult {
-    runner::run(s, service, name, d, &fixtures().join("profiles")).unwrap()
+    run::run(s, service, name, d, &fixtures().join("profiles")).unwrap()
 }
 
 /// The trace as text without `log` events (the one documented difference).
@@ -315,7 +315,8 @@ fn exec_drivers_are_built_by_name_and_bad_commands_are_refused() {
     assert!(drivers::instantiate("exec:python3 -S examples/reference_driver.py").is_ok());
     let err = drivers::instantiate("exec:no-such-driver-program --x")
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("not found"), "{err}");
     assert!(drivers::instantiate("exec:").is_err());
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use scanconform::rules::RuleStatus;
-use scanconform::runner::{self, RunOptions, Transport};
+use scanconform::run::{self, RunOptions, Transport};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel, Trigger};
 use scanconform::{drivers, rules};
 
@@ -111,7 +111,7 @@ fn libusb_runs_match_the_in_process_verdicts() {
         );
         let loaded = load(id);
         let driver = drivers::instantiate("reference").expect("reference driver");
-        let virt = runner::run(
+        let virt = run::run(
             &loaded,
             service,
             "reference",
@@ -168,7 +168,7 @@ fn a_process_on_another_libusb_refuses_the_libusb_transport() {
     let mut options = RunOptions::default();
     options.transport = Transport::Libusb;
     let driver = drivers::instantiate("reference").expect("reference driver");
-    let err = runner::run_with(
+    let err = run::run_with(
         &loaded,
         ServiceModel::Xp,
         "reference",
@@ -177,7 +177,11 @@ fn a_process_on_another_libusb_refuses_the_libusb_transport() {
         &options,
     )
     .expect_err("the system libusb is not the stand-in");
-    assert!(err.0.contains("not the scanlab stand-in"), "{}", err.0);
+    assert!(
+        matches!(err, run::RunError::Libusb(_))
+            && err.to_string().contains("not the scanlab stand-in"),
+        "{err}"
+    );
     assert!(
         scanconform::libusb::transport::check_stand_in_loaded().is_err(),
         "the test process runs on the system libusb"

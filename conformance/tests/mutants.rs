@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use scanconform::scenario::{self, ServiceModel};
-use scanconform::{drivers, rules, runner};
+use scanconform::{drivers, rules, run};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -35,7 +35,7 @@ fn each_mutant_fails_exactly_its_listed_rule() {
                     continue;
                 }
                 let d = drivers::instantiate(mutant).unwrap();
-                let r = runner::run(s, service, mutant, d, &fixtures().join("profiles")).unwrap();
+                let r = run::run(s, service, mutant, d, &fixtures().join("profiles")).unwrap();
                 for f in r.report.failed() {
                     failed
                         .entry(f.id)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use scanconform::scenario::{self, ServiceModel};
-use scanconform::{drivers, runner};
+use scanconform::{drivers, run};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -52,10 +52,10 @@ fn a_run_with_pcap_writes_a_capture_of_the_cancel() {
         .expect("scenario exists");
     let dir = std::env::temp_dir().join(format!("scanconform-pcap-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut options = runner::RunOptions::default();
+    let mut options = run::RunOptions::default();
     options.pcap = Some(dir.clone());
     let d = drivers::instantiate("reference").unwrap();
-    let r = runner::run_with(
+    let r = run::run_with(
         s,
         ServiceModel::Xp,
         "reference",
@@ -65,7 +65,7 @@ fn a_run_with_pcap_writes_a_capture_of_the_cancel() {
     )
     .unwrap();
     assert!(r.passed());
-    let name = runner::pcap_file_name(&s.id, ServiceModel::Xp);
+    let name = run::pcap_file_name(&s.id, ServiceModel::Xp);
     assert_eq!(name, "callback.s-false-at-50-percent.xp.pcap");
     let file = dir.join(&name);
     let bytes = std::fs::read(&file).expect("capture written");
@@ -73,7 +73,7 @@ fn a_run_with_pcap_writes_a_capture_of_the_cancel() {
     assert_eq!(&bytes[20..24], &220u32.to_le_bytes());
 
     // The capture does not change the trace.
-    let plain = runner::run(
+    let plain = run::run(
         s,
         ServiceModel::Xp,
         "reference",
@@ -111,9 +111,9 @@ fn an_unwritable_pcap_folder_is_an_input_error() {
     let blocker =
         std::env::temp_dir().join(format!("scanconform-pcap-file-{}", std::process::id()));
     std::fs::write(&blocker, b"not a folder").unwrap();
-    let mut options = runner::RunOptions::default();
+    let mut options = run::RunOptions::default();
     options.pcap = Some(blocker.clone());
-    let err = runner::run_with(
+    let err = run::run_with(
         s,
         s.scenario.services[0],
         "reference",
@@ -122,6 +122,9 @@ fn an_unwritable_pcap_folder_is_an_input_error() {
         &options,
     )
     .expect_err("a file is not a folder");
-    assert!(err.0.starts_with("--pcap "), "{}", err.0);
+    assert!(
+        matches!(err, run::RunError::Pcap { .. }) && err.to_string().starts_with("--pcap "),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&blocker);
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use scanconform::drivers;
 use scanconform::record::{self, RecordOptions};
-use scanconform::runner::{RunResult, Transport};
+use scanconform::run::{RunResult, Transport};
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::trace::{Actor, Kind, Trace};
 use scanemu::capture::recording::Recording;
@@ -88,7 +88,7 @@ fn device_notes(trace: &Trace, what: &str) -> Vec<String> {
         .filter_map(|e| match &e.kind {
             Kind::Device {
                 what: w, detail, ..
-            } if w == what => Some(detail.clone()),
+            } if w.name() == what => Some(detail.to_string()),
             _ => None,
         })
         .collect()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use scanconform::report::html::{self as html_report};
 use scanconform::report::timeline::{self, SvgOptions};
 use scanconform::report::{RunRecord, RunTrace};
-use scanconform::runner::{self, RunResult};
+use scanconform::run::{self, RunResult};
 use scanconform::scenario::{self, ServiceModel};
 use scanconform::{drivers, report};
 
@@ -21,7 +21,7 @@ fn run_one(driver: &str, id: &str, service: ServiceModel) -> RunResult {
         .find(|s| s.id == id)
         .unwrap_or_else(|| panic!("scenario {id} not in the catalog"));
     let d = drivers::instantiate(driver).unwrap();
-    runner::run(s, service, driver, d, &fixtures().join("profiles")).unwrap()
+    run::run(s, service, driver, d, &fixtures().join("profiles")).unwrap()
 }
 
 fn failing_run() -> RunResult {

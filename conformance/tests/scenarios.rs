@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use scanconform::runner;
+use scanconform::run;
 use scanconform::scenario;
 use scanconform::{drivers, report, rules};
 
@@ -27,7 +27,7 @@ fn run_scenario(path: &Path) -> datatest_stable::Result<()> {
     for driver in ["reference", "legacy-xp"] {
         for &service in &loaded.scenario.services {
             let d = drivers::instantiate(driver)?;
-            let r = runner::run(&loaded, service, driver, d, &fixtures().join("profiles"))?;
+            let r = run::run(&loaded, service, driver, d, &fixtures().join("profiles"))?;
             if !r.passed() {
                 problems.push(report::failure_details(&r));
             }

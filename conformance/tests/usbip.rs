@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use scanconform::rules::RuleStatus;
-use scanconform::runner::{self, RunOptions, RunResult, Transport};
+use scanconform::run::{self, RunOptions, RunResult, Transport};
 use scanconform::scenario::{self, ServiceModel};
 use scanconform::{drivers, rules};
 
@@ -33,7 +33,7 @@ fn run(id: &str, service: ServiceModel, transport: Transport) -> RunResult {
     let mut options = RunOptions::default();
     options.transport = transport;
     let d = drivers::instantiate("reference").expect("reference driver");
-    runner::run_with(
+    run::run_with(
         &loaded,
         service,
         "reference",
@@ -117,7 +117,7 @@ impl EventExt for scanconform::trace::Event {
         self.actor == scanconform::trace::Actor::Device
     }
     fn is_note(&self, what: &str) -> bool {
-        matches!(&self.kind, scanconform::trace::Kind::Device { what: w, .. } if w == what)
+        matches!(&self.kind, scanconform::trace::Kind::Device { what: w, .. } if w.name() == what)
     }
 }
 

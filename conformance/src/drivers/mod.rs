@@ -7,9 +7,11 @@ pub mod external;
 pub mod native;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use self::native::{Flavor, Mutation};
+use crate::driver::MiniDriver;
 
 /// A driver shipped with the runner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,31 +65,68 @@ pub fn find(name: &str) -> Option<&'static BuiltinDriver> {
     BUILTIN.iter().find(|d| d.name == name)
 }
 
+/// Why `fixtures/mutants.json` could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExpectedFailuresError {
+    /// The file could not be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        error: std::io::Error,
+    },
+    /// The file is not a JSON object of strings.
+    #[error("{}:{}:{}: {error}", path.display(), error.line(), error.column())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        error: serde_json::Error,
+    },
+}
+
 /// `fixtures/mutants.json`: mutant name -> the one rule ID it must fail.
-pub fn load_expected_failures(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+pub fn load_expected_failures(
+    path: &Path,
+) -> Result<BTreeMap<String, String>, ExpectedFailuresError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ExpectedFailuresError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    serde_json::from_str(&text).map_err(|error| ExpectedFailuresError::Parse {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Why `--driver NAME` names no driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// Neither a built-in driver nor `exec:`.
+    #[error("unknown driver {name:?}: built-in drivers are {}", BUILTIN.iter().map(|d| d.name).collect::<Vec<_>>().join(", "))]
+    Unknown {
+        /// The name given.
+        name: String,
+    },
+    /// An `exec:` command that cannot run.
+    #[error(transparent)]
+    Command(#[from] external::CommandError),
 }
 
 /// Builds the driver called `name` for one run; `exec:'CMD ARGS'` is an external driver process
 /// (see `conformance/DRIVER-PROTOCOL.md`), started anew for each run.
-pub fn instantiate(name: &str) -> Result<std::rc::Rc<dyn crate::driver::MiniDriver>, String> {
+pub fn instantiate(name: &str) -> Result<Rc<dyn MiniDriver>, DriverError> {
     if let Some(command) = name.strip_prefix("exec:") {
         let config = external::ExternalConfig::from_env();
-        return Ok(std::rc::Rc::new(external::ExternalDriver::new(
-            command, config,
-        )?));
+        return Ok(Rc::new(external::ExternalDriver::new(command, config)?));
     }
     match find(name) {
-        Some(d) => Ok(std::rc::Rc::new(native::NativeDriver::new(d.flavor))),
-        None => Err(format!(
-            "unknown driver {name:?}: built-in drivers are {}",
-            BUILTIN
-                .iter()
-                .map(|d| d.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        Some(d) => Ok(Rc::new(native::NativeDriver::new(d.flavor))),
+        None => Err(DriverError::Unknown {
+            name: name.to_string(),
+        }),
     }
 }

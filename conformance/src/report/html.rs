@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 
-use crate::report::record::{RunRecord, RunTrace, RunVerdict, TraceError, TraceKind, Verdict};
+use crate::report::record::{RunRecord, RunTrace, RunTraceError, RunVerdict, TraceKind, Verdict};
 use crate::report::timeline::{self, escape, SvgOptions};
 use crate::verdict::Metrics;
 
@@ -43,7 +43,7 @@ pub enum ReportError {
         /// The trace file.
         path: PathBuf,
         /// Which line and why.
-        source: TraceError,
+        source: RunTraceError,
     },
     /// A verdict file is not a verdict.
     #[error("{}:{}:{}: {source}", .path.display(), .source.line(), .source.column())]

@@ -3,7 +3,7 @@
 //! `--traces`, JUnit XML ([`junit`]) and the self-contained HTML report ([`html`], drawing
 //! [`timeline`] pictures).
 //!
-//! A WIA run ([`crate::runner::RunResult`]) and a SANE run ([`crate::sane::runner::SaneRun`])
+//! A WIA run ([`crate::run::RunResult`]) and a SANE run ([`crate::sane::runner::SaneRun`])
 //! both become a [`RunRecord`] ([`record`]); everything here reads records only, so filter,
 //! table, JUnit, `--traces`, `--report` and `--format json` are one path for both. Nothing here
 //! prints: the functions return text and the `scanconform` binary prints it.
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use self::record::{RunRecord, RunTrace, RunVerdict, TraceKind, Verdict};
-use crate::runner::RunResult;
+use crate::run::RunResult;
 use crate::sane::trace::CancelLatency;
 use crate::verdict::{Metrics, RuleStatus};
 

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::timeline::{self, Mark, SvgOptions};
 use crate::rules;
-use crate::runner::RunResult;
+use crate::run::RunResult;
 use crate::sane::expected::{compare_run, ExpectedFailures};
 use crate::sane::runner::SaneRun;
 use crate::sane::trace::{CancelLatency, SaneTrace, TraceParseError};
-use crate::trace::{render_event, Trace};
+use crate::trace::{render_event, Trace, TraceError};
 use crate::verdict::{Metrics, RuleResult, RuleStatus};
 
 /// The verdict of one run, in the words every writer uses.
@@ -219,13 +219,13 @@ pub enum RunTrace {
     Sane(SaneTrace),
 }
 
-/// A trace file that cannot be read back; `Display` is `line N: what` (the caller names the
+/// A trace file that cannot be read back; `Display` is `line N…: what` (the caller names the
 /// file).
 #[derive(Debug, thiserror::Error)]
-pub enum TraceError {
+pub enum RunTraceError {
     /// A WIA trace line.
-    #[error("{0}")]
-    Wia(String),
+    #[error(transparent)]
+    Wia(#[from] TraceError),
     /// A SANE trace line.
     #[error(transparent)]
     Sane(#[from] TraceParseError),
@@ -301,11 +301,9 @@ impl RunTrace {
 
     /// Reads a trace of model `kind` back from its JSON lines (a SANE trace's latencies are
     /// dropped: the verdict file holds them).
-    pub fn from_json_lines(kind: TraceKind, text: &str) -> Result<RunTrace, TraceError> {
+    pub fn from_json_lines(kind: TraceKind, text: &str) -> Result<RunTrace, RunTraceError> {
         match kind {
-            TraceKind::Wia => Trace::from_json_lines(text)
-                .map(RunTrace::Wia)
-                .map_err(TraceError::Wia),
+            TraceKind::Wia => Ok(RunTrace::Wia(Trace::from_json_lines(text)?)),
             TraceKind::Sane => Ok(RunTrace::Sane(SaneTrace::from_json_lines(text)?.0)),
         }
     }

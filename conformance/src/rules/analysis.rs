@@ -1,5 +1,5 @@
 //! One reading of a trace shared by every rule: acquisitions, cancel points, the device's state
-//! after each event, and small decoders for USB replies.
+//! after each event, and the USB facts rules ask about.
 //!
 //! Everything here is derived from the trace alone (plus the run facts); no rule looks at the
 //! raw events without going through these helpers when a helper exists, so that "cancel point",
@@ -7,13 +7,15 @@
 
 use std::ops::RangeInclusive;
 
+use scanemu::engine::FaultKind;
 use scanemu::personality::native::protocol::{
-    REQ_CANCEL, REQ_DEVICE_RESET, REQ_GET_DEVICE_STATUS, REQ_START_SCAN, STATUS_OK,
+    DeviceStatus, REQ_CANCEL, REQ_DEVICE_RESET, REQ_START_SCAN, STATUS_OK,
     STATUS_TRANSACTION_CANCELLED,
 };
+use scanemu::personality::NoteKind;
 
 use super::RunFacts;
-use crate::trace::{Actor, Event, Kind, Trace};
+use crate::trace::{Actor, ControlReply, DeviceDetail, Event, Kind, Trace, TransferOutcome};
 use crate::wia::{Hresult, ItMsg};
 
 /// Virtual-time slack for WIA_EVENT_CANCEL_IO: a cancel must be on the wire within this.
@@ -169,22 +171,36 @@ pub(crate) fn is_app_cancel(e: &Event) -> bool {
 }
 
 /// A device event: `(what, value, detail)`.
-pub(crate) fn device(e: &Event) -> Option<(&str, u64, &str)> {
+pub(crate) fn device(e: &Event) -> Option<(NoteKind, u64, &DeviceDetail)> {
     match &e.kind {
         Kind::Device {
             what,
             value,
             detail,
             ..
-        } => Some((what.as_str(), *value, detail.as_str())),
+        } => Some((*what, *value, detail)),
         _ => None,
     }
 }
 
-/// Fault kinds that end the device's job: all but a late band and the cancel-handling faults
-/// (`slow-cancel`, `ignore-cancel`), which leave the job running.
-pub(crate) fn aborting_fault(detail: &str) -> bool {
-    !(detail.starts_with("late") || detail.starts_with("slow") || detail.starts_with("ignore"))
+/// The kind of device note `e` is, if it is one.
+pub(crate) fn note(e: &Event) -> Option<NoteKind> {
+    device(e).map(|(what, _, _)| what)
+}
+
+/// A `fault` note whose fault ends the device's job: all but a late band, a slow ACK and the
+/// cancel-handling faults (`slow-cancel`, `ignore-cancel`), which leave the job running. A fault
+/// the trace does not name (a hand-written trace) counts as aborting.
+pub(crate) fn aborting_fault(detail: &DeviceDetail) -> bool {
+    !matches!(
+        detail.fault(),
+        Some(
+            FaultKind::LateBand
+                | FaultKind::SlowAck
+                | FaultKind::SlowCancel
+                | FaultKind::IgnoreCancel
+        )
+    )
 }
 
 /// What a cancel point is.
@@ -198,7 +214,7 @@ pub(crate) enum CpKind {
     Notify,
     /// A device-initiated cancel: the Cancel button or a short band.
     DeviceCancel,
-    /// Another aborting device fault (detail).
+    /// Another aborting device fault (its detail, as the trace shows it).
     DeviceFault(String),
 }
 
@@ -227,14 +243,15 @@ pub(crate) fn cancel_points(trace: &Trace, acq: &Acq) -> Vec<Cp> {
             Some(CpKind::Notify)
         } else {
             match device(e) {
-                Some(("fault", _, detail)) if aborting_fault(detail) => {
+                Some((NoteKind::Fault, _, detail)) if aborting_fault(detail) => {
                     // The Cancel button, or a short band: "the device is allowed to cancel an
                     // operation at any time by returning less data than the host is expecting"
                     // (reference §1.2, canceling-a-data-transfer-by-a-device).
-                    if detail.starts_with("cancel") || detail.starts_with("short") {
-                        Some(CpKind::DeviceCancel)
-                    } else {
-                        Some(CpKind::DeviceFault(detail.to_string()))
+                    match detail.fault() {
+                        Some(FaultKind::CancelButton | FaultKind::ShortBand) => {
+                            Some(CpKind::DeviceCancel)
+                        }
+                        _ => Some(CpKind::DeviceFault(detail.to_string())),
                     }
                 }
                 _ => None,
@@ -294,7 +311,7 @@ pub(crate) fn completed_before(facts: &RunFacts, acq: &Acq, idx: usize) -> bool 
             return cb.msg == ItMsg::Termination
                 || (single_page && cb.msg == ItMsg::Data && cb.percent >= 100);
         }
-        matches!(device(e), Some(("drained", _, _)))
+        note(e) == Some(NoteKind::Drained)
     })
 }
 
@@ -336,17 +353,30 @@ pub(crate) fn device_states(trace: &Trace) -> Vec<Dev> {
     for e in &trace.events {
         if let Some((what, _, detail)) = device(e) {
             state = match what {
-                "scan-started" | "warmup-done" | "band-ready" | "page-feed" | "cancel-ignored" => {
-                    Dev::Running
-                }
+                NoteKind::ScanStarted
+                | NoteKind::WarmupDone
+                | NoteKind::BandReady
+                | NoteKind::PageFeed
+                | NoteKind::CancelIgnored => Dev::Running,
                 // The device notes `scan-complete` when the host has taken the last band.
-                "feeder-empty" => Dev::Draining,
-                "cancel-requested" => Dev::Cancelling,
-                "scan-complete" | "motor-stopped" | "drained" | "idle" | "reset" => Dev::Idle,
-                "fault" if detail.starts_with("disconnect") => Dev::Gone,
-                "fault" if aborting_fault(detail) => Dev::Aborted,
-                "halted" => Dev::Halted,
-                "disconnected" => Dev::Gone,
+                NoteKind::FeederEmpty => Dev::Draining,
+                NoteKind::CancelRequested => Dev::Cancelling,
+                NoteKind::ScanComplete
+                | NoteKind::MotorStopped
+                | NoteKind::Drained
+                | NoteKind::Idle
+                | NoteKind::Reset => Dev::Idle,
+                NoteKind::Fault
+                    if matches!(
+                        detail.fault(),
+                        Some(FaultKind::Disconnect | FaultKind::DisconnectOnCancel)
+                    ) =>
+                {
+                    Dev::Gone
+                }
+                NoteKind::Fault if aborting_fault(detail) => Dev::Aborted,
+                NoteKind::Halted => Dev::Halted,
+                NoteKind::Disconnected => Dev::Gone,
                 _ => state,
             };
         }
@@ -362,90 +392,64 @@ pub(crate) fn first_stopped(trace: &Trace, states: &[Dev], from: usize) -> Optio
         .map(|i| (i, trace.events[i].at_us))
 }
 
-/// A control transfer: `(request, name, result, reply)`.
-pub(crate) fn control(e: &Event) -> Option<(u8, &str, &str, &str)> {
+/// A control transfer: `(request_type, request, result, reply)`.
+pub(crate) fn control(e: &Event) -> Option<(u8, u8, TransferOutcome, &ControlReply)> {
     match &e.kind {
         Kind::Control {
+            request_type,
             request,
-            name,
             result,
             reply,
             ..
-        } => Some((*request, name.as_str(), result.as_str(), reply.as_str())),
+        } => Some((*request_type, *request, *result, reply)),
         _ => None,
     }
 }
 
 /// Cancel Request (0x64).
 pub(crate) fn is_cancel_request(e: &Event) -> bool {
-    control(e).is_some_and(|(req, name, _, _)| req == REQ_CANCEL || name == "CANCEL")
+    control(e).is_some_and(|(_, req, _, _)| req == REQ_CANCEL)
 }
 
 /// Device Reset Request (0x66), or a port reset.
 pub(crate) fn is_device_reset(e: &Event) -> bool {
-    control(e).is_some_and(|(req, name, _, _)| req == REQ_DEVICE_RESET || name == "DEVICE_RESET")
+    control(e).is_some_and(|(_, req, _, _)| req == REQ_DEVICE_RESET)
         || matches!(e.kind, Kind::ResetDevice { .. })
 }
 
-/// START_SCAN.
+/// START_SCAN (a vendor request, not the standard request with the same number).
 pub(crate) fn is_start_scan(e: &Event) -> bool {
-    control(e).is_some_and(|(req, name, _, _)| {
-        name == "START_SCAN" || (name.is_empty() && req == REQ_START_SCAN)
-    })
+    control(e)
+        .is_some_and(|(request_type, req, _, _)| request_type & 0x60 != 0 && req == REQ_START_SCAN)
 }
 
-/// The status code of a Get Device Status reply, if `e` is one that answered.
-pub(crate) fn device_status(e: &Event) -> Option<u16> {
-    let (req, name, _, reply) = control(e)?;
-    if req != REQ_GET_DEVICE_STATUS && name != "GET_DEVICE_STATUS" {
-        return None;
-    }
-    let first = reply.split_whitespace().next()?;
-    let hex = first
-        .strip_prefix("0x")
-        .or_else(|| first.strip_prefix("0X"))?;
-    u16::from_str_radix(hex, 16).ok()
+/// The reply of a Get Device Status that answered, if `e` is one.
+pub(crate) fn device_status(e: &Event) -> Option<&DeviceStatus> {
+    control(e).and_then(|(_, _, _, reply)| reply.device_status())
 }
 
 /// Get Device Status answered OK (0x2001).
 pub(crate) fn status_ok(e: &Event) -> bool {
-    device_status(e) == Some(STATUS_OK)
+    device_status(e).is_some_and(|st| st.code == STATUS_OK)
 }
 
 /// Get Device Status answered Transaction_Cancelled (0x201F).
 pub(crate) fn status_cancelled(e: &Event) -> bool {
-    device_status(e) == Some(STATUS_TRANSACTION_CANCELLED)
+    device_status(e).is_some_and(|st| st.code == STATUS_TRANSACTION_CANCELLED)
 }
 
-/// Every `0x..` number in a string (`"halted=0x81,0x02"` gives 0x81 and 0x02).
-pub(crate) fn hex_numbers(s: &str) -> Vec<u32> {
-    s.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter_map(|t| t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")))
-        .filter_map(|h| u32::from_str_radix(h, 16).ok())
-        .collect()
-}
-
-/// The halted endpoints a 0x201F reply lists (after `halted=`).
-pub(crate) fn halted_in_reply(reply: &str) -> Vec<u8> {
-    match reply.find("halted") {
-        Some(at) => hex_numbers(&reply[at..])
-            .into_iter()
-            .filter_map(|v| u8::try_from(v).ok())
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
-/// A transfer result string that means the transfer failed (not ok, not a deliberate abort,
-/// not a poll that simply timed out).
-pub(crate) fn transfer_failed(e: &Event) -> Option<&str> {
+/// How a USB operation failed, if it did (not ok, not a deliberate abort, not a poll that simply
+/// timed out).
+pub(crate) fn transfer_failed(e: &Event) -> Option<TransferOutcome> {
     match &e.kind {
         Kind::Control { result, .. }
         | Kind::ClearHalt { result, .. }
-        | Kind::ResetDevice { result } => (result != "ok").then_some(result.as_str()),
-        Kind::Bulk { result, .. } | Kind::Interrupt { result, .. } => {
-            (!matches!(result.as_str(), "ok" | "cancelled" | "timeout")).then_some(result.as_str())
-        }
+        | Kind::ResetDevice { result } => (!result.is_ok()).then_some(*result),
+        Kind::Bulk { result, .. } | Kind::Interrupt { result, .. } => (!matches!(
+            result,
+            TransferOutcome::Ok | TransferOutcome::Cancelled | TransferOutcome::Timeout
+        ))
+        .then_some(*result),
         _ => None,
     }
 }
@@ -455,7 +459,7 @@ pub(crate) fn bulk_in_data(e: &Event) -> Option<(u8, u32)> {
     match &e.kind {
         Kind::Bulk {
             ep, actual, result, ..
-        } if ep & 0x80 != 0 && *actual > 0 && result == "ok" => Some((*ep, *actual)),
+        } if ep & 0x80 != 0 && *actual > 0 && result.is_ok() => Some((*ep, *actual)),
         _ => None,
     }
 }

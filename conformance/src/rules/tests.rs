@@ -1,11 +1,20 @@
 //! Hand-built traces: one passing and one failing run per rule, dependency suppression, the
 //! rendering of a failure, and the quotes against the fact sheet.
 
+use scanemu::personality::NoteKind;
+
 use super::*;
-use crate::trace::{Actor, Kind, Recorder};
+use crate::trace::{
+    request_name, Actor, ControlReply, DeviceDetail, Direction, Kind, Recorder, TransferOutcome,
+};
 use crate::wia::{Hresult, ItMsg};
 
 const BAND: i64 = 2048;
+
+/// A transfer result written as the trace shows it.
+fn result(name: &str) -> TransferOutcome {
+    TransferOutcome::from_name(name).expect("a transfer result")
+}
 const MOTOR_STOP: u64 = 500;
 
 /// A trace under construction, with a clock.
@@ -44,35 +53,39 @@ impl B {
         .push(Actor::Service, Kind::DrvAcquireItemData { n })
     }
 
+    /// A device note, written as the trace shows it (`"fault", 1, "cancel-button"`).
     fn device(&mut self, what: &str, value: u64, detail: &str) -> &mut B {
+        let what = NoteKind::from_name(what).expect("a note kind");
         self.push(
             Actor::Device,
             Kind::Device {
-                what: what.into(),
+                what,
                 page: 0,
                 value,
-                detail: detail.into(),
+                detail: DeviceDetail::parse(what, detail),
             },
         )
     }
 
-    fn control(&mut self, name: &str, request: u8, result: &str, reply: &str) -> &mut B {
+    /// A vendor control request, written as the trace shows it (`"GET_DEVICE_STATUS", 0x67,
+    /// "ok", "0x2019 busy"`).
+    fn control(&mut self, name: &str, request: u8, outcome: &str, reply: &str) -> &mut B {
+        assert_eq!(request_name(0x41, request), name);
         let dir = if request == 0x67 || request == 0x05 {
-            "in"
+            Direction::In
         } else {
-            "out"
+            Direction::Out
         };
         self.push(
             Actor::Usb,
             Kind::Control {
-                dir: dir.into(),
+                dir,
                 request_type: 0x41,
                 request,
-                name: name.into(),
                 value: 0,
                 length: 0,
-                result: result.into(),
-                reply: reply.into(),
+                result: result(outcome),
+                reply: ControlReply::parse(request, reply).expect("a reply"),
             },
         )
     }
@@ -144,7 +157,7 @@ impl B {
                 requested: BAND as u32,
                 actual: BAND as u32,
                 crc: 7,
-                result: "ok".into(),
+                result: result("ok"),
             },
         )
     }
@@ -527,14 +540,14 @@ fn ret_sfalse() {
             Actor::Usb,
             Kind::ClearHalt {
                 ep: 0x81,
-                result: "ok".into(),
+                result: result("ok"),
             },
         )
         .push(
             Actor::Usb,
             Kind::ClearHalt {
                 ep: 0x02,
-                result: "ok".into(),
+                result: result("ok"),
             },
         )
         .device("idle", 0, "both halts cleared")
@@ -614,7 +627,7 @@ fn cancel_io_asap() {
                 requested: 2048,
                 actual: 0,
                 crc: 0,
-                result: "cancelled".into(),
+                result: result("cancelled"),
             },
         )
         .host_cancel()
@@ -657,7 +670,7 @@ fn cancel_io_asap() {
     let run = Run::new(&b, &[cancelled()]);
     let (event, msg) = run.fail("WIA-CANCEL-IO-ASAP");
     assert!(
-        matches!(run.kind(event), Kind::Device { what, .. } if what == "band-ready"),
+        matches!(run.kind(event), Kind::Device { what, .. } if what.name() == "band-ready"),
         "first event past the 10 ms"
     );
     assert!(
@@ -860,7 +873,7 @@ fn next_transfer() {
         .ret(2, Hresult::WIA_ERROR_BUSY);
     let run = Run::new(&b, &[cancelled(), complete()]);
     let (event, msg) = run.fail("WIA-NEXT-TRANSFER");
-    assert!(matches!(run.kind(event), Kind::Device { what, .. } if what == "start-refused"));
+    assert!(matches!(run.kind(event), Kind::Device { what, .. } if what.name() == "start-refused"));
     assert!(
         msg.contains(
             "acquisition 2 (after acquisition 1 ended S_FALSE): the device refused the scan"
@@ -1090,7 +1103,7 @@ fn device_cancel(b: &mut B, clear: bool) {
                 requested: 2048,
                 actual: 0,
                 crc: 0,
-                result: "stall".into(),
+                result: result("stall"),
             },
         )
         .status("0x201f cancelled halted=0x81,0x02");
@@ -1099,7 +1112,7 @@ fn device_cancel(b: &mut B, clear: bool) {
             Actor::Usb,
             Kind::ClearHalt {
                 ep: 0x81,
-                result: "ok".into(),
+                result: result("ok"),
             },
         )
         .device("halt-cleared", 0x81, "")
@@ -1107,7 +1120,7 @@ fn device_cancel(b: &mut B, clear: bool) {
             Actor::Usb,
             Kind::ClearHalt {
                 ep: 0x02,
-                result: "ok".into(),
+                result: result("ok"),
             },
         )
         .device("halt-cleared", 0x02, "")
@@ -1310,7 +1323,7 @@ fn idle_cancel_harmless() {
         .ret(1, Hresult::S_FALSE);
     let run = Run::new(&b, &[complete()]);
     let (event, msg) = run.fail("WIA-IDLE-CANCEL-HARMLESS");
-    assert!(matches!(run.kind(event), Kind::Control { result, .. } if result == "stall"));
+    assert!(matches!(run.kind(event), Kind::Control { result, .. } if result.name() == "stall"));
     assert!(
         msg.contains("after CancelPendingIO while idle (#0), a USB transfer failed: stall"),
         "{msg}"

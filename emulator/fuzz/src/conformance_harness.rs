@@ -36,7 +36,7 @@ pub fn scenario_file(data: &[u8]) {
 /// would write it, through [`parse_driver_message`]: it names a message type or gives one
 /// line of error. Never panics.
 pub fn driver_protocol(data: &[u8]) {
-    match parse_driver_message(data) {
+    match parse_driver_message(data).map_err(|e| e.to_string()) {
         Ok(name) => assert!(!name.is_empty(), "a message without a type name"),
         Err(e) => assert!(
             !e.is_empty() && !e.contains('\n'),

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use scanconform::report::html;
 use scanconform::report::timeline::SvgOptions;
-use scanconform::runner;
+use scanconform::run as wia_run;
 use scanconform::sane::rules as sane_rules;
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::{drivers, rules};
@@ -355,8 +355,8 @@ fn record(
     };
     let mut options = scanconform::record::RecordOptions::default();
     options.transport = match transport {
-        TransportArg::Inproc => runner::Transport::InProcess,
-        TransportArg::Usbip => runner::Transport::UsbIp,
+        TransportArg::Inproc => wia_run::Transport::InProcess,
+        TransportArg::Usbip => wia_run::Transport::UsbIp,
         TransportArg::Libusb => {
             bail!("record --transport libusb is not supported; use inproc or usbip")
         }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
 use scanconform::report::{self, junit::junit, RunRecord, TraceKind, Verdict};
-use scanconform::runner::{self, RunOptions, Transport};
+use scanconform::run::{self as wia_run, RunOptions, Transport};
 use scanconform::sane::{self, expected::ExpectedFailures, runner::Session};
 use scanconform::scenario::{LoadedScenario, ServiceModel};
 use scanconform::{drivers, sane::scenario as sane_scenario};
@@ -162,7 +162,7 @@ fn use_libusb_stand_in() -> anyhow::Result<()> {
     #[cfg(feature = "libusb")]
     return Ok(scanconform::libusb::transport::ensure_stand_in()?);
     #[cfg(not(feature = "libusb"))]
-    return Err(anyhow!(runner::LIBUSB_FEATURE_MISSING));
+    return Err(anyhow!(wia_run::LIBUSB_FEATURE_MISSING));
 }
 
 /// The output paths, checked last before the run starts (so that bad input leaves no folder
@@ -290,14 +290,14 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
         let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
         if options.realtime || options.transport != Transport::InProcess {
             let probe = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
-            if let Some(why) = runner::realtime_skip_reason(s, model, driver, probe, &profiles)? {
+            if let Some(why) = wia_run::realtime_skip_reason(s, model, driver, probe, &profiles)? {
                 pipe.progress
                     .suspend(|| eprintln!("skipped {} [{}]: {why}", s.id, model.name()));
                 pipe.progress.inc(1);
                 continue;
             }
         }
-        let r = runner::run_with(s, model, driver, d, &profiles, &options)?;
+        let r = wia_run::run_with(s, model, driver, d, &profiles, &options)?;
         pipe.add(RunRecord::wia(&r))?;
     }
     pipe.finish(TraceKind::Wia, None, None)
@@ -315,16 +315,7 @@ fn preflight_wia(
         if !seen.insert(&s.id) {
             continue;
         }
-        let sc = &s.scenario;
-        let profile = runner::resolve_profile(&sc.profile, profiles)
-            .map_err(|e| anyhow!("{}: profile {:?}: {}", s.path.display(), sc.profile, e.0))?;
-        sc.scan.job().validate(&profile.optics).map_err(|e| {
-            anyhow!(
-                "{}: scan settings do not fit profile {:?}: {e}",
-                s.path.display(),
-                sc.profile
-            )
-        })?;
+        wia_run::load_profile(s, profiles)?;
     }
     if let Some(dir) = &options.replay {
         scanemu::capture::recording::Recording::load(dir).context("replay")?;

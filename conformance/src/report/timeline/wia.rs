@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use super::{
     escape, glyph, render, Dot, Glyph, Lane, Layout, Mark, Picture, Shape, SvgOptions, RIGHT_PAD,
 };
-use crate::trace::{render_event, Actor, Event, Kind, Trace};
+use crate::trace::{render_event, request_name, Actor, Event, Kind, Trace};
 use crate::wia::{Hresult, ItMsg};
 
 const LANE_H: f64 = 46.0;
@@ -257,12 +257,14 @@ fn event_glyph(e: &Event) -> Glyph {
         Kind::Log { .. } => g(Shape::Circle, "neutral", None, 0),
         Kind::DriverFault { .. } => g(Shape::Cross, "err", Some("driver fault".into()), 2),
         Kind::Control {
-            name,
+            request_type,
+            request,
             result,
             reply,
             ..
         } => {
-            let extra = if result != "ok" { " bad" } else { "" };
+            let (name, reply) = (request_name(*request_type, *request), reply.to_string());
+            let extra = if !result.is_ok() { " bad" } else { "" };
             let (class, label, priority) = match name.as_str() {
                 "CANCEL" => ("wire-cancel", Some("CANCEL".to_string()), 2),
                 "DEVICE_RESET" => ("wire-cancel", Some("DEVICE_RESET".to_string()), 2),
@@ -280,7 +282,7 @@ fn event_glyph(e: &Event) -> Glyph {
                 shape: Shape::Circle,
                 class,
                 extra,
-                label: if result != "ok" {
+                label: if !result.is_ok() {
                     Some(format!("{name} {result}"))
                 } else {
                     label
@@ -289,7 +291,7 @@ fn event_glyph(e: &Event) -> Glyph {
             }
         }
         Kind::Bulk { result, .. } => {
-            if result == "ok" {
+            if result.is_ok() {
                 g(Shape::TallBar, "bulk", None, 0)
             } else {
                 g(
@@ -309,7 +311,7 @@ fn event_glyph(e: &Event) -> Glyph {
         ),
         Kind::ResetDevice { .. } => g(Shape::Square, "wire-cancel", Some("port reset".into()), 2),
         Kind::Abort { ep } => g(Shape::Square, "halt", Some(format!("abort {ep:#04x}")), 1),
-        Kind::Device { what, .. } => match what.as_str() {
+        Kind::Device { what, .. } => match what.name() {
             "band-ready" | "band-sent" => g(Shape::Tick, "neutral", None, 0),
             "cancel-requested" => g(
                 Shape::Diamond,
@@ -318,9 +320,9 @@ fn event_glyph(e: &Event) -> Glyph {
                 2,
             ),
             "motor-stopped" => g(Shape::EndBar, "motor-stop", Some("motor stopped".into()), 2),
-            "idle" | "drained" => g(Shape::Circle, "ok", Some(what.clone()), 1),
+            "idle" | "drained" => g(Shape::Circle, "ok", Some(what.name().into()), 1),
             "fault" | "halted" | "disconnected" | "start-refused" | "cancel-ignored" => {
-                g(Shape::Cross, "err", Some(what.clone()), 2)
+                g(Shape::Cross, "err", Some(what.name().into()), 2)
             }
             "scan-started" => g(Shape::StartTri, "motor-run", Some("scan started".into()), 1),
             "scan-complete" => g(Shape::EndBar, "ok", Some("scan complete".into()), 1),
@@ -345,7 +347,7 @@ fn device_what(e: &Event) -> Option<(&str, u32, u64)> {
     match &e.kind {
         Kind::Device {
             what, page, value, ..
-        } => Some((what.as_str(), *page, *value)),
+        } => Some((what.name(), *page, *value)),
         _ => None,
     }
 }

@@ -4,14 +4,32 @@
 //! [`Trace`]. A trace serializes to JSON lines (`{"at_us":..,"actor":..,"event":..,"fields":{..}}`),
 //! renders as aligned text for people, and is pinned by an insta YAML snapshot. Fields hold
 //! integers and short strings only: payloads appear as a length and a CRC-32, never as bytes.
+//!
+//! Events are typed to the leaves: a transfer's result is a [`TransferOutcome`], a control
+//! reply a [`ControlReply`] (the device status code and halted endpoints, the scan status), a
+//! device note a scanemu [`NoteKind`] with a [`DeviceDetail`]. Rules match on these types.
+//! Strings appear only where a trace is written out: the JSON lines and the text lines, whose
+//! format the private `usb` and `device` modules keep as it always was, so trace
+//! files written before still read. `conformance/TRACE.md` lists every event with its fields;
+//! a test keeps that list and [`Kind`] equal.
+
+mod device;
+#[cfg(test)]
+mod tests;
+mod usb;
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
+use scanemu::personality::native::protocol::Event as InterruptEvent;
+use scanemu::personality::NoteKind;
 use serde::{Deserialize, Serialize};
 
 use crate::wia::{Hresult, ItMsg};
+
+pub use self::device::DeviceDetail;
+pub use self::usb::{request_name, ControlReply, Direction, ScanStatusFields, TransferOutcome};
 
 /// Who did something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -131,24 +149,27 @@ pub enum Kind {
         what: String,
     },
     // ---- usb ----
-    /// A control transfer completed (or failed).
+    /// A control transfer completed (or failed). Its text and JSON add the request's symbolic
+    /// name ([`request_name`]) after `request`.
+    #[serde(
+        serialize_with = "usb::ser_control",
+        deserialize_with = "usb::de_control"
+    )]
     Control {
-        /// "in" or "out".
-        dir: String,
+        /// The data stage's direction.
+        dir: Direction,
         /// bmRequestType.
         request_type: u8,
         /// bRequest.
         request: u8,
-        /// Symbolic request name (SET_PARAMS, CANCEL, GET_DEVICE_STATUS, ...).
-        name: String,
         /// wValue.
         value: u16,
         /// Bytes in the data stage.
         length: u32,
-        /// "ok", "stall", "timeout", "cancelled", "no-device", ...
-        result: String,
-        /// A short decoding of the reply (status code, state), if any.
-        reply: String,
+        /// How it ended.
+        result: TransferOutcome,
+        /// The decoded reply of a status request that succeeded.
+        reply: ControlReply,
     },
     /// A bulk transfer completed (or failed).
     Bulk {
@@ -160,31 +181,32 @@ pub enum Kind {
         actual: u32,
         /// CRC-32 of the bytes moved.
         crc: u32,
-        /// "ok", "stall", "timeout", "cancelled", "no-device", ...
-        result: String,
+        /// How it ended.
+        result: TransferOutcome,
     },
-    /// An interrupt transfer completed (or failed); `reply` decodes the event.
+    /// An interrupt transfer completed (or failed); `reply` is the event it carried.
     Interrupt {
         /// Endpoint address.
         ep: u8,
         /// Bytes moved.
         actual: u32,
-        /// "ok", "timeout", ...
-        result: String,
-        /// The decoded device event, if any.
-        reply: String,
+        /// How it ended.
+        result: TransferOutcome,
+        /// The device event it carried, if it carried one.
+        #[serde(with = "usb::interrupt_event")]
+        reply: Option<InterruptEvent>,
     },
     /// CLEAR_FEATURE(ENDPOINT_HALT).
     ClearHalt {
         /// Endpoint address.
         ep: u8,
-        /// "ok" or the failure.
-        result: String,
+        /// How it ended.
+        result: TransferOutcome,
     },
     /// Port reset and re-enumeration.
     ResetDevice {
-        /// "ok" or the failure.
-        result: String,
+        /// How it ended.
+        result: TransferOutcome,
     },
     /// The host aborted the transfers pending on an endpoint.
     Abort {
@@ -192,18 +214,21 @@ pub enum Kind {
         ep: u8,
     },
     // ---- device ----
-    /// Something happened inside the scanner (band ready, motor stopped, fault ...).
+    /// Something happened inside the scanner (band ready, motor stopped, fault ...). Its text
+    /// names the event by `what`; `emulator/DEVICE-NOTES.md` lists every kind.
+    #[serde(
+        serialize_with = "device::ser_note",
+        deserialize_with = "device::de_note"
+    )]
     Device {
-        /// Event name: scan-started, warmup-done, band-ready, page-end, page-feed,
-        /// feeder-empty, scan-complete, cancel-requested, cancel-ignored, motor-stopped,
-        /// fault, halt-cleared, idle, reset, disconnected.
-        what: String,
+        /// What happened.
+        what: NoteKind,
         /// Page concerned.
         page: u32,
         /// Band index within the page, or another count (bands discarded for motor-stopped).
         value: u64,
-        /// Extra detail (fault kind, lines range), possibly empty.
-        detail: String,
+        /// What else the note says.
+        detail: DeviceDetail,
     },
     // ---- runner ----
     /// A note from the runner itself (scenario step, timeout), attributed to the app.
@@ -227,7 +252,7 @@ pub struct Event {
 
 /// A trace being recorded; cheap to clone, all clones append to the same list.
 #[derive(Clone, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     events: Rc<RefCell<Vec<Event>>>,
 }
 
@@ -250,6 +275,16 @@ impl Recorder {
     }
 }
 
+/// A line of a JSON-lines trace that is not an event.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}:{}: {error}", error.column())]
+pub struct TraceError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it (with its column).
+    pub error: serde_json::Error,
+}
+
 /// A finished trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
@@ -270,14 +305,14 @@ impl Trace {
     }
 
     /// Parses JSON lines, naming the line of the first bad one.
-    pub fn from_json_lines(text: &str) -> Result<Trace, String> {
+    pub fn from_json_lines(text: &str) -> Result<Trace, TraceError> {
         let mut events = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let e: Event = serde_json::from_str(line)
-                .map_err(|err| format!("line {}:{}: {err}", i + 1, err.column()))?;
+            let e: Event =
+                serde_json::from_str(line).map_err(|error| TraceError { line: i + 1, error })?;
             events.push(e);
         }
         Ok(Trace { events })

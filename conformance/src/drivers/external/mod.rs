@@ -1,0 +1,604 @@
+//! Drivers in any language: a process speaking line-delimited JSON on its stdin and stdout.
+//!
+//! `scanconform run --driver exec:'CMD ARGS'` puts a program under test that is not Rust and not
+//! ours. [`ExternalDriver`] implements [`MiniDriver`] by relaying every call to that process, as
+//! `conformance/DRIVER-PROTOCOL.md` specifies: a version handshake, `acquire`, the driver's
+//! callbacks and their results, `notify` (drvNotifyPnPEvent), and every USB request of the
+//! driver, which the runner performs on the emulated device so that virtual time holds and
+//! the trace is the one an in-process driver would produce.
+//!
+//! Determinism. The exchange takes turns: after each message the runner sends, the driver owns
+//! the turn until it sends one message that needs an answer (a USB request, a callback, the
+//! final result, or the end of a notify exchange). While the driver owns the turn the runner
+//! blocks its thread on the driver's next line, so no simulated task runs and virtual time
+//! cannot move: the driver's computation is atomic, exactly as the code between two `await`s
+//! of an in-process driver. Taking the driver's answer on an asynchronous wake instead would let
+//! other tasks due at the same instant run first, in an order set by the wall clock.
+//!
+//! One process per scenario run: [`MiniDriver::begin_run`] spawns it (a fresh one each run, so
+//! no state leaks between runs), [`MiniDriver::end_run`] closes its stdin, gives it a moment to
+//! exit, kills it otherwise and reaps it. Its stderr is collected by a thread and recorded at
+//! the end of the run as `log` events of the run's [`RunContext`], in order, stamped with the
+//! run's final virtual time.
+//!
+//! A driver that breaks the protocol (exits, stops answering within the wall-clock guard,
+//! writes garbage or an over-long line, answers out of turn, closes stdout) gets one
+//! `driver-fault` event naming what happened, its process is killed and reaped, and the
+//! acquisition returns `E_FAIL`; the run and the rest of the catalog go on.
+
+//!
+//! The module has four parts: `protocol` (the wire messages and their checks), `process`
+//! (the child process and its pipes), `requests` (the driver's USB requests performed on the
+//! run's host) and, here, the [`MiniDriver`] that takes turns with the process.
+
+mod process;
+mod protocol;
+mod requests;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration as WallDuration;
+
+use async_trait::async_trait;
+use scanemu::host::UsbHost;
+
+use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
+use self::protocol::{hresult_from_wire, it_msg, one_line, payload, Done, FromDriver, ToDriver};
+pub use self::protocol::{parse_driver_message, ProtocolError, PROTOCOL_VERSION};
+use crate::driver::{
+    CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext,
+};
+use crate::wia::Hresult;
+
+/// Limits and timeouts of an external driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExternalConfig {
+    /// Wall-clock time the driver may take for one turn before it counts as hung. Default 5 s;
+    /// `exec:` drivers read `SCANCONFORM_DRIVER_TIMEOUT_MS` to change it.
+    pub reply_timeout: WallDuration,
+    /// Longest line the driver may write, in bytes; longer lines are refused without being
+    /// buffered whole. Default 16 MiB (a 4 MiB band in base64 fits with room to spare).
+    pub max_line_bytes: usize,
+    /// Wall-clock time the driver gets to exit after its stdin is closed at the end of a run
+    /// before it is killed. Default 1 s.
+    pub exit_grace: WallDuration,
+    /// Stderr lines kept per run (later ones are counted, not kept). Default 1000.
+    pub max_log_lines: usize,
+    /// Bytes kept of one stderr line. Default 4096.
+    pub max_log_line_bytes: usize,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        ExternalConfig {
+            reply_timeout: WallDuration::from_secs(5),
+            max_line_bytes: 16 << 20,
+            exit_grace: WallDuration::from_secs(1),
+            max_log_lines: 1000,
+            max_log_line_bytes: 4096,
+        }
+    }
+}
+
+impl ExternalConfig {
+    /// The defaults, with `SCANCONFORM_DRIVER_TIMEOUT_MS` (if set to a number) as the reply
+    /// timeout.
+    pub fn from_env() -> ExternalConfig {
+        let mut config = ExternalConfig::default();
+        if let Some(ms) = std::env::var("SCANCONFORM_DRIVER_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            config.reply_timeout = WallDuration::from_millis(ms.max(1));
+        }
+        config
+    }
+
+    /// Sets [`ExternalConfig::reply_timeout`].
+    pub fn with_reply_timeout(mut self, timeout: WallDuration) -> ExternalConfig {
+        self.reply_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ExternalConfig::max_line_bytes`].
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> ExternalConfig {
+        self.max_line_bytes = bytes;
+        self
+    }
+}
+
+/// What the driver said about itself in its `hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverIdentity {
+    /// The driver's name.
+    pub name: String,
+    /// The driver's version.
+    pub version: String,
+    /// True if it claims to honour WIA_EVENT_CANCEL_IO during a transfer.
+    pub async_cancel: bool,
+}
+
+/// Why an `exec:` command cannot be a driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The command does not split into words (an unbalanced quote, say).
+    #[error("driver command {command:?}: {error}")]
+    Words {
+        /// The command.
+        command: String,
+        /// What is wrong with it.
+        error: shell_words::ParseError,
+    },
+    /// The command is empty.
+    #[error("driver command is empty: use exec:'PROGRAM ARGS'")]
+    Empty,
+    /// The program is neither a file nor on `PATH`.
+    #[error("driver command {command:?}: program {program:?} not found")]
+    NotFound {
+        /// The command.
+        command: String,
+        /// Its first word.
+        program: String,
+    },
+}
+
+/// Why a turn ended without a usable message. The text goes into the `driver-fault` event.
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    /// A message that breaks the protocol.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A line that is no message.
+    #[error("protocol: not a valid message after {after}: {error} (line starts {start:?})")]
+    Garbage {
+        after: &'static str,
+        error: String,
+        start: String,
+    },
+    #[error("protocol: a line longer than {limit} bytes after {after}")]
+    LineTooLong { after: &'static str, limit: usize },
+    #[error("reading the driver's stdout after {after}: {error}")]
+    Stdout {
+        after: &'static str,
+        error: std::io::Error,
+    },
+    #[error("the driver {how} while the runner waited for its answer to {after}")]
+    Exited { after: &'static str, how: String },
+    #[error("the driver closed its stdout but kept running (after {after})")]
+    StdoutClosed { after: &'static str },
+    #[error("hang: the driver did not answer {after} within {ms} ms of wall-clock time")]
+    Silent { after: &'static str, ms: u128 },
+    #[error("protocol: the driver speaks protocol version {0}, the runner {PROTOCOL_VERSION}")]
+    Version(u32),
+    /// A message the driver may not send at this point of the exchange.
+    #[error("protocol: {message} {when}")]
+    OutOfTurn {
+        message: &'static str,
+        when: &'static str,
+    },
+    #[error("could not start {program:?}: {error}")]
+    Start {
+        program: String,
+        error: std::io::Error,
+    },
+    #[error("the driver process is not running")]
+    NotRunning,
+    #[error("the driver process is not running (no run was begun)")]
+    NotBegun,
+    #[error("encoding a message: {0}")]
+    Encode(serde_json::Error),
+    /// The driver faulted meanwhile (during a notify exchange, say); already recorded.
+    #[error("the driver had already failed")]
+    Failed,
+}
+
+/// Where [`Fault::OutOfTurn`] happened.
+const WHERE_HELLO: &str = "where the answer to hello was due";
+const DURING_ACQUIRE: &str = "out of turn during drvAcquireItemData";
+const NOT_A_REQUEST: &str = "is not a USB request";
+const DURING_NOTIFY: &str = "while handling notify (drvNotifyPnPEvent must not block: only \
+     abort_endpoint and now, then notify_done)";
+
+/// Everything one run keeps about the driver process.
+#[derive(Default)]
+struct RunState {
+    process: Option<Process>,
+    stderr: Option<StderrLog>,
+    run: Option<Rc<dyn RunContext>>,
+    identity: Option<DriverIdentity>,
+    /// Set once the driver faulted: later calls fail at once.
+    failed: bool,
+    acquisitions: u32,
+    pids: Vec<u32>,
+}
+
+/// A driver that is an external program; see the module documentation.
+pub struct ExternalDriver {
+    argv: Vec<String>,
+    config: ExternalConfig,
+    state: RefCell<RunState>,
+    /// The message the runner sent last, for fault texts.
+    last_sent: Cell<&'static str>,
+}
+
+impl ExternalDriver {
+    /// A driver that runs `command` (split like a POSIX shell does, without running one).
+    /// Fails if the command is empty, unbalanced, or names a program that cannot be found.
+    pub fn new(command: &str, config: ExternalConfig) -> Result<ExternalDriver, CommandError> {
+        let argv = shell_words::split(command).map_err(|error| CommandError::Words {
+            command: command.to_string(),
+            error,
+        })?;
+        let Some(program) = argv.first() else {
+            return Err(CommandError::Empty);
+        };
+        if !program_exists(program) {
+            return Err(CommandError::NotFound {
+                command: command.to_string(),
+                program: program.clone(),
+            });
+        }
+        Ok(ExternalDriver {
+            argv,
+            config,
+            state: RefCell::new(RunState::default()),
+            last_sent: Cell::new("nothing"),
+        })
+    }
+
+    /// What the driver said in its `hello`, once a run started it.
+    pub fn identity(&self) -> Option<DriverIdentity> {
+        self.state.borrow().identity.clone()
+    }
+
+    /// Process ids of every process this driver spawned, oldest first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.state.borrow().pids.clone()
+    }
+
+    /// Records a fault, kills and reaps the process, and marks the driver failed.
+    fn fault(&self, what: &Fault) {
+        let mut st = self.state.borrow_mut();
+        if let Some(run) = &st.run {
+            run.fault(&what.to_string());
+        }
+        st.failed = true;
+        if let Some(mut p) = st.process.take() {
+            p.kill();
+        }
+    }
+
+    fn send(&self, msg: &ToDriver<'_>) -> Result<(), Fault> {
+        let mut line = serde_json::to_vec(msg).map_err(Fault::Encode)?;
+        line.push(b'\n');
+        self.last_sent.set(match msg {
+            ToDriver::Hello { .. } => "hello",
+            ToDriver::Acquire { .. } => "acquire",
+            ToDriver::CallbackResult { .. } => "callback_result",
+            ToDriver::Notify { .. } => "notify",
+            ToDriver::Done(_) => "done",
+        });
+        let st = self.state.borrow();
+        let Some(tx) = st.process.as_ref().and_then(|p| p.stdin.as_ref()) else {
+            return Err(Fault::NotRunning);
+        };
+        // A closed pipe shows up as end of stdout on the next read, with the exit status.
+        let _ = tx.send(line);
+        Ok(())
+    }
+
+    /// Blocks until the driver ends its turn with one message (see the module documentation).
+    fn recv(&self) -> Result<FromDriver, Fault> {
+        let after = self.last_sent.get();
+        let incoming = {
+            let st = self.state.borrow();
+            let Some(p) = st.process.as_ref() else {
+                return Err(Fault::NotRunning);
+            };
+            p.stdout.recv_timeout(self.config.reply_timeout)
+        };
+        match incoming {
+            Ok(Incoming::Line(bytes)) => {
+                serde_json::from_slice(&bytes).map_err(|e| Fault::Garbage {
+                    after,
+                    error: one_line(&e.to_string()),
+                    start: String::from_utf8_lossy(&bytes).chars().take(80).collect(),
+                })
+            }
+            Ok(Incoming::TooLong { limit }) => Err(Fault::LineTooLong { after, limit }),
+            Ok(Incoming::ReadError(error)) => Err(Fault::Stdout { after, error }),
+            Ok(Incoming::Eof) | Err(RecvTimeoutError::Disconnected) => {
+                let exited = {
+                    let mut st = self.state.borrow_mut();
+                    let grace = WallDuration::from_millis(500).min(self.config.reply_timeout);
+                    st.process.as_mut().and_then(|p| p.wait_exit(grace))
+                };
+                Err(match exited {
+                    Some(status) => Fault::Exited {
+                        after,
+                        how: describe_exit(status),
+                    },
+                    None => Fault::StdoutClosed { after },
+                })
+            }
+            Err(RecvTimeoutError::Timeout) => Err(Fault::Silent {
+                after,
+                ms: self.config.reply_timeout.as_millis(),
+            }),
+        }
+    }
+
+    fn start(&self) -> Result<DriverIdentity, Fault> {
+        let (process, stderr) =
+            Process::spawn(&self.argv, &self.config).map_err(|error| Fault::Start {
+                program: self.argv[0].clone(),
+                error,
+            })?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.pids.push(process.child.id());
+            st.process = Some(process);
+            st.stderr = Some(stderr);
+        }
+        self.send(&ToDriver::Hello {
+            protocol: PROTOCOL_VERSION,
+            runner: concat!("scanconform ", env!("CARGO_PKG_VERSION")),
+        })?;
+        match self.recv()? {
+            FromDriver::Hello {
+                protocol,
+                name,
+                version,
+                capabilities,
+            } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Err(Fault::Version(protocol));
+                }
+                Ok(DriverIdentity {
+                    name,
+                    version,
+                    async_cancel: capabilities.async_cancel,
+                })
+            }
+            other => Err(Fault::OutOfTurn {
+                message: other.name(),
+                when: WHERE_HELLO,
+            }),
+        }
+    }
+
+    /// Stops the process of the current run (see the module documentation), records its
+    /// stderr and lets go of the run.
+    fn stop(&self) {
+        let (process, stderr, run) = {
+            let mut st = self.state.borrow_mut();
+            (st.process.take(), st.stderr.take(), st.run.take())
+        };
+        let mut notes = Vec::new();
+        if let Some(mut p) = process {
+            p.stdin = None;
+            match p.wait_exit(self.config.exit_grace) {
+                Some(status) if status.success() => {}
+                Some(status) => notes.push(format!("driver {}", describe_exit(status))),
+                None => {
+                    p.kill();
+                    notes.push(format!(
+                        "driver still running {} ms after its stdin closed: killed",
+                        self.config.exit_grace.as_millis()
+                    ));
+                }
+            }
+        }
+        let mut lines = stderr
+            .and_then(|s| s.lines.recv_timeout(WallDuration::from_secs(1)).ok())
+            .unwrap_or_default();
+        lines.extend(notes);
+        if let Some(run) = run {
+            for text in lines {
+                run.log(&text);
+            }
+        }
+    }
+
+    /// The acquisition itself; a `Fault` ends it.
+    async fn transfer(
+        &self,
+        ctx: &TransferContext,
+        host: &dyn UsbHost,
+        callback: &dyn MiniDrvCallback,
+    ) -> Result<Hresult, Fault> {
+        let acquisition = {
+            let mut st = self.state.borrow_mut();
+            st.acquisitions += 1;
+            st.acquisitions
+        };
+        self.send(&ToDriver::Acquire {
+            acquisition,
+            tymed: ctx.tymed,
+            buffer_size: ctx.buffer_size,
+            interface: ctx.interface,
+            job: &ctx.job,
+            now_us: host.now().total_micros(),
+        })?;
+        loop {
+            let msg = self.recv()?;
+            match msg {
+                FromDriver::Result { hr } => return Ok(hresult_from_wire(hr)?),
+                FromDriver::Callback {
+                    reason,
+                    status,
+                    percent,
+                    offset,
+                    length,
+                    data,
+                } => {
+                    let reason = it_msg(reason)?;
+                    let data = payload("callback", &data)?;
+                    let hr = callback
+                        .call(CallbackArgs {
+                            reason,
+                            status,
+                            percent,
+                            offset,
+                            length,
+                            data: &data,
+                        })
+                        .await;
+                    self.check_alive()?;
+                    self.send(&ToDriver::CallbackResult { hr: hr.0 as u32 })?;
+                }
+                FromDriver::Hello { .. } | FromDriver::NotifyDone {} => {
+                    return Err(Fault::OutOfTurn {
+                        message: msg.name(),
+                        when: DURING_ACQUIRE,
+                    });
+                }
+                request => {
+                    let done = requests::perform(request, host, self.config.max_line_bytes).await?;
+                    self.check_alive()?;
+                    self.send(&ToDriver::Done(done))?;
+                }
+            }
+        }
+    }
+
+    /// Fails if the driver faulted meanwhile (during a notify exchange, say).
+    fn check_alive(&self) -> Result<(), Fault> {
+        if self.state.borrow().failed {
+            return Err(Fault::Failed);
+        }
+        Ok(())
+    }
+
+    /// The notify exchange: runs synchronously; only `abort_endpoint` and `now` are allowed.
+    fn notify_exchange(&self, host: &dyn UsbHost) -> Result<(), Fault> {
+        self.send(&ToDriver::Notify { event: "cancel_io" })?;
+        loop {
+            match self.recv()? {
+                FromDriver::NotifyDone {} => return Ok(()),
+                FromDriver::AbortEndpoint { id, ep } => {
+                    host.abort_endpoint(ep);
+                    self.send(&ToDriver::Done(Done::of(
+                        id,
+                        Ok(None),
+                        host.now().total_micros(),
+                    )))?;
+                }
+                FromDriver::Now { id } => {
+                    self.send(&ToDriver::Done(Done::of(
+                        id,
+                        Ok(None),
+                        host.now().total_micros(),
+                    )))?;
+                }
+                other => {
+                    return Err(Fault::OutOfTurn {
+                        message: other.name(),
+                        when: DURING_NOTIFY,
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl MiniDriver for ExternalDriver {
+    fn supports_async_cancel(&self) -> bool {
+        self.state
+            .borrow()
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.async_cancel)
+    }
+
+    async fn acquire_item_data(
+        &self,
+        ctx: &TransferContext,
+        host: &dyn UsbHost,
+        callback: &dyn MiniDrvCallback,
+    ) -> Hresult {
+        if self.state.borrow().failed || self.state.borrow().process.is_none() {
+            if !self.state.borrow().failed {
+                self.fault(&Fault::NotBegun);
+            }
+            return Hresult::E_FAIL;
+        }
+        match self.transfer(ctx, host, callback).await {
+            Ok(hr) => hr,
+            Err(fault) => {
+                if !self.state.borrow().failed {
+                    self.fault(&fault);
+                }
+                Hresult::E_FAIL
+            }
+        }
+    }
+
+    fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {
+        let PnpEvent::CancelIo = event;
+        if self.state.borrow().failed || self.state.borrow().process.is_none() {
+            return;
+        }
+        if let Err(fault) = self.notify_exchange(host) {
+            self.fault(&fault);
+        }
+    }
+
+    fn begin_run(&self, run: Rc<dyn RunContext>) {
+        self.stop();
+        {
+            let mut st = self.state.borrow_mut();
+            st.run = Some(run);
+            st.identity = None;
+            st.failed = false;
+            st.acquisitions = 0;
+        }
+        match self.start() {
+            Ok(identity) => self.state.borrow_mut().identity = Some(identity),
+            Err(fault) => self.fault(&fault),
+        }
+    }
+
+    fn end_run(&self) {
+        self.stop();
+    }
+}
+
+impl Drop for ExternalDriver {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.state.get_mut().process.take() {
+            p.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_checked_before_any_run() {
+        assert!(ExternalDriver::new("", ExternalConfig::default()).is_err());
+        assert!(ExternalDriver::new("'unbalanced", ExternalConfig::default()).is_err());
+        assert!(ExternalDriver::new("no-such-program-xyz", ExternalConfig::default()).is_err());
+        assert!(ExternalDriver::new("sh -c 'exit 0'", ExternalConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn fault_texts_are_the_ones_traces_carry() {
+        let f = Fault::from(ProtocolError::NotAReason(9));
+        assert_eq!(f.to_string(), "protocol: callback reason 9 is no IT_MSG_*");
+        let f = Fault::OutOfTurn {
+            message: "hello",
+            when: DURING_ACQUIRE,
+        };
+        assert_eq!(
+            f.to_string(),
+            "protocol: hello out of turn during drvAcquireItemData"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! The wire messages of the external driver protocol (`conformance/DRIVER-PROTOCOL.md`), in
+//! both directions, and the checks the runner makes on a driver's line before acting on it.
+//!
+//! The field names and `type` names here are the protocol: they must not change without a new
+//! protocol version.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use scanemu::engine::ScanJob;
+use scanemu::host::TransferError;
+use serde::{Deserialize, Serialize};
+
+use super::ExternalConfig;
+use crate::wia::{Hresult, ItMsg};
+
+/// The protocol version this runner speaks (`hello.protocol`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why a line a driver wrote is not a message the runner can act on. Each is one line of text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// Not JSON, not an object, an unknown `type` or a missing field (serde's words, with
+    /// control characters escaped).
+    #[error("not a valid message: {0}")]
+    NotAMessage(String),
+    /// A payload that is not standard base64.
+    #[error("{what} data is not base64: {error}")]
+    NotBase64 {
+        /// The message carrying it.
+        what: &'static str,
+        /// The decoder's words.
+        error: base64::DecodeError,
+    },
+    /// A `result` whose `hr` does not fit 32 bits.
+    #[error("result hr {0} is not a 32-bit HRESULT")]
+    NotAnHresult(i64),
+    /// A `callback` whose `reason` is no IT_MSG_* value.
+    #[error("callback reason {0} is no IT_MSG_*")]
+    NotAReason(i32),
+    /// A `control_out` whose data does not fit a control transfer.
+    #[error("control_out of {0} bytes is larger than 65535")]
+    ControlTooLong(usize),
+    /// A request for more bytes than the line limit.
+    #[error("{what} of {length} bytes is larger than the {max}-byte limit")]
+    TooLong {
+        /// The message.
+        what: &'static str,
+        /// Bytes asked for or carried.
+        length: usize,
+        /// The limit ([`ExternalConfig::max_line_bytes`]).
+        max: usize,
+    },
+}
+
+/// Runner to driver.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum ToDriver<'a> {
+    Hello {
+        protocol: u32,
+        runner: &'a str,
+    },
+    Acquire {
+        acquisition: u32,
+        tymed: i32,
+        buffer_size: u32,
+        interface: u16,
+        job: &'a ScanJob,
+        now_us: u64,
+    },
+    CallbackResult {
+        hr: u32,
+    },
+    Notify {
+        event: &'a str,
+    },
+    Done(Done),
+}
+
+/// The completion of one USB request.
+#[derive(Serialize)]
+pub(super) struct Done {
+    pub(super) id: u64,
+    pub(super) status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) actual: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) error: Option<String>,
+    pub(super) now_us: u64,
+}
+
+/// Driver to runner. Unknown fields are ignored; unknown types are protocol errors.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum FromDriver {
+    Hello {
+        protocol: u32,
+        name: String,
+        version: String,
+        capabilities: Capabilities,
+    },
+    Callback {
+        reason: i32,
+        status: i32,
+        percent: i32,
+        offset: i64,
+        length: i64,
+        #[serde(default)]
+        data: String,
+    },
+    Result {
+        hr: i64,
+    },
+    NotifyDone {},
+    ControlIn {
+        id: u64,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        length: u16,
+        timeout_us: u64,
+    },
+    ControlOut {
+        id: u64,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        #[serde(default)]
+        data: String,
+        timeout_us: u64,
+    },
+    BulkIn {
+        id: u64,
+        ep: u8,
+        length: usize,
+        timeout_us: u64,
+    },
+    BulkOut {
+        id: u64,
+        ep: u8,
+        data: String,
+        timeout_us: u64,
+    },
+    InterruptIn {
+        id: u64,
+        ep: u8,
+        length: usize,
+        timeout_us: u64,
+    },
+    ClearHalt {
+        id: u64,
+        ep: u8,
+    },
+    ResetDevice {
+        id: u64,
+    },
+    AbortEndpoint {
+        id: u64,
+        ep: u8,
+    },
+    Sleep {
+        id: u64,
+        duration_us: u64,
+    },
+    Now {
+        id: u64,
+    },
+}
+
+#[derive(Deserialize)]
+pub(super) struct Capabilities {
+    pub(super) async_cancel: bool,
+}
+
+impl FromDriver {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            FromDriver::Hello { .. } => "hello",
+            FromDriver::Callback { .. } => "callback",
+            FromDriver::Result { .. } => "result",
+            FromDriver::NotifyDone {} => "notify_done",
+            FromDriver::ControlIn { .. } => "control_in",
+            FromDriver::ControlOut { .. } => "control_out",
+            FromDriver::BulkIn { .. } => "bulk_in",
+            FromDriver::BulkOut { .. } => "bulk_out",
+            FromDriver::InterruptIn { .. } => "interrupt_in",
+            FromDriver::ClearHalt { .. } => "clear_halt",
+            FromDriver::ResetDevice { .. } => "reset_device",
+            FromDriver::AbortEndpoint { .. } => "abort_endpoint",
+            FromDriver::Sleep { .. } => "sleep",
+            FromDriver::Now { .. } => "now",
+        }
+    }
+}
+
+impl Done {
+    /// The completion of request `id` that ended with `r` (the bytes read, if the request
+    /// reads), at `now_us`.
+    pub(super) fn of(id: u64, r: Result<Option<Vec<u8>>, TransferError>, now_us: u64) -> Done {
+        match r {
+            Ok(data) => Done {
+                id,
+                status: "ok",
+                actual: data.as_ref().map(Vec::len),
+                data: data.map(|d| BASE64.encode(d)),
+                error: None,
+                now_us,
+            },
+            Err(e) => Done {
+                id,
+                status: status_name(&e),
+                actual: match e {
+                    TransferError::Timeout { actual } | TransferError::Cancelled { actual } => {
+                        Some(actual)
+                    }
+                    _ => None,
+                },
+                data: None,
+                error: match &e {
+                    TransferError::Io(text) => Some(text.clone()),
+                    _ => None,
+                },
+                now_us,
+            },
+        }
+    }
+}
+
+/// An HRESULT from the wire: a signed or unsigned 32-bit integer.
+pub(super) fn hresult_from_wire(v: i64) -> Result<Hresult, ProtocolError> {
+    if (i64::from(i32::MIN)..=i64::from(u32::MAX)).contains(&v) {
+        Ok(Hresult(v as u32 as i32))
+    } else {
+        Err(ProtocolError::NotAnHresult(v))
+    }
+}
+
+/// A callback reason from the wire.
+pub(super) fn it_msg(value: i32) -> Result<ItMsg, ProtocolError> {
+    [
+        ItMsg::DataHeader,
+        ItMsg::Data,
+        ItMsg::Status,
+        ItMsg::Termination,
+        ItMsg::NewPage,
+        ItMsg::DeviceStatus,
+    ]
+    .into_iter()
+    .find(|m| m.value() == value)
+    .ok_or(ProtocolError::NotAReason(value))
+}
+
+/// A base64 payload of message `what`.
+pub(super) fn payload(what: &'static str, s: &str) -> Result<Vec<u8>, ProtocolError> {
+    BASE64
+        .decode(s)
+        .map_err(|error| ProtocolError::NotBase64 { what, error })
+}
+
+/// A request for `length` bytes, within `max`.
+pub(super) fn within(what: &'static str, length: usize, max: usize) -> Result<(), ProtocolError> {
+    if length > max {
+        return Err(ProtocolError::TooLong { what, length, max });
+    }
+    Ok(())
+}
+
+/// Parses one line a driver wrote on its stdout (without the `\n`) as the runner reads it: the
+/// JSON message, then the checks the runner makes before acting on it (base64 data, a 32-bit
+/// HRESULT, an IT_MSG_* callback reason, request lengths within [`ExternalConfig::default`]'s
+/// line limit). Returns the message's type (`"bulk_in"`, ...) or the one-line protocol error
+/// the run would record as a `driver-fault`. Public so the parser can be tested and fuzzed.
+pub fn parse_driver_message(line: &[u8]) -> Result<&'static str, ProtocolError> {
+    let msg: FromDriver = serde_json::from_slice(line)
+        .map_err(|e| ProtocolError::NotAMessage(one_line(&e.to_string())))?;
+    let max = ExternalConfig::default().max_line_bytes;
+    match &msg {
+        FromDriver::Result { hr } => {
+            hresult_from_wire(*hr)?;
+        }
+        FromDriver::Callback { reason, data, .. } => {
+            it_msg(*reason)?;
+            payload("callback", data)?;
+        }
+        FromDriver::ControlOut { data, .. } => {
+            let n = payload("control_out", data)?.len();
+            if n > usize::from(u16::MAX) {
+                return Err(ProtocolError::ControlTooLong(n));
+            }
+        }
+        FromDriver::BulkOut { data, .. } => {
+            payload("bulk_out", data)?;
+        }
+        FromDriver::BulkIn { length, .. } | FromDriver::InterruptIn { length, .. } => {
+            within(msg.name(), *length, max)?;
+        }
+        _ => {}
+    }
+    Ok(msg.name())
+}
+
+/// `text` with control characters escaped: serde's messages quote the driver's strings (an
+/// unknown `type`, say), which may hold line breaks, and a fault is one line.
+pub(super) fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// The `status` of a failed request.
+fn status_name(e: &TransferError) -> &'static str {
+    match e {
+        TransferError::Stall => "stall",
+        TransferError::Timeout { .. } => "timeout",
+        TransferError::Cancelled { .. } => "cancelled",
+        TransferError::NoDevice => "no_device",
+        TransferError::Overflow => "overflow",
+        TransferError::Io(_) => "io_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hresults_are_read_signed_or_unsigned() {
+        assert_eq!(hresult_from_wire(1), Ok(Hresult::S_FALSE));
+        assert_eq!(hresult_from_wire(0x8000_4005), Ok(Hresult::E_FAIL));
+        assert_eq!(hresult_from_wire(-2_147_467_259), Ok(Hresult::E_FAIL));
+        assert!(hresult_from_wire(1 << 40).is_err());
+    }
+
+    #[test]
+    fn driver_messages_parse_to_their_type_or_one_line_of_error() {
+        assert_eq!(parse_driver_message(br#"{"type":"now","id":1}"#), Ok("now"));
+        let e = parse_driver_message(br#"{"type":"a\nb"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a\\nb") && !e.contains('\n'), "{e}");
+        let e = parse_driver_message(br#"{"type":"result","hr":1099511627776}"#).unwrap_err();
+        assert_eq!(e, ProtocolError::NotAnHresult(1_099_511_627_776));
+        assert!(e.to_string().contains("not a 32-bit HRESULT"), "{e}");
+    }
+}

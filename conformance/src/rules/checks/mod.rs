@@ -1,0 +1,204 @@
+//! The check of each rule, by family, and the run's metrics; here the reading of a run they
+//! share ([`Ctx`]) and how a check collects its findings.
+
+mod callbacks;
+mod cancel;
+mod data;
+mod faults;
+mod usb;
+
+pub(crate) use self::callbacks::{cb_stop, err_propagate, outcome, ret_sfalse};
+pub(crate) use self::cancel::{
+    cancel_io_asap, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
+};
+pub(crate) use self::data::{cadence, data_contiguous, data_exact, percent};
+pub(crate) use self::faults::{fault_no_hang, idle_cancel_harmless};
+pub(crate) use self::usb::{cancel_sent, halts_cleared, no_pending, no_stale, status_polled};
+
+use std::collections::BTreeSet;
+
+use scanemu::personality::NoteKind;
+
+use super::analysis::{
+    acquisitions, bulk_in_data, cancel_points, data_callback, device_states, first_stop_callback,
+    first_stopped, is_cancel_request, is_device_reset, note, Acq, Cp, CpKind, Dev,
+    CANCEL_IO_WIRE_US,
+};
+use super::{Finding, Judgement, Metrics, RunFacts};
+use crate::scenario::Outcome;
+use crate::trace::{Event, Kind, Trace};
+use crate::wia::Hresult;
+
+/// A run read once for all rules.
+pub(crate) struct Ctx<'a> {
+    pub facts: RunFacts<'a>,
+    pub trace: &'a Trace,
+    pub acqs: Vec<Acq>,
+    pub dev: Vec<Dev>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(facts: &RunFacts<'a>) -> Ctx<'a> {
+        Ctx {
+            facts: *facts,
+            trace: facts.trace,
+            acqs: acquisitions(facts.trace),
+            dev: device_states(facts.trace),
+        }
+    }
+
+    fn ev(&self, i: usize) -> &Event {
+        &self.trace.events[i]
+    }
+
+    fn at(&self, i: usize) -> u64 {
+        self.trace.events[i].at_us
+    }
+
+    fn expect(&self, n: u32) -> Option<&Outcome> {
+        let i = usize::try_from(n).ok()?.checked_sub(1)?;
+        self.facts.scenario.acquisitions.get(i).map(|a| &a.expect)
+    }
+
+    /// The acquisition that contains event `i`.
+    fn acq_of(&self, i: usize) -> Option<&Acq> {
+        self.acqs.iter().find(|a| a.contains(i))
+    }
+
+    /// First event after `from` later than `deadline`, or the last event.
+    fn first_after(&self, from: usize, deadline: u64) -> usize {
+        (from..self.trace.events.len())
+            .find(|&i| self.at(i) > deadline)
+            .unwrap_or(self.trace.events.len().saturating_sub(1))
+    }
+
+    /// True if the acquisition ended cancelled or failed: a cancel point, a non-S_OK return,
+    /// or no return at all.
+    fn ended_badly(&self, a: &Acq) -> bool {
+        a.hr(self.trace) != Some(Hresult::S_OK) || !cancel_points(self.trace, a).is_empty()
+    }
+
+    /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset or abort.
+    fn wire_cancel_within(&self, notify: usize, end: usize) -> Option<usize> {
+        let deadline = self.at(notify) + CANCEL_IO_WIRE_US;
+        (notify + 1..=end.min(self.trace.events.len().saturating_sub(1)))
+            .take_while(|&i| self.at(i) <= deadline)
+            .find(|&i| {
+                let e = self.ev(i);
+                is_cancel_request(e) || is_device_reset(e) || matches!(e.kind, Kind::Abort { .. })
+            })
+    }
+
+    /// CANCEL_IO counts as honoured: the device was not busy, or a cancel was on the wire in time.
+    fn notify_honoured(&self, a: &Acq, notify: usize) -> bool {
+        !self.dev[notify].busy() || self.wire_cancel_within(notify, a.end).is_some()
+    }
+
+    /// The cancel point the driver is expected to act on: the first stopping callback or
+    /// aborting device fault, or CANCEL_IO when the driver claims async cancel and honoured it.
+    fn acted_cancel_point(&self, a: &Acq) -> Option<Cp> {
+        cancel_points(self.trace, a)
+            .into_iter()
+            .find(|cp| match cp.kind {
+                CpKind::Notify => self.facts.async_cancel && self.notify_honoured(a, cp.idx),
+                _ => true,
+            })
+    }
+
+    fn gone_between(&self, from: usize, to: usize) -> bool {
+        (from..=to.min(self.dev.len().saturating_sub(1))).any(|i| self.dev[i] == Dev::Gone)
+    }
+}
+
+/// Collects findings and whether anything was judged.
+#[derive(Default)]
+struct Verdict {
+    judged: bool,
+    findings: Vec<Finding>,
+}
+
+impl Verdict {
+    fn judged(&mut self) {
+        self.judged = true;
+    }
+
+    fn fail(&mut self, acq: Option<u32>, event: usize, message: String) {
+        self.judged = true;
+        self.findings.push(Finding {
+            acquisition: acq,
+            event,
+            message,
+        });
+    }
+
+    fn done(mut self) -> Judgement {
+        let mut seen = BTreeSet::new();
+        self.findings
+            .retain(|f| seen.insert((f.event, f.message.clone())));
+        self.findings.sort_by_key(|f| f.event);
+        if !self.findings.is_empty() {
+            Judgement::Fail(self.findings)
+        } else if self.judged {
+            Judgement::Pass
+        } else {
+            Judgement::NotApplicable
+        }
+    }
+}
+
+fn describe_cp(cp: &Cp) -> String {
+    match &cp.kind {
+        CpKind::SFalse => format!("a callback returned S_FALSE at #{}", cp.idx),
+        CpKind::Error(hr) => format!("a callback returned {hr} at #{}", cp.idx),
+        CpKind::Notify => format!("WIA_EVENT_CANCEL_IO at #{}", cp.idx),
+        CpKind::DeviceCancel => format!(
+            "a device-initiated cancel (Cancel button or short band) at #{}",
+            cp.idx
+        ),
+        CpKind::DeviceFault(d) => format!("device fault {d} at #{}", cp.idx),
+    }
+}
+
+// ---- metrics ----
+
+pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
+    let mut m = Metrics::default();
+    for e in &c.trace.events {
+        if let Some(d) = data_callback(e) {
+            m.data_callbacks += 1;
+            m.data_bytes += u64::try_from(d.length).unwrap_or(0);
+        }
+    }
+    let has_band_sent = c
+        .trace
+        .events
+        .iter()
+        .any(|e| note(e) == Some(NoteKind::BandSent));
+    for a in &c.acqs {
+        if let Some((si, _)) = first_stop_callback(c.trace, a) {
+            for i in si + 1..=a.end {
+                if let Some(d) = data_callback(c.ev(i)) {
+                    m.bytes_after_sfalse += u64::try_from(d.length).unwrap_or(0);
+                }
+            }
+        }
+        let Some(cp) = cancel_points(c.trace, a).into_iter().next() else {
+            continue;
+        };
+        if m.cancel_to_idle_us.is_none() {
+            m.cancel_to_idle_us = first_stopped(c.trace, &c.dev, cp.idx).map(|(_, t)| t - cp.at);
+        }
+        let wasted = (cp.idx + 1..=a.end)
+            .filter(|&i| {
+                let e = c.ev(i);
+                if has_band_sent {
+                    note(e) == Some(NoteKind::BandSent)
+                } else {
+                    bulk_in_data(e).is_some()
+                }
+            })
+            .count() as u32;
+        *m.bands_wasted.get_or_insert(0) += wasted;
+    }
+    m
+}

@@ -1,0 +1,357 @@
+//! One run: one scenario under one service model against one driver, then the rules.
+//!
+//! [`run_with`] does five things in order, each in a function of its own:
+//! 1. loads the scenario's profile and checks the scan settings against it;
+//! 2. builds the host the driver uses (`transport.rs`): in-process in virtual time by
+//!    default, or a replay, or the device over USB/IP or libusb in real time; every host reports
+//!    to the trace (`observe.rs`), through a pcap capture and a recording when asked for;
+//! 3. hands the driver its [`RunContext`] ([`MiniDriver::begin_run`]);
+//! 4. plays the roles (`crate::roles`): the application and the service, on a [`Sim`] until
+//!    the application is done or the scenario's budget runs out (a hang, recorded as a
+//!    `driver-fault`);
+//! 5. closes the link, finishes the trace and checks every rule over it.
+//!
+//! The trace is one recorder that the roles, the host's observer and the driver's context all
+//! write to; the finished [`Trace`] is what [`crate::rules::check_all`] judges.
+
+mod observe;
+mod transport;
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use scanemu::capture::recording::{RecordingError, RecordingObserver};
+use scanemu::engine::JobError;
+use scanemu::profile::{Profile, ProfileError};
+use scanemu::sim::{Sim, SimError};
+use scanemu::time::{Duration, Instant};
+
+use crate::device;
+use crate::driver::{MiniDriver, RunContext};
+use crate::roles::app::Application;
+use crate::roles::service::Service;
+use crate::roles::RoleTrace;
+use crate::rules::{self, RuleReport, RunFacts};
+use crate::scenario::{LoadedScenario, ServiceModel};
+use crate::trace::{Actor, Kind, Recorder, Trace};
+
+use self::observe::TraceObserver;
+pub use self::transport::{pcap_file_name, Transport, LIBUSB_FEATURE_MISSING};
+use self::transport::{DeviceSetup, Taps};
+
+/// A problem with a run's inputs or surroundings (not with the driver): exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The scenario's profile could not be loaded.
+    #[error("{}: profile {profile:?}: {error}", scenario.display())]
+    Profile {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The profile it names.
+        profile: String,
+        /// Why it could not be loaded.
+        error: Box<ProfileError>,
+    },
+    /// The scenario's scan settings do not fit its profile's optics.
+    #[error("{}: scan settings do not fit profile {profile:?}: {error}", scenario.display())]
+    ScanSettings {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The profile it names.
+        profile: String,
+        /// What does not fit.
+        error: JobError,
+    },
+    /// The host could not reach or enumerate the device.
+    #[error("{}: enumeration failed: {reason}", scenario.display())]
+    Enumeration {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// What the transport said.
+        reason: String,
+    },
+    /// A replay was asked for with a transport other than in-process.
+    #[error("a replay runs in-process only")]
+    ReplayNotInProcess,
+    /// The recording to replay could not be loaded.
+    #[error("replay: {0}")]
+    Replay(RecordingError),
+    /// The pcap capture could not be written.
+    #[error("--pcap {}: {error}", path.display())]
+    Pcap {
+        /// The capture file.
+        path: PathBuf,
+        /// The failure.
+        error: std::io::Error,
+    },
+    /// `--transport libusb` in a build without the `libusb` feature.
+    #[error("{LIBUSB_FEATURE_MISSING}")]
+    LibusbFeatureMissing,
+    /// `--transport libusb` without the scanlab stand-in as the process's libusb.
+    #[error("{0}")]
+    Libusb(String),
+}
+
+/// Everything one run produced.
+#[derive(Debug)]
+pub struct RunResult {
+    /// `<group>/<name>` of the scenario.
+    pub scenario: String,
+    /// The service model.
+    pub service: ServiceModel,
+    /// The driver's name.
+    pub driver: String,
+    /// The trace.
+    pub trace: Trace,
+    /// Rule results and metrics.
+    pub report: RuleReport,
+    /// True when the driver claimed asynchronous cancel support.
+    pub async_cancel: bool,
+}
+
+impl RunResult {
+    /// True when no rule failed.
+    pub fn passed(&self) -> bool {
+        self.report.failed().is_empty()
+    }
+}
+
+/// Options of a run beyond the scenario, service and driver.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// How the driver reaches the device (default: in-process).
+    pub transport: Transport,
+    /// Run on the wall clock ([`Sim::realtime`]) instead of virtual time (default: false;
+    /// implied by [`Transport::UsbIp`] and [`Transport::Libusb`]).
+    pub realtime: bool,
+    /// Capture every transfer of the run as a usbmon pcap into this folder (created if
+    /// missing), one file per run named by [`pcap_file_name`] (default: no capture).
+    pub pcap: Option<PathBuf>,
+    /// Keep every transfer and device note of the run in this recording (default: none; see
+    /// [`crate::record`]).
+    pub record: Option<Rc<RecordingObserver>>,
+    /// Serve the recording in this folder instead of the emulated scanner (in-process only;
+    /// default: none). A driver that departs from it gets a `DriverFault` naming the first
+    /// divergent transaction.
+    pub replay: Option<PathBuf>,
+}
+
+/// Real-time runs only take scenarios whose virtual-time run lasts at most this long
+/// (see [`realtime_skip_reason`]): longer ones would make a catalog run take minutes.
+pub const REALTIME_MAX_US: u64 = 3_000_000;
+
+/// Why `scenario` is left out of real-time runs, or `None` if it belongs to the real-time
+/// subset. The subset is decided by running the scenario once in virtual time (milliseconds
+/// of wall time) with the same driver: a scenario whose trace ends later than
+/// [`REALTIME_MAX_US`] is skipped. What real-time runs check, and with what tolerance on time:
+/// - every rule is checked as in virtual time; the time-based ones already carry slack that
+///   covers loopback latency: WIA-CANCEL-IO-ASAP (a cancel on the wire within 10 ms of
+///   WIA_EVENT_CANCEL_IO), idle after cancel (the motor stop time + 50 ms), callback cadence
+///   (1.5 x the limit) and the scenario's hang budget;
+/// - events recorded inside one MiniDrvCallback (the application's answer, CancelPendingIO,
+///   the notify and the callback) share one timestamp, as they do in virtual time, so rules
+///   that compare "same instant" keep their meaning;
+/// - traces are not compared with snapshots (real time is not byte-identical); device notes
+///   come from the server thread, stamped on the same clock as the driver's transfers.
+pub fn realtime_skip_reason(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+) -> Result<Option<String>, RunError> {
+    let r = run(scenario, service, driver_name, driver, profiles_dir)?;
+    let end = r.trace.events.last().map_or(0, |e| e.at_us);
+    Ok((end > REALTIME_MAX_US).then(|| {
+        format!(
+            "lasts {} in virtual time, over the real-time limit of {}",
+            Duration::from_micros(end),
+            Duration::from_micros(REALTIME_MAX_US)
+        )
+    }))
+}
+
+/// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`, in
+/// process and in virtual time.
+pub fn run(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+) -> Result<RunResult, RunError> {
+    run_with(
+        scenario,
+        service,
+        driver_name,
+        driver,
+        profiles_dir,
+        &RunOptions::default(),
+    )
+}
+
+/// [`run`] with explicit [`RunOptions`]. See the module documentation.
+pub fn run_with(
+    scenario: &LoadedScenario,
+    service: ServiceModel,
+    driver_name: &str,
+    driver: Rc<dyn MiniDriver>,
+    profiles_dir: &Path,
+    options: &RunOptions,
+) -> Result<RunResult, RunError> {
+    let sc = &scenario.scenario;
+    let profile = load_profile(scenario, profiles_dir)?;
+    let realtime = options.realtime || options.transport != Transport::InProcess;
+    let sim = if realtime {
+        Sim::realtime()
+    } else {
+        Sim::new()
+    };
+    let rec = Recorder::new();
+    let observer = Rc::new(TraceObserver::new(rec.clone()));
+    let pcap = match &options.pcap {
+        Some(dir) => Some(transport::open_pcap(
+            dir,
+            &scenario.id,
+            service,
+            &profile,
+            observer.clone(),
+        )?),
+        None => None,
+    };
+    let taps = Taps {
+        trace: observer.clone(),
+        pcap: pcap.as_ref().map(|(p, _)| p.clone()),
+        record: options.record.clone(),
+    };
+    let setup = DeviceSetup {
+        profile: &profile,
+        faults: device::faults(&profile, &sc.faults),
+    };
+    let link = transport::connect(
+        &options.transport,
+        options.replay.as_deref(),
+        setup,
+        &sim,
+        &taps,
+        &scenario.path,
+    )?;
+    driver.begin_run(Rc::new(DriverContext {
+        sim: sim.clone(),
+        rec: rec.clone(),
+    }));
+    let async_cancel = driver.supports_async_cancel();
+    play(scenario, service, &driver, link.host.clone(), &sim, &rec);
+    driver.end_run();
+    link.close(sim.now(), &observer, &rec);
+    if let Some((p, path)) = pcap {
+        p.finish().map_err(|error| RunError::Pcap { path, error })?;
+    }
+    let trace = rec.finish();
+    let report = rules::check_all(&RunFacts {
+        trace: &trace,
+        scenario: sc,
+        service,
+        async_cancel,
+        motor_stop_us: profile.timing.motor_stop_us,
+    });
+    Ok(RunResult {
+        scenario: scenario.id.clone(),
+        service,
+        driver: driver_name.to_string(),
+        trace,
+        report,
+        async_cancel,
+    })
+}
+
+/// The scenario's profile, with the scan settings checked against its optics.
+pub fn load_profile(scenario: &LoadedScenario, profiles_dir: &Path) -> Result<Profile, RunError> {
+    let sc = &scenario.scenario;
+    let profile =
+        device::resolve_profile(&sc.profile, profiles_dir).map_err(|error| RunError::Profile {
+            scenario: scenario.path.clone(),
+            profile: sc.profile.clone(),
+            error: Box::new(error),
+        })?;
+    sc.scan
+        .job()
+        .validate(&profile.optics)
+        .map_err(|error| RunError::ScanSettings {
+            scenario: scenario.path.clone(),
+            profile: sc.profile.clone(),
+            error,
+        })?;
+    Ok(profile)
+}
+
+/// Plays the application and the service around `driver` until the script is done or the
+/// scenario's budget runs out; a run that cannot finish is recorded as a `driver-fault`.
+fn play(
+    scenario: &LoadedScenario,
+    model: ServiceModel,
+    driver: &Rc<dyn MiniDriver>,
+    host: Rc<dyn scanemu::host::UsbHost>,
+    sim: &Sim,
+    rec: &Recorder,
+) {
+    let sc = &scenario.scenario;
+    let trace = Rc::new(RoleTrace::new(sim.clone(), rec.clone()));
+    let service = Service::new(model, driver.clone(), host, trace.clone(), sc.scan.job());
+    let app = Application::new(sim.clone(), trace, Rc::new(service), scenario.clone());
+    let player = app.clone();
+    let limit = Instant::from_micros(sc.budget_us);
+    if let Err(e) = sim.block_on(async move { player.play().await }, limit) {
+        let what = hang(&e, app.running(), sc.budget_us);
+        rec.push(
+            sim.now().total_micros(),
+            Actor::Driver,
+            Kind::DriverFault { what },
+        );
+    }
+}
+
+/// What a run that could not finish says about acquisition `n`.
+fn hang(e: &SimError, n: u32, budget_us: u64) -> String {
+    match e {
+        SimError::TimeLimit { .. } => format!(
+            "hang: acquisition {n} had not returned when the scenario's budget of {} ran out",
+            Duration::from_micros(budget_us)
+        ),
+        SimError::Stalled { .. } => {
+            format!("hang: acquisition {n} waits for something that can never happen")
+        }
+        SimError::ExternalTimeout { guard_ms } => {
+            format!("hang: the driver did not answer for {guard_ms} ms of wall-clock time")
+        }
+    }
+}
+
+/// The driver's [`RunContext`]: the run's clock and its trace.
+struct DriverContext {
+    sim: Sim,
+    rec: Recorder,
+}
+
+impl RunContext for DriverContext {
+    fn now(&self) -> Instant {
+        self.sim.now()
+    }
+
+    fn log(&self, text: &str) {
+        let text = text.to_string();
+        self.rec
+            .push(self.now().total_micros(), Actor::Driver, Kind::Log { text });
+    }
+
+    fn fault(&self, what: &str) {
+        let what = what.to_string();
+        self.rec.push(
+            self.now().total_micros(),
+            Actor::Driver,
+            Kind::DriverFault { what },
+        );
+    }
+}
