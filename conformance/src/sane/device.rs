@@ -1,7 +1,8 @@
 //! The emulated scanner behind a SANE backend that drives real hardware through libusb
 //! (`sane:epson2`): the scanlab libusb-1.0 stand-in made the process's libusb, and for each run
-//! a fresh in-process USB/IP server exporting the scenario's device, whose notes become the
-//! `device` actor of the run's trace, on the trace's clock.
+//! a fresh in-process USB/IP server exporting the scenario's device (the same
+//! `crate::device::ServedDevice` a WIA run over USB/IP uses), whose notes become the `device`
+//! actor of the run's trace, on the trace's clock.
 //!
 //! Loading: a backend such as `libsane-epson2.so.1` has `libusb-1.0.so.0` as a NEEDED entry.
 //! [`provide_stand_in`] loads the stand-in (SONAME `libusb-1.0.so.0`) into the process before the
@@ -22,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use scanemu::capture::pcap::PcapWriter;
 use scanemu::personality::DeviceNote;
-use scanemu::profile::{Profile, ProfileError};
+use scanemu::profile::ProfileError;
 use scanemu::usbip::server::Capture;
-use scanemu::usbip::{ServerConfig, UsbIpServer};
+use scanemu::usbip::ServerConfig;
 
 use super::ffi::LoadError;
 use super::scenario::DeviceSpec;
 use super::trace::DeviceEvent;
+use crate::device::{self, ServedDevice};
 use crate::libusb::stand_in::{self, Loaded, StandInError};
 
 /// Why the emulated device (or the libusb it is reached through) is not available; `Display` is
@@ -90,12 +92,12 @@ pub fn check_only_stand_in() -> Result<(), DeviceError> {
     Ok(stand_in::check(WHO)?)
 }
 
-/// One run's emulated scanner: a USB/IP server on `127.0.0.1:0` exporting the scenario's
-/// device, with `SCANLAB_USBIP` pointing at it, its notes on the trace's clock, and optionally
-/// a usbmon capture of every URB it served.
+/// One run's emulated scanner: the scenario's device served over USB/IP on `127.0.0.1:0`
+/// ([`crate::device::ServedDevice`], shared with WIA runs over USB/IP), with `SCANLAB_USBIP`
+/// pointing at it, its notes on the trace's clock, and optionally a usbmon capture of every
+/// URB it served.
 pub struct Emulator {
-    server: UsbIpServer,
-    notes: Arc<Mutex<Vec<DeviceEvent>>>,
+    served: ServedDevice,
     capture: Option<(Capture, PathBuf)>,
 }
 
@@ -109,14 +111,9 @@ impl Emulator {
         epoch: Instant,
         capture: Option<&Path>,
     ) -> Result<Emulator, DeviceError> {
-        let path = profiles.join(format!("{}.json", spec.profile));
-        let profile = Profile::load(&path)?;
+        let profile = device::resolve_profile(&spec.profile, profiles)?;
         let mut config = ServerConfig::new(profile.clone());
-        if !spec.faults.is_empty() {
-            let mut faults = profile.faults.clone();
-            faults.extend(spec.faults.iter().copied());
-            config.faults = Some(faults);
-        }
+        config.faults = Some(device::faults(&profile, &spec.faults));
         config.epoch = Some(epoch);
         let capture = match capture {
             Some(file) => {
@@ -133,41 +130,28 @@ impl Emulator {
             }
             None => None,
         };
-        let notes: Arc<Mutex<Vec<DeviceEvent>>> = Arc::new(Mutex::new(Vec::new()));
-        let sink = notes.clone();
-        config.notes = Some(Arc::new(move |n: &DeviceNote| {
-            let event = DeviceEvent {
-                at_us: n.at.total_micros(),
-                kind: n.kind,
-                value: n.value,
-                detail: n.detail.to_string(),
-            };
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
-        }));
-        let server = UsbIpServer::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), config)
-            .map_err(|source| DeviceError::Serve { path, source })?;
+        let served = ServedDevice::with_config(config).map_err(|source| DeviceError::Serve {
+            path: profiles.join(format!("{}.json", spec.profile)),
+            source,
+        })?;
         // The stand-in reads it in libusb_init; runs are serialised by the runner's lock.
-        std::env::set_var(stand_in::SERVER_ENV, server.local_addr().to_string());
-        Ok(Emulator {
-            server,
-            notes,
-            capture,
-        })
-    }
-
-    fn count(&self) -> usize {
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).len()
+        std::env::set_var(
+            stand_in::SERVER_ENV,
+            served.server().local_addr().to_string(),
+        );
+        Ok(Emulator { served, capture })
     }
 
     /// Waits until the device has been quiet for `quiet` (at most `cap`), so that what it does
     /// after the frontend's last call (a motor stopping, bands piling up) is in the trace.
     pub fn settle(&self, quiet: Duration, cap: Duration) {
+        let notes = self.served.notes();
         let began = Instant::now();
-        let mut seen = self.count();
+        let mut seen = notes.made();
         let mut since = Instant::now();
         while began.elapsed() < cap {
             std::thread::sleep(Duration::from_millis(5));
-            let n = self.count();
+            let n = notes.made();
             if n != seen {
                 seen = n;
                 since = Instant::now();
@@ -180,8 +164,17 @@ impl Emulator {
     /// Stops the server and returns the device's notes in time order, and whether the
     /// capture (if any) was written completely.
     pub fn finish(self) -> (Vec<DeviceEvent>, Result<(), DeviceError>) {
-        self.server.shutdown();
-        let mut events = std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut events: Vec<DeviceEvent> = self
+            .served
+            .shutdown()
+            .iter()
+            .map(|n: &DeviceNote| DeviceEvent {
+                at_us: n.at.total_micros(),
+                kind: n.kind,
+                value: n.value,
+                detail: n.detail.to_string(),
+            })
+            .collect();
         events.sort_by_key(|e| e.at_us);
         let written = match self.capture {
             Some((writer, path)) => writer
