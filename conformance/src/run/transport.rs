@@ -100,6 +100,9 @@ impl Taps {
 pub(crate) struct Link {
     /// The host the driver uses.
     pub host: Rc<dyn UsbHost>,
+    /// The observer chain the host reports to (for transfers a driver cancels before the host
+    /// finished them).
+    pub observer: Rc<dyn HostObserver>,
     /// The server of a USB/IP or libusb run.
     served: Option<ServedDevice>,
     /// The recording served instead of the device.
@@ -126,9 +129,11 @@ pub(crate) fn connect(
         }
         let recording = Recording::load(dir).map_err(RunError::Replay)?;
         let host = ReplayHost::new(recording, Rc::new(sim.clone()));
-        host.set_observer(taps.attach(&host.device_info()));
+        let observer = taps.attach(&host.device_info());
+        host.set_observer(observer.clone());
         return Ok(Link {
             host: Rc::new(host.clone()),
+            observer,
             served: None,
             replay: Some(host),
         });
@@ -139,11 +144,13 @@ pub(crate) fn connect(
             device.set_faults(setup.faults);
             let host = InProcessHost::new(device, Rc::new(sim.clone()))
                 .map_err(|e| enumeration(e.to_string()))?;
-            host.set_observer(taps.attach(&host.device_info()));
+            let observer = taps.attach(&host.device_info());
+            host.set_observer(observer.clone());
             let ticker = host.clone();
             sim.spawn(async move { ticker.run_device().await });
             Ok(Link {
                 host: Rc::new(host),
+                observer,
                 served: None,
                 replay: None,
             })
@@ -157,9 +164,11 @@ pub(crate) fn connect(
                 Rc::new(sim.clone()),
             )
             .map_err(|e| enumeration(format!("USB/IP import: {e}")))?;
-            host.set_observer(taps.attach(&host.device_info()));
+            let observer = taps.attach(&host.device_info());
+            host.set_observer(observer.clone());
             Ok(Link {
                 host: Rc::new(host),
+                observer,
                 served: Some(served),
                 replay: None,
             })
@@ -170,9 +179,11 @@ pub(crate) fn connect(
             let served = serve(setup, sim, &taps.trace).map_err(|e| enumeration(e.to_string()))?;
             let host =
                 crate::libusb::transport::open_host(served.server(), sim).map_err(enumeration)?;
-            host.set_observer(taps.attach(&host.device_info()));
+            let observer = taps.attach(&host.device_info());
+            host.set_observer(observer.clone());
             Ok(Link {
                 host: Rc::new(host),
+                observer,
                 served: Some(served),
                 replay: None,
             })
@@ -210,6 +221,7 @@ impl Link {
     pub(crate) fn close(self, end: Instant, trace: &TraceObserver, rec: &Recorder) {
         let Link {
             host,
+            observer: _,
             served,
             replay,
         } = self;
