@@ -268,22 +268,31 @@ fn cancelled_record<'a>(
         data: &[],
         result: result.clone(),
     };
+    // The conventions of scanemu's `Observed`: IN endpoints and control IN requests carry
+    // their direction bit.
     Some(match request {
-        UsbRequest::ControlIn { setup, .. } => record(
-            TransferKind::Control,
-            0x80,
-            Some(*setup),
-            usize::from(setup.length),
-        ),
+        UsbRequest::ControlIn { setup, .. } => {
+            let mut setup = *setup;
+            setup.request_type |= 0x80;
+            record(
+                TransferKind::Control,
+                0x80,
+                Some(setup),
+                usize::from(setup.length),
+            )
+        }
         UsbRequest::ControlOut { setup, data, .. } => {
             let mut setup = *setup;
+            setup.request_type &= !0x80;
             setup.length = u16::try_from(data.len()).unwrap_or(u16::MAX);
             record(TransferKind::Control, 0x00, Some(setup), data.len())
         }
-        UsbRequest::BulkIn { ep, length, .. } => record(TransferKind::Bulk, *ep, None, *length),
+        UsbRequest::BulkIn { ep, length, .. } => {
+            record(TransferKind::Bulk, ep | 0x80, None, *length)
+        }
         UsbRequest::BulkOut { ep, data, .. } => record(TransferKind::Bulk, *ep, None, data.len()),
         UsbRequest::InterruptIn { ep, length, .. } => {
-            record(TransferKind::Interrupt, *ep, None, *length)
+            record(TransferKind::Interrupt, ep | 0x80, None, *length)
         }
         UsbRequest::Sleep { .. } => return None,
     })
