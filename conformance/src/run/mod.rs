@@ -15,6 +15,7 @@
 //! write to; the finished [`Trace`] is what [`crate::rules::check_all`] judges.
 
 mod observe;
+pub mod parallel;
 mod transport;
 mod urb;
 
