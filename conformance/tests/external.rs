@@ -273,7 +273,9 @@ fn hostile_in(mode: &str, id: &str) -> Vec<String> {
         .into_iter()
         .find(|s| s.id == id)
         .unwrap_or_else(|| panic!("{id} in the catalog"));
-    let config = ExternalConfig::default().with_reply_timeout(Duration::from_millis(1500));
+    let config = ExternalConfig::default()
+        .with_reply_timeout(Duration::from_millis(1500))
+        .with_max_messages_per_instant(2000);
     let d = external(&python("tests/hostile/driver.py", mode), config);
     let wall = std::time::Instant::now();
     let r = run(&s, ServiceModel::Xp, "hostile", d.clone());
@@ -374,6 +376,7 @@ fn version_2_misuse_is_a_driver_fault_naming_the_message_and_why() {
         ("v2-overtake", "complete/gray8", "protocol: bulk_in (id 2) on endpoint 0x81 while submitted transfers are in flight there (ids 1)"),
         ("v2-submit-in-notify", "cancel-io/during-warm-up", "protocol: submit while handling notify"),
         ("v2-wait-stalled", "complete/gray8", "hang: acquisition 1"),
+        ("v2-spin", "complete/gray8", "hang: the driver wrote 2001 messages while virtual time stood at 0 us"),
     ];
     let mut problems = Vec::new();
     for (mode, scenario, needle) in cases {

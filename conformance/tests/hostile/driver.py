@@ -23,6 +23,7 @@ Protocol version 2 (the driver picks 2 in its hello unless the mode says otherwi
   v2-submit-in-notify submits a transfer while handling notify (needs a scenario with one)
   v2-wait-stalled     submits a read no data will ever answer and waits
   v2-early-result     submits a read and returns S_OK at once (not a protocol error)
+  v2-spin             submits timers of 0 and waits for them forever: time never moves
 Usage: driver.py MODE
 """
 
@@ -138,6 +139,13 @@ elif MODE == "v2-wait-stalled":
     submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
     send({"type": "wait"})
     time.sleep(3600)
+elif MODE == "v2-spin":
+    n = 0
+    while True:
+        n += 1
+        submit(n, "sleep", duration_us=0)
+        send({"type": "wait"})
+        read()
 elif MODE == "v2-early-result":
     submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
     send({"type": "result", "hr": 0})

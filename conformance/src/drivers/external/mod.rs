@@ -90,6 +90,10 @@ pub struct ExternalConfig {
     /// Transfers a version 2 driver may have submitted and not yet received the `done` of;
     /// one more `submit` is a protocol error. Default 64.
     pub max_in_flight: usize,
+    /// Messages the driver may write while virtual time stands at one instant; one more is a
+    /// hang (a driver that spins on `now`, `sleep` of 0 or timers of 0 instead of waiting,
+    /// which no virtual-time budget would ever stop). Default 100 000.
+    pub max_messages_per_instant: u64,
 }
 
 impl Default for ExternalConfig {
@@ -101,6 +105,7 @@ impl Default for ExternalConfig {
             max_log_lines: 1000,
             max_log_line_bytes: 4096,
             max_in_flight: 64,
+            max_messages_per_instant: 100_000,
         }
     }
 }
@@ -128,6 +133,12 @@ impl ExternalConfig {
     /// Sets [`ExternalConfig::max_line_bytes`].
     pub fn with_max_line_bytes(mut self, bytes: usize) -> ExternalConfig {
         self.max_line_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ExternalConfig::max_messages_per_instant`].
+    pub fn with_max_messages_per_instant(mut self, messages: u64) -> ExternalConfig {
+        self.max_messages_per_instant = messages;
         self
     }
 
@@ -202,6 +213,11 @@ enum Fault {
     StdoutClosed { after: &'static str },
     #[error("hang: the driver did not answer {after} within {ms} ms of wall-clock time")]
     Silent { after: &'static str, ms: u128 },
+    #[error(
+        "hang: the driver wrote {count} messages while virtual time stood at {at_us} us: it \
+         spins instead of waiting"
+    )]
+    Spins { count: u64, at_us: u64 },
     #[error("protocol: the driver speaks protocol version {}, the runner {}", .0, versions())]
     Version(u32),
     /// A message the driver may not send at this point of the exchange.
@@ -260,6 +276,8 @@ struct RunState {
     failed: bool,
     acquisitions: u32,
     pids: Vec<u32>,
+    /// The virtual instant of the driver's last message and how many it wrote at it.
+    instant: (u64, u64),
 }
 
 /// A driver that is an external program; see the module documentation.
@@ -355,6 +373,9 @@ impl ExternalDriver {
             };
             p.stdout.recv_timeout(self.config.reply_timeout)
         };
+        if let Ok(Incoming::Line(_)) = &incoming {
+            self.count_at_instant()?;
+        }
         match incoming {
             Ok(Incoming::Line(bytes)) => {
                 serde_json::from_slice(&bytes).map_err(|e| Fault::Garbage {
@@ -384,6 +405,19 @@ impl ExternalDriver {
                 ms: self.config.reply_timeout.as_millis(),
             }),
         }
+    }
+
+    /// Counts one message at the current virtual instant; too many is [`Fault::Spins`].
+    fn count_at_instant(&self) -> Result<(), Fault> {
+        let mut st = self.state.borrow_mut();
+        let now = st.run.as_ref().map_or(0, |r| r.now().total_micros());
+        let (at, count) = st.instant;
+        let count = if at == now { count + 1 } else { 1 };
+        st.instant = (now, count);
+        if count > self.config.max_messages_per_instant {
+            return Err(Fault::Spins { count, at_us: now });
+        }
+        Ok(())
     }
 
     fn start(&self) -> Result<DriverIdentity, Fault> {
@@ -698,6 +732,7 @@ impl MiniDriver for ExternalDriver {
             st.inflight = None;
             st.failed = false;
             st.acquisitions = 0;
+            st.instant = (0, 0);
         }
         match self.start() {
             Ok(identity) => {
