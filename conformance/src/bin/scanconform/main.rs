@@ -307,11 +307,12 @@ fn write_file(path: &Path, option: &str, contents: &str) -> anyhow::Result<()> {
 /// `scanconform show`: the trace as text, and its timeline as SVG.
 fn show(trace: &Path, svg: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (t, verdict) = html::load_trace(trace)?;
-    output::text(&t.render_text())?;
+    let marks = verdict.as_ref().map(|v| v.marks()).unwrap_or_default();
+    output::text(&t.render_text_marked(&marks))?;
     if let Some(path) = svg {
-        let (title, marks) = match &verdict {
-            Some(v) => (v.title(), v.marks()),
-            None => (trace.display().to_string(), Vec::new()),
+        let title = match &verdict {
+            Some(v) => v.title(),
+            None => trace.display().to_string(),
         };
         write_file(
             path,
