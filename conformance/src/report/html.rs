@@ -8,9 +8,11 @@
 //! `data-svgz` attribute of its `.tl-wrap` and put into the page (the browser's
 //! `DecompressionStream`) when the run is opened: a report of thousands of runs stays a few MB
 //! and quick to open ([`embedded_svg`] decodes it back). Small inline JS filters by verdict,
-//! rule, driver and text, and honours fragments: `#run-N` and `#expand-first-failure` open (and
-//! scroll to) a run, `#show-first-failure` shows only the first failed run, opened. No network,
-//! no external files; the markup is well-formed XML (XHTML-compatible) and a pure function of
+//! rule, driver and text, and honours fragments: `#run-N` and `#expand-first-failure` open a
+//! run and scroll its timeline into view (whole, where the window is tall enough),
+//! `#show-first-failure` shows only the first failed run, opened. A timeline scrolled sideways
+//! keeps its lane names and footer (what was wrong, the quote) in view. No network, no
+//! external files; the markup is well-formed XML (XHTML-compatible) and a pure function of
 //! its inputs.
 //!
 //! A run's verdict travels beside its trace as `<scenario>.verdict.json` ([`RunVerdict`]), so the
@@ -238,11 +240,12 @@ svg.legend{display:block}
 const PAGE_JS: &str = "\
 (function(){
 var rows=Array.prototype.slice.call(document.querySelectorAll('tr.run-row'));
-function render(d){var w=d.querySelector('.tl-wrap[data-pending]');if(!w)return;w.removeAttribute('data-pending');
+function render(d,show){var w=d.querySelector('.tl-wrap[data-pending]');if(!w)return;w.removeAttribute('data-pending');
 var b=atob(w.getAttribute('data-svgz')),u=new Uint8Array(b.length);for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);
-new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text().then(function(t){w.innerHTML=t;var v=w.querySelector('.violation');if(v)w.scrollLeft=Math.max(0,parseFloat(v.getAttribute('data-x'))-w.clientWidth+360);w.setAttribute('data-rendered','1');},function(e){w.textContent='timeline could not be decoded: '+e;});}
+new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text().then(function(t){w.innerHTML=t;var v=w.querySelector('.violation');if(v)w.scrollLeft=Math.max(0,parseFloat(v.getAttribute('data-x'))-w.clientWidth+360);
+var g=w.querySelector('.tl-pinned');function pin(){if(g)g.setAttribute('transform','translate('+w.scrollLeft+' 0)');}w.addEventListener('scroll',pin);pin();if(show)w.scrollIntoView({block:w.offsetHeight<window.innerHeight?'end':'start'});w.setAttribute('data-rendered','1');},function(e){w.textContent='timeline could not be decoded: '+e;});}
 document.querySelectorAll('details.run').forEach(function(d){d.addEventListener('toggle',function(){if(d.open)render(d);});});
-function openRun(d,scroll){if(!d)return;d.hidden=false;d.open=true;render(d);if(scroll)d.scrollIntoView();}
+function openRun(d,scroll){if(!d)return;d.hidden=false;d.open=true;if(scroll)d.scrollIntoView();render(d,scroll);}
 function applyHash(){var h=decodeURIComponent(location.hash.slice(1)),first=document.querySelector('details.run[data-verdict=\"fail\"]');
 if(h==='expand-first-failure'){openRun(first,true);}
 else if(h==='show-first-failure'&&first){rows.forEach(function(row){var d=document.getElementById('run-'+row.getAttribute('data-run'));row.hidden=d!==first;if(d)d.hidden=d!==first;});fc.textContent='showing the first failure only';openRun(first,false);}
