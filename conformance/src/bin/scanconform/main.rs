@@ -9,6 +9,7 @@
 
 mod interrupt;
 mod output;
+mod progress;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -415,6 +416,11 @@ fn record(
             bail!("record --transport libusb is not supported; use inproc or usbip")
         }
     };
+    let spinner = progress::spinner(format!(
+        "recording {} [{}] with {driver}",
+        s.id,
+        service.name()
+    ));
     let r = scanconform::record::record(
         &s,
         service,
@@ -423,7 +429,9 @@ fn record(
         &profiles_dir_for(&root),
         &options,
         out,
-    )?;
+    );
+    spinner.finish_and_clear();
+    let r = r?;
     line(format_args!(
         "recorded {} [{}] with {}: {} trace events, {} -> {}",
         r.scenario,

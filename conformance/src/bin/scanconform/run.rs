@@ -512,7 +512,8 @@ struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    /// Prints `preamble` and the table header (human format) and shows progress over `runs`.
+    /// Prints `preamble` and the table header (human format) and shows progress over `runs`
+    /// on stderr (`progress.rs`: a terminal only, after a couple of seconds).
     fn start(
         driver: &'a str,
         format: Format,
@@ -520,10 +521,8 @@ impl<'a> Pipeline<'a> {
         preamble: Option<String>,
         runs: usize,
     ) -> anyhow::Result<Pipeline<'a>> {
-        let progress = indicatif::ProgressBar::new(runs as u64);
-        if format == Format::Json {
-            progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        } else {
+        let progress = super::progress::runs_bar(runs as u64, format == Format::Json);
+        if format != Format::Json {
             progress.suspend(|| -> std::io::Result<()> {
                 if let Some(p) = preamble {
                     line(p)?;
