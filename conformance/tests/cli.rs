@@ -362,6 +362,21 @@ fn input_errors_come_before_any_output() {
         &["run", "--junit", d.to_str().unwrap()],
         &["--junit", "is a folder"],
     );
+    // A file given as the --pcap or --traces folder; a --pcap folder that cannot be made.
+    let file = d.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    refused(
+        &["run", "--pcap", file.to_str().unwrap()],
+        &["--pcap", "is a file, not a folder"],
+    );
+    refused(
+        &["run", "--traces", file.to_str().unwrap()],
+        &["--traces", "is a file, not a folder"],
+    );
+    refused(
+        &["run", "--pcap", file.join("caps").to_str().unwrap()],
+        &["--pcap", "a-file/caps"],
+    );
     let traces = d.join("traces");
     refused(
         &[

@@ -199,6 +199,9 @@ impl Outputs {
         }
         for (option, dir) in [("--traces", &args.traces), ("--pcap", &args.pcap)] {
             if let Some(dir) = dir {
+                if dir.exists() && !dir.is_dir() {
+                    bail!("{option} {}: is a file, not a folder", dir.display());
+                }
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{option} {}", dir.display()))?;
             }
