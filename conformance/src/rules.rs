@@ -275,11 +275,11 @@ static CATALOG: [Rule; 20] = [
     },
     Rule {
         id: "WIA-CADENCE",
-        statement: "during a transfer, no gap between callbacks exceeds max(1 s, duration/10) x 1.5",
+        statement: "during a transfer, no gap between callbacks exceeds min(1 s, duration/10) x 1.5, never asking for more than ten callbacks a second",
         quote: "it should be called about ten times, or roughly once per second during the transfer, whichever is more often.",
         source: SRC_ACQUIRE,
         depends_on: &[],
-        looks_at: "Per acquisition with IT_MSG_DATA, from drvAcquireItemData to the last callback (or the callback that stopped the transfer): the gap before each callback, against max(1 s, that duration / 10) x 1.5 (the plan's lenient reading of \"whichever is more often\"; status callbacks while waiting count).",
+        looks_at: "Per acquisition with IT_MSG_DATA, from drvAcquireItemData to the last callback (or the callback that stopped the transfer): the gap before each callback, against 1.5 x max(100 ms, min(1 s, that duration / 10)). \"Whichever is more often\" is the shorter interval: ten callbacks spread over the transfer (duration / 10) in a transfer shorter than ten seconds, one a second in a longer one; 1.5 is the tolerance for \"about\" and \"roughly\"; the 100 ms floor keeps a transfer of a few virtual milliseconds from asking for callbacks more often than bands arrive. Status callbacks while waiting count.",
         report_only: false,
         check: checks::cadence,
     },

@@ -50,6 +50,7 @@ pub const BUILTIN: &[BuiltinDriver] = &[
     mutant("mutant-percent-backwards", Mutation::PercentBackwards, "reports a lower percentage on the third band"),
     mutant("mutant-hang-on-stall", Mutation::HangOnStall, "polls status forever when the device stalls during a cancel"),
     mutant("mutant-sparse-callbacks", Mutation::SparseCallbacks, "never calls back while it waits for data (warm-up, a late band)"),
+    mutant("mutant-status-once-per-second", Mutation::StatusOncePerSecond, "calls back only once a second while it waits for data, too rarely for a transfer shorter than ten seconds"),
 ];
 
 const fn mutant(name: &'static str, m: Mutation, description: &'static str) -> BuiltinDriver {

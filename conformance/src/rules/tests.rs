@@ -993,16 +993,52 @@ fn percent() {
 
 #[test]
 fn cadence() {
-    // Status callbacks every 0.5 s while a band is 3 s late.
+    // A band 3 s late: the transfer lasts about 3 s, so "ten times" (every 300 ms) is the more
+    // often; status callbacks every 250 ms pass, every 500 ms do not (limit 450 ms).
+    let late = |every_us: u64| {
+        let mut b = B::new();
+        b.acquire(1).start_scan().band(0, Hresult::S_OK);
+        for _ in 0..3_000_000 / every_us {
+            b.wait(every_us).cb(ItMsg::Status, 25, 0, 0, Hresult::S_OK);
+        }
+        b.band(1, Hresult::S_OK)
+            .band(2, Hresult::S_OK)
+            .band(3, Hresult::S_OK)
+            .ret(1, Hresult::S_OK);
+        Run::new(&b, &[complete()])
+    };
+    assert_pass(&late(250_000), "WIA-CADENCE");
+    let run = late(500_000);
+    let (event, msg) = run.fail("WIA-CADENCE");
+    assert!(matches!(
+        run.kind(event),
+        Kind::Callback {
+            msg: ItMsg::Status,
+            ..
+        }
+    ));
+    assert!(msg.contains("no callback for 500.0 ms"), "{msg}");
+    assert!(msg.contains("the limit is 450.7 ms"), "{msg}");
+
+    // A band 12 s late: once a second is the more often; 1 s gaps pass, 2 s gaps do not.
+    let long = |every_us: u64| {
+        let mut b = B::new();
+        b.acquire(1).start_scan().band(0, Hresult::S_OK);
+        for _ in 0..12_000_000 / every_us {
+            b.wait(every_us).cb(ItMsg::Status, 25, 0, 0, Hresult::S_OK);
+        }
+        b.band(1, Hresult::S_OK).ret(1, Hresult::S_OK);
+        Run::new(&b, &[complete()])
+    };
+    assert_pass(&long(1_000_000), "WIA-CADENCE");
+    assert!(long(2_000_000)
+        .fail("WIA-CADENCE")
+        .1
+        .contains("the limit is 1500.0 ms"));
+
+    // A transfer of a few milliseconds: the 2 ms warm-up gap is under the floor (150 ms).
     let mut b = B::new();
-    b.acquire(1).start_scan().band(0, Hresult::S_OK);
-    for _ in 0..6 {
-        b.wait(500_000).cb(ItMsg::Status, 25, 0, 0, Hresult::S_OK);
-    }
-    b.band(1, Hresult::S_OK)
-        .band(2, Hresult::S_OK)
-        .band(3, Hresult::S_OK)
-        .ret(1, Hresult::S_OK);
+    b.complete(1);
     assert_pass(&Run::new(&b, &[complete()]), "WIA-CADENCE");
 
     // Silent for 3 s.
@@ -1019,7 +1055,7 @@ fn cadence() {
     let (event, msg) = run.fail("WIA-CADENCE");
     assert!(matches!(run.kind(event), Kind::Callback { offset, .. } if *offset == BAND));
     assert!(msg.contains("no callback for 3000.8 ms"), "{msg}");
-    assert!(msg.contains("the limit is 1500.0 ms"), "{msg}");
+    assert!(msg.contains("the limit is 450.7 ms"), "{msg}");
 }
 
 #[test]

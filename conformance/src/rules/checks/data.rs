@@ -2,7 +2,7 @@
 //! callback cadence (WIA-DATA-CONTIGUOUS, WIA-DATA-EXACT, WIA-PERCENT, WIA-CADENCE).
 
 use super::{Ctx, Verdict};
-use crate::rules::analysis::{callback, data_callback, first_stop_callback, ms};
+use crate::rules::analysis::{callback, data_callback, first_stop_callback, ms, CADENCE_FLOOR_US};
 use crate::rules::Judgement;
 use crate::wia::ItMsg;
 
@@ -140,7 +140,7 @@ pub(crate) fn cadence(c: &Ctx<'_>) -> Judgement {
         v.judged();
         let Some(&last) = points.last() else { continue };
         let duration = c.at(last) - c.at(a.start);
-        let limit = (duration / 10).max(1_000_000) * 3 / 2;
+        let limit = cadence_limit_us(duration);
         let mut prev = a.start;
         for &i in &points {
             let gap = c.at(i) - c.at(prev);
@@ -149,7 +149,7 @@ pub(crate) fn cadence(c: &Ctx<'_>) -> Judgement {
                     Some(a.n),
                     i,
                     format!(
-                        "acquisition {}: no callback for {} (#{prev} to #{i}); the limit is {} = max(1 s, transfer {} / 10) x 1.5",
+                        "acquisition {}: no callback for {} (#{prev} to #{i}); the limit is {} = max(100 ms, min(1 s, transfer {} / 10)) x 1.5",
                         a.n,
                         ms(gap),
                         ms(limit),
@@ -161,4 +161,12 @@ pub(crate) fn cadence(c: &Ctx<'_>) -> Judgement {
         }
     }
     v.done()
+}
+
+/// The longest gap WIA-CADENCE allows in a transfer of `duration_us`: "about ten times, or
+/// roughly once per second during the transfer, whichever is more often" is the shorter of the
+/// two intervals, min(1 s, duration / 10); never below [`CADENCE_FLOOR_US`]; times 1.5 for
+/// "about" and "roughly".
+pub(crate) fn cadence_limit_us(duration_us: u64) -> u64 {
+    (duration_us / 10).clamp(CADENCE_FLOOR_US, 1_000_000) * 3 / 2
 }
