@@ -134,10 +134,11 @@ const SRC_VISTA: &str =
 const SRC_WPD: &str = "Microsoft WPD team blog, \"Cancellation behavior of MTP/USB devices\", Case A. When the Host Cancels (reference §4.3)";
 const SRC_USB_COMPLETE: &str =
     "USB Complete, 4th ed. (Jan Axelson), ch. 7, on the Still Image class (reference §4.4)";
+const SRC_CONTEXT: &str = "WIA minidriver docs, MINIDRV_TRANSFER_CONTEXT, lBufferSize row (ns-wiamindr_lh-_minidrv_transfer_context.md; reference §1.7)";
 const SRC_HCK: &str =
     "Windows HCK, \"WIA Transfer Test\" (Device.Imaging.Scanner.Base.dataTransfer; reference §5)";
 
-static CATALOG: [Rule; 20] = [
+static CATALOG: [Rule; 23] = [
     Rule {
         id: "WIA-CB-STOP",
         statement: "no IT_MSG_DATA callback after a callback returned S_FALSE or an error (same acquisition)",
@@ -264,6 +265,36 @@ static CATALOG: [Rule; 20] = [
         check: checks::data_exact,
     },
     Rule {
+        id: "WIA-DATA-LENGTH",
+        statement: "each IT_MSG_DATA's lLength is the number of bytes it carries, and offset + lLength stays within the page",
+        quote: "pbBuffer holds a band; lOffset/lLength valid",
+        source: SRC_BANDED,
+        depends_on: &["WIA-DATA-CONTIGUOUS"],
+        looks_at: "Every IT_MSG_DATA callback: lLength (\"length of the current band\", reference §1.3) against the bytes the call carried (the trace's `carried`, present when they differ), and offset + lLength against the page's size (bytes per line x lines). WIA-DATA-CONTIGUOUS compares each band with the next one only; this also judges a page's last band.",
+        report_only: false,
+        check: checks::data_length,
+    },
+    Rule {
+        id: "WIA-DATA-BUFFER",
+        statement: "no IT_MSG_DATA callback hands over more bytes than lBufferSize, the transfer buffer's size",
+        quote: "total size of the transfer buffer",
+        source: SRC_CONTEXT,
+        depends_on: &["USB-NO-STALE"],
+        looks_at: "Every IT_MSG_DATA callback's lLength and the bytes it carried, against the buffer size of its acquisition (the application's `acquire`, the scenario's `buffer`): a band larger than the buffer must be split across callbacks.",
+        report_only: false,
+        check: checks::data_buffer,
+    },
+    Rule {
+        id: "WIA-DATA-COMPLETE",
+        statement: "an acquisition that returns S_OK delivered the whole image: every page whole, as many pages as asked for, and 100 % on its last band (WIA_STATUS_END_OF_MEDIA: every page it delivered whole)",
+        quote: "On success, the method should return S_OK and clear the device error value pointed to by plDevErrVal.",
+        source: SRC_ACQUIRE,
+        depends_on: &["WIA-RET-SFALSE", "WIA-ERR-PROPAGATE"],
+        looks_at: "Each acquisition that returned S_OK or WIA_STATUS_END_OF_MEDIA: the bytes its IT_MSG_DATA callbacks carried, per page (pages counted by IT_MSG_NEW_PAGE), against the page's size; for S_OK also the page count against the pages asked for (flatbed 1; ADF `pages`, unless 0 = until the feeder is empty) and, when the total is known, percent 100 on the last IT_MSG_DATA. Less data than the page is a cancel (the device \"is allowed to cancel an operation at any time by returning less data than the host is expecting\", reference §1.2), never a success.",
+        report_only: false,
+        check: checks::data_complete,
+    },
+    Rule {
         id: "WIA-PERCENT",
         statement: "percent is non-decreasing within an acquisition, within 0..=100, and 100 only in a transfer that completes",
         quote: "The percent complete values are sent directly from the driver. The WIA service does not adjust the values.",
@@ -285,11 +316,11 @@ static CATALOG: [Rule; 20] = [
     },
     Rule {
         id: "USB-CANCEL-SENT",
-        statement: "when an acquisition ends cancelled or failed while the device was still scanning, the driver sent Cancel Request (0x64) or Device Reset (0x66) before returning",
+        statement: "when an acquisition ends (cancelled, failed, or even S_OK) while the device is still scanning or holds image data, the driver sent Cancel Request (0x64) or Device Reset (0x66) before returning",
         quote: "When the device receives a cancellation request from the host, it should return Device_Busy (0x2019) for a GetDeviceStatus query.",
         source: SRC_WPD,
-        depends_on: &[],
-        looks_at: "Each acquisition with a cancel point or a non-S_OK return where the device is still scanning or draining when acquire-return happens: a CANCEL (0x64), DEVICE_RESET (0x66) or port reset must appear between the first cancel point (or the start) and the return.",
+        depends_on: &["WIA-DATA-COMPLETE", "USB-NO-STALE"],
+        looks_at: "Each acquisition where the device is still scanning or draining (bands produced, not taken) when acquire-return happens, whatever it returned: a CANCEL (0x64), DEVICE_RESET (0x66) or port reset must appear between the first cancel point (or the start) and the return. An S_OK return that left the device busy is judged here too; when the image it delivered was also incomplete or began with a stale band, WIA-DATA-COMPLETE or USB-NO-STALE counts the defect.",
         report_only: false,
         check: checks::cancel_sent,
     },

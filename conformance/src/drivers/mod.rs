@@ -50,6 +50,10 @@ pub const BUILTIN: &[BuiltinDriver] = &[
     mutant("mutant-percent-backwards", Mutation::PercentBackwards, "reports a lower percentage on the third band"),
     mutant("mutant-hang-on-stall", Mutation::HangOnStall, "polls status forever when the device stalls during a cancel"),
     mutant("mutant-sparse-callbacks", Mutation::SparseCallbacks, "never calls back while it waits for data (warm-up, a late band)"),
+    mutant("mutant-drop-short-band", Mutation::DropShortBand, "reads whole bands only, leaving a page's short last band in the device, and returns S_OK"),
+    mutant("mutant-last-length-overrun", Mutation::LastLengthOverrun, "reports a full chunk (a whole band, at most lBufferSize) as lLength of a page's short last chunk"),
+    mutant("mutant-band-per-callback", Mutation::BandPerCallback, "ignores lBufferSize and hands each whole band to one callback"),
+    mutant("mutant-all-pages-as-one", Mutation::AllPagesAsOne, "takes pages = 0 (until the feeder is empty) for one page and returns S_OK with the feeder still running"),
     mutant("mutant-status-once-per-second", Mutation::StatusOncePerSecond, "calls back only once a second while it waits for data, too rarely for a transfer shorter than ten seconds"),
 ];
 

@@ -55,6 +55,17 @@ pub enum Mutation {
     /// Reports status only once a second while it waits for data: enough for "roughly once per
     /// second", not for "about ten times" in a transfer shorter than ten seconds.
     StatusOncePerSecond,
+    /// Reads whole bands only: a page's short last band stays in the device, and the transfer
+    /// still returns S_OK.
+    DropShortBand,
+    /// Reports a full chunk (a whole band, at most lBufferSize) as lLength of a page's short
+    /// last chunk.
+    LastLengthOverrun,
+    /// Ignores lBufferSize: hands each band to one callback, however large.
+    BandPerCallback,
+    /// Takes WIA_DPS_PAGES = 0 (until the feeder is empty) for one page and returns S_OK after
+    /// it, leaving the feeder running.
+    AllPagesAsOne,
 }
 
 /// Which built-in driver this is.
@@ -88,6 +99,8 @@ pub struct NativeDriver {
     cancel_io: Cell<bool>,
     /// A band read ahead of the one being delivered ([`Mutation::StaleBand`] keeps it across scans).
     read_ahead: RefCell<Option<Vec<u8>>>,
+    /// The last chunk came from `read_ahead`: its length says nothing about the device.
+    served_ahead: Cell<bool>,
     interface: Cell<u16>,
     /// [`Mutation::DataAfterSFalse`]: the extra band after S_FALSE has been delivered.
     extra_sent: Cell<bool>,
@@ -110,6 +123,7 @@ impl NativeDriver {
             flavor,
             cancel_io: Cell::new(false),
             read_ahead: RefCell::new(None),
+            served_ahead: Cell::new(false),
             interface: Cell::new(0),
             extra_sent: Cell::new(false),
         }
@@ -270,6 +284,20 @@ impl NativeDriver {
         offset: i64,
         data: &[u8],
     ) -> Hresult {
+        self.callback_len(callback, reason, percent, offset, data, data.len() as i64)
+            .await
+    }
+
+    /// [`NativeDriver::callback`] with an lLength of the caller's choosing.
+    async fn callback_len(
+        &self,
+        callback: &dyn MiniDrvCallback,
+        reason: ItMsg,
+        percent: i32,
+        offset: i64,
+        data: &[u8],
+        length: i64,
+    ) -> Hresult {
         let status = if reason == ItMsg::Data {
             IT_STATUS_TRANSFER_TO_CLIENT
         } else {
@@ -281,7 +309,7 @@ impl NativeDriver {
                 status,
                 percent,
                 offset,
-                length: data.len() as i64,
+                length,
                 data,
             })
             .await
@@ -297,6 +325,7 @@ impl NativeDriver {
         percent: i32,
     ) -> Result<usize, Stop> {
         if let Some(band) = self.read_ahead.borrow_mut().take() {
+            self.served_ahead.set(true);
             let n = band.len().min(buf.len());
             buf[..n].copy_from_slice(&band[..n]);
             return Ok(n);
@@ -384,10 +413,15 @@ impl NativeDriver {
         let page_bytes = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
         let wanted_pages = match ctx.job.source {
             ScanSource::Flatbed => 1,
+            ScanSource::Adf if ctx.job.pages == 0 && self.is(Mutation::AllPagesAsOne) => 1,
             ScanSource::Adf => ctx.job.pages,
         };
         let total_bytes = page_bytes * u64::from(wanted_pages.max(1));
-        let chunk_max = usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX);
+        let chunk_max = if self.is(Mutation::BandPerCallback) {
+            usize::try_from(report.band_bytes.max(1)).unwrap_or(usize::MAX)
+        } else {
+            usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX)
+        };
         let mut buf = vec![0u8; chunk_max + READ_SLACK];
         let mut done_bytes = 0u64;
         let mut last_percent = 0;
@@ -405,6 +439,12 @@ impl NativeDriver {
             let mut offset = 0u64;
             let band_bytes = u64::from(report.band_bytes.max(1));
             while offset < page_bytes {
+                if self.is(Mutation::DropShortBand)
+                    && offset % band_bytes == 0
+                    && page_bytes - offset < band_bytes
+                {
+                    break;
+                }
                 // One read never crosses a band boundary: the device ends every band with a
                 // short packet or a ZLP, so a shorter read means the device cut the band.
                 let band_left = band_bytes - offset % band_bytes;
@@ -421,7 +461,7 @@ impl NativeDriver {
                 let n = self
                     .read_chunk(host, callback, &mut buf[..ask], last_percent)
                     .await?;
-                if n < want {
+                if n < want && !self.served_ahead.replace(false) {
                     // A device-initiated cancel by short data (reference §1.2).
                     return Err(self.device_stop(host).await);
                 }
@@ -439,8 +479,22 @@ impl NativeDriver {
                     reported_offset += 16;
                 }
                 last_percent = percent.max(last_percent);
+                let full_chunk = band_bytes.min(chunk_max as u64);
+                let short_last = offset + n as u64 == page_bytes && (n as u64) < full_chunk;
+                let length = if self.is(Mutation::LastLengthOverrun) && short_last {
+                    full_chunk as i64
+                } else {
+                    n as i64
+                };
                 let hr = self
-                    .callback(callback, ItMsg::Data, percent, reported_offset, &buf[..n])
+                    .callback_len(
+                        callback,
+                        ItMsg::Data,
+                        percent,
+                        reported_offset,
+                        &buf[..n],
+                        length,
+                    )
                     .await;
                 offset += n as u64;
                 if self.is(Mutation::StaleBand) && offset < page_bytes && hr != Hresult::S_OK {

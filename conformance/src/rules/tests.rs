@@ -124,6 +124,7 @@ impl B {
                 percent,
                 offset,
                 length,
+                carried: None,
                 page,
                 crc,
                 expect_crc: expect,
@@ -234,7 +235,7 @@ fn scenario(expects: &[serde_json::Value]) -> Scenario {
         "description": "unit test",
         "rules": [],
         "profile": "fast-flatbed",
-        "scan": { "resolution_dpi": 100, "mode": "gray8", "width_px": 128, "height_px": 128 },
+        "scan": { "resolution_dpi": 100, "mode": "gray8", "width_px": 128, "height_px": 64 },
         "acquisitions": acquisitions,
         "budget_us": 10_000_000u64,
     }))
@@ -339,6 +340,9 @@ fn catalogue_matches_the_plan() {
             "WIA-NEXT-TRANSFER",
             "WIA-DATA-CONTIGUOUS",
             "WIA-DATA-EXACT",
+            "WIA-DATA-LENGTH",
+            "WIA-DATA-BUFFER",
+            "WIA-DATA-COMPLETE",
             "WIA-PERCENT",
             "WIA-CADENCE",
             "USB-CANCEL-SENT",
@@ -439,6 +443,9 @@ fn correct_cancel_then_complete_passes_every_rule() {
             "WIA-NEXT-TRANSFER",
             "WIA-DATA-CONTIGUOUS",
             "WIA-DATA-EXACT",
+            "WIA-DATA-LENGTH",
+            "WIA-DATA-BUFFER",
+            "WIA-DATA-COMPLETE",
             "WIA-PERCENT",
             "WIA-CADENCE",
             "USB-CANCEL-SENT",
@@ -466,8 +473,8 @@ fn correct_cancel_then_complete_passes_every_rule() {
         assert_eq!(m.bytes_after_sfalse, 0);
         assert_eq!(m.cancel_to_idle_us, Some(10 + MOTOR_STOP));
         assert_eq!(m.bands_wasted, Some(0));
-        assert_eq!(m.rules_checked, 14);
-        assert_eq!(report.passed().len(), 14);
+        assert_eq!(m.rules_checked, 17);
+        assert_eq!(report.passed().len(), 17);
     }
 }
 
@@ -949,6 +956,143 @@ fn data_exact() {
     );
 }
 
+/// A data callback whose lLength is `length` while it carries `carried` bytes.
+fn lying_band(b: &mut B, k: i64, percent: i32, length: i64, carried: u64) {
+    let crc = 0x1000 + (k * BAND) as u32;
+    b.wait(800).bulk().push(
+        Actor::Service,
+        Kind::Callback {
+            msg: ItMsg::Data,
+            status: 4,
+            percent,
+            offset: k * BAND,
+            length,
+            carried: (carried != length as u64).then_some(carried),
+            page: 0,
+            crc,
+            expect_crc: crc,
+            result: Hresult::S_OK,
+            sticky: false,
+        },
+    );
+}
+
+#[test]
+fn data_length() {
+    let mut b = B::new();
+    b.complete(1);
+    assert_pass(&Run::new(&b, &[complete()]), "WIA-DATA-LENGTH");
+
+    // The page's last band says 2048 bytes but carries 1400: no next band to catch it.
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    lying_band(&mut b, 3, 100, BAND, 1400);
+    b.device("scan-complete", 1, "").ret(1, Hresult::S_OK);
+    let run = Run::new(&b, &[complete()]);
+    let (event, msg) = run.fail("WIA-DATA-LENGTH");
+    assert!(matches!(run.kind(event), Kind::Callback { offset, .. } if *offset == 3 * BAND));
+    assert!(
+        msg.contains("says lLength 2048 but carries 1400 bytes"),
+        "{msg}"
+    );
+
+    // Honest about its bytes, but running past the page (4 x 2048 = 8192 bytes).
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    lying_band(&mut b, 3, 100, BAND + 100, BAND as u64 + 100);
+    b.device("scan-complete", 1, "").ret(1, Hresult::S_OK);
+    let msg = Run::new(&b, &[complete()]).fail("WIA-DATA-LENGTH").1;
+    assert!(
+        msg.contains("offset 6144 with lLength 2148 runs past the page's 8192 bytes"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn data_buffer() {
+    let mut b = B::new();
+    b.complete(1);
+    let mut run = Run::new(&b, &[complete()]);
+    assert_pass(&run, "WIA-DATA-BUFFER");
+
+    // The same bands into a 1024-byte buffer (the application's `acquire` says so).
+    run.scenario.buffer = 1024;
+    for e in &mut run.trace.events {
+        if let Kind::Acquire { buffer, .. } = &mut e.kind {
+            *buffer = 1024;
+        }
+    }
+    let (event, msg) = run.fail("WIA-DATA-BUFFER");
+    assert!(matches!(run.kind(event), Kind::Callback { offset: 0, .. }));
+    assert!(
+        msg.contains("hands over 2048 bytes, more than the 1024-byte transfer buffer"),
+        "{msg}"
+    );
+    assert!(msg.contains("(and 3 more violations)"), "{msg}");
+}
+
+#[test]
+fn data_complete() {
+    let mut b = B::new();
+    b.complete(1);
+    assert_pass(&Run::new(&b, &[complete()]), "WIA-DATA-COMPLETE");
+
+    // Three bands of four, S_OK: the short page, with the device still holding the last band.
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    b.wait(800)
+        .device("band-ready", 3, "")
+        .ret(1, Hresult::S_OK);
+    let run = Run::new(&b, &[complete()]);
+    let (event, msg) = run.fail("WIA-DATA-COMPLETE");
+    assert!(matches!(run.kind(event), Kind::AcquireReturn { n: 1, .. }));
+    assert!(
+        msg.contains("returned S_OK but page 0 carried 6144 of its 8192 bytes"),
+        "{msg}"
+    );
+    // The device left busy follows from it.
+    assert_eq!(
+        run.status("USB-CANCEL-SENT"),
+        RuleStatus::NotJudged {
+            because: "WIA-DATA-COMPLETE"
+        }
+    );
+
+    // Every byte, but the last band says 99%.
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    b.wait(800)
+        .bulk()
+        .cb(ItMsg::Data, 99, 3 * BAND, BAND, Hresult::S_OK)
+        .device("scan-complete", 1, "")
+        .ret(1, Hresult::S_OK);
+    let msg = Run::new(&b, &[complete()]).fail("WIA-DATA-COMPLETE").1;
+    assert!(
+        msg.contains("its last IT_MSG_DATA reported 99%, not 100%"),
+        "{msg}"
+    );
+
+    // A cancelled transfer is not judged: less data is what a cancel means.
+    let mut b = B::new();
+    b.cancelled(1);
+    assert_eq!(
+        Run::new(&b, &[cancelled()]).status("WIA-DATA-COMPLETE"),
+        RuleStatus::NotApplicable
+    );
+}
+
 #[test]
 fn percent() {
     let mut b = B::new();
@@ -1082,6 +1226,27 @@ fn cancel_sent() {
         }
     );
     assert_eq!(run.status("USB-STATUS-POLLED"), RuleStatus::NotApplicable);
+}
+
+#[test]
+fn cancel_sent_judges_s_ok_too() {
+    // A whole page, S_OK, but the device goes on producing (a feeder job taken for one page).
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..4 {
+        b.band(k, Hresult::S_OK);
+    }
+    b.device("page-feed", 1, "").ret(1, Hresult::S_OK);
+    let mut run = Run::new(&b, &[complete()]);
+    run.scenario.scan.source = scanemu::engine::ScanSource::Adf;
+    run.scenario.scan.pages = 0;
+    assert_pass(&run, "WIA-DATA-COMPLETE");
+    let (event, msg) = run.fail("USB-CANCEL-SENT");
+    assert!(matches!(run.kind(event), Kind::AcquireReturn { n: 1, .. }));
+    assert!(
+        msg.contains("ended with S_OK (it returned S_OK) while the device was still scanning"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -1268,6 +1433,9 @@ fn no_stale() {
             Hresult::S_OK,
             false,
         )
+        .band(2, Hresult::S_OK)
+        .band(3, Hresult::S_OK)
+        .device("scan-complete", 1, "")
         .ret(2, Hresult::S_OK);
     let run = Run::new(&b, &[cancelled(), complete()]);
     let (event, msg) = run.fail("USB-NO-STALE");

@@ -11,7 +11,9 @@ pub(crate) use self::callbacks::{cb_stop, err_propagate, outcome, ret_sfalse};
 pub(crate) use self::cancel::{
     cancel_io_asap, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
 };
-pub(crate) use self::data::{cadence, data_contiguous, data_exact, percent};
+pub(crate) use self::data::{
+    cadence, data_buffer, data_complete, data_contiguous, data_exact, data_length, percent,
+};
 pub(crate) use self::faults::{fault_no_hang, idle_cancel_harmless};
 pub(crate) use self::usb::{cancel_sent, halts_cleared, no_pending, no_stale, status_polled};
 
