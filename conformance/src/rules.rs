@@ -183,6 +183,7 @@ static CATALOG: [Rule; 23] = [
             "USB-HALTS-CLEARED",
             "USB-NO-STALE",
             "WIA-IDLE-AFTER-CANCEL",
+            "WIA-CADENCE",
         ],
         looks_at: "Each acquisition's acquire-return against the scenario's `expect`: complete = S_OK (whether the whole image arrived is the data rules' business); cancelled = S_FALSE; error = FAILED(hr); hresult = that exact code; one_of = any of its outcomes. An expected acquisition that never ran or never returned is a violation.",
         report_only: false,

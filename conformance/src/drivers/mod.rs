@@ -54,6 +54,7 @@ pub const BUILTIN: &[BuiltinDriver] = &[
     mutant("mutant-last-length-overrun", Mutation::LastLengthOverrun, "reports a full chunk (a whole band, at most lBufferSize) as lLength of a page's short last chunk"),
     mutant("mutant-band-per-callback", Mutation::BandPerCallback, "ignores lBufferSize and hands each whole band to one callback"),
     mutant("mutant-all-pages-as-one", Mutation::AllPagesAsOne, "takes pages = 0 (until the feeder is empty) for one page and returns S_OK with the feeder still running"),
+    mutant("mutant-swallow-status-error", Mutation::SwallowStatusError, "turns the application's error from a status or new-page callback into S_FALSE"),
     mutant("mutant-status-once-per-second", Mutation::StatusOncePerSecond, "calls back only once a second while it waits for data, too rarely for a transfer shorter than ten seconds"),
 ];
 

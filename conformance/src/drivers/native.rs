@@ -66,6 +66,9 @@ pub enum Mutation {
     /// Takes WIA_DPS_PAGES = 0 (until the feeder is empty) for one page and returns S_OK after
     /// it, leaving the feeder running.
     AllPagesAsOne,
+    /// Treats any answer but S_OK to a status or new-page callback as a cancel: the
+    /// application's error from those becomes S_FALSE (data callbacks are right).
+    SwallowStatusError,
 }
 
 /// Which built-in driver this is.
@@ -276,6 +279,14 @@ impl NativeDriver {
         }
     }
 
+    /// What a status or new-page callback's answer other than S_OK means.
+    fn stop_for_status(&self, hr: Hresult) -> Stop {
+        if self.is(Mutation::SwallowStatusError) {
+            return Stop::Cancelled;
+        }
+        stop_for(hr)
+    }
+
     async fn callback(
         &self,
         callback: &dyn MiniDrvCallback,
@@ -350,7 +361,7 @@ impl NativeDriver {
                         .callback(callback, ItMsg::Status, percent, 0, &[])
                         .await;
                     if hr != Hresult::S_OK {
-                        return Err(stop_for(hr));
+                        return Err(self.stop_for_status(hr));
                     }
                     let scan = self.scan_status(host).await.map_err(Stop::Error)?;
                     if scan.state == DeviceState::Idle && scan.error != ScanError::None {
@@ -407,7 +418,7 @@ impl NativeDriver {
         }
         let hr = self.callback(callback, ItMsg::Status, 0, 0, &[]).await;
         if hr != Hresult::S_OK {
-            return Err(stop_for(hr));
+            return Err(self.stop_for_status(hr));
         }
 
         let page_bytes = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
@@ -433,7 +444,7 @@ impl NativeDriver {
                     .callback(callback, ItMsg::NewPage, last_percent, 0, &[])
                     .await;
                 if hr != Hresult::S_OK {
-                    return Err(stop_for(hr));
+                    return Err(self.stop_for_status(hr));
                 }
             }
             let mut offset = 0u64;

@@ -377,6 +377,7 @@ fn catalogue_matches_the_plan() {
             "USB-HALTS-CLEARED",
             "USB-NO-STALE",
             "WIA-IDLE-AFTER-CANCEL",
+            "WIA-CADENCE",
         ]
     );
     assert!(find("NOPE").is_none());
