@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use scanemu::usbip::protocol::{errno, URB_SHORT_NOT_OK, URB_ZERO_PACKET};
 
 use crate::connection::{self, Connection, UrbOutcome, UrbRequest, UrbSink};
-use crate::descriptor::{self, Config};
+use scanemu::usb::descriptor::{self, Config};
 
 /// libusb's numeric codes.
 pub mod code {
@@ -94,12 +94,15 @@ const STANDARD_REQUEST_TIMEOUT_MS: u32 = 5000;
 /// The longest `handle_events` blocks (libusb: 60 s).
 pub const HANDLE_EVENTS_CAP: Duration = Duration::from_secs(60);
 
-/// The server address from [`SERVER_ENV`], or [`DEFAULT_SERVER`]; an unparsable value is
-/// returned as the error text.
-pub fn server_address(value: Option<&str>) -> Result<SocketAddr, String> {
+/// A [`SERVER_ENV`] value that is not an address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{SERVER_ENV}={0:?} is not an address of the form HOST:PORT")]
+pub struct BadServerAddress(pub String);
+
+/// The server address from [`SERVER_ENV`] (`value`), or [`DEFAULT_SERVER`].
+pub fn server_address(value: Option<&str>) -> Result<SocketAddr, BadServerAddress> {
     let text = value.unwrap_or(DEFAULT_SERVER);
-    text.parse()
-        .map_err(|_| format!("{SERVER_ENV}={text:?} is not an address of the form HOST:PORT"))
+    text.parse().map_err(|_| BadServerAddress(text.to_string()))
 }
 
 /// What finishing a transfer produces for the caller.
@@ -670,7 +673,7 @@ pub type LogHook = Box<dyn Fn(i32, &str) + Send + Sync>;
 pub struct Context {
     /// The event core.
     pub events: Arc<Events>,
-    server: Result<SocketAddr, String>,
+    server: Result<SocketAddr, BadServerAddress>,
     devices: Mutex<Vec<Arc<Device>>>,
     /// LIBUSB_OPTION_LOG_LEVEL.
     pub log_level: AtomicI32,
@@ -707,7 +710,7 @@ fn shared_connection(
 impl Context {
     /// A context for the server at `server` (an error text if the address was unusable:
     /// the context then has no devices), logging at `log_level`.
-    pub fn new(server: Result<SocketAddr, String>, log_level: i32) -> Context {
+    pub fn new(server: Result<SocketAddr, BadServerAddress>, log_level: i32) -> Context {
         Context {
             events: Events::new(),
             server,
@@ -751,7 +754,7 @@ impl Context {
         let addr = match &self.server {
             Ok(a) => *a,
             Err(e) => {
-                self.log(code::LOG_WARNING, e);
+                self.log(code::LOG_WARNING, &e.to_string());
                 return Vec::new();
             }
         };

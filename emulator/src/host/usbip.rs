@@ -35,9 +35,7 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 
-use super::{
-    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
-};
+use super::{DeviceInfo, Setup, TransferError, UsbHost};
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
 use crate::usb::hc::{self, SetupPacket};
@@ -119,7 +117,6 @@ struct Inner {
     record: DeviceRecord,
     info: DeviceInfo,
     next_seq: RefCell<u32>,
-    observer: RefCell<Option<Rc<dyn HostObserver>>>,
     reader: RefCell<Option<JoinHandle<()>>>,
 }
 
@@ -388,7 +385,6 @@ impl UsbIpHost {
                 record,
                 info,
                 next_seq: RefCell::new(4),
-                observer: RefCell::new(None),
                 reader: RefCell::new(Some(reader)),
             }),
         })
@@ -397,12 +393,6 @@ impl UsbIpHost {
     /// The device record the server sent in its import reply.
     pub fn record(&self) -> &DeviceRecord {
         &self.inner.record
-    }
-
-    /// Reports every transfer to `observer` from now on (device notes come from the server's
-    /// side, if at all).
-    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
-        *self.inner.observer.borrow_mut() = Some(observer);
     }
 
     fn next_seq(&self) -> u32 {
@@ -548,13 +538,6 @@ impl UsbIpHost {
         }
     }
 
-    fn observe(&self, rec: &TransferRecord<'_>) {
-        let obs = self.inner.observer.borrow().clone();
-        if let Some(obs) = obs {
-            obs.transfer(rec);
-        }
-    }
-
     /// Unlinks every pending URB on `ep` (all endpoints if `None`); returns how many.
     fn abort(&self, ep: Option<u8>) -> usize {
         let victims: Vec<(u32, u8)> = {
@@ -580,33 +563,14 @@ impl UsbIpHost {
 
     async fn data_in(
         &self,
-        kind: TransferKind,
         ep: u8,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.inner.clock.now();
         let len = u32::try_from(buf.len()).map_err(|_| TransferError::Overflow)?;
-        let r = self.urb(ep | 0x80, None, Some(len), &[], timeout).await;
-        let n = match &r {
-            Ok(data) => {
-                buf[..data.len()].copy_from_slice(data);
-                data.len()
-            }
-            Err(_) => 0,
-        };
-        let r = r.map(|_| n);
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.inner.clock.now(),
-            kind,
-            ep,
-            setup: None,
-            requested: buf.len(),
-            data: &buf[..n],
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
-        r
+        let data = self.urb(ep | 0x80, None, Some(len), &[], timeout).await?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
     }
 }
 
@@ -626,25 +590,16 @@ impl UsbHost for UsbIpHost {
     }
 
     async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-        let submitted = self.inner.clock.now();
         let mut setup = setup;
         setup.request_type |= hc::DIR_IN;
-        let r = self
-            .urb(
-                0x80,
-                Some(setup),
-                Some(u32::from(setup.length)),
-                &[],
-                timeout,
-            )
-            .await;
-        self.observe(&TransferRecord::control_in(
-            submitted,
-            self.inner.clock.now(),
-            setup,
-            &r,
-        ));
-        r
+        self.urb(
+            0x80,
+            Some(setup),
+            Some(u32::from(setup.length)),
+            &[],
+            timeout,
+        )
+        .await
     }
 
     async fn control_out(
@@ -653,25 +608,12 @@ impl UsbHost for UsbIpHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), TransferError> {
-        let submitted = self.inner.clock.now();
         let mut setup = setup;
         setup.request_type &= !hc::DIR_IN;
         setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
-        let r = self
-            .urb(0x00, Some(setup), None, data, timeout)
+        self.urb(0x00, Some(setup), None, data, timeout)
             .await
-            .map(|_| ());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x00,
-            setup: Some(setup),
-            requested: data.len(),
-            data,
-            result: r.clone(),
-        });
-        r
+            .map(|_| ())
     }
 
     async fn bulk_in(
@@ -680,7 +622,7 @@ impl UsbHost for UsbIpHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.data_in(TransferKind::Bulk, ep, buf, timeout).await
+        self.data_in(ep, buf, timeout).await
     }
 
     async fn bulk_out(
@@ -689,23 +631,9 @@ impl UsbHost for UsbIpHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.inner.clock.now();
-        let ep = ep & 0x7f;
-        let r = self
-            .urb(ep, None, None, data, timeout)
+        self.urb(ep & 0x7f, None, None, data, timeout)
             .await
-            .map(|_| data.len());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Bulk,
-            ep,
-            setup: None,
-            requested: data.len(),
-            data: if r.is_ok() { data } else { &[] },
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
-        r
+            .map(|_| data.len())
     }
 
     async fn interrupt_in(
@@ -714,64 +642,32 @@ impl UsbHost for UsbIpHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.data_in(TransferKind::Interrupt, ep, buf, timeout)
-            .await
+        self.data_in(ep, buf, timeout).await
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
-        let submitted = self.inner.clock.now();
         let setup = SetupPacket::clear_halt(ep);
-        let r = self
-            .urb(0x00, Some(setup), None, &[], Duration::from_secs(1))
+        self.urb(0x00, Some(setup), None, &[], Duration::from_secs(1))
             .await
-            .map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::ClearHalt,
-            submitted,
-            self.inner.clock.now(),
-            ep,
-            Some(setup),
-            r.clone(),
-        ));
-        r
+            .map(|_| ())
     }
 
     async fn reset_device(&self) -> Result<(), TransferError> {
-        let submitted = self.inner.clock.now();
         self.abort(None);
         let setup = SetupPacket {
             request_type: 0x23,
-            request: hc::request::SET_FEATURE,
+            request: crate::usb::Request::SET_FEATURE,
             value: 4,
             index: 0,
             length: 0,
         };
-        let r = self
-            .urb(0x00, Some(setup), None, &[], Duration::from_secs(5))
+        self.urb(0x00, Some(setup), None, &[], Duration::from_secs(5))
             .await
-            .map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Reset,
-            submitted,
-            self.inner.clock.now(),
-            0,
-            None,
-            r.clone(),
-        ));
-        r
+            .map(|_| ())
     }
 
     fn abort_endpoint(&self, ep: u8) {
-        let submitted = self.inner.clock.now();
         self.abort(Some(ep));
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Abort,
-            submitted,
-            self.inner.clock.now(),
-            ep,
-            None,
-            Ok(()),
-        ));
     }
 
     fn pending_transfers(&self) -> u32 {

@@ -4,8 +4,8 @@
 //! - [`server`]: [`UsbIpServer`], which serves the same [`Device`](crate::device::Device) and
 //!   host-controller transfers ([`crate::usb::hc`]) the in-process host uses, on the wall clock.
 //!
-//! The client side, a [`UsbHost`](crate::host::UsbHost) over USB/IP, is
-//! [`crate::host::usbip::UsbIpHost`]. A Linux machine with `vhci-hcd` can also attach the
+//! The client side, a `UsbHost` over USB/IP, is `host::usbip::UsbIpHost` (a layer above this
+//! one). A Linux machine with `vhci-hcd` can also attach the
 //! exported device with `usbip attach -r HOST -b 1-1`; Debian's `usbip list -r HOST` lists it.
 
 pub mod protocol;

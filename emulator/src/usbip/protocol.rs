@@ -68,25 +68,8 @@ pub const ST_DEV_ERR: u32 = 3;
 /// Operation status: no device with this bus id.
 pub const ST_NODEV: u32 = 4;
 
-/// Linux errno values used in `RET_SUBMIT` / `RET_UNLINK` status fields (negated on the wire).
-pub mod errno {
-    /// No such endpoint.
-    pub const ENOENT: i32 = 2;
-    /// No such device (submitted to a device that is gone).
-    pub const ENODEV: i32 = 19;
-    /// Invalid request.
-    pub const EINVAL: i32 = 22;
-    /// Broken pipe: the endpoint stalled.
-    pub const EPIPE: i32 = 32;
-    /// The device sent more data than the buffer holds (babble).
-    pub const EOVERFLOW: i32 = 75;
-    /// The URB was unlinked (cancelled) by the host.
-    pub const ECONNRESET: i32 = 104;
-    /// The device was disconnected (or reset) while the URB was pending.
-    pub const ESHUTDOWN: i32 = 108;
-    /// The URB timed out.
-    pub const ETIMEDOUT: i32 = 110;
-}
+/// Linux errno values of URB statuses: the one table shared with usbmon captures.
+pub use crate::usb::usbmon::errno;
 
 /// Size of an operation header.
 pub const OP_HEADER_LEN: usize = 8;

@@ -46,17 +46,18 @@ use super::protocol::{
     InterfaceRecord, Limits, OpHeader, ProtocolError, RetSubmit, RetUnlink, DIR_IN, OP_REP_IMPORT,
     OP_REQ_DEVLIST, OP_REQ_IMPORT, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV, ST_OK, URB_ZERO_PACKET,
 };
-use crate::capture::pcap::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::device::Device;
 use crate::engine::Fault;
 use crate::personality::DeviceNote;
 use crate::profile::Profile;
 use crate::time::{Duration, Instant};
+use crate::usb::descriptor::{self, DeviceDescriptor};
 use crate::usb::hc::{
-    self, descriptor_type, request, ControlTransfer, InTransfer, OutTransfer, SetupPacket,
-    StepResult, Transfer,
+    self, ControlTransfer, InTransfer, OutTransfer, SetupPacket, StepResult, Transfer,
 };
 use crate::usb::speed::Speed;
+use crate::usb::usbmon::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
+use crate::usb::{descriptor_type, Request};
 
 /// Receives every device note of the served device, with its time on the server's clock.
 pub type NoteSink = Arc<dyn Fn(&DeviceNote) + Send + Sync>;
@@ -252,28 +253,17 @@ fn describe(config: &ServerConfig) -> Result<ExportedDevice, String> {
         let (port, mut poller) = device.port_and_poller(Instant::ZERO);
         hc::enumerate(&port, &mut poller).map_err(|e| format!("enumeration failed: {e}"))?
     };
-    let d = &e.device_descriptor;
-    let byte = |at: usize| d.get(at).copied().unwrap_or(0);
-    let word = |at: usize| u16::from_le_bytes([byte(at), byte(at + 1)]);
+    let d = DeviceDescriptor::read(&e.device_descriptor);
     let c = &e.config_descriptor;
-    let mut interfaces = Vec::new();
-    let mut rest = &c[..];
-    while rest.len() >= 2 {
-        let len = usize::from(rest[0]);
-        if len < 2 || len > rest.len() {
-            break;
-        }
-        let desc = &rest[..len];
-        // Alternate setting 0 of each interface, as usbip lists them.
-        if desc[1] == descriptor_type::INTERFACE && len >= 9 && desc[3] == 0 {
-            interfaces.push(InterfaceRecord {
-                class: desc[5],
-                subclass: desc[6],
-                protocol: desc[7],
-            });
-        }
-        rest = &rest[len..];
-    }
+    // Alternate setting 0 of each interface, as usbip lists them.
+    let interfaces: Vec<InterfaceRecord> = descriptor::walk(c)
+        .filter(|desc| desc[1] == descriptor_type::INTERFACE && desc.len() >= 9 && desc[3] == 0)
+        .map(|desc| InterfaceRecord {
+            class: desc[5],
+            subclass: desc[6],
+            protocol: desc[7],
+        })
+        .collect();
     let busid = config.busid.clone();
     Ok(ExportedDevice {
         record: DeviceRecord {
@@ -282,14 +272,14 @@ fn describe(config: &ServerConfig) -> Result<ExportedDevice, String> {
             busnum: 1,
             devnum: 2,
             speed: config.profile.usb.speed.usbip_code(),
-            id_vendor: word(8),
-            id_product: word(10),
-            bcd_device: word(12),
-            device_class: byte(4),
-            device_subclass: byte(5),
-            device_protocol: byte(6),
+            id_vendor: d.vendor_id,
+            id_product: d.product_id,
+            bcd_device: d.device_version,
+            device_class: d.class,
+            device_subclass: d.subclass,
+            device_protocol: d.protocol,
             configuration_value: c.get(5).copied().unwrap_or(1),
-            num_configurations: byte(17),
+            num_configurations: d.num_configurations,
             num_interfaces: u8::try_from(interfaces.len()).unwrap_or(u8::MAX),
         },
         interfaces,
@@ -526,23 +516,23 @@ fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
     }
 }
 
-fn status_of(e: hc::TransferError) -> i32 {
+fn status_of(e: hc::WireError) -> i32 {
     -match e {
-        hc::TransferError::Stall => errno::EPIPE,
-        hc::TransferError::Disconnected => errno::ESHUTDOWN,
-        hc::TransferError::Babble => errno::EOVERFLOW,
-        hc::TransferError::NoEndpoint => errno::ENOENT,
-        hc::TransferError::NoProgress(_) => errno::EINVAL,
+        hc::WireError::Stall => errno::EPIPE,
+        hc::WireError::Disconnected => errno::ESHUTDOWN,
+        hc::WireError::Babble => errno::EOVERFLOW,
+        hc::WireError::NoEndpoint => errno::ENOENT,
+        hc::WireError::NoProgress(_) => errno::EINVAL,
     }
 }
 
 /// True for the stub's device reset request: SET_FEATURE(PORT_RESET) to a port.
 fn is_port_reset(s: &SetupPacket) -> bool {
-    s.request_type == 0x23 && s.request == request::SET_FEATURE && s.value == 4
+    s.request_type == 0x23 && s.request == Request::SET_FEATURE && s.value == 4
 }
 
 fn is_set_address(s: &SetupPacket) -> bool {
-    s.request_type == 0 && s.request == request::SET_ADDRESS
+    s.request_type == 0 && s.request == Request::SET_ADDRESS
 }
 
 /// One imported device: the URB queues and the device they run on.
@@ -790,7 +780,7 @@ impl Session<'_> {
             bus: 1,
             setup,
             at: now,
-            status: -pcap::errno::EINPROGRESS,
+            status: -usbmon::errno::EINPROGRESS,
             urb_len: cmd.transfer_buffer_length,
             data: &cmd.data,
             interval: ctx.interval,
