@@ -135,10 +135,11 @@ const SRC_WPD: &str = "Microsoft WPD team blog, \"Cancellation behavior of MTP/U
 const SRC_USB_COMPLETE: &str =
     "USB Complete, 4th ed. (Jan Axelson), ch. 7, on the Still Image class (reference §4.4)";
 const SRC_CONTEXT: &str = "WIA minidriver docs, MINIDRV_TRANSFER_CONTEXT, lBufferSize row (ns-wiamindr_lh-_minidrv_transfer_context.md; reference §1.7)";
+const SRC_HLK: &str = "Windows hardware requirement Device.Imaging.Scanner.Base.dataTransfer, the list the WIA Transfer Test certifies, item H14 (device-imaging-scanner.md; wia2-stream.md §3; reference §5)";
 const SRC_HCK: &str =
     "Windows HCK, \"WIA Transfer Test\" (Device.Imaging.Scanner.Base.dataTransfer; reference §5)";
 
-static CATALOG: [Rule; 23] = [
+static CATALOG: [Rule; 24] = [
     Rule {
         id: "WIA-CB-STOP",
         statement: "no IT_MSG_DATA callback after a callback returned S_FALSE or an error (same acquisition)",
@@ -228,6 +229,22 @@ static CATALOG: [Rule; 23] = [
         looks_at: "From the acquisition's first cancel point the driver acts on (a stopping callback, a device fault, or CANCEL_IO when the driver claims async cancel and put a cancel on the wire within 10 ms) to the first device event after which the device is stopped (motor-stopped, drained, idle, reset, or a fault that ended the job): at most max(motor stop, the device's observed cancel-to-stop time) + 50 ms. Acquisitions that never returned or whose device left the bus are not judged here.",
         report_only: false,
         check: checks::idle_after_cancel,
+    },
+    Rule {
+        id: "WIA-CANCEL-RETURN",
+        statement: "a cancelled acquisition returns without delay: drvAcquireItemData returns at most 50 ms (virtual) after the device is stopped again following the cancel point the driver acts on",
+        quote: "Return from IWiaMiniDrv::drvAcquireItemData calls during canceled transfers in less time than during completed transfers.",
+        source: SRC_HLK,
+        depends_on: &[
+            "USB-CANCEL-SENT",
+            "USB-STATUS-POLLED",
+            "USB-HALTS-CLEARED",
+            "WIA-IDLE-AFTER-CANCEL",
+            "WIA-FAULT-NO-HANG",
+        ],
+        looks_at: "The budget, derived for virtual time: a completed transfer of the item cannot return before the device has produced its last band; a cancelled one has nothing left to wait for once the device has stopped again (motor stopped, buffers flushed: WIA-IDLE-AFTER-CANCEL judges how soon). So from the cancel point the driver acts on (an S_FALSE, CANCEL_IO honoured by a driver that claims async cancel, a device-initiated cancel), drvAcquireItemData must return at most 50 ms after the first moment the device is stopped again, or after the cancel point if it already was. A cancelled transfer that meets it returns about the device's stop time + 50 ms after the cancel, less than the completed transfer would take whenever bands were still to come after that; and the driver is never charged for a device slow to stop (a slow motor, an ignored Cancel Request). Acquisitions whose device never stopped, or left the bus, are not judged here.",
+        report_only: false,
+        check: checks::cancel_return,
     },
     Rule {
         id: "WIA-NEXT-TRANSFER",

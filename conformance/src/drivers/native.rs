@@ -36,7 +36,8 @@ pub enum Mutation {
     NoDeviceCancel,
     /// Sends the Cancel Request but returns without waiting for status OK.
     NoStatusPoll,
-    /// Waits two seconds before telling the device to stop.
+    /// Lets a device that is still scanning go on for up to two seconds before it tells it
+    /// to stop.
     SlowCancel,
     /// After a device-initiated cancel, never clears the halted endpoints.
     HaltUncleared,
@@ -69,6 +70,8 @@ pub enum Mutation {
     /// Treats any answer but S_OK to a status or new-page callback as a cancel: the
     /// application's error from those becomes S_FALSE (data callbacks are right).
     SwallowStatusError,
+    /// Stops the device promptly on a cancel, then waits three seconds before returning.
+    SlowReturn,
 }
 
 /// Which built-in driver this is.
@@ -209,11 +212,13 @@ impl NativeDriver {
                 self.reset_device(host).await?;
                 reset_sent = true;
             }
-            let pause = if self.is(Mutation::HangOnStall) {
-                Duration::from_millis(250)
-            } else {
-                STATUS_POLL
-            };
+            // The endless poll of HangOnStall is slow, to keep its trace short.
+            let pause =
+                if self.is(Mutation::HangOnStall) && status.code == STATUS_TRANSACTION_CANCELLED {
+                    Duration::from_millis(250)
+                } else {
+                    STATUS_POLL
+                };
             host.sleep(pause).await;
         }
     }
@@ -231,7 +236,21 @@ impl NativeDriver {
             return Ok(());
         }
         if self.is(Mutation::SlowCancel) {
-            host.sleep(Duration::from_millis(2000)).await;
+            // Lets a running scan go on for up to two seconds, in case it ends by itself,
+            // before it tells the device.
+            let until = host.now() + Duration::from_millis(2000);
+            while host.now() < until {
+                let running = self.scan_status(host).await.is_ok_and(|s| {
+                    matches!(
+                        s.state,
+                        DeviceState::WarmingUp | DeviceState::Scanning | DeviceState::FeedingPage
+                    )
+                });
+                if !running {
+                    break;
+                }
+                host.sleep(Duration::from_millis(25)).await;
+            }
         }
         if !self.is(Mutation::StaleBand) {
             self.read_ahead.borrow_mut().take();
@@ -618,6 +637,9 @@ impl MiniDriver for NativeDriver {
                     stop
                 };
                 let cleanup = self.cancel_device(host).await;
+                if self.is(Mutation::SlowReturn) && matches!(stop, Stop::Cancelled) {
+                    host.sleep(Duration::from_millis(3000)).await;
+                }
                 match (stop, cleanup) {
                     (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,
                     (Stop::AppError(hr), _) | (Stop::Error(hr), _) => hr,

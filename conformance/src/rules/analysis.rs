@@ -22,6 +22,8 @@ use crate::wia::{Hresult, ItMsg};
 pub(crate) const CANCEL_IO_WIRE_US: u64 = 10_000;
 /// Slack added to the motor stop time for the idle-after-cancel budget.
 pub(crate) const IDLE_SLACK_US: u64 = 50_000;
+/// Slack after the device stopped for a cancelled acquisition's return (WIA-CANCEL-RETURN).
+pub(crate) const RETURN_SLACK_US: u64 = 50_000;
 /// The shortest interval WIA-CADENCE asks callbacks to come at: a transfer shorter than a
 /// second still needs no more than ten callbacks a second.
 pub(crate) const CADENCE_FLOOR_US: u64 = 100_000;

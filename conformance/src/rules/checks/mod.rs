@@ -9,7 +9,7 @@ mod usb;
 
 pub(crate) use self::callbacks::{cb_stop, err_propagate, outcome, ret_sfalse};
 pub(crate) use self::cancel::{
-    cancel_io_asap, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
+    cancel_io_asap, cancel_return, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
 };
 pub(crate) use self::data::{
     cadence, data_buffer, data_complete, data_contiguous, data_exact, data_length, percent,
