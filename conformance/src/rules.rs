@@ -192,11 +192,11 @@ static CATALOG: [Rule; 24] = [
     },
     Rule {
         id: "WIA-CANCEL-IO-ASAP",
-        statement: "a driver that claims async cancel stops after WIA_EVENT_CANCEL_IO: no IT_MSG_DATA callback after the event, and a cancel on the wire (Cancel Request, Device Reset or endpoint abort) within 10 ms virtual",
+        statement: "a driver that claims async cancel stops after WIA_EVENT_CANCEL_IO: no IT_MSG_DATA callback after the event, a cancel on the wire (Cancel Request, Device Reset or endpoint abort) within 10 ms virtual, and no read resubmitted on an endpoint it aborted",
         quote: "If this method is called with *pEventGuid set to WIA_EVENT_CANCEL_IO device event ..., it should cancel all current I/O operations as soon as possible.",
         source: SRC_PNP,
         depends_on: &[],
-        looks_at: "Only for drivers that claim async cancel. For each notify-cancel-io inside an acquisition that had not finished: no IT_MSG_DATA callback after it (the callback the application cancelled from inside is not \"after\"), and, if the device was scanning at that moment, a CANCEL (0x64), DEVICE_RESET (0x66), port reset or endpoint abort at most 10 ms after it.",
+        looks_at: "Only for drivers that claim async cancel. For each notify-cancel-io inside an acquisition that had not finished: no IT_MSG_DATA callback after it (the callback the application cancelled from inside is not \"after\"), and, if the device was scanning at that moment, a CANCEL (0x64), DEVICE_RESET (0x66), port reset or endpoint abort at most 10 ms after it. An endpoint abort followed by a new read on that endpoint, before any CANCEL or DEVICE_RESET, is no cancel: it restarts the I/O it cancelled, and is itself a violation. A new read is a bulk completion on that endpoint besides the transfers the abort ended (`cancelled` at its instant, or the one still on the wire, `ok` a little later): one that ends without data, or carries data while the device produced or handed over a band since the abort.",
         report_only: false,
         check: checks::cancel_io_asap,
     },

@@ -56,6 +56,8 @@ pub const BUILTIN: &[BuiltinDriver] = &[
     mutant("mutant-all-pages-as-one", Mutation::AllPagesAsOne, "takes pages = 0 (until the feeder is empty) for one page and returns S_OK with the feeder still running"),
     mutant("mutant-swallow-status-error", Mutation::SwallowStatusError, "turns the application's error from a status or new-page callback into S_FALSE"),
     mutant("mutant-slow-return", Mutation::SlowReturn, "stops the device promptly on a cancel, then waits three seconds before returning"),
+    mutant("mutant-abort-then-reread", Mutation::AbortThenReread, "on WIA_EVENT_CANCEL_IO aborts its pending read, then reads once more before acting on the cancel"),
+    mutant("mutant-pending-drain", Mutation::PendingDrain, "after a cancel posts a bulk read to drain the pipe and returns with it still pending"),
     mutant("mutant-status-once-per-second", Mutation::StatusOncePerSecond, "calls back only once a second while it waits for data, too rarely for a transfer shorter than ten seconds"),
 ];
 

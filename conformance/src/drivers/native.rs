@@ -6,6 +6,9 @@
 //! event, as Microsoft's WIA 2.0 sample does (reference §1.8); each [`Mutation`] breaks one rule.
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 
 use async_trait::async_trait;
 use scanemu::engine::ScanSource;
@@ -72,6 +75,12 @@ pub enum Mutation {
     SwallowStatusError,
     /// Stops the device promptly on a cancel, then waits three seconds before returning.
     SlowReturn,
+    /// Takes the abort of its pending read (WIA_EVENT_CANCEL_IO) for a hiccup and reads again
+    /// once before it looks at the cancel.
+    AbortThenReread,
+    /// After a cancel, posts a bulk read to drain the pipe and returns without waiting for it
+    /// or aborting it: the read stays pending.
+    PendingDrain,
 }
 
 /// Which built-in driver this is.
@@ -387,7 +396,13 @@ impl NativeDriver {
                         return Err(self.device_stop(host).await);
                     }
                 }
-                Err(TransferError::Cancelled { .. }) => return Err(Stop::Cancelled),
+                Err(TransferError::Cancelled { .. }) => {
+                    if self.is(Mutation::AbortThenReread) {
+                        // The data it gets is thrown away.
+                        let _ = host.bulk_in(EP_DATA_IN, buf, slice).await;
+                    }
+                    return Err(Stop::Cancelled);
+                }
                 Err(TransferError::Stall) => return Err(self.device_stop(host).await),
                 Err(TransferError::NoDevice) => {
                     return Err(Stop::Error(Hresult::WIA_ERROR_OFFLINE))
@@ -589,6 +604,20 @@ impl NativeDriver {
     }
 }
 
+/// Submits a bulk read of one packet (no timeout) and lets go of it without waiting for it or
+/// aborting it, as a driver that queues a drain URB and forgets it: the host still counts it as
+/// pending.
+async fn post_and_leave(host: &dyn UsbHost) {
+    let mut drain = [0u8; 512];
+    let mut read = pin!(host.bulk_in(EP_DATA_IN, &mut drain, Duration::ZERO));
+    // One poll submits it; it stays queued on the host when the future is dropped.
+    poll_fn(|cx| {
+        let _ = read.as_mut().poll(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
 fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
     if unknown_total || total == 0 {
         return 0;
@@ -639,6 +668,9 @@ impl MiniDriver for NativeDriver {
                 let cleanup = self.cancel_device(host).await;
                 if self.is(Mutation::SlowReturn) && matches!(stop, Stop::Cancelled) {
                     host.sleep(Duration::from_millis(3000)).await;
+                }
+                if self.is(Mutation::PendingDrain) && matches!(stop, Stop::Cancelled) {
+                    post_and_leave(host).await;
                 }
                 match (stop, cleanup) {
                     (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,

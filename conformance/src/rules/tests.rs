@@ -709,6 +709,78 @@ fn cancel_io_asap() {
     );
 }
 
+fn bulk_in(b: &mut B, actual: u32, outcome: &str) {
+    b.push(
+        Actor::Usb,
+        Kind::Bulk {
+            ep: 0x81,
+            requested: 3072,
+            actual,
+            crc: 0,
+            result: result(outcome),
+        },
+    );
+}
+
+#[test]
+fn cancel_io_asap_refuses_an_abort_undone_by_a_new_read() {
+    // The event aborts the pending read; the driver reads again at once, gets the next band,
+    // and only then sends the Cancel Request (still within 10 ms).
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .wait(300)
+        .app_cancel(1)
+        .push(Actor::Usb, Kind::Abort { ep: 0x81 });
+    bulk_in(&mut b, 0, "cancelled");
+    b.wait(400)
+        .device("band-ready", 1, "")
+        .device("band-sent", 1, "");
+    bulk_in(&mut b, 2048, "ok");
+    b.host_cancel().ret(1, Hresult::S_FALSE);
+    let run = Run::new(&b, &[cancelled()]);
+    let (event, msg) = run.fail("WIA-CANCEL-IO-ASAP");
+    assert!(matches!(run.kind(event), Kind::Bulk { actual: 2048, .. }));
+    assert!(
+        msg.contains("aborted the endpoint (#13) but submitted a read on it again (#17) before any Cancel Request or Device Reset"),
+        "{msg}"
+    );
+
+    // A read whose data had moved before the abort completes a little later: no new read.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .wait(800)
+        .device("band-ready", 1, "")
+        .device("band-sent", 1, "")
+        .wait(200)
+        .app_cancel(1)
+        .push(Actor::Usb, Kind::Abort { ep: 0x81 })
+        .wait(200);
+    bulk_in(&mut b, 2048, "ok");
+    b.host_cancel().ret(1, Hresult::S_FALSE);
+    assert_pass(&Run::new(&b, &[cancelled()]), "WIA-CANCEL-IO-ASAP");
+
+    // A read submitted after the abort that times out is a new read too; with the Cancel
+    // Request more than 10 ms late, the abort does not count as the cancel either.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .wait(300)
+        .app_cancel(1)
+        .push(Actor::Usb, Kind::Abort { ep: 0x81 });
+    bulk_in(&mut b, 0, "cancelled");
+    b.wait(100_000);
+    bulk_in(&mut b, 0, "timeout");
+    b.host_cancel().ret(1, Hresult::S_FALSE);
+    let msg = Run::new(&b, &[cancelled()]).fail("WIA-CANCEL-IO-ASAP").1;
+    assert!(msg.contains("submitted a read on it again"), "{msg}");
+    assert!(msg.contains("and 1 more violations"), "{msg}");
+}
+
 #[test]
 fn xp_gap_reports_and_never_fails() {
     let mut b = B::new();

@@ -41,6 +41,20 @@ pub(crate) fn cancel_io_asap(c: &Ctx<'_>) -> Judgement {
                     ),
                 );
             }
+            // An abort answered by a read on the same endpoint restarts the I/O it cancelled.
+            let reread = (ni + 1..=a.end)
+                .filter(|&i| matches!(c.ev(i).kind, Kind::Abort { .. }))
+                .find_map(|j| c.read_after_abort(j, a.end).map(|k| (j, k)));
+            if let Some((j, k)) = reread.filter(|_| c.dev[ni].busy()) {
+                v.fail(
+                    Some(a.n),
+                    k,
+                    format!(
+                        "acquisition {}: after WIA_EVENT_CANCEL_IO at #{ni} the driver aborted the endpoint (#{j}) but submitted a read on it again (#{k}) before any Cancel Request or Device Reset",
+                        a.n
+                    ),
+                );
+            }
             if c.dev[ni].busy() && c.wire_cancel_within(ni, a.end).is_none() {
                 let deadline = c.at(ni) + CANCEL_IO_WIRE_US;
                 let late = (ni + 1..=a.end).find(|&i| {
