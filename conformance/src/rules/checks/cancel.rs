@@ -64,7 +64,11 @@ pub(crate) fn cancel_io_asap(c: &Ctx<'_>) -> Judgement {
                         || matches!(e.kind, Kind::Abort { .. })
                 });
                 let when = match late {
-                    Some(i) => format!("the first came {} later (#{i})", ms(c.at(i) - c.at(ni))),
+                    Some(i) => format!(
+                        "the first came {} later (#{i}){}",
+                        ms(c.net_us(ni, i)),
+                        c.lag_note(c.at(ni), c.at(i))
+                    ),
                     None => "none came before the acquisition ended".into(),
                 };
                 v.fail(
@@ -217,10 +221,11 @@ pub(crate) fn idle_after_cancel(c: &Ctx<'_>) -> Judgement {
         let budget = stop_us + IDLE_SLACK_US;
         let deadline = cp.at + budget;
         let over = match stopped {
-            Some((_, t)) if t <= deadline => continue,
+            Some((_, t)) if c.net_between(cp.at, t) <= budget => continue,
             Some((i, t)) => format!(
-                "the device was idle only at #{i}, {} after it",
-                ms(t - cp.at)
+                "the device was idle only at #{i}, {} after it{}",
+                ms(c.net_between(cp.at, t)),
+                c.lag_note(cp.at, t)
             ),
             None => "the device never became idle".into(),
         };
@@ -259,17 +264,19 @@ pub(crate) fn cancel_return(c: &Ctx<'_>) -> Judgement {
             continue;
         }
         v.judged();
-        let deadline = stopped_at.max(cp.at) + RETURN_SLACK_US;
-        if c.at(ret) > deadline {
+        let from = stopped_at.max(cp.at);
+        let took = c.net_between(from, c.at(ret));
+        if took > RETURN_SLACK_US {
             v.fail(
                 Some(a.n),
                 ret,
                 format!(
-                    "acquisition {}: cancel point ({}); the device was stopped at #{si}, {} after it, but drvAcquireItemData returned only {} after that (budget 50 ms)",
+                    "acquisition {}: cancel point ({}); the device was stopped at #{si}, {} after it, but drvAcquireItemData returned only {} after that{} (budget 50 ms)",
                     a.n,
                     describe_cp(&cp),
                     ms(stopped_at.saturating_sub(cp.at)),
-                    ms(c.at(ret).saturating_sub(stopped_at.max(cp.at)))
+                    ms(took),
+                    c.lag_note(from, c.at(ret))
                 ),
             );
         }
