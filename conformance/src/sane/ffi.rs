@@ -268,10 +268,49 @@ struct Entry {
     get_select_fd: unsafe extern "C" fn(Handle0, *mut i32) -> i32,
 }
 
+/// The process's SIGINT and SIGTERM dispositions as they were when a backend was loaded.
+///
+/// A backend may change them from a thread of ours: the test backend's reader task, written to
+/// run in a forked process, sets SIGTERM to its default action (and unblocks it in its thread),
+/// so that a SIGTERM meant to let the runner finish its run would kill it outright. The calls
+/// after which a reader has started or been fed ([`Handle::start`], [`Handle::read`],
+/// [`Handle::cancel`], [`Handle::close`]) put them back; the window left is from the reader's
+/// reset to the next such call's return.
+struct Dispositions([(libc::c_int, libc::sigaction); 2]);
+
+impl Dispositions {
+    fn save() -> Dispositions {
+        let get = |sig| {
+            // SAFETY: a zeroed sigaction is a valid out-value; a null `act` only queries.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, std::ptr::null(), &mut old);
+                (sig, old)
+            }
+        };
+        Dispositions([get(libc::SIGINT), get(libc::SIGTERM)])
+    }
+
+    fn restore(&self) {
+        for (sig, saved) in &self.0 {
+            // SAFETY: as in `save`; `saved` is a disposition the process had, so putting it back
+            // installs a handler that was valid then and still is (handlers are never unloaded).
+            unsafe {
+                let mut now: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(*sig, std::ptr::null(), &mut now);
+                if now.sa_sigaction != saved.sa_sigaction {
+                    libc::sigaction(*sig, saved, std::ptr::null_mut());
+                }
+            }
+        }
+    }
+}
+
 /// A loaded SANE backend library.
 pub struct Backend {
     entry: Entry,
     path: PathBuf,
+    dispositions: Dispositions,
     // Declared last: dropped (dlclose) after everything that could call into it.
     _lib: libloading::Library,
 }
@@ -335,6 +374,7 @@ impl Backend {
         Ok(Backend {
             entry,
             path: path.to_path_buf(),
+            dispositions: Dispositions::save(),
             _lib: lib,
         })
     }
@@ -610,7 +650,9 @@ impl Handle<'_> {
     /// `sane_start`.
     pub fn start(&self) -> Status {
         // SAFETY: valid open handle.
-        Status(unsafe { (self.backend.entry.start)(self.raw) })
+        let st = Status(unsafe { (self.backend.entry.start)(self.raw) });
+        self.backend.dispositions.restore();
+        st
     }
 
     /// `sane_read` into `buf`; returns the status and the length exactly as the backend left
@@ -620,13 +662,15 @@ impl Handle<'_> {
         let mut len = len_sentinel;
         // SAFETY: `buf` is writable for `max` bytes and `len` is a valid out-pointer.
         let st = unsafe { (self.backend.entry.read)(self.raw, buf.as_mut_ptr(), max, &mut len) };
+        self.backend.dispositions.restore();
         (Status(st), len)
     }
 
     /// `sane_cancel`; callable from any thread while another call blocks.
     pub fn cancel(&self) {
         // SAFETY: valid handle; the standard allows sane_cancel at any time.
-        unsafe { (self.backend.entry.cancel)(self.raw) }
+        unsafe { (self.backend.entry.cancel)(self.raw) };
+        self.backend.dispositions.restore();
     }
 
     /// `sane_set_io_mode`.
@@ -647,7 +691,8 @@ impl Handle<'_> {
     pub fn close(&self) {
         if self.open.swap(false, std::sync::atomic::Ordering::SeqCst) {
             // SAFETY: the handle is open and closed exactly once (the flag above).
-            unsafe { (self.backend.entry.close)(self.raw) }
+            unsafe { (self.backend.entry.close)(self.raw) };
+            self.backend.dispositions.restore();
         }
     }
 }
