@@ -180,6 +180,7 @@ impl Service {
                 percent: args.percent,
                 offset: args.offset,
                 length: args.length,
+                carried: (args.data.len() as i64 != args.length).then_some(args.data.len() as u64),
                 page,
                 crc,
                 expect_crc,
