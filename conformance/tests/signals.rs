@@ -315,7 +315,7 @@ fn sigint_during_record_finishes_the_recording_and_exits_130() {
 }
 
 #[test]
-fn sigint_during_a_sane_run_writes_junit_and_exits_130() {
+fn sigint_and_sigterm_during_a_sane_run_write_junit_and_exit_130_143() {
     if let Err(e) = scanconform::sane::target::resolve("test") {
         assert_ne!(
             std::env::var("CI").as_deref(),
@@ -325,38 +325,45 @@ fn sigint_during_a_sane_run_writes_junit_and_exits_130() {
         println!("skipped: {e}");
         return;
     }
-    let d = temp_dir("sane");
-    let (junit, err) = (d.join("junit.xml"), d.join("stderr"));
-    let mut child = start(
-        &[
-            "run",
-            "--driver",
-            "sane:test",
-            "--junit",
-            junit.to_str().unwrap(),
-        ],
-        &err,
-    );
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut stdout = String::new();
-    // The preamble, the header, then the first row.
-    for _ in 0..3 {
-        out.read_line(&mut stdout).unwrap();
+    // SIGTERM too: the test backend's reader task resets SIGTERM to its default action.
+    for (sig, name, status) in [("-INT", "SIGINT", 130), ("-TERM", "SIGTERM", 143)] {
+        let d = temp_dir(&format!("sane{sig}"));
+        let (junit, err) = (d.join("junit.xml"), d.join("stderr"));
+        let mut child = start(
+            &[
+                "run",
+                "--driver",
+                "sane:test",
+                "--junit",
+                junit.to_str().unwrap(),
+            ],
+            &err,
+        );
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = String::new();
+        // The preamble, the header, then the first row.
+        for _ in 0..3 {
+            out.read_line(&mut stdout).unwrap();
+        }
+        kill(sig, &child.id().to_string());
+        out.read_to_string(&mut stdout).unwrap();
+        assert_eq!(
+            wait_exit(&mut child, Duration::from_secs(60)),
+            Some(status),
+            "{stdout}"
+        );
+        let err = std::fs::read_to_string(&err).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("scanconform: interrupted by {name}: "))
+                && err.contains("JUnit "),
+            "{err}"
+        );
+        let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+        assert!(
+            xml.contains(&format!("not run: interrupted by {name}")),
+            "{xml}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
-    kill("-INT", &child.id().to_string());
-    out.read_to_string(&mut stdout).unwrap();
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(60)),
-        Some(130),
-        "{stdout}"
-    );
-    let err = std::fs::read_to_string(&err).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with("scanconform: interrupted by SIGINT: ") && err.contains("JUnit "),
-        "{err}"
-    );
-    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
-    assert!(xml.contains("not run: interrupted by SIGINT"), "{xml}");
-    let _ = std::fs::remove_dir_all(&d);
 }
