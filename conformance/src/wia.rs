@@ -67,8 +67,10 @@ impl Hresult {
     pub const WIA_STATUS_SKIP_ITEM: Hresult = hr(0x0021_0009);
     /// WIA_STATUS_NOT_HANDLED: success severity, an error handler did not handle a status.
     pub const WIA_STATUS_NOT_HANDLED: Hresult = hr(0x0021_000A);
+    /// HRESULT_FROM_WIN32(RPC_S_CALL_FAILED): the server process of a COM call died during it.
+    pub const RPC_S_CALL_FAILED: Hresult = hr(0x8007_06BE);
 
-    const NAMES: [(Hresult, &'static str); 24] = [
+    const NAMES: [(Hresult, &'static str); 25] = [
         (Self::S_OK, "S_OK"),
         (Self::S_FALSE, "S_FALSE"),
         (Self::E_FAIL, "E_FAIL"),
@@ -96,6 +98,7 @@ impl Hresult {
         (Self::WIA_STATUS_WARMING_UP, "WIA_STATUS_WARMING_UP"),
         (Self::WIA_STATUS_SKIP_ITEM, "WIA_STATUS_SKIP_ITEM"),
         (Self::WIA_STATUS_NOT_HANDLED, "WIA_STATUS_NOT_HANDLED"),
+        (Self::RPC_S_CALL_FAILED, "RPC_S_CALL_FAILED"),
     ];
 
     /// True for success codes (S_OK, S_FALSE, WIA_STATUS_*): `SUCCEEDED(hr)`.

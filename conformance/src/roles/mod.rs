@@ -13,6 +13,7 @@
 
 pub(crate) mod app;
 pub(crate) mod service;
+pub(crate) mod wia2;
 
 use std::cell::Cell;
 

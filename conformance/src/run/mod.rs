@@ -16,6 +16,7 @@
 
 mod observe;
 mod transport;
+pub mod wia2;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
