@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use scanconform::drivers::wia2 as drivers2;
 use scanconform::rules::wia2 as rules2;
+use scanconform::rules::RuleStatus;
 use scanconform::run::wia2::run2;
 use scanconform::scenario::wia2 as scenario2;
 
@@ -36,11 +37,24 @@ fn run_scenario(path: &Path) -> datatest_stable::Result<()> {
     }, {
         insta::assert_yaml_snapshot!(name, lines);
     });
-    if r.passed() {
-        Ok(())
-    } else {
-        Err(r.failure_details().into())
+    if !r.passed() {
+        return Err(r.failure_details().into());
     }
+    // Every rule the scenario is for had something to judge in it.
+    let idle: Vec<&String> = loaded
+        .scenario
+        .rules
+        .iter()
+        .filter(|id| r.report.get(id) == Some(&RuleStatus::NotApplicable))
+        .collect();
+    if !idle.is_empty() {
+        return Err(format!(
+            "{}: listed rules not applicable in the run: {idle:?}",
+            loaded.id
+        )
+        .into());
+    }
+    Ok(())
 }
 
 datatest_stable::harness! {

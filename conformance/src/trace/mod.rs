@@ -334,6 +334,9 @@ pub enum Kind {
         result: Hresult,
         /// The stream handed to the driver (0: none or NULL).
         stream: u32,
+        /// The size that stream should end with: what it held, then its image file (0: no
+        /// stream, or a multi-page file of pages still unknown).
+        expect_size: u64,
         /// True when the service answered S_FALSE by itself (the transfer was cancelled).
         sticky: bool,
     },
@@ -360,7 +363,9 @@ pub enum Kind {
         size: u64,
         /// CRC-32 of its content.
         crc: u32,
-        /// CRC-32 of what it should hold: what was in it before, then the whole image file.
+        /// The size it should have: what was in it before, then the whole image file.
+        expect_size: u64,
+        /// CRC-32 of what it should hold.
         expect_crc: u32,
     },
     /// The WIA service process ended during a transfer and was started again: the driver's

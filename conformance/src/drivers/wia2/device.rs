@@ -84,6 +84,7 @@ pub(crate) fn scan_error(e: ScanError) -> DeviceEnd {
         ScanError::PaperJam => DeviceEnd::Error(Hresult::WIA_ERROR_PAPER_JAM),
         ScanError::CoverOpen => DeviceEnd::Error(Hresult::WIA_ERROR_COVER_OPEN),
         ScanError::FeederEmpty => DeviceEnd::Error(Hresult::WIA_ERROR_PAPER_EMPTY),
+        ScanError::MultiFeed => DeviceEnd::Error(Hresult::WIA_ERROR_MULTI_FEED),
         _ => DeviceEnd::Error(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
     }
 }

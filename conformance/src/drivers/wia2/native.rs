@@ -186,6 +186,8 @@ struct Out {
     data_total: u64,
     /// Size of the last chunk written.
     last_chunk: u64,
+    /// The file header written first ([`Mutation2::TouchAfterNext`] writes it again).
+    header: Vec<u8>,
 }
 
 /// A WIA 2.0 driver for the native protocol. See the module documentation.
@@ -200,6 +202,8 @@ pub struct Wia2Driver {
     previous: RefCell<Option<Out>>,
     /// The item being transferred (its name and full name).
     item: RefCell<(String, String)>,
+    /// A scan job of this call is running on the device (started, not yet over).
+    job: Cell<bool>,
 }
 
 impl Wia2Driver {
@@ -212,6 +216,7 @@ impl Wia2Driver {
             current: RefCell::new(None),
             previous: RefCell::new(None),
             item: RefCell::new((String::new(), String::new())),
+            job: Cell::new(false),
         }
     }
 
@@ -254,7 +259,7 @@ impl Wia2Driver {
                 })
                 .await;
         }
-        if self.is(Mutation2::TouchAfterNext) {
+        if done && self.is(Mutation2::TouchAfterNext) {
             *self.previous.borrow_mut() = Some(out);
         }
     }
@@ -268,15 +273,15 @@ impl Wia2Driver {
         }
     }
 
-    /// [`Mutation2::TouchAfterNext`]: after the next GetNextStream, rewrites the previous
-    /// stream's header (the same bytes) through the reference it released.
-    async fn touch_previous(&self, header: &[u8]) {
+    /// [`Mutation2::TouchAfterNext`]: after the next GetNextStream gave a stream, rewrites the
+    /// previous stream's header (the same bytes) through the reference it released.
+    async fn touch_previous(&self) {
         let Some(out) = self.previous.borrow_mut().take() else {
             return;
         };
         let (hr, _) = out.stream.seek(out.base as i64, SeekOrigin::Set).await;
         if hr == Hresult::S_OK {
-            let _ = out.stream.write(header).await;
+            let _ = out.stream.write(&out.header).await;
         }
     }
 
@@ -285,17 +290,18 @@ impl Wia2Driver {
         &self,
         cb: &dyn TransferCallback2,
         item: &Item,
-        header: &[u8],
     ) -> Result<Option<Box<dyn AppStream>>, Stop> {
         let got = cb.get_next_stream(&item.name, &item.full_name).await;
         if self.is(Mutation2::LateRelease) {
             self.release_previous();
         }
-        if self.is(Mutation2::TouchAfterNext) {
-            self.touch_previous(header).await;
-        }
         match (answer(got.hr), got.stream) {
-            (Answer::Go, Some(stream)) => Ok(Some(stream)),
+            (Answer::Go, Some(stream)) => {
+                if self.is(Mutation2::TouchAfterNext) {
+                    self.touch_previous().await;
+                }
+                Ok(Some(stream))
+            }
             (Answer::Go, None) => {
                 if self.is(Mutation2::NullStreamCrash) {
                     if let Some(run) = self.run.borrow().as_ref() {
@@ -345,6 +351,7 @@ impl Wia2Driver {
             data: 0,
             data_total,
             last_chunk: 0,
+            header: Vec::new(),
         });
         Ok(())
     }
@@ -503,6 +510,7 @@ impl Wia2Driver {
         }
         let report = dev.set_params(&item.job).await.map_err(device)?;
         dev.start().await.map_err(device)?;
+        self.job.set(true);
         if dev.warming_up().await.map_err(device)? {
             let params = TransferParams {
                 msg: TransferMsg::DEVICE_STATUS,
@@ -539,7 +547,7 @@ impl Wia2Driver {
             let mut skip_page = skip_item;
             if !skip_item {
                 if pages_done == 0 || !one_stream {
-                    match self.next_stream(cb, item, &header).await? {
+                    match self.next_stream(cb, item).await? {
                         Some(stream) => {
                             let per_page = if one_stream && !multipage {
                                 page_bytes
@@ -590,17 +598,20 @@ impl Wia2Driver {
                         out.data = 0;
                     }
                 }
+                if let Some(out) = self.current.borrow_mut().as_mut() {
+                    if out.header.is_empty() {
+                        out.header = header.clone();
+                    }
+                }
                 self.write(&header, pages_done > 0).await?;
             }
             let mut offset = 0u64;
             while offset < page_bytes {
                 let band_left = band_bytes - offset % band_bytes;
                 let want = (page_bytes - offset).min(band_left) as usize;
-                let ask = if want as u64 == band_left {
-                    want + READ_SLACK
-                } else {
-                    want
-                };
+                // Every read ends a band (a full one, or the page's last): one packet more lets
+                // its short packet or ZLP end the read (PROTOCOL.md §3).
+                let ask = want + READ_SLACK;
                 let n = match self.read_chunk(dev, cb, &mut buf[..ask], skip_page).await? {
                     Some(n) => n,
                     None => {
@@ -666,6 +677,8 @@ impl Wia2Driver {
                 AfterPage::Stopped(end) => return Err(Stop::Device(end)),
             }
         }
+        // Every page was read: the device has nothing left of this job.
+        self.job.set(false);
         self.release_current(cb, true).await;
         Ok(if end_of_media {
             ItemEnd::EndOfMedia
@@ -823,8 +836,10 @@ impl Wia2Driver {
                         Err(hr) => hr,
                     };
                 }
-                if let Err(hr) = dev.cancel().await {
-                    return hr;
+                if self.job.get() {
+                    if let Err(hr) = dev.cancel().await {
+                        return hr;
+                    }
                 }
                 match cause {
                     Cause::SendMessage if self.is(Mutation2::SOkAfterSendMessageCancel) => {
@@ -835,7 +850,9 @@ impl Wia2Driver {
                 }
             }
             Stop::Failed(hr) => {
-                let _ = dev.cancel().await;
+                if self.job.get() {
+                    let _ = dev.cancel().await;
+                }
                 hr
             }
             Stop::Device(DeviceEnd::Cancelled) => match dev.wait_ready().await {
@@ -850,8 +867,16 @@ impl Wia2Driver {
                     status: hr,
                 };
                 let back = cb.send_message(params).await;
+                // A job the failure left running (the device still scanning) is stopped; a
+                // device that stopped by itself or left the bus has nothing to cancel.
                 if hr != Hresult::WIA_ERROR_OFFLINE {
-                    let _ = dev.cancel().await;
+                    let running = dev
+                        .scan_status()
+                        .await
+                        .is_ok_and(|s| !matches!(s.state, DeviceState::Idle));
+                    if running {
+                        let _ = dev.cancel().await;
+                    }
                 }
                 if back == Hresult::S_FALSE {
                     Hresult::S_FALSE
@@ -880,6 +905,7 @@ impl MiniDriver2 for Wia2Driver {
         if !self.is(Mutation2::IdleCancelSticks) {
             self.cancel_io.set(false);
         }
+        self.job.set(false);
         let dev = Scanner {
             host,
             interface: ctx.interface,
@@ -895,6 +921,11 @@ impl MiniDriver2 for Wia2Driver {
         };
         self.release_previous();
         self.previous.borrow_mut().take();
+        if self.is(Mutation2::IdleCancelSticks) {
+            // Clears its flag when a transfer ends, not when one starts: a cancel that comes
+            // while idle is still set when the next transfer begins.
+            self.cancel_io.set(false);
+        }
         hr
     }
 

@@ -234,7 +234,7 @@ impl Application2 {
         let hr = match work.await {
             Some(hr) => hr,
             None => {
-                self.service.restart();
+                self.service.start_again();
                 RPC_E_SERVICE_DIED
             }
         };
@@ -280,7 +280,12 @@ impl Application2 {
         };
         match action {
             Action2::Cancel => self.cancel_now(),
-            Action2::RestartService => self.restart.fire(),
+            Action2::RestartService => {
+                // The process dies now: its pending USB I/O is cancelled before anything of
+                // the driver runs again (it never will).
+                self.service.terminate();
+                self.restart.fire();
+            }
             _ => {}
         }
     }

@@ -10,9 +10,10 @@
 //!    GetNextStream; S_OK with a stream is passed on, S_OK with NULL too (H16 tests the driver),
 //!    S_FALSE cancels the transfer, WIA_STATUS_SKIP_ITEM and errors are passed on. For an upload
 //!    the first call gets the application's source stream.
-//! 2. `SendMessage`: STATUS, NEW_PAGE (and anything else, END_OF_STREAM and END_OF_TRANSFER
-//!    included, which drivers must not send: H26) go to the application's TransferCallback,
-//!    whose answer comes back; S_FALSE cancels the transfer. DEVICE_STATUS goes to the error
+//! 2. `SendMessage`: STATUS, NEW_PAGE (and any other message) go to the application's
+//!    TransferCallback, whose answer comes back; S_FALSE cancels the transfer. END_OF_STREAM and
+//!    END_OF_TRANSFER from the driver (which must not send them: H26) are recorded and answered
+//!    S_OK without reaching the application. DEVICE_STATUS goes to the error
 //!    handlers instead (M4): the application's, then the default one, which gives an error
 //!    status back to the driver and S_OK for a success status.
 //! 3. After a cancel (the application's S_FALSE, or `IWiaTransfer::Cancel`) every later
@@ -24,7 +25,8 @@
 //!    (M2); Download returns the driver's failure, or S_FALSE when the transfer was cancelled,
 //!    else what the driver returned.
 //!
-//! [`Service2::restart`] is the service process ending mid-transfer and starting again (H21).
+//! [`Service2::terminate`] and [`Service2::start_again`] are the service process ending
+//! mid-transfer and starting again (H21).
 //! The service knows which unit of the item each stream is for (the n-th GetNextStream of a
 //! download is child n of a folder, page n of a feeder in TYMED_FILE, or every page of a
 //! TYMED_MULTIPAGE_FILE), so each stream knows what it should hold.
@@ -372,13 +374,14 @@ impl Service2 {
             (t.open.take(), t.percent)
         };
         let Some(stream) = stream else { return };
-        let (_, expect_crc) = stream.expected_whole().unwrap_or((0, 0));
+        let (expect_size, expect_crc) = stream.expected_whole().unwrap_or((0, 0));
         self.trace.push(
             Actor::Service,
             Kind::StreamEnd {
                 stream: stream.id(),
                 size: stream.size(),
                 crc: stream.crc(),
+                expect_size,
                 expect_crc,
             },
         );
@@ -410,11 +413,17 @@ impl Service2 {
         driver.notify_pnp_event(PnpEvent::CancelIo, host.as_ref());
     }
 
-    /// The service process ends during a transfer and starts again: the driver's call is gone
-    /// (its future was dropped by the caller), its pending USB transfers are aborted, the
-    /// instance ends and a new one is loaded.
-    pub(crate) fn restart(&self) {
+    /// The service process ends during a transfer: its USB transfers still pending are aborted
+    /// (as the system does for a process that dies) and the transfer is gone. The caller then
+    /// drops the driver's call without polling it again, and calls [`Service2::start_again`].
+    pub(crate) fn terminate(&self) {
         self.trace.push(Actor::Service, Kind::ServiceRestart {});
+        self.host().end();
+        self.transfer.borrow_mut().take();
+    }
+
+    /// The service process starts again: the old driver instance ends, a new one is loaded.
+    pub(crate) fn start_again(&self) {
         let old = {
             let mut p = self.process.borrow_mut();
             let new = Process {
@@ -423,9 +432,7 @@ impl Service2 {
             };
             std::mem::replace(&mut *p, new)
         };
-        old.host.end();
         old.driver.end_run();
-        self.transfer.borrow_mut().take();
         self.driver().begin_run(self.run.clone());
     }
 
@@ -446,7 +453,7 @@ impl Service2 {
                 t.first_child,
             )
         };
-        let record = |result: Hresult, stream: u32, sticky: bool| {
+        let record = |result: Hresult, stream: u32, expect_size: u64, sticky: bool| {
             self.trace.push(
                 Actor::Service,
                 Kind::GetNextStream {
@@ -454,32 +461,33 @@ impl Service2 {
                     full_item: full.to_string(),
                     result,
                     stream,
+                    expect_size,
                     sticky,
                 },
             );
         };
         if sticky {
-            record(Hresult::S_FALSE, 0, true);
+            record(Hresult::S_FALSE, 0, 0, true);
             return NextStream {
                 hr: Hresult::S_FALSE,
                 stream: None,
             };
         }
         if let Some(hr) = eos_error {
-            record(hr, 0, false);
+            record(hr, 0, 0, false);
             return NextStream { hr, stream: None };
         }
         if let Some(source) = upload {
             // The source stream, once; the compatibility layer answers a second call with
             // WIA_ERROR_GENERAL_ERROR (wia2-stream §2.4 of cancel-semantics).
             if unit > 0 {
-                record(Hresult::WIA_ERROR_GENERAL_ERROR, 0, false);
+                record(Hresult::WIA_ERROR_GENERAL_ERROR, 0, 0, false);
                 return NextStream {
                     hr: Hresult::WIA_ERROR_GENERAL_ERROR,
                     stream: None,
                 };
             }
-            record(Hresult::S_OK, source.id(), false);
+            record(Hresult::S_OK, source.id(), 0, false);
             return self.hand_out(source, false);
         }
         let answer = app.get_next_stream(item, full);
@@ -491,6 +499,7 @@ impl Service2 {
             record(
                 Hresult::S_FALSE,
                 0,
+                0,
                 cancelled && answer.hr != Hresult::S_FALSE,
             );
             return NextStream {
@@ -500,12 +509,14 @@ impl Service2 {
         }
         match answer.stream {
             Some(stream) if answer.hr == Hresult::S_OK => {
-                stream.expect(self.item.expected(unit, first_child));
-                record(Hresult::S_OK, stream.id(), false);
+                let file = self.item.expected(unit, first_child);
+                let expect_size = file.len().map_or(0, |l| l + stream.prefill_len());
+                stream.expect(file);
+                record(Hresult::S_OK, stream.id(), expect_size, false);
                 self.hand_out(stream, true)
             }
             _ => {
-                record(answer.hr, 0, false);
+                record(answer.hr, 0, 0, false);
                 NextStream {
                     hr: answer.hr,
                     stream: None,
@@ -555,6 +566,11 @@ impl Service2 {
                 Hresult::S_OK
             };
             self.settle(result)
+        } else if params.msg == TransferMsg::END_OF_STREAM
+            || params.msg == TransferMsg::END_OF_TRANSFER
+        {
+            // The service sends these itself; one from the driver goes no further (H26).
+            (Hresult::S_OK, false)
         } else {
             let answer = app.transfer_callback(&params);
             self.settle(answer)

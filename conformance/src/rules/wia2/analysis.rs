@@ -164,18 +164,57 @@ pub(crate) fn msg(e: &Event) -> Option<Msg> {
     }
 }
 
-/// The service's end of a stream: `(stream, size, crc, expect_crc)`.
-pub(crate) fn stream_end(e: &Event) -> Option<(u32, u64, u32, u32)> {
+/// The service's end of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct End {
+    pub stream: u32,
+    pub size: u64,
+    pub crc: u32,
+    pub expect_size: u64,
+    pub expect_crc: u32,
+}
+
+impl End {
+    /// The stream holds exactly what it should.
+    pub fn whole(&self) -> bool {
+        self.size == self.expect_size && self.crc == self.expect_crc
+    }
+}
+
+/// The service's end of a stream at `e`, if it is one.
+pub(crate) fn stream_end(e: &Event) -> Option<End> {
     match (&e.kind, e.actor) {
         (
             Kind::StreamEnd {
                 stream,
                 size,
                 crc,
+                expect_size,
                 expect_crc,
             },
             Actor::Service,
-        ) => Some((*stream, *size, *crc, *expect_crc)),
+        ) => Some(End {
+            stream: *stream,
+            size: *size,
+            crc: *crc,
+            expect_size: *expect_size,
+            expect_crc: *expect_crc,
+        }),
+        _ => None,
+    }
+}
+
+/// The size the stream handed out at `e` should end with (0: unknown), if `e` handed one out.
+pub(crate) fn expect_size(e: &Event) -> Option<(u32, u64)> {
+    match (&e.kind, e.actor) {
+        (
+            Kind::GetNextStream {
+                stream,
+                expect_size,
+                ..
+            },
+            Actor::Service,
+        ) if *stream != 0 => Some((*stream, *expect_size)),
         _ => None,
     }
 }

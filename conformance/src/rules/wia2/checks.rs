@@ -6,8 +6,8 @@ use scanemu::engine::{FaultKind, ScanSource};
 use scanemu::personality::NoteKind;
 
 use super::analysis::{
-    bad_upload, device_fault_in, first_stop, given, gns, is_app_cancel, is_notify, msg,
-    notify_in_callback, op, pages_scanned, prefill, spec, stream_end, transfers, undisturbed,
+    bad_upload, device_fault_in, expect_size, first_stop, given, gns, is_app_cancel, is_notify,
+    msg, notify_in_callback, op, pages_scanned, prefill, spec, stream_end, transfers, undisturbed,
     units, Call, Xfer,
 };
 use super::RunFacts2;
@@ -51,12 +51,16 @@ impl<'a> Ctx2<'a> {
         self.xfers.iter().flat_map(|x| x.calls.iter())
     }
 
-    /// The scenario leaves transfer `n` alone: no steps, the default stream, a readable
-    /// upload, no device faults.
+    /// The scenario leaves transfer `n` alone: no steps, a stream that is empty and never fails
+    /// (a slow one is fine), a readable upload, no device faults.
     fn left_alone(&self, n: u32) -> bool {
         let sc = self.facts.scenario;
         spec(sc, n).is_some_and(|t| {
-            t.steps.is_empty() && t.stream == StreamSpec::default() && !bad_upload(t)
+            let stream = StreamSpec {
+                write_us: 0,
+                ..t.stream.clone()
+            };
+            t.steps.is_empty() && stream == StreamSpec::default() && !bad_upload(t)
         }) && sc.faults.is_empty()
     }
 
@@ -267,10 +271,17 @@ pub(crate) fn h5_append(c: &Ctx2<'_>) -> Judgement {
 pub(crate) fn h20_seek_position(c: &Ctx2<'_>) -> Judgement {
     let mut v = Verdict::default();
     for call in c.calls().filter(|k| !k.upload()) {
-        let streams: BTreeSet<u32> = given(c.trace, call).into_iter().map(|(_, s)| s).collect();
+        let sizes: BTreeMap<u32, u64> = call.range().filter_map(|i| expect_size(c.ev(i))).collect();
         for i in call.start..c.trace.events.len() {
             let Some(o) = op(c.ev(i)) else { continue };
-            if !streams.contains(&o.stream) || o.op != StreamMethod::Write || o.actual == 0 {
+            let Some(&size) = sizes.get(&o.stream) else {
+                continue;
+            };
+            if o.op != StreamMethod::Write || o.actual == 0 {
+                continue;
+            }
+            // Bytes past the file's end are one stream holding more than its item (H8, H9).
+            if size > 0 && o.pos >= size {
                 continue;
             }
             v.judged();
@@ -285,65 +296,119 @@ pub(crate) fn h20_seek_position(c: &Ctx2<'_>) -> Judgement {
                 );
             }
         }
+        if !clean(c, call) {
+            continue;
+        }
+        for (i, end) in stream_ends(c, call) {
+            v.judged();
+            if !end.whole() {
+                v.fail(
+                    Some(call.n),
+                    i,
+                    format!(
+                        "call {}: stream {} ended holding {} bytes (crc {:#010x}); it should hold {} (crc {:#010x})",
+                        call.n, end.stream, end.size, end.crc, end.expect_size, end.expect_crc
+                    ),
+                );
+            }
+        }
     }
     v.done()
 }
 
-/// Streams of `call` that ended (stream-end) not holding what they should.
-fn bad_stream_ends(c: &Ctx2<'_>, call: &Call) -> Vec<(usize, u32)> {
+/// The ends of the streams `call` was given.
+fn stream_ends(c: &Ctx2<'_>, call: &Call) -> Vec<(usize, super::analysis::End)> {
     let streams: BTreeSet<u32> = given(c.trace, call).into_iter().map(|(_, s)| s).collect();
     (call.start..c.trace.events.len())
         .filter_map(|i| {
             stream_end(c.ev(i))
-                .filter(|(s, _, crc, expect)| streams.contains(s) && crc != expect)
-                .map(|(s, _, _, _)| (i, s))
+                .filter(|e| streams.contains(&e.stream))
+                .map(|e| (i, e))
         })
-        .take_while(|_| true)
         .collect()
 }
 
-/// Undisturbed download calls of `tymed` that returned success.
-fn clean_downloads<'c>(c: &'c Ctx2<'_>, tymed: Tymed) -> impl Iterator<Item = &'c Call> + 'c {
-    let matches = c.facts.scenario.tymed == tymed;
-    c.calls().filter(move |call| {
-        matches
-            && !call.upload()
-            && call.returned()
-            && call.hr.is_some_and(Hresult::succeeded)
-            && call.hr != Some(Hresult::S_FALSE)
-            && undisturbed(c.trace, call)
-    })
+/// Streams of `call` that ended (stream-end) not holding what they should.
+fn bad_stream_ends(c: &Ctx2<'_>, call: &Call) -> Vec<(usize, u32)> {
+    stream_ends(c, call)
+        .into_iter()
+        .filter(|(_, e)| !e.whole())
+        .map(|(i, e)| (i, e.stream))
+        .collect()
+}
+
+/// An undisturbed download call that returned success.
+fn clean(c: &Ctx2<'_>, call: &Call) -> bool {
+    !call.upload()
+        && call.returned()
+        && call.hr.is_some_and(Hresult::succeeded)
+        && call.hr != Some(Hresult::S_FALSE)
+        && undisturbed(c.trace, call)
+}
+
+/// The number of items a download call transfers: folder children, else one.
+fn items(c: &Ctx2<'_>, call: &Call) -> u32 {
+    if call.children() {
+        c.facts.scenario.children.len() as u32
+    } else {
+        1
+    }
 }
 
 pub(crate) fn h8_multipage(c: &Ctx2<'_>) -> Judgement {
     let mut v = Verdict::default();
-    for call in clean_downloads(c, Tymed::MultipageFile) {
+    if c.facts.scenario.tymed != Tymed::MultipageFile {
+        return v.done();
+    }
+    for call in c.calls().filter(|k| !k.upload()) {
         v.judged();
-        let asked = call.range().filter(|&i| gns(c.ev(i)).is_some()).count() as u32;
-        let items = if call.children() {
-            c.facts.scenario.children.len() as u32
-        } else {
-            1
-        };
+        // Streams asked for before anything told the driver to stop (asking after is
+        // WIA2-H13's and WIA2-H27's business).
+        let stop = first_stop(c.trace, call).map_or(call.end, |(i, _, _)| i);
+        let asks: Vec<usize> = (call.start..=stop)
+            .filter(|&i| gns(c.ev(i)).is_some())
+            .collect();
+        let items = items(c, call);
+        if asks.len() as u32 > items {
+            v.fail(
+                Some(call.n),
+                asks[items as usize],
+                format!(
+                    "call {}: another stream asked for ({} for {items} item(s)) in a TYMED_MULTIPAGE_FILE download; every page of an item belongs in one stream",
+                    call.n,
+                    asks.len()
+                ),
+            );
+            continue;
+        }
+        if !clean(c, call) {
+            continue;
+        }
         let ret = call.ret.unwrap_or(call.end);
-        if asked != items {
+        if (asks.len() as u32) < items {
             v.fail(
                 Some(call.n),
                 ret,
                 format!(
-                    "call {}: {asked} streams asked for {items} item(s) of a TYMED_MULTIPAGE_FILE download; every page of an item belongs in one stream",
-                    call.n
+                    "call {}: {} stream(s) asked for {items} item(s) of a TYMED_MULTIPAGE_FILE download",
+                    call.n,
+                    asks.len()
                 ),
             );
         }
-        for (i, s) in bad_stream_ends(c, call) {
+        let pages = pages_scanned(c.trace, call);
+        let new_pages = call
+            .range()
+            .filter(|&i| msg(c.ev(i)).is_some_and(|m| m.msg == TransferMsg::NEW_PAGE))
+            .count() as u32;
+        let want = pages.saturating_sub(items);
+        if new_pages != want {
             v.fail(
                 Some(call.n),
-                i,
+                ret,
                 format!(
-                    "call {}: stream {s} does not hold the item's multi-page file ({} pages scanned)",
-                    call.n,
-                    pages_scanned(c.trace, call)
+                    "call {}: {pages} page(s) in {items} multi-page file(s), but {new_pages} NEW_PAGE message(s) ({want} expected)",
+                    call.n
                 ),
             );
         }
@@ -353,27 +418,47 @@ pub(crate) fn h8_multipage(c: &Ctx2<'_>) -> Judgement {
 
 pub(crate) fn h9_stream_per_item(c: &Ctx2<'_>) -> Judgement {
     let mut v = Verdict::default();
-    for call in clean_downloads(c, Tymed::File) {
-        v.judged();
-        let asked = call.range().filter(|&i| gns(c.ev(i)).is_some()).count() as u32;
-        let want = units(c.trace, call, c.facts.scenario);
-        let ret = call.ret.unwrap_or(call.end);
-        if asked != want {
-            v.fail(
-                Some(call.n),
-                ret,
-                format!(
-                    "call {}: {asked} streams asked for {want} image(s) of a TYMED_FILE download; each item (page) gets a stream of its own",
-                    call.n
-                ),
-            );
+    if c.facts.scenario.tymed != Tymed::File {
+        return v.done();
+    }
+    for call in c.calls().filter(|k| !k.upload()) {
+        let writes = call
+            .range()
+            .any(|i| op(c.ev(i)).is_some_and(|o| o.op == StreamMethod::Write));
+        if writes || clean(c, call) {
+            v.judged();
         }
-        for (i, s) in bad_stream_ends(c, call) {
+        // A stream that receives more than its item's file.
+        let sizes: BTreeMap<u32, u64> = call.range().filter_map(|i| expect_size(c.ev(i))).collect();
+        if let Some((i, o, size)) = (call.start..=call.end).find_map(|i| {
+            op(c.ev(i))
+                .filter(|o| o.op == StreamMethod::Write && o.actual > 0)
+                .and_then(|o| {
+                    let size = *sizes.get(&o.stream)?;
+                    (size > 0 && o.pos + o.actual > size).then_some((i, o, size))
+                })
+        }) {
             v.fail(
                 Some(call.n),
                 i,
                 format!(
-                    "call {}: stream {s} does not hold its image's whole file",
+                    "call {}: stream {} gets bytes past {size}, the end of its item's file: one stream holds more than one item",
+                    call.n, o.stream
+                ),
+            );
+            continue;
+        }
+        if !clean(c, call) {
+            continue;
+        }
+        let asked = call.range().filter(|&i| gns(c.ev(i)).is_some()).count() as u32;
+        let want = units(c.trace, call, c.facts.scenario);
+        if asked != want {
+            v.fail(
+                Some(call.n),
+                call.ret.unwrap_or(call.end),
+                format!(
+                    "call {}: {asked} streams asked for {want} image(s) of a TYMED_FILE download; each item (page) gets a stream of its own",
                     call.n
                 ),
             );
@@ -1192,12 +1277,18 @@ pub(crate) fn h21_service_restart(c: &Ctx2<'_>) -> Judgement {
         let Some(next) = c.xfers.iter().find(|x| x.start > i) else {
             continue;
         };
-        if c.expect(next.n) != Some(&Outcome::Complete) {
+        let Some(expect) = c.expect(next.n) else {
+            continue;
+        };
+        if !expect.accepts(Hresult::S_OK) && !expect.accepts(Hresult::WIA_STATUS_END_OF_MEDIA) {
             continue;
         }
         v.judged();
         for call in &next.calls {
-            if call.hr != Some(Hresult::S_OK) {
+            let succeeded = call
+                .hr
+                .is_some_and(|h| h.succeeded() && h != Hresult::S_FALSE);
+            if !succeeded {
                 v.fail(
                     Some(call.n),
                     call.ret.or(call.fault).unwrap_or(call.end),

@@ -92,6 +92,8 @@ pub const SHARED: [&str; 4] = [
 
 const OUTCOME_DEPS: &[&str] = &[
     "WIA2-H6-SUCCESS",
+    "WIA2-H8-MULTIPAGE-ONE-STREAM",
+    "WIA2-H9-STREAM-PER-ITEM",
     "WIA2-H10-SENDMESSAGE-SFALSE",
     "WIA2-H11-SKIP-CONTINUES",
     "WIA2-H12-SKIP-SOK",
@@ -162,8 +164,8 @@ static CATALOG2: [Rule2; 33] = [
         statement: "a transfer with good parameters and nothing going wrong returns a success code",
         quote: "Return success values from the IWiaMiniDrv::drvAcquireItemData method when the driver calls IWiaMiniDrv::drvAcquireItemData by using good parameters in all supported formats.",
         source: SRC_HLK,
-        depends_on: &[],
-        looks_at: "Calls of transfers the scenario leaves alone (no steps, the default stream, no device faults, a readable upload stream) and expects to succeed: the call returns SUCCEEDED(hr).",
+        depends_on: &["WIA2-H21-SERVICE-RESTART", "WIA2-H22-IDLE-CANCEL-IO"],
+        looks_at: "Calls of transfers the scenario leaves alone (no steps, an empty stream that never fails, no device faults, a readable upload stream) and expects to succeed: the call returns SUCCEEDED(hr).",
         check: checks::h6_success,
     },
     Rule2 {
@@ -181,7 +183,7 @@ static CATALOG2: [Rule2; 33] = [
         quote: "Send one stream that contains a multi-page file during downloads by using all supported TYMED_MULTIPAGE_FILE formats.",
         source: SRC_HLK,
         depends_on: &[],
-        looks_at: "Undisturbed TYMED_MULTIPAGE_FILE download calls that returned success: one get-next-stream per item (per folder child, else one), and each stream-end holding what it should (crc == expect_crc: every page, with a NEW_PAGE before each page after the first).",
+        looks_at: "TYMED_MULTIPAGE_FILE download calls: never more than one get-next-stream per item (per folder child, else one); undisturbed ones that returned success: exactly one per item, and a NEW_PAGE before every page after an item's first (pages counted by the device's page-end notes). Whether each stream holds its whole file is WIA2-H20's.",
         check: checks::h8_multipage,
     },
     Rule2 {
@@ -190,7 +192,7 @@ static CATALOG2: [Rule2; 33] = [
         quote: "Send one stream for each item during downloads by using all supported TYMED_FILE formats.",
         source: SRC_HLK,
         depends_on: &[],
-        looks_at: "Undisturbed TYMED_FILE download calls that returned success: as many get-next-stream as images (folder children, pages the feeder scanned, or one), and each stream-end holding its image's whole file (crc == expect_crc).",
+        looks_at: "TYMED_FILE download calls: no write past the end of its stream's file (get-next-stream expect_size), which would put a second item into it; undisturbed ones that returned success: as many get-next-stream as images (folder children, pages the feeder scanned, or one). Whether each stream holds its whole file is WIA2-H20's.",
         check: checks::h9_stream_per_item,
     },
     Rule2 {
@@ -280,7 +282,7 @@ static CATALOG2: [Rule2; 33] = [
         quote: "Seek to the correct stream position after the driver begins the transfer or calls IWiaMiniDrvTransferCallback::GetNextStream or IWiaMiniDrvTransferCallback::SendMessage.",
         source: SRC_HLK,
         depends_on: &["WIA2-H5-APPEND", "WIA2-H8-MULTIPAGE-ONE-STREAM", "WIA2-H9-STREAM-PER-ITEM"],
-        looks_at: "Every stream Write of a download that moved bytes: its crc equals expect_crc, the CRC of what belongs at that position (what the stream held, then the image file).",
+        looks_at: "Every stream Write of a download that moved bytes inside its stream's file: its crc equals expect_crc, the CRC of what belongs at that position (what the stream held, then the image file); and in undisturbed downloads that returned success, every stream-end holds exactly its expected content (size == expect_size, crc == expect_crc).",
         check: checks::h20_seek_position,
     },
     Rule2 {
@@ -289,7 +291,7 @@ static CATALOG2: [Rule2; 33] = [
         quote: "Function correctly if the WIA service terminates during a transfer and is then restarted, and a new transfer is requested.",
         source: SRC_HLK,
         depends_on: &[],
-        looks_at: "The first transfer after each service-restart, if the scenario expects it to complete: its calls return S_OK and every stream it ended holds its image (stream-end crc == expect_crc).",
+        looks_at: "The first transfer after each service-restart, if the scenario expects it to succeed: its calls return a success code other than S_FALSE (which one is WIA2-OUTCOME's and WIA2-A2's) and every stream it ended holds its image (stream-end size and crc as expected).",
         check: checks::h21_service_restart,
     },
     Rule2 {
