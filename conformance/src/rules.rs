@@ -23,9 +23,15 @@
 //!   cover, stall, short band, disconnect).
 //! - The *device state* comes from the device's own events: busy (scanning or draining),
 //!   cancelling, stopped (idle, aborted by a fault, or halted), gone.
+//!
+//! # Time in real-time runs
+//! Intervals the time-based rules measure are taken net of host lag ([`lag`]): the time the
+//! run's threads spent waiting for a CPU inside the interval. A message that judged net time
+//! says how much lag it took off.
 
 mod analysis;
 mod checks;
+pub mod lag;
 #[cfg(test)]
 mod tests;
 pub mod wia2;
@@ -56,6 +62,11 @@ pub struct RunFacts<'a> {
     /// The device's time from Cancel Request to motor stopped, in microseconds (the profile's
     /// `motor_stop_us`, or a `slow_cancel` fault's value when the scenario injects one).
     pub motor_stop_us: u64,
+    /// Real-time runs: how long the run's threads waited for a CPU, over the run
+    /// ([`lag::HostLag`]). The time-based rules (idle after cancel, CANCEL_IO on the wire,
+    /// callback cadence) take the lag inside each interval they measure off that interval,
+    /// so a loaded machine cannot fail a correct driver; `None` in virtual time.
+    pub host_lag: Option<&'a lag::HostLag>,
 }
 
 /// One violation found by a rule's check.

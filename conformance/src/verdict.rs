@@ -59,6 +59,14 @@ pub struct Metrics {
     pub data_bytes: u64,
     /// Rules that had something to judge (all but not-applicable).
     pub rules_checked: u32,
+    /// Real-time runs: how long the run's threads waited for a CPU over the whole run
+    /// (`rules::lag`); absent in virtual time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_lag_us: Option<u64>,
+    /// Real-time runs: the host lag inside the `cancel_to_idle_us` interval, which the
+    /// idle-after-cancel rule took off it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_to_idle_lag_us: Option<u64>,
 }
 
 /// Every rule's result for one run, plus the run's metrics.

@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         sim: sim.clone(),
         delays_us: RefCell::new(Vec::new()),
     });
-    host.set_observer(lateness.clone());
+    host.set_note_observer(lateness.clone());
     let ticker = host.clone();
     sim.spawn(async move { ticker.run_device().await });
     let t = Duration::from_millis(1000);

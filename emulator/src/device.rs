@@ -1,100 +1,31 @@
 //! One emulated scanner: usb-device's `UsbDevice` and its function on a [`SimBus`].
 //!
-//! The function is the profile's personality: the native [`ScannerFunction`] or the ESC/I
-//! [`EsciFunction`]. [`Device`] owns the bus allocator, the device stack and the function together (the stack
-//! borrows the allocator, so they live in one self-referential cell), plus the host's end of
-//! the wire, the [`BusPort`]. It is still sans-IO: every method takes the current time, and
-//! [`Device::poll_at`] says when the scan engine needs it next.
+//! The function is the profile's personality, behind the [`Personality`] trait: the native
+//! [`ScannerFunction`] or the ESC/I [`EsciFunction`]. [`Device`] owns the bus allocator, the
+//! device stack and the function together (the stack borrows the allocator, so they live in one
+//! self-referential cell), plus the host's end of the wire, the [`BusPort`]. It is still sans-IO:
+//! every method takes the current time, and [`Device::poll_at`] says when the scan engine needs
+//! it next.
 
 use usb_device::bus::UsbBusAllocator;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
 use usb_device::endpoint::EndpointAddress;
 
-use crate::engine::{Fault, ImageSource, ScanEngine};
+use crate::engine::{Fault, ImageSource};
 use crate::personality::esci::EsciFunction;
-use crate::personality::native::protocol;
 use crate::personality::native::ScannerFunction;
-use crate::personality::{DeviceNote, NoteKind};
-use crate::profile::{Personality, Profile};
+use crate::personality::{DeviceNote, NoteKind, Personality};
+use crate::profile::{PersonalityConfig, Profile};
 use crate::time::Instant;
-use crate::usb::bus::{BusPort, FlushFifo, SimBus};
+use crate::usb::bus::{BusPort, EndpointSet, FlushFifo, SimBus};
 use crate::usb::hc::DevicePoller;
 
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {
     usb: UsbDevice<'a, SimBus>,
-    function: Function<'a>,
-}
-
-/// The USB function of one personality.
-enum Function<'a> {
-    Native(ScannerFunction<'a, SimBus>),
-    EscI(EsciFunction<'a, SimBus>),
-}
-
-impl Function<'_> {
-    fn engine_mut(&mut self) -> &mut ScanEngine {
-        match self {
-            Function::Native(f) => f.engine_mut(),
-            Function::EscI(f) => f.engine_mut(),
-        }
-    }
-
-    fn set_now(&mut self, now: Instant) {
-        match self {
-            Function::Native(f) => f.set_now(now),
-            Function::EscI(f) => f.set_now(now),
-        }
-    }
-
-    fn pump(&mut self) {
-        match self {
-            Function::Native(f) => f.pump(),
-            Function::EscI(f) => f.pump(),
-        }
-    }
-
-    fn take_flush_request(&mut self) -> bool {
-        match self {
-            Function::Native(f) => f.take_flush_request(),
-            Function::EscI(f) => f.take_flush_request(),
-        }
-    }
-
-    fn take_event_flush_request(&mut self) -> bool {
-        match self {
-            Function::Native(f) => f.take_event_flush_request(),
-            Function::EscI(_) => false,
-        }
-    }
-
-    fn observe_halts(&mut self, is_stalled: impl Fn(u8) -> bool) {
-        match self {
-            Function::Native(f) => f.observe_halts(is_stalled),
-            Function::EscI(f) => f.observe_halts(is_stalled),
-        }
-    }
-
-    fn wants_disconnect(&self) -> bool {
-        match self {
-            Function::Native(f) => f.wants_disconnect(),
-            Function::EscI(f) => f.wants_disconnect(),
-        }
-    }
-
-    fn take_notes(&mut self) -> Vec<DeviceNote> {
-        match self {
-            Function::Native(f) => f.take_notes(),
-            Function::EscI(f) => f.take_notes(),
-        }
-    }
-
-    fn poll_at(&self) -> Option<Instant> {
-        match self {
-            Function::Native(f) => f.poll_at(),
-            Function::EscI(f) => f.poll_at(),
-        }
-    }
+    function: Box<dyn Personality<SimBus> + Send + 'a>,
+    /// The OUT endpoints the function NAKed after the last poll.
+    out_naks: EndpointSet,
 }
 
 self_cell::self_cell!(
@@ -126,13 +57,15 @@ impl Device {
             profile.usb.serial.clone(),
         ];
         let firmware = FirmwareCell::new(UsbBusAllocator::new(bus), |alloc| {
-            let (function, class) = match &profile.personality {
-                Personality::EscI(config) => (
-                    Function::EscI(EsciFunction::new(alloc, profile, config)),
-                    0xFF,
-                ),
-                _ => (Function::Native(ScannerFunction::new(alloc, profile)), 0),
+            let sizes = profile.usb.endpoint_sizes();
+            let engine = profile.engine();
+            let function: Box<dyn Personality<SimBus> + Send> = match &profile.personality {
+                PersonalityConfig::EscI(config) => {
+                    Box::new(EsciFunction::new(alloc, sizes, engine, config))
+                }
+                _ => Box::new(ScannerFunction::new(alloc, sizes, engine)),
             };
+            let class = function.device_class();
             let descriptors = StringDescriptors::default()
                 .manufacturer(intern(&strings[0]))
                 .product(intern(&strings[1]))
@@ -144,7 +77,11 @@ impl Device {
                 .expect("64 is a valid EP0 packet size")
                 .device_class(class)
                 .build();
-            Firmware { usb, function }
+            Firmware {
+                usb,
+                function,
+                out_naks: EndpointSet::EMPTY,
+            }
         });
         let mut device = Device {
             firmware,
@@ -188,38 +125,26 @@ impl Device {
         let mut disconnect = false;
         let notes = &mut self.notes;
         self.firmware.with_dependent_mut(|_, fw| {
-            fw.function.set_now(now);
-            match &mut fw.function {
-                Function::Native(f) => fw.usb.poll(&mut [f]),
-                Function::EscI(f) => fw.usb.poll(&mut [f]),
-            };
-            fw.function.pump();
-            let flush_data = fw.function.take_flush_request();
-            let flush_events = fw.function.take_event_flush_request();
-            if flush_data {
-                fw.usb
-                    .bus()
-                    .flush_in(EndpointAddress::from(protocol::EP_DATA_IN));
+            let function = &mut fw.function;
+            function.set_now(now);
+            fw.usb.poll(&mut [function.class()]);
+            function.pump();
+            let bus = fw.usb.bus();
+            let flush = function.take_flush_requests();
+            for ep in flush.iter() {
+                bus.flush_in(EndpointAddress::from(ep));
             }
-            if flush_events {
-                fw.usb
-                    .bus()
-                    .flush_in(EndpointAddress::from(protocol::EP_EVENTS));
+            if !flush.is_empty() {
+                function.pump();
             }
-            if flush_data || flush_events {
-                fw.function.pump();
+            let naks = function.nak_out();
+            for ep in fw.out_naks.union(naks).iter() {
+                bus.set_out_nak(EndpointAddress::from(ep), naks.contains(ep));
             }
-            if let Function::EscI(f) = &fw.function {
-                fw.usb
-                    .bus()
-                    .set_out_nak(EndpointAddress::from(protocol::EP_DATA_OUT), f.out_held());
-            }
-            fw.function.observe_halts(|ep| port.is_stalled(ep));
-            disconnect = fw.function.wants_disconnect();
-            let mut new = fw.function.take_notes();
-            if !new.is_empty() {
-                notes.append(&mut new);
-            }
+            fw.out_naks = naks;
+            function.observe_halts(&|ep| port.is_stalled(ep));
+            disconnect = function.wants_disconnect();
+            function.take_notes(notes);
         });
         if disconnect && !self.disconnected {
             self.disconnected = true;

@@ -3,7 +3,7 @@
 //! A profile is a JSON file in `fixtures/profiles/` that fixes the USB identity and endpoint sizes
 //! ([`UsbConfig`]), what the optics can scan ([`Optics`], including an optional sheet feeder,
 //! [`Adf`](crate::engine::Adf)), how long everything takes ([`Timing`]), which faults to inject
-//! ([`Fault`]) and the protocol the device speaks ([`Personality`]). The engine's parts
+//! ([`Fault`]) and the protocol the device speaks ([`PersonalityConfig`]). The engine's parts
 //! ([`Optics`], [`Timing`]) are defined by the engine (`engine::config`); the profile composes
 //! them.
 //! Every object rejects unknown fields, and every error names `file:line:column`:
@@ -47,6 +47,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::engine::{Fault, Optics, ScanEngine, ScanMode, Timing};
+use crate::personality::esci::EsciConfig;
+use crate::personality::EndpointSizes;
 use crate::usb::speed::Speed;
 
 /// The JSON text of the built-in fast profile, `fixtures/profiles/fast-flatbed.json`.
@@ -72,17 +74,18 @@ pub struct Profile {
     /// Faults to inject, in any order. Default: none.
     #[serde(default)]
     pub faults: Vec<Fault>,
-    /// The protocol the device speaks on the wire. Default: [`Personality::Native`].
-    #[serde(default, skip_serializing_if = "Personality::is_native")]
-    pub personality: Personality,
+    /// The protocol the device speaks on the wire. Default: [`PersonalityConfig::Native`].
+    #[serde(default, skip_serializing_if = "PersonalityConfig::is_native")]
+    pub personality: PersonalityConfig,
 }
 
-/// The protocol a device speaks: the project's own (`emulator/PROTOCOL.md`) or a real
-/// scanner's. Every personality runs on the same scan engine, bus and faults.
+/// The protocol a device speaks (a profile's `personality` object): the project's own
+/// (`emulator/PROTOCOL.md`) or a real scanner's. Every personality runs on the same scan engine,
+/// bus and faults; [`crate::personality`] implements them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "protocol", deny_unknown_fields)]
 #[non_exhaustive]
-pub enum Personality {
+pub enum PersonalityConfig {
     /// The native protocol: vendor control requests, bands on bulk IN, events on interrupt IN.
     #[default]
     #[serde(rename = "native")]
@@ -93,50 +96,11 @@ pub enum Personality {
     EscI(EsciConfig),
 }
 
-impl Personality {
+impl PersonalityConfig {
     /// True for the native protocol.
     pub fn is_native(&self) -> bool {
-        matches!(self, Personality::Native)
+        matches!(self, PersonalityConfig::Native)
     }
-}
-
-/// The ESC/I command level a device reports, which chooses the host's code path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EsciLevel {
-    /// Level B7 with the extended-commands status bit: `FS W` parameters, `FS G` start and
-    /// fixed-size blocks, each followed by a status byte (the extended path).
-    #[default]
-    B7,
-    /// Level B6, classic block mode: `ESC` parameter commands, `ESC G` start, each block led
-    /// by a 6-byte information header (`ESC d` limits its lines).
-    B6,
-}
-
-/// Settings of the ESC/I personality.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct EsciConfig {
-    /// Command level and code path. Default: `B7`.
-    #[serde(default)]
-    pub level: EsciLevel,
-    /// Model name in the extended status and identity replies: at most 16 printable ASCII
-    /// characters, space-padded on the wire. Default: `"SCANLAB-ESCI"`.
-    #[serde(default = "default_esci_model")]
-    pub model: String,
-}
-
-impl Default for EsciConfig {
-    fn default() -> EsciConfig {
-        EsciConfig {
-            level: EsciLevel::B7,
-            model: default_esci_model(),
-        }
-    }
-}
-
-fn default_esci_model() -> String {
-    "SCANLAB-ESCI".to_string()
 }
 
 /// USB identity, bus speed and endpoint sizes.
@@ -224,6 +188,17 @@ fn de_hex_u16<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     d.deserialize_any(HexU16)
 }
 
+impl UsbConfig {
+    /// The endpoint packet sizes a personality allocates with.
+    pub fn endpoint_sizes(&self) -> EndpointSizes {
+        EndpointSizes {
+            bulk_max_packet: self.bulk_max_packet,
+            interrupt_max_packet: self.interrupt_max_packet,
+            interrupt_interval: self.interrupt_interval,
+        }
+    }
+}
+
 /// Why a profile could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -263,8 +238,16 @@ pub enum ProfileError {
     },
 }
 
-/// A validation failure before it is placed in a file: the dotted field path and a message.
-type Violation = (String, String);
+/// A value out of range, before it is placed in a file ([`ProfileError::Invalid`] adds the
+/// position).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct Violation {
+    /// Dotted path of the field, e.g. `timing.band_lines`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
 
 impl Profile {
     /// Parses and validates a profile. `origin` names the text in errors (usually its path).
@@ -280,7 +263,7 @@ impl Profile {
                 message,
             }
         })?;
-        if let Err((field, message)) = profile.check() {
+        if let Err(Violation { field, message }) = profile.check() {
             let leaf = field.rsplit('.').next().unwrap_or(&field);
             let (line, column) = locate_key(text, leaf).unwrap_or((1, 1));
             return Err(ProfileError::Invalid {
@@ -319,15 +302,18 @@ impl Profile {
 
     /// Checks value ranges that the schema alone cannot express.
     ///
-    /// The error is `(field, message)`; [`Profile::from_json_str`] turns it into
-    /// [`ProfileError::Invalid`] with a position.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// [`Profile::from_json_str`] turns the [`Violation`] into [`ProfileError::Invalid`] with a
+    /// position.
+    pub fn validate(&self) -> Result<(), Violation> {
         self.check()
     }
 
     fn check(&self) -> Result<(), Violation> {
         fn bad(field: &str, message: String) -> Result<(), Violation> {
-            Err((field.to_string(), message))
+            Err(Violation {
+                field: field.to_string(),
+                message,
+            })
         }
         let usb = &self.usb;
         let max_bulk = usb.speed.max_bulk_packet();
@@ -415,7 +401,7 @@ impl Profile {
         if t.buffer_bands == 0 {
             return bad("timing.buffer_bands", "must be non-zero".into());
         }
-        if let Personality::EscI(esci) = &self.personality {
+        if let PersonalityConfig::EscI(esci) = &self.personality {
             if esci.model.is_empty()
                 || esci.model.len() > 16
                 || !esci

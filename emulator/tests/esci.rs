@@ -11,7 +11,7 @@ use common::{load, setup, LIMIT, T};
 use scanemu::engine::{pattern_line, Fault};
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::{HostObserver, TransferError, TransferRecord, UsbHost};
-use scanemu::personality::esci::{ACK, CAN, ESC, FS, NAK, STX};
+use scanemu::personality::esci::wire::{ACK, CAN, ESC, FS, NAK, STX};
 use scanemu::personality::native::protocol::{EP_DATA_IN, EP_DATA_OUT};
 use scanemu::personality::DeviceNote;
 use scanemu::profile::Profile;
@@ -37,7 +37,7 @@ fn esci(name: &str, faults: Vec<Fault>) -> (Sim, InProcessHost, Rc<Notes>) {
     let profile = load(name);
     let (sim, host) = setup(&profile, faults);
     let notes = Rc::new(Notes::default());
-    host.set_observer(notes.clone());
+    host.set_note_observer(notes.clone());
     (sim, host, notes)
 }
 

@@ -12,11 +12,12 @@ use std::process::Command;
 use std::rc::Rc;
 
 use common::*;
-use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter, LINKTYPE_USB_LINUX_MMAPPED};
+use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter};
 use scanemu::engine::{ScanJob, ScanMode};
-use scanemu::host::{TransferError, UsbHost};
+use scanemu::host::{Observed, TransferError, UsbHost};
 use scanemu::personality::native::protocol::*;
 use scanemu::time::Duration;
+use scanemu::usb::usbmon::LINKTYPE_USB_LINUX_MMAPPED;
 
 /// One parsed record: (usbmon header, payload).
 struct Rec {
@@ -88,10 +89,9 @@ fn capture_scan_and_cancel() -> Vec<u8> {
         &host.device_info(),
         CaptureConfig::default(),
     ));
-    host.set_observer(obs.clone());
     let ticker = host.clone();
     sim.spawn(async move { ticker.run_device().await });
-    let h = host.clone();
+    let h = Observed::new(host.clone(), obs.clone());
     let s = sim.clone();
     sim.block_on(
         async move {

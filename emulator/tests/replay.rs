@@ -13,7 +13,7 @@ use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter};
 use scanemu::capture::recording::{Recording, RecordingMeta, RecordingObserver};
 use scanemu::capture::replay::ReplayHost;
 use scanemu::engine::{ScanJob, ScanMode};
-use scanemu::host::{HostObserver, Setup, TransferError, TransferRecord, UsbHost};
+use scanemu::host::{HostObserver, Observed, Setup, TransferError, TransferRecord, UsbHost};
 use scanemu::personality::native::protocol::*;
 use scanemu::personality::DeviceNote;
 use scanemu::sim::Sim;
@@ -105,18 +105,21 @@ fn record_emulated() -> (Vec<String>, Vec<u8>, Recording) {
         &host.device_info(),
         CaptureConfig::with_speed(profile.usb.speed),
     ));
-    let recorder = Rc::new(RecordingObserver::new(RecordingMeta::new(
-        "record",
-        &host.device_info(),
-        profile.usb.speed,
-        profile.timing.motor_stop_us,
-    )));
-    recorder.set_inner(capture.clone());
-    host.set_observer(recorder.clone());
+    let recorder = Rc::new(
+        RecordingObserver::new(RecordingMeta::new(
+            "record",
+            &host.device_info(),
+            profile.usb.speed,
+            profile.timing.motor_stop_us,
+        ))
+        .wrapping(capture.clone()),
+    );
+    host.set_note_observer(recorder.clone());
     let ticker = host.clone();
     sim.spawn(async move { ticker.run_device().await });
     let log: Log = Rc::default();
-    sim.block_on(script(Rc::new(host.clone()), 128, log.clone()), LIMIT)
+    let observed = Rc::new(Observed::new(host.clone(), recorder.clone()));
+    sim.block_on(script(observed, 128, log.clone()), LIMIT)
         .expect("runs");
     drop(host);
     let pcap = capture.finish().expect("capture written");
@@ -128,7 +131,7 @@ fn replay(recording: Recording, width: u32) -> (Vec<String>, ReplayHost, Rc<Note
     let sim = Sim::new();
     let host = ReplayHost::new(recording, Rc::new(sim.clone()));
     let notes = Rc::new(Notes::default());
-    host.set_observer(notes.clone());
+    host.set_note_observer(notes.clone());
     let log: Log = Rc::default();
     sim.block_on(script(Rc::new(host.clone()), width, log.clone()), LIMIT)
         .expect("the replay never hangs");

@@ -8,7 +8,7 @@
 use scanemu::usb::bus::{BusPort, PacketError, SimBus};
 use scanemu::usb::hc::{
     enumerate, run, run_default, ControlTransfer, DevicePoller, Enumeration, InTransfer,
-    OutTransfer, SetupPacket, StepResult, Transfer, TransferError, DIR_IN, RECIPIENT_DEVICE,
+    OutTransfer, SetupPacket, StepResult, Transfer, WireError, DIR_IN, RECIPIENT_DEVICE,
     TYPE_VENDOR,
 };
 use scanemu::usb::speed::Speed;
@@ -66,20 +66,20 @@ impl Host<'_> {
             .collect()
     }
 
-    fn run<T: Transfer>(&mut self, mut transfer: T) -> Result<T::Output, TransferError> {
+    fn run<T: Transfer>(&mut self, mut transfer: T) -> Result<T::Output, WireError> {
         run_default(&mut transfer, &self.port, self.dev)
     }
 
-    fn control_in(&mut self, setup: SetupPacket) -> Result<Vec<u8>, TransferError> {
+    fn control_in(&mut self, setup: SetupPacket) -> Result<Vec<u8>, WireError> {
         self.run(ControlTransfer::new_in(setup))
     }
 
-    fn control_out(&mut self, setup: SetupPacket, data: &[u8]) -> Result<(), TransferError> {
+    fn control_out(&mut self, setup: SetupPacket, data: &[u8]) -> Result<(), WireError> {
         self.run(ControlTransfer::new_out(setup, data.to_vec()))
             .map(|_| ())
     }
 
-    fn vendor_in(&mut self, request: u8, length: u16) -> Result<Vec<u8>, TransferError> {
+    fn vendor_in(&mut self, request: u8, length: u16) -> Result<Vec<u8>, WireError> {
         self.control_in(SetupPacket {
             request_type: DIR_IN | TYPE_VENDOR | RECIPIENT_DEVICE,
             request,
@@ -95,7 +95,7 @@ impl Host<'_> {
         value: u16,
         index: u16,
         data: &[u8],
-    ) -> Result<(), TransferError> {
+    ) -> Result<(), WireError> {
         let setup = SetupPacket {
             request_type: TYPE_VENDOR | RECIPIENT_DEVICE,
             request,
@@ -106,15 +106,15 @@ impl Host<'_> {
         self.control_out(setup, data)
     }
 
-    fn write(&mut self, ep: u8, data: &[u8], zlp: bool) -> Result<usize, TransferError> {
+    fn write(&mut self, ep: u8, data: &[u8], zlp: bool) -> Result<usize, WireError> {
         self.run(OutTransfer::new(ep, data.to_vec(), zlp))
     }
 
-    fn read(&mut self, ep: u8, length: usize) -> Result<Vec<u8>, TransferError> {
+    fn read(&mut self, ep: u8, length: usize) -> Result<Vec<u8>, WireError> {
         self.run(InTransfer::new(ep, length))
     }
 
-    fn string(&mut self, index: u8, lang_id: u16) -> Result<String, TransferError> {
+    fn string(&mut self, index: u8, lang_id: u16) -> Result<String, WireError> {
         let raw = self.control_in(SetupPacket::get_string_descriptor(index, lang_id, 255))?;
         assert_eq!(usize::from(raw[0]), raw.len(), "bLength of string {index}");
         assert_eq!(raw[1], 3, "bDescriptorType of string {index}");
@@ -195,7 +195,7 @@ fn enumeration_reads_testclass_descriptors() {
 
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::usb::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::Request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,
@@ -305,21 +305,21 @@ fn control_error() {
     with_device(|host| {
         assert_eq!(
             host.vendor_out(test_class::REQ_UNKNOWN, 0, 0, &[]),
-            Err(TransferError::Stall)
+            Err(WireError::Stall)
         );
         assert!(host.port.is_stalled(0x80) && host.port.is_stalled(0x00));
         assert_eq!(
             host.vendor_in(test_class::REQ_UNKNOWN, 8),
-            Err(TransferError::Stall)
+            Err(WireError::Stall)
         );
         assert_eq!(
             host.vendor_out(test_class::REQ_UNKNOWN, 0, 0, &[1, 2, 3]),
-            Err(TransferError::Stall)
+            Err(WireError::Stall)
         );
         // READ_BUFFER longer than TestClass's buffer is rejected too.
         assert_eq!(
             host.vendor_in(test_class::REQ_READ_BUFFER, TESTCLASS_BUFFER as u16 + 1),
-            Err(TransferError::Stall)
+            Err(WireError::Stall)
         );
 
         // The next SETUP clears the EP0 halt and the pipe works again.
@@ -356,16 +356,8 @@ fn string_descriptors() {
             Ok(test_class::CUSTOM_STRING)
         );
 
-        assert_eq!(
-            host.string(9, EN_US),
-            Err(TransferError::Stall),
-            "no string 9"
-        );
-        assert_eq!(
-            host.string(2, 0x0407),
-            Err(TransferError::Stall),
-            "no German"
-        );
+        assert_eq!(host.string(9, EN_US), Err(WireError::Stall), "no string 9");
+        assert_eq!(host.string(2, 0x0407), Err(WireError::Stall), "no German");
         assert_eq!(host.string(2, EN_US).as_deref(), Ok(test_class::PRODUCT));
     });
 }
@@ -399,7 +391,7 @@ fn interface_descriptor() {
         );
         assert_eq!(
             host.control_out(SetupPacket::set_interface(0, 1), &[]),
-            Err(TransferError::Stall)
+            Err(WireError::Stall)
         );
     });
 }
@@ -464,7 +456,7 @@ fn bulk_in_babble_keeps_the_packet_queued() {
     with_device(|host| {
         let data = host.random_data(64);
         assert_eq!(host.write(BULK_OUT, &data, true), Ok(64));
-        assert_eq!(host.read(BULK_IN, 10), Err(TransferError::Babble));
+        assert_eq!(host.read(BULK_IN, 10), Err(WireError::Babble));
         assert!(host.port.in_pending(BULK_IN));
         assert_eq!(host.read(BULK_IN, 64), Ok(data));
     });
@@ -499,9 +491,9 @@ fn halted_endpoint_stalls_until_clear_feature() {
         }
         assert_eq!(
             host.write(BULK_OUT, &[1, 2, 3], false),
-            Err(TransferError::Stall)
+            Err(WireError::Stall)
         );
-        assert_eq!(host.read(BULK_IN, 64), Err(TransferError::Stall));
+        assert_eq!(host.read(BULK_IN, 64), Err(WireError::Stall));
         assert_eq!(host.port.out(BULK_OUT, &[1]), Err(PacketError::Stall));
         // Interrupt endpoints are unaffected.
         assert_eq!(host.write(INTERRUPT_OUT, &[9], false), Ok(1));
@@ -532,7 +524,7 @@ fn bus_reset_clears_state_and_device_reenumerates() {
         host.dev.poll_device();
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::usb::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::Request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,
@@ -566,7 +558,7 @@ fn pending_bulk_in_keeps_partial_data_and_resumes() {
         assert_eq!(idle.take_wire_bytes(), 0);
         assert_eq!(
             run(&mut idle, &host.port, host.dev, 3).0,
-            Err(TransferError::NoProgress(3))
+            Err(WireError::NoProgress(3))
         );
         drop(idle);
 
@@ -608,14 +600,14 @@ fn disconnect_fails_every_token() {
         assert_eq!(host.write(BULK_OUT, &data, false), Ok(10));
         host.port.disconnect();
         assert!(!host.port.is_connected());
-        assert_eq!(host.read(BULK_IN, 64), Err(TransferError::Disconnected));
+        assert_eq!(host.read(BULK_IN, 64), Err(WireError::Disconnected));
         assert_eq!(
             host.write(BULK_OUT, &[1], false),
-            Err(TransferError::Disconnected)
+            Err(WireError::Disconnected)
         );
         assert_eq!(
             host.control_in(SetupPacket::get_device_descriptor(18)),
-            Err(TransferError::Disconnected)
+            Err(WireError::Disconnected)
         );
         assert_eq!(
             host.port
@@ -624,7 +616,7 @@ fn disconnect_fails_every_token() {
         );
         assert_eq!(
             enumerate(&host.port, host.dev),
-            Err(TransferError::Disconnected)
+            Err(WireError::Disconnected)
         );
         // The device's queued answer never leaves it.
         assert!(host.port.in_pending(BULK_IN));
@@ -655,7 +647,7 @@ fn suspend_and_resume() {
         assert!(!host.port.is_suspended());
         let config = host.control_in(SetupPacket {
             request_type: DIR_IN | RECIPIENT_DEVICE,
-            request: scanemu::usb::hc::request::GET_CONFIGURATION,
+            request: scanemu::usb::Request::GET_CONFIGURATION,
             value: 0,
             index: 0,
             length: 1,

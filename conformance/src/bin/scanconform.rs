@@ -488,6 +488,19 @@ fn run(
             "driver {driver}: {} scenario runs, {wasted} bands wasted after CancelPendingIO in total",
             results.len()
         );
+        // Real-time runs: how much the machine's load delayed the run's threads.
+        let lags: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.report.metrics.cancel_to_idle_lag_us)
+            .collect();
+        if let Some(max) = lags.iter().max() {
+            println!(
+                "host lag inside cancel→idle (threads waiting for a CPU, taken off the time-based rules): max {}.{} ms over {} runs",
+                max / 1000,
+                (max % 1000) / 100,
+                lags.len()
+            );
+        }
         println!("{passed} passed, {failed} failed");
     }
     if let Some(path) = &junit {

@@ -258,6 +258,7 @@ struct Run {
     scenario: Scenario,
     service: ServiceModel,
     async_cancel: bool,
+    host_lag: Option<super::lag::HostLag>,
 }
 
 impl Run {
@@ -267,6 +268,7 @@ impl Run {
             scenario: scenario(expects),
             service: ServiceModel::Xp,
             async_cancel: true,
+            host_lag: None,
         }
     }
 
@@ -287,6 +289,7 @@ impl Run {
             service: self.service,
             async_cancel: self.async_cancel,
             motor_stop_us: MOTOR_STOP,
+            host_lag: self.host_lag.as_ref(),
         }
     }
 
@@ -851,6 +854,51 @@ fn idle_after_cancel() {
         .status("0x2001 ok")
         .ret(1, Hresult::S_FALSE);
     assert_pass(&Run::new(&b, &[cancelled()]), "WIA-IDLE-AFTER-CANCEL");
+}
+
+/// Host lag `lag_us` accrued during the longest gap between two events of `run`'s trace.
+fn lag_in_longest_gap(run: &Run, lag_us: u64) -> super::lag::HostLag {
+    let ev = &run.trace.events;
+    let i = (1..ev.len())
+        .max_by_key(|&i| ev[i].at_us - ev[i - 1].at_us)
+        .expect("events");
+    let (a, b) = (ev[i - 1].at_us, ev[i].at_us);
+    let end = ev.last().expect("events").at_us;
+    super::lag::HostLag::from_samples(vec![(0, 0), (a, 0), (b, lag_us), (end, lag_us)])
+}
+
+#[test]
+fn real_time_rules_take_host_lag_off_and_still_fail_a_slow_driver() {
+    // The Cancel Request reaches the device 100 ms after S_FALSE (budget 50.5 ms).
+    let late = |wait_us: u64| {
+        let mut b = B::new();
+        b.acquire(1)
+            .start_scan()
+            .band(0, Hresult::S_OK)
+            .band(1, Hresult::S_FALSE)
+            .wait(wait_us)
+            .host_cancel()
+            .ret(1, Hresult::S_FALSE);
+        Run::new(&b, &[cancelled()])
+    };
+    let mut run = late(100_000);
+    run.fail("WIA-IDLE-AFTER-CANCEL");
+    // 80 ms of it the run's threads waited for a CPU: net 20.5 ms, within budget.
+    run.host_lag = Some(lag_in_longest_gap(&run, 80_000));
+    assert_pass(&run, "WIA-IDLE-AFTER-CANCEL");
+    let m = run.report().metrics;
+    assert_eq!(m.cancel_to_idle_lag_us, Some(80_000));
+    assert_eq!(m.host_lag_us, Some(80_000));
+    // A driver that waits two seconds is slow whatever the load: the lag inside its wait is
+    // only what the machine measured, and the message says what was taken off.
+    let mut run = late(2_000_000);
+    run.host_lag = Some(lag_in_longest_gap(&run, 80_000));
+    let (_, msg) = run.fail("WIA-IDLE-AFTER-CANCEL");
+    assert!(msg.contains("1920.5 ms after it"), "{msg}");
+    assert!(msg.contains("net of 80.0 ms host lag"), "{msg}");
+    // Virtual time has no lag: the metrics say nothing about it.
+    let run = late(10);
+    assert_eq!(run.report().metrics.host_lag_us, None);
 }
 
 #[test]

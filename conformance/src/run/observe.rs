@@ -7,7 +7,7 @@
 use scanemu::host::{HostObserver, Setup, TransferKind, TransferRecord};
 use scanemu::personality::native::protocol::Event as InterruptEvent;
 use scanemu::personality::DeviceNote;
-use scanemu::usb::hc::request as std_request;
+use scanemu::usb::Request as std_request;
 
 use crate::trace::{
     crc32, Actor, ControlReply, DeviceDetail, Direction, Kind, Recorder, TransferOutcome,

@@ -24,7 +24,7 @@ use scanemu::device::Device;
 use scanemu::engine::Fault;
 use scanemu::host::inproc::InProcessHost;
 use scanemu::host::usbip::UsbIpHost;
-use scanemu::host::{DeviceInfo, HostObserver, UsbHost};
+use scanemu::host::{DeviceInfo, HostObserver, Observed, Tee, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::sim::Sim;
 use scanemu::time::Instant;
@@ -66,7 +66,7 @@ pub(crate) struct DeviceSetup<'a> {
     pub faults: Vec<Fault>,
 }
 
-/// Where a host reports: the recording (if any), wrapping the capture (if any), wrapping the
+/// Where a host reports: the recording (if any) beside the capture (if any), which wraps the
 /// trace.
 pub(crate) struct Taps {
     pub trace: Rc<TraceObserver>,
@@ -88,8 +88,7 @@ impl Taps {
         match &self.record {
             Some(r) => {
                 r.set_device_info(info);
-                r.set_inner(inner);
-                r.clone()
+                Rc::new(Tee(vec![r.clone(), inner]))
             }
             None => inner,
         }
@@ -126,9 +125,10 @@ pub(crate) fn connect(
         }
         let recording = Recording::load(dir).map_err(RunError::Replay)?;
         let host = ReplayHost::new(recording, Rc::new(sim.clone()));
-        host.set_observer(taps.attach(&host.device_info()));
+        let observer = taps.attach(&host.device_info());
+        host.set_note_observer(observer.clone());
         return Ok(Link {
-            host: Rc::new(host.clone()),
+            host: Rc::new(Observed::new(host.clone(), observer)),
             served: None,
             replay: Some(host),
         });
@@ -139,11 +139,12 @@ pub(crate) fn connect(
             device.set_faults(setup.faults);
             let host = InProcessHost::new(device, Rc::new(sim.clone()))
                 .map_err(|e| enumeration(e.to_string()))?;
-            host.set_observer(taps.attach(&host.device_info()));
+            let observer = taps.attach(&host.device_info());
+            host.set_note_observer(observer.clone());
             let ticker = host.clone();
             sim.spawn(async move { ticker.run_device().await });
             Ok(Link {
-                host: Rc::new(host),
+                host: Rc::new(Observed::new(host, observer)),
                 served: None,
                 replay: None,
             })
@@ -157,9 +158,9 @@ pub(crate) fn connect(
                 Rc::new(sim.clone()),
             )
             .map_err(|e| enumeration(format!("USB/IP import: {e}")))?;
-            host.set_observer(taps.attach(&host.device_info()));
+            let observer = taps.attach(&host.device_info());
             Ok(Link {
-                host: Rc::new(host),
+                host: Rc::new(Observed::new(host, observer)),
                 served: Some(served),
                 replay: None,
             })
@@ -170,9 +171,9 @@ pub(crate) fn connect(
             let served = serve(setup, sim, &taps.trace).map_err(|e| enumeration(e.to_string()))?;
             let host =
                 crate::libusb::transport::open_host(served.server(), sim).map_err(enumeration)?;
-            host.set_observer(taps.attach(&host.device_info()));
+            let observer = taps.attach(&host.device_info());
             Ok(Link {
-                host: Rc::new(host),
+                host: Rc::new(Observed::new(host, observer)),
                 served: Some(served),
                 replay: None,
             })

@@ -24,6 +24,7 @@ use crate::roles::wia2::app::Application2;
 use crate::roles::wia2::service::{DriverFactory, ItemModel, Service2};
 use crate::roles::wia2::stream::StreamEnv;
 use crate::roles::RoleTrace;
+use crate::rules::lag::LagProbe;
 use crate::rules::wia2::{self as rules2, RunFacts2};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::scenario::wia2::LoadedScenario2;
@@ -124,13 +125,23 @@ pub fn run2_with(
         sim: sim.clone(),
         rec: rec.clone(),
     });
+    // Real time: measure how long the run's threads wait for a CPU, as WIA 1.0 runs do.
+    let probe = realtime.then(|| {
+        let since = std::time::Duration::from_micros(sim.now().total_micros());
+        let epoch = std::time::Instant::now()
+            .checked_sub(since)
+            .unwrap_or_else(std::time::Instant::now);
+        LagProbe::start(epoch)
+    });
     play(scenario, factory, link.host.clone(), run, &sim, &rec);
     link.close(sim.now(), &observer, &rec);
+    let host_lag = probe.map(LagProbe::finish);
     let trace = rec.finish();
     let report = rules2::check_all(&RunFacts2 {
         trace: &trace,
         scenario: sc,
         motor_stop_us: profile.timing.motor_stop_us,
+        host_lag: host_lag.as_ref(),
     });
     Ok(Run2Result {
         scenario: scenario.id.clone(),

@@ -73,12 +73,12 @@ impl Emulator {
         if !spec.faults.is_empty() {
             let mut faults = profile.faults.clone();
             faults.extend(spec.faults.iter().copied());
-            config.faults = Some(faults);
+            config.device_mut().faults = Some(faults);
         }
         config.epoch = Some(epoch);
         let notes: Arc<Mutex<Vec<DeviceEvent>>> = Arc::new(Mutex::new(Vec::new()));
         let sink = notes.clone();
-        config.notes = Some(Arc::new(move |n: &DeviceNote| {
+        config.device_mut().notes = Some(Arc::new(move |n: &DeviceNote| {
             let event = DeviceEvent {
                 at_us: n.at.total_micros(),
                 what: n.kind.name().to_string(),

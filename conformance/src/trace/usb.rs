@@ -14,7 +14,7 @@ use scanemu::personality::native::protocol::{
     self, DecodeError, DeviceState, DeviceStatus, Event as InterruptEvent, EventCode, ScanError,
     ScanStatus,
 };
-use scanemu::usb::hc::request as std_request;
+use scanemu::usb::Request as std_request;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The direction of a control transfer's data stage.

@@ -13,7 +13,8 @@ use std::ffi::{c_int, c_short, c_uint, c_void};
 use std::mem::{align_of, offset_of, size_of};
 use std::ptr;
 
-use crate::descriptor::{AltSetting, Association, Config, Endpoint};
+use scanemu::usb::descriptor::{AltSetting, Association, Config, Endpoint};
+use scanemu::usb::descriptor_type;
 
 /// `struct libusb_device_descriptor`.
 #[repr(C)]
@@ -293,7 +294,7 @@ fn endpoint_c(e: &Endpoint, extras: &mut Vec<Vec<u8>>) -> libusb_endpoint_descri
     let (extra, extra_length) = extra_ptr(extras.last().map_or(&[][..], |v| v));
     libusb_endpoint_descriptor {
         bLength: e.length,
-        bDescriptorType: crate::descriptor::dt::ENDPOINT,
+        bDescriptorType: descriptor_type::ENDPOINT,
         bEndpointAddress: e.address,
         bmAttributes: e.attributes,
         wMaxPacketSize: e.max_packet_size,
@@ -321,7 +322,7 @@ fn alt_c(
     let (extra, extra_length) = extra_ptr(extras.last().map_or(&[][..], |v| v));
     libusb_interface_descriptor {
         bLength: a.length,
-        bDescriptorType: crate::descriptor::dt::INTERFACE,
+        bDescriptorType: descriptor_type::INTERFACE,
         bInterfaceNumber: a.number,
         bAlternateSetting: a.alternate,
         // What was parsed, so walking `endpoint[0..bNumEndpoints]` stays in bounds.
@@ -360,7 +361,7 @@ impl ConfigBox {
         Box::new(ConfigBox {
             desc: libusb_config_descriptor {
                 bLength: c.length,
-                bDescriptorType: crate::descriptor::dt::CONFIG,
+                bDescriptorType: descriptor_type::CONFIGURATION,
                 wTotalLength: c.total_length,
                 bNumInterfaces: u8::try_from(interfaces.len()).unwrap_or(u8::MAX),
                 bConfigurationValue: c.value,
@@ -436,7 +437,7 @@ pub const POLLIN: c_short = 1;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::descriptor::parse_config;
+    use scanemu::usb::descriptor::parse_config;
 
     #[test]
     fn config_box_points_into_itself() {

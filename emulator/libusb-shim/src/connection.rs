@@ -24,7 +24,7 @@ use scanemu::usbip::protocol::{
     OP_REQ_IMPORT, ST_DEV_BUSY, URB_DIR_IN,
 };
 
-use crate::descriptor::dt;
+use scanemu::usb::descriptor_type as dt;
 
 /// How long connecting, listing and importing may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -271,11 +271,11 @@ impl Connection {
                 &mut reader,
                 devid,
                 next(),
-                dt::CONFIG,
+                dt::CONFIGURATION,
                 index,
                 9,
             )?;
-            if head.len() < 9 || head[1] != dt::CONFIG {
+            if head.len() < 9 || head[1] != dt::CONFIGURATION {
                 return Err(ProtocolError::Invalid(
                     "short or wrong configuration descriptor".into(),
                 )
@@ -287,7 +287,7 @@ impl Connection {
                 &mut reader,
                 devid,
                 next(),
-                dt::CONFIG,
+                dt::CONFIGURATION,
                 index,
                 total,
             )?;

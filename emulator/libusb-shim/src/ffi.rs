@@ -24,8 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::abi::*;
-use crate::descriptor::{self, max_packet_bytes};
 use crate::host::{self, code, Context, Device, Done, Handle, LogHook, Target, Wakeup};
+use scanemu::usb::descriptor::{self, max_packet_bytes};
+use scanemu::usb::descriptor_type;
 
 type Ctx = Context;
 type Dev = Device;
@@ -729,9 +730,7 @@ pub unsafe extern "C" fn libusb_get_ss_endpoint_companion_descriptor(
                 _ => &[][..],
             }
         };
-        let mut rest = extra;
-        while rest.len() >= 2 && usize::from(rest[0]) >= 2 && usize::from(rest[0]) <= rest.len() {
-            let d = &rest[..usize::from(rest[0])];
+        for d in descriptor::walk(extra) {
             if d[1] == 0x30 && d.len() >= 6 {
                 let comp = Box::new(libusb_ss_endpoint_companion_descriptor {
                     bLength: d[0],
@@ -744,7 +743,6 @@ pub unsafe extern "C" fn libusb_get_ss_endpoint_companion_descriptor(
                 unsafe { *ep_comp = Box::into_raw(comp) };
                 return code::SUCCESS;
             }
-            rest = &rest[d.len()..];
         }
         code::ERROR_NOT_FOUND
     })
@@ -1277,7 +1275,7 @@ pub unsafe extern "C" fn libusb_get_string_descriptor_ascii(
             Ok(d) => d.data,
             Err(e) => return e,
         };
-        if langs.len() < 4 || langs[1] != descriptor::dt::STRING {
+        if langs.len() < 4 || langs[1] != descriptor_type::STRING {
             return code::ERROR_IO;
         }
         let langid = u16::from_le_bytes([langs[2], langs[3]]);
@@ -1285,7 +1283,7 @@ pub unsafe extern "C" fn libusb_get_string_descriptor_ascii(
             Ok(d) => d.data,
             Err(e) => return e,
         };
-        if s.len() < 2 || s[1] != descriptor::dt::STRING || usize::from(s[0]) > s.len() {
+        if s.len() < 2 || s[1] != descriptor_type::STRING || usize::from(s[0]) > s.len() {
             return code::ERROR_IO;
         }
         let mut text = descriptor::string_to_ascii(&s[..usize::from(s[0])]);

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use scanemu::usbip::protocol::{errno, URB_SHORT_NOT_OK, URB_ZERO_PACKET};
 
 use crate::connection::{self, Connection, UrbOutcome, UrbRequest, UrbSink};
-use crate::descriptor::{self, Config};
+use scanemu::usb::descriptor::{self, Config};
 
 /// libusb's numeric codes.
 pub mod code {
@@ -84,6 +84,9 @@ pub mod code {
 
 /// The environment variable naming the emulator's USB/IP address (`HOST:PORT`).
 pub const SERVER_ENV: &str = "SCANLAB_USBIP";
+/// The environment variable naming which of the server's devices to use: bus ids separated
+/// by commas (`1-2` or `1-1,1-3`); unset or empty, every exported device is imported.
+pub const BUSID_ENV: &str = "SCANLAB_USBIP_BUSID";
 /// The address used when [`SERVER_ENV`] is unset: the emulator's default on loopback.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:3240";
 /// How long a cancelled or timed-out transfer waits for the server's `RET_UNLINK` before it
@@ -94,12 +97,24 @@ const STANDARD_REQUEST_TIMEOUT_MS: u32 = 5000;
 /// The longest `handle_events` blocks (libusb: 60 s).
 pub const HANDLE_EVENTS_CAP: Duration = Duration::from_secs(60);
 
-/// The server address from [`SERVER_ENV`], or [`DEFAULT_SERVER`]; an unparsable value is
-/// returned as the error text.
-pub fn server_address(value: Option<&str>) -> Result<SocketAddr, String> {
+/// A [`SERVER_ENV`] value that is not an address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{SERVER_ENV}={0:?} is not an address of the form HOST:PORT")]
+pub struct BadServerAddress(pub String);
+
+/// The server address from [`SERVER_ENV`] (`value`), or [`DEFAULT_SERVER`].
+pub fn server_address(value: Option<&str>) -> Result<SocketAddr, BadServerAddress> {
     let text = value.unwrap_or(DEFAULT_SERVER);
-    text.parse()
-        .map_err(|_| format!("{SERVER_ENV}={text:?} is not an address of the form HOST:PORT"))
+    text.parse().map_err(|_| BadServerAddress(text.to_string()))
+}
+
+/// Whether the device exported as `busid` is one this process uses, given the value of
+/// [`BUSID_ENV`]: every device when unset or empty, else only those named.
+pub fn wanted_busid(filter: Option<&str>, busid: &str) -> bool {
+    match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        None => true,
+        Some(f) => f.split(',').any(|b| b.trim() == busid),
+    }
 }
 
 /// What finishing a transfer produces for the caller.
@@ -670,7 +685,7 @@ pub type LogHook = Box<dyn Fn(i32, &str) + Send + Sync>;
 pub struct Context {
     /// The event core.
     pub events: Arc<Events>,
-    server: Result<SocketAddr, String>,
+    server: Result<SocketAddr, BadServerAddress>,
     devices: Mutex<Vec<Arc<Device>>>,
     /// LIBUSB_OPTION_LOG_LEVEL.
     pub log_level: AtomicI32,
@@ -707,7 +722,7 @@ fn shared_connection(
 impl Context {
     /// A context for the server at `server` (an error text if the address was unusable:
     /// the context then has no devices), logging at `log_level`.
-    pub fn new(server: Result<SocketAddr, String>, log_level: i32) -> Context {
+    pub fn new(server: Result<SocketAddr, BadServerAddress>, log_level: i32) -> Context {
         Context {
             events: Events::new(),
             server,
@@ -751,7 +766,7 @@ impl Context {
         let addr = match &self.server {
             Ok(a) => *a,
             Err(e) => {
-                self.log(code::LOG_WARNING, e);
+                self.log(code::LOG_WARNING, &e.to_string());
                 return Vec::new();
             }
         };
@@ -768,8 +783,13 @@ impl Context {
             }
         };
         let mut listed = Vec::new();
+        let filter = std::env::var(BUSID_ENV).ok();
         for export in exports {
             let busid = export.record.busid;
+            // Several programs share one multi-device server, each importing its own.
+            if !wanted_busid(filter.as_deref(), &busid) {
+                continue;
+            }
             if let Some(d) = devices.iter().find(|d| d.busid == busid) {
                 listed.push(d.clone());
                 continue;
@@ -1174,6 +1194,16 @@ mod tests {
         assert_eq!(sync_error(code::TRANSFER_STALL), code::ERROR_PIPE);
         assert_eq!(sync_error(code::TRANSFER_CANCELLED), code::ERROR_IO);
         assert_eq!(sync_error(code::TRANSFER_TIMED_OUT), code::ERROR_TIMEOUT);
+    }
+
+    #[test]
+    fn busid_filter_names_devices_or_takes_all() {
+        assert!(wanted_busid(None, "1-3"));
+        assert!(wanted_busid(Some(" "), "1-3"));
+        assert!(wanted_busid(Some("1-2"), "1-2"));
+        assert!(!wanted_busid(Some("1-2"), "1-1"));
+        assert!(wanted_busid(Some("1-1, 1-3"), "1-3"));
+        assert!(!wanted_busid(Some("1-1,1-3"), "1-2"));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!
 //! [`RecordingObserver`] builds a recording from a live host (it is a [`HostObserver`]
 //! decorator); [`Recording::from_pcap`] builds one from a usbmon capture of a real device.
-//! [`crate::capture::replay::ReplayHost`] serves one as a device.
+//! The replay host (`ReplayHost`, beside this module) serves one as a device.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,8 +26,10 @@ use crate::capture::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
 use crate::personality::{DeviceNote, NoteKind};
 use crate::time::Instant;
+use crate::usb::descriptor::DeviceDescriptor;
 use crate::usb::hc::SetupPacket;
 use crate::usb::speed::Speed;
+use crate::usb::{descriptor_type, usbmon, Request};
 
 /// The version of the files this module writes; [`Recording::load`] refuses others.
 pub const FORMAT_VERSION: u32 = 1;
@@ -148,7 +150,7 @@ impl TxResult {
 
     /// The result a usbmon status stands for.
     pub fn from_usbmon_status(status: i32) -> TxResult {
-        use pcap::errno;
+        use crate::usb::usbmon::errno;
         match -status {
             0 => TxResult::Ok,
             errno::EPIPE => TxResult::Stall,
@@ -448,11 +450,14 @@ impl Recording {
     /// becomes a `clear-halt`. The device is the one of the first non-root URB unless
     /// `device_address` picks one. GET_DESCRIPTOR replies fill in the descriptors. Timestamps
     /// later than one day are taken as wall-clock and counted from the first record.
-    pub fn from_pcap(bytes: &[u8], device_address: Option<u8>) -> Result<Recording, String> {
+    pub fn from_pcap(
+        bytes: &[u8],
+        device_address: Option<u8>,
+    ) -> Result<Recording, PcapImportError> {
         let records = parse_pcap(bytes)?;
         let device = device_address
             .or_else(|| records.iter().map(|r| r.device).find(|d| *d != 0))
-            .ok_or("the capture holds no USB transfer")?;
+            .ok_or(PcapImportError::NoTransfer)?;
         let base = records.first().map_or(0, |r| r.at_us);
         let base = if base > 86_400_000_000 { base } else { 0 };
         let mut pending: BTreeMap<u64, UsbmonRecord> = BTreeMap::new();
@@ -471,10 +476,10 @@ impl Recording {
                     transactions.push(t);
                 }
                 other => {
-                    return Err(format!(
-                        "record {}: unknown usbmon event type {:?}",
-                        r.index, other as char
-                    ))
+                    return Err(PcapImportError::EventType {
+                        index: r.index,
+                        event: other as char,
+                    })
                 }
             }
         }
@@ -487,6 +492,74 @@ impl Recording {
             notes: Vec::new(),
         })
     }
+}
+
+/// Why a usbmon capture could not be imported ([`Recording::from_pcap`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PcapImportError {
+    /// The file is shorter than a pcap file header.
+    #[error("not a pcap file: shorter than the 24-byte file header")]
+    Short,
+    /// The file is pcapng.
+    #[error("pcapng is not supported: convert it with `editcap -F pcap`")]
+    Pcapng,
+    /// The file does not start with a pcap magic number.
+    #[error("not a pcap file: magic {0:#010x}")]
+    Magic(u32),
+    /// The link type is not usbmon's.
+    #[error("link type {0} is not usbmon (220 or 189)")]
+    LinkType(u32),
+    /// The file ends inside a record header.
+    #[error("record {index} at byte {at}: truncated record header")]
+    TruncatedHeader {
+        /// Record number, from 1.
+        index: usize,
+        /// Its offset in the file.
+        at: usize,
+    },
+    /// The file ends inside a record.
+    #[error("record {index} at byte {at}: {announced} bytes announced, file ends first")]
+    Truncated {
+        /// Record number, from 1.
+        index: usize,
+        /// Its offset in the file.
+        at: usize,
+        /// The length its header announces.
+        announced: usize,
+    },
+    /// A record is shorter than the usbmon header.
+    #[error(
+        "record {index} at byte {at}: {len} bytes, shorter than the {header}-byte usbmon header"
+    )]
+    ShortRecord {
+        /// Record number, from 1.
+        index: usize,
+        /// Its offset in the file.
+        at: usize,
+        /// Its length.
+        len: usize,
+        /// The usbmon header's length.
+        header: usize,
+    },
+    /// A usbmon event type other than `S`, `C` and `E`.
+    #[error("record {index}: unknown usbmon event type {event:?}")]
+    EventType {
+        /// Record number, from 1.
+        index: usize,
+        /// The event byte.
+        event: char,
+    },
+    /// An isochronous transfer.
+    #[error("record {index}: transfer type {kind} (isochronous) is not supported")]
+    Isochronous {
+        /// Record number, from 1.
+        index: usize,
+        /// The usbmon transfer type.
+        kind: u8,
+    },
+    /// The capture holds no transfer of any device.
+    #[error("the capture holds no USB transfer")]
+    NoTransfer,
 }
 
 /// One usbmon record read from a capture.
@@ -504,9 +577,9 @@ struct UsbmonRecord {
     data: Vec<u8>,
 }
 
-fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, String> {
+fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, PcapImportError> {
     if bytes.len() < 24 {
-        return Err("not a pcap file: shorter than the 24-byte file header".into());
+        return Err(PcapImportError::Short);
     }
     let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let (big, nanos) = match magic {
@@ -514,10 +587,8 @@ fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, String> {
         0xa1b2_3c4d => (false, true),
         0xd4c3_b2a1 => (true, false),
         0x4d3c_b2a1 => (true, true),
-        0x0a0d_0d0a => {
-            return Err("pcapng is not supported: convert it with `editcap -F pcap`".into())
-        }
-        other => return Err(format!("not a pcap file: magic {other:#010x}")),
+        0x0a0d_0d0a => return Err(PcapImportError::Pcapng),
+        other => return Err(PcapImportError::Magic(other)),
     };
     let u32_at = |b: &[u8], at: usize| {
         let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
@@ -529,9 +600,9 @@ fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, String> {
     };
     let linktype = u32_at(bytes, 20);
     let header_len = match linktype {
-        pcap::LINKTYPE_USB_LINUX_MMAPPED => pcap::USBMON_HEADER_LEN,
+        usbmon::LINKTYPE_USB_LINUX_MMAPPED => usbmon::USBMON_HEADER_LEN,
         189 => 48,
-        other => return Err(format!("link type {other} is not usbmon (220 or 189)")),
+        other => return Err(PcapImportError::LinkType(other)),
     };
     let mut out = Vec::new();
     let mut at = 24;
@@ -539,16 +610,22 @@ fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, String> {
         let index = out.len() + 1;
         let rec = bytes
             .get(at..at + 16)
-            .ok_or_else(|| format!("record {index} at byte {at}: truncated record header"))?;
+            .ok_or(PcapImportError::TruncatedHeader { index, at })?;
         let (sec, frac, incl) = (u32_at(rec, 0), u32_at(rec, 4), u32_at(rec, 8) as usize);
-        let body = bytes.get(at + 16..at + 16 + incl).ok_or_else(|| {
-            format!("record {index} at byte {at}: {incl} bytes announced, file ends first")
-        })?;
+        let body = bytes
+            .get(at + 16..at + 16 + incl)
+            .ok_or(PcapImportError::Truncated {
+                index,
+                at,
+                announced: incl,
+            })?;
         if body.len() < header_len {
-            return Err(format!(
-                "record {index} at byte {at}: {} bytes, shorter than the {header_len}-byte usbmon header",
-                body.len()
-            ));
+            return Err(PcapImportError::ShortRecord {
+                index,
+                at,
+                len: body.len(),
+                header: header_len,
+            });
         }
         // usbmon headers are in the capturing host's byte order: little-endian here.
         let le32 = |o: usize| u32::from_le_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
@@ -587,7 +664,7 @@ fn transaction_of(
     submit: Option<&UsbmonRecord>,
     done: &UsbmonRecord,
     base: u64,
-) -> Result<Transaction, String> {
+) -> Result<Transaction, PcapImportError> {
     let setup = submit
         .and_then(|s| s.setup)
         .and_then(|b| SetupPacket::parse(&b).ok())
@@ -602,10 +679,10 @@ fn transaction_of(
         3 => (TxKind::Bulk, done.endpoint),
         1 => (TxKind::Interrupt, done.endpoint),
         other => {
-            return Err(format!(
-                "record {}: transfer type {other} (isochronous) is not supported",
-                done.index
-            ))
+            return Err(PcapImportError::Isochronous {
+                index: done.index,
+                kind: other,
+            })
         }
     };
     let is_in = done.endpoint & 0x80 != 0;
@@ -643,23 +720,24 @@ fn transaction_of(
 /// Takes the device and configuration descriptors from GET_DESCRIPTOR replies.
 fn note_descriptor(t: &Transaction, info: &mut DeviceInfo, speed: &mut Speed) {
     let Some(s) = t.setup else { return };
-    if t.kind != TxKind::Control || s.request_type != 0x80 || s.request != 6 {
+    if t.kind != TxKind::Control || s.request_type != 0x80 || s.request != Request::GET_DESCRIPTOR {
         return;
     }
     let data = t.bytes();
-    match s.value >> 8 {
-        1 if data.len() >= 18 => {
-            info.vendor_id = u16::from_le_bytes([data[8], data[9]]);
-            info.product_id = u16::from_le_bytes([data[10], data[11]]);
+    match (s.value >> 8) as u8 {
+        descriptor_type::DEVICE if data.len() >= 18 => {
+            let d = DeviceDescriptor::read(&data);
+            info.vendor_id = d.vendor_id;
+            info.product_id = d.product_id;
             // bcdUSB 2.x with a 64-byte EP0 is high speed at most; 1.x is full speed.
-            if data[3] < 2 {
+            if d.usb_version >> 8 < 2 {
                 *speed = Speed::Full;
-            } else if data[3] >= 3 {
+            } else if d.usb_version >> 8 >= 3 {
                 *speed = Speed::Super;
             }
             info.device_descriptor = data;
         }
-        2 if data.len() >= 4 => {
+        descriptor_type::CONFIGURATION if data.len() >= 4 => {
             let total = usize::from(u16::from_le_bytes([data[2], data[3]]));
             if data.len() >= total && data.len() >= info.config_descriptor.len() {
                 info.config_descriptor = data;
@@ -715,9 +793,10 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// A [`HostObserver`] decorator that keeps every transfer and device note as a
-/// [`Recording`], then passes it on to the observer it wraps.
+/// [`Recording`], then passes it on to the observer it wraps (if any), like
+/// [`PcapObserver`]: `new(..).wrapping(inner)`.
 pub struct RecordingObserver {
-    inner: RefCell<Option<Rc<dyn HostObserver>>>,
+    inner: Option<Rc<dyn HostObserver>>,
     recording: RefCell<Recording>,
 }
 
@@ -736,7 +815,7 @@ impl RecordingObserver {
     /// [`RecordingObserver::set_device_info`] if the host does not exist yet).
     pub fn new(meta: RecordingMeta) -> RecordingObserver {
         RecordingObserver {
-            inner: RefCell::new(None),
+            inner: None,
             recording: RefCell::new(Recording {
                 meta,
                 transactions: Vec::new(),
@@ -745,9 +824,15 @@ impl RecordingObserver {
         }
     }
 
-    /// Passes every record and note on to `inner` as well (replacing any earlier one).
-    pub fn set_inner(&self, inner: Rc<dyn HostObserver>) {
-        *self.inner.borrow_mut() = Some(inner);
+    /// Passes every record and note on to `inner` as well.
+    pub fn wrapping(mut self, inner: Rc<dyn HostObserver>) -> RecordingObserver {
+        self.inner = Some(inner);
+        self
+    }
+
+    /// The observer records and notes are passed on to, if any.
+    pub fn inner(&self) -> Option<&Rc<dyn HostObserver>> {
+        self.inner.as_ref()
     }
 
     /// Takes the device's identity and descriptors from `info`.
@@ -793,8 +878,7 @@ impl HostObserver for RecordingObserver {
                 result: TxResult::of(&r.result),
             });
         }
-        let inner = self.inner.borrow().clone();
-        if let Some(inner) = inner {
+        if let Some(inner) = &self.inner {
             inner.transfer(r);
         }
     }
@@ -807,8 +891,7 @@ impl HostObserver for RecordingObserver {
             value: note.value,
             detail: note.detail.to_string(),
         });
-        let inner = self.inner.borrow().clone();
-        if let Some(inner) = inner {
+        if let Some(inner) = &self.inner {
             inner.device(note);
         }
     }
@@ -846,12 +929,14 @@ mod tests {
     fn pcap_import_refuses_other_files_with_a_reason() {
         assert!(Recording::from_pcap(b"hello", None)
             .unwrap_err()
+            .to_string()
             .contains("shorter"));
         let mut header = vec![0u8; 24];
         header[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         header[20..24].copy_from_slice(&1u32.to_le_bytes());
         assert!(Recording::from_pcap(&header, None)
             .unwrap_err()
+            .to_string()
             .contains("link type 1"));
     }
 }

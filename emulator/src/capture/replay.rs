@@ -43,8 +43,7 @@ use async_trait::async_trait;
 
 use crate::capture::recording::{to_hex, Recording, SetupFields, Transaction, TxKind, TxResult};
 use crate::host::{
-    outcome, ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, TransferKind,
-    TransferRecord, UsbHost, WaitChange,
+    ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, UsbHost, WaitChange,
 };
 use crate::personality::native::protocol::{
     self, DeviceState, DeviceStatus, Event, EventCode, ScanError, ScanStatus,
@@ -52,7 +51,8 @@ use crate::personality::native::protocol::{
 use crate::personality::{DeviceNote, NoteKind};
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
-use crate::usb::hc::{request as std_request, SetupPacket};
+use crate::usb::hc::SetupPacket;
+use crate::usb::Request as std_request;
 
 /// The first request of a replay that the recording does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,27 +207,10 @@ pub fn describe_transaction(t: &Transaction) -> String {
 
 /// The name of a native or standard request, for divergence messages.
 fn request_name(request_type: u8, request: u8) -> String {
-    if request_type & 0x60 == 0 {
-        return match request {
-            std_request::GET_STATUS => "GET_STATUS",
-            std_request::CLEAR_FEATURE => "CLEAR_FEATURE",
-            std_request::SET_FEATURE => "SET_FEATURE",
-            std_request::GET_DESCRIPTOR => "GET_DESCRIPTOR",
-            std_request::SET_CONFIGURATION => "SET_CONFIGURATION",
-            _ => "standard request",
-        }
-        .into();
-    }
-    match request {
-        protocol::REQ_GET_CAPABILITIES => "GET_CAPABILITIES".into(),
-        protocol::REQ_SET_PARAMS => "SET_PARAMS".into(),
-        protocol::REQ_GET_PARAMS => "GET_PARAMS".into(),
-        protocol::REQ_START_SCAN => "START_SCAN".into(),
-        protocol::REQ_GET_SCAN_STATUS => "GET_SCAN_STATUS".into(),
-        protocol::REQ_CANCEL => "CANCEL".into(),
-        protocol::REQ_DEVICE_RESET => "DEVICE_RESET".into(),
-        protocol::REQ_GET_DEVICE_STATUS => "GET_DEVICE_STATUS".into(),
-        other => format!("request {other:#04x}"),
+    match protocol::request_name(request_type, request) {
+        Some(name) => name.into(),
+        None if request_type & 0x60 == 0 => "standard request".into(),
+        None => format!("request {request:#04x}"),
     }
 }
 
@@ -383,8 +366,9 @@ impl ReplayHost {
         }
     }
 
-    /// Reports every transfer and note to `observer` from now on.
-    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
+    /// Reports the replay's notes (`replay-divergence`, `replay-cancel`) to `observer` from now
+    /// on; wrap the host in [`Observed`](crate::host::Observed) to see its transfers.
+    pub fn set_note_observer(&self, observer: Rc<dyn HostObserver>) {
         self.state.borrow_mut().observer = Some(observer);
     }
 
@@ -410,13 +394,6 @@ impl ReplayHost {
             .collect();
         left.sort_by_key(|t| (t.submitted_us, t.seq));
         left
-    }
-
-    fn observe(&self, rec: &TransferRecord<'_>) {
-        let obs = self.state.borrow().observer.clone();
-        if let Some(obs) = obs {
-            obs.transfer(rec);
-        }
     }
 
     /// Decides how to answer `req` at `now`, taking its transaction off the recording.
@@ -765,7 +742,6 @@ impl UsbHost for ReplayHost {
     }
 
     async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-        let submitted = self.clock.now();
         if !setup.is_in() {
             return Err(TransferError::Io(format!(
                 "control_in with a host-to-device request type {:#04x}",
@@ -779,14 +755,7 @@ impl UsbHost for ReplayHost {
             requested: u32::from(setup.length),
             out: Vec::new(),
         };
-        let r = self.serve(req, timeout).await.result;
-        self.observe(&TransferRecord::control_in(
-            submitted,
-            self.clock.now(),
-            setup,
-            &r,
-        ));
-        r
+        self.serve(req, timeout).await.result
     }
 
     async fn control_out(
@@ -795,7 +764,6 @@ impl UsbHost for ReplayHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), TransferError> {
-        let submitted = self.clock.now();
         let mut setup = setup;
         setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
         let req = Request {
@@ -805,18 +773,7 @@ impl UsbHost for ReplayHost {
             requested: data.len() as u32,
             out: data.to_vec(),
         };
-        let r = self.serve(req, timeout).await.result.map(|_| ());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x00,
-            setup: Some(setup),
-            requested: data.len(),
-            data,
-            result: outcome(&r),
-        });
-        r
+        self.serve(req, timeout).await.result.map(|_| ())
     }
 
     async fn bulk_in(
@@ -834,7 +791,6 @@ impl UsbHost for ReplayHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.clock.now();
         let req = Request {
             kind: TxKind::Bulk,
             ep,
@@ -842,19 +798,7 @@ impl UsbHost for ReplayHost {
             requested: data.len() as u32,
             out: data.to_vec(),
         };
-        let served = self.serve(req, timeout).await;
-        let r = served.result.map(|_| data.len());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Bulk,
-            ep,
-            setup: None,
-            requested: data.len(),
-            data: if r.is_ok() { data } else { &served.partial },
-            result: outcome(&r),
-        });
-        r
+        self.serve(req, timeout).await.result.map(|_| data.len())
     }
 
     async fn interrupt_in(
@@ -867,7 +811,6 @@ impl UsbHost for ReplayHost {
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
-        let submitted = self.clock.now();
         let setup = SetupPacket::clear_halt(ep);
         let req = Request {
             kind: TxKind::ClearHalt,
@@ -876,24 +819,13 @@ impl UsbHost for ReplayHost {
             requested: 0,
             out: Vec::new(),
         };
-        let r = self
-            .serve(req, Duration::from_secs(1))
+        self.serve(req, Duration::from_secs(1))
             .await
             .result
-            .map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::ClearHalt,
-            submitted,
-            self.clock.now(),
-            ep,
-            Some(setup),
-            outcome(&r),
-        ));
-        r
+            .map(|_| ())
     }
 
     async fn reset_device(&self) -> Result<(), TransferError> {
-        let submitted = self.clock.now();
         {
             let mut st = self.state.borrow_mut();
             for g in st.abort_gen.iter_mut() {
@@ -908,33 +840,13 @@ impl UsbHost for ReplayHost {
             requested: 0,
             out: Vec::new(),
         };
-        let r = self.serve(req, Duration::ZERO).await.result.map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Reset,
-            submitted,
-            self.clock.now(),
-            0,
-            None,
-            r.clone(),
-        ));
-        r
+        self.serve(req, Duration::ZERO).await.result.map(|_| ())
     }
 
     fn abort_endpoint(&self, ep: u8) {
-        let submitted = self.clock.now();
-        {
-            let mut st = self.state.borrow_mut();
-            st.abort_gen[ep_slot(ep)] += 1;
-            st.changed();
-        }
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Abort,
-            submitted,
-            self.clock.now(),
-            ep,
-            None,
-            Ok(()),
-        ));
+        let mut st = self.state.borrow_mut();
+        st.abort_gen[ep_slot(ep)] += 1;
+        st.changed();
     }
 
     fn pending_transfers(&self) -> u32 {
@@ -943,7 +855,7 @@ impl UsbHost for ReplayHost {
 }
 
 impl ReplayHost {
-    /// A bulk or interrupt IN read into `buf`, reported to the observer.
+    /// A bulk or interrupt IN read into `buf`; a failed read leaves the bytes it moved there.
     async fn read_in(
         &self,
         kind: TxKind,
@@ -951,7 +863,6 @@ impl ReplayHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.clock.now();
         let req = Request {
             kind,
             ep,
@@ -960,33 +871,17 @@ impl ReplayHost {
             out: Vec::new(),
         };
         let served = self.serve(req, timeout).await;
-        let r = match served.result {
+        match served.result {
             Ok(data) if data.len() > buf.len() => Err(TransferError::Overflow),
             Ok(data) => {
                 buf[..data.len()].copy_from_slice(&data);
                 Ok(data.len())
             }
-            Err(e) => Err(e),
-        };
-        let n = *r.as_ref().unwrap_or(&0);
-        let moved = if r.is_ok() {
-            &buf[..n]
-        } else {
-            &served.partial[..]
-        };
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.clock.now(),
-            kind: match kind {
-                TxKind::Interrupt => TransferKind::Interrupt,
-                _ => TransferKind::Bulk,
-            },
-            ep,
-            setup: None,
-            requested: buf.len(),
-            data: moved,
-            result: outcome(&r),
-        });
-        r
+            Err(e) => {
+                let n = served.partial.len().min(buf.len());
+                buf[..n].copy_from_slice(&served.partial[..n]);
+                Err(e)
+            }
+        }
     }
 }

@@ -27,6 +27,8 @@ use crate::personality::native::protocol::{
     EP_DATA_IN, EP_EVENTS, EVENT_LEN, PARAMS_REPORT_LEN,
 };
 use crate::time::Duration;
+use crate::usb::descriptor::{self, DeviceDescriptor};
+use crate::usb::descriptor_type;
 use crate::usb::speed::Speed;
 
 /// File name of the device description `scanemu capture` writes.
@@ -75,10 +77,11 @@ fn hex(bytes: &[u8]) -> String {
 pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) -> String {
     let dd = &info.device_descriptor;
     let cd = &info.config_descriptor;
-    let byte = |d: &[u8], at: usize| d.get(at).copied().unwrap_or(0);
-    let word = |d: &[u8], at: usize| u16::from_le_bytes([byte(d, at), byte(d, at + 1)]);
-    let bcd_usb = word(dd, 2);
-    let bcd_device = word(dd, 12);
+    let device = DeviceDescriptor::read(dd);
+    // The configuration descriptor's header fields, 0 where it is short.
+    let byte = |at: usize| cd.get(at).copied().unwrap_or(0);
+    let bcd_usb = device.usb_version;
+    let bcd_device = device.device_version;
     let descriptors = hex(&[dd.as_slice(), cd.as_slice()].concat());
     let (bus, dev) = (config.bus, config.device);
     let speed = match config.speed {
@@ -88,13 +91,10 @@ pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) ->
     };
     // Interfaces as udev lists them: ":CCSSPP:" per interface descriptor (alternate 0).
     let mut interfaces = String::from(":");
-    let mut at = 0;
-    while at + 2 <= cd.len() && cd[at] >= 2 {
-        let d = &cd[at..(at + usize::from(cd[at])).min(cd.len())];
-        if d.len() >= 8 && d[1] == 4 && d[3] == 0 {
+    for d in descriptor::walk(cd) {
+        if d.len() >= 8 && d[1] == descriptor_type::INTERFACE && d[3] == 0 {
             let _ = write!(interfaces, "{:02x}{:02x}{:02x}:", d[5], d[6], d[7]);
         }
-        at += usize::from(cd[at]);
     }
     let minor = (u32::from(bus).saturating_sub(1)) * 128 + u32::from(dev).saturating_sub(1);
     let mut s = String::new();
@@ -113,9 +113,7 @@ pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) ->
     ));
     line(format!(
         "E: TYPE={}/{}/{}",
-        byte(dd, 4),
-        byte(dd, 5),
-        byte(dd, 6)
+        device.class, device.subclass, device.protocol
     ));
     line(format!("E: BUSNUM={bus:03}"));
     line(format!("E: DEVNUM={dev:03}"));
@@ -129,16 +127,19 @@ pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) ->
     line(format!("E: ID_USB_INTERFACES={interfaces}"));
     line("A: authorized=1".into());
     line("A: avoid_reset_quirk=0".into());
-    line(format!("A: bConfigurationValue={}", byte(cd, 5)));
-    line(format!("A: bDeviceClass={:02x}", byte(dd, 4)));
-    line(format!("A: bDeviceProtocol={:02x}", byte(dd, 6)));
-    line(format!("A: bDeviceSubClass={:02x}", byte(dd, 5)));
-    line(format!("A: bMaxPacketSize0={}", byte(dd, 7)));
-    line(format!("A: bMaxPower={}mA", u32::from(byte(cd, 8)) * 2));
-    line(format!("A: bNumConfigurations={}", byte(dd, 17)));
-    line(format!("A: bNumInterfaces={:>2}", byte(cd, 4)));
+    line(format!("A: bConfigurationValue={}", byte(5)));
+    line(format!("A: bDeviceClass={:02x}", device.class));
+    line(format!("A: bDeviceProtocol={:02x}", device.protocol));
+    line(format!("A: bDeviceSubClass={:02x}", device.subclass));
+    line(format!("A: bMaxPacketSize0={}", device.max_packet_size_0));
+    line(format!("A: bMaxPower={}mA", u32::from(byte(8)) * 2));
+    line(format!(
+        "A: bNumConfigurations={}",
+        device.num_configurations
+    ));
+    line(format!("A: bNumInterfaces={:>2}", byte(4)));
     line(format!("A: bcdDevice={bcd_device:04x}"));
-    line(format!("A: bmAttributes={:02x}", byte(cd, 7)));
+    line(format!("A: bmAttributes={:02x}", byte(7)));
     line(format!("A: busnum={bus}"));
     line("A: configuration=".into());
     line(format!("H: descriptors={descriptors}"));
@@ -183,7 +184,10 @@ pub enum ScriptedScanError {
     },
     /// The device answered something the protocol does not allow.
     #[error("{0}")]
-    Protocol(String),
+    Protocol(protocol::DecodeError),
+    /// The event endpoint sent 64 events and no ScanComplete.
+    #[error("no ScanComplete event among the first 64 events")]
+    NoScanComplete,
 }
 
 /// What [`scripted_scan`] read.
@@ -228,7 +232,7 @@ fn step(what: &'static str) -> impl FnOnce(TransferError) -> ScriptedScanError {
 }
 
 fn decode<T>(r: Result<T, protocol::DecodeError>) -> Result<T, ScriptedScanError> {
-    r.map_err(|e| ScriptedScanError::Protocol(e.to_string()))
+    r.map_err(ScriptedScanError::Protocol)
 }
 
 /// One interrupt transfer of one event.
@@ -305,9 +309,7 @@ pub async fn scripted_scan(host: &dyn UsbHost) -> Result<ScriptedScan, ScriptedS
         .is_none_or(|e| e.code != EventCode::ScanComplete)
     {
         if events.len() > 64 {
-            return Err(ScriptedScanError::Protocol(
-                "no ScanComplete event among the first 64 events".into(),
-            ));
+            return Err(ScriptedScanError::NoScanComplete);
         }
         let e = read_event(host).await?;
         events.push(e);
@@ -336,9 +338,12 @@ pub enum RecordError {
     /// The device could not be enumerated.
     #[error("enumeration failed: {0}")]
     Enumeration(TransferError),
-    /// The scan failed or did not finish.
+    /// The scan failed.
     #[error("scripted scan failed: {0}")]
-    Scan(String),
+    Scan(ScriptedScanError),
+    /// The scan did not finish.
+    #[error("scripted scan failed: {0}")]
+    Stalled(crate::sim::SimError),
 }
 
 /// What [`record`] wrote.
@@ -387,17 +392,16 @@ pub fn record(
     let file = std::fs::File::create(&capture).map_err(io(&capture))?;
     let writer = PcapWriter::new(std::io::BufWriter::new(file)).map_err(io(&capture))?;
     let observer = Rc::new(PcapObserver::new(writer, &info, config.clone()));
-    host.set_observer(observer.clone());
     let ticker = host.clone();
     sim.spawn(async move { ticker.run_device().await });
-    let scanner = host.clone();
+    let scanner = crate::host::Observed::new(host, observer.clone());
     let scan = sim
         .block_on(
             async move { scripted_scan(&scanner).await },
             crate::time::Instant::from_millis(600_000),
         )
-        .map_err(|e| RecordError::Scan(e.to_string()))?
-        .map_err(|e| RecordError::Scan(e.to_string()))?;
+        .map_err(RecordError::Stalled)?
+        .map_err(RecordError::Scan)?;
     let records = observer.records();
     observer.finish().map_err(io(&capture))?;
     let strings = Strings {

@@ -2,7 +2,7 @@
 //! ([`Timing`]).
 //!
 //! These are the `optics` and `timing` objects of a device profile
-//! ([`crate::profile::Profile`] composes them), with their serde defaults; the engine itself
+//! (`profile::Profile` composes them), with their serde defaults; the engine itself
 //! knows nothing of the profile file.
 
 use serde::{Deserialize, Serialize};

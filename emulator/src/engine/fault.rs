@@ -152,22 +152,39 @@ struct RawFault {
     motor_stop_us: Option<u64>,
 }
 
-impl TryFrom<RawFault> for Fault {
-    type Error = String;
+/// A fault object whose fields do not fit its kind.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultFieldError {
+    /// A field the kind needs is missing.
+    #[error("fault `{}` needs field `{field}`", kind.profile_name())]
+    Missing {
+        /// The fault's kind.
+        kind: FaultKind,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A field the kind does not use is present.
+    #[error("fault `{}` has no field `{field}`", kind.profile_name())]
+    Unused {
+        /// The fault's kind.
+        kind: FaultKind,
+        /// The field.
+        field: &'static str,
+    },
+}
 
-    fn try_from(raw: RawFault) -> Result<Fault, String> {
+impl TryFrom<RawFault> for Fault {
+    type Error = FaultFieldError;
+
+    fn try_from(raw: RawFault) -> Result<Fault, FaultFieldError> {
         let kind = raw.kind;
-        let name = serde_json::to_value(kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         let mut used = vec![];
-        let mut need = |field: &'static str, present: bool| -> Result<(), String> {
+        let mut need = |field: &'static str, present: bool| -> Result<(), FaultFieldError> {
             used.push(field);
             if present {
                 Ok(())
             } else {
-                Err(format!("fault `{name}` needs field `{field}`"))
+                Err(FaultFieldError::Missing { kind, field })
             }
         };
         let page = raw.page.unwrap_or(0);
@@ -236,8 +253,8 @@ impl TryFrom<RawFault> for Fault {
             ("bytes", raw.bytes.is_some()),
             ("motor_stop_us", raw.motor_stop_us.is_some()),
         ];
-        if let Some((field, _)) = present.iter().find(|(f, p)| *p && !used.contains(f)) {
-            return Err(format!("fault `{name}` has no field `{field}`"));
+        if let Some(&(field, _)) = present.iter().find(|(f, p)| *p && !used.contains(f)) {
+            return Err(FaultFieldError::Unused { kind, field });
         }
         Ok(fault)
     }
@@ -276,6 +293,11 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// The snake-case name profiles spell the fault with (`cancel_button`).
+    pub fn profile_name(self) -> String {
+        self.name().replace('-', "_")
+    }
+
     /// The kebab-case name device notes and traces spell the fault with (`cancel-button`;
     /// profiles spell it in snake case, `cancel_button`).
     pub const fn name(self) -> &'static str {

@@ -251,7 +251,7 @@ pub struct ScanEngine {
 impl ScanEngine {
     /// An idle engine with these optics, feeder (with its loaded sheets), timing (and its
     /// jitter seed) and faults, serving the test pattern. A device profile builds one with
-    /// [`Profile::engine`](crate::profile::Profile::engine).
+    /// `Profile::engine`.
     pub fn new(optics: &Optics, timing: &Timing, faults: &[Fault]) -> ScanEngine {
         let adf = optics.adf.clone();
         ScanEngine {

@@ -4,8 +4,9 @@
 //! running the firmware between packets. When the device NAKs, the transfer waits until the
 //! scan engine's next event, its own deadline, an abort, or any other transfer changing the
 //! device, whichever comes first. Payload bytes are charged on the wire at the profile's bus
-//! speed (`Speed::wire_time`), with one bus shared by all endpoints. Every transfer and every
-//! device note is reported to a [`HostObserver`], which is how traces are recorded.
+//! speed (`Speed::wire_time`), with one bus shared by all endpoints. The device's notes go to a
+//! [`HostObserver`] ([`InProcessHost::set_note_observer`]); wrap the host in
+//! [`Observed`](super::Observed) to see its transfers too.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,13 +14,11 @@ use std::task::Waker;
 
 use async_trait::async_trait;
 
-use super::{
-    outcome, ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, TransferKind,
-    TransferRecord, UsbHost, WaitChange,
-};
+use super::{ChangeCounter, DeviceInfo, HostObserver, Setup, TransferError, UsbHost, WaitChange};
 use crate::device::Device;
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
+use crate::usb::descriptor::DeviceDescriptor;
 use crate::usb::hc::{self, ControlTransfer, InTransfer, OutTransfer, StepResult, Transfer};
 use crate::usb::speed::Speed;
 
@@ -58,11 +57,11 @@ fn ep_slot(ep: u8) -> usize {
     usize::from(ep & 0x0f) + if ep & 0x80 != 0 { 16 } else { 0 }
 }
 
-fn map_error(e: hc::TransferError) -> TransferError {
+fn map_error(e: hc::WireError) -> TransferError {
     match e {
-        hc::TransferError::Stall => TransferError::Stall,
-        hc::TransferError::Disconnected => TransferError::NoDevice,
-        hc::TransferError::Babble => TransferError::Overflow,
+        hc::WireError::Stall => TransferError::Stall,
+        hc::WireError::Disconnected => TransferError::NoDevice,
+        hc::WireError::Babble => TransferError::Overflow,
         other => TransferError::Io(other.to_string()),
     }
 }
@@ -104,14 +103,10 @@ impl InProcessHost {
             let (port, mut poller) = st.device.port_and_poller(now);
             hc::enumerate(&port, &mut poller).map_err(map_error)?
         };
-        let d = &e.device_descriptor;
-        let word = |at: usize| {
-            d.get(at..at + 2)
-                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
-        };
+        let d = DeviceDescriptor::read(&e.device_descriptor);
         st.info = DeviceInfo {
-            vendor_id: word(8),
-            product_id: word(10),
+            vendor_id: d.vendor_id,
+            product_id: d.product_id,
             device_descriptor: e.device_descriptor.clone(),
             config_descriptor: e.config_descriptor,
         };
@@ -119,8 +114,8 @@ impl InProcessHost {
         Ok(())
     }
 
-    /// Reports every transfer and device note to `observer` from now on.
-    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
+    /// Reports the device's notes to `observer` from now on.
+    pub fn set_note_observer(&self, observer: Rc<dyn HostObserver>) {
         self.state.borrow_mut().observer = Some(observer);
     }
 
@@ -148,13 +143,6 @@ impl InProcessHost {
                 sleep,
             }
             .await;
-        }
-    }
-
-    fn observe(&self, rec: &TransferRecord<'_>) {
-        let obs = self.state.borrow().observer.clone();
-        if let Some(obs) = obs {
-            obs.transfer(rec);
         }
     }
 
@@ -231,18 +219,14 @@ impl InProcessHost {
 }
 
 impl InProcessHost {
-    /// A bulk or interrupt IN transfer into `buf`; partial data of a failed transfer is
-    /// reported to the observer, as a wire capture would show it.
+    /// A bulk or interrupt IN transfer into `buf` (the data of a failed one stays there).
     async fn read_in(
         &self,
-        kind: TransferKind,
         ep: u8,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.clock.now();
-        let requested = buf.len();
-        let (r, t) = self
+        let (r, _) = self
             .drive(
                 InTransfer::into_slice(ep, buf),
                 ep,
@@ -250,16 +234,6 @@ impl InProcessHost {
                 |t: &InTransfer<&mut [u8]>| t.data().len(),
             )
             .await;
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.clock.now(),
-            kind,
-            ep,
-            setup: None,
-            requested,
-            data: t.data(),
-            result: outcome(&r),
-        });
         r
     }
 }
@@ -289,7 +263,6 @@ impl UsbHost for InProcessHost {
     }
 
     async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-        let submitted = self.clock.now();
         // A host-to-device request type has no IN data stage: the caller's mistake, reported
         // as an error (drivers in other processes send any bmRequestType), never a panic.
         if !setup.is_in() {
@@ -301,12 +274,6 @@ impl UsbHost for InProcessHost {
         let (r, _) = self
             .drive(ControlTransfer::new_in(setup), 0x80, timeout, |_| 0)
             .await;
-        self.observe(&TransferRecord::control_in(
-            submitted,
-            self.clock.now(),
-            setup,
-            &r,
-        ));
         r
     }
 
@@ -316,7 +283,6 @@ impl UsbHost for InProcessHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), TransferError> {
-        let submitted = self.clock.now();
         let mut setup = setup;
         setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
         let (r, _) = self
@@ -327,18 +293,7 @@ impl UsbHost for InProcessHost {
                 |_| 0,
             )
             .await;
-        let r = r.map(|_| ());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x00,
-            setup: Some(setup),
-            requested: data.len(),
-            data,
-            result: outcome(&r),
-        });
-        r
+        r.map(|_| ())
     }
 
     async fn bulk_in(
@@ -347,7 +302,7 @@ impl UsbHost for InProcessHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.read_in(TransferKind::Bulk, ep, buf, timeout).await
+        self.read_in(ep, buf, timeout).await
     }
 
     async fn bulk_out(
@@ -356,7 +311,6 @@ impl UsbHost for InProcessHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.clock.now();
         let zlp = false;
         let (r, t) = self
             .drive(
@@ -366,18 +320,7 @@ impl UsbHost for InProcessHost {
                 |t: &OutTransfer| t.sent(),
             )
             .await;
-        let r = r.map(|_| t.sent());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.clock.now(),
-            kind: TransferKind::Bulk,
-            ep,
-            setup: None,
-            requested: data.len(),
-            data: &data[..t.sent().min(data.len())],
-            result: outcome(&r),
-        });
-        r
+        r.map(|_| t.sent())
     }
 
     async fn interrupt_in(
@@ -386,12 +329,10 @@ impl UsbHost for InProcessHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.read_in(TransferKind::Interrupt, ep, buf, timeout)
-            .await
+        self.read_in(ep, buf, timeout).await
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
-        let submitted = self.clock.now();
         let setup = hc::SetupPacket::clear_halt(ep);
         let (r, _) = self
             .drive(
@@ -401,20 +342,10 @@ impl UsbHost for InProcessHost {
                 |_| 0,
             )
             .await;
-        let r = r.map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::ClearHalt,
-            submitted,
-            self.clock.now(),
-            ep,
-            Some(setup),
-            outcome(&r),
-        ));
-        r
+        r.map(|_| ())
     }
 
     async fn reset_device(&self) -> Result<(), TransferError> {
-        let submitted = self.clock.now();
         {
             let mut st = self.state.borrow_mut();
             for g in st.abort_gen.iter_mut() {
@@ -422,16 +353,7 @@ impl UsbHost for InProcessHost {
             }
             st.changed();
         }
-        let r = self.enumerate();
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Reset,
-            submitted,
-            self.clock.now(),
-            0,
-            None,
-            r.clone(),
-        ));
-        r
+        self.enumerate()
     }
 
     fn pending_transfers(&self) -> u32 {
@@ -439,19 +361,8 @@ impl UsbHost for InProcessHost {
     }
 
     fn abort_endpoint(&self, ep: u8) {
-        let submitted = self.clock.now();
-        {
-            let mut st = self.state.borrow_mut();
-            st.abort_gen[ep_slot(ep)] += 1;
-            st.changed();
-        }
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Abort,
-            submitted,
-            self.clock.now(),
-            ep,
-            None,
-            Ok(()),
-        ));
+        let mut st = self.state.borrow_mut();
+        st.abort_gen[ep_slot(ep)] += 1;
+        st.changed();
     }
 }

@@ -9,15 +9,26 @@
 //! Implementations: [`inproc::InProcessHost`] drives the emulated scanner over the virtual bus in
 //! the same thread; [`usbip::UsbIpHost`] reaches it (or any USB/IP server) over TCP;
 //! `rusb::RusbHost` (cargo feature `rusb`) reaches a real scanner, or a replayed one, through
-//! libusb.
+//! libusb; `capture::replay::ReplayHost` (a layer above) answers from a recording.
+//!
+//! Observation is a decorator: [`Observed`] wraps any host and reports every operation to a
+//! [`HostObserver`] as a [`TransferRecord`] (traces, pcap captures and recordings are
+//! observers). Hosts that own a device (in-process, replay) report its [`DeviceNote`]s to the
+//! observer given to their `set_note_observer`.
 
 pub mod inproc;
+pub mod observed;
 #[cfg(feature = "rusb")]
 pub mod rusb;
 pub mod usbip;
 
+pub use observed::Observed;
+
+use std::rc::Rc;
+
 use async_trait::async_trait;
 
+use crate::personality::DeviceNote;
 use crate::time::{Duration, Instant};
 
 pub use crate::usb::hc::SetupPacket as Setup;
@@ -74,6 +85,17 @@ pub enum TransferError {
     /// Any other transport failure, with the transport's words.
     #[error("i/o error: {0}")]
     Io(String),
+}
+
+impl TransferError {
+    /// Bytes the transfer moved before it failed, as far as the error tells: the count of a
+    /// timeout or an abort, 0 otherwise.
+    pub fn actual(&self) -> usize {
+        match self {
+            TransferError::Timeout { actual } | TransferError::Cancelled { actual } => *actual,
+            _ => 0,
+        }
+    }
 }
 
 /// Descriptors read from the device at enumeration.
@@ -193,59 +215,30 @@ pub struct TransferRecord<'a> {
     pub result: Result<(), TransferError>,
 }
 
-impl<'a> TransferRecord<'a> {
-    /// A control IN transfer: the reply, or nothing if it failed, is the data moved.
-    pub fn control_in(
-        submitted: Instant,
-        at: Instant,
-        setup: Setup,
-        r: &'a Result<Vec<u8>, TransferError>,
-    ) -> TransferRecord<'a> {
-        TransferRecord {
-            submitted,
-            at,
-            kind: TransferKind::Control,
-            ep: 0x80,
-            setup: Some(setup),
-            requested: usize::from(setup.length),
-            data: r.as_deref().unwrap_or(&[]),
-            result: outcome(r),
-        }
-    }
-
-    /// An operation that moves no data: a clear halt (with its SETUP), a reset or an abort.
-    pub fn no_data(
-        kind: TransferKind,
-        submitted: Instant,
-        at: Instant,
-        ep: u8,
-        setup: Option<Setup>,
-        result: Result<(), TransferError>,
-    ) -> TransferRecord<'a> {
-        TransferRecord {
-            submitted,
-            at,
-            kind,
-            ep,
-            setup,
-            requested: 0,
-            data: &[],
-            result,
-        }
-    }
-}
-
 /// Receives every transfer and device note of a host: the hook traces and captures use.
 pub trait HostObserver {
-    /// A host operation finished.
+    /// A host operation finished (reported by [`Observed`]).
     fn transfer(&self, record: &TransferRecord<'_>);
-    /// The device did something.
-    fn device(&self, note: &crate::personality::DeviceNote);
+    /// The device did something (reported by a host that owns a device).
+    fn device(&self, note: &DeviceNote);
 }
 
-/// How a transfer ended, without its payload: what a [`TransferRecord`] carries.
-pub(crate) fn outcome<T>(r: &Result<T, TransferError>) -> Result<(), TransferError> {
-    r.as_ref().map(|_| ()).map_err(Clone::clone)
+/// Several observers as one: each gets every record and note, in order.
+#[derive(Clone, Default)]
+pub struct Tee(pub Vec<Rc<dyn HostObserver>>);
+
+impl HostObserver for Tee {
+    fn transfer(&self, record: &TransferRecord<'_>) {
+        for o in &self.0 {
+            o.transfer(record);
+        }
+    }
+
+    fn device(&self, note: &DeviceNote) {
+        for o in &self.0 {
+            o.device(note);
+        }
+    }
 }
 
 /// A host's count of device changes, with the tasks waiting for the next one.

@@ -25,16 +25,13 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
 use rusb::UsbContext;
 
-use super::{
-    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
-};
+use super::{DeviceInfo, Setup, TransferError, UsbHost};
 use crate::sim::Sim;
 use crate::time::{Duration, Instant};
 
@@ -230,7 +227,6 @@ pub struct RusbHost {
     sim: Sim,
     pending: RefCell<Vec<Pending>>,
     next_id: std::cell::Cell<u64>,
-    observer: RefCell<Option<Rc<dyn HostObserver>>>,
 }
 
 impl RusbHost {
@@ -278,21 +274,7 @@ impl RusbHost {
             sim: sim.clone(),
             pending: RefCell::new(Vec::new()),
             next_id: std::cell::Cell::new(0),
-            observer: RefCell::new(None),
         })
-    }
-
-    /// Reports every transfer to `observer` from now on (device notes never come: a real
-    /// device makes none).
-    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
-        *self.observer.borrow_mut() = Some(observer);
-    }
-
-    fn observe(&self, rec: &TransferRecord<'_>) {
-        let obs = self.observer.borrow().clone();
-        if let Some(obs) = obs {
-            obs.transfer(rec);
-        }
     }
 
     /// Runs `op` on a helper thread and waits for it (or for an abort of `ep`, which also
@@ -361,35 +343,26 @@ impl UsbHost for RusbHost {
     }
 
     async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-        let submitted = self.now();
         let t = timeout_of(timeout);
-        let r = self
-            .blocking(0x80, None, move |h| {
-                let mut buf = vec![0u8; usize::from(setup.length)];
-                h.read_control(
-                    setup.request_type | 0x80,
-                    setup.request,
-                    setup.value,
-                    setup.index,
-                    &mut buf,
-                    t,
-                )
-                .map(|n| {
-                    buf.truncate(n);
-                    buf
-                })
+        self.blocking(0x80, None, move |h| {
+            let mut buf = vec![0u8; usize::from(setup.length)];
+            h.read_control(
+                setup.request_type | 0x80,
+                setup.request,
+                setup.value,
+                setup.index,
+                &mut buf,
+                t,
+            )
+            .map(|n| {
+                buf.truncate(n);
+                buf
             })
-            .await
-            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
-                r.map_err(map_error)
-            });
-        self.observe(&TransferRecord::control_in(
-            submitted,
-            self.now(),
-            setup,
-            &r,
-        ));
-        r
+        })
+        .await
+        .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+            r.map_err(map_error)
+        })
     }
 
     async fn control_out(
@@ -398,38 +371,25 @@ impl UsbHost for RusbHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), TransferError> {
-        let submitted = self.now();
         let mut setup = setup;
         setup.request_type &= !0x80;
         setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
         let t = timeout_of(timeout);
         let payload = data.to_vec();
-        let r = self
-            .blocking(0x00, None, move |h| {
-                h.write_control(
-                    setup.request_type,
-                    setup.request,
-                    setup.value,
-                    setup.index,
-                    &payload,
-                    t,
-                )
-            })
-            .await
-            .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
-                r.map(|_| ()).map_err(map_error)
-            });
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.now(),
-            kind: TransferKind::Control,
-            ep: 0x00,
-            setup: Some(setup),
-            requested: data.len(),
-            data: if r.is_ok() { data } else { &[] },
-            result: r.clone(),
-        });
-        r
+        self.blocking(0x00, None, move |h| {
+            h.write_control(
+                setup.request_type,
+                setup.request,
+                setup.value,
+                setup.index,
+                &payload,
+                t,
+            )
+        })
+        .await
+        .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
+            r.map(|_| ()).map_err(map_error)
+        })
     }
 
     async fn bulk_in(
@@ -438,8 +398,7 @@ impl UsbHost for RusbHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.read_in(TransferKind::Bulk, ep | 0x80, buf, timeout)
-            .await
+        self.read_in(false, ep | 0x80, buf, timeout).await
     }
 
     async fn bulk_out(
@@ -448,27 +407,14 @@ impl UsbHost for RusbHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.now();
         let ep = ep & 0x7f;
         let t = timeout_of(timeout);
         let payload = data.to_vec();
-        let r = self
-            .blocking(ep, None, move |h| h.write_bulk(ep, &payload, t))
+        self.blocking(ep, None, move |h| h.write_bulk(ep, &payload, t))
             .await
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
-            });
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.now(),
-            kind: TransferKind::Bulk,
-            ep,
-            setup: None,
-            requested: data.len(),
-            data: r.as_ref().map_or(&[][..], |&n| &data[..n.min(data.len())]),
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
-        r
+            })
     }
 
     async fn interrupt_in(
@@ -477,60 +423,28 @@ impl UsbHost for RusbHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.read_in(TransferKind::Interrupt, ep | 0x80, buf, timeout)
-            .await
+        self.read_in(true, ep | 0x80, buf, timeout).await
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
-        let submitted = self.now();
-        let r = self
-            .blocking(0x00, None, move |h| h.clear_halt(ep))
+        self.blocking(0x00, None, move |h| h.clear_halt(ep))
             .await
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
-            });
-        self.observe(&TransferRecord::no_data(
-            TransferKind::ClearHalt,
-            submitted,
-            self.now(),
-            ep,
-            Some(Setup::clear_halt(ep)),
-            r.clone(),
-        ));
-        r
+            })
     }
 
     async fn reset_device(&self) -> Result<(), TransferError> {
-        let submitted = self.now();
         self.abort_pending(|_| true);
-        let r = self
-            .blocking(0x00, None, |h| h.reset())
+        self.blocking(0x00, None, |h| h.reset())
             .await
             .map_or(Err(TransferError::Cancelled { actual: 0 }), |r| {
                 r.map_err(map_error)
-            });
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Reset,
-            submitted,
-            self.now(),
-            0,
-            None,
-            r.clone(),
-        ));
-        r
+            })
     }
 
     fn abort_endpoint(&self, ep: u8) {
-        let at = self.now();
         self.abort_pending(|p| p.ep == ep);
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Abort,
-            at,
-            at,
-            ep,
-            None,
-            Ok(()),
-        ));
     }
 
     fn pending_transfers(&self) -> u32 {
@@ -551,16 +465,14 @@ impl RusbHost {
 
     async fn read_in(
         &self,
-        kind: TransferKind,
+        interrupt: bool,
         ep: u8,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.now();
         let t = timeout_of(timeout);
         let len = buf.len();
         let canceller = Arc::new(async_in::Canceller::default());
-        let interrupt = kind == TransferKind::Interrupt;
         // Submitted here, on the executor's thread, so that the read is on the device before
         // anything the driver does next; only the wait runs on the helper thread.
         let r = match async_in::submit(&self.handle, interrupt, ep, len, t, canceller.clone()) {
@@ -572,22 +484,10 @@ impl RusbHost {
                 }),
             Err(e) => Err(map_error(e)),
         };
-        let r = r.map(|data| {
+        r.map(|data| {
             buf[..data.len()].copy_from_slice(&data);
             data.len()
-        });
-        let n = *r.as_ref().unwrap_or(&0);
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.now(),
-            kind,
-            ep,
-            setup: None,
-            requested: len,
-            data: &buf[..n],
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
-        r
+        })
     }
 }
 

@@ -6,9 +6,12 @@
 //! receives the replies and wakes the waiting task through its [`Waker`], so the host runs on
 //! any executor, including [`Sim::realtime`](crate::sim::Sim::realtime), without tokio.
 //!
-//! - Timeouts and [`UsbHost::abort_endpoint`] send `USBIP_CMD_UNLINK` for the URB and end the
-//!   transfer at once ([`TransferError::Timeout`] / [`TransferError::Cancelled`], with 0 bytes:
-//!   an unlinked URB's data is not delivered). The URB's slot stays until the server's
+//! - [`UsbHost::abort_endpoint`] sends `USBIP_CMD_UNLINK` for the URB and ends the transfer
+//!   at once ([`TransferError::Cancelled`], 0 bytes: an aborted URB's data is not delivered).
+//!   A timeout sends `USBIP_CMD_UNLINK` and waits (up to 250 ms) for the server's answer, as
+//!   Linux's `usb_start_wait_urb` kills the URB and waits for it: `RET_UNLINK` ends the
+//!   transfer with [`TransferError::Timeout`]; a `RET_SUBMIT` that crossed the unlink delivers
+//!   its data, so a completion racing a late timeout is not lost. The URB's slot stays until the server's
 //!   `RET_UNLINK` (or its `RET_SUBMIT`, if it had already completed) arrives.
 //! - [`UsbHost::clear_halt`] is CLEAR_FEATURE(ENDPOINT_HALT) over EP0.
 //! - [`UsbHost::reset_device`]: USB/IP has no reset message. This host unlinks every pending
@@ -35,9 +38,7 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 
-use super::{
-    DeviceInfo, HostObserver, Setup, TransferError, TransferKind, TransferRecord, UsbHost,
-};
+use super::{DeviceInfo, Setup, TransferError, UsbHost};
 use crate::sim::Clock;
 use crate::time::{Duration, Instant};
 use crate::usb::hc::{self, SetupPacket};
@@ -69,6 +70,8 @@ pub enum ConnectError {
     Descriptors(TransferError),
 }
 
+/// How long a timed-out transfer waits for the server's answer to its unlink.
+const UNLINK_GRACE: Duration = Duration::from_millis(250);
 /// How long connecting and reading descriptors may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -98,6 +101,8 @@ struct Slot {
     aborted: bool,
     /// The server answered the unlink with -ECONNRESET: no RET_SUBMIT will come.
     unlinked: bool,
+    /// Timed out: its CMD_UNLINK is sent and the task waits for the server's answer.
+    unlink_sent: bool,
 }
 
 #[derive(Default)]
@@ -119,7 +124,6 @@ struct Inner {
     record: DeviceRecord,
     info: DeviceInfo,
     next_seq: RefCell<u32>,
-    observer: RefCell<Option<Rc<dyn HostObserver>>>,
     reader: RefCell<Option<JoinHandle<()>>>,
 }
 
@@ -244,6 +248,8 @@ enum Waited {
     Closed,
     Aborted,
     TimedOut,
+    /// The server confirmed the unlink of a timed-out URB: no completion follows.
+    Unlinked,
 }
 
 /// Marks the URB orphaned (and unlinks it) if the waiting future is dropped early.
@@ -291,6 +297,10 @@ impl Future for WaitUrb<'_> {
             if let Some(done) = slot.done.take() {
                 st.urbs.remove(&self.seq);
                 return Poll::Ready(Waited::Done(done));
+            }
+            if slot.unlinked {
+                st.urbs.remove(&self.seq);
+                return Poll::Ready(Waited::Unlinked);
             }
             if closed {
                 return Poll::Ready(Waited::Closed);
@@ -388,7 +398,6 @@ impl UsbIpHost {
                 record,
                 info,
                 next_seq: RefCell::new(4),
-                observer: RefCell::new(None),
                 reader: RefCell::new(Some(reader)),
             }),
         })
@@ -397,12 +406,6 @@ impl UsbIpHost {
     /// The device record the server sent in its import reply.
     pub fn record(&self) -> &DeviceRecord {
         &self.inner.record
-    }
-
-    /// Reports every transfer to `observer` from now on (device notes come from the server's
-    /// side, if at all).
-    pub fn set_observer(&self, observer: Rc<dyn HostObserver>) {
-        *self.inner.observer.borrow_mut() = Some(observer);
     }
 
     fn next_seq(&self) -> u32 {
@@ -444,7 +447,7 @@ impl UsbIpHost {
                 st.urbs.remove(&seq);
                 return;
             }
-            let already_unlinked = slot.aborted;
+            let already_unlinked = slot.aborted || slot.unlink_sent;
             slot.orphan = true;
             slot.waker = None;
             let ep = slot.ep;
@@ -500,6 +503,7 @@ impl UsbIpHost {
                     orphan: false,
                     aborted: false,
                     unlinked: false,
+                    unlink_sent: false,
                 },
             );
         }
@@ -544,14 +548,40 @@ impl UsbIpHost {
                 guard.finished = true;
                 Err(TransferError::Cancelled { actual: 0 })
             }
-            Waited::TimedOut => Err(TransferError::Timeout { actual: 0 }),
-        }
-    }
-
-    fn observe(&self, rec: &TransferRecord<'_>) {
-        let obs = self.inner.observer.borrow().clone();
-        if let Some(obs) = obs {
-            obs.transfer(rec);
+            Waited::TimedOut | Waited::Unlinked => {
+                // As Linux's usb_start_wait_urb kills a timed-out URB and waits for it: unlink
+                // it and wait (briefly) for the server's answer, so a completion that crossed
+                // the unlink delivers its data instead of losing it.
+                {
+                    let mut st = lock(&self.inner.state);
+                    match st.urbs.get_mut(&seq) {
+                        Some(slot) if slot.done.is_none() => slot.unlink_sent = true,
+                        _ => {}
+                    }
+                }
+                self.send_unlink(seq, ep);
+                let answer = WaitUrb {
+                    state: &self.inner.state,
+                    seq,
+                    deadline: Some(self.inner.clock.now() + UNLINK_GRACE),
+                    clock: self.inner.clock.as_ref(),
+                    sleep: None,
+                }
+                .await;
+                match answer {
+                    Waited::Done(ret) => {
+                        guard.finished = true;
+                        status_result(ret.status)?;
+                        Ok(ret.data)
+                    }
+                    Waited::Unlinked | Waited::Closed => {
+                        guard.finished = true;
+                        Err(TransferError::Timeout { actual: 0 })
+                    }
+                    // No answer in time (or aborted meanwhile): the guard orphans the slot.
+                    Waited::TimedOut | Waited::Aborted => Err(TransferError::Timeout { actual: 0 }),
+                }
+            }
         }
     }
 
@@ -580,33 +610,14 @@ impl UsbIpHost {
 
     async fn data_in(
         &self,
-        kind: TransferKind,
         ep: u8,
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.inner.clock.now();
         let len = u32::try_from(buf.len()).map_err(|_| TransferError::Overflow)?;
-        let r = self.urb(ep | 0x80, None, Some(len), &[], timeout).await;
-        let n = match &r {
-            Ok(data) => {
-                buf[..data.len()].copy_from_slice(data);
-                data.len()
-            }
-            Err(_) => 0,
-        };
-        let r = r.map(|_| n);
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.inner.clock.now(),
-            kind,
-            ep,
-            setup: None,
-            requested: buf.len(),
-            data: &buf[..n],
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
-        r
+        let data = self.urb(ep | 0x80, None, Some(len), &[], timeout).await?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
     }
 }
 
@@ -626,25 +637,16 @@ impl UsbHost for UsbIpHost {
     }
 
     async fn control_in(&self, setup: Setup, timeout: Duration) -> Result<Vec<u8>, TransferError> {
-        let submitted = self.inner.clock.now();
         let mut setup = setup;
         setup.request_type |= hc::DIR_IN;
-        let r = self
-            .urb(
-                0x80,
-                Some(setup),
-                Some(u32::from(setup.length)),
-                &[],
-                timeout,
-            )
-            .await;
-        self.observe(&TransferRecord::control_in(
-            submitted,
-            self.inner.clock.now(),
-            setup,
-            &r,
-        ));
-        r
+        self.urb(
+            0x80,
+            Some(setup),
+            Some(u32::from(setup.length)),
+            &[],
+            timeout,
+        )
+        .await
     }
 
     async fn control_out(
@@ -653,25 +655,12 @@ impl UsbHost for UsbIpHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<(), TransferError> {
-        let submitted = self.inner.clock.now();
         let mut setup = setup;
         setup.request_type &= !hc::DIR_IN;
         setup.length = u16::try_from(data.len()).map_err(|_| TransferError::Overflow)?;
-        let r = self
-            .urb(0x00, Some(setup), None, data, timeout)
+        self.urb(0x00, Some(setup), None, data, timeout)
             .await
-            .map(|_| ());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Control,
-            ep: 0x00,
-            setup: Some(setup),
-            requested: data.len(),
-            data,
-            result: r.clone(),
-        });
-        r
+            .map(|_| ())
     }
 
     async fn bulk_in(
@@ -680,7 +669,7 @@ impl UsbHost for UsbIpHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.data_in(TransferKind::Bulk, ep, buf, timeout).await
+        self.data_in(ep, buf, timeout).await
     }
 
     async fn bulk_out(
@@ -689,23 +678,9 @@ impl UsbHost for UsbIpHost {
         data: &[u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        let submitted = self.inner.clock.now();
-        let ep = ep & 0x7f;
-        let r = self
-            .urb(ep, None, None, data, timeout)
+        self.urb(ep & 0x7f, None, None, data, timeout)
             .await
-            .map(|_| data.len());
-        self.observe(&TransferRecord {
-            submitted,
-            at: self.inner.clock.now(),
-            kind: TransferKind::Bulk,
-            ep,
-            setup: None,
-            requested: data.len(),
-            data: if r.is_ok() { data } else { &[] },
-            result: r.as_ref().map(|_| ()).map_err(Clone::clone),
-        });
-        r
+            .map(|_| data.len())
     }
 
     async fn interrupt_in(
@@ -714,64 +689,32 @@ impl UsbHost for UsbIpHost {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<usize, TransferError> {
-        self.data_in(TransferKind::Interrupt, ep, buf, timeout)
-            .await
+        self.data_in(ep, buf, timeout).await
     }
 
     async fn clear_halt(&self, ep: u8) -> Result<(), TransferError> {
-        let submitted = self.inner.clock.now();
         let setup = SetupPacket::clear_halt(ep);
-        let r = self
-            .urb(0x00, Some(setup), None, &[], Duration::from_secs(1))
+        self.urb(0x00, Some(setup), None, &[], Duration::from_secs(1))
             .await
-            .map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::ClearHalt,
-            submitted,
-            self.inner.clock.now(),
-            ep,
-            Some(setup),
-            r.clone(),
-        ));
-        r
+            .map(|_| ())
     }
 
     async fn reset_device(&self) -> Result<(), TransferError> {
-        let submitted = self.inner.clock.now();
         self.abort(None);
         let setup = SetupPacket {
             request_type: 0x23,
-            request: hc::request::SET_FEATURE,
+            request: crate::usb::Request::SET_FEATURE,
             value: 4,
             index: 0,
             length: 0,
         };
-        let r = self
-            .urb(0x00, Some(setup), None, &[], Duration::from_secs(5))
+        self.urb(0x00, Some(setup), None, &[], Duration::from_secs(5))
             .await
-            .map(|_| ());
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Reset,
-            submitted,
-            self.inner.clock.now(),
-            0,
-            None,
-            r.clone(),
-        ));
-        r
+            .map(|_| ())
     }
 
     fn abort_endpoint(&self, ep: u8) {
-        let submitted = self.inner.clock.now();
         self.abort(Some(ep));
-        self.observe(&TransferRecord::no_data(
-            TransferKind::Abort,
-            submitted,
-            self.inner.clock.now(),
-            ep,
-            None,
-            Ok(()),
-        ));
     }
 
     fn pending_transfers(&self) -> u32 {

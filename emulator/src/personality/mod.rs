@@ -3,9 +3,12 @@
 //! [`native`] is the project's own protocol (`emulator/PROTOCOL.md`); [`esci`] is Epson's ESC/I
 //! (`emulator/PROTOCOL-ESCI.md`), which Debian's epson2 backend drives unmodified.
 //!
+//! Both implement [`Personality`], the one interface the device (`device::Device`) drives a
+//! function through.
+//!
 //! Whatever it speaks, a device tells what it did as [`DeviceNote`]s: a typed [`NoteKind`] with
 //! its page, a number and a [`NoteDetail`]. Hosts hand them to their
-//! [`HostObserver`](crate::host::HostObserver), and traces and recordings keep them. The notes are
+//! `HostObserver` (`host` module), and traces and recordings keep them. The notes are
 //! listed, with what their fields mean, in `emulator/DEVICE-NOTES.md`; a test keeps that table
 //! and [`NoteKind::ALL`] equal.
 
@@ -14,8 +17,84 @@ pub mod native;
 
 use std::fmt;
 
-use crate::engine::{Band, EventKind, Fault};
+use usb_device::bus::UsbBus;
+use usb_device::class::UsbClass;
+
+use crate::engine::{Band, EventKind, Fault, ScanEngine};
 use crate::time::Instant;
+use crate::usb::bus::{EndpointSet, FlushFifo};
+
+/// A USB function that is a scanner: what the device (`device::Device`) needs of a
+/// personality, whatever protocol it speaks.
+///
+/// A personality is firmware on usb-device's `UsbBus` (`B`) and owns its [`ScanEngine`]. The
+/// device drives it in this order on every poll at time `now`:
+///
+/// 1. [`set_now`](Personality::set_now), then usb-device polls [`class`](Personality::class);
+/// 2. [`pump`](Personality::pump) runs the engine up to `now` and feeds the IN endpoints;
+/// 3. the IN FIFOs of [`take_flush_requests`](Personality::take_flush_requests) are flushed
+///    ([`FlushFifo::flush_in`]) and, if there were any, `pump` runs again;
+/// 4. the OUT endpoints of [`nak_out`](Personality::nak_out) are NAKed
+///    ([`FlushFifo::set_out_nak`]), the others released;
+/// 5. [`observe_halts`](Personality::observe_halts) sees which endpoints are still halted;
+/// 6. [`wants_disconnect`](Personality::wants_disconnect) and
+///    [`take_notes`](Personality::take_notes) report what happened.
+///
+/// [`poll_at`](Personality::poll_at) says when the next poll is due if no host traffic comes.
+pub trait Personality<B: UsbBus + FlushFifo> {
+    /// The function as the class usb-device polls.
+    fn class(&mut self) -> &mut dyn UsbClass<B>;
+
+    /// `bDeviceClass` of the device descriptor (0: the class is given per interface).
+    fn device_class(&self) -> u8;
+
+    /// The scan engine.
+    fn engine(&self) -> &ScanEngine;
+
+    /// The scan engine (for faults and the image source).
+    fn engine_mut(&mut self) -> &mut ScanEngine;
+
+    /// Sets the time the next poll and requests happen at.
+    fn set_now(&mut self, now: Instant);
+
+    /// When the function next needs a poll, if ever (the engine's next event, or a hold of its
+    /// own running out).
+    fn poll_at(&self) -> Option<Instant>;
+
+    /// Runs the engine up to now and keeps the IN endpoints fed. Called after every
+    /// `UsbDevice::poll`.
+    fn pump(&mut self);
+
+    /// IN FIFOs to flush now (each request is reported once): the packet queued there belongs
+    /// to a cancelled transfer or an earlier job.
+    fn take_flush_requests(&mut self) -> EndpointSet;
+
+    /// OUT endpoints whose packets the function refuses (NAKs) for now. Default: none.
+    fn nak_out(&self) -> EndpointSet {
+        EndpointSet::EMPTY
+    }
+
+    /// Tells the function which endpoints are still halted (`is_stalled`), after every poll,
+    /// so it sees the host clear the halts it set.
+    fn observe_halts(&mut self, is_stalled: &dyn Fn(u8) -> bool);
+
+    /// True once a fault made the device want to drop off the bus.
+    fn wants_disconnect(&self) -> bool;
+
+    /// Moves the notes written since the last call to the end of `into`.
+    fn take_notes(&mut self, into: &mut Vec<DeviceNote>);
+}
+
+/// Packet sizes of the endpoints a personality allocates (a profile's `usb` settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointSizes {
+    /// Max packet size of the bulk endpoints.
+    pub bulk_max_packet: u16,
+    /// Max packet size of an interrupt IN endpoint.
+    pub interrupt_max_packet: u16,
+    /// `bInterval` of an interrupt IN endpoint.
+    pub interrupt_interval: u8,
+}
 
 /// Something the device did, for traces and recordings.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -205,6 +205,62 @@ pub trait FlushFifo {
     fn set_out_nak(&self, ep_addr: EndpointAddress, nak: bool);
 }
 
+/// A set of endpoint addresses, both directions, without allocation: the IN FIFOs a function
+/// wants flushed, or the OUT endpoints it NAKs. Iterates OUT endpoints 0..=15, then IN
+/// endpoints 0x80..=0x8f.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointSet(u32);
+
+impl EndpointSet {
+    /// No endpoint.
+    pub const EMPTY: EndpointSet = EndpointSet(0);
+
+    const fn bit(ep_addr: u8) -> u32 {
+        let dir = if ep_addr & 0x80 != 0 { 16 } else { 0 };
+        1 << ((ep_addr & 0x0f) as u32 + dir)
+    }
+
+    /// This set and `ep_addr`.
+    pub const fn with(self, ep_addr: u8) -> EndpointSet {
+        EndpointSet(self.0 | EndpointSet::bit(ep_addr))
+    }
+
+    /// This set with `ep_addr` if `yes`.
+    pub const fn with_if(self, ep_addr: u8, yes: bool) -> EndpointSet {
+        if yes {
+            self.with(ep_addr)
+        } else {
+            self
+        }
+    }
+
+    /// Whether `ep_addr` is in the set.
+    pub const fn contains(self, ep_addr: u8) -> bool {
+        self.0 & EndpointSet::bit(ep_addr) != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Every endpoint in either set.
+    pub const fn union(self, other: EndpointSet) -> EndpointSet {
+        EndpointSet(self.0 | other.0)
+    }
+
+    /// The addresses in the set, OUT endpoints first, each direction by number.
+    pub fn iter(self) -> impl Iterator<Item = u8> {
+        (0..32u8).filter(move |i| self.0 & (1 << i) != 0).map(|i| {
+            if i >= 16 {
+                0x80 | (i - 16)
+            } else {
+                i
+            }
+        })
+    }
+}
+
 impl FlushFifo for SimBus {
     fn flush_in(&self, ep_addr: EndpointAddress) {
         if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
@@ -670,5 +726,18 @@ mod tests {
         port.disconnect();
         assert_eq!(port.out(0x01, &[1]), Err(PacketError::Disconnected));
         assert!(matches!(bus.poll(), PollResult::None));
+    }
+
+    #[test]
+    fn endpoint_sets_keep_direction_and_order() {
+        let set = EndpointSet::EMPTY.with(0x83).with(0x02).with(0x81);
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![0x02, 0x81, 0x83]);
+        assert!(set.contains(0x81) && !set.contains(0x01) && !set.contains(0x82));
+        assert!(EndpointSet::EMPTY.is_empty() && !set.is_empty());
+        let other = EndpointSet::EMPTY.with_if(0x01, true).with_if(0x02, false);
+        assert_eq!(
+            set.union(other).iter().collect::<Vec<_>>(),
+            vec![0x01, 0x02, 0x81, 0x83]
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! time, a wake-up) and steps again; [`run`] is the synchronous driver used by tests.
 //!
 //! - [`ControlTransfer`]: SETUP, DATA in EP0-max-packet chunks, STATUS; a STALL at any stage
-//!   ends it with [`TransferError::Stall`].
+//!   ends it with [`WireError::Stall`].
 //! - [`InTransfer`] ([`BulkIn`], [`InterruptIn`]): packets until a short packet, a ZLP or the
 //!   requested length; partial data survives `Pending`.
 //! - [`OutTransfer`] ([`BulkOut`], [`InterruptOut`]): max-packet chunks, plus a ZLP on request.
@@ -21,7 +21,10 @@
 //! the host learns from the descriptors anyway.
 
 use thiserror::Error;
+use usb_device::control::{Recipient, Request, RequestType};
+use usb_device::descriptor::descriptor_type;
 use usb_device::endpoint::EndpointType;
+use usb_device::UsbDirection;
 
 use crate::usb::bus::{BusPort, PacketError};
 
@@ -38,9 +41,10 @@ impl<F: FnMut()> DevicePoller for F {
     }
 }
 
-/// Why a transfer ended without success.
+/// Why a transfer on the wire ended without success (what a host controller sees; the
+/// host API's `TransferError` is built from it).
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash)]
-pub enum TransferError {
+pub enum WireError {
     /// The endpoint is halted, or the device rejected the control request.
     #[error("endpoint stalled")]
     Stall,
@@ -59,14 +63,14 @@ pub enum TransferError {
     NoProgress(usize),
 }
 
-impl From<PacketError> for TransferError {
-    fn from(err: PacketError) -> TransferError {
+impl From<PacketError> for WireError {
+    fn from(err: PacketError) -> WireError {
         match err {
             // Transfers turn NAKs into `Pending` before converting, so none reaches here.
-            PacketError::Nak | PacketError::NoEndpoint => TransferError::NoEndpoint,
-            PacketError::Stall => TransferError::Stall,
-            PacketError::Babble => TransferError::Babble,
-            PacketError::Disconnected => TransferError::Disconnected,
+            PacketError::Nak | PacketError::NoEndpoint => WireError::NoEndpoint,
+            PacketError::Stall => WireError::Stall,
+            PacketError::Babble => WireError::Babble,
+            PacketError::Disconnected => WireError::Disconnected,
         }
     }
 }
@@ -75,7 +79,7 @@ impl From<PacketError> for TransferError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StepResult<T> {
     /// The transfer ended. Stepping it again issues no tokens and yields an empty success.
-    Done(Result<T, TransferError>),
+    Done(Result<T, WireError>),
     /// The device NAKed; wait, then step again.
     Pending,
 }
@@ -94,14 +98,14 @@ pub trait Transfer {
 }
 
 /// Steps `transfer` to completion, polling the device once more after every `Pending`, and
-/// fails with [`TransferError::NoProgress`] after `max_idle_steps` steps in a row that moved
+/// fails with [`WireError::NoProgress`] after `max_idle_steps` steps in a row that moved
 /// nothing. Returns the result and the total wire bytes.
 pub fn run<T: Transfer + ?Sized>(
     transfer: &mut T,
     port: &BusPort,
     dev: &mut dyn DevicePoller,
     max_idle_steps: usize,
-) -> (Result<T::Output, TransferError>, u64) {
+) -> (Result<T::Output, WireError>, u64) {
     let mut total = 0;
     let mut idle = 0;
     loop {
@@ -113,7 +117,7 @@ pub fn run<T: Transfer + ?Sized>(
             StepResult::Pending => {
                 idle = if moved == 0 { idle + 1 } else { 0 };
                 if idle >= max_idle_steps {
-                    return (Err(TransferError::NoProgress(idle)), total);
+                    return (Err(WireError::NoProgress(idle)), total);
                 }
                 dev.poll_device();
             }
@@ -126,7 +130,7 @@ pub fn run_default<T: Transfer + ?Sized>(
     transfer: &mut T,
     port: &BusPort,
     dev: &mut dyn DevicePoller,
-) -> Result<T::Output, TransferError> {
+) -> Result<T::Output, WireError> {
     run(transfer, port, dev, DEFAULT_IDLE_STEPS).0
 }
 
@@ -165,60 +169,19 @@ pub struct SetupPacket {
 }
 
 /// `bmRequestType` direction bit: device to host.
-pub const DIR_IN: u8 = 0x80;
+pub const DIR_IN: u8 = UsbDirection::In as u8;
 /// `bmRequestType` type: standard.
-pub const TYPE_STANDARD: u8 = 0x00;
+pub const TYPE_STANDARD: u8 = (RequestType::Standard as u8) << 5;
 /// `bmRequestType` type: class.
-pub const TYPE_CLASS: u8 = 0x20;
+pub const TYPE_CLASS: u8 = (RequestType::Class as u8) << 5;
 /// `bmRequestType` type: vendor.
-pub const TYPE_VENDOR: u8 = 0x40;
+pub const TYPE_VENDOR: u8 = (RequestType::Vendor as u8) << 5;
 /// `bmRequestType` recipient: device.
-pub const RECIPIENT_DEVICE: u8 = 0x00;
+pub const RECIPIENT_DEVICE: u8 = Recipient::Device as u8;
 /// `bmRequestType` recipient: interface.
-pub const RECIPIENT_INTERFACE: u8 = 0x01;
+pub const RECIPIENT_INTERFACE: u8 = Recipient::Interface as u8;
 /// `bmRequestType` recipient: endpoint.
-pub const RECIPIENT_ENDPOINT: u8 = 0x02;
-
-/// Standard request codes (USB 2.0 table 9-4).
-pub mod request {
-    /// GET_STATUS.
-    pub const GET_STATUS: u8 = 0;
-    /// CLEAR_FEATURE.
-    pub const CLEAR_FEATURE: u8 = 1;
-    /// SET_FEATURE.
-    pub const SET_FEATURE: u8 = 3;
-    /// SET_ADDRESS.
-    pub const SET_ADDRESS: u8 = 5;
-    /// GET_DESCRIPTOR.
-    pub const GET_DESCRIPTOR: u8 = 6;
-    /// GET_CONFIGURATION.
-    pub const GET_CONFIGURATION: u8 = 8;
-    /// SET_CONFIGURATION.
-    pub const SET_CONFIGURATION: u8 = 9;
-    /// GET_INTERFACE.
-    pub const GET_INTERFACE: u8 = 10;
-    /// SET_INTERFACE.
-    pub const SET_INTERFACE: u8 = 11;
-}
-
-/// Descriptor type codes (USB 2.0 table 9-5).
-pub mod descriptor_type {
-    /// DEVICE.
-    pub const DEVICE: u8 = 1;
-    /// CONFIGURATION.
-    pub const CONFIGURATION: u8 = 2;
-    /// STRING.
-    pub const STRING: u8 = 3;
-    /// INTERFACE.
-    pub const INTERFACE: u8 = 4;
-    /// ENDPOINT.
-    pub const ENDPOINT: u8 = 5;
-    /// BOS.
-    pub const BOS: u8 = 15;
-}
-
-/// The ENDPOINT_HALT feature selector.
-pub const FEATURE_ENDPOINT_HALT: u16 = 0;
+pub const RECIPIENT_ENDPOINT: u8 = Recipient::Endpoint as u8;
 
 /// A SETUP packet that is not 8 bytes long.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
@@ -255,7 +218,7 @@ impl SetupPacket {
     pub fn get_descriptor(descriptor_type: u8, index: u8, lang_id: u16, length: u16) -> Self {
         SetupPacket {
             request_type: DIR_IN | TYPE_STANDARD | RECIPIENT_DEVICE,
-            request: request::GET_DESCRIPTOR,
+            request: Request::GET_DESCRIPTOR,
             value: u16::from(descriptor_type) << 8 | u16::from(index),
             index: lang_id,
             length,
@@ -279,14 +242,14 @@ impl SetupPacket {
 
     /// SET_ADDRESS(`address`).
     pub fn set_address(address: u8) -> Self {
-        Self::standard_out(RECIPIENT_DEVICE, request::SET_ADDRESS, address.into(), 0)
+        Self::standard_out(RECIPIENT_DEVICE, Request::SET_ADDRESS, address.into(), 0)
     }
 
     /// SET_CONFIGURATION(`value`).
     pub fn set_configuration(value: u8) -> Self {
         Self::standard_out(
             RECIPIENT_DEVICE,
-            request::SET_CONFIGURATION,
+            Request::SET_CONFIGURATION,
             value.into(),
             0,
         )
@@ -296,7 +259,7 @@ impl SetupPacket {
     pub fn set_interface(interface: u8, alt_setting: u8) -> Self {
         Self::standard_out(
             RECIPIENT_INTERFACE,
-            request::SET_INTERFACE,
+            Request::SET_INTERFACE,
             alt_setting.into(),
             interface.into(),
         )
@@ -306,8 +269,8 @@ impl SetupPacket {
     pub fn clear_halt(ep_addr: u8) -> Self {
         Self::standard_out(
             RECIPIENT_ENDPOINT,
-            request::CLEAR_FEATURE,
-            FEATURE_ENDPOINT_HALT,
+            Request::CLEAR_FEATURE,
+            Request::FEATURE_ENDPOINT_HALT,
             ep_addr.into(),
         )
     }
@@ -316,8 +279,8 @@ impl SetupPacket {
     pub fn set_halt(ep_addr: u8) -> Self {
         Self::standard_out(
             RECIPIENT_ENDPOINT,
-            request::SET_FEATURE,
-            FEATURE_ENDPOINT_HALT,
+            Request::SET_FEATURE,
+            Request::FEATURE_ENDPOINT_HALT,
             ep_addr.into(),
         )
     }
@@ -326,7 +289,7 @@ impl SetupPacket {
     pub fn get_endpoint_status(ep_addr: u8) -> Self {
         SetupPacket {
             request_type: DIR_IN | TYPE_STANDARD | RECIPIENT_ENDPOINT,
-            request: request::GET_STATUS,
+            request: Request::GET_STATUS,
             value: 0,
             index: ep_addr.into(),
             length: 2,
@@ -521,7 +484,7 @@ fn data_endpoint_mps(port: &BusPort, ep_addr: u8) -> Result<usize, PacketError> 
 /// A bulk or interrupt IN transfer of up to `length` bytes.
 ///
 /// Ends on a short packet, a zero-length packet or when `length` bytes have arrived. A packet
-/// larger than the space left ends it with [`TransferError::Babble`] (the packet stays queued on
+/// larger than the space left ends it with [`WireError::Babble`] (the packet stays queued on
 /// the device). A zero `length` takes exactly one zero-length packet.
 ///
 /// The data goes into `D`: an owned buffer ([`InTransfer::new`], yielding the data as a
@@ -772,9 +735,9 @@ pub const ENUMERATION_ADDRESS: u8 = 1;
 ///
 /// Each transfer runs under [`run_default`]. Descriptors are returned as sent (a short answer
 /// is not an error at this level); the caller parses and checks them.
-pub fn enumerate(port: &BusPort, dev: &mut dyn DevicePoller) -> Result<Enumeration, TransferError> {
+pub fn enumerate(port: &BusPort, dev: &mut dyn DevicePoller) -> Result<Enumeration, WireError> {
     if !port.is_connected() {
-        return Err(TransferError::Disconnected);
+        return Err(WireError::Disconnected);
     }
     port.bus_reset();
     dev.poll_device();

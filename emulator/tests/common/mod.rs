@@ -41,7 +41,7 @@ pub fn setup(profile: &Profile, faults: Vec<Fault>) -> (Sim, InProcessHost) {
 }
 
 /// SET_PARAMS, GET_PARAMS, START_SCAN.
-pub async fn start(host: &InProcessHost, job: ScanJob) -> ParamsReport {
+pub async fn start(host: &dyn UsbHost, job: ScanJob) -> ParamsReport {
     let params = ScanParams { job }.encode();
     host.control_out(Setup::vendor_out(REQ_SET_PARAMS, 0, 0, 0), &params, T)
         .await
@@ -60,7 +60,7 @@ pub async fn start(host: &InProcessHost, job: ScanJob) -> ParamsReport {
 }
 
 /// Get Device Status (0x67).
-pub async fn device_status(host: &InProcessHost) -> DeviceStatus {
+pub async fn device_status(host: &dyn UsbHost) -> DeviceStatus {
     let r = host
         .control_in(Setup::vendor_in(REQ_GET_DEVICE_STATUS, 0, 0, 8), T)
         .await
@@ -69,7 +69,7 @@ pub async fn device_status(host: &InProcessHost) -> DeviceStatus {
 }
 
 /// GET_SCAN_STATUS.
-pub async fn scan_status(host: &InProcessHost) -> ScanStatus {
+pub async fn scan_status(host: &dyn UsbHost) -> ScanStatus {
     let r = host
         .control_in(
             Setup::vendor_in(REQ_GET_SCAN_STATUS, 0, 0, SCAN_STATUS_LEN as u16),
@@ -81,7 +81,7 @@ pub async fn scan_status(host: &InProcessHost) -> ScanStatus {
 }
 
 /// Cancel Request (0x64) with the Still Image cancellation code.
-pub async fn cancel(host: &InProcessHost) -> Result<(), TransferError> {
+pub async fn cancel(host: &dyn UsbHost) -> Result<(), TransferError> {
     let mut payload = [0u8; 6];
     payload[..2].copy_from_slice(&CANCEL_CODE.to_le_bytes());
     host.control_out(Setup::vendor_out(REQ_CANCEL, 0, 0, 6), &payload, T)
@@ -89,14 +89,14 @@ pub async fn cancel(host: &InProcessHost) -> Result<(), TransferError> {
 }
 
 /// Device Reset (0x66).
-pub async fn device_reset(host: &InProcessHost) -> Result<(), TransferError> {
+pub async fn device_reset(host: &dyn UsbHost) -> Result<(), TransferError> {
     host.control_out(Setup::vendor_out(REQ_DEVICE_RESET, 0, 0, 0), &[], T)
         .await
 }
 
 /// Reads one band (a transfer ended by its short packet or ZLP).
 pub async fn read_band(
-    host: &InProcessHost,
+    host: &dyn UsbHost,
     report: &ParamsReport,
 ) -> Result<Vec<u8>, TransferError> {
     let mut buf = vec![0u8; report.band_bytes as usize];
@@ -124,7 +124,7 @@ pub fn expected_band(job: &ScanJob, report: &ParamsReport, page: u16, k: u32) ->
 
 /// Starts `job` and checks its first band byte for byte: the device is ready for the next
 /// transfer and nothing of an earlier scan is left in its pipe.
-pub async fn next_scan_is_correct(host: &InProcessHost, job: ScanJob) {
+pub async fn next_scan_is_correct(host: &dyn UsbHost, job: ScanJob) {
     let report = start(host, job).await;
     let band = read_band(host, &report)
         .await
@@ -137,7 +137,7 @@ pub async fn next_scan_is_correct(host: &InProcessHost, job: ScanJob) {
 }
 
 /// Reads every event waiting on the interrupt endpoint (until a read times out).
-pub async fn drain_events(host: &InProcessHost) -> Vec<Event> {
+pub async fn drain_events(host: &dyn UsbHost) -> Vec<Event> {
     let mut events = Vec::new();
     loop {
         let mut buf = [0u8; 16];
@@ -156,7 +156,7 @@ pub async fn drain_events(host: &InProcessHost) -> Vec<Event> {
 }
 
 /// Sleeps until virtual time `at` (no-op if it has passed).
-pub async fn sleep_until(host: &InProcessHost, at: Instant) {
+pub async fn sleep_until(host: &dyn UsbHost, at: Instant) {
     let now = host.now();
     if at > now {
         host.sleep(at - now).await;
@@ -178,7 +178,7 @@ impl Notes {
     /// Starts collecting the notes of `host`.
     pub fn attach(host: &InProcessHost) -> Rc<Notes> {
         let notes = Rc::new(Notes::default());
-        host.set_observer(notes.clone());
+        host.set_note_observer(notes.clone());
         notes
     }
 

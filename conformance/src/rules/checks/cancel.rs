@@ -50,7 +50,11 @@ pub(crate) fn cancel_io_asap(c: &Ctx<'_>) -> Judgement {
                         || matches!(e.kind, Kind::Abort { .. })
                 });
                 let when = match late {
-                    Some(i) => format!("the first came {} later (#{i})", ms(c.at(i) - c.at(ni))),
+                    Some(i) => format!(
+                        "the first came {} later (#{i}){}",
+                        ms(c.net_us(ni, i)),
+                        c.lag_note(c.at(ni), c.at(i))
+                    ),
                     None => "none came before the acquisition ended".into(),
                 };
                 v.fail(
@@ -203,10 +207,11 @@ pub(crate) fn idle_after_cancel(c: &Ctx<'_>) -> Judgement {
         let budget = stop_us + IDLE_SLACK_US;
         let deadline = cp.at + budget;
         let over = match stopped {
-            Some((_, t)) if t <= deadline => continue,
+            Some((_, t)) if c.net_between(cp.at, t) <= budget => continue,
             Some((i, t)) => format!(
-                "the device was idle only at #{i}, {} after it",
-                ms(t - cp.at)
+                "the device was idle only at #{i}, {} after it{}",
+                ms(c.net_between(cp.at, t)),
+                c.lag_note(cp.at, t)
             ),
             None => "the device never became idle".into(),
         };

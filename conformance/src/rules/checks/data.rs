@@ -143,15 +143,16 @@ pub(crate) fn cadence(c: &Ctx<'_>) -> Judgement {
         let limit = (duration / 10).max(1_000_000) * 3 / 2;
         let mut prev = a.start;
         for &i in &points {
-            let gap = c.at(i) - c.at(prev);
+            let gap = c.net_us(prev, i);
             if gap > limit {
                 v.fail(
                     Some(a.n),
                     i,
                     format!(
-                        "acquisition {}: no callback for {} (#{prev} to #{i}); the limit is {} = max(1 s, transfer {} / 10) x 1.5",
+                        "acquisition {}: no callback for {} (#{prev} to #{i}){}; the limit is {} = max(1 s, transfer {} / 10) x 1.5",
                         a.n,
                         ms(gap),
+                        c.lag_note(c.at(prev), c.at(i)),
                         ms(limit),
                         ms(duration)
                     ),

@@ -21,7 +21,7 @@ use scanemu::personality::NoteKind;
 
 use super::analysis::{
     acquisitions, bulk_in_data, cancel_points, data_callback, device_states, first_stop_callback,
-    first_stopped, is_cancel_request, is_device_reset, note, Acq, Cp, CpKind, Dev,
+    first_stopped, is_cancel_request, is_device_reset, ms, note, Acq, Cp, CpKind, Dev,
     CANCEL_IO_WIRE_US,
 };
 use super::{Finding, Judgement, Metrics, RunFacts};
@@ -78,11 +78,34 @@ impl<'a> Ctx<'a> {
         a.hr(self.trace) != Some(Hresult::S_OK) || !cancel_points(self.trace, a).is_empty()
     }
 
+    /// Microseconds from event `from` to event `to`, net of host lag in real-time runs.
+    fn net_us(&self, from: usize, to: usize) -> u64 {
+        self.net_between(self.at(from), self.at(to))
+    }
+
+    /// `to_us - from_us`, net of host lag in real-time runs.
+    fn net_between(&self, from_us: u64, to_us: u64) -> u64 {
+        let lag = self.lag_between(from_us, to_us);
+        to_us.saturating_sub(from_us).saturating_sub(lag)
+    }
+
+    /// Host lag inside `[from_us, to_us]` (0 in virtual time).
+    fn lag_between(&self, from_us: u64, to_us: u64) -> u64 {
+        self.facts.host_lag.map_or(0, |l| l.between(from_us, to_us))
+    }
+
+    /// " (net of X host lag ...)" for messages of real-time runs with lag in the interval.
+    fn lag_note(&self, from_us: u64, to_us: u64) -> String {
+        match self.lag_between(from_us, to_us) {
+            0 => String::new(),
+            lag => format!(" (net of {} host lag: threads waiting for a CPU)", ms(lag)),
+        }
+    }
+
     /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset or abort.
     fn wire_cancel_within(&self, notify: usize, end: usize) -> Option<usize> {
-        let deadline = self.at(notify) + CANCEL_IO_WIRE_US;
         (notify + 1..=end.min(self.trace.events.len().saturating_sub(1)))
-            .take_while(|&i| self.at(i) <= deadline)
+            .take_while(|&i| self.net_us(notify, i) <= CANCEL_IO_WIRE_US)
             .find(|&i| {
                 let e = self.ev(i);
                 is_cancel_request(e) || is_device_reset(e) || matches!(e.kind, Kind::Abort { .. })
@@ -162,7 +185,10 @@ fn describe_cp(cp: &Cp) -> String {
 // ---- metrics ----
 
 pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
-    let mut m = Metrics::default();
+    let mut m = Metrics {
+        host_lag_us: c.facts.host_lag.map(|l| l.total_us()),
+        ..Metrics::default()
+    };
     for e in &c.trace.events {
         if let Some(d) = data_callback(e) {
             m.data_callbacks += 1;
@@ -186,7 +212,11 @@ pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
             continue;
         };
         if m.cancel_to_idle_us.is_none() {
-            m.cancel_to_idle_us = first_stopped(c.trace, &c.dev, cp.idx).map(|(_, t)| t - cp.at);
+            let stopped = first_stopped(c.trace, &c.dev, cp.idx);
+            m.cancel_to_idle_us = stopped.map(|(_, t)| t - cp.at);
+            if c.facts.host_lag.is_some() {
+                m.cancel_to_idle_lag_us = stopped.map(|(_, t)| c.lag_between(cp.at, t));
+            }
         }
         let wasted = (cp.idx + 1..=a.end)
             .filter(|&i| {

@@ -43,6 +43,12 @@ impl<'a> Ctx2<'a> {
         &self.trace.events[i]
     }
 
+    /// `to_us - from_us`, net of host lag in real-time runs.
+    fn net(&self, from_us: u64, to_us: u64) -> u64 {
+        let lag = self.facts.host_lag.map_or(0, |l| l.between(from_us, to_us));
+        to_us.saturating_sub(from_us).saturating_sub(lag)
+    }
+
     fn at(&self, i: usize) -> u64 {
         self.trace.events[i].at_us
     }
@@ -946,9 +952,10 @@ pub(crate) fn h27_no_call_after_sfalse(c: &Ctx2<'_>) -> Judgement {
     v.done()
 }
 
-/// Duration of a call from drv-acquire-item-data2 to acquire-return.
+/// Duration of a call from drv-acquire-item-data2 to acquire-return (net of host lag in
+/// real-time runs).
 fn took(c: &Ctx2<'_>, call: &Call) -> Option<u64> {
-    call.ret.map(|r| c.at(r) - c.at(call.start))
+    call.ret.map(|r| c.net(c.at(call.start), c.at(r)))
 }
 
 pub(crate) fn h14_cancel_faster(c: &Ctx2<'_>) -> Judgement {
@@ -1073,9 +1080,9 @@ pub(crate) fn n1_cancel_io(c: &Ctx2<'_>) -> Judgement {
             if !c.dev[i].busy() {
                 continue;
             }
-            let deadline = c.at(i) + CANCEL_IO_WIRE_US;
+            // Within 10 ms, net of host lag in real-time runs.
             let wire = (i + 1..=call.end)
-                .take_while(|&j| c.at(j) <= deadline)
+                .take_while(|&j| c.net(c.at(i), c.at(j)) <= CANCEL_IO_WIRE_US)
                 .any(|j| {
                     let e = c.ev(j);
                     is_cancel_request(e)

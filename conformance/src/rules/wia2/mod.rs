@@ -38,6 +38,9 @@ pub struct RunFacts2<'a> {
     pub scenario: &'a Scenario2,
     /// The device's time from Cancel Request to motor stopped, in microseconds.
     pub motor_stop_us: u64,
+    /// Real-time runs: how long the run's threads waited for a CPU (see [`RunFacts`]); `None`
+    /// in virtual time.
+    pub host_lag: Option<&'a super::lag::HostLag>,
 }
 
 /// A rule of the WIA 2.0 catalogue.
@@ -506,6 +509,7 @@ pub fn check_all(facts: &RunFacts2<'_>) -> RuleReport {
         service: ServiceModel::Vista,
         async_cancel: true,
         motor_stop_us: facts.motor_stop_us,
+        host_lag: facts.host_lag,
     };
     for id in SHARED {
         if let Some(rule) = super::find(id) {

@@ -1,7 +1,7 @@
 //! The ESC/I personality: an Epson flatbed's command protocol on bulk IN and OUT.
 //!
 //! [`EsciFunction`] is a second `usb_device::class::UsbClass` beside the native
-//! [`ScannerFunction`](crate::personality::native::ScannerFunction), on the same [`ScanEngine`], bus and
+//! `ScannerFunction` (the native personality), on the same [`ScanEngine`], bus and
 //! faults. It speaks the protocol of `emulator/PROTOCOL-ESCI.md`: two-byte commands (`ESC x`,
 //! `FS x`) on bulk OUT, each answered on bulk IN by exactly the bytes the host reads in one
 //! transfer (never a zero-length packet after a reply, never a reply queued before its command),
@@ -24,44 +24,53 @@ use usb_device::class_prelude::*;
 use usb_device::descriptor::lang_id::LangID;
 use usb_device::UsbError;
 
-use crate::engine::Optics;
+use serde::{Deserialize, Serialize};
+
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, ScanMode, ScanSource,
 };
-use crate::personality::native::protocol;
-use crate::personality::{engine_note, AnswerAt, DeviceNote, IdleCause, NoteDetail, NoteKind};
-use crate::profile::{EsciConfig, EsciLevel, Profile};
+use crate::personality::{
+    engine_note, AnswerAt, DeviceNote, EndpointSizes, IdleCause, NoteDetail, NoteKind, Personality,
+};
 use crate::time::Instant;
-use crate::usb::bus::FlushFifo;
+use crate::usb::bus::{EndpointSet, FlushFifo};
+use wire::{
+    command_name, mode_of, param_len, ParamError, ACK, BLOCK_CANCEL_REQUEST, BLOCK_FATAL_ERROR,
+    CAN, COLOR_MONO, COLOR_RGB_PIXEL, EP_DATA_IN, EP_DATA_OUT, ESC, FS, FS_W_LEN, HEADER_AREA_END,
+    NAK, STATUS_EXT_COMMANDS, STX,
+};
 
-/// Escape: leads the classic commands.
-pub const ESC: u8 = 0x1b;
-/// File separator: leads the extended commands.
-pub const FS: u8 = 0x1c;
-/// Start of text: first byte of every information header.
-pub const STX: u8 = 0x02;
-/// Acknowledge: success, or the host accepting a block.
-pub const ACK: u8 = 0x06;
-/// Negative acknowledge: a refused command or parameter.
-pub const NAK: u8 = 0x15;
-/// Cancel: the host refusing a block, which aborts the scan.
-pub const CAN: u8 = 0x18;
+pub mod wire;
 
-/// Extended block status: the device asks the host to cancel (its Cancel button).
-pub const BLOCK_CANCEL_REQUEST: u8 = 0x10;
-/// Extended block status: fatal error.
-pub const BLOCK_FATAL_ERROR: u8 = 0x80;
-/// Classic header status: the last block of the area.
-pub const HEADER_AREA_END: u8 = 0x20;
-/// `ESC F` status: the device understands the extended (`FS`) commands.
-pub const STATUS_EXT_COMMANDS: u8 = 0x02;
-/// Colour byte: monochrome (gray or lineart by depth).
-pub const COLOR_MONO: u8 = 0x00;
-/// Colour byte: RGB, pixel-interleaved.
-pub const COLOR_RGB_PIXEL: u8 = 0x13;
+pub use wire::EsciLevel;
 
-/// Length of the `FS W` parameter block.
-pub const FS_W_LEN: usize = 64;
+/// Settings of the ESC/I personality: a profile's `personality` object with `"protocol":
+/// "escI"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EsciConfig {
+    /// Command level and code path. Default: `B7`.
+    #[serde(default)]
+    pub level: EsciLevel,
+    /// Model name in the extended status and identity replies: at most 16 printable ASCII
+    /// characters, space-padded on the wire. Default: `"SCANLAB-ESCI"`.
+    #[serde(default = "default_esci_model")]
+    pub model: String,
+}
+
+impl Default for EsciConfig {
+    fn default() -> EsciConfig {
+        EsciConfig {
+            level: EsciLevel::B7,
+            model: default_esci_model(),
+        }
+    }
+}
+
+fn default_esci_model() -> String {
+    "SCANLAB-ESCI".to_string()
+}
 
 /// The parameters of one scan, as set by `FS W` or the classic commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,8 +183,6 @@ pub struct EsciFunction<'a, B: UsbBus + FlushFifo> {
     data_out: EndpointOut<'a, B>,
     engine: ScanEngine,
     config: EsciConfig,
-    optics: Optics,
-    band_lines: u32,
     now: Instant,
     inbox: Vec<u8>,
     phase: Phase,
@@ -197,17 +204,18 @@ pub struct EsciFunction<'a, B: UsbBus + FlushFifo> {
 }
 
 impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
-    /// Allocates the vendor interface with bulk IN 0x81 and bulk OUT 0x02 on `alloc`, with the
-    /// scan engine of `profile` and the ESC/I settings `config`.
+    /// Allocates the vendor interface with bulk IN 0x81 and bulk OUT 0x02 (of
+    /// `sizes.bulk_max_packet`) on `alloc`, running `engine`, with the ESC/I settings `config`.
     pub fn new(
         alloc: &'a UsbBusAllocator<B>,
-        profile: &Profile,
+        sizes: EndpointSizes,
+        engine: ScanEngine,
         config: &EsciConfig,
     ) -> EsciFunction<'a, B> {
-        let mps = profile.usb.bulk_max_packet;
+        let mps = sizes.bulk_max_packet;
         let data_in = alloc
             .alloc(
-                Some(EndpointAddress::from(protocol::EP_DATA_IN)),
+                Some(EndpointAddress::from(EP_DATA_IN)),
                 EndpointType::Bulk,
                 mps,
                 0,
@@ -215,7 +223,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             .expect("bulk IN 0x81 is free on a fresh allocator");
         let data_out = alloc
             .alloc(
-                Some(EndpointAddress::from(protocol::EP_DATA_OUT)),
+                Some(EndpointAddress::from(EP_DATA_OUT)),
                 EndpointType::Bulk,
                 mps,
                 0,
@@ -226,10 +234,8 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             iface_string: alloc.string(),
             data_in,
             data_out,
-            engine: profile.engine(),
+            engine,
             config: config.clone(),
-            optics: profile.optics.clone(),
-            band_lines: profile.timing.band_lines,
             now: Instant::ZERO,
             inbox: Vec::new(),
             phase: Phase::Command,
@@ -249,97 +255,15 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         }
     }
 
-    /// The scan engine.
-    pub fn engine(&self) -> &ScanEngine {
-        &self.engine
-    }
-
-    /// The scan engine (for tests and for choosing an image source).
-    pub fn engine_mut(&mut self) -> &mut ScanEngine {
-        &mut self.engine
-    }
-
-    /// Sets the time the next poll and requests happen at.
-    pub fn set_now(&mut self, now: Instant) {
-        self.now = now;
-    }
-
-    /// When the device next needs a poll: the engine's next event, or the end of a
-    /// `slow_ack` hold on bulk OUT.
-    pub fn poll_at(&self) -> Option<Instant> {
-        match (self.engine.poll_at(), self.hold_out_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// True once a disconnect fault fired.
-    pub fn wants_disconnect(&self) -> bool {
-        self.disconnect
-    }
-
-    /// Takes the notes written since the last call.
-    pub fn take_notes(&mut self) -> Vec<DeviceNote> {
-        std::mem::take(&mut self.notes)
-    }
-
-    /// True while a `slow_ack` fault holds bulk OUT: the device must NAK the host's packets
-    /// ([`FlushFifo::set_out_nak`]).
+    /// True while a `slow_ack` fault holds bulk OUT: the device NAKs the host's packets
+    /// ([`Personality::nak_out`]).
     pub fn out_held(&self) -> bool {
         self.hold_out_until.is_some()
-    }
-
-    /// True (once) when the bulk IN FIFO must be flushed (a reply or block was abandoned).
-    pub fn take_flush_request(&mut self) -> bool {
-        std::mem::take(&mut self.flush_in)
     }
 
     /// The parameters of the last accepted `FS W` or classic setup, if any.
     pub fn params(&self) -> Option<EsciParams> {
         self.params
-    }
-
-    /// Tells the function whether the host has cleared the halt of bulk IN; called by the
-    /// device after every poll.
-    pub fn observe_halts(&mut self, is_stalled: impl Fn(u8) -> bool) {
-        if self.halted && !is_stalled(protocol::EP_DATA_IN) {
-            self.halted = false;
-            self.note(
-                self.now,
-                NoteKind::HaltCleared,
-                0,
-                u64::from(protocol::EP_DATA_IN),
-                NoteDetail::None,
-            );
-            self.engine.reset(self.now);
-            self.scan = None;
-            self.note(
-                self.now,
-                NoteKind::Idle,
-                0,
-                0,
-                NoteDetail::Idle(IdleCause::HaltCleared),
-            );
-        }
-    }
-
-    /// Runs the engine up to now and keeps bulk IN fed. Called after every `UsbDevice::poll`.
-    pub fn pump(&mut self) {
-        if self.hold_out_until.is_some_and(|t| self.now >= t) {
-            self.hold_out_until = None;
-        }
-        self.drain_engine();
-        if let Some(ext) = self.deferred_start {
-            if matches!(
-                self.engine.state(),
-                EngineState::Idle | EngineState::Aborted { .. }
-            ) {
-                self.deferred_start = None;
-                self.start(ext);
-            }
-        }
-        self.offer_block();
-        self.feed();
     }
 
     fn note(&mut self, at: Instant, kind: NoteKind, page: u16, value: u64, detail: NoteDetail) {
@@ -410,7 +334,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             NoteKind::Halted,
             0,
             0,
-            NoteDetail::Endpoints(vec![protocol::EP_DATA_IN]),
+            NoteDetail::Endpoints(vec![EP_DATA_IN]),
         );
     }
 
@@ -800,7 +724,11 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 return self.nak(&name, "extended commands need level B7");
             }
             match letter {
-                b'I' => self.reply(self.extended_identity()),
+                b'I' => self.reply(wire::extended_identity(
+                    self.engine.optics(),
+                    self.config.level,
+                    &self.config.model,
+                )),
                 b'F' => self.reply(vec![0; 16]),
                 b'W' => self.expect_param(true, letter, FS_W_LEN),
                 b'G' => self.start(true),
@@ -815,12 +743,15 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 self.fault_status = None;
                 self.reply(vec![ACK]);
             }
-            b'I' => self.reply_with_header(self.identity()),
+            b'I' => self.reply_with_header(wire::identity(self.engine.optics(), self.config.level)),
             b'F' => {
                 let status = if ext { STATUS_EXT_COMMANDS } else { 0 };
                 self.reply(vec![STX, status, 0, 0]);
             }
-            b'f' => self.reply_with_header(self.extended_status()),
+            b'f' => self.reply_with_header(wire::extended_status(
+                self.engine.optics(),
+                &self.config.model,
+            )),
             b'G' => self.start(false),
             _ => match param_len(letter) {
                 Some(len) => self.expect_param(false, letter, len),
@@ -857,7 +788,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
     fn parameter(&mut self, fs: bool, cmd: u8, data: &[u8]) {
         let name = command_name(fs, cmd);
         let result = if fs {
-            self.decode_fs_w(data)
+            wire::decode_fs_w(data).and_then(|(job, lcount)| self.accept_job(job, lcount))
         } else {
             self.classic_param(cmd, data)
         };
@@ -872,20 +803,21 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 );
                 self.reply(vec![ACK]);
             }
-            Err(why) => self.nak(&name, &why),
+            Err(why) => self.nak(&name, &why.to_string()),
         }
     }
 
-    fn classic_param(&mut self, cmd: u8, data: &[u8]) -> Result<String, String> {
+    /// Applies a classic parameter block; the detail of its `param` note.
+    fn classic_param(&mut self, cmd: u8, data: &[u8]) -> Result<String, ParamError> {
         let c = &mut self.classic;
         match cmd {
             b'C' => match data[0] {
                 COLOR_MONO | COLOR_RGB_PIXEL => c.color = data[0],
-                other => return Err(format!("colour mode 0x{other:02x} is not emulated")),
+                other => return Err(ParamError::ColourMode(other)),
             },
             b'D' => match data[0] {
                 1 | 8 => c.depth = data[0],
-                other => return Err(format!("depth {other} is not emulated")),
+                other => return Err(ParamError::Depth(other)),
             },
             b'R' => {
                 let x = u16::from_le_bytes([data[0], data[1]]);
@@ -898,7 +830,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             }
             b'd' => {
                 if data[0] == 0 {
-                    return Err("line count 0".into());
+                    return Err(ParamError::ZeroLineCount);
                 }
                 c.lcount = data[0];
             }
@@ -910,35 +842,12 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
         Ok(hex.join(""))
     }
 
-    fn decode_fs_w(&mut self, d: &[u8]) -> Result<String, String> {
-        let le32 = |i: usize| u32::from_le_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
-        let (xres, yres) = (le32(0), le32(4));
-        if xres != yres {
-            return Err(format!("x and y resolution differ ({xres} / {yres})"));
-        }
-        let dpi = u16::try_from(xres).map_err(|_| format!("resolution {xres} dpi"))?;
-        if d[26] != 0 {
-            return Err(format!("option unit {} is not installed", d[26]));
-        }
-        let mode = mode_of(d[24], d[25])?;
-        let job = ScanJob {
-            resolution_dpi: dpi,
-            mode,
-            x_px: le32(8),
-            y_px: le32(12),
-            width_px: le32(16),
-            height_px: le32(20),
-            source: ScanSource::Flatbed,
-            pages: 1,
-        };
-        self.accept_job(job, u32::from(d[28]))
-    }
-
-    fn accept_job(&mut self, job: ScanJob, lcount: u32) -> Result<String, String> {
+    /// Stores the parameters of the next scan; the detail of their `param` note.
+    fn accept_job(&mut self, job: ScanJob, lcount: u32) -> Result<String, ParamError> {
         if lcount == 0 {
-            return Err("line count 0".into());
+            return Err(ParamError::ZeroLineCount);
         }
-        job.validate(&self.optics).map_err(|e| e.to_string())?;
+        job.validate(self.engine.optics())?;
         self.params = Some(EsciParams { job, lcount });
         Ok(format!(
             "{} dpi {:?} {}x{}+{}+{} lcount {lcount}",
@@ -969,7 +878,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                 u32::from(c.lcount)
             };
             if let Err(why) = self.accept_job(job, lcount) {
-                return self.refuse_start(ext, &why);
+                return self.refuse_start(ext, &why.to_string());
             }
         }
         let Some(params) = self.params else {
@@ -987,7 +896,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             );
             return;
         }
-        let lines = self.band_lines.min(params.lcount).max(1);
+        let lines = self.engine.timing().band_lines.min(params.lcount).max(1);
         let job = params.job;
         match self.engine.start_with_band_lines(self.now, job, lines) {
             Ok(()) => {
@@ -1006,14 +915,7 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
                     lineart: job.mode == ScanMode::Lineart,
                 });
                 if ext {
-                    let full = job.height_px / lines;
-                    let last = u64::from(job.height_px % lines) * bpl;
-                    let block = u64::from(lines) * bpl;
-                    let mut r = vec![STX, 0];
-                    r.extend_from_slice(&le32(block).to_le_bytes());
-                    r.extend_from_slice(&full.to_le_bytes());
-                    r.extend_from_slice(&le32(last).to_le_bytes());
-                    self.reply(r);
+                    self.reply(wire::start_reply(lines, job.height_px, bpl));
                 }
                 self.note(
                     self.now,
@@ -1030,127 +932,101 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
     fn refuse_start(&mut self, ext: bool, why: &str) {
         self.note(self.now, NoteKind::StartRefused, 0, 0, why.into());
         if ext {
-            let mut r = vec![STX, BLOCK_FATAL_ERROR];
-            r.extend_from_slice(&[0; 12]);
-            self.reply(r);
+            self.reply(wire::start_refused_reply());
         } else {
             // The host reads a 6-byte header; one NAK byte makes that read come up short.
             self.reply(vec![NAK]);
         }
     }
+}
 
-    fn max_dpi(&self) -> u16 {
-        self.optics.resolutions.iter().copied().max().unwrap_or(1)
+impl<B: UsbBus + FlushFifo> Personality<B> for EsciFunction<'_, B> {
+    fn class(&mut self) -> &mut dyn UsbClass<B> {
+        self
     }
 
-    /// The flatbed at the highest resolution, in pixels.
-    fn area_at_max(&self) -> (u16, u16) {
-        let scale = |px: u32| {
-            let v = u64::from(px) * u64::from(self.max_dpi()) / u64::from(self.optics.optical_dpi);
-            u16::try_from(v).unwrap_or(u16::MAX)
-        };
-        (
-            scale(self.optics.max_width_px),
-            scale(self.optics.max_height_px),
-        )
+    /// Vendor-specific (0xFF), as Epson's scanners report it.
+    fn device_class(&self) -> u8 {
+        0xFF
     }
 
-    fn level_bytes(&self) -> [u8; 2] {
-        match self.config.level {
-            EsciLevel::B7 => *b"B7",
-            EsciLevel::B6 => *b"B6",
+    fn engine(&self) -> &ScanEngine {
+        &self.engine
+    }
+
+    fn engine_mut(&mut self) -> &mut ScanEngine {
+        &mut self.engine
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// The engine's next event, or the end of a `slow_ack` hold on bulk OUT.
+    fn poll_at(&self) -> Option<Instant> {
+        match (self.engine.poll_at(), self.hold_out_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// ESC I payload: level, resolutions, area.
-    fn identity(&self) -> Vec<u8> {
-        let mut p = self.level_bytes().to_vec();
-        let mut res = self.optics.resolutions.clone();
-        res.sort_unstable();
-        res.dedup();
-        for r in res {
-            p.push(b'R');
-            p.extend_from_slice(&r.to_le_bytes());
+    fn pump(&mut self) {
+        if self.hold_out_until.is_some_and(|t| self.now >= t) {
+            self.hold_out_until = None;
         }
-        let (x, y) = self.area_at_max();
-        p.push(b'A');
-        p.extend_from_slice(&x.to_le_bytes());
-        p.extend_from_slice(&y.to_le_bytes());
-        p
+        self.drain_engine();
+        if let Some(ext) = self.deferred_start {
+            if matches!(
+                self.engine.state(),
+                EngineState::Idle | EngineState::Aborted { .. }
+            ) {
+                self.deferred_start = None;
+                self.start(ext);
+            }
+        }
+        self.offer_block();
+        self.feed();
     }
 
-    fn model_field(&self) -> [u8; 16] {
-        let mut m = [b' '; 16];
-        let name = self.config.model.as_bytes();
-        m[..name.len().min(16)].copy_from_slice(&name[..name.len().min(16)]);
-        m
+    /// Bulk IN, when a reply or block was abandoned with a packet in the FIFO.
+    fn take_flush_requests(&mut self) -> EndpointSet {
+        EndpointSet::EMPTY.with_if(EP_DATA_IN, std::mem::take(&mut self.flush_in))
     }
 
-    /// ESC f payload: 42 bytes of extended status.
-    fn extended_status(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 42];
-        p[0] = 0x40; // flatbed
-        let (x, y) = self.area_at_max();
-        p[12..14].copy_from_slice(&x.to_le_bytes());
-        p[14..16].copy_from_slice(&y.to_le_bytes());
-        p[26..42].copy_from_slice(&self.model_field());
-        p
+    /// Bulk OUT while a `slow_ack` fault holds it.
+    fn nak_out(&self) -> EndpointSet {
+        EndpointSet::EMPTY.with_if(EP_DATA_OUT, self.out_held())
     }
 
-    /// FS I: 80 bytes of extended identity, no header.
-    fn extended_identity(&self) -> Vec<u8> {
-        let o = &self.optics;
-        let mut p = vec![0u8; 80];
-        p[0..2].copy_from_slice(&self.level_bytes());
-        let min = o.resolutions.iter().copied().min().unwrap_or(1);
-        p[4..8].copy_from_slice(&u32::from(o.optical_dpi).to_le_bytes());
-        p[8..12].copy_from_slice(&u32::from(min).to_le_bytes());
-        p[12..16].copy_from_slice(&u32::from(self.max_dpi()).to_le_bytes());
-        p[16..20].copy_from_slice(&o.max_width_px.to_le_bytes());
-        p[20..24].copy_from_slice(&o.max_width_px.to_le_bytes());
-        p[24..28].copy_from_slice(&o.max_height_px.to_le_bytes());
-        p[46..62].copy_from_slice(&self.model_field());
-        p[62..66].copy_from_slice(b"1.00");
-        p[66] = 8;
-        p[67] = 8;
-        p
+    /// Bulk IN is the endpoint the function halts; when the host cleared it the device is idle.
+    fn observe_halts(&mut self, is_stalled: &dyn Fn(u8) -> bool) {
+        if self.halted && !is_stalled(EP_DATA_IN) {
+            self.halted = false;
+            self.note(
+                self.now,
+                NoteKind::HaltCleared,
+                0,
+                u64::from(EP_DATA_IN),
+                NoteDetail::None,
+            );
+            self.engine.reset(self.now);
+            self.scan = None;
+            self.note(
+                self.now,
+                NoteKind::Idle,
+                0,
+                0,
+                NoteDetail::Idle(IdleCause::HaltCleared),
+            );
+        }
     }
-}
 
-fn le32(v: u64) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-/// The scan mode of a colour byte and a depth.
-fn mode_of(color: u8, depth: u8) -> Result<ScanMode, String> {
-    match (color, depth) {
-        (COLOR_MONO, 8) => Ok(ScanMode::Gray8),
-        (COLOR_MONO, 1) => Ok(ScanMode::Lineart),
-        (COLOR_RGB_PIXEL, 8) => Ok(ScanMode::Color24),
-        (c, d) => Err(format!("colour 0x{c:02x} at depth {d} is not emulated")),
+    fn wants_disconnect(&self) -> bool {
+        self.disconnect
     }
-}
 
-/// Length of the parameter block of classic command `ESC letter`, if it takes one.
-pub fn param_len(letter: u8) -> Option<usize> {
-    match letter {
-        b'C' | b'D' | b'B' | b'L' | b'Z' | b'M' | b'Q' | b'g' | b'K' | b'd' | b's' | b't'
-        | b'N' | b'e' => Some(1),
-        b'R' => Some(4),
-        b'A' => Some(8),
-        b'm' => Some(9),
-        b'z' => Some(257),
-        _ => None,
-    }
-}
-
-/// `ESC I`, `FS W`, or `ESC 0x05` for a byte that is not a printable letter.
-pub fn command_name(fs: bool, letter: u8) -> String {
-    let lead = if fs { "FS" } else { "ESC" };
-    if letter.is_ascii_graphic() {
-        format!("{lead} {}", letter as char)
-    } else {
-        format!("{lead} 0x{letter:02x}")
+    fn take_notes(&mut self, into: &mut Vec<DeviceNote>) {
+        into.append(&mut self.notes);
     }
 }
 

@@ -8,8 +8,8 @@
 //! cancel until the host clears both halts.
 //!
 //! Time enters through [`ScannerFunction::set_now`], called by the surrounding
-//! [`crate::device::Device`] before every poll. Everything that happens is also written to a
-//! log of [`DeviceNote`](crate::personality::DeviceNote)s, which hosts turn into trace events.
+//! device (`device::Device`) before every poll. Everything that happens is also written to a
+//! log of [`DeviceNote`]s, which hosts turn into trace events.
 
 pub mod protocol;
 
@@ -21,10 +21,11 @@ use usb_device::control::{Recipient, RequestType};
 use crate::engine::{
     Band, CancelOutcome, EngineState, EventKind, Fault, ScanEngine, ScanJob, StartError,
 };
-use crate::personality::{engine_note, DeviceNote, IdleCause, NoteDetail, NoteKind};
-use crate::profile::Profile;
+use crate::personality::{
+    engine_note, DeviceNote, EndpointSizes, IdleCause, NoteDetail, NoteKind, Personality,
+};
 use crate::time::Instant;
-use crate::usb::bus::FlushFifo;
+use crate::usb::bus::{EndpointSet, FlushFifo};
 use protocol::{
     Capabilities, DeviceState, DeviceStatus, Event, EventCode, ParamsReport, ScanError, ScanParams,
     ScanStatus,
@@ -71,16 +72,21 @@ pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
     disconnect: bool,
     flush_data_in: bool,
     flush_events: bool,
-    optics: crate::engine::Optics,
     notes: Vec<DeviceNote>,
 }
 
 impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
-    /// Allocates the interface and endpoints (bulk IN 0x81, bulk OUT 0x02, interrupt IN 0x83)
-    /// on `alloc`, with the scan engine and capabilities of `profile`.
-    pub fn new(alloc: &'a UsbBusAllocator<B>, profile: &Profile) -> ScannerFunction<'a, B> {
-        let usb = &profile.usb;
-        let optics = &profile.optics;
+    /// Allocates the interface and endpoints (bulk IN 0x81, bulk OUT 0x02, interrupt IN 0x83,
+    /// of `sizes`) on `alloc`, running `engine`; the capabilities are the engine's optics and
+    /// timing.
+    pub fn new(
+        alloc: &'a UsbBusAllocator<B>,
+        sizes: EndpointSizes,
+        engine: ScanEngine,
+    ) -> ScannerFunction<'a, B> {
+        let usb = sizes;
+        let optics = engine.optics();
+        let timing = engine.timing();
         let caps = Capabilities {
             version: protocol::PROTOCOL_VERSION,
             optical_dpi: optics.optical_dpi,
@@ -95,8 +101,8 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             } else {
                 0
             },
-            band_lines: u16::try_from(profile.timing.band_lines).unwrap_or(u16::MAX),
-            buffer_bands: u16::try_from(profile.timing.buffer_bands).unwrap_or(u16::MAX),
+            band_lines: u16::try_from(timing.band_lines).unwrap_or(u16::MAX),
+            buffer_bands: u16::try_from(timing.buffer_bands).unwrap_or(u16::MAX),
             resolutions: optics.resolutions.clone(),
         };
         // Endpoint addresses are fixed by the protocol; a fresh allocator always has them free.
@@ -130,7 +136,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             data_in,
             data_out,
             events,
-            engine: profile.engine(),
+            engine,
             caps,
             params: None,
             now: Instant::ZERO,
@@ -146,39 +152,8 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             disconnect: false,
             flush_data_in: false,
             flush_events: false,
-            optics: profile.optics.clone(),
             notes: Vec::new(),
         }
-    }
-
-    /// The scan engine (for tests and for choosing an image source).
-    pub fn engine_mut(&mut self) -> &mut ScanEngine {
-        &mut self.engine
-    }
-
-    /// The scan engine.
-    pub fn engine(&self) -> &ScanEngine {
-        &self.engine
-    }
-
-    /// Sets the time the next poll and requests happen at.
-    pub fn set_now(&mut self, now: Instant) {
-        self.now = now;
-    }
-
-    /// When the engine next needs the device polled.
-    pub fn poll_at(&self) -> Option<Instant> {
-        self.engine.poll_at()
-    }
-
-    /// True once a `disconnect` fault fired: the device wants to drop off the bus.
-    pub fn wants_disconnect(&self) -> bool {
-        self.disconnect
-    }
-
-    /// Takes the notes written since the last call.
-    pub fn take_notes(&mut self) -> Vec<DeviceNote> {
-        std::mem::take(&mut self.notes)
     }
 
     /// Bulk endpoints the device has halted and the host has not cleared yet.
@@ -208,48 +183,6 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         });
     }
 
-    /// Tells the function which of its halted endpoints the host has cleared; called by the
-    /// device after every poll with the controller's stall flags.
-    pub fn observe_halts(&mut self, is_stalled: impl Fn(u8) -> bool) {
-        if self.halted.is_empty() {
-            return;
-        }
-        let before = std::mem::take(&mut self.halted);
-        for ep in before {
-            if is_stalled(ep) {
-                self.halted.push(ep);
-            } else {
-                self.note(
-                    self.now,
-                    NoteKind::HaltCleared,
-                    0,
-                    u64::from(ep),
-                    NoteDetail::None,
-                );
-            }
-        }
-        if self.halted.is_empty() {
-            self.engine.reset(self.now);
-            self.note(
-                self.now,
-                NoteKind::Idle,
-                0,
-                0,
-                NoteDetail::Idle(IdleCause::HaltsCleared),
-            );
-        }
-    }
-
-    /// Runs the engine up to now and keeps the IN endpoints fed. Called after every
-    /// `UsbDevice::poll`.
-    pub fn pump(&mut self) {
-        while let Some(ev) = self.engine.poll(self.now) {
-            self.on_engine_event(ev.at, ev.kind);
-        }
-        self.feed_data();
-        self.feed_events();
-    }
-
     fn halt(&mut self, at: Instant, eps: &[u8]) {
         self.data_in.stall();
         if eps.contains(&protocol::EP_DATA_OUT) {
@@ -264,6 +197,13 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             0,
             NoteDetail::Endpoints(eps.to_vec()),
         );
+    }
+
+    /// Handles every engine event due up to now (the engine's contract before a change).
+    fn drain_engine(&mut self) {
+        while let Some(ev) = self.engine.poll(self.now) {
+            self.on_engine_event(ev.at, ev.kind);
+        }
     }
 
     fn on_engine_event(&mut self, at: Instant, kind: EventKind) {
@@ -348,18 +288,6 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         self.flush_data_in = true;
     }
 
-    /// True (once) when the bulk IN FIFO must be flushed: the device calls
-    /// [`FlushFifo::flush_in`] on its bus right after the poll that asked for it.
-    pub fn take_flush_request(&mut self) -> bool {
-        std::mem::take(&mut self.flush_data_in)
-    }
-
-    /// True (once) when the interrupt IN FIFO must be flushed (after a Device Reset, so that no
-    /// event of the old job is delivered after it).
-    pub fn take_event_flush_request(&mut self) -> bool {
-        std::mem::take(&mut self.flush_events)
-    }
-
     /// Queues the next packet of the current band (or the next band) on bulk IN.
     fn feed_data(&mut self) {
         if !self.halted.is_empty() {
@@ -419,13 +347,9 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 NoteDetail::Text(format!("seq={}", band.seq)),
             );
             // Contract: the engine is polled up to now before band_taken.
-            while let Some(ev) = self.engine.poll(self.now) {
-                self.on_engine_event(ev.at, ev.kind);
-            }
+            self.drain_engine();
             self.engine.band_taken(self.now);
-            while let Some(ev) = self.engine.poll(self.now) {
-                self.on_engine_event(ev.at, ev.kind);
-            }
+            self.drain_engine();
             if self.engine.state() == EngineState::Idle && self.error == ScanError::None {
                 self.note(self.now, NoteKind::Drained, 0, 0, NoteDetail::None);
             }
@@ -514,14 +438,12 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
     fn request_out(&mut self, request: u8, data: &[u8]) -> Result<(), ()> {
         let now = self.now;
         // Contract: the engine has seen everything due up to now before it is changed.
-        while let Some(ev) = self.engine.poll(now) {
-            self.on_engine_event(ev.at, ev.kind);
-        }
+        self.drain_engine();
         match request {
             protocol::REQ_SET_PARAMS => {
                 let params = ScanParams::decode(data).map_err(|_| ())?;
                 let idle = matches!(self.device_state(), DeviceState::Idle);
-                let valid = params.job.validate(&self.engine_optics()).is_ok();
+                let valid = params.job.validate(self.engine.optics()).is_ok();
                 if !idle || !valid {
                     // A refused request while a job runs must not hide why that job ends.
                     if idle {
@@ -563,9 +485,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                         // A packet of an earlier job (a short band's tail) must not lead the
                         // new job's data.
                         self.drop_stream();
-                        while let Some(ev) = self.engine.poll(now) {
-                            self.on_engine_event(ev.at, ev.kind);
-                        }
+                        self.drain_engine();
                         Ok(())
                     }
                     Err(e) => {
@@ -592,9 +512,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                     | CancelOutcome::Ignored
                     | CancelOutcome::NotScanning => {}
                 }
-                while let Some(ev) = self.engine.poll(now) {
-                    self.on_engine_event(ev.at, ev.kind);
-                }
+                self.drain_engine();
                 Ok(())
             }
             protocol::REQ_DEVICE_RESET => {
@@ -618,9 +536,89 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             _ => Err(()),
         }
     }
+}
 
-    fn engine_optics(&self) -> crate::engine::Optics {
-        self.optics.clone()
+impl<B: UsbBus + FlushFifo> Personality<B> for ScannerFunction<'_, B> {
+    fn class(&mut self) -> &mut dyn UsbClass<B> {
+        self
+    }
+
+    /// 0: the vendor class is given by the interface.
+    fn device_class(&self) -> u8 {
+        0
+    }
+
+    fn engine(&self) -> &ScanEngine {
+        &self.engine
+    }
+
+    fn engine_mut(&mut self) -> &mut ScanEngine {
+        &mut self.engine
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.engine.poll_at()
+    }
+
+    fn pump(&mut self) {
+        self.drain_engine();
+        self.feed_data();
+        self.feed_events();
+    }
+
+    /// Bulk IN when a stream was dropped (cancel, fault, reset, new job); interrupt IN after a
+    /// Device Reset, so that no event of the old job is delivered after it.
+    fn take_flush_requests(&mut self) -> EndpointSet {
+        EndpointSet::EMPTY
+            .with_if(
+                protocol::EP_DATA_IN,
+                std::mem::take(&mut self.flush_data_in),
+            )
+            .with_if(protocol::EP_EVENTS, std::mem::take(&mut self.flush_events))
+    }
+
+    /// Both bulk endpoints may be halted by a device-initiated cancel; when the host cleared
+    /// both, the device is idle.
+    fn observe_halts(&mut self, is_stalled: &dyn Fn(u8) -> bool) {
+        if self.halted.is_empty() {
+            return;
+        }
+        let before = std::mem::take(&mut self.halted);
+        for ep in before {
+            if is_stalled(ep) {
+                self.halted.push(ep);
+            } else {
+                self.note(
+                    self.now,
+                    NoteKind::HaltCleared,
+                    0,
+                    u64::from(ep),
+                    NoteDetail::None,
+                );
+            }
+        }
+        if self.halted.is_empty() {
+            self.engine.reset(self.now);
+            self.note(
+                self.now,
+                NoteKind::Idle,
+                0,
+                0,
+                NoteDetail::Idle(IdleCause::HaltsCleared),
+            );
+        }
+    }
+
+    fn wants_disconnect(&self) -> bool {
+        self.disconnect
+    }
+
+    fn take_notes(&mut self, into: &mut Vec<DeviceNote>) {
+        into.append(&mut self.notes);
     }
 }
 
@@ -676,9 +674,7 @@ impl<B: UsbBus + FlushFifo> UsbClass<B> for ScannerFunction<'_, B> {
         if !self.is_ours(&req) {
             return;
         }
-        while let Some(ev) = self.engine.poll(self.now) {
-            self.on_engine_event(ev.at, ev.kind);
-        }
+        self.drain_engine();
         let reply: Option<Vec<u8>> = match req.request {
             protocol::REQ_GET_CAPABILITIES => Some(self.caps.encode().to_vec()),
             protocol::REQ_GET_PARAMS => self

@@ -38,6 +38,35 @@ pub const REQ_DEVICE_RESET: u8 = 0x66;
 /// Still Image class Get Device Status (IN), [`DeviceStatus`].
 pub const REQ_GET_DEVICE_STATUS: u8 = 0x67;
 
+/// The name of a control request for people (`GET_DEVICE_STATUS`, `SET_FEATURE`): a standard
+/// request (`bmRequestType` type bits 0) by USB 2.0 table 9-4, any other by this protocol's
+/// table above; `None` for a request neither knows.
+pub fn request_name(request_type: u8, request: u8) -> Option<&'static str> {
+    use crate::usb::Request as Std;
+    if request_type & 0x60 == 0 {
+        return match request {
+            Std::GET_STATUS => Some("GET_STATUS"),
+            Std::CLEAR_FEATURE => Some("CLEAR_FEATURE"),
+            Std::SET_FEATURE => Some("SET_FEATURE"),
+            Std::SET_ADDRESS => Some("SET_ADDRESS"),
+            Std::GET_DESCRIPTOR => Some("GET_DESCRIPTOR"),
+            Std::SET_CONFIGURATION => Some("SET_CONFIGURATION"),
+            _ => None,
+        };
+    }
+    Some(match request {
+        REQ_GET_CAPABILITIES => "GET_CAPABILITIES",
+        REQ_SET_PARAMS => "SET_PARAMS",
+        REQ_GET_PARAMS => "GET_PARAMS",
+        REQ_START_SCAN => "START_SCAN",
+        REQ_GET_SCAN_STATUS => "GET_SCAN_STATUS",
+        REQ_CANCEL => "CANCEL",
+        REQ_DEVICE_RESET => "DEVICE_RESET",
+        REQ_GET_DEVICE_STATUS => "GET_DEVICE_STATUS",
+        _ => return None,
+    })
+}
+
 /// Get Device Status code: ready, nothing pending.
 pub const STATUS_OK: u16 = 0x2001;
 /// Get Device Status code: a cancel is in progress (motor stopping, buffers flushing).
@@ -563,6 +592,24 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_have_names_by_type() {
+        assert_eq!(
+            request_name(0xc1, REQ_GET_DEVICE_STATUS),
+            Some("GET_DEVICE_STATUS")
+        );
+        assert_eq!(request_name(0x21, REQ_CANCEL), Some("CANCEL"));
+        assert_eq!(request_name(0x02, 1), Some("CLEAR_FEATURE"));
+        assert_eq!(request_name(0x00, 5), Some("SET_ADDRESS"));
+        // The same code means another request in another type.
+        assert_eq!(
+            request_name(0x80, REQ_GET_CAPABILITIES),
+            Some("CLEAR_FEATURE")
+        );
+        assert_eq!(request_name(0x40, 0x42), None);
+        assert_eq!(request_name(0x80, 12), None);
+    }
 
     #[test]
     fn payloads_round_trip() {

@@ -1,30 +1,170 @@
-//! Standard USB descriptors: the raw blobs a device returns, parsed into the nested shape
-//! libusb hands out (configuration → interfaces → alternate settings → endpoints), each level
-//! keeping the class- or vendor-specific descriptors that follow it as `extra`.
+//! Standard USB descriptors (USB 2.0 §9.6): one walker and one parser for every part of
+//! scanlab that reads them: the `scanemu info` command, the USB/IP server's device record, the
+//! umockdev description, the pcap capture's endpoint intervals and the libusb stand-in.
+//!
+//! - [`descriptors`] walks a blob of concatenated descriptors (`bLength`, `bDescriptorType`,
+//!   body), refusing a length below 2 or past the end;
+//! - [`DeviceDescriptor`] reads the 18-byte device descriptor;
+//! - [`parse_config`] parses a configuration descriptor into the nested shape libusb hands out
+//!   (configuration → interfaces → alternate settings → endpoints), each level keeping the
+//!   class- or vendor-specific descriptors that follow it as `extra`;
+//! - [`decode_string`] and [`string_to_ascii`] read string descriptors.
 //!
 //! The grouping follows the USB 2.0 specification §9.6.5: an interface's alternate settings are
 //! consecutive interface descriptors with the same `bInterfaceNumber`; every descriptor that is
 //! not an interface or endpoint descriptor belongs, as `extra`, to the last one before it.
+//! Descriptor type codes are usb-device's ([`descriptor_type`]).
 
-/// Descriptor type codes (USB 2.0 table 9-5).
-pub mod dt {
-    /// DEVICE.
-    pub const DEVICE: u8 = 1;
-    /// CONFIGURATION.
-    pub const CONFIG: u8 = 2;
-    /// STRING.
-    pub const STRING: u8 = 3;
-    /// INTERFACE.
-    pub const INTERFACE: u8 = 4;
-    /// ENDPOINT.
-    pub const ENDPOINT: u8 = 5;
-    /// INTERFACE ASSOCIATION.
-    pub const INTERFACE_ASSOCIATION: u8 = 11;
-}
+use usb_device::descriptor::descriptor_type;
 
 /// Why a descriptor blob could not be parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DescriptorError(pub String);
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    /// A descriptor's `bLength` is below 2 or runs past the end of the blob.
+    #[error("descriptor at offset {offset} has bLength {length} with {left} bytes left")]
+    Length {
+        /// Offset of the descriptor in the blob.
+        offset: usize,
+        /// Its `bLength`.
+        length: usize,
+        /// Bytes left in the blob from that offset.
+        left: usize,
+    },
+    /// The configuration blob is empty.
+    #[error("empty configuration descriptor")]
+    Empty,
+    /// The blob does not start with a configuration descriptor of at least 9 bytes.
+    #[error("not a configuration descriptor (type {kind}, length {length})")]
+    NotConfiguration {
+        /// Its `bDescriptorType`.
+        kind: u8,
+        /// Its `bLength`.
+        length: usize,
+    },
+    /// An endpoint descriptor comes before any interface descriptor.
+    #[error("endpoint descriptor before any interface descriptor")]
+    EndpointBeforeInterface,
+    /// An interface or endpoint descriptor shorter than the standard's.
+    #[error("descriptor of type {kind} is only {length} bytes long")]
+    Short {
+        /// Its `bDescriptorType`.
+        kind: u8,
+        /// Its `bLength`.
+        length: usize,
+    },
+    /// A device descriptor shorter than 18 bytes, or of another type.
+    #[error("not a device descriptor (type {kind}, length {length})")]
+    NotDevice {
+        /// Its `bDescriptorType` (0 if absent).
+        kind: u8,
+        /// Its length.
+        length: usize,
+    },
+}
+
+/// The descriptors of `blob` in order, each with its `bLength` bytes; a descriptor whose
+/// `bLength` is below 2 or runs past the end is an error, after which the walk ends.
+pub fn descriptors(blob: &[u8]) -> Descriptors<'_> {
+    Descriptors { blob, at: 0 }
+}
+
+/// The walk of [`descriptors`].
+#[derive(Clone, Debug)]
+pub struct Descriptors<'a> {
+    blob: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Descriptors<'a> {
+    type Item = Result<&'a [u8], DescriptorError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.blob[self.at..];
+        let &len = rest.first()?;
+        let len = usize::from(len);
+        if len < 2 || len > rest.len() {
+            let err = DescriptorError::Length {
+                offset: self.at,
+                length: len,
+                left: rest.len(),
+            };
+            self.at = self.blob.len();
+            return Some(Err(err));
+        }
+        self.at += len;
+        Some(Ok(&rest[..len]))
+    }
+}
+
+/// The well-formed descriptors of `blob`, up to the first malformed one: the lenient walk for
+/// reading what a device reports without judging it.
+pub fn walk(blob: &[u8]) -> impl Iterator<Item = &[u8]> {
+    descriptors(blob).map_while(Result::ok)
+}
+
+/// A device descriptor (USB 2.0 table 9-8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceDescriptor {
+    /// bcdUSB.
+    pub usb_version: u16,
+    /// bDeviceClass.
+    pub class: u8,
+    /// bDeviceSubClass.
+    pub subclass: u8,
+    /// bDeviceProtocol.
+    pub protocol: u8,
+    /// bMaxPacketSize0.
+    pub max_packet_size_0: u8,
+    /// idVendor.
+    pub vendor_id: u16,
+    /// idProduct.
+    pub product_id: u16,
+    /// bcdDevice.
+    pub device_version: u16,
+    /// iManufacturer.
+    pub manufacturer_index: u8,
+    /// iProduct.
+    pub product_index: u8,
+    /// iSerialNumber.
+    pub serial_index: u8,
+    /// bNumConfigurations.
+    pub num_configurations: u8,
+}
+
+impl DeviceDescriptor {
+    /// Parses an 18-byte device descriptor (longer blobs: the first 18 bytes).
+    pub fn parse(d: &[u8]) -> Result<DeviceDescriptor, DescriptorError> {
+        let kind = d.get(1).copied().unwrap_or(0);
+        if d.len() < 18 || kind != descriptor_type::DEVICE {
+            return Err(DescriptorError::NotDevice {
+                kind,
+                length: d.len(),
+            });
+        }
+        Ok(DeviceDescriptor::read(d))
+    }
+
+    /// Reads the fields of whatever `d` holds, bytes beyond its end as 0: for a device that
+    /// sent a short or odd descriptor, shown as it is.
+    pub fn read(d: &[u8]) -> DeviceDescriptor {
+        let byte = |at: usize| d.get(at).copied().unwrap_or(0);
+        let word = |at: usize| u16::from_le_bytes([byte(at), byte(at + 1)]);
+        DeviceDescriptor {
+            usb_version: word(2),
+            class: byte(4),
+            subclass: byte(5),
+            protocol: byte(6),
+            max_packet_size_0: byte(7),
+            vendor_id: word(8),
+            product_id: word(10),
+            device_version: word(12),
+            manufacturer_index: byte(14),
+            product_index: byte(15),
+            serial_index: byte(16),
+            num_configurations: byte(17),
+        }
+    }
+}
 
 /// An endpoint descriptor and the descriptors that follow it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,38 +281,15 @@ pub fn max_packet_bytes(ep: &Endpoint) -> u32 {
     }
 }
 
-/// Splits a blob into descriptors (`bLength`, `bDescriptorType`, body), refusing a length
-/// that is below 2 or runs past the end.
-fn split(blob: &[u8]) -> Result<Vec<&[u8]>, DescriptorError> {
-    let mut out = Vec::new();
-    let mut rest = blob;
-    while !rest.is_empty() {
-        let len = usize::from(rest[0]);
-        if len < 2 || len > rest.len() {
-            return Err(DescriptorError(format!(
-                "descriptor at offset {} has bLength {len} with {} bytes left",
-                blob.len() - rest.len(),
-                rest.len()
-            )));
-        }
-        out.push(&rest[..len]);
-        rest = &rest[len..];
-    }
-    Ok(out)
-}
-
 /// Parses a complete configuration descriptor (`wTotalLength` bytes).
 pub fn parse_config(blob: &[u8]) -> Result<Config, DescriptorError> {
-    let descs = split(blob)?;
-    let head = descs
-        .first()
-        .ok_or_else(|| DescriptorError("empty configuration descriptor".into()))?;
-    if head[1] != dt::CONFIG || head.len() < 9 {
-        return Err(DescriptorError(format!(
-            "not a configuration descriptor (type {}, length {})",
-            head[1],
-            head.len()
-        )));
+    let descs: Vec<&[u8]> = descriptors(blob).collect::<Result<_, _>>()?;
+    let head = descs.first().ok_or(DescriptorError::Empty)?;
+    if head[1] != descriptor_type::CONFIGURATION || head.len() < 9 {
+        return Err(DescriptorError::NotConfiguration {
+            kind: head[1],
+            length: head.len(),
+        });
     }
     let mut config = Config {
         length: head[0],
@@ -195,7 +312,7 @@ pub fn parse_config(blob: &[u8]) -> Result<Config, DescriptorError> {
     let mut owner = Owner::Config;
     for d in &descs[1..] {
         match d[1] {
-            dt::INTERFACE if d.len() >= 9 => {
+            descriptor_type::INTERFACE if d.len() >= 9 => {
                 let alt = AltSetting {
                     length: d[0],
                     number: d[2],
@@ -224,14 +341,10 @@ pub fn parse_config(blob: &[u8]) -> Result<Config, DescriptorError> {
                 config.interfaces[i].altsettings.push(alt);
                 owner = Owner::Alt(i, config.interfaces[i].altsettings.len() - 1);
             }
-            dt::ENDPOINT if d.len() >= 7 => {
+            descriptor_type::ENDPOINT if d.len() >= 7 => {
                 let (i, a) = match owner {
                     Owner::Alt(i, a) | Owner::Endpoint(i, a, _) => (i, a),
-                    Owner::Config => {
-                        return Err(DescriptorError(
-                            "endpoint descriptor before any interface descriptor".into(),
-                        ))
-                    }
+                    Owner::Config => return Err(DescriptorError::EndpointBeforeInterface),
                 };
                 let ep = Endpoint {
                     length: d[0],
@@ -247,15 +360,14 @@ pub fn parse_config(blob: &[u8]) -> Result<Config, DescriptorError> {
                 eps.push(ep);
                 owner = Owner::Endpoint(i, a, eps.len() - 1);
             }
-            dt::INTERFACE | dt::ENDPOINT => {
-                return Err(DescriptorError(format!(
-                    "descriptor of type {} is only {} bytes long",
-                    d[1],
-                    d.len()
-                )))
+            descriptor_type::INTERFACE | descriptor_type::ENDPOINT => {
+                return Err(DescriptorError::Short {
+                    kind: d[1],
+                    length: d.len(),
+                })
             }
             other => {
-                if other == dt::INTERFACE_ASSOCIATION && d.len() >= 8 {
+                if other == descriptor_type::IAD && d.len() >= 8 {
                     let mut raw = [0u8; 8];
                     raw.copy_from_slice(&d[..8]);
                     config.associations.push(Association { raw });
@@ -272,6 +384,19 @@ pub fn parse_config(blob: &[u8]) -> Result<Config, DescriptorError> {
         }
     }
     Ok(config)
+}
+
+/// A string descriptor's text (UTF-16LE, up to its `bLength`; unpaired surrogates become
+/// U+FFFD).
+pub fn decode_string(raw: &[u8]) -> String {
+    let len = usize::from(raw.first().copied().unwrap_or(0)).min(raw.len());
+    let units: Vec<u16> = raw
+        .get(2..len)
+        .unwrap_or(&[])
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 /// Decodes a string descriptor's UTF-16LE text to ASCII as libusb's
@@ -343,6 +468,57 @@ mod tests {
         assert!(parse_config(&b[..b.len() - 1]).is_err());
         assert!(parse_config(&[]).is_err());
         assert!(parse_config(&[7, 5, 0x81, 2, 0, 2, 0]).is_err());
+    }
+
+    #[test]
+    fn the_walk_stops_at_a_bad_length_and_says_where() {
+        let b = blob();
+        assert_eq!(walk(&b).count(), 9);
+        let mut bad = b.clone();
+        bad[9] = 200; // the config extra claims more bytes than are left
+        let all: Vec<_> = descriptors(&bad).collect();
+        assert_eq!(all.len(), 2);
+        assert!(matches!(
+            all[1],
+            Err(DescriptorError::Length {
+                offset: 9,
+                length: 200,
+                ..
+            })
+        ));
+        assert_eq!(walk(&bad).count(), 1);
+        assert!(matches!(
+            parse_config(&bad),
+            Err(DescriptorError::Length { offset: 9, .. })
+        ));
+        assert_eq!(descriptors(&[]).count(), 0);
+    }
+
+    #[test]
+    fn device_descriptors_read_every_field() {
+        let d = [
+            18, 1, 0x00, 0x02, 0xff, 0, 0, 64, 0xa1, 0x5c, 0x00, 0x03, 0x01, 0x01, 1, 2, 3, 1,
+        ];
+        let dd = DeviceDescriptor::parse(&d).unwrap();
+        assert_eq!((dd.vendor_id, dd.product_id), (0x5ca1, 0x0300));
+        assert_eq!((dd.usb_version, dd.device_version), (0x0200, 0x0101));
+        assert_eq!((dd.class, dd.max_packet_size_0), (0xff, 64));
+        assert_eq!(
+            (dd.manufacturer_index, dd.product_index, dd.serial_index),
+            (1, 2, 3)
+        );
+        assert_eq!(dd.num_configurations, 1);
+        assert!(DeviceDescriptor::parse(&d[..17]).is_err());
+        assert_eq!(DeviceDescriptor::read(&d[..12]).vendor_id, 0x5ca1);
+        assert_eq!(DeviceDescriptor::read(&d[..12]).device_version, 0);
+    }
+
+    #[test]
+    fn strings_decode_as_utf16() {
+        let d = [10, 3, b'E', 0, b'm', 0, 0xe9, 0, 0x00, 0x4e];
+        assert_eq!(decode_string(&d), "Em\u{e9}\u{4e00}");
+        assert_eq!(decode_string(&[4, 3, b'x', 0, b'y', 0]), "x");
+        assert_eq!(decode_string(&[]), "");
     }
 
     #[test]
