@@ -481,6 +481,12 @@ fn glyph(e: &Event) -> Glyph {
             1,
         ),
         Kind::ServiceRestart {} => g(Shape::Cross, "err", Some("service restart".into()), 2),
+        Kind::PeerTransfer { n, hr, whole, .. } => g(
+            Shape::EndBar,
+            if *whole && !hr.failed() { "ok" } else { "err" },
+            Some(format!("identical device: transfer {n} {hr}")),
+            1,
+        ),
         Kind::Stream {
             op,
             result,

@@ -7,8 +7,11 @@
 //! and the WIA 2.0 catalogue ([`crate::rules::wia2`]) judges the finished trace. A WIA 2.0 run
 //! takes a driver *factory*: the service loads a new driver instance when it is restarted.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use scanemu::profile::Profile;
 use scanemu::sim::{Sim, SimError};
@@ -25,6 +28,7 @@ use crate::roles::wia2::service::{DriverFactory, ItemModel, Service2};
 use crate::roles::wia2::stream::StreamEnv;
 use crate::roles::RoleTrace;
 use crate::rules::lag::LagProbe;
+use crate::rules::wia2::analysis::transfer_summaries;
 use crate::rules::wia2::{self as rules2, RunFacts2};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::scenario::wia2::LoadedScenario2;
@@ -125,6 +129,31 @@ pub fn run2_with(
         sim: sim.clone(),
         rec: rec.clone(),
     });
+    // HLK H18: an identical device, its own driver instance, transferring at the same time;
+    // its events go to a trace of its own, summarised into this one.
+    let peer = if sc.peer {
+        let peer_rec = Recorder::new();
+        let peer_taps = Taps {
+            trace: Rc::new(TraceObserver::new(peer_rec.clone())),
+            pcap: None,
+            record: None,
+        };
+        let setup = DeviceSetup {
+            profile: &profile,
+            faults: device::faults(&profile, &[]),
+        };
+        let link = transport::connect(
+            &options.transport,
+            None,
+            setup,
+            &sim,
+            &peer_taps,
+            &scenario.path,
+        )?;
+        Some((peer_rec, peer_taps, link))
+    } else {
+        None
+    };
     // Real time: measure how long the run's threads wait for a CPU, as WIA 1.0 runs do.
     let probe = realtime.then(|| {
         let since = std::time::Duration::from_micros(sim.now().total_micros());
@@ -133,8 +162,41 @@ pub fn run2_with(
             .unwrap_or_else(std::time::Instant::now);
         LagProbe::start(epoch)
     });
-    play(scenario, factory, link.host.clone(), run, &sim, &rec);
+    let main = Side {
+        scenario: scenario.clone(),
+        host: link.host.clone(),
+        rec: rec.clone(),
+        run,
+    };
+    let peer_side = peer.as_ref().map(|(peer_rec, _, peer_link)| Side {
+        scenario: LoadedScenario2 {
+            scenario: sc.peer_script(),
+            ..scenario.clone()
+        },
+        host: peer_link.host.clone(),
+        rec: peer_rec.clone(),
+        run: Rc::new(DriverContext {
+            sim: sim.clone(),
+            rec: peer_rec.clone(),
+        }),
+    });
+    play(main, peer_side, factory, &sim, sc.budget_us);
     link.close(sim.now(), &observer, &rec);
+    if let Some((peer_rec, peer_taps, peer_link)) = peer {
+        peer_link.close(sim.now(), &peer_taps.trace, &peer_rec);
+        for (at, n, hr, bytes, whole) in transfer_summaries(&peer_rec.finish()) {
+            rec.push(
+                at,
+                Actor::Service,
+                Kind::PeerTransfer {
+                    n,
+                    hr,
+                    bytes,
+                    whole,
+                },
+            );
+        }
+    }
     let host_lag = probe.map(LagProbe::finish);
     let trace = rec.finish();
     let report = rules2::check_all(&RunFacts2 {
@@ -171,43 +233,112 @@ fn load_profile(scenario: &LoadedScenario2, profiles_dir: &Path) -> Result<Profi
     Ok(profile)
 }
 
-/// Plays the application and the service around the driver until the script is done or the
-/// scenario's budget runs out; a run that cannot finish is recorded as a `driver-fault`.
-fn play(
-    scenario: &LoadedScenario2,
-    factory: DriverFactory,
+/// One device's side of a run: its script, its host, its trace and its driver's context.
+struct Side {
+    scenario: LoadedScenario2,
     host: Rc<dyn scanemu::host::UsbHost>,
+    rec: Recorder,
     run: Rc<dyn RunContext>,
-    sim: &Sim,
-    rec: &Recorder,
-) {
-    let sc = &scenario.scenario;
-    let trace = Rc::new(RoleTrace::new(sim.clone(), rec.clone()));
+}
+
+/// The application and the service of one side, playing its script.
+fn roles(side: &Side, factory: DriverFactory, sim: &Sim) -> Rc<Application2> {
+    let sc = &side.scenario.scenario;
+    let trace = Rc::new(RoleTrace::new(sim.clone(), side.rec.clone()));
     let item = ItemModel {
         kind: sc.item_kind(),
         tymed: sc.tymed,
         format: ImageFormat::Pnm,
         jobs: sc.jobs(),
     };
-    let app = Application2::new(sim.clone(), trace.clone(), scenario.clone(), |watcher| {
-        let env = StreamEnv {
-            trace: trace.clone(),
-            sim: sim.clone(),
-            watcher,
+    let (host, run) = (side.host.clone(), side.run.clone());
+    Application2::new(
+        sim.clone(),
+        trace.clone(),
+        side.scenario.clone(),
+        |watcher| {
+            let env = StreamEnv {
+                trace: trace.clone(),
+                sim: sim.clone(),
+                watcher,
+            };
+            Service2::new(factory, host, run, env, item)
+        },
+    )
+}
+
+/// Plays the application and the service around the driver (and, for H18, the identical
+/// device's) until the scripts are done or the scenario's budget runs out; a run that cannot
+/// finish is recorded as a `driver-fault` of the side that hung.
+fn play(main: Side, peer: Option<Side>, factory: DriverFactory, sim: &Sim, budget_us: u64) {
+    let app = roles(&main, factory.clone(), sim);
+    let peer_app = peer.as_ref().map(|p| roles(p, factory, sim));
+    let (a, b) = (app.clone(), peer_app.clone());
+    let limit = Instant::from_micros(budget_us);
+    let both = async move {
+        let peer = async move {
+            if let Some(b) = b {
+                b.play().await;
+            }
         };
-        Service2::new(factory, host, run, env, item)
-    });
-    let player = app.clone();
-    let limit = Instant::from_micros(sc.budget_us);
-    if let Err(e) = sim.block_on(async move { player.play().await }, limit) {
-        let what = hang(&e, app.running(), sc.budget_us);
-        rec.push(
-            sim.now().total_micros(),
-            Actor::Driver,
-            Kind::DriverFault { what },
-        );
+        Both::new(a.play(), peer).await;
+    };
+    if let Err(e) = sim.block_on(both, limit) {
+        let sides = std::iter::once((&main, &app)).chain(peer.as_ref().zip(peer_app.as_ref()));
+        for (side, app) in sides {
+            let n = app.running();
+            if n > 0 {
+                side.rec.push(
+                    sim.now().total_micros(),
+                    Actor::Driver,
+                    Kind::DriverFault {
+                        what: hang(&e, n, budget_us),
+                    },
+                );
+            }
+        }
     }
     app.end();
+    if let Some(p) = peer_app {
+        p.end();
+    }
+}
+
+/// Runs two futures to their ends, polling both.
+struct Both<A: Future, B: Future> {
+    a: Option<Pin<Box<A>>>,
+    b: Option<Pin<Box<B>>>,
+}
+
+impl<A: Future, B: Future> Both<A, B> {
+    fn new(a: A, b: B) -> Both<A, B> {
+        Both {
+            a: Some(Box::pin(a)),
+            b: Some(Box::pin(b)),
+        }
+    }
+}
+
+impl<A: Future, B: Future> Future for Both<A, B> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(a) = self.a.as_mut() {
+            if a.as_mut().poll(cx).is_ready() {
+                self.a = None;
+            }
+        }
+        if let Some(b) = self.b.as_mut() {
+            if b.as_mut().poll(cx).is_ready() {
+                self.b = None;
+            }
+        }
+        if self.a.is_none() && self.b.is_none() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// What a run that could not finish says about transfer `n`.

@@ -256,6 +256,11 @@ pub struct Scenario2 {
     /// IWiaTransfer::Cancel calls while no transfer runs.
     #[serde(default)]
     pub idle_cancels: Vec<IdleCancel>,
+    /// An identical device is installed and transfers at the same time (HLK H18): a second
+    /// device of the same profile, served by its own instance of the same driver, downloads the
+    /// same item alongside each transfer, with no script (default false).
+    #[serde(default)]
+    pub peer: bool,
     /// Virtual-time budget for the whole scenario (default 120 s).
     #[serde(default = "default_budget")]
     pub budget_us: u64,
@@ -285,6 +290,28 @@ pub enum ItemKind {
 }
 
 impl Scenario2 {
+    /// The script of the identical device of a `peer` scenario: the same transfers, left
+    /// alone, all expected to complete.
+    pub fn peer_script(&self) -> Scenario2 {
+        Scenario2 {
+            transfers: self
+                .transfers
+                .iter()
+                .map(|t| Transfer2 {
+                    upload: t.upload,
+                    stream: StreamSpec::default(),
+                    steps: Vec::new(),
+                    expect: Outcome::Complete,
+                    delay_us: t.delay_us,
+                })
+                .collect(),
+            idle_cancels: Vec::new(),
+            faults: Vec::new(),
+            peer: false,
+            ..self.clone()
+        }
+    }
+
     /// What kind of item the scenario transfers.
     pub fn item_kind(&self) -> ItemKind {
         if !self.children.is_empty() {

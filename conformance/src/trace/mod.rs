@@ -371,6 +371,19 @@ pub enum Kind {
     /// The WIA service process ended during a transfer and was started again: the driver's
     /// call was abandoned, its pending USB I/O cancelled, and a new driver instance loaded.
     ServiceRestart {},
+    /// The identical device of an H18 scenario finished a transfer of its own, made by another
+    /// instance of the driver at the same time (its own events are not in this trace).
+    PeerTransfer {
+        /// Which of its transfers.
+        n: u32,
+        /// What its Download or Upload returned.
+        hr: Hresult,
+        /// Bytes its driver wrote into its streams.
+        bytes: u64,
+        /// Every stream it was given ended holding its whole image, and its driver never
+        /// faulted.
+        whole: bool,
+    },
     // ---- WIA 2.0 driver ----
     /// The driver called a method of an application's stream.
     Stream {

@@ -42,6 +42,7 @@ fn ordinal(kind: &Kind) -> usize {
         Kind::StreamEnd { .. } => 29,
         Kind::ServiceRestart {} => 30,
         Kind::Stream { .. } => 31,
+        Kind::PeerTransfer { .. } => 32,
     }
 }
 
@@ -289,6 +290,15 @@ fn samples() -> Vec<(Actor, Kind)> {
                 crc: 0,
                 expect_crc: 0,
                 result: Hresult::S_OK,
+            },
+        ),
+        (
+            Actor::Service,
+            Kind::PeerTransfer {
+                n: 1,
+                hr: Hresult::S_OK,
+                bytes: 4109,
+                whole: true,
             },
         ),
     ]

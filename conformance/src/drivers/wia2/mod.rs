@@ -41,6 +41,7 @@ pub const BUILTIN2: &[BuiltinDriver2] = &[
     mutant("mutant2-overwrite", Mutation2::Overwrite, "writes from the stream's seek pointer instead of its end"),
     mutant("mutant2-paper-empty-at-end", Mutation2::PaperEmptyAtEnd, "ends an until-empty feeder job with WIA_ERROR_PAPER_EMPTY (wiadriverex's Scan Wizard convention)"),
     mutant("mutant2-late-release", Mutation2::LateRelease, "releases each stream only after asking for the next one"),
+    mutant("mutant2-shared-position", Mutation2::SharedPosition, "keeps its write position in a process-wide variable that every device's instance shares"),
     mutant("mutant2-stream-per-page-multipage", Mutation2::StreamPerPageMultipage, "asks for a new stream per page of a TYMED_MULTIPAGE_FILE transfer"),
     mutant("mutant2-one-stream-tymed-file", Mutation2::OneStreamTymedFile, "writes every feeder page of a TYMED_FILE transfer into the first stream"),
     mutant("mutant2-sok-after-sendmessage-cancel", Mutation2::SOkAfterSendMessageCancel, "returns S_OK after SendMessage returned S_FALSE"),

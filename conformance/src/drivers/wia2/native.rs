@@ -54,6 +54,9 @@ pub enum Mutation2 {
     PaperEmptyAtEnd,
     /// Releases each stream only after the next GetNextStream (H7).
     LateRelease,
+    /// Keeps the position it writes at in a process-wide variable, which every instance of the
+    /// driver (one per device) shares (H18).
+    SharedPosition,
     /// Asks for a new stream for every page of a TYMED_MULTIPAGE_FILE transfer (H8).
     StreamPerPageMultipage,
     /// Writes every feeder page of a TYMED_FILE transfer into the first stream (H9).
@@ -120,6 +123,12 @@ const READ_SLICE: Duration = Duration::from_millis(500);
 const UPLOAD_CHUNK: usize = 4096;
 /// How long [`Mutation2::UploadRetriesRead`] waits before reading again.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// [`Mutation2::SharedPosition`]: bytes written into "the" current stream, one variable
+    /// for the whole process (a DLL global), whichever device's transfer writes.
+    static SHARED_WRITTEN: Cell<u64> = const { Cell::new(0) };
+}
 
 /// Why the transfer stopped early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,6 +353,9 @@ impl Wia2Driver {
             }
             end
         };
+        if self.is(Mutation2::SharedPosition) {
+            SHARED_WRITTEN.with(|w| w.set(0));
+        }
         *self.current.borrow_mut() = Some(Out {
             stream,
             base,
@@ -364,7 +376,12 @@ impl Wia2Driver {
         let Some(mut out) = self.current.borrow_mut().take() else {
             return Ok(());
         };
-        let pos = out.base + out.written;
+        let shared = self.is(Mutation2::SharedPosition);
+        let pos = if shared {
+            out.base + SHARED_WRITTEN.with(Cell::get)
+        } else {
+            out.base + out.written
+        };
         let result = async {
             if seek {
                 let (hr, _) = out.stream.seek(pos as i64, SeekOrigin::Set).await;
@@ -374,6 +391,9 @@ impl Wia2Driver {
             }
             let io = out.stream.write(bytes).await;
             out.written += io.bytes;
+            if shared {
+                SHARED_WRITTEN.with(|w| w.set(w.get() + io.bytes));
+            }
             out.last_chunk = io.bytes;
             if io.hr.failed() && !self.is(Mutation2::WriteErrorIgnored) {
                 return Err(Stop::Failed(io.hr));
@@ -940,6 +960,9 @@ impl MiniDriver2 for Wia2Driver {
     }
 
     fn begin_run(&self, run: Rc<dyn RunContext>) {
+        if self.is(Mutation2::SharedPosition) {
+            SHARED_WRITTEN.with(|w| w.set(0));
+        }
         *self.run.borrow_mut() = Some(run);
     }
 

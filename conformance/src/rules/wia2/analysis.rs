@@ -436,3 +436,31 @@ pub(crate) fn spec(scenario: &Scenario2, n: u32) -> Option<&Transfer2> {
 pub(crate) fn bad_upload(t: &Transfer2) -> bool {
     matches!(t.upload, Some(UploadSource::Empty | UploadSource::Invalid))
 }
+
+/// What one transfer of a trace came to, for the H18 summary of an identical device's run:
+/// `(n, what Download returned, bytes written, whole)` per transfer, with the time it ended.
+pub(crate) fn transfer_summaries(trace: &Trace) -> Vec<(u64, u32, Hresult, u64, bool)> {
+    let xfers = transfers(trace);
+    xfers
+        .iter()
+        .map(|x| {
+            let end = x.done.unwrap_or(trace.events.len().saturating_sub(1));
+            let at = trace.events.get(end).map_or(0, |e| e.at_us);
+            let bytes = match x.done.map(|d| &trace.events[d].kind) {
+                Some(Kind::TransferDone { bytes, .. }) => *bytes,
+                _ => 0,
+            };
+            let mut whole = x.done.is_some();
+            for call in &x.calls {
+                whole &= call.returned();
+                let streams: Vec<u32> = given(trace, call).into_iter().map(|(_, s)| s).collect();
+                let ends: Vec<End> = (call.start..trace.events.len())
+                    .filter_map(|i| stream_end(&trace.events[i]))
+                    .filter(|e| streams.contains(&e.stream))
+                    .collect();
+                whole &= ends.len() == streams.len() && ends.iter().all(End::whole);
+            }
+            (at, x.n, x.hr.unwrap_or(Hresult::E_FAIL), bytes, whole)
+        })
+        .collect()
+}

@@ -1328,6 +1328,66 @@ pub(crate) fn h21_service_restart(c: &Ctx2<'_>) -> Judgement {
     v.done()
 }
 
+pub(crate) fn h18_identical_device(c: &Ctx2<'_>) -> Judgement {
+    let mut v = Verdict::default();
+    let peers: Vec<(usize, u32, Hresult, bool)> = c
+        .trace
+        .events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match (&e.kind, e.actor) {
+            (Kind::PeerTransfer { n, hr, whole, .. }, Actor::Service) => Some((i, *n, *hr, *whole)),
+            _ => None,
+        })
+        .collect();
+    if peers.is_empty() {
+        return v.done();
+    }
+    for (i, n, hr, whole) in peers {
+        v.judged();
+        if hr.failed() || hr == Hresult::S_FALSE || !whole {
+            v.fail(
+                None,
+                i,
+                format!(
+                    "the identical device's transfer {n}, made at the same time by another instance of the driver, returned {hr}{}",
+                    if whole { "" } else { " and its streams do not hold their images" }
+                ),
+            );
+        }
+    }
+    for x in &c.xfers {
+        if c.expect(x.n) != Some(&Outcome::Complete) {
+            continue;
+        }
+        for call in &x.calls {
+            v.judged();
+            if call.hr != Some(Hresult::S_OK) {
+                v.fail(
+                    Some(call.n),
+                    call.ret.or(call.fault).unwrap_or(call.end),
+                    format!(
+                        "call {} returned {} while an identical device transferred at the same time",
+                        call.n,
+                        hr_of(call)
+                    ),
+                );
+            }
+            for (j, s) in bad_stream_ends(c, call) {
+                v.fail(
+                    Some(call.n),
+                    j,
+                    format!(
+                        "call {}: stream {s} does not hold its image; an identical device transferred at the same time",
+                        call.n
+                    ),
+                );
+            }
+        }
+    }
+    v.done()
+}
+
 pub(crate) fn h22_idle_cancel_io(c: &Ctx2<'_>) -> Judgement {
     let mut v = Verdict::default();
     for (i, e) in c.trace.events.iter().enumerate() {

@@ -9,13 +9,15 @@
 //! ([`SHARED`]: Cancel Request sent, status polled, halts cleared, nothing pending), which read
 //! WIA 2.0 calls and their stop answers as they read WIA 1.0 acquisitions and callbacks.
 //!
+//! H18 (an identical device transferring at the same time) is judged in runs whose scenario
+//! installs one (`peer`): a second device of the same profile with its own instance of the
+//! driver, whose transfers are summarised in the trace as `peer-transfer` events.
+//!
 //! Not judged, and why (also in `conformance/WIA2.md`):
-//! - H18 (an identical device transferring at the same time) needs two devices and two driver
-//!   instances in one run; the run model has one device.
 //! - H23 (the TYMED property written with a signed or unsigned variant type) is about property
 //!   writes, which the model does not have: the item's properties are the scenario's.
 
-mod analysis;
+pub(crate) mod analysis;
 mod checks;
 
 use std::fmt;
@@ -103,6 +105,7 @@ const OUTCOME_DEPS: &[&str] = &[
     "WIA2-H15-GNS-FAILURE",
     "WIA2-H16-NULL-STREAM",
     "WIA2-H17-SENDMESSAGE-FAILURE",
+    "WIA2-H18-IDENTICAL-DEVICE",
     "WIA2-H19-STREAM-FAILURE",
     "WIA2-H21-SERVICE-RESTART",
     "WIA2-H22-IDLE-CANCEL-IO",
@@ -116,7 +119,7 @@ const OUTCOME_DEPS: &[&str] = &[
     "USB-HALTS-CLEARED",
 ];
 
-static CATALOG2: [Rule2; 33] = [
+static CATALOG2: [Rule2; 34] = [
     Rule2 {
         id: "WIA2-H1-DOWNLOAD-STREAM-METHODS",
         statement: "during a download the driver calls only Write, Seek and SetSize (and Release) on the application's streams",
@@ -194,7 +197,7 @@ static CATALOG2: [Rule2; 33] = [
         statement: "a TYMED_FILE download puts each item (each feeder page, each folder child) into a stream of its own, which holds its whole file",
         quote: "Send one stream for each item during downloads by using all supported TYMED_FILE formats.",
         source: SRC_HLK,
-        depends_on: &[],
+        depends_on: &["WIA2-H18-IDENTICAL-DEVICE"],
         looks_at: "TYMED_FILE download calls: no write past the end of its stream's file (get-next-stream expect_size), which would put a second item into it; undisturbed ones that returned success: as many get-next-stream as images (folder children, pages the feeder scanned, or one). Whether each stream holds its whole file is WIA2-H20's.",
         check: checks::h9_stream_per_item,
     },
@@ -271,6 +274,15 @@ static CATALOG2: [Rule2; 33] = [
         check: checks::h17_sendmessage_failure,
     },
     Rule2 {
+        id: "WIA2-H18-IDENTICAL-DEVICE",
+        statement: "transfers succeed while an identical device, served by another instance of the driver, transfers at the same time",
+        quote: "Successfully transfer items when an identical device is installed and when the identical device transfers an item simultaneously.",
+        source: SRC_HLK,
+        depends_on: &[],
+        looks_at: "Runs with an identical device (the scenario's `peer`): every transfer of this device the scenario expects to complete returns S_OK with every stream whole (stream-end size and crc as expected), and every peer-transfer of the identical device returned a success code other than S_FALSE with its streams whole.",
+        check: checks::h18_identical_device,
+    },
+    Rule2 {
         id: "WIA2-H19-STREAM-FAILURE",
         statement: "drvAcquireItemData returns a failure code when a stream method failed",
         quote: "Return a failure code from IWiaMiniDrv::drvAcquireItemData if an IStream method fails.",
@@ -284,7 +296,12 @@ static CATALOG2: [Rule2; 33] = [
         statement: "every byte the driver writes lands where it belongs in the stream, also after the application moved the seek pointer during a callback",
         quote: "Seek to the correct stream position after the driver begins the transfer or calls IWiaMiniDrvTransferCallback::GetNextStream or IWiaMiniDrvTransferCallback::SendMessage.",
         source: SRC_HLK,
-        depends_on: &["WIA2-H5-APPEND", "WIA2-H8-MULTIPAGE-ONE-STREAM", "WIA2-H9-STREAM-PER-ITEM"],
+        depends_on: &[
+            "WIA2-H5-APPEND",
+            "WIA2-H8-MULTIPAGE-ONE-STREAM",
+            "WIA2-H9-STREAM-PER-ITEM",
+            "WIA2-H18-IDENTICAL-DEVICE",
+        ],
         looks_at: "Every stream Write of a download that moved bytes inside its stream's file: its crc equals expect_crc, the CRC of what belongs at that position (what the stream held, then the image file); and in undisturbed downloads that returned success, every stream-end holds exactly its expected content (size == expect_size, crc == expect_crc).",
         check: checks::h20_seek_position,
     },
