@@ -49,3 +49,38 @@ fn each_wia2_mutant_fails_exactly_its_listed_rule() {
     }
     assert!(report.is_empty(), "\n{}", report.join("\n"));
 }
+
+/// `conformance/WIA2.md`'s catalogue table lists every WIA 2.0 rule once, with the mutant
+/// `fixtures/mutants-wia2.json` says breaks it.
+#[test]
+fn wia2_md_lists_every_rule_with_its_mutant() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("WIA2.md")).unwrap();
+    let expected = drivers::load_expected_failures(&fixtures().join("mutants-wia2.json")).unwrap();
+    let rows: BTreeMap<&str, &str> = doc
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l
+                .strip_prefix("| WIA2-")?
+                .split('|')
+                .map(str::trim)
+                .collect();
+            let id = l[2..].split(' ').next()?;
+            Some((id, cells.get(2).copied().unwrap_or("")))
+        })
+        .collect();
+    let ids: BTreeSet<&str> = rules2::catalog().iter().map(|r| r.id).collect();
+    assert_eq!(
+        rows.keys().copied().collect::<BTreeSet<_>>(),
+        ids,
+        "WIA2.md's table and the catalogue disagree"
+    );
+    for (mutant, rule) in &expected {
+        let cell = rows.get(rule.as_str()).copied().unwrap_or("");
+        assert_eq!(
+            cell,
+            format!("`{mutant}`"),
+            "WIA2.md: {rule} should name {mutant}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! The same steps as a WIA 1.0 run ([`super::run_with`]), on the same machinery: the profile is
 //! loaded and the scan checked against it, the host is built by the same transports and
 //! reports to the same trace (through a pcap capture when asked for), the roles
-//! ([`crate::roles::wia2`]) play on a [`Sim`] until the script ends or the budget runs out,
+//! (`crate::roles::wia2`) play on a [`Sim`] until the script ends or the budget runs out,
 //! and the WIA 2.0 catalogue ([`crate::rules::wia2`]) judges the finished trace. A WIA 2.0 run
 //! takes a driver *factory*: the service loads a new driver instance when it is restarted.
 

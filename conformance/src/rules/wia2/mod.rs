@@ -3,7 +3,7 @@
 //! the driver-side sentences of the DDI pages it rests on, each with its sentence quoted
 //! verbatim from `reference/wia2-stream.md` (emphasis removed) and its source.
 //!
-//! The judging is the WIA 1.0 catalogue's ([`super::resolve`]): each rule's findings, a
+//! The judging is the WIA 1.0 catalogue's (`super::resolve`): each rule's findings, a
 //! dependency's failure in the same or an earlier call making a finding "not judged". The
 //! device's USB hygiene is judged by the WIA 1.0 catalogue's own device-level rules
 //! ([`SHARED`]: Cancel Request sent, status polled, halts cleared, nothing pending), which read
