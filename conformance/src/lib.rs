@@ -48,7 +48,8 @@
 //! rendered (aligned text, JSON lines; `conformance/TRACE.md` lists every event). [`rules`] is
 //! the catalogue: each rule has an ID, its quoted sentence and a check over the trace; rules
 //! match on the trace's types. [`verdict`] holds what a check concludes, shared by the WIA and
-//! SANE catalogues, and [`report`] prints it: table, JSON, JUnit, HTML with SVG timelines.
+//! SANE catalogues, and [`report`] turns every driver kind's runs into one record per run and
+//! renders them (summary table, JSON, JUnit, HTML with SVG timelines) for the binary to print.
 //! [`scenario`] reads the scenario files; [`wia`] holds the WIA values (`Hresult`, `IT_MSG_*`).
 //!
 //! # Time

@@ -379,9 +379,7 @@ pub fn find(id: &str) -> Option<&'static Rule> {
 
 /// A rule explained for people (`scanconform explain RULE-ID`).
 pub fn explain(id: &str) -> Option<String> {
-    let Some(r) = find(id) else {
-        return crate::sane::rules::explain(id);
-    };
+    let r = find(id)?;
     let mut s = String::new();
     let _ = writeln!(s, "{}: {}", r.id, r.statement);
     let _ = writeln!(s, "  \"{}\"", r.quote);

@@ -2,9 +2,13 @@
 //!
 //! A catalogue judges one run and gives a [`RuleReport`]: one [`RuleResult`] per rule, in
 //! catalogue order, plus the run's [`Metrics`]. The report, JUnit and summary writers read only
-//! these types, so they serve every driver model alike.
+//! these types (through `report::record`), so they serve every driver model alike.
+//!
+//! Rule IDs stay `&'static str`, the catalogue's own strings, so that rules, drivers and tests
+//! compare them as they are; a verdict file records results through the report's owned
+//! `FailedRule`/`NotJudged`, and only [`Metrics`] is read back as it is.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The verdict of one rule for one run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -42,8 +46,8 @@ pub struct RuleResult {
     pub status: RuleStatus,
 }
 
-/// Numbers measured over a run (not rules).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// Numbers measured over a run (not rules). Read back from verdict files, hence `Deserialize`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
     /// First cancel point (any kind, CANCEL_IO included) to the device stopped, first
     /// acquisition that has one.

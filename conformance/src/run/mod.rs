@@ -310,7 +310,7 @@ pub fn run_with(
 }
 
 /// The scenario's profile, with the scan settings checked against its optics.
-fn load_profile(scenario: &LoadedScenario, profiles_dir: &Path) -> Result<Profile, RunError> {
+pub fn load_profile(scenario: &LoadedScenario, profiles_dir: &Path) -> Result<Profile, RunError> {
     let sc = &scenario.scenario;
     let profile =
         device::resolve_profile(&sc.profile, profiles_dir).map_err(|error| RunError::Profile {

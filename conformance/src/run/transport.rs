@@ -167,10 +167,11 @@ pub(crate) fn connect(
         }
         #[cfg(feature = "libusb")]
         Transport::Libusb => {
-            crate::libusb::transport::check_stand_in_loaded().map_err(RunError::Libusb)?;
+            crate::libusb::transport::check_stand_in_loaded()
+                .map_err(|e| RunError::Libusb(e.to_string()))?;
             let served = serve(setup, sim, &taps.trace).map_err(|e| enumeration(e.to_string()))?;
-            let host =
-                crate::libusb::transport::open_host(served.server(), sim).map_err(enumeration)?;
+            let host = crate::libusb::transport::open_host(served.server(), sim)
+                .map_err(|e| enumeration(e.to_string()))?;
             let observer = taps.attach(&host.device_info());
             Ok(Link {
                 host: Rc::new(Observed::new(host, observer)),
