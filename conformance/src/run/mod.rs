@@ -246,8 +246,7 @@ pub fn run_with(
     let pcap = match &options.pcap {
         Some(dir) => Some(transport::open_pcap(
             dir,
-            &scenario.id,
-            service,
+            &pcap_file_name(&scenario.id, service),
             &profile,
             observer.clone(),
         )?),

@@ -13,13 +13,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use scanemu::personality::NoteKind;
 use scanemu::profile::Profile;
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
 
 use super::observe::TraceObserver;
 use super::transport::{self, DeviceSetup, Taps};
-use super::{DriverContext, RunError, RunOptions, Transport};
+use super::{DriverContext, RunError, RunOptions, Transport, REALTIME_MAX_US};
 use crate::device;
 use crate::driver::wia2::{ImageFormat, MiniDriver2};
 use crate::driver::RunContext;
@@ -73,6 +74,13 @@ impl Run2Result {
     }
 }
 
+/// The capture file of one WIA 2.0 run inside the `--pcap` folder: the scenario id with `/`
+/// turned into `.` (`wia2.cancel.sfalse-at-status.pcap`); the identical device of an H18
+/// scenario is not captured.
+pub fn pcap_file_name(scenario_id: &str) -> String {
+    format!("{}.pcap", scenario_id.replace(['/', '\\'], "."))
+}
+
 /// Runs `scenario` against the driver instances `factory` makes, with profiles from
 /// `profiles_dir`, in process and in virtual time.
 pub fn run2(
@@ -90,7 +98,8 @@ pub fn run2(
     )
 }
 
-/// [`run2`] with explicit [`RunOptions`] (transport, real time; replay and pcap as for WIA 1.0).
+/// [`run2`] with explicit [`RunOptions`] (transport, real time, pcap as for WIA 1.0; the
+/// capture is named by [`pcap_file_name`]).
 pub fn run2_with(
     scenario: &LoadedScenario2,
     driver_name: &str,
@@ -108,9 +117,18 @@ pub fn run2_with(
     };
     let rec = Recorder::new();
     let observer = Rc::new(TraceObserver::new(rec.clone()));
+    let pcap = match &options.pcap {
+        Some(dir) => Some(transport::open_pcap(
+            dir,
+            &pcap_file_name(&scenario.id),
+            &profile,
+            observer.clone(),
+        )?),
+        None => None,
+    };
     let taps = Taps {
         trace: observer.clone(),
-        pcap: None,
+        pcap: pcap.as_ref().map(|(p, _)| p.clone()),
         record: options.record.clone(),
     };
     let setup = DeviceSetup {
@@ -182,6 +200,9 @@ pub fn run2_with(
     });
     play(main, peer_side, factory, &sim, sc.budget_us);
     link.close(sim.now(), &observer, &rec);
+    if let Some((p, path)) = pcap {
+        p.finish().map_err(|error| RunError::Pcap { path, error })?;
+    }
     if let Some((peer_rec, peer_taps, peer_link)) = peer {
         peer_link.close(sim.now(), &peer_taps.trace, &peer_rec);
         for (at, n, hr, bytes, whole) in transfer_summaries(&peer_rec.finish()) {
@@ -213,8 +234,46 @@ pub fn run2_with(
     })
 }
 
+/// Why `scenario` is left out of real-time runs (USB/IP, libusb, `--realtime`), or `None`:
+/// the WIA 1.0 subset's measure ([`super::realtime_skip_reason`]) applied to a WIA 2.0 run
+/// made once in virtual time with the same driver. A run that lasts longer than
+/// [`REALTIME_MAX_US`] is skipped, and so is one whose device fault at a band never fires in
+/// virtual time (the driver outruns it by design, an order the wall clock cannot keep).
+pub fn realtime_skip_reason(
+    scenario: &LoadedScenario2,
+    driver_name: &str,
+    factory: Rc<dyn Fn() -> Rc<dyn MiniDriver2>>,
+    profiles_dir: &Path,
+) -> Result<Option<String>, RunError> {
+    let r = run2(scenario, driver_name, factory, profiles_dir)?;
+    let end = r.trace.events.last().map_or(0, |e| e.at_us);
+    if end > REALTIME_MAX_US {
+        return Ok(Some(format!(
+            "lasts {} in virtual time, over the real-time limit of {}",
+            Duration::from_micros(end),
+            Duration::from_micros(REALTIME_MAX_US)
+        )));
+    }
+    let fired = |page: u16, band: u32| {
+        r.trace.events.iter().any(|e| {
+            matches!(&e.kind, Kind::Device { what: NoteKind::Fault, page: p, value, .. }
+                if *p == u32::from(page) && *value == u64::from(band))
+        })
+    };
+    for f in &scenario.scenario.faults {
+        if let Some((page, band)) = f.position().filter(|&(p, b)| !fired(p, b)) {
+            return Ok(Some(format!(
+                "its {} fault at page {page} band {band} never fires in virtual time: the \
+                 driver outruns it by design, an order the wall clock cannot keep on a loaded machine",
+                f.kind().name()
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// The scenario's profile, with every unit's scan checked against its optics.
-fn load_profile(scenario: &LoadedScenario2, profiles_dir: &Path) -> Result<Profile, RunError> {
+pub fn load_profile(scenario: &LoadedScenario2, profiles_dir: &Path) -> Result<Profile, RunError> {
     let sc = &scenario.scenario;
     let profile =
         device::resolve_profile(&sc.profile, profiles_dir).map_err(|error| RunError::Profile {

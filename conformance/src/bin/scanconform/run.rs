@@ -22,12 +22,15 @@ use scanconform::{drivers, sane::scenario as sane_scenario};
 
 use super::output::line;
 use super::DRIVER_FORMS;
-use super::{fixtures_dir, load_scenarios, profiles_dir_for, Format, Services, TransportArg};
+use super::{
+    fixtures_dir, load_scenarios, load_scenarios2, profiles_dir_for, Format, Services, TransportArg,
+};
 
 /// The options of `scanconform run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Driver: reference, legacy-xp, a mutant (see `scanconform drivers`), exec:'CMD ARGS' (an
+    /// Driver: reference, legacy-xp, a mutant, reference-wia2 or a mutant2-* (a WIA 2.0 stream
+    /// driver: the WIA 2.0 catalog, conformance/WIA2.md; see `scanconform drivers`), exec:'CMD ARGS' (an
     /// external driver process speaking conformance/DRIVER-PROTOCOL.md, e.g.
     /// exec:'python3 conformance/examples/reference_driver.py') or sane:BACKEND[:DEVICE] (a
     /// SANE backend library; see conformance/SANE.md).
@@ -81,6 +84,9 @@ pub struct RunArgs {
 pub enum DriverKind {
     /// A WIA minidriver: built-in or `exec:`.
     Wia,
+    /// A WIA 2.0 stream minidriver (`reference-wia2`, a `mutant2-*`): the WIA 2.0 catalogue
+    /// (conformance/WIA2.md).
+    Wia2,
     /// A SANE backend: what follows `sane:`.
     Sane(String),
 }
@@ -94,11 +100,15 @@ impl DriverKind {
         if driver.starts_with("exec:") || drivers::find(driver).is_some() {
             return Ok(DriverKind::Wia);
         }
+        if drivers::wia2::find(driver).is_some() {
+            return Ok(DriverKind::Wia2);
+        }
         bail!(
             "unknown driver {driver:?}: built-in drivers are {}; or {DRIVER_FORMS}",
             drivers::BUILTIN
                 .iter()
                 .map(|d| d.name)
+                .chain(drivers::wia2::BUILTIN2.iter().map(|d| d.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         )
@@ -115,6 +125,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let filter = args.filter.as_deref().map(Filter::new).transpose()?;
     match kind {
         DriverKind::Wia => run_wia(&args, filter.as_ref()),
+        DriverKind::Wia2 => run_wia2(&args, filter.as_ref()),
         DriverKind::Sane(spec) => run_sane(&spec, &args, filter.as_ref()),
     }
 }
@@ -140,6 +151,17 @@ fn refuse_what_cannot_apply(kind: &DriverKind, args: &RunArgs) -> anyhow::Result
             }
             if args.replay.is_some() {
                 bail!("--replay does not apply to {driver}: a recording replays a WIA driver's USB session");
+            }
+        }
+        DriverKind::Wia2 => {
+            if let Some(svc) = args.service {
+                bail!(
+                    "--service {} does not apply to {driver}: WIA 2.0 has one service, the WIA service of Windows Vista and later (conformance/WIA2.md)",
+                    format!("{svc:?}").to_lowercase()
+                );
+            }
+            if args.replay.is_some() {
+                bail!("--replay does not apply to {driver}: recordings hold WIA 1.0 sessions, which a WIA 2.0 driver cannot follow");
             }
         }
         DriverKind::Wia => {
@@ -250,10 +272,9 @@ impl Filter {
     }
 }
 
-/// A WIA driver against the catalog.
-fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
-    let driver = &args.driver;
-    drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
+/// The options of every WIA run of `args` (each worker builds its own: they hold nothing that
+/// crosses threads).
+fn wia_options(args: &RunArgs) -> RunOptions {
     let mut options = RunOptions::default();
     options.transport = match args.transport.unwrap_or(TransportArg::Inproc) {
         TransportArg::Inproc => Transport::InProcess,
@@ -263,6 +284,14 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     options.realtime = args.realtime;
     options.pcap = args.pcap.clone();
     options.replay = args.replay.clone();
+    options
+}
+
+/// A WIA driver against the catalog.
+fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
+    let driver = &args.driver;
+    drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
+    let options = wia_options(args);
     let (root, mut list) = load_scenarios(args.scenarios.clone())?;
     if let Some(f) = filter {
         f.apply(&mut list, |s| &s.id)?;
@@ -299,6 +328,40 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
         }
         let r = wia_run::run_with(s, model, driver, d, &profiles, &options)?;
         pipe.add(RunRecord::wia(&r))?;
+    }
+    pipe.finish(TraceKind::Wia, None, None)
+}
+
+/// A WIA 2.0 driver against the WIA 2.0 catalog (`fixtures/scenarios/wia2`).
+fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
+    let driver = &args.driver;
+    let factory = drivers::wia2::factory(driver)
+        .ok_or_else(|| anyhow!("unknown WIA 2.0 driver {driver:?}"))?;
+    let options = wia_options(args);
+    let realtime = options.realtime || options.transport != Transport::InProcess;
+    let (root, mut list) = load_scenarios2(args.scenarios.clone())?;
+    if let Some(f) = filter {
+        f.apply(&mut list, |s| &s.id)?;
+    }
+    let profiles = profiles_dir_for(&root);
+    for s in &list {
+        wia_run::wia2::load_profile(s, &profiles)?;
+    }
+    let outputs = Outputs::check(args)?;
+    let mut pipe = Pipeline::start(driver, args.format, &outputs, None, list.len())?;
+    for s in &list {
+        pipe.progress.set_message(s.id.clone());
+        if realtime {
+            let skip = wia_run::wia2::realtime_skip_reason(s, driver, factory.clone(), &profiles)?;
+            if let Some(why) = skip {
+                pipe.progress
+                    .suspend(|| eprintln!("skipped {}: {why}", s.id));
+                pipe.progress.inc(1);
+                continue;
+            }
+        }
+        let r = wia_run::wia2::run2_with(s, driver, factory.clone(), &profiles, &options)?;
+        pipe.add(RunRecord::wia2(&r))?;
     }
     pipe.finish(TraceKind::Wia, None, None)
 }

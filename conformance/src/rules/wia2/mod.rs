@@ -534,8 +534,15 @@ pub fn check_all(facts: &RunFacts2<'_>) -> RuleReport {
         }
     }
     let results = resolve(judgements);
+    // The device-side measurements read the calls as the shared rules do: first cancel point
+    // to the device stopped, bands read after it, host lag. The data is what the streams got.
+    let device = super::checks::metrics(&super::Ctx::new(&wia1));
     let mut metrics = Metrics {
+        cancel_to_idle_us: device.cancel_to_idle_us,
+        bands_wasted: device.bands_wasted,
         data_bytes: checks::bytes_written(&ctx),
+        host_lag_us: device.host_lag_us,
+        cancel_to_idle_lag_us: device.cancel_to_idle_lag_us,
         ..Metrics::default()
     };
     metrics.rules_checked = results
