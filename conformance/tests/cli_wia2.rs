@@ -436,3 +436,44 @@ fn what_cannot_apply_to_a_wia2_driver_is_refused_with_one_line() {
     assert!(o.stdout.is_empty());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn wia2_runs_over_usbip_in_real_time() {
+    let o = run(&[
+        "run",
+        "--driver",
+        "reference-wia2",
+        "--transport",
+        "usbip",
+        "--filter",
+        "wia2/{cancel,idle}/*",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let runs = json_lines(&o);
+    assert!(runs.len() >= 10, "{}", text(&o));
+    assert!(runs.iter().all(|r| r["verdict"] == "pass"));
+    assert!(
+        runs.iter().any(|r| r["metrics"]["host_lag_us"].is_u64()),
+        "real-time runs measure host lag"
+    );
+    let o = run(&[
+        "run",
+        "--driver",
+        "mutant2-ignore-cancel-io",
+        "--transport",
+        "usbip",
+        "--filter",
+        "wia2/cancel/*",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let failed: BTreeSet<String> = json_lines(&o)
+        .iter()
+        .flat_map(|r| r["failed"].as_array().unwrap().clone())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(failed, BTreeSet::from(["WIA2-N1-CANCEL-IO".to_string()]));
+}

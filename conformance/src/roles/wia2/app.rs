@@ -290,12 +290,15 @@ impl Application2 {
         }
     }
 
-    /// `IWiaTransfer::Cancel`.
+    /// `IWiaTransfer::Cancel`: the call and the WIA_EVENT_CANCEL_IO it delivers happen at one
+    /// instant, in real time as in virtual time.
     fn cancel_now(&self) {
         let n = self.cancels.get() + 1;
         self.cancels.set(n);
-        self.trace.push(Actor::App, Kind::Cancel { n });
-        self.service.cancel();
+        self.trace.at_one_instant(|| {
+            self.trace.push(Actor::App, Kind::Cancel { n });
+            self.service.cancel();
+        });
     }
 
     fn note(&self, text: String) {
