@@ -477,3 +477,37 @@ fn wia2_runs_over_usbip_in_real_time() {
         .collect();
     assert_eq!(failed, BTreeSet::from(["WIA2-N1-CANCEL-IO".to_string()]));
 }
+
+#[test]
+fn wia2_output_is_the_same_whatever_the_jobs() {
+    let mut outputs = Vec::new();
+    for jobs in ["1", "3"] {
+        let d = temp_dir(&format!("jobs{jobs}"));
+        let o = run(&[
+            "run",
+            "--driver",
+            "mutant2-rewrite-error",
+            "--jobs",
+            jobs,
+            "--traces",
+            d.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let mut files = Vec::new();
+        collect(&d, &mut files);
+        files.sort();
+        let traces: Vec<(PathBuf, Vec<u8>)> = files
+            .iter()
+            .map(|f| {
+                (
+                    f.strip_prefix(&d).unwrap().to_path_buf(),
+                    std::fs::read(f).unwrap(),
+                )
+            })
+            .collect();
+        assert!(traces.len() >= 2 * catalog_ids().len());
+        outputs.push((o.stdout, traces));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    assert!(outputs[0] == outputs[1], "--jobs 1 and --jobs 3 differ");
+}

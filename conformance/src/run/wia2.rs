@@ -20,6 +20,7 @@ use scanemu::time::{Duration, Instant};
 
 use super::observe::TraceObserver;
 use super::transport::{self, DeviceSetup, Taps};
+use super::urb::Submitter;
 use super::{DriverContext, RunError, RunOptions, Transport, REALTIME_MAX_US};
 use crate::device;
 use crate::driver::wia2::{ImageFormat, MiniDriver2};
@@ -143,9 +144,11 @@ pub fn run2_with(
         &taps,
         &scenario.path,
     )?;
+    // A driver's submitted transfers (RunContext::submit) run on the device's host.
     let run: Rc<dyn RunContext> = Rc::new(DriverContext {
         sim: sim.clone(),
         rec: rec.clone(),
+        urbs: Submitter::new(sim.clone(), link.host.clone(), Some(link.observer.clone())),
     });
     // HLK H18: an identical device, its own driver instance, transferring at the same time;
     // its events go to a trace of its own, summarised into this one.
@@ -196,6 +199,11 @@ pub fn run2_with(
         run: Rc::new(DriverContext {
             sim: sim.clone(),
             rec: peer_rec.clone(),
+            urbs: Submitter::new(
+                sim.clone(),
+                peer_link.host.clone(),
+                Some(peer_link.observer.clone()),
+            ),
         }),
     });
     play(main, peer_side, factory, &sim, sc.budget_us);

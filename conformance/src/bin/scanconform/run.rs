@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
 use scanconform::report::{self, junit::junit, RunRecord, TraceKind, Verdict};
-use scanconform::run::{self as wia_run, RunOptions, Transport};
+use scanconform::run::{self as wia_run, parallel, RunOptions, Transport};
 use scanconform::sane::{self, expected::ExpectedFailures, runner::Session};
+use scanconform::scenario::wia2::LoadedScenario2;
 use scanconform::scenario::{LoadedScenario, ServiceModel};
 use scanconform::{drivers, sane::scenario as sane_scenario};
 
@@ -78,6 +79,14 @@ pub struct RunArgs {
     /// WIA-FAULT-NO-HANG with the first divergent transaction.
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
+    /// Scenario runs at once, each on a thread of its own with its own simulated scanner and
+    /// driver (an exec: driver: its own process). Default: the number of CPUs. The output
+    /// (table, JSON, --traces, --junit, --report, --pcap) is the same byte for byte whatever
+    /// N: runs are independent and are reported in catalog order. Real-time runs
+    /// (--transport usbip or libusb, --realtime) and SANE backends run one at a time whatever
+    /// N: they measure wall-clock latency, and a SANE backend's state is process-wide.
+    #[arg(long, value_name = "N")]
+    jobs: Option<std::num::NonZeroUsize>,
 }
 
 /// Which pipeline a `--driver` takes.
@@ -292,6 +301,7 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     let driver = &args.driver;
     drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
     let options = wia_options(args);
+    let realtime = options.realtime || options.transport != Transport::InProcess;
     let (root, mut list) = load_scenarios(args.scenarios.clone())?;
     if let Some(f) = filter {
         f.apply(&mut list, |s| &s.id)?;
@@ -314,29 +324,51 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     preflight_wia(&plan, &profiles, &options)?;
     let outputs = Outputs::check(args)?;
     let mut pipe = Pipeline::start(driver, args.format, &outputs, None, plan.len())?;
-    for (s, model) in plan {
-        pipe.progress.set_message(s.id.clone());
-        let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
-        if options.realtime || options.transport != Transport::InProcess {
+    // Real-time runs measure wall-clock latency: one at a time.
+    let workers = match args.jobs {
+        _ if realtime => std::num::NonZeroUsize::MIN,
+        Some(n) => n,
+        None => parallel::default_workers(),
+    };
+    let work = |(s, model): (&LoadedScenario, ServiceModel)| -> anyhow::Result<WiaRun> {
+        let options = wia_options(args);
+        if realtime {
             let probe = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
             if let Some(why) = wia_run::realtime_skip_reason(s, model, driver, probe, &profiles)? {
-                pipe.progress
-                    .suspend(|| eprintln!("skipped {} [{}]: {why}", s.id, model.name()));
-                pipe.progress.inc(1);
-                continue;
+                return Ok(WiaRun::Skipped(format!(
+                    "skipped {} [{}]: {why}",
+                    s.id,
+                    model.name()
+                )));
             }
         }
+        let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
         let r = wia_run::run_with(s, model, driver, d, &profiles, &options)?;
-        pipe.add(RunRecord::wia(&r))?;
+        Ok(WiaRun::Done(Box::new(RunRecord::wia(&r)), s.id.clone()))
+    };
+    if let Some(e) = pipe.take_in_order(plan, workers, work) {
+        return Err(e);
     }
     pipe.finish(TraceKind::Wia, None, None)
 }
 
-/// A WIA 2.0 driver against the WIA 2.0 catalog (`fixtures/scenarios/wia2`).
+/// What a worker hands back for one WIA scenario run.
+enum WiaRun {
+    /// The run's record, and its scenario id (for the progress line).
+    Done(Box<RunRecord>, String),
+    /// A real-time run left out: the line saying why.
+    Skipped(String),
+}
+
+/// A WIA 2.0 driver against the WIA 2.0 catalog (`fixtures/scenarios/wia2`), `--jobs` runs at
+/// once as for WIA 1.0 (each worker makes its own driver instances), reported in catalog
+/// order.
 fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
     let driver = &args.driver;
-    let factory = drivers::wia2::factory(driver)
-        .ok_or_else(|| anyhow!("unknown WIA 2.0 driver {driver:?}"))?;
+    let factory = || {
+        drivers::wia2::factory(driver).ok_or_else(|| anyhow!("unknown WIA 2.0 driver {driver:?}"))
+    };
+    factory()?;
     let options = wia_options(args);
     let realtime = options.realtime || options.transport != Transport::InProcess;
     let (root, mut list) = load_scenarios2(args.scenarios.clone())?;
@@ -349,19 +381,25 @@ fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode>
     }
     let outputs = Outputs::check(args)?;
     let mut pipe = Pipeline::start(driver, args.format, &outputs, None, list.len())?;
-    for s in &list {
-        pipe.progress.set_message(s.id.clone());
+    // Real-time runs measure wall-clock latency: one at a time.
+    let workers = match args.jobs {
+        _ if realtime => std::num::NonZeroUsize::MIN,
+        Some(n) => n,
+        None => parallel::default_workers(),
+    };
+    let work = |s: &LoadedScenario2| -> anyhow::Result<WiaRun> {
+        let options = wia_options(args);
         if realtime {
-            let skip = wia_run::wia2::realtime_skip_reason(s, driver, factory.clone(), &profiles)?;
+            let skip = wia_run::wia2::realtime_skip_reason(s, driver, factory()?, &profiles)?;
             if let Some(why) = skip {
-                pipe.progress
-                    .suspend(|| eprintln!("skipped {}: {why}", s.id));
-                pipe.progress.inc(1);
-                continue;
+                return Ok(WiaRun::Skipped(format!("skipped {}: {why}", s.id)));
             }
         }
-        let r = wia_run::wia2::run2_with(s, driver, factory.clone(), &profiles, &options)?;
-        pipe.add(RunRecord::wia2(&r))?;
+        let r = wia_run::wia2::run2_with(s, driver, factory()?, &profiles, &options)?;
+        Ok(WiaRun::Done(Box::new(RunRecord::wia2(&r)), s.id.clone()))
+    };
+    if let Some(e) = pipe.take_in_order(list.iter().collect(), workers, work) {
+        return Err(e);
     }
     pipe.finish(TraceKind::Wia, None, None)
 }
@@ -502,6 +540,44 @@ impl<'a> Pipeline<'a> {
         self.progress.inc(1);
         self.records.push(r);
         Ok(())
+    }
+
+    /// Runs `work` on every job on up to `workers` threads ([`parallel::in_order`]) and adds
+    /// each run's record in job order (a skipped real-time run prints its line); the first
+    /// error stops the rest and is returned.
+    fn take_in_order<J, W>(
+        &mut self,
+        jobs: Vec<J>,
+        workers: std::num::NonZeroUsize,
+        work: W,
+    ) -> Option<anyhow::Error>
+    where
+        J: Send,
+        W: Fn(J) -> anyhow::Result<WiaRun> + Sync,
+    {
+        let mut failure = None;
+        parallel::in_order(jobs, workers, work, |_, run| {
+            let added = match run {
+                Ok(WiaRun::Done(record, id)) => {
+                    self.progress.set_message(id);
+                    self.add(*record)
+                }
+                Ok(WiaRun::Skipped(line)) => {
+                    self.progress.suspend(|| eprintln!("{line}"));
+                    self.progress.inc(1);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            match added {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        });
+        failure
     }
 
     /// The closing sections (human format), JUnit and the HTML report; the exit status.
