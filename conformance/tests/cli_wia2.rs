@@ -511,3 +511,40 @@ fn wia2_output_is_the_same_whatever_the_jobs() {
     }
     assert!(outputs[0] == outputs[1], "--jobs 1 and --jobs 3 differ");
 }
+
+#[test]
+fn exec_drivers_run_the_wia2_catalog_when_given_wia2_scenarios() {
+    let port = "exec:python3 -S conformance/examples/reference_wia2_driver.py";
+    let o = run(&[
+        "run",
+        "--driver",
+        port,
+        "--scenarios",
+        "fixtures/scenarios/wia2/cancel",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let runs = json_lines(&o);
+    assert!(runs.len() >= 10);
+    assert!(runs
+        .iter()
+        .all(|r| r["verdict"] == "pass" && r["scenario"].as_str().unwrap().starts_with("wia2/")));
+    // Each contract with the other catalogue: a driver-fault at the handshake saying so.
+    for (driver, scenarios, needle) in [
+        (
+            port,
+            "fixtures/scenarios/callback",
+            "this run needs a wia driver",
+        ),
+        (
+            "exec:python3 -S conformance/examples/reference_driver.py",
+            "fixtures/scenarios/wia2/idle",
+            "this run needs a wia2 driver",
+        ),
+    ] {
+        let o = run(&["run", "--driver", driver, "--scenarios", scenarios]);
+        assert_eq!(o.status.code(), Some(1), "{driver}: {}", text(&o));
+        assert!(text(&o).contains(needle), "{driver}: {}", text(&o));
+    }
+}

@@ -126,7 +126,16 @@ impl DriverKind {
 
 /// `scanconform run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let kind = DriverKind::parse(&args.driver)?;
+    let mut kind = DriverKind::parse(&args.driver)?;
+    // An exec: driver runs the WIA 2.0 catalog when given WIA 2.0 scenarios; its hello must
+    // then name the wia2 contract.
+    let wia2_scenarios = args
+        .scenarios
+        .as_deref()
+        .is_some_and(|p| super::in_wia2_folder(p) == Some(true));
+    if matches!(kind, DriverKind::Wia) && args.driver.starts_with("exec:") && wia2_scenarios {
+        kind = DriverKind::Wia2;
+    }
     refuse_what_cannot_apply(&kind, &args)?;
     if args.transport == Some(TransportArg::Libusb) {
         use_libusb_stand_in()?;
@@ -365,9 +374,7 @@ enum WiaRun {
 /// order.
 fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
     let driver = &args.driver;
-    let factory = || {
-        drivers::wia2::factory(driver).ok_or_else(|| anyhow!("unknown WIA 2.0 driver {driver:?}"))
-    };
+    let factory = || drivers::wia2::instantiate(driver).map_err(|e| anyhow!(e));
     factory()?;
     let options = wia_options(args);
     let realtime = options.realtime || options.transport != Transport::InProcess;

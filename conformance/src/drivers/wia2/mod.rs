@@ -87,3 +87,19 @@ pub fn factory(name: &str) -> Option<Factory2> {
         Rc::new(Wia2Driver::new(flavor)) as Rc<dyn MiniDriver2>
     }))
 }
+
+/// The factory of the WIA 2.0 driver called `name`: a built-in one, or `exec:'CMD ARGS'`, an
+/// external driver process of the `wia2` contract (`conformance/DRIVER-PROTOCOL.md`, "The WIA
+/// 2.0 contract"), one process per driver instance. The command is checked here, once.
+pub fn instantiate(name: &str) -> Result<Factory2, super::DriverError> {
+    if let Some(command) = name.strip_prefix("exec:") {
+        let config = super::external::ExternalConfig::from_env();
+        let template = super::external::ExternalDriver::new_wia2(command, config)?;
+        return Ok(Rc::new(move || {
+            Rc::new(template.another()) as Rc<dyn MiniDriver2>
+        }));
+    }
+    factory(name).ok_or_else(|| super::DriverError::Unknown {
+        name: name.to_string(),
+    })
+}
