@@ -246,6 +246,7 @@ class Scanner:
     def __init__(self, runner, interface):
         self.r = runner
         self.interface = interface
+        self.bands_ready = 0  # of the last GET_SCAN_STATUS: bands buffered, not yet read
 
     def device_status(self):
         status, reply = self.r.control_in(REQ_GET_DEVICE_STATUS, 8, self.interface)
@@ -265,6 +266,7 @@ class Scanner:
             raise DevErr(transfer_error(status))
         if len(reply) < SCAN_STATUS_LEN or reply[0] > 6 or reply[1] > 10:
             raise DevErr(WIA_ERROR_DEVICE_COMMUNICATION)
+        self.bands_ready = struct.unpack_from("<I", reply, 8)[0]
         return reply[0], reply[1]  # state, error
 
     def reset(self):
@@ -366,7 +368,9 @@ class Scanner:
             return "done"
         while True:
             state, error = self.scan_status()
-            if state != DRAINING:
+            # Draining with bands still buffered: the next page is waiting already (a host
+            # that fell a page behind the device, on the wall clock).
+            if state != DRAINING or self.bands_ready > 0:
                 break
             self.r.sleep(STATUS_POLL_US)
         if state == IDLE and error in (ERR_FEEDER_EMPTY, ERR_NONE):

@@ -33,8 +33,9 @@ use crate::rules::lag::LagProbe;
 use crate::rules::wia2::analysis::transfer_summaries;
 use crate::rules::wia2::{self as rules2, RunFacts2};
 use crate::rules::{RuleReport, RuleStatus};
-use crate::scenario::wia2::LoadedScenario2;
+use crate::scenario::wia2::{Action2, LoadedScenario2, Trigger2};
 use crate::trace::{Actor, Kind, Recorder, Trace};
+use crate::wia::Hresult;
 
 /// Everything one WIA 2.0 run produced.
 #[derive(Debug)]
@@ -246,13 +247,29 @@ pub fn run2_with(
 /// the WIA 1.0 subset's measure ([`super::realtime_skip_reason`]) applied to a WIA 2.0 run
 /// made once in virtual time with the same driver. A run that lasts longer than
 /// [`REALTIME_MAX_US`] is skipped, and so is one whose device fault at a band never fires in
-/// virtual time (the driver outruns it by design, an order the wall clock cannot keep).
+/// virtual time (the driver outruns it by design, an order the wall clock cannot keep), and a
+/// scenario that restarts the WIA service (HLK H21) at a set time or acts at the lamp's
+/// warm-up report.
 pub fn realtime_skip_reason(
     scenario: &LoadedScenario2,
     driver_name: &str,
     factory: Rc<dyn Fn() -> Rc<dyn MiniDriver2>>,
     profiles_dir: &Path,
 ) -> Result<Option<String>, RunError> {
+    // A service restart at a set time kills the driver at a wall-clock point the machine's
+    // load decides; the device notes of the dead job then land beside the next call's.
+    let restarts = scenario.scenario.transfers.iter().any(|t| {
+        t.steps
+            .iter()
+            .any(|s| matches!(s.action, Action2::RestartService))
+    });
+    if restarts {
+        return Ok(Some(
+            "it restarts the WIA service at a set time: on the wall clock the driver is cut at \
+             a point the machine's load decides, not the one the scenario was written for"
+                .to_string(),
+        ));
+    }
     let r = run2(scenario, driver_name, factory, profiles_dir)?;
     let end = r.trace.events.last().map_or(0, |e| e.at_us);
     if end > REALTIME_MAX_US {
@@ -261,6 +278,22 @@ pub fn realtime_skip_reason(
             Duration::from_micros(end),
             Duration::from_micros(REALTIME_MAX_US)
         )));
+    }
+    // A step at the lamp's warm-up report: the warm-up lasts a few milliseconds, a window a
+    // driver on the wall clock may miss (its status request coming after the lamp is warm).
+    let at_warm_up = scenario.scenario.transfers.iter().any(|t| {
+        t.steps
+            .iter()
+            .any(|s| matches!(s.when, Trigger2::DeviceStatus(_)))
+    }) && r.trace.events.iter().any(|e| {
+        matches!(&e.kind, Kind::SendMessage { status, .. } if *status == Hresult::WIA_STATUS_WARMING_UP)
+    });
+    if at_warm_up {
+        return Ok(Some(
+            "a step fires at the lamp's warm-up report (WIA_STATUS_WARMING_UP), a window of a \
+             few milliseconds a driver on the wall clock may miss"
+                .to_string(),
+        ));
     }
     let fired = |page: u16, band: u32| {
         r.trace.events.iter().any(|e| {

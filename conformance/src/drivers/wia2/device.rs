@@ -267,7 +267,9 @@ impl Scanner<'_> {
         }
         let scan = loop {
             let scan = self.scan_status().await?;
-            if scan.state != DeviceState::Draining {
+            // Draining with bands still buffered: the next page is waiting already (a host
+            // that fell a page behind the device, as on the wall clock over libusb).
+            if scan.state != DeviceState::Draining || scan.bands_ready > 0 {
                 break scan;
             }
             self.host.sleep(STATUS_POLL).await;

@@ -243,7 +243,7 @@ static CATALOG2: [Rule2; 34] = [
         quote: "Return from IWiaMiniDrv::drvAcquireItemData calls during canceled transfers in less time than during completed transfers.",
         source: SRC_HLK,
         depends_on: &[],
-        looks_at: "Download calls of the run that returned S_OK undisturbed are the completed transfers of the scenario's item; every call cancelled (an S_FALSE answer or WIA_EVENT_CANCEL_IO) in the first half of the fastest completed one must return in less time than that one took, from drv-acquire-item-data2 to acquire-return. Not applicable when the run completes no download.",
+        looks_at: "Download calls of the run that returned S_OK undisturbed are the completed transfers of the scenario's item; every call cancelled (an S_FALSE answer or WIA_EVENT_CANCEL_IO) in the first half of the fastest completed one must return in less time than that one took, from drv-acquire-item-data2 to acquire-return. Not applicable when the run completes no download; in a real-time run (USB/IP, libusb) only reported, since two calls' wall-clock durations differ by transport latency and scheduling.",
         check: checks::h14_cancel_faster,
     },
     Rule2 {
