@@ -53,6 +53,8 @@
 //! that brings each), `turns` (where each may come) and the loops here that act on them
 //! (`transfer` for the driver's turn, `notify_exchange`).
 
+mod config;
+mod fault;
 mod inflight;
 mod offline;
 mod process;
@@ -70,6 +72,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use scanemu::host::UsbHost;
 
+pub use self::config::{CommandError, ExternalConfig};
+use self::fault::Fault;
 use self::inflight::{InFlight, Misuse};
 pub use self::offline::replay_driver_lines;
 use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
@@ -89,85 +93,6 @@ use crate::driver::{
 };
 use crate::wia::Hresult;
 
-/// Limits and timeouts of an external driver.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ExternalConfig {
-    /// Wall-clock time the driver may take for one turn before it counts as hung. Default 5 s;
-    /// `exec:` drivers read `SCANCONFORM_DRIVER_TIMEOUT_MS` to change it.
-    pub reply_timeout: WallDuration,
-    /// Longest line the driver may write, in bytes; longer lines are refused without being
-    /// buffered whole. Default 16 MiB (a 4 MiB band in base64 fits with room to spare).
-    pub max_line_bytes: usize,
-    /// Wall-clock time the driver gets to exit after its stdin is closed at the end of a run
-    /// before it is killed. Default 1 s.
-    pub exit_grace: WallDuration,
-    /// Stderr lines kept per run (later ones are counted, not kept). Default 1000.
-    pub max_log_lines: usize,
-    /// Bytes kept of one stderr line. Default 4096.
-    pub max_log_line_bytes: usize,
-    /// Transfers a version 2 driver may have submitted and not yet received the `done` of;
-    /// one more `submit` is a protocol error. Default 64.
-    pub max_in_flight: usize,
-    /// Messages the driver may write while virtual time stands at one instant; one more is a
-    /// hang (a driver that spins on `now`, `sleep` of 0 or timers of 0 instead of waiting,
-    /// which no virtual-time budget would ever stop). Default 100 000.
-    pub max_messages_per_instant: u64,
-}
-
-impl Default for ExternalConfig {
-    fn default() -> Self {
-        ExternalConfig {
-            reply_timeout: WallDuration::from_secs(5),
-            max_line_bytes: 16 << 20,
-            exit_grace: WallDuration::from_secs(1),
-            max_log_lines: 1000,
-            max_log_line_bytes: 4096,
-            max_in_flight: 64,
-            max_messages_per_instant: 100_000,
-        }
-    }
-}
-
-impl ExternalConfig {
-    /// The defaults, with `SCANCONFORM_DRIVER_TIMEOUT_MS` (if set to a number) as the reply
-    /// timeout.
-    pub fn from_env() -> ExternalConfig {
-        let mut config = ExternalConfig::default();
-        if let Some(ms) = std::env::var("SCANCONFORM_DRIVER_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            config.reply_timeout = WallDuration::from_millis(ms.max(1));
-        }
-        config
-    }
-
-    /// Sets [`ExternalConfig::reply_timeout`].
-    pub fn with_reply_timeout(mut self, timeout: WallDuration) -> ExternalConfig {
-        self.reply_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_line_bytes`].
-    pub fn with_max_line_bytes(mut self, bytes: usize) -> ExternalConfig {
-        self.max_line_bytes = bytes;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_messages_per_instant`].
-    pub fn with_max_messages_per_instant(mut self, messages: u64) -> ExternalConfig {
-        self.max_messages_per_instant = messages;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_in_flight`].
-    pub fn with_max_in_flight(mut self, transfers: usize) -> ExternalConfig {
-        self.max_in_flight = transfers;
-        self
-    }
-}
-
 /// What the driver said about itself in its `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriverIdentity {
@@ -186,142 +111,12 @@ pub struct DriverIdentity {
     pub acquire_children: bool,
 }
 
-/// Why an `exec:` command cannot be a driver.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The command does not split into words (an unbalanced quote, say).
-    #[error("driver command {command:?}: {error}")]
-    Words {
-        /// The command.
-        command: String,
-        /// What is wrong with it.
-        error: shell_words::ParseError,
-    },
-    /// The command is empty.
-    #[error("driver command is empty: use exec:'PROGRAM ARGS'")]
-    Empty,
-    /// The program is neither a file nor on `PATH`.
-    #[error("driver command {command:?}: program {program:?} not found")]
-    NotFound {
-        /// The command.
-        command: String,
-        /// Its first word.
-        program: String,
-    },
-}
-
-/// Why a turn ended without a usable message. The text goes into the `driver-fault` event.
-#[derive(Debug, thiserror::Error)]
-enum Fault {
-    /// A message that breaks the protocol.
-    #[error("protocol: {0}")]
-    Protocol(#[from] ProtocolError),
-    /// A line that is no message.
-    #[error("protocol: not a valid message after {after}: {error} (line starts {start:?})")]
-    Garbage {
-        after: &'static str,
-        error: String,
-        start: String,
-    },
-    #[error("protocol: a line longer than {limit} bytes after {after}")]
-    LineTooLong { after: &'static str, limit: usize },
-    #[error("reading the driver's stdout after {after}: {error}")]
-    Stdout {
-        after: &'static str,
-        error: std::io::Error,
-    },
-    #[error("the driver {how} while the runner waited for its answer to {after}")]
-    Exited { after: &'static str, how: String },
-    #[error("the driver closed its stdout but kept running (after {after})")]
-    StdoutClosed { after: &'static str },
-    #[error("hang: the driver did not answer {after} within {ms} ms of wall-clock time")]
-    Silent { after: &'static str, ms: u128 },
-    #[error(
-        "hang: the driver wrote {count} messages while virtual time stood at {at_us} us: it \
-         spins instead of waiting"
-    )]
-    Spins { count: u64, at_us: u64 },
-    #[error("protocol: the driver speaks protocol version {}, the runner {}", .0, versions())]
-    Version(u32),
-    /// A message the driver may not send at this point of the exchange.
-    #[error("protocol: {message} {when}")]
-    OutOfTurn {
-        message: &'static str,
-        when: &'static str,
-    },
-    /// A message of a later protocol version than the driver chose.
-    #[error("protocol: {message} needs protocol version {since}; the driver chose {version} in its hello")]
-    NeedsVersion {
-        message: &'static str,
-        since: u32,
-        version: u32,
-    },
-    /// A message of the contract the driver did not choose.
-    #[error(
-        "protocol: {message} needs the {needs} contract; the driver chose {chose} in its hello"
-    )]
-    NeedsContract {
-        message: &'static str,
-        needs: &'static str,
-        chose: &'static str,
-    },
-    /// A contract the runner does not offer.
-    #[error("protocol: the driver chose contract {chose:?}, the runner offers {}", CONTRACTS.join(" and "))]
-    UnknownContract { chose: String },
-    /// A driver of one contract where the run needs the other.
-    #[error("protocol: the driver chose contract {chose} in its hello; this run needs a {wants} driver{}", contract_hint(*.wants))]
-    WrongContract {
-        chose: &'static str,
-        wants: Contract,
-    },
-    /// A stream call naming a stream no `next_stream` gave.
-    #[error("protocol: stream {stream} of a stream {op}: no next_stream gave that stream")]
-    UnknownStream { stream: u32, op: &'static str },
-    /// A version 2 message that contradicts the transfers the driver submitted.
-    #[error("protocol: {0}")]
-    Misuse(#[from] Misuse),
-    #[error("could not start {program:?}: {error}")]
-    Start {
-        program: String,
-        error: std::io::Error,
-    },
-    #[error("the driver process is not running")]
-    NotRunning,
-    #[error("the driver process is not running (no run was begun)")]
-    NotBegun,
-    #[error("encoding a message: {0}")]
-    Encode(serde_json::Error),
-    /// The driver faulted meanwhile (during a notify exchange, say); already recorded.
-    #[error("the driver had already failed")]
-    Failed,
-}
-
 /// An item as `acquire_item_data` carries it.
 fn wire_item(i: &Item) -> WireItem<'_> {
     WireItem {
         name: &i.name,
         full_name: &i.full_name,
         job: &i.job,
-    }
-}
-
-/// What a driver of the wrong contract is told to do instead.
-fn contract_hint(wants: Contract) -> &'static str {
-    match wants {
-        Contract::Wia => {
-            " (a wia2 driver runs the WIA 2.0 scenarios: --scenarios fixtures/scenarios/wia2)"
-        }
-        Contract::Wia2 => " (a wia driver runs the WIA 1.0 scenarios)",
-    }
-}
-
-/// The versions the runner speaks, as a fault text names them: `1 and 2`.
-fn versions() -> String {
-    let v: Vec<String> = PROTOCOL_VERSIONS.iter().map(u32::to_string).collect();
-    match v.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-        _ => v.join(""),
     }
 }
 
