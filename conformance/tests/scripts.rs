@@ -1,0 +1,143 @@
+//! `scripts/test` tells what it did: `--list` names each step it would run and each it skips
+//! with the reason, and a run ends with a summary (what ran, what was skipped and why, what
+//! failed). Run here with a fake `cargo` on a PATH that lacks the optional system tools, so
+//! nothing is built and the skips are known.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A temp folder that is removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A PATH folder with the few programs scripts/test needs besides the optional tools, and a
+/// `cargo` that exits with `cargo_status` when its arguments contain `fail_on` (0 otherwise).
+fn fake_path(tag: &str, fail_on: &str, cargo_status: i32) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("scanlab-scripts-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for tool in ["bash", "sh", "env", "dirname", "python3"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is not in /usr/bin or /bin"));
+        std::os::unix::fs::symlink(found, dir.join(tool)).expect("symlink");
+    }
+    let cargo = dir.join("cargo");
+    std::fs::write(
+        &cargo,
+        format!("#!/bin/sh\ncase \"$*\" in *'{fail_on}'*) exit {cargo_status} ;; esac\nexit 0\n"),
+    )
+    .expect("fake cargo");
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    Scratch(dir)
+}
+
+fn scripts_test(path: &Scratch, args: &[&str]) -> Output {
+    Command::new(path.0.join("bash"))
+        .arg(repo().join("scripts/test"))
+        .args(args)
+        .env_clear()
+        .env("PATH", &path.0)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("scripts/test runs")
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn list_names_every_step_and_every_skip_with_its_reason() {
+    let path = fake_path("list", "never", 0);
+    let out = scripts_test(&path, &["--list"]);
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for want in [
+        "run   cargo fmt --check",
+        "run   cargo test --workspace",
+        "run   run --driver reference (release)",
+        "skip  the rusb host and --transport libusb tests: libusb-1.0 not found (apt-get install libusb-1.0-0-dev)",
+        "skip  tests needing tshark (emulator/tests/pcap.rs, conformance/tests/pcap.rs, usbip captures): not installed (apt-get install tshark)",
+        "skip  tests needing chromium (conformance/tests/browser.rs): not installed (apt-get install chromium)",
+    ] {
+        assert!(stdout.lines().any(|l| l == want), "missing {want:?} in\n{stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.starts_with("run   ") || l.starts_with("skip  ")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_run_ends_with_what_ran_what_was_skipped_and_what_failed() {
+    let path = fake_path("fail", "test --workspace", 3);
+    let out = scripts_test(&path, &[]);
+    let stdout = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the failing step's status\n{stdout}"
+    );
+    let summary = stdout
+        .split("scripts/test summary:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary in\n{stdout}"));
+    let lines: Vec<&str> = summary.lines().collect();
+    let ran: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("  ran      "))
+        .collect();
+    assert_eq!(ran.len(), 4, "{summary}");
+    assert!(ran[0].starts_with("cargo fmt --check ("), "{summary}");
+    assert!(ran[3].starts_with("cargo build --workspace ("), "{summary}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  skipped  tests needing tshark")),
+        "{summary}"
+    );
+    assert!(
+        lines.contains(&"  FAILED   cargo test --workspace (exit status 3)"),
+        "{summary}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("scripts/test: 4 step(s) ran, ")
+                && l.ends_with(" skipped, failed")),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_passing_run_says_so_last() {
+    let path = fake_path("pass", "never", 0);
+    let out = scripts_test(&path, &[]);
+    let stdout = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("scripts/test: ") && last.ends_with(" skipped, all passed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  ran      run --driver legacy-xp (release) ("),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
