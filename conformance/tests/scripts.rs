@@ -141,3 +141,63 @@ fn a_passing_run_says_so_last() {
     );
     assert!(!stdout.contains("FAILED"), "{stdout}");
 }
+
+/// `scripts/readme-check` on a README of known commands: exported variables carry over,
+/// promised exit statuses and "quoted" output are checked, a missing one fails, `[root]` and
+/// `[long]` lines are skipped and listed, and a `[background]` server serves the lines after
+/// it and is stopped.
+#[test]
+fn readme_check_runs_blocks_in_order_and_checks_what_they_promise() {
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("scanlab-readme-check-{}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).expect("scratch");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let readme = scratch.0.join("README.md");
+    std::fs::write(
+        &readme,
+        format!(
+            "# A README\n\n```sh\nexport GREETING=hello\necho \"$GREETING\" \\\n  world   # prints \"hello world\"\n\
+             false                     # exit 1\necho something            # prints \"not there\"\n\
+             sudo reboot               # [root]\nsleep 1000                # forever [long]\n```\n\n\
+             Text between blocks.\n\n```sh\npython3 -m http.server {port} --bind 127.0.0.1   # serves 127.0.0.1:{port} [background]\n\
+             bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo served   # \"served\"\n```\n"
+        ),
+    )
+    .expect("README");
+    let out = Command::new(repo().join("scripts/readme-check"))
+        .arg("--readme")
+        .arg(&readme)
+        .arg("--scratch")
+        .arg(scratch.0.join("work"))
+        .output()
+        .expect("scripts/readme-check runs");
+    let stdout = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "FAIL  README.md:8: its output lacks \"not there\"",
+        "skip  README.md:9: sudo reboot  (needs root)",
+        "skipped  README.md:10: sleep 1000  (long (run with --long))",
+        "start README.md:16: python3 -m http.server",
+        "ok    README.md:16: stopped by SIGINT, exit 0",
+        "readme-check: 6 commands ran, 2 skipped, 1 failed",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    assert!(stdout.contains(" s; exit 0, \"hello world\")"), "{stdout}");
+    assert!(
+        stdout.contains("exit 1)"),
+        "false keeps its promise: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"served\")"),
+        "the server served: {stdout}"
+    );
+}
