@@ -143,7 +143,7 @@ fn a_passing_run_says_so_last() {
 }
 
 /// `scripts/readme-check` on a README of known commands: exported variables carry over,
-/// promised exit statuses and "quoted" output are checked, a missing one fails, `[root]` and
+/// promised exit statuses, "quoted" output and paths are checked, a missing one fails, `[root]` and
 /// `[long]` lines are skipped and listed, and a `[background]` server serves the lines after
 /// it and is stopped.
 #[test]
@@ -160,7 +160,7 @@ fn readme_check_runs_blocks_in_order_and_checks_what_they_promise() {
         &readme,
         format!(
             "# A README\n\n```sh\nexport GREETING=hello\necho \"$GREETING\" \\\n  world   # prints \"hello world\"\n\
-             false                     # exit 1\necho something            # prints \"not there\"\n\
+             false                     # exit 1\nmkdir -p out && touch out/file.txt   # writes out/file.txt\necho something            # prints \"not there\"\n\
              sudo reboot               # [root]\nsleep 1000                # forever [long]\n```\n\n\
              Text between blocks.\n\n```sh\npython3 -m http.server {port} --bind 127.0.0.1   # serves 127.0.0.1:{port} [background]\n\
              bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo served   # \"served\"\n```\n"
@@ -182,12 +182,12 @@ fn readme_check_runs_blocks_in_order_and_checks_what_they_promise() {
         String::from_utf8_lossy(&out.stderr)
     );
     for want in [
-        "FAIL  README.md:8: its output lacks \"not there\"",
-        "skip  README.md:9: sudo reboot  (needs root)",
-        "skipped  README.md:10: sleep 1000  (long (run with --long))",
-        "start README.md:16: python3 -m http.server",
-        "ok    README.md:16: stopped by SIGINT, exit 0",
-        "readme-check: 6 commands ran, 2 skipped, 1 failed",
+        "FAIL  README.md:9: its output lacks \"not there\"",
+        "skip  README.md:10: sudo reboot  (needs root)",
+        "skipped  README.md:11: sleep 1000  (long (run with --long))",
+        "start README.md:17: python3 -m http.server",
+        "ok    README.md:17: stopped by SIGINT, exit 0",
+        "readme-check: 7 commands ran, 2 skipped, 1 failed",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
     }
