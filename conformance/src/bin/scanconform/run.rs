@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
 use scanconform::report::{self, junit::junit, RunRecord, TraceKind, Verdict};
-use scanconform::run::{self as wia_run, RunOptions, Transport};
+use scanconform::run::{self as wia_run, parallel, RunOptions, Transport};
 use scanconform::sane::{self, expected::ExpectedFailures, runner::Session};
 use scanconform::scenario::{LoadedScenario, ServiceModel};
 use scanconform::{drivers, sane::scenario as sane_scenario};
@@ -76,6 +76,14 @@ pub struct RunArgs {
     /// WIA-FAULT-NO-HANG with the first divergent transaction.
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
+    /// Scenario runs at once, each on a thread of its own with its own simulated scanner and
+    /// driver (an exec: driver: its own process). Default: the number of CPUs. The output
+    /// (table, JSON, --traces, --junit, --report, --pcap) is the same byte for byte whatever
+    /// N: runs are independent and are reported in catalog order. Real-time runs
+    /// (--transport usbip or libusb, --realtime) and SANE backends run one at a time whatever
+    /// N: they measure wall-clock latency, and a SANE backend's state is process-wide.
+    #[arg(long, value_name = "N")]
+    jobs: Option<std::num::NonZeroUsize>,
 }
 
 /// Which pipeline a `--driver` takes.
@@ -254,10 +262,9 @@ impl Filter {
     }
 }
 
-/// A WIA driver against the catalog.
-fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
-    let driver = &args.driver;
-    drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
+/// The options of every WIA run of `args` (each worker builds its own: they hold nothing that
+/// crosses threads).
+fn wia_options(args: &RunArgs) -> RunOptions {
     let mut options = RunOptions::default();
     options.transport = match args.transport.unwrap_or(TransportArg::Inproc) {
         TransportArg::Inproc => Transport::InProcess,
@@ -267,6 +274,15 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     options.realtime = args.realtime;
     options.pcap = args.pcap.clone();
     options.replay = args.replay.clone();
+    options
+}
+
+/// A WIA driver against the catalog.
+fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
+    let driver = &args.driver;
+    drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
+    let options = wia_options(args);
+    let realtime = options.realtime || options.transport != Transport::InProcess;
     let (root, mut list) = load_scenarios(args.scenarios.clone())?;
     if let Some(f) = filter {
         f.apply(&mut list, |s| &s.id)?;
@@ -289,22 +305,62 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     preflight_wia(&plan, &profiles, &options)?;
     let outputs = Outputs::check(args)?;
     let mut pipe = Pipeline::start(driver, args.format, &outputs, None, plan.len())?;
-    for (s, model) in plan {
-        pipe.progress.set_message(s.id.clone());
-        let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
-        if options.realtime || options.transport != Transport::InProcess {
+    // Real-time runs measure wall-clock latency: one at a time.
+    let workers = match args.jobs {
+        _ if realtime => std::num::NonZeroUsize::MIN,
+        Some(n) => n,
+        None => parallel::default_workers(),
+    };
+    let work = |(s, model): (&LoadedScenario, ServiceModel)| -> anyhow::Result<WiaRun> {
+        let options = wia_options(args);
+        if realtime {
             let probe = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
             if let Some(why) = wia_run::realtime_skip_reason(s, model, driver, probe, &profiles)? {
-                pipe.progress
-                    .suspend(|| eprintln!("skipped {} [{}]: {why}", s.id, model.name()));
-                pipe.progress.inc(1);
-                continue;
+                return Ok(WiaRun::Skipped(format!(
+                    "skipped {} [{}]: {why}",
+                    s.id,
+                    model.name()
+                )));
             }
         }
+        let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
         let r = wia_run::run_with(s, model, driver, d, &profiles, &options)?;
-        pipe.add(RunRecord::wia(&r))?;
+        Ok(WiaRun::Done(Box::new(RunRecord::wia(&r)), s.id.clone()))
+    };
+    let mut failure = None;
+    parallel::in_order(plan, workers, work, |_, run| {
+        let added = match run {
+            Ok(WiaRun::Done(record, id)) => {
+                pipe.progress.set_message(id);
+                pipe.add(*record)
+            }
+            Ok(WiaRun::Skipped(line)) => {
+                pipe.progress.suspend(|| eprintln!("{line}"));
+                pipe.progress.inc(1);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        match added {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
     pipe.finish(TraceKind::Wia, None, None)
+}
+
+/// What a worker hands back for one WIA scenario run.
+enum WiaRun {
+    /// The run's record, and its scenario id (for the progress line).
+    Done(Box<RunRecord>, String),
+    /// A real-time run left out: the line saying why.
+    Skipped(String),
 }
 
 /// What a WIA run would refuse once it started, found before the table begins: each
