@@ -8,6 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Held by a test while it writes a program and runs it: a child forked by another test while
+/// the file is open for writing would make executing it fail with ETXTBSY ("Text file busy").
+static EXECUTABLES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A temp folder that is removed when dropped.
 struct Scratch(PathBuf);
 
@@ -46,6 +50,7 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn without_scanconform_libusb_beside_it_the_run_stops_with_the_build_command() {
+    let _one_at_a_time = EXECUTABLES.lock().unwrap_or_else(|e| e.into_inner());
     let dir = folder_with_scanconform("missing");
     let out = run(&dir.0, &["run", "--transport", "libusb"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -61,6 +66,7 @@ fn without_scanconform_libusb_beside_it_the_run_stops_with_the_build_command() {
 
 #[test]
 fn scanconform_libusb_beside_it_runs_with_the_same_arguments_on_the_stand_in() {
+    let _one_at_a_time = EXECUTABLES.lock().unwrap_or_else(|e| e.into_inner());
     let dir = folder_with_scanconform("present");
     // Stand-ins for the program built with the feature and for the libusb stand-in: the
     // program prints what it was given.

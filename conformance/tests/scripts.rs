@@ -10,6 +10,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Held by a test while it writes a program and runs it: a child forked by another test while
+/// the file is open for writing would make executing it fail with ETXTBSY ("Text file busy").
+static EXECUTABLES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A temp folder that is removed when dropped.
 struct Scratch(PathBuf);
 
@@ -61,6 +65,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn list_names_every_step_and_every_skip_with_its_reason() {
+    let _one_at_a_time = EXECUTABLES.lock().unwrap_or_else(|e| e.into_inner());
     let path = fake_path("list", "never", 0);
     let out = scripts_test(&path, &["--list"]);
     let stdout = text(&out);
@@ -85,6 +90,7 @@ fn list_names_every_step_and_every_skip_with_its_reason() {
 
 #[test]
 fn a_run_ends_with_what_ran_what_was_skipped_and_what_failed() {
+    let _one_at_a_time = EXECUTABLES.lock().unwrap_or_else(|e| e.into_inner());
     let path = fake_path("fail", "test --workspace", 3);
     let out = scripts_test(&path, &[]);
     let stdout = text(&out);
@@ -126,6 +132,7 @@ fn a_run_ends_with_what_ran_what_was_skipped_and_what_failed() {
 
 #[test]
 fn a_passing_run_says_so_last() {
+    let _one_at_a_time = EXECUTABLES.lock().unwrap_or_else(|e| e.into_inner());
     let path = fake_path("pass", "never", 0);
     let out = scripts_test(&path, &[]);
     let stdout = text(&out);
@@ -148,6 +155,7 @@ fn a_passing_run_says_so_last() {
 /// it and is stopped.
 #[test]
 fn readme_check_runs_blocks_in_order_and_checks_what_they_promise() {
+    let _one_at_a_time = EXECUTABLES.lock().unwrap_or_else(|e| e.into_inner());
     let scratch =
         Scratch(std::env::temp_dir().join(format!("scanlab-readme-check-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0).expect("scratch");
