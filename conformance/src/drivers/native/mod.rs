@@ -6,9 +6,7 @@
 //! event, as Microsoft's WIA 2.0 sample does (reference §1.8); each [`Mutation`] breaks one rule.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::task::Poll;
+use std::rc::Rc;
 
 use async_trait::async_trait;
 use scanemu::engine::ScanSource;
@@ -21,78 +19,16 @@ use scanemu::personality::native::protocol::{
 };
 use scanemu::time::Duration;
 
-use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
+use crate::driver::{
+    CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext, Urb,
+    UsbRequest,
+};
 use crate::wia::{Hresult, ItMsg, IT_STATUS_TRANSFER_FROM_DEVICE, IT_STATUS_TRANSFER_TO_CLIENT};
 
-/// One deliberate defect. Each breaks exactly one conformance rule (see `drivers --format json`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Mutation {
-    /// Keeps reading and delivering bands after a callback returned S_FALSE.
-    DataAfterSFalse,
-    /// Returns S_OK instead of S_FALSE when cancelled.
-    SOkOnCancel,
-    /// Returns E_FAIL instead of S_FALSE when cancelled.
-    EFailOnCancel,
-    /// Returns S_FALSE instead of the application's error code.
-    SwallowError,
-    /// Stops reading on cancel but never sends the Cancel Request to the device.
-    NoDeviceCancel,
-    /// Sends the Cancel Request but returns without waiting for status OK.
-    NoStatusPoll,
-    /// Lets a device that is still scanning go on for up to two seconds before it tells it
-    /// to stop.
-    SlowCancel,
-    /// After a device-initiated cancel, never clears the halted endpoints.
-    HaltUncleared,
-    /// Reads one band ahead and does not discard it on cancel: the next scan starts with it.
-    StaleBand,
-    /// Claims asynchronous cancel support but ignores WIA_EVENT_CANCEL_IO.
-    ClaimsAsyncIgnores,
-    /// Reports the third band's offset 16 bytes too far.
-    OffsetGap,
-    /// Reports a lower percentage on the third band than on the second.
-    PercentBackwards,
-    /// Polls Get Device Status forever when the device answers Transaction_Cancelled.
-    HangOnStall,
-    /// Never calls back while it waits for data (warm-up, a late band).
-    SparseCallbacks,
-    /// Reports status only once a second while it waits for data: enough for "roughly once per
-    /// second", not for "about ten times" in a transfer shorter than ten seconds.
-    StatusOncePerSecond,
-    /// Reads whole bands only: a page's short last band stays in the device, and the transfer
-    /// still returns S_OK.
-    DropShortBand,
-    /// Reports a full chunk (a whole band, at most lBufferSize) as lLength of a page's short
-    /// last chunk.
-    LastLengthOverrun,
-    /// Ignores lBufferSize: hands each band to one callback, however large.
-    BandPerCallback,
-    /// Takes WIA_DPS_PAGES = 0 (until the feeder is empty) for one page and returns S_OK after
-    /// it, leaving the feeder running.
-    AllPagesAsOne,
-    /// Treats any answer but S_OK to a status or new-page callback as a cancel: the
-    /// application's error from those becomes S_FALSE (data callbacks are right).
-    SwallowStatusError,
-    /// Stops the device promptly on a cancel, then waits three seconds before returning.
-    SlowReturn,
-    /// Takes the abort of its pending read (WIA_EVENT_CANCEL_IO) for a hiccup and reads again
-    /// once before it looks at the cancel.
-    AbortThenReread,
-    /// After a cancel, posts a bulk read to drain the pipe and returns without waiting for it
-    /// or aborting it: the read stays pending.
-    PendingDrain,
-}
+mod device;
+mod mutation;
 
-/// Which built-in driver this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    /// Correct, with asynchronous cancel.
-    Reference,
-    /// Correct for XP; ignores WIA_EVENT_CANCEL_IO and says so.
-    LegacyXp,
-    /// The reference driver with one defect.
-    Mutant(Mutation),
-}
+pub use self::mutation::{Flavor, Mutation};
 
 /// How long one bulk read waits before the driver reports status and checks the device: at
 /// least ten status callbacks a second while it waits, which meets WIA-CADENCE's "about ten
@@ -119,6 +55,12 @@ pub struct NativeDriver {
     interface: Cell<u16>,
     /// [`Mutation::DataAfterSFalse`]: the extra band after S_FALSE has been delivered.
     extra_sent: Cell<bool>,
+    /// The run's context ([`MiniDriver::begin_run`]): [`Mutation::PendingDrain`] submits its
+    /// drain read through it.
+    run: RefCell<Option<Rc<dyn RunContext>>>,
+    /// [`Mutation::PendingDrain`]: the drain read left in flight, cancelled when the next
+    /// acquisition begins (before the device has data that it could steal).
+    drain: RefCell<Option<Urb>>,
 }
 
 /// Why the transfer loop stopped early.
@@ -141,6 +83,21 @@ impl NativeDriver {
             served_ahead: Cell::new(false),
             interface: Cell::new(0),
             extra_sent: Cell::new(false),
+            run: RefCell::new(None),
+            drain: RefCell::new(None),
+        }
+    }
+
+    /// [`Mutation::PendingDrain`]: submits a bulk read to drain the pipe and keeps it in
+    /// flight when `acquire_item_data` returns.
+    fn post_and_leave(&self) {
+        if let Some(run) = self.run.borrow().as_ref() {
+            let urb = run.submit(UsbRequest::BulkIn {
+                ep: EP_DATA_IN,
+                length: 512,
+                timeout: Duration::ZERO,
+            });
+            *self.drain.borrow_mut() = Some(urb);
         }
     }
 
@@ -151,160 +108,6 @@ impl NativeDriver {
     fn honours_cancel_io(&self) -> bool {
         matches!(self.flavor, Flavor::Reference | Flavor::Mutant(_))
             && !self.is(Mutation::ClaimsAsyncIgnores)
-    }
-
-    fn setup_in(&self, request: u8, length: u16) -> Setup {
-        Setup::vendor_in(request, 0, self.interface.get(), length)
-    }
-
-    fn setup_out(&self, request: u8, length: u16) -> Setup {
-        Setup::vendor_out(request, 0, self.interface.get(), length)
-    }
-
-    async fn device_status(&self, host: &dyn UsbHost) -> Result<DeviceStatus, Hresult> {
-        let reply = host
-            .control_in(self.setup_in(REQ_GET_DEVICE_STATUS, 8), CONTROL_TIMEOUT)
-            .await
-            .map_err(map_transfer_error)?;
-        DeviceStatus::decode(&reply).map_err(|_| Hresult::WIA_ERROR_DEVICE_COMMUNICATION)
-    }
-
-    async fn scan_status(&self, host: &dyn UsbHost) -> Result<ScanStatus, Hresult> {
-        let reply = host
-            .control_in(
-                self.setup_in(REQ_GET_SCAN_STATUS, SCAN_STATUS_LEN as u16),
-                CONTROL_TIMEOUT,
-            )
-            .await
-            .map_err(map_transfer_error)?;
-        ScanStatus::decode(&reply).map_err(|_| Hresult::WIA_ERROR_DEVICE_COMMUNICATION)
-    }
-
-    /// Clears the endpoints a Transaction_Cancelled status lists.
-    async fn clear_halts(&self, host: &dyn UsbHost, halted: &[u8]) -> Result<(), Hresult> {
-        if self.is(Mutation::HaltUncleared) {
-            return Ok(());
-        }
-        for ep in halted {
-            host.clear_halt(*ep).await.map_err(map_transfer_error)?;
-        }
-        Ok(())
-    }
-
-    /// Polls Get Device Status until OK, clearing halts it reports; resets a device that stays
-    /// busy past the budget.
-    async fn wait_ready(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
-        let deadline = host.now() + CANCEL_BUDGET;
-        let mut reset_sent = false;
-        loop {
-            let status = self.device_status(host).await?;
-            match status.code {
-                STATUS_OK => return Ok(()),
-                STATUS_TRANSACTION_CANCELLED if !self.is(Mutation::HangOnStall) => {
-                    if self.is(Mutation::HaltUncleared) {
-                        return Ok(());
-                    }
-                    let halted = if status.halted.is_empty() {
-                        vec![EP_DATA_IN, EP_DATA_OUT]
-                    } else {
-                        status.halted.clone()
-                    };
-                    self.clear_halts(host, &halted).await?;
-                }
-                STATUS_BUSY | STATUS_TRANSACTION_CANCELLED => {}
-                _ => return Err(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
-            }
-            if host.now() >= deadline && !self.is(Mutation::HangOnStall) {
-                if reset_sent {
-                    return Err(Hresult::WIA_ERROR_DEVICE_COMMUNICATION);
-                }
-                self.reset_device(host).await?;
-                reset_sent = true;
-            }
-            // The endless poll of HangOnStall is slow, to keep its trace short.
-            let pause =
-                if self.is(Mutation::HangOnStall) && status.code == STATUS_TRANSACTION_CANCELLED {
-                    Duration::from_millis(250)
-                } else {
-                    STATUS_POLL
-                };
-            host.sleep(pause).await;
-        }
-    }
-
-    async fn reset_device(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
-        host.control_out(self.setup_out(REQ_DEVICE_RESET, 0), &[], CONTROL_TIMEOUT)
-            .await
-            .map_err(map_transfer_error)
-    }
-
-    /// Stops the device after the application or the event cancelled: Cancel Request, status
-    /// polled until OK, and a Device Reset if the device ignored the cancel.
-    async fn cancel_device(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
-        if self.is(Mutation::NoDeviceCancel) {
-            return Ok(());
-        }
-        if self.is(Mutation::SlowCancel) {
-            // Lets a running scan go on for up to two seconds, in case it ends by itself,
-            // before it tells the device.
-            let until = host.now() + Duration::from_millis(2000);
-            while host.now() < until {
-                let running = self.scan_status(host).await.is_ok_and(|s| {
-                    matches!(
-                        s.state,
-                        DeviceState::WarmingUp | DeviceState::Scanning | DeviceState::FeedingPage
-                    )
-                });
-                if !running {
-                    break;
-                }
-                host.sleep(Duration::from_millis(25)).await;
-            }
-        }
-        if !self.is(Mutation::StaleBand) {
-            self.read_ahead.borrow_mut().take();
-        }
-        let mut payload = [0u8; 6];
-        payload[0..2].copy_from_slice(&CANCEL_CODE.to_le_bytes());
-        host.control_out(self.setup_out(REQ_CANCEL, 6), &payload, CONTROL_TIMEOUT)
-            .await
-            .map_err(map_transfer_error)?;
-        if self.is(Mutation::NoStatusPoll) {
-            return Ok(());
-        }
-        self.wait_ready(host).await?;
-        let scan = self.scan_status(host).await?;
-        let halted_left = self.is(Mutation::HaltUncleared) && scan.state == DeviceState::Halted;
-        if !matches!(scan.state, DeviceState::Idle) && !halted_left {
-            // The device acknowledged the cancel but kept scanning: reset it.
-            self.reset_device(host).await?;
-            self.wait_ready(host).await?;
-        }
-        Ok(())
-    }
-
-    /// What a device-side stop (stall, short read, feeder empty) means, from the scan status.
-    async fn device_stop(&self, host: &dyn UsbHost) -> Stop {
-        let status = match self.device_status(host).await {
-            Ok(s) => s,
-            Err(hr) => return Stop::Error(hr),
-        };
-        if status.code == STATUS_TRANSACTION_CANCELLED {
-            if let Err(hr) = self.wait_ready(host).await {
-                return Stop::Error(hr);
-            }
-        }
-        let scan = match self.scan_status(host).await {
-            Ok(s) => s,
-            Err(hr) => return Stop::Error(hr),
-        };
-        match scan.error {
-            ScanError::CancelButton | ScanError::ShortBand => Stop::Cancelled,
-            ScanError::PaperJam => Stop::Error(Hresult::WIA_ERROR_PAPER_JAM),
-            ScanError::CoverOpen => Stop::Error(Hresult::WIA_ERROR_COVER_OPEN),
-            ScanError::FeederEmpty => Stop::Error(Hresult::WIA_ERROR_PAPER_EMPTY),
-            _ => Stop::Error(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
-        }
     }
 
     /// What a status or new-page callback's answer other than S_OK means.
@@ -607,17 +410,6 @@ impl NativeDriver {
 /// Submits a bulk read of one packet (no timeout) and lets go of it without waiting for it or
 /// aborting it, as a driver that queues a drain URB and forgets it: the host still counts it as
 /// pending.
-async fn post_and_leave(host: &dyn UsbHost) {
-    let mut drain = [0u8; 512];
-    let mut read = pin!(host.bulk_in(EP_DATA_IN, &mut drain, Duration::ZERO));
-    // One poll submits it; it stays queued on the host when the future is dropped.
-    poll_fn(|cx| {
-        let _ = read.as_mut().poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
-
 fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
     if unknown_total || total == 0 {
         return 0;
@@ -652,6 +444,9 @@ impl MiniDriver for NativeDriver {
         host: &dyn UsbHost,
         callback: &dyn MiniDrvCallback,
     ) -> Hresult {
+        if let Some(drain) = self.drain.borrow_mut().take() {
+            drain.cancel();
+        }
         self.cancel_io.set(false);
         self.extra_sent.set(false);
         self.interface.set(ctx.interface);
@@ -670,7 +465,7 @@ impl MiniDriver for NativeDriver {
                     host.sleep(Duration::from_millis(3000)).await;
                 }
                 if self.is(Mutation::PendingDrain) && matches!(stop, Stop::Cancelled) {
-                    post_and_leave(host).await;
+                    self.post_and_leave();
                 }
                 match (stop, cleanup) {
                     (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,
@@ -684,6 +479,15 @@ impl MiniDriver for NativeDriver {
                 }
             }
         }
+    }
+
+    fn begin_run(&self, run: Rc<dyn RunContext>) {
+        *self.run.borrow_mut() = Some(run);
+    }
+
+    fn end_run(&self) {
+        self.run.borrow_mut().take();
+        self.drain.borrow_mut().take();
     }
 
     fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {
