@@ -520,6 +520,46 @@ fn legacy_xp_passes_and_reports_wasted_bands() {
 }
 
 #[test]
+fn a_profile_path_is_relative_to_the_scenario_folder() {
+    // conformance/SCENARIOS.md: a profile that is a path is relative to the scenario's folder,
+    // whatever the current directory (here the repository root, not the scenario's folder).
+    let d = temp_dir("profile-path");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let scenario =
+        std::fs::read_to_string(repo.join("fixtures/scenarios/callback/s-false-mid-scan.json"))
+            .unwrap();
+    let profile = repo.join("fixtures/profiles/fast-flatbed.json");
+    for dir in ["one", "many", "profs"] {
+        std::fs::create_dir_all(d.join(dir)).unwrap();
+    }
+    std::fs::copy(&profile, d.join("one/myprof.json")).unwrap();
+    std::fs::copy(&profile, d.join("profs/other.json")).unwrap();
+    let with = |profile: &str| scenario.replace("\"fast-flatbed\"", &format!("{profile:?}"));
+    std::fs::write(d.join("one/beside.json"), with("myprof.json")).unwrap();
+    std::fs::write(d.join("many/a.json"), with("../profs/other.json")).unwrap();
+    std::fs::write(d.join("many/b.json"), with("fast-flatbed")).unwrap();
+    for (scenarios, runs) in [("one/beside.json", 2), ("many", 4)] {
+        let o = run(&["run", "--scenarios", d.join(scenarios).to_str().unwrap()]);
+        assert!(o.status.success(), "{scenarios}: {}", text(&o));
+        let summary = format!("{runs} passed, 0 failed");
+        assert!(text(&o).contains(&summary), "{scenarios}: {}", text(&o));
+    }
+
+    // A missing one is named by the path that was looked for, not `<name>.json.json`.
+    std::fs::write(d.join("one/beside.json"), with("nothere.json")).unwrap();
+    let o = run(&[
+        "run",
+        "--scenarios",
+        d.join("one/beside.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("one/nothere.json"), "{err}");
+    assert!(!err.contains(".json.json"), "{err}");
+    assert!(o.stdout.is_empty(), "output before the error: {err}");
+}
+
+#[test]
 fn show_marks_the_violation_in_text_mode() {
     let d = temp_dir("show");
     let traces = d.join("traces");

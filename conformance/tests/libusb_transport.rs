@@ -3,12 +3,12 @@
 //! (`emulator/libusb-shim`, `cargo build -p scanlab-libusb`), which speaks USB/IP to an
 //! in-process server, in real time.
 //!
-//! The runs go through the `scanconform` binary, which re-executes itself with the stand-in
+//! The runs go through the `scanconform` binary, which runs `scanconform-libusb` with the stand-in
 //! on `LD_LIBRARY_PATH`; this test process loaded the system libusb. Each run's verdicts are
-//! compared with the in-process virtual-time run of the same scenario, as `tests/usbip.rs`
-//! does for USB/IP: no rule fails, every rule's verdict kind is the same (a time-triggered step
-//! may land elsewhere in real time, so there "pass" and "not applicable" may differ), and the
-//! bytes delivered are the same when no step is time-triggered.
+//! compared with the in-process virtual-time run of the same scenario, as `tests/usbip.rs` does for
+//! USB/IP: no rule fails, every rule's verdict kind is the same (a time-triggered step may land
+//! elsewhere in real time, so there "pass" and "not applicable" may differ), and the bytes
+//! delivered are the same when no step is time-triggered.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -190,12 +190,17 @@ fn a_process_on_another_libusb_refuses_the_libusb_transport() {
 
 #[test]
 fn a_missing_stand_in_is_one_line_naming_the_build_command() {
-    // A copy of the program in a folder without libscanlab_libusb.so beside it.
+    // A copy of the programs in a folder without libscanlab_libusb.so beside them.
     let dir = std::env::temp_dir().join(format!("scanconform-libusb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("debug")).expect("temp folder");
     let exe = dir.join("debug/scanconform");
     std::fs::copy(env!("CARGO_BIN_EXE_scanconform"), &exe).expect("copy of scanconform");
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_scanconform-libusb"),
+        dir.join("debug/scanconform-libusb"),
+    )
+    .expect("copy of scanconform-libusb");
     let out = Command::new(&exe)
         .current_dir(repo())
         .env_remove(scanconform::libusb::transport::STAND_IN_ENV)

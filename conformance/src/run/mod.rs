@@ -322,10 +322,12 @@ pub fn run_with(
 pub fn load_profile(scenario: &LoadedScenario, profiles_dir: &Path) -> Result<Profile, RunError> {
     let sc = &scenario.scenario;
     let profile =
-        device::resolve_profile(&sc.profile, profiles_dir).map_err(|error| RunError::Profile {
-            scenario: scenario.path.clone(),
-            profile: sc.profile.clone(),
-            error: Box::new(error),
+        device::resolve_profile(&sc.profile, scenario.folder(), profiles_dir).map_err(|error| {
+            RunError::Profile {
+                scenario: scenario.path.clone(),
+                profile: sc.profile.clone(),
+                error: Box::new(error),
+            }
         })?;
     sc.scan
         .job()

@@ -56,9 +56,9 @@ pub enum Transport {
 }
 
 /// The error text of a [`Transport::Libusb`] run in a build without the `libusb` feature.
-pub const LIBUSB_FEATURE_MISSING: &str = "--transport libusb: this scanconform was built without \
-     the libusb feature (build it with `cargo build --release -p scanconform --features libusb`, \
-     which needs libusb-1.0-0-dev)";
+pub const LIBUSB_FEATURE_MISSING: &str = "--transport libusb: this library was built without \
+     the libusb feature (the `scanconform` program runs it through `scanconform-libusb`, which \
+     `cargo build --release -p scanconform --features libusb` builds; it needs libusb-1.0-0-dev)";
 
 /// The device a run serves: its profile and the faults it injects.
 pub(crate) struct DeviceSetup<'a> {

@@ -33,6 +33,7 @@ use crate::rules::lag::LagProbe;
 use crate::rules::wia2::analysis::transfer_summaries;
 use crate::rules::wia2::{self as rules2, RunFacts2};
 use crate::rules::{RuleReport, RuleStatus};
+use crate::scenario::folder_of;
 use crate::scenario::wia2::{Action2, LoadedScenario2, Trigger2};
 use crate::trace::{Actor, Kind, Recorder, Trace};
 use crate::wia::Hresult;
@@ -316,8 +317,8 @@ pub fn realtime_skip_reason(
 /// The scenario's profile, with every unit's scan checked against its optics.
 pub fn load_profile(scenario: &LoadedScenario2, profiles_dir: &Path) -> Result<Profile, RunError> {
     let sc = &scenario.scenario;
-    let profile =
-        device::resolve_profile(&sc.profile, profiles_dir).map_err(|error| RunError::Profile {
+    let profile = device::resolve_profile(&sc.profile, folder_of(&scenario.path), profiles_dir)
+        .map_err(|error| RunError::Profile {
             scenario: scenario.path.clone(),
             profile: sc.profile.clone(),
             error: Box::new(error),

@@ -290,6 +290,14 @@ impl Scenario {
     }
 }
 
+/// The folder of a scenario file (`.` for a bare file name).
+pub fn folder_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// A scenario read from disk, with its id.
 #[derive(Clone, Debug)]
 pub struct LoadedScenario {
@@ -304,6 +312,11 @@ pub struct LoadedScenario {
 }
 
 impl LoadedScenario {
+    /// The folder of the scenario file, against which a profile path is resolved.
+    pub fn folder(&self) -> &Path {
+        folder_of(&self.path)
+    }
+
     /// [`Scenario::check`], with the problem placed at its line and column in the file.
     pub fn validate(&self, known_rule: impl Fn(&str) -> bool) -> Result<(), ScenarioError> {
         self.scenario.check(known_rule).map_err(|inv| {

@@ -58,7 +58,7 @@ enum TransportArg {
     /// USB/IP over loopback to an in-process server.
     Usbip,
     /// The rusb host through libusb: the scanlab libusb-1.0 stand-in, USB/IP to an
-    /// in-process server (build with `--features libusb`).
+    /// in-process server (run by scanconform-libusb: `--features libusb`).
     Libusb,
 }
 
@@ -148,7 +148,9 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
+/// The program (`scanconform`, and `scanconform-libusb`, which is this built with the `libusb`
+/// feature).
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -67,9 +67,10 @@ pub struct RunArgs {
     format: Format,
     /// How a WIA driver reaches the emulated scanner (default inproc): in-process (virtual
     /// time), USB/IP over loopback, or libusb: the driver's rusb host on the scanlab
-    /// libusb-1.0 stand-in (emulator/libusb-shim, built beside this program; scanconform
-    /// re-executes itself with it on LD_LIBRARY_PATH) over USB/IP. usbip and libusb run in
-    /// real time, the real-time subset of the catalog; libusb needs `--features libusb`.
+    /// libusb-1.0 stand-in (emulator/libusb-shim, built beside this program) over USB/IP, run
+    /// by the scanconform-libusb beside this program (built by `cargo build -p scanconform
+    /// --features libusb`) with the stand-in on LD_LIBRARY_PATH. usbip and libusb run in real
+    /// time, the real-time subset of the catalog.
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
     /// Run on the wall clock instead of virtual time (implied by `--transport usbip` and
@@ -203,13 +204,16 @@ fn refuse_what_cannot_apply(kind: &DriverKind, args: &RunArgs) -> anyhow::Result
     Ok(())
 }
 
-/// Makes this process run on the libusb-1.0 stand-in for `--transport libusb` (re-executing it
-/// once if needed), or says why it cannot.
+/// Makes this process run on the libusb-1.0 stand-in for `--transport libusb`, or says why it
+/// cannot. `scanconform` (whatever its features) executes `scanconform-libusb` beside it on the
+/// stand-in; `scanconform-libusb` (this program built with the `libusb` feature) re-executes
+/// itself once if needed. See `scanconform::libusb::stand_in`.
 fn use_libusb_stand_in() -> anyhow::Result<()> {
     #[cfg(feature = "libusb")]
-    return Ok(scanconform::libusb::transport::ensure_stand_in()?);
-    #[cfg(not(feature = "libusb"))]
-    return Err(anyhow!(wia_run::LIBUSB_FEATURE_MISSING));
+    if env!("CARGO_BIN_NAME") == scanconform::libusb::stand_in::LIBUSB_PROGRAM {
+        return Ok(scanconform::libusb::transport::ensure_stand_in()?);
+    }
+    Err(scanconform::libusb::stand_in::exec_libusb_program("--transport libusb").into())
 }
 
 /// The output paths, checked last before the run starts (so that bad input leaves no folder
