@@ -5,6 +5,7 @@
 //! drives it the way umockdev's pcap replay expects.
 
 pub mod pcap;
+pub mod read;
 pub mod recording;
 pub mod replay;
 pub mod umockdev;
