@@ -16,6 +16,11 @@
 //! usbmon pcap (`DIR/scan.pcap`) beside the device's umockdev description
 //! (`DIR/device.umockdev`), for `umockdev-run` to replay into a libusb program.
 //!
+//! `scanemu import-pcap CAPTURE --out DIR [--device BUS:ADDRESS] [--profile PATH]` imports a
+//! usbmon capture of a real device (pcap or pcapng) as a recording with the device's umockdev
+//! description beside it; `scanemu import-pcap --list CAPTURE` lists the capture's devices.
+//! A damaged capture, or one where the device to import is not clear, is one line and exit 2.
+//!
 //! Exit status: 0 on success, 2 on bad input (unreadable or invalid profile, bad flag) with one
 //! line saying what and where, 1 if the device cannot be enumerated.
 
@@ -25,6 +30,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use scanemu::capture::import::DeviceChoice;
 use scanemu::engine::{ScanJob, ScanMode};
 use scanemu::profile::Profile;
 
@@ -80,20 +86,25 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Build a recording (fixtures/recordings/FORMAT.md) from a usbmon capture of a device:
-    /// classic pcap, link type 220 or 189. The replay personality serves it.
+    /// pcap or pcapng, link type 220 or 189. The replay personality serves it.
     ImportPcap {
         /// The capture file.
         capture: PathBuf,
         /// The recording folder to write (created if missing).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// List the capture's devices (bus, address, VID:PID, class, transfers) and write
+        /// nothing.
+        #[arg(long, conflicts_with_all = ["out", "profile", "motor_stop_us"])]
+        list: bool,
         /// Take the descriptors from this device profile when the capture holds no
         /// enumeration (captures started after the device was plugged in).
         #[arg(long, value_name = "PATH")]
         profile: Option<PathBuf>,
-        /// The device address to import (default: the first device with a transfer).
-        #[arg(long)]
-        device: Option<u8>,
+        /// The device to import, as BUS:ADDRESS or ADDRESS (default: the one device that is
+        /// no hub and did more than answer standard requests).
+        #[arg(long, value_name = "BUS:ADDRESS")]
+        device: Option<scanemu::capture::import::DeviceChoice>,
         /// How long the device's motor takes to stop after a cancel, for cancels the capture
         /// does not hold (default: the profile's, else 40000).
         #[arg(long)]
@@ -136,10 +147,20 @@ fn main() -> ExitCode {
         Command::ImportPcap {
             capture,
             out,
+            list,
             profile,
             device,
             motor_stop_us,
-        } => import_pcap(&capture, &out, profile.as_deref(), device, motor_stop_us),
+        } => match (list, out) {
+            (true, _) | (false, None) => list_devices(&capture, device),
+            (false, Some(out)) => import_pcap(
+                &capture,
+                &out,
+                profile.as_deref(),
+                device.unwrap_or_default(),
+                motor_stop_us,
+            ),
+        },
         Command::Info { profile: path } => {
             let loaded = match load_profile(path.as_deref()) {
                 Ok(p) => p,
@@ -164,12 +185,76 @@ fn main() -> ExitCode {
     }
 }
 
-/// `scanemu import-pcap`: a usbmon capture to a recording folder.
+/// `scanemu import-pcap --list`: the devices of a capture, one per line, the one the import
+/// would take marked.
+fn list_devices(capture: &Path, choice: Option<DeviceChoice>) -> ExitCode {
+    use scanemu::capture::{import, read};
+    let bytes = match std::fs::read(capture) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("scanemu: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let file = match read::read_capture(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("scanemu: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let devices = import::devices(&file);
+    let chosen = import::choose(&devices, choice.unwrap_or_default()).ok();
+    let interfaces: Vec<String> = file
+        .interfaces
+        .iter()
+        .map(|i| match i.name.as_str() {
+            "" => format!("link type {}", i.linktype),
+            name => format!("{name} (link type {})", i.linktype),
+        })
+        .collect();
+    let mut out = format!(
+        "{}: {}, {} usbmon records, interfaces: {}\n",
+        capture.display(),
+        file.format,
+        file.records.len(),
+        interfaces.join(", ")
+    );
+    out.push_str(&format!(
+        "{:<10} {:<10} {:<28} {:>9}  note\n",
+        "bus:addr", "vid:pid", "class", "transfers"
+    ));
+    for (i, d) in devices.iter().enumerate() {
+        let note = match (d.hub, d.used, chosen == Some(i)) {
+            (_, _, true) => "imported by default",
+            (true, _, _) => "hub",
+            (false, false, _) => "standard requests only",
+            (false, true, _) => "",
+        };
+        out.push_str(&format!(
+            "{:<10} {:<10} {:<28} {:>9}  {note}\n",
+            d.position(),
+            d.id_text(),
+            d.class,
+            d.transfers
+        ));
+    }
+    if chosen.is_none() {
+        if let Err(e) = import::choose(&devices, choice.unwrap_or_default()) {
+            out.push_str(&format!("no default: {e}\n"));
+        }
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// `scanemu import-pcap`: a usbmon capture to a recording folder, with the device's umockdev
+/// description beside it.
 fn import_pcap(
     capture: &Path,
     out: &Path,
     profile: Option<&Path>,
-    device: Option<u8>,
+    device: DeviceChoice,
     motor_stop_us: Option<u64>,
 ) -> ExitCode {
     let bytes = match std::fs::read(capture) {
@@ -179,16 +264,19 @@ fn import_pcap(
             return ExitCode::from(2);
         }
     };
-    let mut recording = match scanemu::capture::recording::Recording::from_pcap(&bytes, device) {
+    let imported = match scanemu::capture::import::import(&bytes, device) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("scanemu: {}: {e}", capture.display());
             return ExitCode::from(2);
         }
     };
+    let mut recording = imported.recording;
     let meta = &mut recording.meta;
-    meta.provenance
-        .insert("capture".into(), capture.display().to_string());
+    if let Some(name) = capture.file_name() {
+        meta.provenance
+            .insert("capture".into(), name.to_string_lossy().into_owned());
+    }
     if let Some(path) = profile {
         let loaded = match Profile::load(path) {
             Ok(p) => p,
@@ -204,6 +292,8 @@ fn import_pcap(
                     let mut fresh =
                         scanemu::capture::recording::RecordingMeta::new("pcap", &e.info, speed, 0);
                     fresh.provenance = std::mem::take(&mut meta.provenance);
+                    fresh.bus = meta.bus;
+                    fresh.device_address = meta.device_address;
                     fresh.motor_stop_us = loaded.timing.motor_stop_us;
                     *meta = fresh;
                 }
@@ -221,20 +311,47 @@ fn import_pcap(
     }
     if meta.device_descriptor.is_empty() {
         eprintln!(
-            "scanemu: note: {} holds no GET_DESCRIPTOR replies; the recording has no descriptors (pass --profile to take them from a profile)",
-            capture.display()
+            "scanemu: note: {} holds no GET_DESCRIPTOR replies of {}; the recording has no descriptors (pass --profile to take them from a profile)",
+            capture.display(),
+            imported.device.position()
+        );
+    }
+    if imported.truncated > 0 {
+        eprintln!(
+            "scanemu: note: {} cut the payload of {} records (its snapshot length); the recording holds what it kept",
+            capture.display(),
+            imported.truncated
         );
     }
     if let Err(e) = recording.save(out) {
         eprintln!("scanemu: --out {e}");
         return ExitCode::from(2);
     }
-    println!(
-        "scanemu: {} transactions from {} -> {}",
+    let description = out.join(scanemu::capture::umockdev::DESCRIPTION_FILE);
+    let text = scanemu::capture::umockdev::describe_recording(&recording);
+    if let Err(e) = std::fs::write(&description, text) {
+        eprintln!("scanemu: --out {}: {e}", description.display());
+        return ExitCode::from(2);
+    }
+    let pending = recording
+        .transactions
+        .iter()
+        .filter(|t| t.result == scanemu::capture::recording::TxResult::Pending)
+        .count();
+    let text = format!(
+        "scanemu: {} transactions ({pending} pending at the end) of {} from {} -> {}\n\
+         scanemu: replay into a libusb program with:\n  umockdev-run -d {} -p {}={} -- PROGRAM\n",
         recording.transactions.len(),
+        imported.device,
         capture.display(),
-        out.display()
+        out.display(),
+        description.display(),
+        scanemu::capture::umockdev::sysfs_path(&recording.meta.capture_config()),
+        out.join(scanemu::capture::recording::files::CAPTURE)
+            .display()
     );
+    // A closed pipe (`| head -1`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     ExitCode::SUCCESS
 }
 

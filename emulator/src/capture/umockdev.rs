@@ -16,6 +16,8 @@
 //!   sysfs path, [`sysfs_path`]), it makes exactly the same requests and so replays the scan.
 //!
 //! `scanemu capture --out DIR` does the recording side and writes both files.
+//! [`describe_recording`] describes the device of any recording at the bus and address its
+//! `capture.pcap` names; `scanemu import-pcap` writes it beside an imported capture.
 
 use std::fmt::Write as _;
 
@@ -162,6 +164,48 @@ pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) ->
         bcd_usb & 0xff
     ));
     s
+}
+
+/// The `.umockdev` description of a recording's device, at the bus and address its
+/// `capture.pcap` names ([`RecordingMeta::capture_config`](crate::capture::recording::RecordingMeta::capture_config)),
+/// with the manufacturer, product and serial strings the recording's GET_DESCRIPTOR replies
+/// hold (US English, else the first language). `umockdev-run -d DESCRIPTION -p
+/// SYSFS_PATH=capture.pcap` then replays the recording into a libusb program.
+pub fn describe_recording(recording: &crate::capture::recording::Recording) -> String {
+    use crate::capture::recording::{TxKind, TxResult};
+    let info = recording.meta.device_info();
+    let device = DeviceDescriptor::read(&info.device_descriptor);
+    let string = |index: u8| {
+        if index == 0 {
+            return String::new();
+        }
+        let replies = recording.transactions.iter().filter_map(|t| {
+            let s = t.setup?;
+            (t.kind == TxKind::Control
+                && t.result == TxResult::Ok
+                && s.request_type == 0x80
+                && s.request == crate::usb::Request::GET_DESCRIPTOR
+                && s.value == u16::from(descriptor_type::STRING) << 8 | u16::from(index))
+            .then(|| (s.index, t.bytes()))
+        });
+        let mut best: Option<(u16, Vec<u8>)> = None;
+        for (lang, bytes) in replies {
+            if best
+                .as_ref()
+                .is_none_or(|(l, _)| *l != 0x0409 && lang == 0x0409)
+            {
+                best = Some((lang, bytes));
+            }
+        }
+        best.map(|(_, b)| descriptor::decode_string(&b))
+            .unwrap_or_default()
+    };
+    let strings = Strings {
+        manufacturer: string(device.manufacturer_index),
+        product: string(device.product_index),
+        serial: string(device.serial_index),
+    };
+    describe(&info, &recording.meta.capture_config(), &strings)
 }
 
 /// Timeout of every request of [`scripted_scan`]: long enough that none ever times out, since
