@@ -100,6 +100,11 @@ enum Command {
         /// first divergent transaction.
         #[arg(long, value_name = "DIR")]
         replay: Option<PathBuf>,
+        /// With --replay: every departure from the recording is a divergence (a request after
+        /// its end, a GET_DESCRIPTOR or CANCEL it does not hold, a pending transfer never
+        /// asked for); by default those NAK or are answered as the device would.
+        #[arg(long, requires = "replay")]
+        strict: bool,
     },
     /// Run one scenario against a device and store the session as a recording (descriptors,
     /// every transaction with its timing, the usbmon capture and the conformance trace; see
@@ -223,6 +228,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             realtime,
             pcap,
             replay,
+            strict,
         } => {
             let mut options = run::RunOptions::default();
             options.transport = match transport {
@@ -236,6 +242,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, InputError> {
             options.realtime = realtime;
             options.pcap = pcap;
             options.replay = replay;
+            options.strict_replay = strict;
             run(
                 driver, service, scenarios, filter, junit, traces, report, format, options,
             )

@@ -136,6 +136,9 @@ pub struct RunOptions {
     /// default: none). A driver that departs from it gets a `DriverFault` naming the first
     /// divergent transaction.
     pub replay: Option<PathBuf>,
+    /// Make every departure from the replayed recording a divergence (default false; see
+    /// `scanemu::capture::replay::ReplayConfig::strict`).
+    pub strict_replay: bool,
 }
 
 /// Real-time runs only take scenarios whose virtual-time run lasts at most this long
@@ -232,7 +235,10 @@ pub fn run_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref(),
+        options.replay.as_deref().map(|dir| transport::Replay {
+            dir,
+            strict: options.strict_replay,
+        }),
         setup,
         &sim,
         &taps,

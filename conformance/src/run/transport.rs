@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter};
 use scanemu::capture::recording::{Recording, RecordingObserver};
-use scanemu::capture::replay::{describe_transaction, ReplayHost};
+use scanemu::capture::replay::{describe_transaction, ReplayConfig, ReplayHost};
 use scanemu::device::Device;
 use scanemu::engine::Fault;
 use scanemu::host::inproc::InProcessHost;
@@ -105,11 +105,19 @@ pub(crate) struct Link {
     replay: Option<ReplayHost>,
 }
 
+/// A recording to serve instead of the device.
+pub(crate) struct Replay<'a> {
+    /// The recording folder.
+    pub dir: &'a Path,
+    /// Every departure is a divergence.
+    pub strict: bool,
+}
+
 /// Builds the host of a run: `replay` (a recording folder) or the device of `setup` reached
 /// over `transport`, reporting to `taps`; `scenario` names the run in errors.
 pub(crate) fn connect(
     transport: &Transport,
-    replay: Option<&Path>,
+    replay: Option<Replay<'_>>,
     setup: DeviceSetup<'_>,
     sim: &Sim,
     taps: &Taps,
@@ -119,12 +127,14 @@ pub(crate) fn connect(
         scenario: scenario.to_path_buf(),
         reason,
     };
-    if let Some(dir) = replay {
+    if let Some(replay) = replay {
         if *transport != Transport::InProcess {
             return Err(RunError::ReplayNotInProcess);
         }
-        let recording = Recording::load(dir).map_err(RunError::Replay)?;
-        let host = ReplayHost::new(recording, Rc::new(sim.clone()));
+        let recording = Recording::load(replay.dir).map_err(RunError::Replay)?;
+        let mut config = ReplayConfig::default();
+        config.strict = replay.strict;
+        let host = ReplayHost::with_config(recording, Rc::new(sim.clone()), config);
         let observer = taps.attach(&host.device_info());
         host.set_note_observer(observer.clone());
         return Ok(Link {
@@ -232,7 +242,7 @@ fn replay_verdict(replay: &ReplayHost, rec: &Recorder, end: Instant) {
     let (at, what) = match replay.divergence() {
         Some(d) => (d.at, format!("replay: {d}")),
         None if replay.synthesized_cancel() => return,
-        None => match replay.unserved().first() {
+        None => match replay.missing().first() {
             Some(t) => (
                 end,
                 format!(

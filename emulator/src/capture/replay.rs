@@ -15,16 +15,26 @@
 //! is answered from the recorded descriptors.
 //!
 //! Pace. A matched request completes `at_us - submitted_us` after it was submitted, with the
-//! recorded result and data: an identical driver in virtual time sees identical times. A
-//! transfer recorded as cancelled waits for the host's abort (or its own timeout). An abort or
-//! timeout that comes before the recorded completion leaves the transaction in the recording
-//! (the device never saw it), as on a real bus.
+//! recorded result and data: an identical driver in virtual time sees identical times. An
+//! interrupt IN transfer completes at its recorded `at_us` on the replay's clock (at once if
+//! that has passed), because a device posts its reports at its own pace; the first transaction
+//! served sets the replay's clock against the recording's. A transfer recorded as cancelled,
+//! or as pending when a capture stopped, waits for the host's abort (or its own timeout). An
+//! abort or timeout that comes before the recorded completion leaves the transaction in the
+//! recording (the device never saw it), as on a real bus.
 //!
-//! Divergence. The first request that matches nothing ends the replay: the host reports a
-//! device note `replay-divergence` naming the transaction expected and the request received,
-//! answers that request with [`TransferError::Io`] and every later one with
-//! [`TransferError::NoDevice`], and keeps the [`Divergence`] for the caller
-//! ([`ReplayHost::divergence`]). A driver never hangs on a replay.
+//! End. A request on a stream whose transactions have all been served NAKs: it waits for its
+//! timeout or an abort, as on an idle device, and a device note `replay-end` says so once per
+//! stream.
+//!
+//! Divergence. The first request that matches nothing while its stream still holds
+//! transactions ends the replay: the host reports a device note `replay-divergence` naming the
+//! transaction expected and the request received, answers that request with
+//! [`TransferError::Io`] and every later one with [`TransferError::NoDevice`], and keeps the
+//! [`Divergence`] for the caller ([`ReplayHost::divergence`]). [`ReplayConfig::strict`] makes
+//! every departure a divergence: a request after the end of its stream, a GET_DESCRIPTOR or a
+//! CANCEL the recording does not hold (see [`ReplayHost::missing`] for transactions never
+//! asked for).
 //!
 //! Cancel. A CANCEL (0x64) the recording does not hold, while the recording still holds band
 //! data, is answered the way the native protocol does (`emulator/PROTOCOL.md` §2): the request
@@ -82,6 +92,25 @@ impl std::fmt::Display for Divergence {
                 self.expected, self.got
             ),
         }
+    }
+}
+
+/// How a [`ReplayHost`] treats requests the recording does not hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayConfig {
+    /// Every departure from the recording is a divergence (default false): a request after
+    /// the recording's end on its stream, a GET_DESCRIPTOR or a CANCEL the recording does not
+    /// hold, and (see [`ReplayHost::missing`]) a transfer left pending at the end of a capture
+    /// that the driver never asks for. By default those NAK, are answered from the
+    /// descriptors or by the native protocol, and are let pass.
+    pub strict: bool,
+}
+
+impl ReplayConfig {
+    /// The strict configuration.
+    pub fn strict() -> ReplayConfig {
+        ReplayConfig { strict: true }
     }
 }
 
@@ -237,6 +266,12 @@ struct State {
     waiters: Vec<Waker>,
     pending: u32,
     observer: Option<Rc<dyn HostObserver>>,
+    config: ReplayConfig,
+    /// The replay's time minus the recording's, fixed by the first transaction served: the
+    /// recorded completion of an interrupt IN transfer is due at `at_us + offset`.
+    offset_us: Option<i64>,
+    /// Streams whose end a `replay-end` note has announced.
+    ended: Vec<Stream>,
 }
 
 impl State {
@@ -332,8 +367,17 @@ pub struct ReplayHost {
 }
 
 impl ReplayHost {
-    /// Serves `recording` on `clock`.
+    /// Serves `recording` on `clock` with the default [`ReplayConfig`].
     pub fn new(recording: Recording, clock: Rc<dyn Clock>) -> ReplayHost {
+        ReplayHost::with_config(recording, clock, ReplayConfig::default())
+    }
+
+    /// Serves `recording` on `clock`, as `config` says.
+    pub fn with_config(
+        recording: Recording,
+        clock: Rc<dyn Clock>,
+        config: ReplayConfig,
+    ) -> ReplayHost {
         let mut streams: BTreeMap<Stream, VecDeque<usize>> = BTreeMap::new();
         let mut order: Vec<usize> = (0..recording.transactions.len()).collect();
         order.sort_by_key(|&i| {
@@ -361,6 +405,9 @@ impl ReplayHost {
                 waiters: Vec::new(),
                 pending: 0,
                 observer: None,
+                config,
+                offset_us: None,
+                ended: Vec::new(),
             })),
             clock,
         }
@@ -394,6 +441,22 @@ impl ReplayHost {
             .collect();
         left.sort_by_key(|t| (t.submitted_us, t.seq));
         left
+    }
+
+    /// The recorded transactions whose absence is a departure: in strict mode every one not
+    /// asked for ([`ReplayHost::unserved`]); otherwise those that completed in the recording
+    /// (a transfer still pending when a capture stopped may well never come again).
+    pub fn missing(&self) -> Vec<Transaction> {
+        let strict = self.state.borrow().config.strict;
+        self.unserved()
+            .into_iter()
+            .filter(|t| strict || t.result != TxResult::Pending)
+            .collect()
+    }
+
+    /// The replay's configuration.
+    pub fn config(&self) -> ReplayConfig {
+        self.state.borrow().config
     }
 
     /// Decides how to answer `req` at `now`, taking its transaction off the recording.
@@ -435,7 +498,8 @@ impl ReplayHost {
                 return take(&mut st, stream, j, now);
             }
         }
-        if is_request(protocol::REQ_CANCEL) && !req.is_in() {
+        let strict = st.config.strict;
+        if is_request(protocol::REQ_CANCEL) && !req.is_in() && !strict {
             if st.band_data_left() {
                 let idle_at = now + Duration::from_micros(st.recording.meta.motor_stop_us);
                 let mut events = VecDeque::new();
@@ -475,8 +539,28 @@ impl ReplayHost {
             }
             return Plan::Now(Ok(Vec::new()));
         }
-        if let Some(plan) = descriptor(&st, req) {
+        if let Some(plan) = descriptor(&st, req).filter(|_| !strict) {
             return plan;
+        }
+        if head.is_none() && !strict {
+            // The recording holds nothing more here: an idle device NAKs.
+            if !st.ended.contains(&stream) {
+                st.ended.push(stream);
+                st.note(
+                    now,
+                    NoteKind::ReplayEnd,
+                    format!(
+                        "the recording holds nothing more on {}: {} NAKs until its timeout or \
+                         abort",
+                        stream_name(stream),
+                        req.describe()
+                    ),
+                );
+            }
+            return Plan::Synthetic {
+                done_at: None,
+                result: Ok(Vec::new()),
+            };
         }
         let expected = match head {
             Some(i) => Some(st.recording.transactions[i].clone()),
@@ -546,7 +630,10 @@ impl ReplayHost {
                 if let Plan::Recorded { index, .. } = &plan {
                     let mut st = self.state.borrow_mut();
                     let t = st.recording.transactions[*index].clone();
-                    if t.result == TxResult::Cancelled || t.result == TxResult::Timeout {
+                    if matches!(
+                        t.result,
+                        TxResult::Cancelled | TxResult::Timeout | TxResult::Pending
+                    ) {
                         partial = t.bytes();
                         actual = partial.len();
                     } else {
@@ -599,14 +686,33 @@ struct Served {
     partial: Vec<u8>,
 }
 
-/// Takes transaction `index` off `stream` and plans its recorded answer.
+/// The stream in words, for notes.
+fn stream_name(stream: Stream) -> String {
+    match stream {
+        Stream::Control => "EP0".into(),
+        Stream::Endpoint(ep) => format!("endpoint {ep:#04x}"),
+        Stream::Reset => "resets".into(),
+    }
+}
+
+/// Takes transaction `index` off `stream` and plans its recorded answer: `at_us -
+/// submitted_us` after `now`, except that an interrupt IN transfer completes at its recorded
+/// time on the replay's clock (or at once, if that has passed): a device posts its reports at
+/// its own pace, whenever the host polls.
 fn take(st: &mut State, stream: Stream, index: usize, now: Instant) -> Plan {
     if let Some(q) = st.streams.get_mut(&stream) {
         q.retain(|&j| j != index);
     }
     let t = &st.recording.transactions[index];
+    let offset = *st
+        .offset_us
+        .get_or_insert(now.total_micros() as i64 - t.submitted_us as i64);
     let done_at = match t.result {
-        TxResult::Cancelled => None,
+        TxResult::Cancelled | TxResult::Pending => None,
+        _ if t.kind == TxKind::Interrupt && t.ep & 0x80 != 0 => {
+            let due = (t.at_us as i64).saturating_add(offset).max(0) as u64;
+            Some(now.max(Instant::from_micros(due)))
+        }
         _ => Some(now + Duration::from_micros(t.duration_us())),
     };
     Plan::Recorded { index, done_at }
