@@ -53,7 +53,7 @@ impl ServedDevice {
         epoch: Option<std::time::Instant>,
     ) -> std::io::Result<ServedDevice> {
         let mut config = ServerConfig::new(profile.clone());
-        config.faults = Some(faults);
+        config.device_mut().faults = Some(faults);
         config.epoch = epoch;
         ServedDevice::with_config(config)
     }
@@ -64,7 +64,8 @@ impl ServedDevice {
     pub fn with_config(mut config: ServerConfig) -> std::io::Result<ServedDevice> {
         let notes = DeviceNotes::default();
         let sink = notes.clone();
-        config.notes = Some(Arc::new(move |note: &DeviceNote| sink.push(note.clone())));
+        config.device_mut().notes =
+            Some(Arc::new(move |note: &DeviceNote| sink.push(note.clone())));
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = UsbIpServer::bind(loopback, config).map_err(|e| {
             std::io::Error::new(e.kind(), format!("USB/IP server on {loopback}: {e}"))

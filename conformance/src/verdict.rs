@@ -2,9 +2,13 @@
 //!
 //! A catalogue judges one run and gives a [`RuleReport`]: one [`RuleResult`] per rule, in
 //! catalogue order, plus the run's [`Metrics`]. The report, JUnit and summary writers read only
-//! these types, so they serve every driver model alike.
+//! these types (through `report::record`), so they serve every driver model alike.
+//!
+//! Rule IDs stay `&'static str`, the catalogue's own strings, so that rules, drivers and tests
+//! compare them as they are; a verdict file records results through the report's owned
+//! `FailedRule`/`NotJudged`, and only [`Metrics`] is read back as it is.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The verdict of one rule for one run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -42,8 +46,8 @@ pub struct RuleResult {
     pub status: RuleStatus,
 }
 
-/// Numbers measured over a run (not rules).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// Numbers measured over a run (not rules). Read back from verdict files, hence `Deserialize`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metrics {
     /// First cancel point (any kind, CANCEL_IO included) to the device stopped, first
     /// acquisition that has one.
@@ -59,6 +63,14 @@ pub struct Metrics {
     pub data_bytes: u64,
     /// Rules that had something to judge (all but not-applicable).
     pub rules_checked: u32,
+    /// Real-time runs: how long the run's threads waited for a CPU over the whole run
+    /// (`rules::lag`); absent in virtual time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_lag_us: Option<u64>,
+    /// Real-time runs: the host lag inside the `cancel_to_idle_us` interval, which the
+    /// idle-after-cancel rule took off it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_to_idle_lag_us: Option<u64>,
 }
 
 /// Every rule's result for one run, plus the run's metrics.

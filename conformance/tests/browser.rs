@@ -1,7 +1,8 @@
 //! The HTML report in a real browser: Debian's headless Chromium opens the report of the whole
 //! catalog for the reference driver and `mutant-no-status-poll`, the summary table has one row per
 //! run, `#expand-first-failure` opens the first failed run and draws its timeline with the
-//! violation marker on the event its verdict names, and a screenshot is kept under
+//! violation marker on the event its verdict names, a SANE run (when the SANE test backend is
+//! installed) opens with its own timeline and its finding marked, and a screenshot is kept under
 //! `target/report-artifacts/`. Skipped (with a printed reason) only when Chromium is absent and
 //! CI is not set; under `CI=true` a missing Chromium fails.
 
@@ -113,6 +114,31 @@ fn report_opens_in_headless_chromium() {
         scanconform(&["run", "--driver", "mutant-no-status-poll", "--traces", t]),
         1
     );
+    // A SANE run goes into the same report, when the SANE test backend is installed.
+    let sane = match scanconform::sane::target::resolve("test") {
+        Ok(_) => {
+            assert_eq!(
+                scanconform(&[
+                    "run",
+                    "--driver",
+                    "sane:test",
+                    "--filter",
+                    "sane/cancel-blocked-read-signal",
+                    "--traces",
+                    t
+                ]),
+                0
+            );
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but the SANE test backend is missing: {e}")
+        }
+        Err(e) => {
+            println!("no SANE run in the report: {e}");
+            false
+        }
+    };
     let html = work.join("report.html");
     assert_eq!(
         scanconform(&["report", "--traces", t, "--out", html.to_str().unwrap()]),
@@ -122,7 +148,7 @@ fn report_opens_in_headless_chromium() {
     let runs = html_report::load_dir(&traces).unwrap();
     let mut failures: Vec<_> = runs
         .iter()
-        .filter(|r| r.verdict.verdict == "fail")
+        .filter(|r| r.verdict.verdict == scanconform::report::Verdict::Fail)
         .collect();
     failures.sort_by(|a, b| {
         (&a.verdict.driver, &a.verdict.scenario, &a.verdict.service).cmp(&(
@@ -168,6 +194,32 @@ fn report_opens_in_headless_chromium() {
     );
     assert!(dom.contains(&marker), "missing {marker}");
     assert!(first.failed.iter().any(|f| f.id == "USB-STATUS-POLLED"));
+
+    // The SANE run opens with its own timeline: the expected failure marked on its call.
+    if sane {
+        let page = std::fs::read_to_string(&html).unwrap();
+        let at = page
+            .find("<b>sane/cancel-blocked-read-signal</b>")
+            .expect("the SANE run is in the report");
+        let id = page[..at]
+            .rfind("id=\"run-")
+            .map(|i| &page[i + 4..])
+            .and_then(|s| s.split('"').next())
+            .unwrap()
+            .to_string();
+        let dom = chromium(
+            &profile,
+            &format!("{url}#{id}"),
+            &["--virtual-time-budget=10000", "--dump-dom"],
+            Duration::from_secs(90),
+        );
+        assert_eq!(dom.matches("data-rendered=\"1\"").count(), 1, "{id} drawn");
+        assert!(
+            dom.contains("<g class=\"violation\" data-rule=\"SANE-CANCEL-STATUS\""),
+            "the SANE timeline marks its expected failure"
+        );
+        assert!(dom.contains("tl-legend-sane"));
+    }
 
     let shot = work.join("report.png");
     let _ = std::fs::remove_file(&shot);

@@ -1,4 +1,7 @@
-//! The `scanconform` command line as users and CI run it.
+//! The `scanconform` command line as users and CI run it: traces, JUnit, exit codes, `explain`
+//! over both catalogues, the driver forms in help, list and errors, options refused for a driver
+//! kind they cannot apply to, input errors before any output, a closed stdout ending quietly,
+//! and trace folders that stay inside `--traces`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -171,6 +174,37 @@ fn explain_quotes_the_source_of_every_rule() {
 }
 
 #[test]
+fn explain_knows_both_catalogues_and_lists_them() {
+    for rule in scanconform::sane::rules::catalog() {
+        let o = run(&["explain", rule.id]);
+        assert!(o.status.success(), "{}", rule.id);
+        assert!(String::from_utf8_lossy(&o.stdout).contains(rule.quote));
+    }
+    for args in [&["explain"][..], &["explain", "--list"][..]] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let ids = scanconform::rules::catalog()
+            .iter()
+            .map(|r| r.id)
+            .chain(scanconform::sane::rules::catalog().iter().map(|r| r.id));
+        for id in ids {
+            assert!(
+                out.lines().any(|l| l.split_whitespace().next() == Some(id)),
+                "{args:?}: {id} not listed"
+            );
+        }
+    }
+    let o = run(&["explain", "NO-SUCH-RULE"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SANE-CANCEL-STATUS") && err.contains("WIA-RET-SFALSE"),
+        "{err}"
+    );
+}
+
+#[test]
 fn drivers_lists_the_rule_each_mutant_breaks() {
     let o = run(&["drivers", "--format", "json"]);
     assert!(o.status.success());
@@ -188,7 +222,268 @@ fn drivers_lists_the_rule_each_mutant_breaks() {
         let breaks = v["breaks"].as_str();
         assert_eq!(breaks, expected.get(name).map(String::as_str), "{name}");
     }
-    assert_eq!(out.lines().count(), scanconform::drivers::BUILTIN.len());
+    let kinds: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "builtin").count(),
+        scanconform::drivers::BUILTIN.len()
+    );
+    assert!(kinds.iter().any(|k| k == "exec") && kinds.iter().any(|k| k == "sane"));
+}
+
+#[test]
+fn exec_and_sane_drivers_are_named_in_help_list_and_errors() {
+    let o = run(&["run", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("exec:'CMD ARGS'") && help.contains("sane:BACKEND"),
+        "{help}"
+    );
+    let o = run(&["drivers"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines().any(|l| l.starts_with("exec:'CMD ARGS'")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("sane:BACKEND[:DEVICE]")),
+        "{out}"
+    );
+    let o = run(&["run", "--driver", "no-such-driver"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unknown driver")
+            && err.contains("exec:'CMD ARGS'")
+            && err.contains("sane:BACKEND"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+}
+
+/// Runs `args`, expecting exit 2, one line on stderr containing every needle, nothing on
+/// stdout (the error comes before any table header).
+fn refused(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {n:?} missing in {err}");
+    }
+    assert!(
+        o.stdout.is_empty(),
+        "{args:?}: printed {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn options_that_cannot_apply_are_refused_with_one_line() {
+    // SANE kinds have no service model, transport, virtual time or recording; refused before
+    // the backend is even looked up.
+    refused(
+        &["run", "--driver", "sane:test", "--transport", "usbip"],
+        &["--transport usbip", "sane:test"],
+    );
+    refused(
+        &["run", "--driver", "sane:test", "--service", "vista"],
+        &["--service", "service model"],
+    );
+    refused(
+        &["run", "--driver", "sane:test", "--realtime"],
+        &["--realtime"],
+    );
+    refused(
+        &[
+            "run",
+            "--driver",
+            "sane:test",
+            "--replay",
+            "fixtures/recordings",
+        ],
+        &["--replay"],
+    );
+    // A SANE backend has no USB session to record.
+    refused(
+        &[
+            "record",
+            "--driver",
+            "sane:test",
+            "--scenario",
+            "fixtures/scenarios/callback/s-false-first-band.json",
+            "--out",
+            "target/never-written",
+        ],
+        &["sane:test", "cannot be recorded"],
+    );
+    // A replay runs in-process.
+    refused(
+        &[
+            "run",
+            "--replay",
+            "fixtures/recordings",
+            "--transport",
+            "usbip",
+        ],
+        &["--replay", "--transport usbip"],
+    );
+}
+
+#[test]
+fn input_errors_come_before_any_output() {
+    let d = temp_dir("early");
+    // A --junit or --report file in a folder that does not exist.
+    let junit = d.join("no-such-folder").join("out.xml");
+    refused(
+        &[
+            "run",
+            "--filter",
+            "callback/*",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        &["--junit", "no-such-folder"],
+    );
+    let report = d.join("nope").join("r.html");
+    refused(
+        &["run", "--report", report.to_str().unwrap()],
+        &["--report", "nope"],
+    );
+    // A folder given as --junit.
+    refused(
+        &["run", "--junit", d.to_str().unwrap()],
+        &["--junit", "is a folder"],
+    );
+    let traces = d.join("traces");
+    refused(
+        &[
+            "run",
+            "--filter",
+            "no-such/*",
+            "--traces",
+            traces.to_str().unwrap(),
+        ],
+        &["--filter", "matches no scenario"],
+    );
+    assert!(!traces.exists(), "bad input left a --traces folder behind");
+    // A scenario whose profile does not exist: found before the first row, not after.
+    let group = d.join("scn").join("g");
+    std::fs::create_dir_all(&group).unwrap();
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/scenarios/callback/s-false-first-band.json"),
+    )
+    .unwrap();
+    std::fs::write(group.join("a.json"), &good).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let profile = v["profile"].as_str().unwrap();
+    std::fs::write(
+        group.join("b.json"),
+        good.replacen(&format!("\"{profile}\""), "\"no-such-profile\"", 1),
+    )
+    .unwrap();
+    refused(
+        &["run", "--scenarios", d.join("scn").to_str().unwrap()],
+        &["b.json", "no-such-profile"],
+    );
+    // Nothing was left behind by the checks.
+    assert!(!junit.exists() && !d.join("no-such-folder").exists());
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_output_quietly() {
+    let d = temp_dir("pipe");
+    let xml = d.join("out.xml");
+    let trace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/recordings/complete-gray8-inproc/trace.jsonl");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["list".into()],
+        vec!["drivers".into()],
+        vec!["explain".into()],
+        vec!["explain".into(), "WIA-RET-SFALSE".into()],
+        vec!["show".into(), trace.display().to_string()],
+        vec![
+            "run".into(),
+            "--filter".into(),
+            "callback/*".into(),
+            "--junit".into(),
+            xml.display().to_string(),
+        ],
+    ];
+    for args in cases {
+        // A pipe whose reader is gone before the first write, as `| head` leaves it.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = bin().args(&args).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    }
+    // The run went on quietly and wrote its JUnit.
+    let report = quick_junit::Report::deserialize_from_str(&std::fs::read_to_string(&xml).unwrap())
+        .expect("JUnit XML parses");
+    assert!(report.tests > 10);
+}
+
+#[test]
+fn exec_driver_traces_stay_inside_the_traces_folder() {
+    let d = temp_dir("exec-traces");
+    let traces = d.join("t");
+    // `..` in the command line: the folder is named from the sanitised driver name.
+    let driver = "exec:python3 conformance/../conformance/examples/reference_driver.py";
+    let o = run(&[
+        "run",
+        "--driver",
+        driver,
+        "--filter",
+        "callback/s-false-first-band",
+        "--service",
+        "xp",
+        "--traces",
+        traces.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let top: Vec<_> = std::fs::read_dir(&traces)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert!(
+        top[0].starts_with("exec-python3-conformance-..-conformance-examples"),
+        "{top:?}"
+    );
+    assert_eq!(top[0], scanconform::report::driver_folder(driver));
+    let mut files = Vec::new();
+    collect(&traces, &mut files);
+    assert!(files
+        .iter()
+        .any(|f| f.ends_with("xp/callback/s-false-first-band.jsonl")));
+    // Nothing was written beside the traces folder.
+    let beside: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+    assert_eq!(beside.len(), 1);
+    // The report reads it back with the driver's real name.
+    let html = d.join("r.html");
+    let o = run(&[
+        "report",
+        "--traces",
+        traces.to_str().unwrap(),
+        "--out",
+        html.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("exec:python3 conformance/../conformance/examples/reference_driver.py"));
 }
 
 #[test]

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use scanconform::report::html::{self as html_report, ReportRun, RunVerdict};
+use scanconform::report::html::{self as html_report};
 use scanconform::report::timeline::{self, SvgOptions};
+use scanconform::report::{RunRecord, RunTrace};
 use scanconform::run::{self, RunResult};
 use scanconform::scenario::{self, ServiceModel};
 use scanconform::{drivers, report};
@@ -74,8 +75,8 @@ fn marker_and_event_x(svg: &str) -> Vec<(String, usize, f64, f64)> {
 #[test]
 fn svg_is_well_formed_deterministic_and_marks_the_violating_event() {
     let r = failing_run();
-    let v = RunVerdict::from_run(&r);
-    let opts = SvgOptions::standalone(html_report::run_title(&v));
+    let v = RunRecord::wia(&r).verdict;
+    let opts = SvgOptions::standalone(v.title());
     let a = timeline::render_svg(&r.trace, &v.marks(), &opts);
     let b = timeline::render_svg(&r.trace, &v.marks(), &opts);
     assert_eq!(a, b, "rendering twice gives the same bytes");
@@ -114,7 +115,7 @@ fn svg_is_well_formed_deterministic_and_marks_the_violating_event() {
 
 #[test]
 fn html_is_well_formed_deterministic_and_embeds_every_timeline() {
-    let runs: Vec<ReportRun> = [
+    let runs: Vec<RunRecord> = [
         run_one("reference", "callback/s-false-mid-scan", ServiceModel::Xp),
         failing_run(),
         run_one(
@@ -124,7 +125,7 @@ fn html_is_well_formed_deterministic_and_embeds_every_timeline() {
         ),
     ]
     .iter()
-    .map(ReportRun::from_run)
+    .map(RunRecord::wia)
     .collect();
     let html = html_report::render_html(&runs);
     assert_eq!(html, html_report::render_html(&runs), "deterministic");
@@ -183,31 +184,31 @@ fn verdict_files_are_written_beside_traces_and_read_back() {
     let dir = std::env::temp_dir().join(format!("scanconform-report-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let r = failing_run();
-    report::write_trace(&dir, &r).unwrap();
+    report::write_trace(&dir, &RunRecord::wia(&r)).unwrap();
     let ok = run_one("reference", "callback/s-false-mid-scan", ServiceModel::Xp);
-    report::write_trace(&dir, &ok).unwrap();
+    report::write_trace(&dir, &RunRecord::wia(&ok)).unwrap();
     let runs = html_report::load_dir(&dir).unwrap();
     assert_eq!(runs.len(), 2);
     let back = runs
         .iter()
         .find(|x| x.verdict.driver == "mutant-no-status-poll")
         .unwrap();
-    assert_eq!(back.verdict, RunVerdict::from_run(&r));
-    assert_eq!(back.trace, r.trace);
+    assert_eq!(back.verdict, RunRecord::wia(&r).verdict);
+    assert_eq!(back.trace, RunTrace::Wia(r.trace.clone()));
     // A verdict pointing past the trace is bad input, named by file.
     let vpath = html_report::verdict_path(
         &dir.join("mutant-no-status-poll/xp/callback/s-false-mid-scan.jsonl"),
     );
-    let mut bad = RunVerdict::from_run(&r);
+    let mut bad = RunRecord::wia(&r).verdict;
     bad.failed[0].event = 10_000;
     std::fs::write(&vpath, serde_json::to_string(&bad).unwrap()).unwrap();
-    let err = html_report::load_dir(&dir).unwrap_err();
+    let err = html_report::load_dir(&dir).unwrap_err().to_string();
     assert!(
         err.contains("verdict.json") && err.contains("10000"),
         "{err}"
     );
     std::fs::write(&vpath, "{ not json").unwrap();
-    let err = html_report::load_dir(&dir).unwrap_err();
+    let err = html_report::load_dir(&dir).unwrap_err().to_string();
     assert!(err.contains("s-false-mid-scan.verdict.json:1:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

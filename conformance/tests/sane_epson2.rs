@@ -3,7 +3,8 @@
 //! `fixtures/scenarios/sane/epson2/` runs with the device side in the trace, the findings of
 //! `fixtures/sane-expected/epson2.json` are honoured both ways and each names its wire evidence,
 //! cancel latencies are measured, and each run's outline (frontend calls, then the device's
-//! wire events) matches its snapshot under `fixtures/snapshots/sane-epson2/`.
+//! wire events) matches its snapshot under `fixtures/snapshots/sane-epson2/`; `--pcap` captures
+//! each run's USB traffic as a usbmon pcap.
 //!
 //! Without the backend or the stand-in (`cargo build -p scanlab-libusb`) these tests print why
 //! and pass, except under `CI=true`, where that fails them.
@@ -13,7 +14,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use scanconform::sane::expected::{compare, ExpectedFailures};
-use scanconform::sane::runner::{self, SaneRun, Session};
+use scanconform::sane::runner::{SaneRun, Session};
+use scanconform::sane::target;
 use scanconform::sane::{self, scenario as sane_scenario};
 
 /// The runs share the process's libusb stand-in and environment: one test at a time.
@@ -36,8 +38,8 @@ fn skip_or_fail(why: &str) {
 }
 
 /// The epson2 backend and the stand-in, or None (with the reason printed) outside CI.
-fn available() -> Option<runner::Target> {
-    let target = match runner::resolve("epson2") {
+fn available() -> Option<target::Target> {
+    let target = match target::resolve("epson2") {
         Ok(t) => t,
         Err(e) => {
             skip_or_fail(&format!("the SANE epson2 backend is missing: {e}"));
@@ -59,7 +61,7 @@ fn available() -> Option<runner::Target> {
     Some(target)
 }
 
-fn session(target: runner::Target) -> Session {
+fn session(target: target::Target) -> Session {
     let config = sane::config_dir(&fixtures(), "epson2");
     assert!(config.is_some(), "fixtures/sane/epson2.conf is missing");
     Session::prepare_with_device(target, config.as_deref(), &fixtures().join("profiles"))
@@ -75,7 +77,7 @@ fn scenarios() -> Vec<sane_scenario::LoadedSaneScenario> {
 fn outline(r: &SaneRun) -> Vec<String> {
     let mut lines = r.trace.outline();
     lines.push("--- device".into());
-    lines.extend(r.trace.device_outline());
+    lines.extend(r.trace.device_outline(&r.latency));
     lines
 }
 
@@ -86,7 +88,10 @@ fn epson2_catalog_honours_the_findings_and_matches_snapshots() {
     let session = session(target);
     // Loaded directly (not through the dll meta-backend), epson2 names it without `epson2:`.
     assert_eq!(session.device, "libusb:001:002");
-    let list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2")).unwrap();
+    let list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2"), |id| {
+        sane::rules::find(id).is_some()
+    })
+    .unwrap();
     let scenarios = scenarios();
     assert!(
         scenarios.len() >= 10,
@@ -171,8 +176,8 @@ fn epson2_runs_repeat_with_the_same_verdicts_and_outlines() {
                 .map(|x| {
                     (
                         x.id,
-                        matches!(x.status, scanconform::rules::RuleStatus::Fail { .. }),
-                        x.status == scanconform::rules::RuleStatus::NotApplicable,
+                        matches!(x.status, scanconform::verdict::RuleStatus::Fail { .. }),
+                        x.status == scanconform::verdict::RuleStatus::NotApplicable,
                     )
                 })
                 .collect()
@@ -246,7 +251,10 @@ fn a_changed_finding_fails_both_ways() {
         .filter(|s| s.id == "sane/cancel-unread-data" || s.id == "sane/full-gray")
         .collect();
     let runs: Vec<SaneRun> = s.iter().map(|s| session.run(s)).collect();
-    let mut list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2")).unwrap();
+    let mut list = ExpectedFailures::load(&sane::expected_path(&fixtures(), "epson2"), |id| {
+        sane::rules::find(id).is_some()
+    })
+    .unwrap();
     // Other wire evidence than observed: a violation.
     for f in &mut list.failures {
         if f.scenario == "sane/cancel-unread-data" {
@@ -276,4 +284,73 @@ fn a_changed_finding_fails_both_ways() {
         "{:?}",
         cmp.violations
     );
+}
+
+/// The records of a classic pcap file: (link type, record count), after checking each
+/// record's length stays inside the file.
+fn pcap_records(bytes: &[u8]) -> (u32, usize) {
+    assert!(bytes.len() >= 24, "no pcap header");
+    assert_eq!(&bytes[0..4], &0xa1b2_c3d4u32.to_le_bytes(), "pcap magic");
+    let link = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+    let (mut at, mut n) = (24, 0);
+    while at < bytes.len() {
+        let incl = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + incl;
+        n += 1;
+    }
+    assert_eq!(at, bytes.len(), "the last record is cut");
+    (link, n)
+}
+
+#[test]
+fn cli_captures_the_usb_traffic_of_epson2_runs() {
+    let _g = serial();
+    if available().is_none() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let caps = std::env::temp_dir().join(format!("sane-epson2-pcap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&caps);
+    let o = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .args([
+            "run",
+            "--driver",
+            "sane:epson2",
+            "--filter",
+            "sane/cancel-b*",
+            "--pcap",
+        ])
+        .arg(&caps)
+        .current_dir(&root)
+        .output()
+        .expect("scanconform runs");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let file = caps.join("sane.cancel-between-blocks.pcap");
+    let bytes = std::fs::read(&file).expect("one capture per run");
+    let (link, records) = pcap_records(&bytes);
+    assert_eq!(link, 220, "LINKTYPE_USB_LINUX_MMAPPED");
+    // Enumeration, the ESC/I commands and the blocks up to the cancel: S and C per URB.
+    assert!(records > 20, "{records} records");
+    let runs = std::fs::read_dir(&caps).unwrap().count();
+    assert!(runs >= 3, "{runs} captures");
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        let t = Command::new("tshark")
+            .arg("-r")
+            .arg(&file)
+            .output()
+            .expect("tshark runs");
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&t.stdout).lines().count(),
+            records,
+            "tshark reads every record"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&caps);
 }

@@ -1,17 +1,25 @@
-//! USB/IP loopback throughput and latency of the emulated scanner.
+//! USB/IP loopback throughput and latency of the emulated scanner, side by side with raw
+//! loopback TCP measured in the same run.
 //!
-//! Run: `cargo run --release -p scanemu --example usbip_throughput`
+//! Run: `cargo run --release -p scanemu --example usbip_throughput` (scripts/bench runs it and
+//! reads the JSON object it prints last).
 //!
 //! Serves `fixtures/profiles/a4-flatbed-1200.json` (bus speed "unlimited", 10 us per line, so
-//! the device is not the bottleneck) on 127.0.0.1 and measures:
-//! - bulk IN throughput of a 600-dpi colour A4 scan (about 104 MB) read in 64 KiB transfers
-//!   through [`UsbIpHost`] (one transfer at a time, as a driver's `bulk_in` loop does), and
-//!   through a raw client keeping 8 URBs of 64 KiB in flight;
-//! - the round-trip latency of GET_DEVICE_STATUS (a 3-stage control transfer) over USB/IP.
+//! the device is not the bottleneck) on 127.0.0.1 and measures, each figure beside the raw TCP
+//! figure it is compared with:
+//! - control round trip: GET_DEVICE_STATUS (a 3-stage control transfer) from a blocking
+//!   client, against a 48-byte ping-pong with a blocking echo thread;
+//! - 64 KiB bulk IN, one URB in flight, from a blocking client, against a 48-byte request
+//!   answered by 48 + 64 KiB from a blocking thread;
+//! - 8 devices of one server streaming at once (one client thread each, one URB in flight),
+//!   against one device streamed alone the same way;
+//! - for reference, the same figures through [`UsbIpHost`] (a reader thread and a waker per
+//!   URB, as drivers use it) and a raw client keeping 8 URBs in flight.
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
+use std::time::Instant as WallInstant;
 
 use scanemu::engine::{ScanJob, ScanMode, ScanSource};
 use scanemu::host::usbip::UsbIpHost;
@@ -21,201 +29,473 @@ use scanemu::profile::Profile;
 use scanemu::sim::Sim;
 use scanemu::time::{Duration, Instant};
 use scanemu::usbip::protocol::{
-    encode_busid, CmdSubmit, DeviceRecord, OpHeader, Reply, DIR_IN, OP_REQ_IMPORT, URB_DIR_IN,
+    encode_busid, CmdSubmit, DeviceRecord, OpHeader, DIR_IN, DIR_OUT, OP_REQ_IMPORT, URB_DIR_IN,
+    URB_HEADER_LEN,
 };
-use scanemu::usbip::{ServerConfig, UsbIpServer};
+use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig, UsbIpServer};
 
 const CHUNK: usize = 64 * 1024;
 const T: Duration = Duration::from_secs(5);
+/// Rounds of each comparison: every round measures both sides, one right after the other, and
+/// the figure reported is the median of the rounds' ratios, so load from other processes that
+/// comes and goes cancels out.
+const ROUNDS: usize = 9;
+/// Round trips per round.
+const ROUND_TRIPS: usize = 500;
+/// 64 KiB transfers per round (a 1200-dpi colour A4 page holds about 6400).
+const TRANSFERS: usize = 300;
+/// 64 KiB transfers per device and phase of the many-device rounds (the first device reads
+/// twice that per round, within one page).
+const MANY_TRANSFERS: usize = 200;
+/// Devices streaming at once.
+const DEVICES: usize = 8;
 
 fn job() -> ScanJob {
     ScanJob {
-        resolution_dpi: 600,
+        resolution_dpi: 1200,
         mode: ScanMode::Color24,
         x_px: 0,
         y_px: 0,
-        width_px: 4960,
-        height_px: 7016,
+        width_px: 9920,
+        height_px: 14032,
         source: ScanSource::Flatbed,
         pages: 1,
     }
-}
-
-async fn start(host: &dyn UsbHost) -> ParamsReport {
-    let params = ScanParams { job: job() }.encode();
-    host.control_out(Setup::vendor_out(REQ_SET_PARAMS, 0, 0, 0), &params, T)
-        .await
-        .expect("SET_PARAMS");
-    let r = host
-        .control_in(
-            Setup::vendor_in(REQ_GET_PARAMS, 0, 0, PARAMS_REPORT_LEN as u16),
-            T,
-        )
-        .await
-        .expect("GET_PARAMS");
-    host.control_out(Setup::vendor_out(REQ_START_SCAN, 0, 0, 0), &[], T)
-        .await
-        .expect("START_SCAN");
-    ParamsReport::decode(&r).expect("params report")
 }
 
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
 
-fn main() {
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) * 99 / 100]
+}
+
+/// A blocking USB/IP client that speaks the URB protocol by hand, with no thread or
+/// allocation per URB: the client side of the comparison costs what the raw TCP client costs.
+struct RawClient {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    devid: u32,
+    seq: u32,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl RawClient {
+    fn import(addr: SocketAddr, busid: &str) -> RawClient {
+        let mut stream = TcpStream::connect(addr).expect("connects");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut req = OpHeader::new(OP_REQ_IMPORT, 0).encode().to_vec();
+        req.extend_from_slice(&encode_busid(busid).expect("busid"));
+        stream.write_all(&req).expect("import");
+        let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone().expect("clone"));
+        let h = OpHeader::read(&mut reader).expect("reply");
+        assert_eq!(h.status, 0, "import of {busid} refused");
+        let rec = DeviceRecord::read(&mut reader).expect("record");
+        RawClient {
+            stream,
+            reader,
+            devid: rec.devid(),
+            seq: 0,
+            buf: vec![0; CHUNK],
+            out: Vec::with_capacity(256),
+        }
+    }
+
+    /// Sends one URB and reads its reply; returns (status, actual length).
+    fn urb(&mut self, ep: u32, dir: u32, len: u32, setup: Setup, data: &[u8]) -> (i32, usize) {
+        self.seq += 1;
+        self.out.clear();
+        CmdSubmit {
+            seqnum: self.seq,
+            devid: self.devid,
+            direction: dir,
+            ep,
+            transfer_flags: if dir == DIR_IN { URB_DIR_IN } else { 0 },
+            transfer_buffer_length: len,
+            start_frame: 0,
+            number_of_packets: 0,
+            interval: 0,
+            setup: setup.to_bytes(),
+            data: data.to_vec(),
+        }
+        .write(&mut self.out)
+        .expect("encode");
+        self.stream.write_all(&self.out).expect("send");
+        let mut h = [0u8; URB_HEADER_LEN];
+        self.reader.read_exact(&mut h).expect("reply header");
+        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        assert_eq!(word(4), self.seq, "reply for another URB");
+        let status = word(20) as i32;
+        let actual = word(24) as usize;
+        if dir == DIR_IN {
+            self.reader
+                .read_exact(&mut self.buf[..actual])
+                .expect("reply data");
+        }
+        (status, actual)
+    }
+
+    fn start_scan(&mut self) {
+        let params = ScanParams { job: job() }.encode();
+        let setup = Setup::vendor_out(REQ_SET_PARAMS, 0, 0, params.len() as u16);
+        let (s, _) = self.urb(0, DIR_OUT, params.len() as u32, setup, &params);
+        assert_eq!(s, 0, "SET_PARAMS");
+        let (s, _) = self.urb(
+            0,
+            DIR_OUT,
+            0,
+            Setup::vendor_out(REQ_START_SCAN, 0, 0, 0),
+            &[],
+        );
+        assert_eq!(s, 0, "START_SCAN");
+    }
+
+    fn status_round_trip(&mut self) {
+        let (s, n) = self.urb(
+            0,
+            DIR_IN,
+            8,
+            Setup::vendor_in(REQ_GET_DEVICE_STATUS, 0, 0, 8),
+            &[],
+        );
+        assert!(s == 0 && n > 0, "GET_DEVICE_STATUS: status {s}, {n} bytes");
+    }
+
+    fn bulk_in(&mut self) -> usize {
+        let (s, n) = self.urb(1, DIR_IN, CHUNK as u32, Setup::vendor_out(0, 0, 0, 0), &[]);
+        assert_eq!(s, 0, "bulk IN failed");
+        n
+    }
+
+    /// Reads `transfers` 64 KiB URBs one at a time; returns (bytes, seconds).
+    fn stream(&mut self, transfers: usize) -> (u64, f64) {
+        let t0 = WallInstant::now();
+        let mut got = 0u64;
+        for _ in 0..transfers {
+            got += self.bulk_in() as u64;
+        }
+        (got, t0.elapsed().as_secs_f64())
+    }
+}
+
+/// A blocking thread answering every `request`-byte message with `reply` bytes, on loopback.
+fn raw_responder(request: usize, reply: usize) -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut r = BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
+        let mut req = vec![0u8; request];
+        let answer = vec![0x5a; reply];
+        while r.read_exact(&mut req).is_ok() {
+            if s.write_all(&answer).is_err() {
+                break;
+            }
+        }
+    });
+    addr
+}
+
+/// The raw TCP client of a [`raw_responder`].
+struct Pair {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    req: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn open(addr: SocketAddr, reply: usize) -> Pair {
+        let stream = TcpStream::connect(addr).expect("connects");
+        stream.set_nodelay(true).expect("nodelay");
+        let reader = BufReader::with_capacity(1 << 20, stream.try_clone().expect("clone"));
+        Pair {
+            stream,
+            reader,
+            req: vec![0xa5; URB_HEADER_LEN],
+            buf: vec![0; reply],
+        }
+    }
+
+    /// One request and its reply; returns the seconds it took.
+    fn exchange(&mut self) -> f64 {
+        let t = WallInstant::now();
+        self.stream.write_all(&self.req).expect("send");
+        self.reader.read_exact(&mut self.buf).expect("reply");
+        t.elapsed().as_secs_f64()
+    }
+}
+
+/// Per round: device 1-1 streams alone, then all [`DEVICES`] stream at once (one client
+/// thread each, [`MANY_TRANSFERS`] URBs each). Returns the medians of the solo rate, the aggregate
+/// rate, and the rounds' ratios.
+fn many_devices(addr: SocketAddr) -> (f64, f64, f64) {
+    use std::sync::{Arc, Barrier};
+    let barrier = Arc::new(Barrier::new(DEVICES + 1));
+    let threads: Vec<_> = (0..DEVICES)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = RawClient::import(addr, &default_busid(i));
+                c.start_scan();
+                let mut rounds = Vec::new();
+                for _ in 0..=ROUNDS {
+                    barrier.wait();
+                    // Solo phase: only the first device streams.
+                    let solo = (i == 0).then(|| c.stream(MANY_TRANSFERS));
+                    barrier.wait();
+                    let t0 = WallInstant::now();
+                    let (bytes, _) = c.stream(MANY_TRANSFERS);
+                    rounds.push((solo, bytes, t0, WallInstant::now()));
+                }
+                rounds
+            })
+        })
+        .collect();
+    for _ in 0..=ROUNDS {
+        barrier.wait();
+        barrier.wait();
+    }
+    let per_thread: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("stream thread"))
+        .collect();
+    let (mut solos, mut manys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let Some((b, s)) = per_thread[0][round].0 else {
+            continue;
+        };
+        let solo = mb_per_s(b, s);
+        let total: u64 = per_thread.iter().map(|r| r[round].1).sum();
+        let begin = per_thread
+            .iter()
+            .map(|r| r[round].2)
+            .min()
+            .expect("threads");
+        let end = per_thread
+            .iter()
+            .map(|r| r[round].3)
+            .max()
+            .expect("threads");
+        let many = mb_per_s(total, (end - begin).as_secs_f64());
+        solos.push(solo);
+        manys.push(many);
+        ratios.push(many / solo);
+    }
+    (median(&mut solos), median(&mut manys), median(&mut ratios))
+}
+
+fn load_profile() -> Profile {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/profiles/a4-flatbed-1200.json");
-    let profile = Profile::load(&path).expect("profile loads");
-    let server = UsbIpServer::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig::new(profile),
-    )
-    .expect("binds");
+    Profile::load(&path).expect("profile loads")
+}
+
+fn main() {
+    let profile = load_profile();
+    let specs = (0..DEVICES)
+        .map(|i| DeviceSpec::new(profile.clone(), default_busid(i)))
+        .collect();
+    let mut config = ServerConfig::with_devices(specs);
+    if let Some(n) = std::env::var("USBIP_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.worker_threads = n;
+    }
+    let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
     let addr = server.local_addr();
 
-    // 1. UsbIpHost, one 64 KiB bulk_in at a time.
+    // 1. Control round trip vs a 48-byte ping-pong, interleaved round by round.
+    let echo = Pair::open(
+        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN),
+        URB_HEADER_LEN,
+    );
+    let mut echo = echo;
+    let mut client = RawClient::import(addr, "1-1");
+    let (mut raw_all, mut rtt_all, mut rtt_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=ROUNDS {
+        let mut raw: Vec<f64> = (0..ROUND_TRIPS).map(|_| echo.exchange() * 1e6).collect();
+        let mut rtt: Vec<f64> = (0..ROUND_TRIPS)
+            .map(|_| {
+                let t = WallInstant::now();
+                client.status_round_trip();
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        // Round 0 warms both paths up and is not counted.
+        if round > 0 {
+            rtt_ratios.push(median(&mut rtt) / median(&mut raw));
+            raw_all.extend(raw);
+            rtt_all.extend(rtt);
+        }
+    }
+    let (raw_rtt_median, raw_rtt_p99) = (median(&mut raw_all), p99(&mut raw_all));
+    let (rtt_median, rtt_p99) = (median(&mut rtt_all), p99(&mut rtt_all));
+    let rtt_ratio = median(&mut rtt_ratios);
+    println!(
+        "raw TCP 48-byte ping-pong: median {raw_rtt_median:.1} us, p99 {raw_rtt_p99:.1} us ({} round trips)",
+        raw_all.len()
+    );
+    println!(
+        "USB/IP control round trip (GET_DEVICE_STATUS, blocking client): median {rtt_median:.1} us, p99 {rtt_p99:.1} us; median of round ratios {rtt_ratio:.2}x raw"
+    );
+
+    // 2. 64 KiB bulk IN, one in flight, vs 48-byte request / 48 + 64 KiB response.
+    let mut rr = Pair::open(
+        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN + CHUNK),
+        URB_HEADER_LEN + CHUNK,
+    );
+    client.start_scan();
+    let (mut raw_rates, mut one_rates, mut bulk_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=ROUNDS {
+        let raw_secs: f64 = (0..TRANSFERS).map(|_| rr.exchange()).sum();
+        let raw = mb_per_s((TRANSFERS * (URB_HEADER_LEN + CHUNK)) as u64, raw_secs);
+        let (bytes, secs) = client.stream(TRANSFERS);
+        let one = mb_per_s(bytes + (TRANSFERS * URB_HEADER_LEN) as u64, secs);
+        if round > 0 {
+            bulk_ratios.push(one / raw);
+            raw_rates.push(raw);
+            one_rates.push(one);
+        }
+    }
+    drop(client);
+    let (raw_mbps, one_mbps) = (median(&mut raw_rates), median(&mut one_rates));
+    let bulk_ratio = median(&mut bulk_ratios);
+    println!("raw TCP 64 KiB request/response: median {raw_mbps:.0} MB/s ({ROUNDS} rounds of {TRANSFERS})");
+    println!(
+        "USB/IP bulk IN, 64 KiB, 1 in flight (blocking client): median {one_mbps:.0} MB/s; median of round ratios {bulk_ratio:.2}x raw"
+    );
+
+    // 3. Every device streaming at once vs one device alone, the same way, round by round.
+    let (solo, many, many_ratio) = many_devices(addr);
+    println!("one device alone, 64 KiB, 1 in flight: median {solo:.0} MB/s");
+    println!(
+        "{DEVICES} devices at once, 64 KiB, 1 in flight each: median {many:.0} MB/s aggregate; median of round ratios {many_ratio:.2}x one device"
+    );
+
+    // 4. For reference: UsbIpHost (as drivers use it) and 8 URBs in flight.
     let sim = Sim::realtime();
-    let host = UsbIpHost::connect(addr, "1-1", Rc::new(sim.clone())).expect("imports");
+    let host = UsbIpHost::connect(addr, "1-3", Rc::new(sim.clone())).expect("imports");
     let h = host.clone();
-    let (bytes, secs, lat) = sim
+    let (host_mbps, host_rtt) = sim
         .block_on(
             async move {
-                let report = start(&h).await;
-                let total = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
+                let params = ScanParams { job: job() }.encode();
+                h.control_out(Setup::vendor_out(REQ_SET_PARAMS, 0, 0, 0), &params, T)
+                    .await
+                    .expect("SET_PARAMS");
+                h.control_out(Setup::vendor_out(REQ_START_SCAN, 0, 0, 0), &[], T)
+                    .await
+                    .expect("START_SCAN");
                 let mut buf = vec![0u8; CHUNK];
-                let mut got = 0u64;
                 let t0 = std::time::Instant::now();
-                while got < total {
+                let mut got = 0u64;
+                for _ in 0..TRANSFERS {
                     got += h.bulk_in(EP_DATA_IN, &mut buf, T).await.expect("bulk") as u64;
                 }
-                let secs = t0.elapsed().as_secs_f64();
+                let mbps = mb_per_s(got, t0.elapsed().as_secs_f64());
                 let mut lat = Vec::new();
-                for _ in 0..2000 {
+                for _ in 0..ROUND_TRIPS {
                     let t = std::time::Instant::now();
                     h.control_in(Setup::vendor_in(REQ_GET_DEVICE_STATUS, 0, 0, 8), T)
                         .await
                         .expect("status");
                     lat.push(t.elapsed().as_secs_f64() * 1e6);
                 }
-                (got, secs, lat)
+                (mbps, median(&mut lat))
             },
             Instant::from_millis(600_000),
         )
         .expect("runs");
     drop(host);
     println!(
-        "UsbIpHost bulk IN, 64 KiB transfers, 1 in flight: {bytes} bytes in {secs:.3} s = {:.0} MB/s ({} URBs)",
-        mb_per_s(bytes, secs),
-        bytes.div_ceil(CHUNK as u64)
+        "UsbIpHost: bulk IN 64 KiB 1 in flight {host_mbps:.0} MB/s, control round trip median {host_rtt:.1} us"
     );
-    let mut lat = lat;
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    let (bytes, secs) = pipelined(addr, "1-4", 8);
+    let pipelined_mbps = mb_per_s(bytes, secs);
     println!(
-        "GET_DEVICE_STATUS round trip over USB/IP: median {:.1} us, p99 {:.1} us, min {:.1} us ({} requests)",
-        pct(0.5),
-        pct(0.99),
-        lat[0],
-        lat.len()
-    );
-
-    // 2. A raw client with 8 URBs in flight.
-    let (bytes, secs) = pipelined(addr, 8);
-    println!(
-        "raw client bulk IN, 64 KiB transfers, 8 in flight: {bytes} bytes in {secs:.3} s = {:.0} MB/s",
-        mb_per_s(bytes, secs)
+        "raw client bulk IN, 64 KiB transfers, 8 in flight: {bytes} bytes in {secs:.3} s = {pipelined_mbps:.0} MB/s"
     );
     println!("(USB 2.0 high speed: 53 MB/s theoretical)");
+    let json = serde_json::json!({
+        "raw_rtt_median_us": raw_rtt_median,
+        "raw_rtt_p99_us": raw_rtt_p99,
+        "rtt_median_us": rtt_median,
+        "rtt_p99_us": rtt_p99,
+        "rtt_ratio": rtt_ratio,
+        "raw_rr_mb_per_s": raw_mbps,
+        "mb_per_s_1_in_flight": one_mbps,
+        "bulk_ratio": bulk_ratio,
+        "solo_mb_per_s": solo,
+        "devices": DEVICES,
+        "many_mb_per_s": many,
+        "many_ratio": many_ratio,
+        "rounds": ROUNDS,
+        "host_mb_per_s_1_in_flight": host_mbps,
+        "host_rtt_median_us": host_rtt,
+        "mb_per_s_8_in_flight": pipelined_mbps,
+    });
+    println!("{json}");
 }
 
-/// Reads one scan with `depth` bulk IN URBs outstanding; returns bytes and seconds.
-fn pipelined(addr: SocketAddr, depth: u32) -> (u64, f64) {
-    // Start the scan through a UsbIpHost, then hand the device to a raw client: the device
-    // is rebuilt per import, so the raw client sends the control requests itself.
-    let mut stream = loop {
-        let mut s = TcpStream::connect(addr).expect("connects");
-        s.set_nodelay(true).expect("nodelay");
-        let mut req = OpHeader::new(OP_REQ_IMPORT, 0).encode().to_vec();
-        req.extend_from_slice(&encode_busid("1-1").expect("busid"));
-        s.write_all(&req).expect("import");
-        let mut r = BufReader::new(s.try_clone().expect("clone"));
-        let h = OpHeader::read(&mut r).expect("reply");
-        if h.status == 0 {
-            DeviceRecord::read(&mut r).expect("record");
-            break s;
+/// Reads `TRANSFERS` 64 KiB URBs with `depth` outstanding; returns bytes and seconds.
+fn pipelined(addr: SocketAddr, busid: &str, depth: u32) -> (u64, f64) {
+    let mut c = RawClient::import(addr, busid);
+    c.start_scan();
+    let send = |c: &mut RawClient| {
+        c.seq += 1;
+        c.out.clear();
+        CmdSubmit {
+            seqnum: c.seq,
+            devid: c.devid,
+            direction: DIR_IN,
+            ep: 1,
+            transfer_flags: URB_DIR_IN,
+            transfer_buffer_length: CHUNK as u32,
+            start_frame: 0,
+            number_of_packets: 0,
+            interval: 0,
+            setup: [0; 8],
+            data: Vec::new(),
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        .write(&mut c.out)
+        .expect("encode");
+        c.stream.write_all(&c.out).expect("send");
     };
-    let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone().expect("clone"));
-    let devid = 0x0001_0002;
-    let mut seq = 0u32;
-    let mut send =
-        |stream: &mut TcpStream, ep: u32, dir: u32, len: u32, setup: Setup, data: &[u8]| {
-            seq += 1;
-            let cmd = CmdSubmit {
-                seqnum: seq,
-                devid,
-                direction: dir,
-                ep,
-                transfer_flags: if dir == DIR_IN { URB_DIR_IN } else { 0 },
-                transfer_buffer_length: len,
-                start_frame: 0,
-                number_of_packets: 0,
-                interval: 0,
-                setup: setup.to_bytes(),
-                data: data.to_vec(),
-            };
-            let mut b = Vec::with_capacity(48 + data.len());
-            cmd.write(&mut b).expect("encode");
-            stream.write_all(&b).expect("send");
-        };
-    let params = ScanParams { job: job() }.encode();
-    let no_setup = Setup::vendor_out(0, 0, 0, 0);
-    send(
-        &mut stream,
-        0,
-        0,
-        params.len() as u32,
-        Setup::vendor_out(REQ_SET_PARAMS, 0, 0, params.len() as u16),
-        &params,
-    );
-    send(
-        &mut stream,
-        0,
-        0,
-        0,
-        Setup::vendor_out(REQ_START_SCAN, 0, 0, 0),
-        &[],
-    );
-    for _ in 0..2 {
-        match Reply::read(&mut reader, |_| None).expect("control reply") {
-            Reply::Submit(r) => assert_eq!(r.status, 0, "control request failed"),
-            Reply::Unlink(_) => panic!("unexpected RET_UNLINK"),
-        }
-    }
-    let j = job();
-    let total = j.bytes_per_line() * u64::from(j.lines_per_page());
-    let t0 = std::time::Instant::now();
+    let t0 = WallInstant::now();
     let mut got = 0u64;
     let mut in_flight = 0u32;
-    let mut asked = 0u64;
-    while got < total {
-        while in_flight < depth && asked < total {
-            send(&mut stream, 1, DIR_IN, CHUNK as u32, no_setup, &[]);
+    let mut sent = 0usize;
+    let mut done = 0usize;
+    while done < TRANSFERS {
+        while in_flight < depth && sent < TRANSFERS {
+            send(&mut c);
             in_flight += 1;
-            asked += CHUNK as u64;
+            sent += 1;
         }
-        match Reply::read(&mut reader, |_| Some(CHUNK as u32)).expect("bulk reply") {
-            Reply::Submit(r) => {
-                assert_eq!(r.status, 0, "bulk IN failed");
-                got += u64::from(r.actual_length);
-                // A short transfer (a band's end) leaves the page shorter than asked for.
-                asked -= CHUNK as u64 - u64::from(r.actual_length);
-                in_flight -= 1;
-            }
-            Reply::Unlink(_) => panic!("unexpected RET_UNLINK"),
-        }
+        let mut h = [0u8; URB_HEADER_LEN];
+        c.reader.read_exact(&mut h).expect("reply header");
+        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        assert_eq!(word(20), 0, "bulk IN failed");
+        let actual = word(24) as usize;
+        c.reader
+            .read_exact(&mut c.buf[..actual])
+            .expect("reply data");
+        got += actual as u64;
+        in_flight -= 1;
+        done += 1;
     }
     (got, t0.elapsed().as_secs_f64())
 }

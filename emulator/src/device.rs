@@ -23,7 +23,7 @@ use crate::usb::hc::DevicePoller;
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {
     usb: UsbDevice<'a, SimBus>,
-    function: Box<dyn Personality<SimBus> + 'a>,
+    function: Box<dyn Personality<SimBus> + Send + 'a>,
     /// The OUT endpoints the function NAKed after the last poll.
     out_naks: EndpointSet,
 }
@@ -59,7 +59,7 @@ impl Device {
         let firmware = FirmwareCell::new(UsbBusAllocator::new(bus), |alloc| {
             let sizes = profile.usb.endpoint_sizes();
             let engine = profile.engine();
-            let function: Box<dyn Personality<SimBus>> = match &profile.personality {
+            let function: Box<dyn Personality<SimBus> + Send> = match &profile.personality {
                 PersonalityConfig::EscI(config) => {
                     Box::new(EsciFunction::new(alloc, sizes, engine, config))
                 }

@@ -39,7 +39,7 @@ const JOB: ScanJob = ScanJob {
 
 fn server(faults: Vec<Fault>) -> UsbIpServer {
     let mut config = ServerConfig::new(Profile::builtin_fast());
-    config.faults = Some(faults);
+    config.device_mut().faults = Some(faults);
     UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds loopback")
 }
 
@@ -757,4 +757,109 @@ fn the_server_captures_every_urb_as_usbmon_pcap() {
         );
         eprintln!("skipped the tshark check: tshark is not installed");
     }
+}
+
+/// Sits between a client and the server and holds every bulk IN completion until the client
+/// unlinks that URB, then hands the completion over before the unlink: the reply and the
+/// unlink cross, as they do when a timeout fires late on a loaded machine.
+fn crossing_proxy(server: SocketAddr) -> SocketAddr {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut upstream = TcpStream::connect(server).unwrap();
+        // Import: 40 bytes up, 8 + 312 bytes down.
+        let mut req = [0u8; 40];
+        client.read_exact(&mut req).unwrap();
+        upstream.write_all(&req).unwrap();
+        let mut rep = [0u8; 8 + 312];
+        upstream.read_exact(&mut rep).unwrap();
+        client.write_all(&rep).unwrap();
+        // seqnum -> (an IN URB, a bulk IN URB); completions held back by seqnum.
+        type Urbs = HashMap<u32, (bool, bool)>;
+        let state = Arc::new(Mutex::new((Urbs::new(), HashMap::<u32, Vec<u8>>::new())));
+        let down = Arc::new(Mutex::new(client.try_clone().unwrap()));
+        let (st, to_client) = (state.clone(), down.clone());
+        let mut from_server = upstream.try_clone().unwrap();
+        std::thread::spawn(move || loop {
+            let mut h = [0u8; URB_HEADER_LEN];
+            if from_server.read_exact(&mut h).is_err() {
+                return;
+            }
+            let word = |at: usize| u32::from_be_bytes(h[at..at + 4].try_into().unwrap());
+            let (cmd, seq) = (word(0), word(4));
+            let mut msg = h.to_vec();
+            let (is_in, hold) = st.lock().unwrap().0.get(&seq).copied().unwrap_or_default();
+            if cmd == 3 && is_in {
+                let mut data = vec![0u8; word(24) as usize];
+                if from_server.read_exact(&mut data).is_err() {
+                    return;
+                }
+                msg.extend_from_slice(&data);
+            }
+            if cmd == 3 && hold {
+                st.lock().unwrap().1.insert(seq, msg);
+            } else if to_client.lock().unwrap().write_all(&msg).is_err() {
+                return;
+            }
+        });
+        let mut from_client = client;
+        loop {
+            let mut h = [0u8; URB_HEADER_LEN];
+            if from_client.read_exact(&mut h).is_err() {
+                return;
+            }
+            let word = |at: usize| u32::from_be_bytes(h[at..at + 4].try_into().unwrap());
+            let (cmd, seq, dir, ep) = (word(0), word(4), word(12), word(16));
+            let mut msg = h.to_vec();
+            if cmd == 1 {
+                if dir == DIR_OUT {
+                    let mut data = vec![0u8; word(24) as usize];
+                    from_client.read_exact(&mut data).unwrap();
+                    msg.extend_from_slice(&data);
+                }
+                // Control IN completions carry data too; only bulk IN ones are held.
+                state
+                    .lock()
+                    .unwrap()
+                    .0
+                    .insert(seq, (dir == DIR_IN, dir == DIR_IN && ep != 0));
+            } else if cmd == 2 {
+                let victim = word(20);
+                let held = state.lock().unwrap().1.remove(&victim);
+                if let Some(reply) = held {
+                    down.lock().unwrap().write_all(&reply).unwrap();
+                }
+            }
+            upstream.write_all(&msg).unwrap();
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_completion_that_crosses_a_timeout_unlink_delivers_its_data() {
+    let server = server(vec![]);
+    let proxy = crossing_proxy(server.local_addr());
+    let sim = Sim::realtime();
+    let host = UsbIpHost::connect(proxy, "1-1", Rc::new(sim.clone())).expect("imports");
+    sim.block_on(
+        async move {
+            let report = start(&host, JOB).await;
+            let mut buf = vec![0u8; report.band_bytes as usize];
+            // The band completes on the server, the proxy holds it past the timeout: the
+            // unlink and the completion cross, and the band is delivered, not lost.
+            let n = host
+                .bulk_in(EP_DATA_IN, &mut buf, Duration::from_millis(300))
+                .await
+                .expect("the completion that crossed the unlink");
+            buf.truncate(n);
+            assert!(buf == expected_band(&JOB, &report, 0), "band 0 differs");
+            assert_eq!(host.pending_transfers(), 0);
+        },
+        LIMIT,
+    )
+    .unwrap();
 }

@@ -6,6 +6,9 @@
 //! event, as Microsoft's WIA 2.0 sample does (reference §1.8); each [`Mutation`] breaks one rule.
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 
 use async_trait::async_trait;
 use scanemu::engine::ScanSource;
@@ -36,7 +39,8 @@ pub enum Mutation {
     NoDeviceCancel,
     /// Sends the Cancel Request but returns without waiting for status OK.
     NoStatusPoll,
-    /// Waits two seconds before telling the device to stop.
+    /// Lets a device that is still scanning go on for up to two seconds before it tells it
+    /// to stop.
     SlowCancel,
     /// After a device-initiated cancel, never clears the halted endpoints.
     HaltUncleared,
@@ -52,6 +56,31 @@ pub enum Mutation {
     HangOnStall,
     /// Never calls back while it waits for data (warm-up, a late band).
     SparseCallbacks,
+    /// Reports status only once a second while it waits for data: enough for "roughly once per
+    /// second", not for "about ten times" in a transfer shorter than ten seconds.
+    StatusOncePerSecond,
+    /// Reads whole bands only: a page's short last band stays in the device, and the transfer
+    /// still returns S_OK.
+    DropShortBand,
+    /// Reports a full chunk (a whole band, at most lBufferSize) as lLength of a page's short
+    /// last chunk.
+    LastLengthOverrun,
+    /// Ignores lBufferSize: hands each band to one callback, however large.
+    BandPerCallback,
+    /// Takes WIA_DPS_PAGES = 0 (until the feeder is empty) for one page and returns S_OK after
+    /// it, leaving the feeder running.
+    AllPagesAsOne,
+    /// Treats any answer but S_OK to a status or new-page callback as a cancel: the
+    /// application's error from those becomes S_FALSE (data callbacks are right).
+    SwallowStatusError,
+    /// Stops the device promptly on a cancel, then waits three seconds before returning.
+    SlowReturn,
+    /// Takes the abort of its pending read (WIA_EVENT_CANCEL_IO) for a hiccup and reads again
+    /// once before it looks at the cancel.
+    AbortThenReread,
+    /// After a cancel, posts a bulk read to drain the pipe and returns without waiting for it
+    /// or aborting it: the read stays pending.
+    PendingDrain,
 }
 
 /// Which built-in driver this is.
@@ -65,8 +94,11 @@ pub enum Flavor {
     Mutant(Mutation),
 }
 
-/// How long one bulk read waits before the driver reports status and checks the device.
-const READ_SLICE: Duration = Duration::from_millis(500);
+/// How long one bulk read waits before the driver reports status and checks the device: at
+/// least ten status callbacks a second while it waits, which meets WIA-CADENCE's "about ten
+/// times, or roughly once per second during the transfer, whichever is more often" for a
+/// transfer of any length (its gap limit is never below 150 ms).
+const READ_SLICE: Duration = Duration::from_millis(100);
 /// Extra bytes asked for at the end of a band: one packet of the largest size (SuperSpeed).
 const READ_SLACK: usize = 1024;
 /// Timeout of control requests.
@@ -82,6 +114,8 @@ pub struct NativeDriver {
     cancel_io: Cell<bool>,
     /// A band read ahead of the one being delivered ([`Mutation::StaleBand`] keeps it across scans).
     read_ahead: RefCell<Option<Vec<u8>>>,
+    /// The last chunk came from `read_ahead`: its length says nothing about the device.
+    served_ahead: Cell<bool>,
     interface: Cell<u16>,
     /// [`Mutation::DataAfterSFalse`]: the extra band after S_FALSE has been delivered.
     extra_sent: Cell<bool>,
@@ -104,6 +138,7 @@ impl NativeDriver {
             flavor,
             cancel_io: Cell::new(false),
             read_ahead: RefCell::new(None),
+            served_ahead: Cell::new(false),
             interface: Cell::new(0),
             extra_sent: Cell::new(false),
         }
@@ -186,11 +221,13 @@ impl NativeDriver {
                 self.reset_device(host).await?;
                 reset_sent = true;
             }
-            let pause = if self.is(Mutation::HangOnStall) {
-                Duration::from_millis(250)
-            } else {
-                STATUS_POLL
-            };
+            // The endless poll of HangOnStall is slow, to keep its trace short.
+            let pause =
+                if self.is(Mutation::HangOnStall) && status.code == STATUS_TRANSACTION_CANCELLED {
+                    Duration::from_millis(250)
+                } else {
+                    STATUS_POLL
+                };
             host.sleep(pause).await;
         }
     }
@@ -208,7 +245,21 @@ impl NativeDriver {
             return Ok(());
         }
         if self.is(Mutation::SlowCancel) {
-            host.sleep(Duration::from_millis(2000)).await;
+            // Lets a running scan go on for up to two seconds, in case it ends by itself,
+            // before it tells the device.
+            let until = host.now() + Duration::from_millis(2000);
+            while host.now() < until {
+                let running = self.scan_status(host).await.is_ok_and(|s| {
+                    matches!(
+                        s.state,
+                        DeviceState::WarmingUp | DeviceState::Scanning | DeviceState::FeedingPage
+                    )
+                });
+                if !running {
+                    break;
+                }
+                host.sleep(Duration::from_millis(25)).await;
+            }
         }
         if !self.is(Mutation::StaleBand) {
             self.read_ahead.borrow_mut().take();
@@ -256,6 +307,14 @@ impl NativeDriver {
         }
     }
 
+    /// What a status or new-page callback's answer other than S_OK means.
+    fn stop_for_status(&self, hr: Hresult) -> Stop {
+        if self.is(Mutation::SwallowStatusError) {
+            return Stop::Cancelled;
+        }
+        stop_for(hr)
+    }
+
     async fn callback(
         &self,
         callback: &dyn MiniDrvCallback,
@@ -263,6 +322,20 @@ impl NativeDriver {
         percent: i32,
         offset: i64,
         data: &[u8],
+    ) -> Hresult {
+        self.callback_len(callback, reason, percent, offset, data, data.len() as i64)
+            .await
+    }
+
+    /// [`NativeDriver::callback`] with an lLength of the caller's choosing.
+    async fn callback_len(
+        &self,
+        callback: &dyn MiniDrvCallback,
+        reason: ItMsg,
+        percent: i32,
+        offset: i64,
+        data: &[u8],
+        length: i64,
     ) -> Hresult {
         let status = if reason == ItMsg::Data {
             IT_STATUS_TRANSFER_TO_CLIENT
@@ -275,7 +348,7 @@ impl NativeDriver {
                 status,
                 percent,
                 offset,
-                length: data.len() as i64,
+                length,
                 data,
             })
             .await
@@ -291,6 +364,7 @@ impl NativeDriver {
         percent: i32,
     ) -> Result<usize, Stop> {
         if let Some(band) = self.read_ahead.borrow_mut().take() {
+            self.served_ahead.set(true);
             let n = band.len().min(buf.len());
             buf[..n].copy_from_slice(&band[..n]);
             return Ok(n);
@@ -299,7 +373,12 @@ impl NativeDriver {
             if self.cancel_io.get() {
                 return Err(Stop::Cancelled);
             }
-            match host.bulk_in(EP_DATA_IN, buf, READ_SLICE).await {
+            let slice = if self.is(Mutation::StatusOncePerSecond) {
+                Duration::from_millis(1000)
+            } else {
+                READ_SLICE
+            };
+            match host.bulk_in(EP_DATA_IN, buf, slice).await {
                 Ok(n) => return Ok(n),
                 Err(TransferError::Timeout { actual }) if actual > 0 => return Ok(actual),
                 Err(TransferError::Timeout { .. }) => {
@@ -310,14 +389,20 @@ impl NativeDriver {
                         .callback(callback, ItMsg::Status, percent, 0, &[])
                         .await;
                     if hr != Hresult::S_OK {
-                        return Err(stop_for(hr));
+                        return Err(self.stop_for_status(hr));
                     }
                     let scan = self.scan_status(host).await.map_err(Stop::Error)?;
                     if scan.state == DeviceState::Idle && scan.error != ScanError::None {
                         return Err(self.device_stop(host).await);
                     }
                 }
-                Err(TransferError::Cancelled { .. }) => return Err(Stop::Cancelled),
+                Err(TransferError::Cancelled { .. }) => {
+                    if self.is(Mutation::AbortThenReread) {
+                        // The data it gets is thrown away.
+                        let _ = host.bulk_in(EP_DATA_IN, buf, slice).await;
+                    }
+                    return Err(Stop::Cancelled);
+                }
                 Err(TransferError::Stall) => return Err(self.device_stop(host).await),
                 Err(TransferError::NoDevice) => {
                     return Err(Stop::Error(Hresult::WIA_ERROR_OFFLINE))
@@ -367,16 +452,21 @@ impl NativeDriver {
         }
         let hr = self.callback(callback, ItMsg::Status, 0, 0, &[]).await;
         if hr != Hresult::S_OK {
-            return Err(stop_for(hr));
+            return Err(self.stop_for_status(hr));
         }
 
         let page_bytes = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
         let wanted_pages = match ctx.job.source {
             ScanSource::Flatbed => 1,
+            ScanSource::Adf if ctx.job.pages == 0 && self.is(Mutation::AllPagesAsOne) => 1,
             ScanSource::Adf => ctx.job.pages,
         };
         let total_bytes = page_bytes * u64::from(wanted_pages.max(1));
-        let chunk_max = usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX);
+        let chunk_max = if self.is(Mutation::BandPerCallback) {
+            usize::try_from(report.band_bytes.max(1)).unwrap_or(usize::MAX)
+        } else {
+            usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX)
+        };
         let mut buf = vec![0u8; chunk_max + READ_SLACK];
         let mut done_bytes = 0u64;
         let mut last_percent = 0;
@@ -388,12 +478,18 @@ impl NativeDriver {
                     .callback(callback, ItMsg::NewPage, last_percent, 0, &[])
                     .await;
                 if hr != Hresult::S_OK {
-                    return Err(stop_for(hr));
+                    return Err(self.stop_for_status(hr));
                 }
             }
             let mut offset = 0u64;
             let band_bytes = u64::from(report.band_bytes.max(1));
             while offset < page_bytes {
+                if self.is(Mutation::DropShortBand)
+                    && offset % band_bytes == 0
+                    && page_bytes - offset < band_bytes
+                {
+                    break;
+                }
                 // One read never crosses a band boundary: the device ends every band with a
                 // short packet or a ZLP, so a shorter read means the device cut the band.
                 let band_left = band_bytes - offset % band_bytes;
@@ -410,7 +506,7 @@ impl NativeDriver {
                 let n = self
                     .read_chunk(host, callback, &mut buf[..ask], last_percent)
                     .await?;
-                if n < want {
+                if n < want && !self.served_ahead.replace(false) {
                     // A device-initiated cancel by short data (reference §1.2).
                     return Err(self.device_stop(host).await);
                 }
@@ -428,8 +524,22 @@ impl NativeDriver {
                     reported_offset += 16;
                 }
                 last_percent = percent.max(last_percent);
+                let full_chunk = band_bytes.min(chunk_max as u64);
+                let short_last = offset + n as u64 == page_bytes && (n as u64) < full_chunk;
+                let length = if self.is(Mutation::LastLengthOverrun) && short_last {
+                    full_chunk as i64
+                } else {
+                    n as i64
+                };
                 let hr = self
-                    .callback(callback, ItMsg::Data, percent, reported_offset, &buf[..n])
+                    .callback_len(
+                        callback,
+                        ItMsg::Data,
+                        percent,
+                        reported_offset,
+                        &buf[..n],
+                        length,
+                    )
                     .await;
                 offset += n as u64;
                 if self.is(Mutation::StaleBand) && offset < page_bytes && hr != Hresult::S_OK {
@@ -494,6 +604,20 @@ impl NativeDriver {
     }
 }
 
+/// Submits a bulk read of one packet (no timeout) and lets go of it without waiting for it or
+/// aborting it, as a driver that queues a drain URB and forgets it: the host still counts it as
+/// pending.
+async fn post_and_leave(host: &dyn UsbHost) {
+    let mut drain = [0u8; 512];
+    let mut read = pin!(host.bulk_in(EP_DATA_IN, &mut drain, Duration::ZERO));
+    // One poll submits it; it stays queued on the host when the future is dropped.
+    poll_fn(|cx| {
+        let _ = read.as_mut().poll(cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
 fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
     if unknown_total || total == 0 {
         return 0;
@@ -542,6 +666,12 @@ impl MiniDriver for NativeDriver {
                     stop
                 };
                 let cleanup = self.cancel_device(host).await;
+                if self.is(Mutation::SlowReturn) && matches!(stop, Stop::Cancelled) {
+                    host.sleep(Duration::from_millis(3000)).await;
+                }
+                if self.is(Mutation::PendingDrain) && matches!(stop, Stop::Cancelled) {
+                    post_and_leave(host).await;
+                }
                 match (stop, cleanup) {
                     (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,
                     (Stop::AppError(hr), _) | (Stop::Error(hr), _) => hr,

@@ -2,7 +2,7 @@
 //! `--transport libusb` host on it.
 //!
 //! [`stand_in`] finds `libscanlab_libusb.so`, re-executes the program with it first on
-//! `LD_LIBRARY_PATH` and checks that no other libusb is mapped; [`transport`] (cargo feature
+//! `LD_LIBRARY_PATH` and checks that no other libusb is mapped; `transport` (cargo feature
 //! `libusb`) opens scanemu's rusb host through it.
 
 pub mod stand_in;

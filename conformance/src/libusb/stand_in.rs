@@ -3,10 +3,13 @@
 //! it first on `LD_LIBRARY_PATH`.
 //!
 //! Two users: `--transport libusb` (rusb links `libusb-1.0.so.0` when the process starts, so the
-//! program re-executes itself, [`crate::libusb::transport`]) and `sane:epson2` (the backend is
+//! program re-executes itself, `crate::libusb::transport`) and `sane:epson2` (the backend is
 //! loaded later, so loading the stand-in first is enough, `crate::sane::device`). Which libusb is
 //! loaded is read from `/proc/self/maps`: the loader resolves the `libusb-1.0.so.0` link, so the
 //! stand-in shows under its own file name.
+//!
+//! Every failure is a [`StandInError`], one line led by who asked (`sane`, `--transport
+//! libusb`).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -22,6 +25,68 @@ pub const STAND_IN_ENV: &str = "SCANCONFORM_LIBUSB_STAND_IN";
 
 /// The stand-in's file name as cargo builds it.
 pub const STAND_IN_FILE: &str = "libscanlab_libusb.so";
+
+/// Why the stand-in cannot be the libusb of this process; `Display` is one line led by the
+/// feature that needed it.
+#[derive(Debug, thiserror::Error)]
+pub enum StandInError {
+    /// The stand-in is not built beside the program.
+    #[error("{who}: the libusb-1.0 stand-in {} is missing; build it with `cargo build{flag} -p scanlab-libusb`", .path.display())]
+    Missing {
+        /// Who needed it.
+        who: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The cargo flag of the build profile (` --release`, or empty for debug).
+        flag: String,
+    },
+    /// The running program's path is unknown.
+    #[error("{who}: cannot find the running program: {source}")]
+    CurrentExe {
+        /// Who needed it.
+        who: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The folder with the `libusb-1.0.so.0` link could not be made.
+    #[error("{who}: {what} {}: {source}", .folder.display())]
+    Link {
+        /// Who needed it.
+        who: &'static str,
+        /// What failed (`cannot create`, `cannot link in`, ...).
+        what: &'static str,
+        /// The folder.
+        folder: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No libusb is mapped at all.
+    #[error(
+        "{who}: no libusb is loaded, so the libusb this process uses is not the scanlab stand-in"
+    )]
+    NotLoaded {
+        /// Who needed it.
+        who: &'static str,
+    },
+    /// Another libusb is mapped.
+    #[error("{who}: the libusb this process loaded is not the scanlab stand-in ({}); the stand-in ({STAND_IN_FILE} as libusb-1.0.so.0) must come first on LD_LIBRARY_PATH, with no other libusb in LD_PRELOAD", .files.join(", "))]
+    Other {
+        /// Who needed it.
+        who: &'static str,
+        /// The libusb files mapped.
+        files: Vec<String>,
+    },
+    /// Re-executing the program failed.
+    #[error("{who}: cannot re-execute {} with the stand-in: {source}", .exe.display())]
+    Reexec {
+        /// Who needed it.
+        who: &'static str,
+        /// The program.
+        exe: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// The files of every libusb mapped into this process, sorted.
 pub fn mapped_libusb_files() -> Vec<String> {
@@ -73,9 +138,9 @@ pub fn loaded() -> Loaded {
 }
 
 /// The stand-in built beside `exe` (`target/<profile>/libscanlab_libusb.so`; for an executable
-/// in `target/<profile>/deps`, the one a level up), or one line, led by `who`, saying it is
-/// missing and which cargo command builds it.
-pub fn library_beside(exe: &Path, who: &str) -> Result<PathBuf, String> {
+/// in `target/<profile>/deps`, the one a level up), or [`StandInError::Missing`], led by `who`,
+/// naming the cargo command that builds it.
+pub fn library_beside(exe: &Path, who: &'static str) -> Result<PathBuf, StandInError> {
     let dir = exe.parent().unwrap_or(Path::new("."));
     if let Some(found) = [dir.to_path_buf(), dir.join("..")]
         .iter()
@@ -94,64 +159,60 @@ pub fn library_beside(exe: &Path, who: &str) -> Result<PathBuf, String> {
         "release" => " --release".to_string(),
         other => format!(" --profile {other}"),
     };
-    Err(format!(
-        "{who}: the libusb-1.0 stand-in {} is missing; build it with \
-         `cargo build{flag} -p scanlab-libusb`",
-        dir.join(STAND_IN_FILE).display()
-    ))
+    Err(StandInError::Missing {
+        who,
+        path: dir.join(STAND_IN_FILE),
+        flag,
+    })
 }
 
 /// The stand-in built beside the running program; see [`library_beside`].
-pub fn library(who: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("{who}: cannot find the running program: {e}"))?;
+pub fn library(who: &'static str) -> Result<PathBuf, StandInError> {
+    let exe = std::env::current_exe().map_err(|source| StandInError::CurrentExe { who, source })?;
     library_beside(&exe, who)
 }
 
 /// Makes `folder/libusb-1.0.so.0` a link to `library` (replaced atomically, so that processes
 /// doing the same at once never see it half made).
-fn link(library: &Path, folder: &Path, who: &str) -> Result<(), String> {
-    let fail = |what: &str, e: std::io::Error| format!("{who}: {what} {}: {e}", folder.display());
-    std::fs::create_dir_all(folder).map_err(|e| fail("cannot create", e))?;
-    let target =
-        std::fs::canonicalize(library).map_err(|e| fail("cannot resolve the stand-in for", e))?;
+fn link(library: &Path, folder: &Path, who: &'static str) -> Result<(), StandInError> {
+    let fail = |what: &'static str| {
+        move |source: std::io::Error| StandInError::Link {
+            who,
+            what,
+            folder: folder.to_path_buf(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(folder).map_err(fail("cannot create"))?;
+    let target = std::fs::canonicalize(library).map_err(fail("cannot resolve the stand-in for"))?;
     let link = folder.join("libusb-1.0.so.0");
     if std::fs::read_link(&link).is_ok_and(|t| t == target) {
         return Ok(());
     }
     let temporary = folder.join(format!(".libusb-1.0.so.0.{}", std::process::id()));
     let _ = std::fs::remove_file(&temporary);
-    std::os::unix::fs::symlink(&target, &temporary).map_err(|e| fail("cannot link in", e))?;
-    std::fs::rename(&temporary, &link).map_err(|e| fail("cannot link in", e))
+    std::os::unix::fs::symlink(&target, &temporary).map_err(fail("cannot link in"))?;
+    std::fs::rename(&temporary, &link).map_err(fail("cannot link in"))
 }
 
-/// `Ok` when this process runs on the stand-in alone; otherwise one line, led by `who`,
-/// naming what was loaded instead.
-pub fn check(who: &str) -> Result<(), String> {
+/// `Ok` when this process runs on the stand-in alone; otherwise what was loaded instead
+/// ([`StandInError::NotLoaded`], [`StandInError::Other`]), led by `who`.
+pub fn check(who: &'static str) -> Result<(), StandInError> {
     match loaded() {
         Loaded::StandIn => Ok(()),
-        Loaded::None => Err(format!(
-            "{who}: no libusb is loaded, so the libusb this process uses is not the scanlab \
-             stand-in"
-        )),
-        Loaded::Other(files) => Err(format!(
-            "{who}: the libusb this process loaded is not the scanlab stand-in ({}); the \
-             stand-in ({STAND_IN_FILE} as libusb-1.0.so.0) must come first on \
-             LD_LIBRARY_PATH, with no other libusb in LD_PRELOAD",
-            files.join(", ")
-        )),
+        Loaded::None => Err(StandInError::NotLoaded { who }),
+        Loaded::Other(files) => Err(StandInError::Other { who, files }),
     }
 }
 
 /// Re-executes the running program (same arguments) with the stand-in first on
-/// `LD_LIBRARY_PATH` and [`STAND_IN_ENV`] set, and does not return; or returns one line, led by
-/// `who`, saying why it cannot (stand-in not built, already re-executed once, exec failed).
-pub fn reexec(who: &str) -> Result<(), String> {
+/// `LD_LIBRARY_PATH` and [`STAND_IN_ENV`] set, and does not return; or returns why it cannot
+/// (stand-in not built, already re-executed once, exec failed), led by `who`.
+pub fn reexec(who: &'static str) -> Result<(), StandInError> {
     if std::env::var_os(STAND_IN_ENV).is_some() {
         return check(who);
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("{who}: cannot find the running program: {e}"))?;
+    let exe = std::env::current_exe().map_err(|source| StandInError::CurrentExe { who, source })?;
     let library = library_beside(&exe, who)?;
     let folder = library
         .parent()
@@ -163,13 +224,10 @@ pub fn reexec(who: &str) -> Result<(), String> {
         path.push(":");
         path.push(rest);
     }
-    let error = std::process::Command::new(&exe)
+    let source = std::process::Command::new(&exe)
         .args(std::env::args_os().skip(1))
         .env("LD_LIBRARY_PATH", path)
         .env(STAND_IN_ENV, &folder)
         .exec();
-    Err(format!(
-        "{who}: cannot re-execute {} with the stand-in: {error}",
-        exe.display()
-    ))
+    Err(StandInError::Reexec { who, exe, source })
 }

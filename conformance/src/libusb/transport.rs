@@ -16,35 +16,41 @@
 //! created, and [`open_host`] creates one per run, so each run's server (a fresh
 //! `127.0.0.1:<port>`) is set just before the context is.
 
-use scanemu::host::rusb::{DeviceSelector, RusbHost};
+use scanemu::host::rusb::{DeviceSelector, RusbError, RusbHost};
 use scanemu::sim::Sim;
 use scanemu::usbip::UsbIpServer;
 
+use crate::libusb::stand_in::StandInError;
 pub use crate::libusb::stand_in::STAND_IN_ENV;
 
 /// How this module's errors begin.
 const WHO: &str = "--transport libusb";
 
-/// `Ok` when the libusb this process uses is the scanlab stand-in and no other; otherwise one
-/// line naming the library that was loaded instead.
-pub fn check_stand_in_loaded() -> Result<(), String> {
+/// `Ok` when the libusb this process uses is the scanlab stand-in and no other; otherwise why
+/// not, naming the library that was loaded instead.
+pub fn check_stand_in_loaded() -> Result<(), StandInError> {
     crate::libusb::stand_in::check(WHO)
 }
 
 /// Returns when this process runs on the stand-in. Otherwise re-executes the running program
 /// (same arguments) with the stand-in first on `LD_LIBRARY_PATH` and does not return, or
-/// returns one line saying why it cannot (stand-in not built, already re-executed once and
-/// still not on it, exec failed).
-pub fn ensure_stand_in() -> Result<(), String> {
+/// returns why it cannot (stand-in not built, already re-executed once and still not on it,
+/// exec failed).
+pub fn ensure_stand_in() -> Result<(), StandInError> {
     if check_stand_in_loaded().is_ok() {
         return Ok(());
     }
     crate::libusb::stand_in::reexec(WHO)
 }
 
+/// The device could not be opened through libusb; `Display` is `libusb: <why>`.
+#[derive(Debug, thiserror::Error)]
+#[error("libusb: {0}")]
+pub struct OpenError(#[from] pub RusbError);
+
 /// Opens the device `server` exports through libusb (the stand-in, pointed at `server`) as a
 /// [`RusbHost`] on `sim`'s clock.
-pub fn open_host(server: &UsbIpServer, sim: &Sim) -> Result<RusbHost, String> {
+pub fn open_host(server: &UsbIpServer, sim: &Sim) -> Result<RusbHost, OpenError> {
     // The stand-in reads the address when the context is created, which RusbHost::open does.
     // Runs happen one after another on this thread, and nothing else in the process reads the
     // environment meanwhile.
@@ -57,5 +63,5 @@ pub fn open_host(server: &UsbIpServer, sim: &Sim) -> Result<RusbHost, String> {
         sim,
         DeviceSelector::VidPid(record.id_vendor, record.id_product),
     )
-    .map_err(|e| format!("libusb: {e}"))
+    .map_err(OpenError)
 }

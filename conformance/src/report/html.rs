@@ -1,182 +1,76 @@
-//! The HTML report: one self-contained page for every run of a `run` (or a `--traces` folder).
+//! The HTML report: one self-contained page for every run of a `run` (or a `--traces` folder),
+//! WIA and SANE runs alike.
 //!
 //! The page has a summary table (failures first) and, per run, a collapsed `<details>` with the
-//! failed rules (message, quoted sentence, trace excerpt) and the run's [`timeline`] SVG. The SVG
-//! is stored gzipped and base64-encoded in the `data-svgz` attribute of its `.tl-wrap` and put
-//! into the page (the browser's `DecompressionStream`) when the run is opened: a report of
-//! thousands of runs stays a few MB and quick to open ([`embedded_svg`] decodes it back). Small inline JS filters by verdict, rule, driver and
-//! text, and honours fragments: `#run-N` and `#expand-first-failure` open (and scroll to) a run,
-//! `#show-first-failure` shows only the first failed run, opened. No network, no external
-//! files; the markup is well-formed XML (XHTML-compatible) and a pure function of its inputs.
+//! failed rules (message, quoted sentence, trace excerpt; an expected failure with its listed
+//! finding), the run's problems and its [`timeline`] SVG (the WIA or the SANE picture, with its
+//! legend). The SVG is stored gzipped and base64-encoded (the `base64` crate) in the
+//! `data-svgz` attribute of its `.tl-wrap` and put into the page (the browser's
+//! `DecompressionStream`) when the run is opened: a report of thousands of runs stays a few MB
+//! and quick to open ([`embedded_svg`] decodes it back). Small inline JS filters by verdict,
+//! rule, driver and text, and honours fragments: `#run-N` and `#expand-first-failure` open (and
+//! scroll to) a run, `#show-first-failure` shows only the first failed run, opened. No network,
+//! no external files; the markup is well-formed XML (XHTML-compatible) and a pure function of
+//! its inputs.
 //!
 //! A run's verdict travels beside its trace as `<scenario>.verdict.json` ([`RunVerdict`]), so the
-//! report can be built later from a `--traces` folder alone ([`load_dir`]).
+//! report can be built later from a `--traces` folder alone ([`load_dir`]); the verdict says
+//! which trace model the trace follows.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use base64::Engine as _;
 
-use crate::report::timeline::{self, escape, Mark, SvgOptions};
-use crate::rules::{self, RuleStatus};
-use crate::run::RunResult;
-use crate::trace::{render_event, Trace};
+use crate::report::record::{RunRecord, RunTrace, RunTraceError, RunVerdict, TraceKind, Verdict};
+use crate::report::timeline::{self, escape, SvgOptions};
+use crate::verdict::Metrics;
 
-/// A rule that failed in a run, as the verdict file records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedRule {
-    /// Rule ID.
-    pub id: String,
-    /// Index into the trace's events of the first violation.
-    pub event: usize,
-    /// What was wrong.
-    pub message: String,
-    /// The rule in one sentence.
-    pub statement: String,
-    /// The sentence the rule enforces, verbatim.
-    pub quote: String,
-    /// Where the quote comes from.
-    pub source: String,
-}
-
-/// A rule listed as a consequence of another failure.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotJudged {
-    /// Rule ID.
-    pub id: String,
-    /// The failed rule it depends on.
-    pub because: String,
-}
-
-/// The measurements of a run, as the verdict file records them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerdictMetrics {
-    /// First cancel point to device stopped, in microseconds.
-    pub cancel_to_idle_us: Option<u64>,
-    /// Bands read from the device after a cancel point.
-    pub bands_wasted: Option<u32>,
-    /// IT_MSG_DATA bytes delivered after a callback returned S_FALSE or an error.
-    pub bytes_after_sfalse: u64,
-    /// IT_MSG_DATA callbacks.
-    pub data_callbacks: u32,
-    /// IT_MSG_DATA bytes.
-    pub data_bytes: u64,
-    /// Rules that had something to judge.
-    pub rules_checked: u32,
-}
-
-/// One run's verdict: the `<scenario>.verdict.json` file written beside its trace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunVerdict {
-    /// The driver.
-    pub driver: String,
-    /// `<group>/<name>`.
-    pub scenario: String,
-    /// xp or vista.
-    pub service: String,
-    /// "pass", "fail", or "unknown" (a trace without a verdict file).
-    pub verdict: String,
-    /// Whether the driver claimed asynchronous cancel.
-    #[serde(default)]
-    pub async_cancel: bool,
-    /// Failed rules, in catalogue order.
-    #[serde(default)]
-    pub failed: Vec<FailedRule>,
-    /// Rules not judged because a rule they depend on failed.
-    #[serde(default)]
-    pub not_judged: Vec<NotJudged>,
-    /// Measurements.
-    #[serde(default)]
-    pub metrics: VerdictMetrics,
-}
-
-impl RunVerdict {
-    /// The verdict of a finished run.
-    pub fn from_run(r: &RunResult) -> RunVerdict {
-        let mut failed = Vec::new();
-        let mut not_judged = Vec::new();
-        for res in &r.report.results {
-            match &res.status {
-                RuleStatus::Fail { event, message } => {
-                    let rule = rules::find(res.id);
-                    failed.push(FailedRule {
-                        id: res.id.to_string(),
-                        event: *event,
-                        message: message.clone(),
-                        statement: rule.map(|x| x.statement).unwrap_or("").to_string(),
-                        quote: rule.map(|x| x.quote).unwrap_or("").to_string(),
-                        source: rule.map(|x| x.source).unwrap_or("").to_string(),
-                    });
-                }
-                RuleStatus::NotJudged { because } => not_judged.push(NotJudged {
-                    id: res.id.to_string(),
-                    because: because.to_string(),
-                }),
-                _ => {}
-            }
-        }
-        let m = &r.report.metrics;
-        RunVerdict {
-            driver: r.driver.clone(),
-            scenario: r.scenario.clone(),
-            service: r.service.name().to_string(),
-            verdict: if r.passed() { "pass" } else { "fail" }.to_string(),
-            async_cancel: r.async_cancel,
-            failed,
-            not_judged,
-            metrics: VerdictMetrics {
-                cancel_to_idle_us: m.cancel_to_idle_us,
-                bands_wasted: m.bands_wasted,
-                bytes_after_sfalse: m.bytes_after_sfalse,
-                data_callbacks: m.data_callbacks,
-                data_bytes: m.data_bytes,
-                rules_checked: m.rules_checked,
-            },
-        }
-    }
-
-    /// The violations to mark on the timeline, earliest first.
-    pub fn marks(&self) -> Vec<Mark> {
-        let mut marks: Vec<Mark> = self
-            .failed
-            .iter()
-            .map(|f| Mark {
-                rule: f.id.clone(),
-                event: f.event,
-                message: f.message.clone(),
-                quote: f.quote.clone(),
-            })
-            .collect();
-        marks.sort_by_key(|m| m.event);
-        marks
-    }
-
-    /// `-` or the cancel-to-idle latency in ms with one decimal.
-    pub fn idle_text(&self) -> String {
-        self.metrics
-            .cancel_to_idle_us
-            .map(|us| format!("{}.{} ms", us / 1000, (us % 1000) / 100))
-            .unwrap_or_else(|| "-".into())
-    }
-}
-
-/// One run in a report: its verdict and its trace.
-#[derive(Clone, Debug)]
-pub struct ReportRun {
-    /// The verdict.
-    pub verdict: RunVerdict,
-    /// The trace.
-    pub trace: Trace,
-}
-
-impl ReportRun {
-    /// A report entry for a finished run.
-    pub fn from_run(r: &RunResult) -> ReportRun {
-        ReportRun {
-            verdict: RunVerdict::from_run(r),
-            trace: r.trace.clone(),
-        }
-    }
+/// A report input that cannot be used; `Display` is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file or folder cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A trace line cannot be read back.
+    #[error("{}:{source}", .path.display())]
+    Trace {
+        /// The trace file.
+        path: PathBuf,
+        /// Which line and why.
+        source: RunTraceError,
+    },
+    /// A verdict file is not a verdict.
+    #[error("{}:{}:{}: {source}", .path.display(), .source.line(), .source.column())]
+    Verdict {
+        /// The verdict file.
+        path: PathBuf,
+        /// Why, with the place.
+        source: serde_json::Error,
+    },
+    /// A verdict names an event the trace does not have.
+    #[error("{}: rule {rule} points at event #{event} but the trace has {len} events", .path.display())]
+    EventOutOfRange {
+        /// The verdict file.
+        path: PathBuf,
+        /// The rule.
+        rule: String,
+        /// The event it names.
+        event: usize,
+        /// The trace's events (SANE: calls).
+        len: usize,
+    },
+    /// A `--traces` folder without traces.
+    #[error("{}: no trace files (*.jsonl) found", .path.display())]
+    NoTraces {
+        /// The folder.
+        path: PathBuf,
+    },
 }
 
 /// The verdict file beside a trace: `x.jsonl` → `x.verdict.json`.
@@ -189,36 +83,54 @@ pub fn verdict_path(trace_path: &Path) -> PathBuf {
     trace_path.with_file_name(format!("{stem}.verdict.json"))
 }
 
-/// Reads a trace and, if present, the verdict file beside it. Errors name the file.
-pub fn load_trace(path: &Path) -> Result<(Trace, Option<RunVerdict>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let trace = Trace::from_json_lines(&text).map_err(|e| format!("{}:{e}", path.display()))?;
+/// Reads a trace and, if present, the verdict file beside it (whose `trace` field says which
+/// model the trace follows; without one the first event tells). Errors name the file.
+pub fn load_trace(path: &Path) -> Result<(RunTrace, Option<RunVerdict>), ReportError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| ReportError::Read {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let text = read(path)?;
     let vpath = verdict_path(path);
     let verdict = if vpath.is_file() {
-        let vtext =
-            std::fs::read_to_string(&vpath).map_err(|e| format!("{}: {e}", vpath.display()))?;
-        let v: RunVerdict = serde_json::from_str(&vtext)
-            .map_err(|e| format!("{}:{}:{}: {e}", vpath.display(), e.line(), e.column()))?;
-        if let Some(bad) = v.failed.iter().find(|f| f.event >= trace.events.len()) {
-            return Err(format!(
-                "{}: rule {} points at event #{} but the trace has {} events",
-                vpath.display(),
-                bad.id,
-                bad.event,
-                trace.events.len()
-            ));
-        }
+        let v: RunVerdict =
+            serde_json::from_str(&read(&vpath)?).map_err(|source| ReportError::Verdict {
+                path: vpath.clone(),
+                source,
+            })?;
         Some(v)
     } else {
         None
     };
+    let kind = verdict
+        .as_ref()
+        .map_or_else(|| RunTrace::guess_kind(&text), |v| v.trace);
+    let trace = RunTrace::from_json_lines(kind, &text).map_err(|source| ReportError::Trace {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(v) = &verdict {
+        if let Some(bad) = v.failed.iter().find(|f| f.event >= trace.len()) {
+            return Err(ReportError::EventOutOfRange {
+                path: vpath,
+                rule: bad.id.clone(),
+                event: bad.event,
+                len: trace.len(),
+            });
+        }
+    }
     Ok((trace, verdict))
 }
 
-fn collect_traces(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for entry in entries {
-        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+fn collect_traces(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReportError> {
+    let fail = |source| ReportError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(fail)? {
+        let path = entry.map_err(fail)?.path();
         if path.is_dir() {
             collect_traces(&path, out)?;
         } else if path.extension().is_some_and(|x| x == "jsonl") {
@@ -228,60 +140,67 @@ fn collect_traces(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Every run under a `--traces` folder (`<driver>/<service>/<group>/<name>.jsonl` and the
-/// verdict files beside them), in path order. A trace without a verdict file gets verdict
-/// "unknown", its driver, service and scenario taken from its path.
-pub fn load_dir(dir: &Path) -> Result<Vec<ReportRun>, String> {
+/// Every run under a `--traces` folder (`<driver>/<service>/<group>/<name>.jsonl`, SANE runs
+/// `<driver>/<name>.jsonl`, and the verdict files beside them), in path order. A trace without
+/// a verdict file gets verdict "unknown", its driver, service and scenario taken from its path.
+pub fn load_dir(dir: &Path) -> Result<Vec<RunRecord>, ReportError> {
     let mut paths = Vec::new();
     collect_traces(dir, &mut paths)?;
     paths.sort();
     if paths.is_empty() {
-        return Err(format!("{}: no trace files (*.jsonl) found", dir.display()));
+        return Err(ReportError::NoTraces {
+            path: dir.to_path_buf(),
+        });
     }
     let mut runs = Vec::with_capacity(paths.len());
     for path in paths {
         let (trace, verdict) = load_trace(&path)?;
         let verdict = match verdict {
             Some(v) => v,
-            None => {
-                let rel = path.strip_prefix(dir).unwrap_or(&path);
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().to_string())
-                    .collect();
-                let scenario = parts
-                    .get(2..)
-                    .map(|p| p.join("/"))
-                    .unwrap_or_else(|| rel.display().to_string());
-                RunVerdict {
-                    driver: parts.first().cloned().unwrap_or_default(),
-                    service: parts.get(1).cloned().unwrap_or_default(),
-                    scenario: scenario
-                        .strip_suffix(".jsonl")
-                        .unwrap_or(&scenario)
-                        .to_string(),
-                    verdict: "unknown".into(),
-                    async_cancel: false,
-                    failed: Vec::new(),
-                    not_judged: Vec::new(),
-                    metrics: VerdictMetrics::default(),
-                }
-            }
+            None => unknown_verdict(dir, &path, trace.kind()),
         };
-        runs.push(ReportRun { verdict, trace });
+        runs.push(RunRecord {
+            verdict,
+            trace,
+            results: Vec::new(),
+        });
     }
     Ok(runs)
 }
 
-/// The title drawn above a run's timeline.
-pub fn run_title(v: &RunVerdict) -> String {
-    format!(
-        "{} [{}] {} — {}",
-        v.scenario,
-        v.service,
-        v.driver,
-        v.verdict.to_uppercase()
-    )
+/// The verdict of a trace found without one: what its path says.
+fn unknown_verdict(dir: &Path, path: &Path, kind: TraceKind) -> RunVerdict {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    let (service, from) = match kind {
+        TraceKind::Wia => (parts.get(1).cloned(), 2),
+        TraceKind::Sane => (None, 1),
+    };
+    let scenario = parts
+        .get(from..)
+        .map(|p| p.join("/"))
+        .unwrap_or_else(|| rel.display().to_string());
+    let scenario = scenario.strip_suffix(".jsonl").unwrap_or(&scenario);
+    RunVerdict {
+        driver: parts.first().cloned().unwrap_or_default(),
+        scenario: match kind {
+            TraceKind::Wia => scenario.to_string(),
+            TraceKind::Sane => format!("sane/{scenario}"),
+        },
+        service,
+        verdict: Verdict::Unknown,
+        trace: kind,
+        async_cancel: false,
+        failed: Vec::new(),
+        not_judged: Vec::new(),
+        metrics: Metrics::default(),
+        problems: Vec::new(),
+        skipped: None,
+        cancel_latency: Vec::new(),
+    }
 }
 
 const PAGE_CSS: &str = "\
@@ -298,6 +217,9 @@ table#summary{border-collapse:collapse;font-size:13px;width:100%}
 #summary tr.pass td:nth-child(2){color:#1e7d3a}
 .badge{display:inline-block;min-width:38px;text-align:center;border-radius:4px;padding:1px 6px;font-size:12px;font-weight:700;color:#fff}
 .badge.fail{background:#c0152f}.badge.pass{background:#2e9d4a}.badge.unknown{background:#888}
+.badge.expected-fail{background:#d07b00}.badge.skip{background:#6c7a89}
+#summary tr.expected-fail td:nth-child(2){color:#a35f00}
+.failure.expected{border-left-color:#d07b00;background:#fff8ef}.finding{color:#7a4a00}
 details.run{border:1px solid #dde2ea;border-radius:6px;margin:6px 0}
 details.run>summary{cursor:pointer;padding:6px 10px;font-size:13px}
 details.run[open]>summary{background:#f3f5f8;border-bottom:1px solid #dde2ea}
@@ -337,44 +259,34 @@ window.addEventListener('load',function(){document.getElementById('load-event-ms
 })();
 ";
 
-fn excerpt(trace: &Trace, event: usize) -> String {
-    let mut s = String::new();
-    if trace.events.is_empty() {
-        return s;
-    }
-    let at = event.min(trace.events.len() - 1);
-    let from = at.saturating_sub(5);
-    let to = (at + 3).min(trace.events.len() - 1);
-    for i in from..=to {
-        let mark = if i == event { ">>" } else { "  " };
-        let _ = writeln!(s, "{mark} #{i:<4} {}", render_event(&trace.events[i]));
-    }
-    s
-}
-
-fn verdict_rank(v: &str) -> u8 {
+fn verdict_rank(v: Verdict) -> u8 {
     match v {
-        "fail" => 0,
-        "unknown" => 1,
+        Verdict::Fail => 0,
+        Verdict::Unknown => 1,
         _ => 2,
     }
 }
 
 /// The report page for these runs: failures first, then by driver, scenario and service.
-pub fn render_html(runs: &[ReportRun]) -> String {
-    let mut order: Vec<&ReportRun> = runs.iter().collect();
+pub fn render_html(runs: &[RunRecord]) -> String {
+    let mut order: Vec<&RunRecord> = runs.iter().collect();
     order.sort_by(|a, b| {
         let (a, b) = (&a.verdict, &b.verdict);
-        (verdict_rank(&a.verdict), &a.driver, &a.scenario, &a.service).cmp(&(
-            verdict_rank(&b.verdict),
+        (verdict_rank(a.verdict), &a.driver, &a.scenario, &a.service).cmp(&(
+            verdict_rank(b.verdict),
             &b.driver,
             &b.scenario,
             &b.service,
         ))
     });
-    let failed = order.iter().filter(|r| r.verdict.verdict == "fail").count();
-    let passed = order.iter().filter(|r| r.verdict.verdict == "pass").count();
-    let unknown = order.len() - failed - passed;
+    let count = |v: Verdict| order.iter().filter(|r| r.verdict.verdict == v).count();
+    let (failed, passed, unknown) = (
+        count(Verdict::Fail),
+        count(Verdict::Pass),
+        count(Verdict::Unknown),
+    );
+    let (expected, skipped) = (count(Verdict::ExpectedFail), count(Verdict::Skip));
+    let any_sane = order.iter().any(|r| r.trace.kind() == TraceKind::Sane);
     let mut drivers: Vec<&str> = order.iter().map(|r| r.verdict.driver.as_str()).collect();
     drivers.sort();
     drivers.dedup();
@@ -385,24 +297,29 @@ pub fn render_html(runs: &[ReportRun]) -> String {
     failed_rules.sort();
     failed_rules.dedup();
 
-    let mut out = String::with_capacity(
-        runs.iter()
-            .map(|r| r.trace.events.len() * 260)
-            .sum::<usize>()
-            + 65536,
-    );
+    let mut out =
+        String::with_capacity(runs.iter().map(|r| r.trace.len() * 260).sum::<usize>() + 65536);
     out.push_str("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>scanconform report</title>\n<style>/*<![CDATA[*/\n");
     out.push_str(PAGE_CSS);
     out.push_str(timeline::TIMELINE_CSS);
     out.push_str("/*]]>*/</style>\n</head>\n<body>\n<h1>scanconform report</h1>\n");
     let _ = writeln!(
         out,
-        "<p class=\"totals\">{} runs: <b class=\"fail\">{failed} failed</b>, <b class=\"pass\">{passed} passed</b>{} · drivers: {} · page ready after <span id=\"load-ms\">-</span> ms (load event <span id=\"load-event-ms\">-</span> ms)</p>",
+        "<p class=\"totals\">{} runs: <b class=\"fail\">{failed} failed</b>, <b class=\"pass\">{passed} passed</b>{}{}{} · drivers: {} · page ready after <span id=\"load-ms\">-</span> ms (load event <span id=\"load-event-ms\">-</span> ms)</p>",
         order.len(),
+        if expected > 0 { format!(", {expected} failed as expected") } else { String::new() },
+        if skipped > 0 { format!(", {skipped} skipped") } else { String::new() },
         if unknown > 0 { format!(", {unknown} without verdict") } else { String::new() },
         escape(&drivers.join(", "))
     );
-    out.push_str("<div class=\"filters\"><label>verdict <select id=\"f-verdict\"><option value=\"\">all</option><option value=\"fail\">fail</option><option value=\"pass\">pass</option><option value=\"unknown\">unknown</option></select></label>");
+    out.push_str("<div class=\"filters\"><label>verdict <select id=\"f-verdict\"><option value=\"\">all</option><option value=\"fail\">fail</option><option value=\"pass\">pass</option>");
+    if expected > 0 {
+        out.push_str("<option value=\"expected-fail\">expected-fail</option>");
+    }
+    if skipped > 0 {
+        out.push_str("<option value=\"skip\">skip</option>");
+    }
+    out.push_str("<option value=\"unknown\">unknown</option></select></label>");
     out.push_str("<label>failed rule <select id=\"f-rule\"><option value=\"\">any</option>");
     for r in &failed_rules {
         let _ = write!(out, "<option value=\"{0}\">{0}</option>", escape(r));
@@ -422,25 +339,22 @@ pub fn render_html(runs: &[ReportRun]) -> String {
         let _ = writeln!(
             out,
             "<tr class=\"run-row {vd}\" data-run=\"{k}\" data-verdict=\"{vd}\" data-rules=\" {rules} \" data-driver=\"{drv}\" data-text=\"{text}\"><td><a href=\"#run-{k}\">{k}</a></td><td>{vd}</td><td>{drv}</td><td>{svc}</td><td>{scn}</td><td class=\"num\">{idle}</td><td class=\"num\">{wasted}</td><td>{rules}</td></tr>",
-            vd = escape(&v.verdict),
+            vd = v.verdict.word(),
             rules = escape(&ids.join(" ")),
             drv = escape(&v.driver),
-            text = escape(&format!("{} {} {}", v.driver, v.service, v.scenario).to_lowercase()),
-            svc = escape(&v.service),
+            text = escape(&format!("{} {} {}", v.driver, v.service_text(), v.scenario).to_lowercase()),
+            svc = escape(v.service_text()),
             scn = escape(&v.scenario),
             idle = v.idle_text(),
-            wasted = v
-                .metrics
-                .bands_wasted
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "-".into()),
+            wasted = v.wasted_text(),
         );
     }
     out.push_str("</tbody></table>\n");
     let _ = writeln!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"0\" height=\"0\" style=\"position:absolute\"><defs>{}</defs></svg>",
-        timeline::legend_group()
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"0\" height=\"0\" style=\"position:absolute\"><defs>{}{}</defs></svg>",
+        timeline::legend_group(),
+        if any_sane { timeline::sane_legend_group() } else { String::new() }
     );
     out.push_str("<h2>Runs (click to open the timeline)</h2>\n<section id=\"runs\">\n");
     for (k, r) in order.iter().enumerate() {
@@ -449,9 +363,9 @@ pub fn render_html(runs: &[ReportRun]) -> String {
         let _ = write!(
             out,
             "<details class=\"run {vd}\" id=\"run-{k}\" data-verdict=\"{vd}\"><summary><span class=\"badge {vd}\">{vd}</span> {drv} · {svc} · <b>{scn}</b>{rules}</summary>\n<div class=\"body\">",
-            vd = escape(&v.verdict),
+            vd = v.verdict.word(),
             drv = escape(&v.driver),
-            svc = escape(&v.service),
+            svc = escape(v.service_text()),
             scn = escape(&v.scenario),
             rules = if ids.is_empty() {
                 String::new()
@@ -459,58 +373,116 @@ pub fn render_html(runs: &[ReportRun]) -> String {
                 format!(" — <span class=\"rules\">{}</span>", escape(&ids.join(", ")))
             },
         );
-        let m = &v.metrics;
-        let _ = write!(
-            out,
-            "<p class=\"metrics\">{} events · cancel→idle {} · bands wasted {} · {} data callbacks, {} bytes · {} bytes after S_FALSE · {} rules checked · async cancel {}{}</p>",
-            r.trace.events.len(),
-            v.idle_text(),
-            m.bands_wasted.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-            m.data_callbacks,
-            m.data_bytes,
-            m.bytes_after_sfalse,
-            m.rules_checked,
-            if v.async_cancel { "yes" } else { "no" },
-            if v.not_judged.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " · not judged: {}",
-                    escape(
-                        &v.not_judged
-                            .iter()
-                            .map(|n| format!("{} (because {})", n.id, n.because))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                )
-            }
-        );
-        for f in &v.failed {
-            let at = r.trace.events.get(f.event).map(|e| e.at_us).unwrap_or(0);
+        out.push_str(&metrics_line(r));
+        for p in &v.problems {
             let _ = write!(
                 out,
-                "<div class=\"failure\" data-rule=\"{id}\" data-event=\"{ev}\"><h4>FAIL {id}: {st}</h4><p>{msg}</p><p>first violation: event #{ev} at {at} us</p><blockquote>“{q}”<cite>— {src}</cite></blockquote><pre>{ex}</pre></div>",
+                "<div class=\"failure problem\"><h4>PROBLEM</h4><p>{}</p></div>",
+                escape(p)
+            );
+        }
+        for f in &v.failed {
+            let at = r.trace.at_us(f.event).unwrap_or(0);
+            let excerpt: String = r
+                .trace
+                .excerpt(f.event)
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = write!(
+                out,
+                "<div class=\"failure{xc}\" data-rule=\"{id}\" data-event=\"{ev}\"><h4>{word} {id}: {st}</h4><p>{msg}</p>{finding}<p>first violation: {noun} #{ev} at {at} us</p><blockquote>“{q}”<cite>— {src}</cite></blockquote><pre>{ex}</pre></div>",
+                xc = if f.expected.is_some() { " expected" } else { "" },
+                word = if f.expected.is_some() { "XFAIL" } else { "FAIL" },
                 id = escape(&f.id),
                 st = escape(&f.statement),
                 msg = escape(&f.message),
+                finding = f
+                    .expected
+                    .as_ref()
+                    .map(|x| format!("<p class=\"finding\">expected failure: {}</p>", escape(x)))
+                    .unwrap_or_default(),
+                noun = match r.trace.kind() {
+                    TraceKind::Wia => "event",
+                    TraceKind::Sane => "call",
+                },
                 ev = f.event,
                 q = escape(&f.quote),
                 src = escape(&f.source),
-                ex = escape(&excerpt(&r.trace, f.event)),
+                ex = escape(&excerpt),
             );
         }
-        let svg = timeline::render_svg(&r.trace, &v.marks(), &SvgOptions::embedded());
+        let svg = r.trace.render_svg(&v.marks(), &SvgOptions::embedded());
         let _ = writeln!(
             out,
-            "<div class=\"tl-wrap\" data-pending=\"1\" data-svgz=\"{}\"></div><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline legend\" width=\"1260\" height=\"70\"><use href=\"#tl-legend\"/></svg></div></details>",
-            base64(&gzip(svg.as_bytes()))
+            "<div class=\"tl-wrap\" data-pending=\"1\" data-svgz=\"{}\"></div><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline legend\" width=\"1260\" height=\"70\"><use href=\"#{}\"/></svg></div></details>",
+            base64::engine::general_purpose::STANDARD.encode(gzip(svg.as_bytes())),
+            match r.trace.kind() {
+                TraceKind::Wia => "tl-legend",
+                TraceKind::Sane => "tl-legend-sane",
+            }
         );
     }
     out.push_str("</section>\n<script>//<![CDATA[\n");
     out.push_str(PAGE_JS);
     out.push_str("//]]></script>\n</body>\n</html>\n");
     out
+}
+
+/// The measurements line of a run's details.
+fn metrics_line(r: &RunRecord) -> String {
+    let v = &r.verdict;
+    let m = &v.metrics;
+    let not_judged = if v.not_judged.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " · not judged: {}",
+            escape(
+                &v.not_judged
+                    .iter()
+                    .map(|n| format!("{} (because {})", n.id, n.because))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        )
+    };
+    match r.trace.kind() {
+        TraceKind::Wia => format!(
+            "<p class=\"metrics\">{} events · cancel→idle {} · bands wasted {} · {} data callbacks, {} bytes · {} bytes after S_FALSE · {} rules checked · async cancel {}{not_judged}</p>",
+            r.trace.len(),
+            v.idle_text(),
+            v.wasted_text(),
+            m.data_callbacks,
+            m.data_bytes,
+            m.bytes_after_sfalse,
+            m.rules_checked,
+            if v.async_cancel { "yes" } else { "no" },
+        ),
+        TraceKind::Sane => {
+            let latency: Vec<String> = v
+                .cancel_latency
+                .iter()
+                .map(|l| format!("call #{}: {}", l.cancel_seq, l.summary()))
+                .collect();
+            format!(
+                "<p class=\"metrics\">{} · cancel→device stopped {} · blocks sent after sane_cancel {} · {} rules checked{}{}</p>",
+                r.trace.size_text(),
+                v.idle_text(),
+                v.wasted_text(),
+                m.rules_checked,
+                if latency.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · cancel latency: {}", escape(&latency.join("; ")))
+                },
+                v.skipped
+                    .as_ref()
+                    .map(|s| format!(" · skipped: {}", escape(s)))
+                    .unwrap_or_default(),
+            )
+        }
+    }
 }
 
 /// Gzip with a fixed header (no name, mtime 0): the same bytes every time.
@@ -524,53 +496,12 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn unbase64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 /// Decodes a `data-svgz` attribute of the report back to the SVG text (for tests and tools).
 pub fn embedded_svg(data_svgz: &str) -> Option<String> {
     use std::io::Read as _;
-    let bytes = unbase64(data_svgz)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data_svgz)
+        .ok()?;
     let mut text = String::new();
     flate2::read::GzDecoder::new(bytes.as_slice())
         .read_to_string(&mut text)
@@ -583,20 +514,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_round_trips_every_tail_length() {
-        for n in 0..8u8 {
-            let bytes: Vec<u8> = (0..n).map(|i| i.wrapping_mul(97)).collect();
-            assert_eq!(unbase64(&base64(&bytes)), Some(bytes));
-        }
-        assert_eq!(base64(b"Man"), "TWFu");
-        assert_eq!(base64(b"Ma"), "TWE=");
-    }
-
-    #[test]
     fn embedded_svg_round_trips() {
         let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\"/>";
         assert_eq!(
-            embedded_svg(&base64(&gzip(svg.as_bytes()))).as_deref(),
+            embedded_svg(&base64::engine::general_purpose::STANDARD.encode(gzip(svg.as_bytes())))
+                .as_deref(),
             Some(svg)
         );
     }

@@ -124,6 +124,7 @@ impl B {
                 percent,
                 offset,
                 length,
+                carried: None,
                 page,
                 crc,
                 expect_crc: expect,
@@ -234,7 +235,7 @@ fn scenario(expects: &[serde_json::Value]) -> Scenario {
         "description": "unit test",
         "rules": [],
         "profile": "fast-flatbed",
-        "scan": { "resolution_dpi": 100, "mode": "gray8", "width_px": 128, "height_px": 128 },
+        "scan": { "resolution_dpi": 100, "mode": "gray8", "width_px": 128, "height_px": 64 },
         "acquisitions": acquisitions,
         "budget_us": 10_000_000u64,
     }))
@@ -258,6 +259,7 @@ struct Run {
     scenario: Scenario,
     service: ServiceModel,
     async_cancel: bool,
+    host_lag: Option<super::lag::HostLag>,
 }
 
 impl Run {
@@ -267,6 +269,7 @@ impl Run {
             scenario: scenario(expects),
             service: ServiceModel::Xp,
             async_cancel: true,
+            host_lag: None,
         }
     }
 
@@ -287,6 +290,7 @@ impl Run {
             service: self.service,
             async_cancel: self.async_cancel,
             motor_stop_us: MOTOR_STOP,
+            host_lag: self.host_lag.as_ref(),
         }
     }
 
@@ -336,9 +340,13 @@ fn catalogue_matches_the_plan() {
             "WIA-XP-GAP",
             "WIA-VISTA-STICKY",
             "WIA-IDLE-AFTER-CANCEL",
+            "WIA-CANCEL-RETURN",
             "WIA-NEXT-TRANSFER",
             "WIA-DATA-CONTIGUOUS",
             "WIA-DATA-EXACT",
+            "WIA-DATA-LENGTH",
+            "WIA-DATA-BUFFER",
+            "WIA-DATA-COMPLETE",
             "WIA-PERCENT",
             "WIA-CADENCE",
             "USB-CANCEL-SENT",
@@ -373,6 +381,7 @@ fn catalogue_matches_the_plan() {
             "USB-HALTS-CLEARED",
             "USB-NO-STALE",
             "WIA-IDLE-AFTER-CANCEL",
+            "WIA-CADENCE",
         ]
     );
     assert!(find("NOPE").is_none());
@@ -380,12 +389,17 @@ fn catalogue_matches_the_plan() {
 
 #[test]
 fn quotes_are_verbatim_in_the_fact_sheet() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/reference/cancel-semantics.md");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: {} not present", path.display());
-        return;
-    };
+    // cancel-semantics.md is the fact sheet; wia2-stream.md adds the HLK requirement's text.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference");
+    let mut text = String::new();
+    for name in ["cancel-semantics.md", "wia2-stream.md"] {
+        let path = dir.join(name);
+        let Ok(t) = std::fs::read_to_string(&path) else {
+            eprintln!("skipped: {} not present", path.display());
+            return;
+        };
+        text.push_str(&t);
+    }
     let norm = |s: &str| {
         s.replace("**", "")
             .split_whitespace()
@@ -436,9 +450,13 @@ fn correct_cancel_then_complete_passes_every_rule() {
             "WIA-RET-SFALSE",
             "WIA-OUTCOME",
             "WIA-IDLE-AFTER-CANCEL",
+            "WIA-CANCEL-RETURN",
             "WIA-NEXT-TRANSFER",
             "WIA-DATA-CONTIGUOUS",
             "WIA-DATA-EXACT",
+            "WIA-DATA-LENGTH",
+            "WIA-DATA-BUFFER",
+            "WIA-DATA-COMPLETE",
             "WIA-PERCENT",
             "WIA-CADENCE",
             "USB-CANCEL-SENT",
@@ -466,8 +484,8 @@ fn correct_cancel_then_complete_passes_every_rule() {
         assert_eq!(m.bytes_after_sfalse, 0);
         assert_eq!(m.cancel_to_idle_us, Some(10 + MOTOR_STOP));
         assert_eq!(m.bands_wasted, Some(0));
-        assert_eq!(m.rules_checked, 14);
-        assert_eq!(report.passed().len(), 14);
+        assert_eq!(m.rules_checked, 18);
+        assert_eq!(report.passed().len(), 18);
     }
 }
 
@@ -694,6 +712,78 @@ fn cancel_io_asap() {
     );
 }
 
+fn bulk_in(b: &mut B, actual: u32, outcome: &str) {
+    b.push(
+        Actor::Usb,
+        Kind::Bulk {
+            ep: 0x81,
+            requested: 3072,
+            actual,
+            crc: 0,
+            result: result(outcome),
+        },
+    );
+}
+
+#[test]
+fn cancel_io_asap_refuses_an_abort_undone_by_a_new_read() {
+    // The event aborts the pending read; the driver reads again at once, gets the next band,
+    // and only then sends the Cancel Request (still within 10 ms).
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .wait(300)
+        .app_cancel(1)
+        .push(Actor::Usb, Kind::Abort { ep: 0x81 });
+    bulk_in(&mut b, 0, "cancelled");
+    b.wait(400)
+        .device("band-ready", 1, "")
+        .device("band-sent", 1, "");
+    bulk_in(&mut b, 2048, "ok");
+    b.host_cancel().ret(1, Hresult::S_FALSE);
+    let run = Run::new(&b, &[cancelled()]);
+    let (event, msg) = run.fail("WIA-CANCEL-IO-ASAP");
+    assert!(matches!(run.kind(event), Kind::Bulk { actual: 2048, .. }));
+    assert!(
+        msg.contains("aborted the endpoint (#13) but submitted a read on it again (#17) before any Cancel Request or Device Reset"),
+        "{msg}"
+    );
+
+    // A read whose data had moved before the abort completes a little later: no new read.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .wait(800)
+        .device("band-ready", 1, "")
+        .device("band-sent", 1, "")
+        .wait(200)
+        .app_cancel(1)
+        .push(Actor::Usb, Kind::Abort { ep: 0x81 })
+        .wait(200);
+    bulk_in(&mut b, 2048, "ok");
+    b.host_cancel().ret(1, Hresult::S_FALSE);
+    assert_pass(&Run::new(&b, &[cancelled()]), "WIA-CANCEL-IO-ASAP");
+
+    // A read submitted after the abort that times out is a new read too; with the Cancel
+    // Request more than 10 ms late, the abort does not count as the cancel either.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .wait(300)
+        .app_cancel(1)
+        .push(Actor::Usb, Kind::Abort { ep: 0x81 });
+    bulk_in(&mut b, 0, "cancelled");
+    b.wait(100_000);
+    bulk_in(&mut b, 0, "timeout");
+    b.host_cancel().ret(1, Hresult::S_FALSE);
+    let msg = Run::new(&b, &[cancelled()]).fail("WIA-CANCEL-IO-ASAP").1;
+    assert!(msg.contains("submitted a read on it again"), "{msg}");
+    assert!(msg.contains("and 1 more violations"), "{msg}");
+}
+
 #[test]
 fn xp_gap_reports_and_never_fails() {
     let mut b = B::new();
@@ -853,6 +943,106 @@ fn idle_after_cancel() {
     assert_pass(&Run::new(&b, &[cancelled()]), "WIA-IDLE-AFTER-CANCEL");
 }
 
+/// Host lag `lag_us` accrued during the longest gap between two events of `run`'s trace.
+fn lag_in_longest_gap(run: &Run, lag_us: u64) -> super::lag::HostLag {
+    let ev = &run.trace.events;
+    let i = (1..ev.len())
+        .max_by_key(|&i| ev[i].at_us - ev[i - 1].at_us)
+        .expect("events");
+    let (a, b) = (ev[i - 1].at_us, ev[i].at_us);
+    let end = ev.last().expect("events").at_us;
+    super::lag::HostLag::from_samples(vec![(0, 0), (a, 0), (b, lag_us), (end, lag_us)])
+}
+
+#[test]
+fn real_time_rules_take_host_lag_off_and_still_fail_a_slow_driver() {
+    // The Cancel Request reaches the device 100 ms after S_FALSE (budget 50.5 ms).
+    let late = |wait_us: u64| {
+        let mut b = B::new();
+        b.acquire(1)
+            .start_scan()
+            .band(0, Hresult::S_OK)
+            .band(1, Hresult::S_FALSE)
+            .wait(wait_us)
+            .host_cancel()
+            .ret(1, Hresult::S_FALSE);
+        Run::new(&b, &[cancelled()])
+    };
+    let mut run = late(100_000);
+    run.fail("WIA-IDLE-AFTER-CANCEL");
+    // 80 ms of it the run's threads waited for a CPU: net 20.5 ms, within budget.
+    run.host_lag = Some(lag_in_longest_gap(&run, 80_000));
+    assert_pass(&run, "WIA-IDLE-AFTER-CANCEL");
+    let m = run.report().metrics;
+    assert_eq!(m.cancel_to_idle_lag_us, Some(80_000));
+    assert_eq!(m.host_lag_us, Some(80_000));
+    // A driver that waits two seconds is slow whatever the load: the lag inside its wait is
+    // only what the machine measured, and the message says what was taken off.
+    let mut run = late(2_000_000);
+    run.host_lag = Some(lag_in_longest_gap(&run, 80_000));
+    let (_, msg) = run.fail("WIA-IDLE-AFTER-CANCEL");
+    assert!(msg.contains("1920.5 ms after it"), "{msg}");
+    assert!(msg.contains("net of 80.0 ms host lag"), "{msg}");
+    // Virtual time has no lag: the metrics say nothing about it.
+    let run = late(10);
+    assert_eq!(run.report().metrics.host_lag_us, None);
+}
+
+#[test]
+fn cancel_return() {
+    let mut b = B::new();
+    b.cancelled(1);
+    assert_pass(&Run::new(&b, &[cancelled()]), "WIA-CANCEL-RETURN");
+
+    // The device is idle 0.5 ms after the cancel; the driver returns 3 s later.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .band(1, Hresult::S_FALSE)
+        .host_cancel()
+        .wait(3_000_000)
+        .ret(1, Hresult::S_FALSE);
+    let run = Run::new(&b, &[cancelled()]);
+    let (event, msg) = run.fail("WIA-CANCEL-RETURN");
+    assert!(matches!(run.kind(event), Kind::AcquireReturn { n: 1, .. }));
+    assert!(msg.contains("the device was stopped at #"), "{msg}");
+    assert!(
+        msg.contains("returned only 3000.0 ms after that (budget 50 ms)"),
+        "{msg}"
+    );
+    assert_pass(&run, "WIA-IDLE-AFTER-CANCEL");
+
+    // A device slow to stop is not the driver's delay: timed from the stop.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::S_OK)
+        .band(1, Hresult::S_FALSE)
+        .wait(10)
+        .control("CANCEL", 0x64, "ok", "")
+        .device("cancel-requested", 2_000_000, "")
+        .wait(2_000_000)
+        .device("motor-stopped", 1, "")
+        .wait(5)
+        .status("0x2001 ok")
+        .ret(1, Hresult::S_FALSE);
+    assert_pass(&Run::new(&b, &[cancelled()]), "WIA-CANCEL-RETURN");
+
+    // An application error is not a cancel: not judged here.
+    let mut b = B::new();
+    b.acquire(1)
+        .start_scan()
+        .band(0, Hresult::E_FAIL)
+        .host_cancel()
+        .wait(3_000_000)
+        .ret(1, Hresult::E_FAIL);
+    assert_eq!(
+        Run::new(&b, &[hresult("E_FAIL")]).status("WIA-CANCEL-RETURN"),
+        RuleStatus::NotApplicable
+    );
+}
+
 #[test]
 fn next_transfer() {
     let mut b = B::new();
@@ -949,6 +1139,143 @@ fn data_exact() {
     );
 }
 
+/// A data callback whose lLength is `length` while it carries `carried` bytes.
+fn lying_band(b: &mut B, k: i64, percent: i32, length: i64, carried: u64) {
+    let crc = 0x1000 + (k * BAND) as u32;
+    b.wait(800).bulk().push(
+        Actor::Service,
+        Kind::Callback {
+            msg: ItMsg::Data,
+            status: 4,
+            percent,
+            offset: k * BAND,
+            length,
+            carried: (carried != length as u64).then_some(carried),
+            page: 0,
+            crc,
+            expect_crc: crc,
+            result: Hresult::S_OK,
+            sticky: false,
+        },
+    );
+}
+
+#[test]
+fn data_length() {
+    let mut b = B::new();
+    b.complete(1);
+    assert_pass(&Run::new(&b, &[complete()]), "WIA-DATA-LENGTH");
+
+    // The page's last band says 2048 bytes but carries 1400: no next band to catch it.
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    lying_band(&mut b, 3, 100, BAND, 1400);
+    b.device("scan-complete", 1, "").ret(1, Hresult::S_OK);
+    let run = Run::new(&b, &[complete()]);
+    let (event, msg) = run.fail("WIA-DATA-LENGTH");
+    assert!(matches!(run.kind(event), Kind::Callback { offset, .. } if *offset == 3 * BAND));
+    assert!(
+        msg.contains("says lLength 2048 but carries 1400 bytes"),
+        "{msg}"
+    );
+
+    // Honest about its bytes, but running past the page (4 x 2048 = 8192 bytes).
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    lying_band(&mut b, 3, 100, BAND + 100, BAND as u64 + 100);
+    b.device("scan-complete", 1, "").ret(1, Hresult::S_OK);
+    let msg = Run::new(&b, &[complete()]).fail("WIA-DATA-LENGTH").1;
+    assert!(
+        msg.contains("offset 6144 with lLength 2148 runs past the page's 8192 bytes"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn data_buffer() {
+    let mut b = B::new();
+    b.complete(1);
+    let mut run = Run::new(&b, &[complete()]);
+    assert_pass(&run, "WIA-DATA-BUFFER");
+
+    // The same bands into a 1024-byte buffer (the application's `acquire` says so).
+    run.scenario.buffer = 1024;
+    for e in &mut run.trace.events {
+        if let Kind::Acquire { buffer, .. } = &mut e.kind {
+            *buffer = 1024;
+        }
+    }
+    let (event, msg) = run.fail("WIA-DATA-BUFFER");
+    assert!(matches!(run.kind(event), Kind::Callback { offset: 0, .. }));
+    assert!(
+        msg.contains("hands over 2048 bytes, more than the 1024-byte transfer buffer"),
+        "{msg}"
+    );
+    assert!(msg.contains("(and 3 more violations)"), "{msg}");
+}
+
+#[test]
+fn data_complete() {
+    let mut b = B::new();
+    b.complete(1);
+    assert_pass(&Run::new(&b, &[complete()]), "WIA-DATA-COMPLETE");
+
+    // Three bands of four, S_OK: the short page, with the device still holding the last band.
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    b.wait(800)
+        .device("band-ready", 3, "")
+        .ret(1, Hresult::S_OK);
+    let run = Run::new(&b, &[complete()]);
+    let (event, msg) = run.fail("WIA-DATA-COMPLETE");
+    assert!(matches!(run.kind(event), Kind::AcquireReturn { n: 1, .. }));
+    assert!(
+        msg.contains("returned S_OK but page 0 carried 6144 of its 8192 bytes"),
+        "{msg}"
+    );
+    // The device left busy follows from it.
+    assert_eq!(
+        run.status("USB-CANCEL-SENT"),
+        RuleStatus::NotJudged {
+            because: "WIA-DATA-COMPLETE"
+        }
+    );
+
+    // Every byte, but the last band says 99%.
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..3 {
+        b.band(k, Hresult::S_OK);
+    }
+    b.wait(800)
+        .bulk()
+        .cb(ItMsg::Data, 99, 3 * BAND, BAND, Hresult::S_OK)
+        .device("scan-complete", 1, "")
+        .ret(1, Hresult::S_OK);
+    let msg = Run::new(&b, &[complete()]).fail("WIA-DATA-COMPLETE").1;
+    assert!(
+        msg.contains("its last IT_MSG_DATA reported 99%, not 100%"),
+        "{msg}"
+    );
+
+    // A cancelled transfer is not judged: less data is what a cancel means.
+    let mut b = B::new();
+    b.cancelled(1);
+    assert_eq!(
+        Run::new(&b, &[cancelled()]).status("WIA-DATA-COMPLETE"),
+        RuleStatus::NotApplicable
+    );
+}
+
 #[test]
 fn percent() {
     let mut b = B::new();
@@ -993,16 +1320,52 @@ fn percent() {
 
 #[test]
 fn cadence() {
-    // Status callbacks every 0.5 s while a band is 3 s late.
+    // A band 3 s late: the transfer lasts about 3 s, so "ten times" (every 300 ms) is the more
+    // often; status callbacks every 250 ms pass, every 500 ms do not (limit 450 ms).
+    let late = |every_us: u64| {
+        let mut b = B::new();
+        b.acquire(1).start_scan().band(0, Hresult::S_OK);
+        for _ in 0..3_000_000 / every_us {
+            b.wait(every_us).cb(ItMsg::Status, 25, 0, 0, Hresult::S_OK);
+        }
+        b.band(1, Hresult::S_OK)
+            .band(2, Hresult::S_OK)
+            .band(3, Hresult::S_OK)
+            .ret(1, Hresult::S_OK);
+        Run::new(&b, &[complete()])
+    };
+    assert_pass(&late(250_000), "WIA-CADENCE");
+    let run = late(500_000);
+    let (event, msg) = run.fail("WIA-CADENCE");
+    assert!(matches!(
+        run.kind(event),
+        Kind::Callback {
+            msg: ItMsg::Status,
+            ..
+        }
+    ));
+    assert!(msg.contains("no callback for 500.0 ms"), "{msg}");
+    assert!(msg.contains("the limit is 450.7 ms"), "{msg}");
+
+    // A band 12 s late: once a second is the more often; 1 s gaps pass, 2 s gaps do not.
+    let long = |every_us: u64| {
+        let mut b = B::new();
+        b.acquire(1).start_scan().band(0, Hresult::S_OK);
+        for _ in 0..12_000_000 / every_us {
+            b.wait(every_us).cb(ItMsg::Status, 25, 0, 0, Hresult::S_OK);
+        }
+        b.band(1, Hresult::S_OK).ret(1, Hresult::S_OK);
+        Run::new(&b, &[complete()])
+    };
+    assert_pass(&long(1_000_000), "WIA-CADENCE");
+    assert!(long(2_000_000)
+        .fail("WIA-CADENCE")
+        .1
+        .contains("the limit is 1500.0 ms"));
+
+    // A transfer of a few milliseconds: the 2 ms warm-up gap is under the floor (150 ms).
     let mut b = B::new();
-    b.acquire(1).start_scan().band(0, Hresult::S_OK);
-    for _ in 0..6 {
-        b.wait(500_000).cb(ItMsg::Status, 25, 0, 0, Hresult::S_OK);
-    }
-    b.band(1, Hresult::S_OK)
-        .band(2, Hresult::S_OK)
-        .band(3, Hresult::S_OK)
-        .ret(1, Hresult::S_OK);
+    b.complete(1);
     assert_pass(&Run::new(&b, &[complete()]), "WIA-CADENCE");
 
     // Silent for 3 s.
@@ -1019,7 +1382,7 @@ fn cadence() {
     let (event, msg) = run.fail("WIA-CADENCE");
     assert!(matches!(run.kind(event), Kind::Callback { offset, .. } if *offset == BAND));
     assert!(msg.contains("no callback for 3000.8 ms"), "{msg}");
-    assert!(msg.contains("the limit is 1500.0 ms"), "{msg}");
+    assert!(msg.contains("the limit is 450.7 ms"), "{msg}");
 }
 
 #[test]
@@ -1046,6 +1409,27 @@ fn cancel_sent() {
         }
     );
     assert_eq!(run.status("USB-STATUS-POLLED"), RuleStatus::NotApplicable);
+}
+
+#[test]
+fn cancel_sent_judges_s_ok_too() {
+    // A whole page, S_OK, but the device goes on producing (a feeder job taken for one page).
+    let mut b = B::new();
+    b.acquire(1).start_scan();
+    for k in 0..4 {
+        b.band(k, Hresult::S_OK);
+    }
+    b.device("page-feed", 1, "").ret(1, Hresult::S_OK);
+    let mut run = Run::new(&b, &[complete()]);
+    run.scenario.scan.source = scanemu::engine::ScanSource::Adf;
+    run.scenario.scan.pages = 0;
+    assert_pass(&run, "WIA-DATA-COMPLETE");
+    let (event, msg) = run.fail("USB-CANCEL-SENT");
+    assert!(matches!(run.kind(event), Kind::AcquireReturn { n: 1, .. }));
+    assert!(
+        msg.contains("ended with S_OK (it returned S_OK) while the device was still scanning"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -1232,6 +1616,9 @@ fn no_stale() {
             Hresult::S_OK,
             false,
         )
+        .band(2, Hresult::S_OK)
+        .band(3, Hresult::S_OK)
+        .device("scan-complete", 1, "")
         .ret(2, Hresult::S_OK);
     let run = Run::new(&b, &[cancelled(), complete()]);
     let (event, msg) = run.fail("USB-NO-STALE");

@@ -1,8 +1,7 @@
 //! Findings as data: the rules a backend is known to break, per scenario, with the observed
 //! behaviour (`fixtures/sane-expected/<backend>.json`), checked both ways.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -52,24 +51,62 @@ pub struct ExpectedFailures {
     pub failures: Vec<ExpectedFailure>,
 }
 
+/// An expected-failure list that cannot be used; `Display` is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectedError {
+    /// The file cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid list.
+    #[error("{}:{}:{}: {source}", .path.display(), .source.line(), .source.column())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why, with the place.
+        source: serde_json::Error,
+    },
+    /// A listed rule is not in the SANE catalogue.
+    #[error("{}: unknown SANE rule {rule:?} (scenario {scenario})", .path.display())]
+    UnknownRule {
+        /// The file.
+        path: PathBuf,
+        /// The rule ID listed.
+        rule: String,
+        /// The scenario it is listed for.
+        scenario: String,
+    },
+}
+
 impl ExpectedFailures {
-    /// Reads a list; a missing file is an empty list (every rule must pass).
-    pub fn load(path: &Path) -> Result<ExpectedFailures, String> {
+    /// Reads a list; a missing file is an empty list (every rule must pass). Every listed rule
+    /// must be one `known_rule` knows (the SANE catalogue: `|id| sane::rules::find(id).is_some()`).
+    pub fn load(
+        path: &Path,
+        known_rule: impl Fn(&str) -> bool,
+    ) -> Result<ExpectedFailures, ExpectedError> {
         if !path.exists() {
             return Ok(ExpectedFailures::default());
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let list: ExpectedFailures = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
-        for f in &list.failures {
-            if super::rules::find(&f.rule).is_none() {
-                return Err(format!(
-                    "{}: unknown SANE rule {:?} (scenario {})",
-                    path.display(),
-                    f.rule,
-                    f.scenario
-                ));
-            }
+        let text = std::fs::read_to_string(path).map_err(|source| ExpectedError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let list: ExpectedFailures =
+            serde_json::from_str(&text).map_err(|source| ExpectedError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if let Some(f) = list.failures.iter().find(|f| !known_rule(&f.rule)) {
+            return Err(ExpectedError::UnknownRule {
+                path: path.to_path_buf(),
+                rule: f.rule.clone(),
+                scenario: f.scenario.clone(),
+            });
         }
         Ok(list)
     }
@@ -82,6 +119,65 @@ impl ExpectedFailures {
     }
 }
 
+/// How one run compares with the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunComparison {
+    /// Failed rules the list names for this scenario with the observed behaviour: (rule, the
+    /// listed finding).
+    pub honoured: Vec<(&'static str, String)>,
+    /// Failed rules the list does not name.
+    pub unlisted: Vec<&'static str>,
+    /// What else breaks the run, one line each, without the scenario: run problems, listed
+    /// failures whose observed behaviour changed, listed failures that passed.
+    pub problems: Vec<String>,
+}
+
+impl RunComparison {
+    /// Whether the run is as the list says (nothing unlisted, no problem).
+    pub fn as_listed(&self) -> bool {
+        self.unlisted.is_empty() && self.problems.is_empty()
+    }
+}
+
+/// Compares one run with `list`. A skipped run has nothing to compare (its listed failures are
+/// not checked).
+pub fn compare_run(run: &SaneRun, list: &ExpectedFailures) -> RunComparison {
+    let mut out = RunComparison {
+        problems: run
+            .problems
+            .iter()
+            .map(|p| format!("run problem: {p}"))
+            .collect(),
+        ..RunComparison::default()
+    };
+    for (rule, _, message) in run.failures() {
+        match list.get(&run.id, rule) {
+            Some(f) if f.matches(message) => out.honoured.push((rule, f.finding.clone())),
+            Some(f) => out.problems.push(format!(
+                "{rule} failed as listed, but the observed behaviour changed: expected {:?}{} in: {message}",
+                f.observed,
+                f.wire
+                    .as_ref()
+                    .map(|w| format!(" and wire evidence {w:?}"))
+                    .unwrap_or_default()
+            )),
+            None => out.unlisted.push(rule),
+        }
+    }
+    if run.skipped.is_none() {
+        let failures = run.failures();
+        for f in list.failures.iter().filter(|f| f.scenario == run.id) {
+            if !failures.iter().any(|(rule, _, _)| *rule == f.rule) {
+                out.problems.push(format!(
+                    "{} is listed as an expected failure ({}) but passed; remove it from the list",
+                    f.rule, f.observed
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// How the runs compare with the list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Comparison {
@@ -92,55 +188,25 @@ pub struct Comparison {
     pub violations: Vec<String>,
 }
 
-/// Compares `runs` with `list`. Listed failures of scenarios that were not run (a `--filter`)
-/// are ignored.
+/// Compares `runs` with `list` ([`compare_run`] for each). Listed failures of scenarios that
+/// were not run (a `--filter`) are ignored.
 pub fn compare(runs: &[SaneRun], list: &ExpectedFailures) -> Comparison {
     let mut out = Comparison::default();
-    let ran: BTreeSet<&str> = runs
-        .iter()
-        .filter(|r| r.skipped.is_none())
-        .map(|r| r.id.as_str())
-        .collect();
     for r in runs {
-        for p in &r.problems {
-            out.violations.push(format!("{}: run problem: {p}", r.id));
-        }
+        let cmp = compare_run(r, list);
         for (rule, _, message) in r.failures() {
-            match list.get(&r.id, rule) {
-                Some(f) if f.matches(message) => {
-                    out.honoured
-                        .push((r.id.clone(), rule.to_string(), message.to_string()));
-                }
-                Some(f) => out.violations.push(format!(
-                    "{}: {rule} failed as listed, but the observed behaviour changed: expected {:?}{} in: {message}",
-                    r.id,
-                    f.observed,
-                    f.wire
-                        .as_ref()
-                        .map(|w| format!(" and wire evidence {w:?}"))
-                        .unwrap_or_default()
-                )),
-                None => out.violations.push(format!(
+            if cmp.honoured.iter().any(|(h, _)| *h == rule) {
+                out.honoured
+                    .push((r.id.clone(), rule.to_string(), message.to_string()));
+            } else if cmp.unlisted.contains(&rule) {
+                out.violations.push(format!(
                     "{}: {rule} failed and is not in the expected-failure list: {message}",
                     r.id
-                )),
+                ));
             }
         }
-    }
-    for f in &list.failures {
-        if !ran.contains(f.scenario.as_str()) {
-            continue;
-        }
-        let failed = runs
-            .iter()
-            .filter(|r| r.id == f.scenario)
-            .any(|r| r.failures().iter().any(|(rule, _, _)| *rule == f.rule));
-        if !failed {
-            out.violations.push(format!(
-                "{}: {} is listed as an expected failure ({}) but passed; remove it from the list",
-                f.scenario, f.rule, f.observed
-            ));
-        }
+        out.violations
+            .extend(cmp.problems.iter().map(|p| format!("{}: {p}", r.id)));
     }
     out
 }

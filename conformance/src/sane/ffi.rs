@@ -5,9 +5,17 @@
 //! A backend loaded directly (not through the `dll` meta-backend) exports its entry points as
 //! `sane_<backend>_init` … and usually also as plain `sane_init` …; [`Backend::load`] takes the
 //! prefixed name when present and falls back to the plain one.
+//!
+//! Over 600 lines on purpose: every `unsafe` block of the SANE adapter stays in this one module
+//! (with the `#[allow(unsafe_code)]` that the crate root denies elsewhere), so that it can be
+//! reviewed as a whole; the rest of `sane/` is safe code.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
+
+/// The length the runner pre-sets before each `sane_read`, so that a backend that leaves it
+/// untouched is seen (SANE-LEN-ZERO-ON-ERROR names it "left *len unset").
+pub const LEN_SENTINEL: i32 = -7777;
 
 /// A SANE status code (`SANE_Status`), kept as the raw integer so unknown values survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -654,10 +662,12 @@ impl Drop for Handle<'_> {
 /// libraries loaded later whose NEEDED entry equals its SONAME bind to it: the dynamic loader
 /// matches a NEEDED name against the SONAMEs of the objects already loaded before it searches
 /// the library path. That is how a backend's `libusb-1.0.so.0` becomes the scanlab stand-in.
-pub fn load_for_process(path: &Path) -> Result<(), String> {
+pub fn load_for_process(path: &Path) -> Result<(), LoadError> {
     // SAFETY: loading runs the library's initialisers; the stand-in's are Rust statics only.
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     // Kept loaded for the life of the process: backends loaded later call into it.
     std::mem::forget(lib);
     Ok(())

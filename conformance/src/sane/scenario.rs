@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::scenario::ScenarioError;
+use crate::scenario::{locate, ScenarioError, Seg};
 
 /// The marker every SANE scenario carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -192,9 +192,33 @@ pub struct LoadedSaneScenario {
     pub path: PathBuf,
     /// Its content.
     pub scenario: SaneScenario,
+    /// The file's text (for placing errors at a line and column).
+    pub text: String,
 }
 
-/// Parses one SANE scenario file; `id` is `sane/<file stem>`.
+impl LoadedSaneScenario {
+    /// Checks what syntax cannot: every ID in `"rules"` names a rule `known_rule` knows (the
+    /// SANE catalogue: `|id| sane::rules::find(id).is_some()`). An unknown ID is an error at
+    /// its line and column.
+    pub fn validate(&self, known_rule: impl Fn(&str) -> bool) -> Result<(), ScenarioError> {
+        for (i, r) in self.scenario.rules.iter().enumerate() {
+            if !known_rule(r) {
+                let (line, column) =
+                    locate(&self.text, &[Seg::Key("rules"), Seg::Idx(i)]).unwrap_or((1, 1));
+                return Err(ScenarioError {
+                    path: self.path.display().to_string(),
+                    line,
+                    column,
+                    message: format!("unknown SANE rule {r:?} in \"rules\""),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses one SANE scenario file; `id` is `sane/<file stem>`. Syntax and schema only: call
+/// [`LoadedSaneScenario::validate`] next.
 pub fn load(path: &Path) -> Result<LoadedSaneScenario, ScenarioError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ScenarioError::whole_file(path, format!("cannot read scenario: {e}")))?;
@@ -208,14 +232,6 @@ pub fn load(path: &Path) -> Result<LoadedSaneScenario, ScenarioError> {
             message: full.strip_suffix(&suffix).unwrap_or(&full).to_string(),
         }
     })?;
-    for r in &scenario.rules {
-        if super::rules::find(r).is_none() {
-            return Err(ScenarioError::whole_file(
-                path,
-                format!("unknown SANE rule {r:?} in \"rules\""),
-            ));
-        }
-    }
     if scenario.steps.is_empty() {
         return Err(ScenarioError::whole_file(path, "\"steps\" is empty"));
     }
@@ -227,11 +243,12 @@ pub fn load(path: &Path) -> Result<LoadedSaneScenario, ScenarioError> {
         id: format!("sane/{stem}"),
         path: path.to_path_buf(),
         scenario,
+        text,
     })
 }
 
-/// Every `*.json` in `dir` (or the one file `dir`), parsed, sorted by id. An empty folder is
-/// an error.
+/// Every `*.json` in `dir` (or the one file `dir`), parsed (not validated), sorted by id. An
+/// empty folder is an error.
 pub fn discover(dir: &Path) -> Result<Vec<LoadedSaneScenario>, ScenarioError> {
     let meta = std::fs::metadata(dir)
         .map_err(|e| ScenarioError::whole_file(dir, format!("cannot read scenarios: {e}")))?;

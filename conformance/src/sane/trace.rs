@@ -9,9 +9,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde_json::json;
+use scanemu::personality::NoteKind;
+use serde::{Deserialize, Serialize};
 
 use super::ffi::{Parameters, Status};
+
+mod json;
+
+pub use self::json::{LineError, TraceParseError};
 
 /// Which frontend thread made a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,17 +94,6 @@ impl Op {
         }
     }
 
-    fn args(&self) -> serde_json::Value {
-        match self {
-            Op::Open(d) => json!({ "device": d }),
-            Op::SetOption(n, v) => json!({ "name": n, "value": v }),
-            Op::Read(max) => json!({ "max": max }),
-            Op::SetIoMode(nb) => json!({ "non_blocking": nb }),
-            Op::WaitReadable(fd) | Op::FdCheck(fd) => json!({ "fd": fd }),
-            _ => json!({}),
-        }
-    }
-
     fn args_text(&self) -> String {
         match self {
             Op::Open(d) => format!(" device={d:?}"),
@@ -148,6 +142,16 @@ impl Call {
     /// The status, for calls that have one.
     pub fn status(&self) -> Option<Status> {
         self.outcome.status
+    }
+
+    /// The call and what came back, in one line: `read -> CANCELLED len=0`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}{} -> {}",
+            self.op.name(),
+            self.op.args_text(),
+            self.outcome_text()
+        )
     }
 
     /// A read that returned GOOD.
@@ -219,38 +223,41 @@ pub fn frame_name(format: i32) -> String {
 /// A note of the emulated scanner (actor `device`), on the trace's clock: what the device
 /// saw and did on the wire (command, param, nak-sent, blocks-planned, block-sent, ack, can,
 /// scan-abandoned, start-deferred, …) and in its engine (band-ready, motor-stopped,
-/// scan-complete, fault, halted, …). See `scanemu::personality::DeviceNote`.
+/// scan-complete, fault, halted, …), typed by its [`NoteKind`]. See
+/// `scanemu::personality::DeviceNote`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceEvent {
     /// When (µs since the run began).
     pub at_us: u64,
-    /// The note's name.
-    pub what: String,
-    /// Block number, command letter, count: depends on `what`.
+    /// What the note is.
+    pub kind: NoteKind,
+    /// Block number, command letter, count: depends on `kind`.
     pub value: u64,
-    /// Extra detail, possibly empty (a command's name for `command`).
+    /// The note's detail as traces show it, possibly empty (a command's name for `command`).
     pub detail: String,
 }
 
 impl DeviceEvent {
     /// One short deterministic description: `block-sent #3`, `command FS G`, `can`, …
     pub fn label(&self) -> String {
-        match self.what.as_str() {
-            "command" => format!("command {}", self.detail),
-            "ack" | "can" => {
+        let name = self.kind.name();
+        match self.kind {
+            NoteKind::Command => format!("command {}", self.detail),
+            NoteKind::Ack | NoteKind::Can => {
                 if self.detail.is_empty() {
-                    self.what.clone()
+                    name.to_string()
                 } else {
-                    format!("{} ({})", self.what, self.detail)
+                    format!("{name} ({})", self.detail)
                 }
             }
-            "block-sent" => format!("block-sent #{}", self.value),
-            "blocks-planned" => format!("blocks-planned {}", self.value),
-            "fault" | "nak-sent" | "start-refused" | "start-deferred" => {
-                format!("{} ({})", self.what, self.detail)
-            }
-            "motor-stopped" => format!("motor-stopped (bands discarded {})", self.value),
-            _ => self.what.clone(),
+            NoteKind::BlockSent => format!("block-sent #{}", self.value),
+            NoteKind::BlocksPlanned => format!("blocks-planned {}", self.value),
+            NoteKind::Fault
+            | NoteKind::NakSent
+            | NoteKind::StartRefused
+            | NoteKind::StartDeferred => format!("{name} ({})", self.detail),
+            NoteKind::MotorStopped => format!("motor-stopped (bands discarded {})", self.value),
+            _ => name.to_string(),
         }
     }
 
@@ -259,30 +266,32 @@ impl DeviceEvent {
     /// not: they depend on the wall clock).
     pub fn is_wire(&self) -> bool {
         matches!(
-            self.what.as_str(),
-            "command"
-                | "param"
-                | "nak-sent"
-                | "blocks-planned"
-                | "block-sent"
-                | "ack"
-                | "can"
-                | "scan-abandoned"
-                | "start-refused"
-                | "fault"
-                | "halted"
-                | "halt-cleared"
-                | "reset"
-                | "disconnected"
+            self.kind,
+            NoteKind::Command
+                | NoteKind::Param
+                | NoteKind::NakSent
+                | NoteKind::BlocksPlanned
+                | NoteKind::BlockSent
+                | NoteKind::Ack
+                | NoteKind::Can
+                | NoteKind::ScanAbandoned
+                | NoteKind::StartRefused
+                | NoteKind::Fault
+                | NoteKind::Halted
+                | NoteKind::HaltCleared
+                | NoteKind::Reset
+                | NoteKind::Disconnected
         )
     }
 }
 
 /// The blocks the device sent after one frontend `sane_cancel` of an active frame, until it
-/// was told to stop (or stopped by itself, or never was).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// was told to stop (or stopped by itself, or never was). Serialized (`--format json`, verdict
+/// files) with the call as `cancel_call`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelLatency {
     /// The `sane_cancel` call (its seq).
+    #[serde(rename = "cancel_call")]
     pub cancel_seq: usize,
     /// Blocks sent (`block-sent`) after sane_cancel was called, up to the end below.
     pub blocks: u32,
@@ -338,80 +347,6 @@ pub struct SaneTrace {
 }
 
 impl SaneTrace {
-    /// JSON lines: a call event (actor `app`) and a return event (actor `driver`) per call,
-    /// ordered by time (call before return on ties).
-    pub fn to_json_lines(&self) -> String {
-        let mut events: Vec<(u64, usize, u8, serde_json::Value)> = Vec::new();
-        for c in &self.calls {
-            let mut call = c.op.args();
-            call["seq"] = json!(c.seq);
-            call["thread"] = json!(c.thread.name());
-            events.push((
-                c.call_us,
-                c.seq,
-                0,
-                json!({"at_us": c.call_us, "actor": "app", "event": c.op.name(), "fields": call}),
-            ));
-            let o = &c.outcome;
-            let mut ret = json!({ "seq": c.seq });
-            if let Some(st) = o.status {
-                ret["status"] = json!(st.name());
-            }
-            if let Some(len) = o.len {
-                ret["len"] = json!(len);
-            }
-            if let Some(fd) = o.fd {
-                ret["fd"] = json!(fd);
-            }
-            if let Some(f) = o.flag {
-                ret["flag"] = json!(f);
-            }
-            if let Some(p) = &o.params {
-                ret["params"] = json!({
-                    "format": frame_name(p.format),
-                    "last_frame": p.last_frame,
-                    "bytes_per_line": p.bytes_per_line,
-                    "pixels_per_line": p.pixels_per_line,
-                    "lines": p.lines,
-                    "depth": p.depth,
-                });
-            }
-            if let Some(n) = &o.note {
-                ret["note"] = json!(n);
-            }
-            events.push((
-                c.ret_us,
-                c.seq,
-                1,
-                json!({"at_us": c.ret_us, "actor": "driver", "event": format!("{}-return", c.op.name()), "fields": ret}),
-            ));
-        }
-        for (i, d) in self.device.iter().enumerate() {
-            events.push((
-                d.at_us,
-                i,
-                2,
-                json!({"at_us": d.at_us, "actor": "device", "event": d.what, "fields": {"value": d.value, "detail": d.detail}}),
-            ));
-        }
-        for l in super::rules::cancel_latencies(self) {
-            let at = self.calls.get(l.cancel_seq).map_or(0, |c| c.call_us);
-            events.push((
-                at,
-                l.cancel_seq,
-                3,
-                json!({"at_us": at, "actor": "runner", "event": "cancel-latency", "fields": {"seq": l.cancel_seq, "blocks": l.blocks, "ended_by": l.ended_by, "after_us": l.after_us}}),
-            ));
-        }
-        events.sort_by_key(|e| (e.0, e.2, e.1));
-        let mut out = String::new();
-        for (_, _, _, v) in events {
-            out.push_str(&v.to_string());
-            out.push('\n');
-        }
-        out
-    }
-
     /// The order-and-outcome view, one line per call in call order, without times. Runs of
     /// GOOD reads become one `read -> GOOD…` line; when such a run ends in EOF after a
     /// `start`, it also shows the frame's byte total (which does not depend on timing).
@@ -458,9 +393,9 @@ impl SaneTrace {
 
     /// The device's side for snapshots: its wire events in order ([`DeviceEvent::is_wire`]),
     /// each `block-sent` with the `ack` that follows it folded into one `blocks a..b sent,
-    /// acked` line, then one `cancel-latency` line per frontend cancel of a device scan. Empty
-    /// when the run had no emulated device.
-    pub fn device_outline(&self) -> Vec<String> {
+    /// acked` line, then one `cancel-latency` line per entry of `latency` (the run's cancel
+    /// latencies). Empty when the run had no emulated device.
+    pub fn device_outline(&self, latency: &[CancelLatency]) -> Vec<String> {
         let mut lines = Vec::new();
         let mut run: Option<(u64, u64)> = None; // blocks sent and acked, first..=last
         let flush = |run: &mut Option<(u64, u64)>, lines: &mut Vec<String>| {
@@ -476,10 +411,10 @@ impl SaneTrace {
         let mut i = 0;
         while i < wire.len() {
             let d = wire[i];
-            let acked = d.what == "block-sent"
+            let acked = d.kind == NoteKind::BlockSent
                 && wire
                     .get(i + 1)
-                    .is_some_and(|n| n.what == "ack" && n.detail.is_empty());
+                    .is_some_and(|n| n.kind == NoteKind::Ack && n.detail.is_empty());
             if acked {
                 run = Some(match run {
                     Some((a, b)) if b + 1 == d.value => (a, d.value),
@@ -497,7 +432,7 @@ impl SaneTrace {
             i += 1;
         }
         flush(&mut run, &mut lines);
-        for l in super::rules::cancel_latencies(self) {
+        for l in latency {
             lines.push(format!(
                 "cancel-latency (cancel call {}): {}",
                 l.cancel_seq,
@@ -515,12 +450,10 @@ impl SaneTrace {
             .filter(|c| c.seq >= lo && c.seq <= seq)
             .map(|c| {
                 format!(
-                    "{:>9} us {:<9} {}{} -> {}{}",
+                    "{:>9} us {:<9} {}{}",
                     c.call_us,
                     c.thread.name(),
-                    c.op.name(),
-                    c.op.args_text(),
-                    c.outcome_text(),
+                    c.describe(),
                     if c.seq == seq { "   <== here" } else { "" }
                 )
             })

@@ -84,6 +84,9 @@ pub mod code {
 
 /// The environment variable naming the emulator's USB/IP address (`HOST:PORT`).
 pub const SERVER_ENV: &str = "SCANLAB_USBIP";
+/// The environment variable naming which of the server's devices to use: bus ids separated
+/// by commas (`1-2` or `1-1,1-3`); unset or empty, every exported device is imported.
+pub const BUSID_ENV: &str = "SCANLAB_USBIP_BUSID";
 /// The address used when [`SERVER_ENV`] is unset: the emulator's default on loopback.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:3240";
 /// How long a cancelled or timed-out transfer waits for the server's `RET_UNLINK` before it
@@ -103,6 +106,15 @@ pub struct BadServerAddress(pub String);
 pub fn server_address(value: Option<&str>) -> Result<SocketAddr, BadServerAddress> {
     let text = value.unwrap_or(DEFAULT_SERVER);
     text.parse().map_err(|_| BadServerAddress(text.to_string()))
+}
+
+/// Whether the device exported as `busid` is one this process uses, given the value of
+/// [`BUSID_ENV`]: every device when unset or empty, else only those named.
+pub fn wanted_busid(filter: Option<&str>, busid: &str) -> bool {
+    match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        None => true,
+        Some(f) => f.split(',').any(|b| b.trim() == busid),
+    }
 }
 
 /// What finishing a transfer produces for the caller.
@@ -771,8 +783,13 @@ impl Context {
             }
         };
         let mut listed = Vec::new();
+        let filter = std::env::var(BUSID_ENV).ok();
         for export in exports {
             let busid = export.record.busid;
+            // Several programs share one multi-device server, each importing its own.
+            if !wanted_busid(filter.as_deref(), &busid) {
+                continue;
+            }
             if let Some(d) = devices.iter().find(|d| d.busid == busid) {
                 listed.push(d.clone());
                 continue;
@@ -1177,6 +1194,16 @@ mod tests {
         assert_eq!(sync_error(code::TRANSFER_STALL), code::ERROR_PIPE);
         assert_eq!(sync_error(code::TRANSFER_CANCELLED), code::ERROR_IO);
         assert_eq!(sync_error(code::TRANSFER_TIMED_OUT), code::ERROR_TIMEOUT);
+    }
+
+    #[test]
+    fn busid_filter_names_devices_or_takes_all() {
+        assert!(wanted_busid(None, "1-3"));
+        assert!(wanted_busid(Some(" "), "1-3"));
+        assert!(wanted_busid(Some("1-2"), "1-2"));
+        assert!(!wanted_busid(Some("1-2"), "1-1"));
+        assert!(wanted_busid(Some("1-1, 1-3"), "1-3"));
+        assert!(!wanted_busid(Some("1-1,1-3"), "1-2"));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - `ffi`: the 97 exported `libusb_*` functions. All `unsafe` code of the crate lives there,
 //!   each block with its `// SAFETY:` line; every entry point catches panics.
 //!
-//! The emulator's address comes from `SCANLAB_USBIP` (`HOST:PORT`, default `127.0.0.1:3240`).
+//! The emulator's address comes from `SCANLAB_USBIP` (`HOST:PORT`, default `127.0.0.1:3240`);
+//! `SCANLAB_USBIP_BUSID` (bus ids, comma-separated) picks some of a multi-device server's devices.
 //! When nothing answers there, `libusb_init` still succeeds and the device list is empty, as
 //! libusb behaves on a machine without USB.
 #![deny(unsafe_code)]

@@ -27,8 +27,8 @@ fn serve_with(profile: &str, faults: Vec<Fault>) -> (UsbIpServer, Arc<Mutex<Vec<
     let notes = Arc::new(Mutex::new(Vec::new()));
     let sink = notes.clone();
     let mut config = ServerConfig::new(profile);
-    config.faults = Some(faults);
-    config.notes = Some(Arc::new(move |n: &DeviceNote| {
+    config.device_mut().faults = Some(faults);
+    config.device_mut().notes = Some(Arc::new(move |n: &DeviceNote| {
         sink.lock().unwrap().push(n.clone())
     }));
     let server =

@@ -4,10 +4,13 @@
 //! in-process bus and prints, for a person, what a host sees (identity, strings, descriptors)
 //! and what the profile makes it do (timing, faults, the cost of a default job).
 //!
-//! `scanemu serve --usbip ADDR [--profile PATH] [--allow-remote] [--pcap FILE] [--trace FILE]`
-//! exports the scanner over USB/IP; it refuses a non-loopback address unless `--allow-remote`
-//! is given. `--trace` writes every device note (block sent, ACK, CAN, motor stopped …) as a
-//! JSON line.
+//! `scanemu serve --usbip ADDR [--profile PATH]... [--devices N] [--allow-remote] [--pcap FILE]
+//! [--trace FILE] [--max-connections N] [--handshake-timeout-ms MS] [--idle-timeout-ms MS]`
+//! exports scanners over USB/IP (one per `--profile`, or N of one profile, bus ids 1-1, 1-2,
+//! ...); it refuses a non-loopback address unless `--allow-remote` is given. `--trace` writes
+//! every device note (block sent, ACK, CAN, motor stopped …) as a JSON line (with a `busid`
+//! when several devices are served). SIGINT or SIGTERM shuts it down gracefully: pending URBs
+//! are unlinked (-ESHUTDOWN), the capture is flushed, exit status 0.
 //!
 //! `scanemu pattern --mode MODE --width PX --height PX` writes the image the engine's test
 //! pattern gives for a scan of that size, as PNM, to compare a driver's output byte for byte.
@@ -50,14 +53,30 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         profile: Option<PathBuf>,
     },
-    /// Export the scanner over USB/IP (protocol 1.1.1) until interrupted.
+    /// Export scanners over USB/IP (protocol 1.1.1) until SIGINT or SIGTERM.
     Serve {
         /// Address to listen on, e.g. 127.0.0.1:3240.
         #[arg(long, value_name = "ADDR")]
         usbip: std::net::SocketAddr,
-        /// Device profile (JSON); the built-in fast profile when absent.
+        /// Device profile (JSON), once per exported device: bus ids 1-1, 1-2, ... in order,
+        /// each device with its profile's faults. The built-in fast profile when absent.
         #[arg(long, value_name = "PATH")]
-        profile: Option<PathBuf>,
+        profile: Vec<PathBuf>,
+        /// Export this many devices (default: one per --profile, else 1); with one --profile
+        /// (or none) every device uses it.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        devices: Option<u16>,
+        /// Most connections alive at once; at the cap, the oldest connection that has not
+        /// imported a device is closed to make room.
+        #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// How long a connection that has not imported a device may take over each operation.
+        #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        handshake_timeout_ms: u64,
+        /// Close an imported connection with no URB pending after this long without a
+        /// command; 0 never does (for a device left attached with `usbip attach`).
+        #[arg(long, value_name = "MS", default_value_t = 600_000)]
+        idle_timeout_ms: u64,
         /// Allow a non-loopback address (the device is then reachable from the network).
         #[arg(long)]
         allow_remote: bool,
@@ -127,16 +146,24 @@ fn main() -> ExitCode {
         Command::Serve {
             usbip,
             profile,
+            devices,
+            max_connections,
+            handshake_timeout_ms,
+            idle_timeout_ms,
             allow_remote,
             pcap,
             trace,
-        } => serve(
-            usbip,
-            profile.as_deref(),
+        } => serve(&ServeArgs {
+            addr: usbip,
+            profiles: profile,
+            devices,
+            max_connections,
+            handshake_timeout_ms,
+            idle_timeout_ms,
             allow_remote,
-            pcap.as_deref(),
-            trace.as_deref(),
-        ),
+            pcap,
+            trace,
+        }),
         Command::Pattern {
             mode,
             width,
@@ -388,32 +415,103 @@ fn capture(out: &Path, path: Option<&Path>) -> ExitCode {
     }
 }
 
-/// `scanemu serve`: exports the device over USB/IP until the process is killed.
-fn serve(
+/// The flags of `scanemu serve`.
+struct ServeArgs {
     addr: std::net::SocketAddr,
-    path: Option<&Path>,
+    profiles: Vec<PathBuf>,
+    devices: Option<u16>,
+    max_connections: u32,
+    handshake_timeout_ms: u64,
+    idle_timeout_ms: u64,
     allow_remote: bool,
-    pcap: Option<&Path>,
-    trace: Option<&Path>,
-) -> ExitCode {
-    if !addr.ip().is_loopback() && !allow_remote {
+    pcap: Option<PathBuf>,
+    trace: Option<PathBuf>,
+}
+
+/// `scanemu serve`: exports the devices over USB/IP until SIGINT or SIGTERM, then shuts down
+/// gracefully (pending URBs are unlinked with -ESHUTDOWN, the capture is flushed) and exits 0.
+fn serve(args: &ServeArgs) -> ExitCode {
+    use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig, UsbIpServer};
+    let addr = args.addr;
+    if !addr.ip().is_loopback() && !args.allow_remote {
         eprintln!(
             "scanemu: --usbip {addr}: not a loopback address; pass --allow-remote to export the device to the network"
         );
         return ExitCode::from(2);
     }
-    let profile = match load_profile(path) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("scanemu: {e}");
+    let mut profiles = Vec::new();
+    if args.profiles.is_empty() {
+        profiles.push(Profile::builtin_fast());
+    }
+    for path in &args.profiles {
+        match load_profile(Some(path)) {
+            Ok(p) => profiles.push(p),
+            Err(e) => {
+                eprintln!("scanemu: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let count = match args.devices {
+        Some(n) if profiles.len() > 1 && usize::from(n) != profiles.len() => {
+            eprintln!(
+                "scanemu: --devices {n} with {} --profile flags: give one profile per device, or one profile for all",
+                profiles.len()
+            );
             return ExitCode::from(2);
         }
+        Some(n) => usize::from(n),
+        None => profiles.len(),
     };
-    let mut config = scanemu::usbip::ServerConfig::new(profile);
+    let trace = match &args.trace {
+        Some(file) => match std::fs::File::create(file) {
+            Ok(f) => Some(std::sync::Arc::new(std::sync::Mutex::new(f))),
+            Err(e) => {
+                eprintln!("scanemu: --trace {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let specs: Vec<DeviceSpec> = (0..count)
+        .map(|i| {
+            let profile = profiles[i.min(profiles.len() - 1)].clone();
+            let busid = default_busid(i);
+            let mut spec = DeviceSpec::new(profile, busid.clone());
+            if let Some(f) = &trace {
+                let f = f.clone();
+                // One device keeps the single-device line format; several name theirs.
+                let tag = (count > 1).then_some(busid);
+                spec.notes = Some(std::sync::Arc::new(
+                    move |n: &scanemu::personality::DeviceNote| {
+                        let mut line = serde_json::json!({
+                            "at_us": n.at.total_micros(),
+                            "what": n.kind,
+                            "page": n.page,
+                            "value": n.value,
+                            "detail": n.detail.to_string(),
+                        });
+                        if let Some(b) = &tag {
+                            line["busid"] = serde_json::Value::from(b.as_str());
+                        }
+                        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+                        // A full disk loses trace lines, not the device.
+                        let _ = writeln!(f, "{line}");
+                    },
+                ));
+            }
+            spec
+        })
+        .collect();
+    let mut config = ServerConfig::with_devices(specs);
+    config.max_connections = args.max_connections as usize;
+    config.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    config.idle_timeout =
+        (args.idle_timeout_ms > 0).then(|| std::time::Duration::from_millis(args.idle_timeout_ms));
     config.log = Some(std::sync::Arc::new(|line: &str| {
         eprintln!("scanemu: {line}")
     }));
-    if let Some(file) = pcap {
+    if let Some(file) = &args.pcap {
         let writer = std::fs::File::create(file).and_then(|f| {
             let out: Box<dyn std::io::Write + Send> = Box::new(std::io::BufWriter::new(f));
             scanemu::usb::usbmon::PcapWriter::new(out)
@@ -426,50 +524,40 @@ fn serve(
             }
         }
     }
-    if let Some(file) = trace {
-        match std::fs::File::create(file) {
-            Ok(f) => {
-                let f = std::sync::Mutex::new(f);
-                config.notes = Some(std::sync::Arc::new(
-                    move |n: &scanemu::personality::DeviceNote| {
-                        let line = serde_json::json!({
-                            "at_us": n.at.total_micros(),
-                            "what": n.kind,
-                            "page": n.page,
-                            "value": n.value,
-                            "detail": n.detail.to_string(),
-                        });
-                        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-                        // A full disk loses trace lines, not the device.
-                        let _ = writeln!(f, "{line}");
-                    },
-                ));
-            }
-            Err(e) => {
-                eprintln!("scanemu: --trace {}: {e}", file.display());
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let server = match scanemu::usbip::UsbIpServer::bind(addr, config) {
+    let server = match UsbIpServer::bind(addr, config) {
         Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("scanemu: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("scanemu: --usbip {addr}: {e}");
             return ExitCode::from(1);
         }
     };
-    let rec = &server.exported().record;
+    if let Err(e) = server.stop_on_signals() {
+        eprintln!("scanemu: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::from(1);
+    }
     let scope = if server.local_addr().ip().is_loopback() {
         "loopback only"
     } else {
         "reachable from the network (--allow-remote)"
     };
+    let exports: Vec<String> = server
+        .exports()
+        .iter()
+        .map(|e| {
+            format!(
+                "bus id {} = {:04x}:{:04x}",
+                e.record.busid, e.record.id_vendor, e.record.id_product
+            )
+        })
+        .collect();
     println!(
-        "scanemu: USB/IP server listening on {} ({scope}); exporting bus id {} = {:04x}:{:04x}",
+        "scanemu: USB/IP server listening on {} ({scope}); exporting {}",
         server.local_addr(),
-        rec.busid,
-        rec.id_vendor,
-        rec.id_product
+        exports.join(", ")
     );
     println!(
         "scanemu: list with `usbip --tcp-port {} list -r {}`",

@@ -6,9 +6,12 @@
 //! receives the replies and wakes the waiting task through its [`Waker`], so the host runs on
 //! any executor, including [`Sim::realtime`](crate::sim::Sim::realtime), without tokio.
 //!
-//! - Timeouts and [`UsbHost::abort_endpoint`] send `USBIP_CMD_UNLINK` for the URB and end the
-//!   transfer at once ([`TransferError::Timeout`] / [`TransferError::Cancelled`], with 0 bytes:
-//!   an unlinked URB's data is not delivered). The URB's slot stays until the server's
+//! - [`UsbHost::abort_endpoint`] sends `USBIP_CMD_UNLINK` for the URB and ends the transfer
+//!   at once ([`TransferError::Cancelled`], 0 bytes: an aborted URB's data is not delivered).
+//!   A timeout sends `USBIP_CMD_UNLINK` and waits (up to 250 ms) for the server's answer, as
+//!   Linux's `usb_start_wait_urb` kills the URB and waits for it: `RET_UNLINK` ends the
+//!   transfer with [`TransferError::Timeout`]; a `RET_SUBMIT` that crossed the unlink delivers
+//!   its data, so a completion racing a late timeout is not lost. The URB's slot stays until the server's
 //!   `RET_UNLINK` (or its `RET_SUBMIT`, if it had already completed) arrives.
 //! - [`UsbHost::clear_halt`] is CLEAR_FEATURE(ENDPOINT_HALT) over EP0.
 //! - [`UsbHost::reset_device`]: USB/IP has no reset message. This host unlinks every pending
@@ -67,6 +70,8 @@ pub enum ConnectError {
     Descriptors(TransferError),
 }
 
+/// How long a timed-out transfer waits for the server's answer to its unlink.
+const UNLINK_GRACE: Duration = Duration::from_millis(250);
 /// How long connecting and reading descriptors may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -96,6 +101,8 @@ struct Slot {
     aborted: bool,
     /// The server answered the unlink with -ECONNRESET: no RET_SUBMIT will come.
     unlinked: bool,
+    /// Timed out: its CMD_UNLINK is sent and the task waits for the server's answer.
+    unlink_sent: bool,
 }
 
 #[derive(Default)]
@@ -241,6 +248,8 @@ enum Waited {
     Closed,
     Aborted,
     TimedOut,
+    /// The server confirmed the unlink of a timed-out URB: no completion follows.
+    Unlinked,
 }
 
 /// Marks the URB orphaned (and unlinks it) if the waiting future is dropped early.
@@ -288,6 +297,10 @@ impl Future for WaitUrb<'_> {
             if let Some(done) = slot.done.take() {
                 st.urbs.remove(&self.seq);
                 return Poll::Ready(Waited::Done(done));
+            }
+            if slot.unlinked {
+                st.urbs.remove(&self.seq);
+                return Poll::Ready(Waited::Unlinked);
             }
             if closed {
                 return Poll::Ready(Waited::Closed);
@@ -434,7 +447,7 @@ impl UsbIpHost {
                 st.urbs.remove(&seq);
                 return;
             }
-            let already_unlinked = slot.aborted;
+            let already_unlinked = slot.aborted || slot.unlink_sent;
             slot.orphan = true;
             slot.waker = None;
             let ep = slot.ep;
@@ -490,6 +503,7 @@ impl UsbIpHost {
                     orphan: false,
                     aborted: false,
                     unlinked: false,
+                    unlink_sent: false,
                 },
             );
         }
@@ -534,7 +548,40 @@ impl UsbIpHost {
                 guard.finished = true;
                 Err(TransferError::Cancelled { actual: 0 })
             }
-            Waited::TimedOut => Err(TransferError::Timeout { actual: 0 }),
+            Waited::TimedOut | Waited::Unlinked => {
+                // As Linux's usb_start_wait_urb kills a timed-out URB and waits for it: unlink
+                // it and wait (briefly) for the server's answer, so a completion that crossed
+                // the unlink delivers its data instead of losing it.
+                {
+                    let mut st = lock(&self.inner.state);
+                    match st.urbs.get_mut(&seq) {
+                        Some(slot) if slot.done.is_none() => slot.unlink_sent = true,
+                        _ => {}
+                    }
+                }
+                self.send_unlink(seq, ep);
+                let answer = WaitUrb {
+                    state: &self.inner.state,
+                    seq,
+                    deadline: Some(self.inner.clock.now() + UNLINK_GRACE),
+                    clock: self.inner.clock.as_ref(),
+                    sleep: None,
+                }
+                .await;
+                match answer {
+                    Waited::Done(ret) => {
+                        guard.finished = true;
+                        status_result(ret.status)?;
+                        Ok(ret.data)
+                    }
+                    Waited::Unlinked | Waited::Closed => {
+                        guard.finished = true;
+                        Err(TransferError::Timeout { actual: 0 })
+                    }
+                    // No answer in time (or aborted meanwhile): the guard orphans the slot.
+                    Waited::TimedOut | Waited::Aborted => Err(TransferError::Timeout { actual: 0 }),
+                }
+            }
         }
     }
 

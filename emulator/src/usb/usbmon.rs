@@ -189,6 +189,8 @@ impl UsbmonEvent<'_> {
     fn data_flag(&self, captured: usize) -> u8 {
         let is_in = self.endpoint & 0x80 != 0;
         match self.event {
+            // mon_bin_error: an error record never carries data.
+            EventType::Error => b'E',
             _ if captured > 0 => 0,
             EventType::Submit if is_in => b'<',
             EventType::Complete if !is_in => b'>',

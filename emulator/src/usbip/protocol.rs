@@ -601,17 +601,8 @@ impl Command {
     pub fn read(r: &mut impl Read, limits: &Limits) -> Result<Command, ProtocolError> {
         let mut b = [0u8; URB_HEADER_LEN];
         read_first(r, &mut b, "URB header")?;
+        Command::wire_len(&b, limits)?;
         let h = BasicHeader::get(&b);
-        match h.command {
-            USBIP_CMD_SUBMIT | USBIP_CMD_UNLINK => {}
-            other => return Err(ProtocolError::UnknownCommand(other)),
-        }
-        if h.direction > DIR_IN {
-            return Err(ProtocolError::Direction(h.direction));
-        }
-        if h.ep > 15 {
-            return Err(ProtocolError::Endpoint(h.ep));
-        }
         if h.command == USBIP_CMD_UNLINK {
             return Ok(Command::Unlink(CmdUnlink {
                 seqnum: h.seqnum,
@@ -622,16 +613,7 @@ impl Command {
             }));
         }
         let len = be32(&b, 24);
-        if len > limits.max_transfer {
-            return Err(ProtocolError::TooLong {
-                len,
-                max: limits.max_transfer,
-            });
-        }
         let packets = be32(&b, 32);
-        if packets != 0 && packets != u32::MAX {
-            return Err(ProtocolError::Isochronous(packets));
-        }
         let mut setup = [0u8; 8];
         setup.copy_from_slice(&b[40..48]);
         let mut data = Vec::new();
@@ -652,6 +634,47 @@ impl Command {
             setup,
             data,
         }))
+    }
+}
+
+impl Command {
+    /// How many bytes the command whose 48-byte header is `header` takes on the wire (the
+    /// header and, for an OUT submission, its data), after the checks [`Command::read`] makes:
+    /// lets a non-blocking reader frame a command before decoding it, without trusting a length.
+    pub fn wire_len(
+        header: &[u8; URB_HEADER_LEN],
+        limits: &Limits,
+    ) -> Result<usize, ProtocolError> {
+        let h = BasicHeader::get(header);
+        match h.command {
+            USBIP_CMD_SUBMIT | USBIP_CMD_UNLINK => {}
+            other => return Err(ProtocolError::UnknownCommand(other)),
+        }
+        if h.direction > DIR_IN {
+            return Err(ProtocolError::Direction(h.direction));
+        }
+        if h.ep > 15 {
+            return Err(ProtocolError::Endpoint(h.ep));
+        }
+        if h.command == USBIP_CMD_UNLINK {
+            return Ok(URB_HEADER_LEN);
+        }
+        let len = be32(header, 24);
+        if len > limits.max_transfer {
+            return Err(ProtocolError::TooLong {
+                len,
+                max: limits.max_transfer,
+            });
+        }
+        let packets = be32(header, 32);
+        if packets != 0 && packets != u32::MAX {
+            return Err(ProtocolError::Isochronous(packets));
+        }
+        Ok(if h.direction == DIR_OUT {
+            URB_HEADER_LEN + len as usize
+        } else {
+            URB_HEADER_LEN
+        })
     }
 }
 

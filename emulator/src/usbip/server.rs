@@ -1,23 +1,29 @@
-//! The USB/IP server: exports one emulated scanner over TCP.
+//! The USB/IP server: exports emulated scanners over TCP, on tokio.
 //!
 //! [`UsbIpServer::bind`] listens on an address (loopback unless the caller decides otherwise)
-//! and serves each connection on a thread of its own. A connection may list the device
-//! (`OP_REQ_DEVLIST`) as often as it likes; `OP_REQ_IMPORT` of the bus id hands it the device
-//! until it disconnects. One importer at a time: a second import while the device is taken is
-//! answered `ST_DEV_BUSY`. Every import gets a freshly built [`Device`] from the configured
-//! profile and faults, enumerated on the server side as a host bus would (bus reset,
-//! SET_ADDRESS, SET_CONFIGURATION), so each client starts from a device in its power-on
-//! state: the device is reset between clients.
+//! and exports one device per [`DeviceSpec`] of its [`ServerConfig`], each with its own bus id,
+//! profile and faults. A connection may list the devices (`OP_REQ_DEVLIST`) as often as it
+//! likes; `OP_REQ_IMPORT` of a bus id hands it that device until it disconnects. One importer
+//! per device: a second import of a taken device is answered `ST_DEV_BUSY`, while the other
+//! devices stay importable by other clients at the same time. Every import gets a freshly
+//! built [`Device`] from the device's profile and faults, enumerated on the server side as a
+//! host bus would (bus reset, SET_ADDRESS, SET_CONFIGURATION), so each client starts from a
+//! device in its power-on state.
 //!
-//! An imported connection runs two threads. A reader decodes commands (buffered reads,
-//! validated by [`Command::read`]) and hands them over a channel; the session thread owns the
-//! device and the URB queues. URBs queue per endpoint (all control URBs share EP0) and only
-//! the head of each queue is stepped, with the same host-controller transfers
-//! ([`crate::usb::hc`]) the in-process host uses. An IN URB the device NAKs stays pending (no
-//! empty completion); the session steps pending URBs again on every URB that arrives and
-//! whenever the device asks to be polled ([`Device::poll_at`]), on the wall clock. Completions
-//! are paced by the profile's bus speed (`Speed::wire_time`, one bus shared by all endpoints),
-//! as the in-process host charges them.
+//! # The network edge
+//!
+//! tokio lives here and nowhere below: the server runs a runtime of its own (on a thread of
+//! its own plus [`ServerConfig::worker_threads`] workers), accepts asynchronously and serves
+//! each connection on one task. The task owns its [`Device`] (a sans-IO state machine) and
+//! steps it with instants read from the wall clock at this edge: on every command that
+//! arrives and at the device's [`Device::poll_at`], woken by a timerfd so the device's
+//! schedule is kept to the microsecond (tokio's own timer counts milliseconds).
+//!
+//! URBs queue per endpoint (all control URBs share EP0) and only the head of each queue is
+//! stepped, with the same host-controller transfers ([`crate::usb::hc`]) the in-process host uses.
+//! An IN URB the device NAKs stays pending (no empty completion). Completions are paced by
+//! the profile's bus speed (`Speed::wire_time`, one bus shared by all endpoints), as the
+//! in-process host charges them.
 //!
 //! Results as the Linux stub (usbip-host) reports them: a STALL is `-EPIPE`, a device that
 //! disconnected is `-ESHUTDOWN`, an URB for another devid `-ENODEV`, an unknown endpoint
@@ -28,23 +34,64 @@
 //! SET_FEATURE(PORT_RESET)) kills every pending URB with `-ESHUTDOWN`, resets and
 //! re-enumerates the device.
 //!
-//! A hostile peer cannot take the server down: a malformed header, an absurd length, an
-//! unknown command or more than [`ServerConfig::max_pending_urbs`] outstanding URBs (or
-//! [`ServerConfig::max_pending_bytes`] of buffers) closes that connection only, with one log
-//! line; the device goes back to the pool for the next client.
+//! # Peers that misbehave
+//!
+//! - A malformed header, an absurd length, an unknown command or more than
+//!   [`ServerConfig::max_pending_urbs`] outstanding URBs (or
+//!   [`ServerConfig::max_pending_bytes`] of buffers) closes that connection only, with one log
+//!   line; the device goes back to the pool for the next client.
+//! - At most [`ServerConfig::max_connections`] connections live at once. At the cap, the
+//!   oldest connection that has not imported a device is closed to make room (an idle flood
+//!   cannot lock a well-behaved client out); when every connection holds a device, the new one
+//!   is closed at once.
+//! - Before its import a connection has [`ServerConfig::handshake_timeout`] for each
+//!   operation; an imported connection with nothing pending that sends nothing for
+//!   [`ServerConfig::idle_timeout`] is closed; a peer that stops reading its replies for
+//!   [`ServerConfig::write_timeout`] is closed; TCP keepalive finds peers that vanished.
+//! - When the process runs out of descriptors (`EMFILE`/`ENFILE`), the accept loop closes the
+//!   oldest connection still in its handshake, backs off (up to half a second) instead of
+//!   spinning, and logs one line per five seconds with the count of failures.
+//! - Per-connection log lines are rate limited (a burst, then a few per second, with the count
+//!   of lines left out), so a flood of connections cannot flood the log.
+//!
+//! # Shutdown
+//!
+//! [`UsbIpServer::shutdown`] (or SIGINT/SIGTERM after [`UsbIpServer::stop_on_signals`]) stops
+//! accepting; each session sends the completions it owes, unlinks every pending URB with
+//! `-ESHUTDOWN` as Linux does for a device that goes away (`RET_SUBMIT` with that status, and
+//! the same `C` record in the capture: the client sees its device gone, not a cancel it never
+//! asked for), closes its connection and lets its device finish its schedule; then the capture
+//! is flushed.
+//!
+//! # Captures
+//!
+//! With [`ServerConfig::capture`], every URB is written as usbmon records as Linux's usbmon
+//! writes them on the exporting host: an `S` record when it arrives, a `C` record when it
+//! completes, an `E` record (setup flag `-`, data flag `E`, no data) instead of `C` when the
+//! submission itself fails because there is no device (`-ENODEV`). An URB unlinked by the
+//! client completes `-ECONNRESET` (`usb_unlink_urb`); URBs still pending when the client
+//! disconnects complete `-ENOENT` (the stub kills them with `usb_kill_urb`); at shutdown
+//! `-ESHUTDOWN`. Devices appear as bus 1, device 2, 3, ... in the order of the specs.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, BufReader, BufWriter, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration as StdDuration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
 
 use super::protocol::{
     encode_devlist, errno, read_busid, CmdSubmit, CmdUnlink, Command, DeviceRecord, ExportedDevice,
-    InterfaceRecord, Limits, OpHeader, ProtocolError, RetSubmit, RetUnlink, DIR_IN, OP_REP_IMPORT,
-    OP_REQ_DEVLIST, OP_REQ_IMPORT, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV, ST_OK, URB_ZERO_PACKET,
+    InterfaceRecord, Limits, OpHeader, ProtocolError, RetSubmit, RetUnlink, BUSID_LEN, DIR_IN,
+    OP_HEADER_LEN, OP_REP_IMPORT, OP_REQ_DEVLIST, OP_REQ_IMPORT, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV,
+    ST_OK, URB_HEADER_LEN, URB_ZERO_PACKET,
 };
 use crate::device::Device;
 use crate::engine::Fault;
@@ -59,59 +106,113 @@ use crate::usb::speed::Speed;
 use crate::usb::usbmon::{self, EventType, PcapWriter, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::usb::{descriptor_type, Request};
 
-/// Receives every device note of the served device, with its time on the server's clock.
+/// Receives every device note of one served device, with its time on the server's clock.
 pub type NoteSink = Arc<dyn Fn(&DeviceNote) + Send + Sync>;
-/// Receives one line per connection event (accepted, imported, closed and why).
+/// Receives one line per server event (accepted, imported, closed and why, backoff).
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A usbmon pcap (link type 220) shared by the server's sessions; see the module
+/// documentation for what is written when. Records are flushed after every batch a session
+/// handles, so a server stopped by a signal leaves a complete file.
+pub type Capture = Arc<Mutex<PcapWriter<Box<dyn Write + Send>>>>;
+
+/// One exported device.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct DeviceSpec {
+    /// The device profile (descriptors, timing, faults).
+    pub profile: Profile,
+    /// Faults to inject instead of the profile's (default: the profile's own).
+    pub faults: Option<Vec<Fault>>,
+    /// The bus id clients import (at most 31 bytes; unique within a server).
+    pub busid: String,
+    /// Where this device's notes go (default: nowhere).
+    pub notes: Option<NoteSink>,
+}
+
+impl DeviceSpec {
+    /// A device of `profile` exported as `busid`, with the profile's faults and no note sink.
+    pub fn new(profile: Profile, busid: impl Into<String>) -> DeviceSpec {
+        DeviceSpec {
+            profile,
+            faults: None,
+            busid: busid.into(),
+            notes: None,
+        }
+    }
+}
+
+/// The bus id of the `index`-th device (from 0) when the caller names none: `1-1`, `1-2`, ...
+pub fn default_busid(index: usize) -> String {
+    format!("1-{}", index + 1)
+}
 
 /// What the server exports and how it bounds its peers.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// The device profile (descriptors, timing, faults).
-    pub profile: Profile,
-    /// Faults to inject instead of the profile's (default: the profile's own).
-    pub faults: Option<Vec<Fault>>,
-    /// The bus id clients import (default `1-1`).
-    pub busid: String,
+    /// The exported devices, in the order `OP_REP_DEVLIST` lists them (default: one).
+    pub devices: Vec<DeviceSpec>,
     /// Decoder limits (default: [`Limits::default`], 16 MiB per transfer).
     pub limits: Limits,
     /// Most URBs one connection may have outstanding before it is closed (default 1024).
     pub max_pending_urbs: usize,
     /// Most buffer bytes one connection may have outstanding before it is closed (default 64 MiB).
     pub max_pending_bytes: usize,
-    /// The instant the device's time counts from (default: when the server was bound). Give
+    /// Most connections alive at once (default 256; at least 1).
+    pub max_connections: usize,
+    /// How long a connection that has not imported a device may take over each operation
+    /// (default 10 s).
+    pub handshake_timeout: StdDuration,
+    /// How long an imported connection with no URB pending may stay silent before it is
+    /// closed (default 10 minutes; `None`: never, for a device left attached with `usbip
+    /// attach` and no driver bound).
+    pub idle_timeout: Option<StdDuration>,
+    /// How long a peer may leave its replies unread before it is closed (default 30 s).
+    pub write_timeout: StdDuration,
+    /// Worker threads of the server's runtime (default 0: one per core, at most 4).
+    pub worker_threads: usize,
+    /// The instant the devices' time counts from (default: when the server was bound). Give
     /// the epoch of another clock to put device notes on that clock.
     pub epoch: Option<std::time::Instant>,
-    /// Where device notes go (default: nowhere).
-    pub notes: Option<NoteSink>,
-    /// Where connection log lines go (default: nowhere).
+    /// Where server log lines go (default: nowhere).
     pub log: Option<LogSink>,
-    /// A usbmon capture every URB is written to (default: none); see [`Capture`].
+    /// A usbmon capture every URB of every device is written to (default: none).
     pub capture: Option<Capture>,
 }
 
-/// A usbmon pcap (link type 220) shared by the server's sessions: each URB is written as its
-/// `S` record when it arrives and its `C` record when its RET_SUBMIT leaves (an unlinked URB
-/// completes with `-ECONNRESET`), on the server's clock. Records are flushed as they are
-/// written, so a server stopped by a signal leaves a complete file.
-pub type Capture = Arc<Mutex<PcapWriter<Box<dyn Write + Send>>>>;
-
 impl ServerConfig {
-    /// A configuration exporting a device of `profile`, every other field at its default.
+    /// A configuration exporting one device of `profile` as `1-1`, every other field at its
+    /// default.
     pub fn new(profile: Profile) -> ServerConfig {
+        ServerConfig::with_devices(vec![DeviceSpec::new(profile, default_busid(0))])
+    }
+
+    /// A configuration exporting `devices`, every other field at its default.
+    pub fn with_devices(devices: Vec<DeviceSpec>) -> ServerConfig {
         ServerConfig {
-            profile,
-            faults: None,
-            busid: "1-1".into(),
+            devices,
             limits: Limits::default(),
             max_pending_urbs: 1024,
             max_pending_bytes: 64 << 20,
+            max_connections: 256,
+            handshake_timeout: StdDuration::from_secs(10),
+            idle_timeout: Some(StdDuration::from_secs(600)),
+            write_timeout: StdDuration::from_secs(30),
+            worker_threads: 0,
             epoch: None,
-            notes: None,
             log: None,
             capture: None,
         }
+    }
+
+    /// The first device's spec, where most callers set faults and notes.
+    ///
+    /// # Panics
+    /// If the configuration has no device (only [`ServerConfig::with_devices`] of an empty
+    /// list makes one; [`UsbIpServer::bind`] refuses it).
+    pub fn device_mut(&mut self) -> &mut DeviceSpec {
+        &mut self.devices[0]
     }
 }
 
@@ -124,19 +225,63 @@ pub struct ServerStats {
     pub imports: u64,
     /// Connections closed because the peer broke the protocol or a limit.
     pub protocol_errors: u64,
+    /// Connections closed at once because every slot held an imported device.
+    pub refused: u64,
+    /// Connections in their handshake closed to make room for a new one.
+    pub evicted: u64,
+    /// Connections closed by the handshake, idle or write timeout.
+    pub timed_out: u64,
+    /// Accept calls that failed (descriptors exhausted and other errors).
+    pub accept_errors: u64,
+    /// Connections alive now.
+    pub live: u64,
+}
+
+/// A token bucket for log lines that a peer can cause: a burst, then a few per second.
+struct LogLimiter {
+    tokens: f64,
+    last: std::time::Instant,
+    suppressed: u64,
+}
+
+const LOG_BURST: f64 = 40.0;
+const LOG_PER_SECOND: f64 = 4.0;
+
+/// A live connection as the accept loop sees it.
+struct ConnEntry {
+    imported: bool,
+    /// Already told to close (it has not finished yet): not chosen again.
+    evicting: bool,
+    evict: Arc<Notify>,
+}
+
+impl ConnEntry {
+    /// Tells the connection to close; false if it holds a device or was already told.
+    fn evict(&mut self) -> bool {
+        if self.imported || self.evicting {
+            return false;
+        }
+        self.evicting = true;
+        self.evict.notify_one();
+        true
+    }
 }
 
 struct Shared {
     config: ServerConfig,
     epoch: std::time::Instant,
-    export: ExportedDevice,
-    imported: AtomicBool,
-    stop: AtomicBool,
+    exports: Vec<ExportedDevice>,
+    taken: Vec<AtomicBool>,
+    stop: watch::Sender<bool>,
+    conns: Mutex<BTreeMap<u64, ConnEntry>>,
+    limiter: Mutex<LogLimiter>,
     connections: AtomicU64,
     imports: AtomicU64,
     protocol_errors: AtomicU64,
-    /// Streams of live connections, so that shutdown can close them.
-    live: Mutex<Vec<(u64, TcpStream)>>,
+    refused: AtomicU64,
+    evicted: AtomicU64,
+    timed_out: AtomicU64,
+    accept_errors: AtomicU64,
 }
 
 impl Shared {
@@ -146,44 +291,133 @@ impl Shared {
         }
     }
 
+    /// Logs a line a peer caused, within the rate limit.
+    fn log_limited(&self, line: &str) {
+        if self.config.log.is_none() {
+            return;
+        }
+        let suppressed = {
+            let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(l.last).as_secs_f64() * LOG_PER_SECOND;
+            l.tokens = (l.tokens + refill).min(LOG_BURST);
+            l.last = now;
+            if l.tokens < 1.0 {
+                l.suppressed += 1;
+                return;
+            }
+            l.tokens -= 1.0;
+            std::mem::take(&mut l.suppressed)
+        };
+        if suppressed > 0 {
+            self.log(&format!("{line} ({suppressed} similar lines left out)"));
+        } else {
+            self.log(line);
+        }
+    }
+
     fn now(&self) -> Instant {
         Instant::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
+
+    /// The wall-clock instant of `at` on the server's clock.
+    fn wall(&self, at: Instant) -> std::time::Instant {
+        self.epoch + StdDuration::from_micros(at.total_micros())
+    }
 }
 
-/// A running USB/IP server; see the module documentation. Dropping it stops it.
+/// A running USB/IP server; see the module documentation. Dropping it shuts it down.
 pub struct UsbIpServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    accept: Option<JoinHandle<()>>,
+    runtime: tokio::runtime::Handle,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl UsbIpServer {
-    /// Binds `addr` and starts serving. The device is built and enumerated once here, so a
-    /// profile the firmware cannot enumerate is an error now rather than at the first import.
+    /// Binds `addr` and starts serving. Each device is built and enumerated once here, so a
+    /// profile the firmware cannot enumerate, a duplicate or overlong bus id, or an empty
+    /// device list is an error now rather than at the first import.
     pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<UsbIpServer> {
-        let export = describe(&config).map_err(io::Error::other)?;
-        let listener = TcpListener::bind(addr)?;
+        if config.devices.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no device to export",
+            ));
+        }
+        let mut exports = Vec::new();
+        for (i, spec) in config.devices.iter().enumerate() {
+            if config.devices[..i].iter().any(|d| d.busid == spec.busid) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("bus id {:?} is exported twice", spec.busid),
+                ));
+            }
+            let export = describe(spec, i).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", spec.busid))
+            })?;
+            exports.push(export);
+        }
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let workers = match config.worker_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            n => n,
+        };
+        // One worker: everything runs on the server's own thread, with no cross-thread wake-ups.
+        let runtime = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("usbip-worker")
+                .enable_all()
+                .build()?
+        };
+        let (stop, _) = watch::channel(false);
+        let taken = exports.iter().map(|_| AtomicBool::new(false)).collect();
         let shared = Arc::new(Shared {
             epoch: config.epoch.unwrap_or_else(std::time::Instant::now),
             config,
-            export,
-            imported: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
+            exports,
+            taken,
+            stop,
+            conns: Mutex::new(BTreeMap::new()),
+            limiter: Mutex::new(LogLimiter {
+                tokens: LOG_BURST,
+                last: std::time::Instant::now(),
+                suppressed: 0,
+            }),
             connections: AtomicU64::new(0),
             imports: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
-            live: Mutex::new(Vec::new()),
+            refused: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
         });
+        let handle = runtime.handle().clone();
         let s = shared.clone();
-        let accept = std::thread::Builder::new()
-            .name("usbip-accept".into())
-            .spawn(move || accept_loop(listener, s))?;
+        let thread = std::thread::Builder::new()
+            .name("usbip-server".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve(l, s).await,
+                        Err(e) => s.log(&format!("cannot register the listener: {e}")),
+                    }
+                });
+                // Sessions finish their shutdown on their own; give stragglers a moment.
+                runtime.shutdown_timeout(StdDuration::from_secs(2));
+            })?;
         Ok(UsbIpServer {
             shared,
             addr,
-            accept: Some(accept),
+            runtime: handle,
+            thread: Some(thread),
         })
     }
 
@@ -192,66 +426,112 @@ impl UsbIpServer {
         self.addr
     }
 
-    /// The device record clients see in `OP_REP_DEVLIST` and `OP_REP_IMPORT`.
+    /// The first device's record as clients see it in `OP_REP_DEVLIST` and `OP_REP_IMPORT`.
     pub fn exported(&self) -> &ExportedDevice {
-        &self.shared.export
+        &self.shared.exports[0]
+    }
+
+    /// Every exported device's record, in the order of [`ServerConfig::devices`].
+    pub fn exports(&self) -> &[ExportedDevice] {
+        &self.shared.exports
     }
 
     /// Counters so far.
     pub fn stats(&self) -> ServerStats {
+        let s = &self.shared;
         ServerStats {
-            connections: self.shared.connections.load(Ordering::Relaxed),
-            imports: self.shared.imports.load(Ordering::Relaxed),
-            protocol_errors: self.shared.protocol_errors.load(Ordering::Relaxed),
+            connections: s.connections.load(Ordering::Relaxed),
+            imports: s.imports.load(Ordering::Relaxed),
+            protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            evicted: s.evicted.load(Ordering::Relaxed),
+            timed_out: s.timed_out.load(Ordering::Relaxed),
+            accept_errors: s.accept_errors.load(Ordering::Relaxed),
+            live: s.conns.lock().map_or(0, |c| c.len() as u64),
         }
     }
 
-    /// Blocks until the server stops (it only stops when shut down from another handle or
-    /// the accept loop fails).
+    /// Shuts the server down gracefully on the first SIGINT or SIGTERM (one log line names
+    /// the signal); [`UsbIpServer::wait`] then returns once the shutdown is complete.
+    pub fn stop_on_signals(&self) -> io::Result<()> {
+        let _guard = self.runtime.enter();
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shared = self.shared.clone();
+        self.runtime.spawn(async move {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            shared.log(&format!(
+                "{name}: shutting down (pending URBs are unlinked with -ESHUTDOWN)"
+            ));
+            shared.stop.send_replace(true);
+        });
+        Ok(())
+    }
+
+    /// Blocks until the server stops: after [`UsbIpServer::shutdown`] from elsewhere, a
+    /// signal ([`UsbIpServer::stop_on_signals`]) or a failed accept loop.
     pub fn wait(mut self) {
-        if let Some(t) = self.accept.take() {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.flush_capture();
     }
 
-    /// Stops accepting, closes every connection and waits for the accept thread.
+    /// Stops accepting, unlinks every session's pending URBs (`-ESHUTDOWN`), closes every
+    /// connection, flushes the capture and waits for all of it.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Ok(live) = self.shared.live.lock() {
-            for (_, s) in live.iter() {
-                let _ = s.shutdown(Shutdown::Both);
-            }
-        }
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let _ = TcpStream::connect_timeout(&wake, std::time::Duration::from_millis(200));
-        if let Some(t) = self.accept.take() {
+        self.shared.stop.send_replace(true);
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        self.flush_capture();
+    }
+
+    fn flush_capture(&self) {
+        if let Some(c) = &self.shared.config.capture {
+            let mut w = c.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.flush() {
+                self.shared.log(&format!("capture flush failed: {e}"));
+            }
         }
     }
 }
 
 impl Drop for UsbIpServer {
     fn drop(&mut self) {
-        if self.accept.is_some() {
+        if self.thread.is_some() {
             self.stop();
         }
     }
 }
 
-/// Builds and enumerates a device once to fill the exported record.
-fn describe(config: &ServerConfig) -> Result<ExportedDevice, String> {
-    let mut device = Device::new(&config.profile);
+/// Why a device cannot be exported.
+#[derive(Debug, thiserror::Error)]
+enum DescribeError {
+    /// The device did not enumerate.
+    #[error("enumeration failed: {0}")]
+    Enumeration(hc::WireError),
+    /// The bus id does not fit USB/IP's field.
+    #[error("{0}")]
+    BusId(ProtocolError),
+    /// More devices than device numbers.
+    #[error("too many devices")]
+    TooMany,
+}
+
+/// Builds and enumerates a device once to fill its exported record.
+fn describe(spec: &DeviceSpec, index: usize) -> Result<ExportedDevice, DescribeError> {
+    let mut device = Device::new(&spec.profile);
     let e = {
         let (port, mut poller) = device.port_and_poller(Instant::ZERO);
-        hc::enumerate(&port, &mut poller).map_err(|e| format!("enumeration failed: {e}"))?
+        hc::enumerate(&port, &mut poller).map_err(DescribeError::Enumeration)?
     };
     let d = DeviceDescriptor::read(&e.device_descriptor);
     let c = &e.config_descriptor;
@@ -264,14 +544,16 @@ fn describe(config: &ServerConfig) -> Result<ExportedDevice, String> {
             protocol: desc[7],
         })
         .collect();
-    let busid = config.busid.clone();
+    let busid = spec.busid.clone();
+    super::protocol::encode_busid(&busid).map_err(DescribeError::BusId)?;
+    let devnum = u32::try_from(index + 2).map_err(|_| DescribeError::TooMany)?;
     Ok(ExportedDevice {
         record: DeviceRecord {
             path: format!("/sys/devices/platform/scanemu/usb1/{busid}"),
             busid,
             busnum: 1,
-            devnum: 2,
-            speed: config.profile.usb.speed.usbip_code(),
+            devnum,
+            speed: spec.profile.usb.speed.usbip_code(),
             id_vendor: d.vendor_id,
             id_product: d.product_id,
             bcd_device: d.device_version,
@@ -286,52 +568,136 @@ fn describe(config: &ServerConfig) -> Result<ExportedDevice, String> {
     })
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// True for accept errors that mean "out of descriptors or memory": retrying at once spins.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOBUFS: i32 = 105;
+    const ENOMEM: i32 = 12;
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+/// Closes the oldest connection that has not imported a device; false if there is none.
+fn evict_oldest_handshake(shared: &Shared) -> bool {
+    let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+    // One at a time: a connection already told to close frees its descriptor shortly.
+    if conns.values().any(|c| c.evicting) {
+        return false;
+    }
+    let evicted = conns.values_mut().any(ConnEntry::evict);
+    if evicted {
+        shared.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+    evicted
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
     let mut next_id = 0u64;
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let stream = match stream {
-            Ok(s) => s,
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = StdDuration::ZERO;
+    let mut exhausted_since_log = 0u64;
+    let mut last_exhaustion_log: Option<std::time::Instant> = None;
+    loop {
+        // Reap finished connection tasks so the set stays as small as the live connections.
+        while tasks.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
-                shared.log(&format!("accept failed: {e}"));
+                shared.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if is_resource_exhaustion(&e) {
+                    exhausted_since_log += 1;
+                    let due = last_exhaustion_log
+                        .is_none_or(|t| t.elapsed() >= StdDuration::from_secs(5));
+                    if due {
+                        shared.log(&format!(
+                            "accept failed: {e}; backing off ({exhausted_since_log} failures since the last line)"
+                        ));
+                        exhausted_since_log = 0;
+                        last_exhaustion_log = Some(std::time::Instant::now());
+                    }
+                    evict_oldest_handshake(&shared);
+                    backoff = (backoff * 2)
+                        .clamp(StdDuration::from_millis(5), StdDuration::from_millis(500));
+                } else {
+                    shared.log_limited(&format!("accept failed: {e}"));
+                    backoff = StdDuration::from_millis(1);
+                }
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
                 continue;
             }
         };
-        threads.retain(|t| !t.is_finished());
+        backoff = StdDuration::ZERO;
         next_id += 1;
         let id = next_id;
         shared.connections.fetch_add(1, Ordering::Relaxed);
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "?".into(), |a| a.to_string());
-        if let (Ok(mut live), Ok(s)) = (shared.live.lock(), stream.try_clone()) {
-            live.push((id, s));
+        let evict = Arc::new(Notify::new());
+        {
+            let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+            // Connections already told to close are leaving: they do not hold a slot.
+            let live = conns.values().filter(|c| !c.evicting).count();
+            if live >= shared.config.max_connections.max(1) {
+                match conns.values_mut().any(ConnEntry::evict) {
+                    true => {
+                        shared.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    false => {
+                        drop(conns);
+                        shared.refused.fetch_add(1, Ordering::Relaxed);
+                        shared.log_limited(&format!(
+                            "connection {id} from {peer} refused: {} connections hold devices",
+                            shared.config.max_connections
+                        ));
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+            conns.insert(
+                id,
+                ConnEntry {
+                    imported: false,
+                    evicting: false,
+                    evict: evict.clone(),
+                },
+            );
         }
         let s = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("usbip-conn-{id}"))
-            .spawn(move || {
-                s.log(&format!("connection {id} from {peer}"));
-                let why = serve_connection(stream, &s);
-                s.log(&format!("connection {id} closed: {why}"));
-                if let Ok(mut live) = s.live.lock() {
-                    live.retain(|(i, _)| *i != id);
-                }
-            });
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => shared.log(&format!("cannot start a connection thread: {e}")),
-        }
+        tasks.spawn(async move {
+            let _entry = ConnGuard { shared: &s, id };
+            s.log_limited(&format!("connection {id} from {peer}"));
+            let why = connection(stream, &s, id, evict).await;
+            s.log_limited(&format!("connection {id} closed: {why}"));
+        });
     }
-    for t in threads {
-        let _ = t.join();
+    // Sessions see the stop too: wait for them to complete their URBs and close.
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Removes a connection from the registry when its task ends, however it ends.
+struct ConnGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.shared.conns.lock() {
+            c.remove(&self.id);
+        }
     }
 }
 
-/// Releases the importer slot when the session ends, however it ends.
+/// Releases the importer slot of a device when the session ends, however it ends.
 struct ImportGuard<'a>(&'a AtomicBool);
 
 impl Drop for ImportGuard<'_> {
@@ -340,12 +706,12 @@ impl Drop for ImportGuard<'_> {
     }
 }
 
-fn protocol_error(shared: &Shared, e: &ProtocolError) -> String {
+fn protocol_error(shared: &Shared, e: ProtocolError) -> CloseReason {
     match e {
-        ProtocolError::Closed => "peer closed the connection".into(),
-        _ => {
+        ProtocolError::Closed => CloseReason::PeerClosed,
+        e => {
             shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            format!("protocol error: {e}")
+            CloseReason::Protocol(e)
         }
     }
 }
@@ -353,121 +719,411 @@ fn protocol_error(shared: &Shared, e: &ProtocolError) -> String {
 /// How far past the end of a connection the device's own schedule is still run (see
 /// `Session::settle`), in microseconds.
 const SETTLE_LIMIT_US: u64 = 5_000_000;
+/// Most device-scheduled instants one wake-up catches up on (see `Session::pump`).
+const MAX_CATCH_UP_STEPS: usize = 10_000;
+/// Bytes read from the socket at a time (more when a command needs more).
+const READ_CHUNK: usize = 64 * 1024;
 
-/// Serves one connection until it closes; returns why it closed.
-fn serve_connection(stream: TcpStream, shared: &Shared) -> String {
-    let _ = stream.set_nodelay(true);
-    let Ok(read_half) = stream.try_clone() else {
-        return "cannot clone the socket".into();
-    };
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
-    loop {
-        let header = match OpHeader::read(&mut reader) {
-            Ok(h) => h,
-            Err(e) => return protocol_error(shared, &e),
+/// Bytes received and not yet decoded.
+struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads what the socket has (at least one byte, or 0 at the end of the stream), with
+    /// room for `want` bytes beyond those pending. Cancel-safe.
+    async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
+        if self.start > 0 && self.buf.capacity() - self.buf.len() < want.max(READ_CHUNK / 4) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(want.max(READ_CHUNK / 4));
+        stream.read_buf(&mut self.buf).await
+    }
+}
+
+/// IN data at least this long is written from its own buffer instead of being copied.
+const VECTORED_MIN: usize = 4096;
+
+/// Replies encoded and not yet written: whole buffers, then the tail being appended to.
+#[derive(Default)]
+struct Outgoing {
+    chunks: Vec<Vec<u8>>,
+    tail: Vec<u8>,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    /// Writes everything with vectored writes within `limit`, and empties itself.
+    async fn write(
+        &mut self,
+        stream: &mut TcpStream,
+        limit: StdDuration,
+    ) -> Result<(), CloseReason> {
+        if !self.tail.is_empty() {
+            let tail = std::mem::take(&mut self.tail);
+            self.chunks.push(tail);
+        }
+        let total: usize = self.chunks.iter().map(Vec::len).sum();
+        let chunks = std::mem::take(&mut self.chunks);
+        let write = async {
+            let (mut first, mut offset) = (0usize, 0usize);
+            while first < chunks.len() {
+                let mut slices = Vec::with_capacity((chunks.len() - first).min(64));
+                slices.push(io::IoSlice::new(&chunks[first][offset..]));
+                for c in chunks.iter().skip(first + 1).take(63) {
+                    slices.push(io::IoSlice::new(c));
+                }
+                let mut n = stream.write_vectored(&slices).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
+                }
+                while n > 0 && first < chunks.len() {
+                    let left = chunks[first].len() - offset;
+                    if n >= left {
+                        n -= left;
+                        first += 1;
+                        offset = 0;
+                    } else {
+                        offset += n;
+                        n = 0;
+                    }
+                }
+            }
+            Ok(())
         };
-        match header.code {
-            OP_REQ_DEVLIST => {
-                let reply = match encode_devlist(std::slice::from_ref(&shared.export)) {
-                    Ok(r) => r,
-                    Err(e) => return format!("cannot encode the device list: {e}"),
-                };
-                if let Err(e) = writer.write_all(&reply).and_then(|()| writer.flush()) {
-                    return format!("write failed: {e}");
-                }
-            }
-            OP_REQ_IMPORT => {
-                let busid = match read_busid(&mut reader) {
-                    Ok(b) => b,
-                    Err(e) => return protocol_error(shared, &e),
-                };
-                let status = if busid != shared.config.busid {
-                    ST_NODEV
-                } else if shared
-                    .imported
-                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-                {
-                    ST_DEV_BUSY
-                } else {
-                    ST_OK
-                };
-                let mut reply = OpHeader::new(OP_REP_IMPORT, status).encode().to_vec();
-                if status != ST_OK {
-                    let _ = writer.write_all(&reply).and_then(|()| writer.flush());
-                    return format!("import of {busid:?} refused with status {status}");
-                }
-                let guard = ImportGuard(&shared.imported);
-                let Ok(record) = shared.export.record.encode() else {
-                    let _ = writer
-                        .write_all(&OpHeader::new(OP_REP_IMPORT, ST_DEV_ERR).encode())
-                        .and_then(|()| writer.flush());
-                    return "cannot encode the device record".into();
-                };
-                reply.extend_from_slice(&record);
-                if let Err(e) = writer.write_all(&reply).and_then(|()| writer.flush()) {
-                    return format!("write failed: {e}");
-                }
-                shared.imports.fetch_add(1, Ordering::Relaxed);
-                shared.log(&format!("device {busid} imported"));
-                let why = run_session(reader, writer, shared);
-                drop(guard);
-                return why;
-            }
-            other => {
-                return protocol_error(shared, &ProtocolError::UnknownOp(other));
-            }
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CloseReason::Write(e)),
+            Err(_) => Err(CloseReason::Unread {
+                bytes: total,
+                ms: limit.as_millis(),
+            }),
         }
     }
 }
 
-/// What the reader thread hands the session.
-enum Msg {
-    Command(Command),
-    Closed(String),
+/// Why the server ended a connection: the reason its log line gives.
+#[derive(Debug, thiserror::Error)]
+enum CloseReason {
+    /// The peer closed its end between messages.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// The peer closed its end inside a message.
+    #[error("peer closed the connection in the middle of {0}")]
+    PeerClosedIn(&'static str),
+    /// A malformed, truncated or unknown message.
+    #[error("protocol error: {0}")]
+    Protocol(ProtocolError),
+    /// Reading from the socket failed.
+    #[error("read failed: {0}")]
+    Read(io::Error),
+    /// Writing to the socket failed.
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    /// The peer did not read what the server wrote in time.
+    #[error("the peer left {bytes} bytes unread for {ms} ms")]
+    Unread { bytes: usize, ms: u128 },
+    /// The device list could not be encoded.
+    #[error("cannot encode the device list: {0}")]
+    DeviceList(ProtocolError),
+    /// The device record of an import could not be encoded.
+    #[error("cannot encode the device record")]
+    DeviceRecord,
+    /// The import was answered with a refusal.
+    #[error("import of {busid:?} refused with status {status}")]
+    ImportRefused { busid: String, status: u32 },
+    /// The device did not enumerate on the server's side.
+    #[error("device failed to enumerate: {0}")]
+    Enumeration(hc::WireError),
+    /// The session's timer could not be created, armed or read.
+    #[error("timer failed: {0}")]
+    Timer(io::Error),
+    /// Too many URBs or buffer bytes outstanding.
+    #[error("limit: {urbs} URBs / {bytes} bytes outstanding (at most {max_urbs} / {max_bytes})")]
+    Limit {
+        urbs: usize,
+        bytes: usize,
+        max_urbs: usize,
+        max_bytes: usize,
+    },
+    /// No complete operation before the handshake timeout.
+    #[error("handshake timeout: no complete operation within {0} ms")]
+    HandshakeTimeout(u128),
+    /// Nothing pending and nothing received for the idle timeout.
+    #[error("idle timeout: nothing pending and nothing received for {0} s")]
+    IdleTimeout(u64),
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    Shutdown,
+    /// The connection cap needed the slot.
+    #[error("closed to make room for a new connection")]
+    Evicted,
 }
 
-/// Outstanding URBs and bytes of one connection, shared by its reader and session.
-#[derive(Default)]
-struct Budget {
-    urbs: AtomicUsize,
-    bytes: AtomicUsize,
+/// Why reading a message failed.
+enum ReadEnd {
+    Closed(CloseReason),
+    Stopped,
+    Evicted,
+    TimedOut,
 }
 
-fn reader_loop(
-    mut reader: BufReader<TcpStream>,
-    tx: SyncSender<Msg>,
-    budget: Arc<Budget>,
-    limits: Limits,
-    max_urbs: usize,
-    max_bytes: usize,
-    shared: &Shared,
-) {
-    loop {
-        let cmd = match Command::read(&mut reader, &limits) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tx.send(Msg::Closed(protocol_error(shared, &e)));
-                return;
-            }
+/// Fills `inbox` until it holds `n` bytes, within `deadline`, giving up on stop or eviction.
+async fn read_at_least(
+    stream: &mut TcpStream,
+    inbox: &mut Inbox,
+    n: usize,
+    deadline: tokio::time::Instant,
+    stop: &mut watch::Receiver<bool>,
+    evict: &Notify,
+    what: &'static str,
+) -> Result<(), ReadEnd> {
+    while inbox.pending().len() < n {
+        let want = n - inbox.pending().len();
+        let r = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Err(ReadEnd::Stopped),
+            _ = evict.notified() => return Err(ReadEnd::Evicted),
+            _ = tokio::time::sleep_until(deadline) => return Err(ReadEnd::TimedOut),
+            r = inbox.fill(stream, want) => r,
         };
-        if let Command::Submit(s) = &cmd {
-            let urbs = budget.urbs.fetch_add(1, Ordering::SeqCst) + 1;
-            let bytes = budget
-                .bytes
-                .fetch_add(s.transfer_buffer_length as usize, Ordering::SeqCst)
-                + s.transfer_buffer_length as usize;
-            if urbs > max_urbs || bytes > max_bytes {
-                shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                let _ = tx.send(Msg::Closed(format!(
-                    "limit: {urbs} URBs / {bytes} bytes outstanding (at most {max_urbs} / {max_bytes})"
-                )));
-                return;
+        match r {
+            Ok(0) if inbox.pending().is_empty() => {
+                return Err(ReadEnd::Closed(CloseReason::PeerClosed))
             }
+            Ok(0) => return Err(ReadEnd::Closed(CloseReason::PeerClosedIn(what))),
+            Ok(_) => {}
+            Err(e) => return Err(ReadEnd::Closed(CloseReason::Read(e))),
         }
-        if tx.send(Msg::Command(cmd)).is_err() {
-            return;
+    }
+    Ok(())
+}
+
+async fn write_within(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    limit: StdDuration,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CloseReason::Write(e)),
+        Err(_) => Err(CloseReason::Unread {
+            bytes: bytes.len(),
+            ms: limit.as_millis(),
+        }),
+    }
+}
+
+/// Serves one connection until it closes; returns why it closed.
+async fn connection(
+    mut stream: TcpStream,
+    shared: &Shared,
+    id: u64,
+    evict: Arc<Notify>,
+) -> CloseReason {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(StdDuration::from_secs(30))
+        .with_interval(StdDuration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    let mut stop = shared.stop.subscribe();
+    let mut inbox = Inbox::new();
+    let config = &shared.config;
+    loop {
+        let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+        let r = read_at_least(
+            &mut stream,
+            &mut inbox,
+            OP_HEADER_LEN,
+            deadline,
+            &mut stop,
+            &evict,
+            "an operation",
+        )
+        .await;
+        if let Err(end) = r {
+            return handshake_end(shared, end);
+        }
+        let mut b = [0u8; OP_HEADER_LEN];
+        b.copy_from_slice(&inbox.pending()[..OP_HEADER_LEN]);
+        let header = match OpHeader::decode(&b) {
+            Ok(h) => h,
+            Err(e) => return protocol_error(shared, e),
+        };
+        match header.code {
+            OP_REQ_DEVLIST => {
+                inbox.consume(OP_HEADER_LEN);
+                let reply = match encode_devlist(&shared.exports) {
+                    Ok(r) => r,
+                    Err(e) => return CloseReason::DeviceList(e),
+                };
+                if let Err(e) = write_within(&mut stream, &reply, config.handshake_timeout).await {
+                    return e;
+                }
+            }
+            OP_REQ_IMPORT => {
+                let r = read_at_least(
+                    &mut stream,
+                    &mut inbox,
+                    OP_HEADER_LEN + BUSID_LEN,
+                    deadline,
+                    &mut stop,
+                    &evict,
+                    "an import request",
+                )
+                .await;
+                if let Err(end) = r {
+                    return handshake_end(shared, end);
+                }
+                let busid = match read_busid(&mut &inbox.pending()[OP_HEADER_LEN..]) {
+                    Ok(b) => b,
+                    Err(e) => return protocol_error(shared, e),
+                };
+                inbox.consume(OP_HEADER_LEN + BUSID_LEN);
+                let index = shared.exports.iter().position(|e| e.record.busid == busid);
+                let status = match index {
+                    None => ST_NODEV,
+                    Some(i) => match shared.taken[i].compare_exchange(
+                        false,
+                        true,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    ) {
+                        Ok(_) => ST_OK,
+                        Err(_) => ST_DEV_BUSY,
+                    },
+                };
+                let mut reply = OpHeader::new(OP_REP_IMPORT, status).encode().to_vec();
+                let Some(index) = index.filter(|_| status == ST_OK) else {
+                    let _ = write_within(&mut stream, &reply, config.handshake_timeout).await;
+                    return CloseReason::ImportRefused { busid, status };
+                };
+                let guard = ImportGuard(&shared.taken[index]);
+                let export = &shared.exports[index];
+                let Ok(record) = export.record.encode() else {
+                    let refused = OpHeader::new(OP_REP_IMPORT, ST_DEV_ERR).encode();
+                    let _ = write_within(&mut stream, &refused, config.handshake_timeout).await;
+                    return CloseReason::DeviceRecord;
+                };
+                reply.extend_from_slice(&record);
+                if let Err(e) = write_within(&mut stream, &reply, config.handshake_timeout).await {
+                    return e;
+                }
+                if let Ok(mut conns) = shared.conns.lock() {
+                    if let Some(c) = conns.get_mut(&id) {
+                        c.imported = true;
+                    }
+                }
+                shared.imports.fetch_add(1, Ordering::Relaxed);
+                shared.log_limited(&format!("connection {id}: device {busid} imported"));
+                let why = run_session(stream, inbox, stop, shared, index, id).await;
+                drop(guard);
+                return why;
+            }
+            other => return protocol_error(shared, ProtocolError::UnknownOp(other)),
+        }
+    }
+}
+
+fn handshake_end(shared: &Shared, end: ReadEnd) -> CloseReason {
+    match end {
+        ReadEnd::Closed(why) => why,
+        ReadEnd::Stopped => CloseReason::Shutdown,
+        ReadEnd::Evicted => CloseReason::Evicted,
+        ReadEnd::TimedOut => {
+            shared.timed_out.fetch_add(1, Ordering::Relaxed);
+            CloseReason::HandshakeTimeout(shared.config.handshake_timeout.as_millis())
+        }
+    }
+}
+
+/// A timer on a timerfd: wakes the session at a microsecond-precise instant.
+struct Alarm {
+    fd: AsyncFd<OwnedFd>,
+    armed: Option<std::time::Instant>,
+}
+
+impl Alarm {
+    fn new() -> io::Result<Alarm> {
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // tokio deprecated `new` because an `AsRawFd` type may close its descriptor while it
+        // is registered; an `OwnedFd` moved into the `AsyncFd` cannot, so this use is sound
+        // (and needs no `unsafe`, which this crate keeps to its FFI modules).
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(fd)?;
+        Ok(Alarm { fd, armed: None })
+    }
+
+    /// Arms the timer for `at` (disarms it for `None`); re-arming for the same instant is free.
+    fn set(&mut self, at: Option<std::time::Instant>) -> io::Result<()> {
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
+        if at == self.armed {
+            return Ok(());
+        }
+        let value = match at {
+            // A zero value disarms: an instant already past fires after a nanosecond.
+            Some(at) => at
+                .saturating_duration_since(std::time::Instant::now())
+                .max(StdDuration::from_nanos(1)),
+            None => StdDuration::ZERO,
+        };
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: value.as_secs() as _,
+                tv_nsec: value.subsec_nanos() as _,
+            },
+        };
+        timerfd_settime(self.fd.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
+        self.armed = at;
+        Ok(())
+    }
+
+    /// Waits for the armed instant (forever when disarmed). Cancel-safe.
+    async fn fired(&mut self) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut count = [0u8; 8];
+            match guard.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut count)?)) {
+                Ok(Ok(_)) => {
+                    self.armed = None;
+                    return Ok(());
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
         }
     }
 }
@@ -502,18 +1158,18 @@ impl Outcome {
     }
 }
 
-/// The usbmon URB id of USB/IP URB `seqnum`: never 0, which umockdev reads as "not submitted".
-fn urb_id(seqnum: u32) -> u64 {
-    0x5ca1_0000_0000 | u64::from(seqnum)
+/// A completed URB waiting for its wire time to pass.
+struct Done {
+    due: Instant,
+    ret: RetSubmit,
+    bytes: usize,
 }
 
-/// Writes one record; a capture that cannot be written is reported once per record in the log
-/// and never stops the server.
-fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
-    let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = w.write_event(event).and_then(|()| w.flush()) {
-        shared.log(&format!("capture write failed: {e}"));
-    }
+/// The usbmon URB id of USB/IP URB `seqnum` of connection `conn`: unique within a capture of
+/// many devices and clients (as long as fewer than 65536 connections overlap), and never 0,
+/// which umockdev reads as "not submitted".
+fn urb_id(conn: u64, seqnum: u32) -> u64 {
+    0x5ca1_0000_0000_0000 | (conn & 0xffff) << 32 | u64::from(seqnum)
 }
 
 fn status_of(e: hc::WireError) -> i32 {
@@ -535,24 +1191,6 @@ fn is_set_address(s: &SetupPacket) -> bool {
     s.request_type == 0 && s.request == Request::SET_ADDRESS
 }
 
-/// One imported device: the URB queues and the device they run on.
-struct Session<'a> {
-    shared: &'a Shared,
-    device: Device,
-    devid: u32,
-    speed: Speed,
-    /// Per endpoint address (EP0 is 0x00 for both directions); only heads are stepped.
-    queues: BTreeMap<u8, VecDeque<Urb>>,
-    /// Completed URBs waiting for their wire time to pass, in completion order.
-    outbox: VecDeque<(Instant, RetSubmit, usize)>,
-    bus_free_at: Instant,
-    budget: Arc<Budget>,
-    writer: BufWriter<TcpStream>,
-    dirty: bool,
-    /// Capture details of URBs submitted and not yet completed, by seqnum.
-    captured: BTreeMap<u32, Captured>,
-}
-
 /// What a URB's `C` record repeats from its `S` record.
 #[derive(Clone, Copy)]
 struct Captured {
@@ -562,14 +1200,43 @@ struct Captured {
     flags: u32,
 }
 
-fn run_session(
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+/// One imported device: the URB queues and the device they run on.
+struct Session<'a> {
+    shared: &'a Shared,
+    /// The connection's number, part of every URB id in the capture.
+    conn: u64,
+    spec: &'a DeviceSpec,
+    device: Device,
+    devid: u32,
+    /// The device number captures carry (the record's devnum).
+    devnum: u8,
+    speed: Speed,
+    /// Per endpoint address (EP0 is 0x00 for both directions); only heads are stepped.
+    queues: BTreeMap<u8, VecDeque<Urb>>,
+    /// Completed URBs waiting for their wire time to pass, in completion order.
+    outbox: VecDeque<Done>,
+    bus_free_at: Instant,
+    pending_urbs: usize,
+    pending_bytes: usize,
+    /// Replies encoded and not yet written.
+    out: Outgoing,
+    /// Capture details of URBs submitted and not yet completed, by seqnum.
+    captured: BTreeMap<u32, Captured>,
+    capture_dirty: bool,
+}
+
+async fn run_session(
+    mut stream: TcpStream,
+    mut inbox: Inbox,
+    mut stop: watch::Receiver<bool>,
     shared: &Shared,
-) -> String {
-    let config = &shared.config;
-    let mut device = Device::new(&config.profile);
-    if let Some(f) = &config.faults {
+    index: usize,
+    conn: u64,
+) -> CloseReason {
+    let spec = &shared.config.devices[index];
+    let record = &shared.exports[index].record;
+    let mut device = Device::new(&spec.profile);
+    if let Some(f) = &spec.faults {
         device.set_faults(f.clone());
     }
     let now = shared.now();
@@ -577,96 +1244,180 @@ fn run_session(
     {
         let (port, mut poller) = device.port_and_poller(now);
         if let Err(e) = hc::enumerate(&port, &mut poller) {
-            return format!("device failed to enumerate: {e}");
+            return CloseReason::Enumeration(e);
         }
     }
     // Enumeration is the server's business, as on a host that exports a real device.
     let _ = device.take_notes();
-    let budget = Arc::new(Budget::default());
-    let (tx, rx) = mpsc::sync_channel::<Msg>(256);
-    let close = writer.get_ref().try_clone();
+    let mut alarm = match Alarm::new() {
+        Ok(a) => a,
+        Err(e) => return CloseReason::Timer(e),
+    };
     let mut session = Session {
         shared,
+        conn,
+        spec,
         device,
-        devid: shared.export.record.devid(),
-        speed: config.profile.usb.speed,
+        devid: record.devid(),
+        devnum: u8::try_from(record.devnum).unwrap_or(u8::MAX),
+        speed: spec.profile.usb.speed,
         queues: BTreeMap::new(),
         outbox: VecDeque::new(),
         bus_free_at: Instant::ZERO,
-        budget: budget.clone(),
-        writer,
-        dirty: false,
+        pending_urbs: 0,
+        pending_bytes: 0,
+        out: Outgoing::default(),
         captured: BTreeMap::new(),
+        capture_dirty: false,
     };
-    std::thread::scope(|scope| {
-        let limits = config.limits;
-        let (max_urbs, max_bytes) = (config.max_pending_urbs, config.max_pending_bytes);
-        scope.spawn(move || {
-            reader_loop(reader, tx, budget, limits, max_urbs, max_bytes, shared);
-        });
-        let why = session.run(&rx);
-        session.settle();
-        // Unblock the reader: it is reading from the socket we are closing.
-        if let Ok(s) = &close {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        drop(rx);
-        why
-    })
+    let why = session
+        .run(&mut stream, &mut inbox, &mut stop, &mut alarm)
+        .await;
+    session.settle();
+    session.flush_capture();
+    let _ = stream.shutdown().await;
+    why
+}
+
+/// How a session's loop ended.
+enum End {
+    /// The peer went away or broke the protocol: pending URBs are killed.
+    Peer(CloseReason),
+    /// The server is shutting down: pending URBs complete as unlinked.
+    Shutdown,
 }
 
 impl Session<'_> {
-    fn run(&mut self, rx: &Receiver<Msg>) -> String {
-        loop {
-            if self.shared.stop.load(Ordering::SeqCst) {
-                return "server shutting down".into();
+    async fn run(
+        &mut self,
+        stream: &mut TcpStream,
+        inbox: &mut Inbox,
+        stop: &mut watch::Receiver<bool>,
+        alarm: &mut Alarm,
+    ) -> CloseReason {
+        let idle = self.shared.config.idle_timeout;
+        let mut last_heard = tokio::time::Instant::now();
+        // Commands that arrived with the import reply are decoded before the first read.
+        let mut need = URB_HEADER_LEN;
+        let end = loop {
+            match self.decode(inbox, &mut need) {
+                Ok(()) => {}
+                Err(why) => break End::Peer(why),
             }
             let now = self.shared.now();
             self.pump(now);
-            if let Err(e) = self.send_due(now) {
-                return format!("write failed: {e}");
+            self.send_due(now);
+            if !self.out.is_empty() {
+                let r = self
+                    .out
+                    .write(stream, self.shared.config.write_timeout)
+                    .await;
+                if let Err(why) = r {
+                    if matches!(why, CloseReason::Unread { .. }) {
+                        self.shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break End::Peer(why);
+                }
             }
-            let wake = match (self.device.poll_at(), self.outbox.front().map(|o| o.0)) {
+            self.flush_capture();
+            let wake = match (self.device.poll_at(), self.outbox.front().map(|d| d.due)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let msg = match wake {
-                Some(at) => {
-                    let now = self.shared.now();
-                    if at <= now {
-                        match rx.try_recv() {
-                            Ok(m) => Some(m),
-                            Err(mpsc::TryRecvError::Empty) => None,
-                            Err(mpsc::TryRecvError::Disconnected) => return "reader ended".into(),
-                        }
-                    } else {
-                        let wait = std::time::Duration::from_micros((at - now).total_micros());
-                        match rx.recv_timeout(wait) {
-                            Ok(m) => Some(m),
-                            Err(RecvTimeoutError::Timeout) => None,
-                            Err(RecvTimeoutError::Disconnected) => return "reader ended".into(),
-                        }
-                    }
-                }
-                None => match rx.recv() {
-                    Ok(m) => Some(m),
-                    Err(_) => return "reader ended".into(),
-                },
+            if let Err(e) = alarm.set(wake.map(|w| self.shared.wall(w))) {
+                break End::Peer(CloseReason::Timer(e));
+            }
+            let idle_at = match idle {
+                Some(t) if self.pending_urbs == 0 => Some(last_heard + t),
+                _ => None,
             };
-            let Some(msg) = msg else { continue };
-            // Take every message already waiting before stepping the device again.
-            let mut next = Some(msg);
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Closed(why) => return why,
-                    Msg::Command(Command::Submit(s)) => self.submit(s),
-                    Msg::Command(Command::Unlink(u)) => {
-                        if let Err(e) = self.unlink(u) {
-                            return format!("write failed: {e}");
-                        }
+            let want = need.saturating_sub(inbox.pending().len()).max(1);
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break End::Shutdown,
+                r = inbox.fill(stream, want) => match r {
+                    Ok(0) if inbox.pending().is_empty() => break End::Peer(CloseReason::PeerClosed),
+                    Ok(0) => break End::Peer(protocol_error(self.shared, ProtocolError::Truncated {
+                        what: "URB command",
+                        source: io::ErrorKind::UnexpectedEof.into(),
+                    })),
+                    Ok(_) => last_heard = tokio::time::Instant::now(),
+                    Err(e) => break End::Peer(CloseReason::Read(e)),
+                },
+                r = alarm.fired(), if wake.is_some() => {
+                    if let Err(e) = r {
+                        break End::Peer(CloseReason::Timer(e));
                     }
                 }
-                next = rx.try_recv().ok();
+                _ = sleep_until_opt(idle_at), if idle_at.is_some() => {
+                    self.shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                    break End::Peer(CloseReason::IdleTimeout(idle.map_or(0, |t| t.as_secs())));
+                }
+            }
+        };
+        match end {
+            End::Peer(why) => {
+                self.kill_pending();
+                why
+            }
+            End::Shutdown => {
+                self.unlink_all();
+                let limit = self
+                    .shared
+                    .config
+                    .write_timeout
+                    .min(StdDuration::from_secs(1));
+                let _ = self.out.write(stream, limit).await;
+                CloseReason::Shutdown
+            }
+        }
+    }
+
+    /// Decodes and handles every complete command in `inbox`; `need` becomes the length the
+    /// next command needs. An error closes the connection.
+    fn decode(&mut self, inbox: &mut Inbox, need: &mut usize) -> Result<(), CloseReason> {
+        let limits = self.shared.config.limits;
+        loop {
+            let avail = inbox.pending();
+            if avail.len() < URB_HEADER_LEN {
+                *need = URB_HEADER_LEN;
+                return Ok(());
+            }
+            let mut header = [0u8; URB_HEADER_LEN];
+            header.copy_from_slice(&avail[..URB_HEADER_LEN]);
+            let len =
+                Command::wire_len(&header, &limits).map_err(|e| protocol_error(self.shared, e))?;
+            if avail.len() < len {
+                *need = len;
+                return Ok(());
+            }
+            let cmd = Command::read(&mut &avail[..len], &limits)
+                .map_err(|e| protocol_error(self.shared, e))?;
+            inbox.consume(len);
+            match cmd {
+                Command::Submit(s) => {
+                    let (max_urbs, max_bytes) = (
+                        self.shared.config.max_pending_urbs,
+                        self.shared.config.max_pending_bytes,
+                    );
+                    self.pending_urbs += 1;
+                    self.pending_bytes += s.transfer_buffer_length as usize;
+                    if self.pending_urbs > max_urbs || self.pending_bytes > max_bytes {
+                        self.shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        let why = CloseReason::Limit {
+                            urbs: self.pending_urbs,
+                            bytes: self.pending_bytes,
+                            max_urbs,
+                            max_bytes,
+                        };
+                        // Not queued: it gets no capture record.
+                        self.pending_urbs -= 1;
+                        self.pending_bytes -= s.transfer_buffer_length as usize;
+                        return Err(why);
+                    }
+                    self.submit(s);
+                }
+                Command::Unlink(u) => self.unlink(u),
             }
         }
     }
@@ -685,14 +1436,14 @@ impl Session<'_> {
         }
     }
 
-    fn release(&self, bytes: usize) {
-        self.budget.urbs.fetch_sub(1, Ordering::SeqCst);
-        self.budget.bytes.fetch_sub(bytes, Ordering::SeqCst);
+    fn release(&mut self, bytes: usize) {
+        self.pending_urbs = self.pending_urbs.saturating_sub(1);
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
     }
 
     fn report_notes(&mut self) {
         let notes = self.device.take_notes();
-        if let Some(sink) = &self.shared.config.notes {
+        if let Some(sink) = &self.spec.notes {
             for n in &notes {
                 sink(n);
             }
@@ -713,7 +1464,7 @@ impl Session<'_> {
         let now = self.shared.now();
         self.capture_submit(&cmd, now);
         if cmd.devid != self.devid {
-            self.complete(cmd, Outcome::status(errno::ENODEV), 0, now);
+            self.refuse_no_device(cmd, now);
             return;
         }
         if cmd.ep == 0 {
@@ -733,12 +1484,29 @@ impl Session<'_> {
                 return;
             }
         }
+        if !self.device.port().is_connected() {
+            self.refuse_no_device(cmd, now);
+            return;
+        }
         let key = Self::queue_key(&cmd);
         self.queues.entry(key).or_default().push_back(Urb {
             cmd,
             active: None,
             wire: 0,
         });
+    }
+
+    /// No device to submit to: the submission fails with `-ENODEV`, as `usb_submit_urb`
+    /// does, and the capture gets an `E` record instead of a completion.
+    fn refuse_no_device(&mut self, cmd: CmdSubmit, now: Instant) {
+        self.capture_end(cmd.seqnum, EventType::Error, -errno::ENODEV, &[], 0, now);
+        self.out_ret(RetSubmit {
+            seqnum: cmd.seqnum,
+            status: -errno::ENODEV,
+            actual_length: 0,
+            data: Vec::new(),
+        });
+        self.release(cmd.transfer_buffer_length as usize);
     }
 
     /// Writes the `S` record of `cmd` to the capture, if there is one.
@@ -772,11 +1540,11 @@ impl Session<'_> {
         };
         self.captured.insert(cmd.seqnum, ctx);
         let event = UsbmonEvent {
-            id: urb_id(cmd.seqnum),
+            id: urb_id(self.conn, cmd.seqnum),
             event: EventType::Submit,
             transfer_type,
             endpoint,
-            device: self.device.port().address(),
+            device: self.devnum,
             bus: 1,
             setup,
             at: now,
@@ -789,12 +1557,14 @@ impl Session<'_> {
             ndesc: 0,
         };
         write_capture(capture, &event, self.shared);
+        self.capture_dirty = true;
     }
 
-    /// Writes the `C` record of URB `seqnum` to the capture, if there is one.
-    fn capture_complete(
+    /// Writes the `C` (or `E`) record of URB `seqnum` to the capture, if there is one.
+    fn capture_end(
         &mut self,
         seqnum: u32,
+        kind: EventType,
         status: i32,
         data: &[u8],
         actual: u32,
@@ -807,23 +1577,42 @@ impl Session<'_> {
             return;
         };
         let event = UsbmonEvent {
-            id: urb_id(seqnum),
-            event: EventType::Complete,
+            id: urb_id(self.conn, seqnum),
+            event: kind,
             transfer_type: ctx.transfer_type,
             endpoint: ctx.endpoint,
-            device: self.device.port().address(),
+            device: self.devnum,
             bus: 1,
             setup: None,
             at: now,
             status,
             urb_len: actual,
-            data: if ctx.endpoint & 0x80 != 0 { data } else { &[] },
+            data: if ctx.endpoint & 0x80 != 0 && kind == EventType::Complete {
+                data
+            } else {
+                &[]
+            },
             interval: ctx.interval,
             start_frame: 0,
             xfer_flags: ctx.flags,
             ndesc: 0,
         };
         write_capture(capture, &event, self.shared);
+        self.capture_dirty = true;
+    }
+
+    fn flush_capture(&mut self) {
+        if !self.capture_dirty {
+            return;
+        }
+        self.capture_dirty = false;
+        if let Some(capture) = &self.shared.config.capture {
+            let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.flush() {
+                self.shared
+                    .log_limited(&format!("capture write failed: {e}"));
+            }
+        }
     }
 
     /// The stub's device reset: pending URBs die with -ESHUTDOWN, the device re-enumerates.
@@ -840,7 +1629,7 @@ impl Session<'_> {
         self.report_notes();
     }
 
-    fn unlink(&mut self, u: CmdUnlink) -> io::Result<()> {
+    fn unlink(&mut self, u: CmdUnlink) {
         let mut found = None;
         for q in self.queues.values_mut() {
             if let Some(i) = q.iter().position(|urb| urb.cmd.seqnum == u.unlink_seqnum) {
@@ -854,26 +1643,33 @@ impl Session<'_> {
             if let Some(i) = self
                 .outbox
                 .iter()
-                .position(|o| o.1.seqnum == u.unlink_seqnum)
+                .position(|d| d.ret.seqnum == u.unlink_seqnum)
             {
-                found = self.outbox.remove(i).map(|o| o.2);
+                found = self.outbox.remove(i).map(|d| d.bytes);
             }
         }
         let status = match found {
             Some(bytes) => {
                 self.release(bytes);
                 let now = self.shared.now();
-                self.capture_complete(u.unlink_seqnum, -errno::ECONNRESET, &[], 0, now);
+                self.capture_end(
+                    u.unlink_seqnum,
+                    EventType::Complete,
+                    -errno::ECONNRESET,
+                    &[],
+                    0,
+                    now,
+                );
                 -errno::ECONNRESET
             }
             None => 0,
         };
-        RetUnlink {
+        // Writing to a Vec cannot fail.
+        let _ = RetUnlink {
             seqnum: u.seqnum,
             status,
         }
-        .write(&mut self.writer)?;
-        self.writer.flush()
+        .write(&mut self.out.tail);
     }
 
     /// Queues `cmd`'s RET_SUBMIT for when its `wire` bytes have crossed the bus.
@@ -881,36 +1677,136 @@ impl Session<'_> {
         let begin = self.bus_free_at.max(now);
         let due = begin + self.speed.wire_time(wire);
         self.bus_free_at = due;
-        self.outbox.push_back((
+        self.outbox.push_back(Done {
             due,
-            RetSubmit {
+            ret: RetSubmit {
                 seqnum: cmd.seqnum,
                 status: outcome.status,
                 actual_length: outcome.actual,
                 data: outcome.data,
             },
-            cmd.transfer_buffer_length as usize,
-        ));
+            bytes: cmd.transfer_buffer_length as usize,
+        });
     }
 
-    fn send_due(&mut self, now: Instant) -> io::Result<()> {
-        while self.outbox.front().is_some_and(|o| o.0 <= now) {
-            if let Some((_, ret, bytes)) = self.outbox.pop_front() {
-                self.capture_complete(ret.seqnum, ret.status, &ret.data, ret.actual_length, now);
-                self.release(bytes);
-                ret.write(&mut self.writer)?;
-                self.dirty = true;
+    fn out_ret(&mut self, mut ret: RetSubmit) {
+        // Large IN data goes out as a buffer of its own (a vectored write), not copied.
+        let data = if ret.data.len() >= VECTORED_MIN {
+            std::mem::take(&mut ret.data)
+        } else {
+            Vec::new()
+        };
+        // Writing to a Vec cannot fail.
+        let _ = ret.write(&mut self.out.tail);
+        if !data.is_empty() {
+            let head = std::mem::take(&mut self.out.tail);
+            self.out.chunks.push(head);
+            self.out.chunks.push(data);
+        }
+    }
+
+    /// Encodes every completion whose wire time has passed.
+    fn send_due(&mut self, now: Instant) {
+        while self.outbox.front().is_some_and(|d| d.due <= now) {
+            if let Some(d) = self.outbox.pop_front() {
+                let ret = d.ret;
+                self.capture_end(
+                    ret.seqnum,
+                    EventType::Complete,
+                    ret.status,
+                    &ret.data,
+                    ret.actual_length,
+                    now,
+                );
+                self.release(d.bytes);
+                self.out_ret(ret);
             }
         }
-        if self.dirty {
-            self.dirty = false;
-            self.writer.flush()?;
+    }
+
+    /// The peer is gone: completions it will never read are captured as they ended, and
+    /// URBs still queued are killed (`-ENOENT`), as the stub kills them on disconnect.
+    fn kill_pending(&mut self) {
+        let now = self.shared.now();
+        for d in std::mem::take(&mut self.outbox) {
+            let r = d.ret;
+            self.capture_end(
+                r.seqnum,
+                EventType::Complete,
+                r.status,
+                &r.data,
+                r.actual_length,
+                now,
+            );
         }
-        Ok(())
+        for urb in std::mem::take(&mut self.queues).into_values().flatten() {
+            self.capture_end(
+                urb.cmd.seqnum,
+                EventType::Complete,
+                -errno::ENOENT,
+                &[],
+                0,
+                now,
+            );
+        }
+        self.pending_urbs = 0;
+        self.pending_bytes = 0;
+    }
+
+    /// Shutdown: completions already due go out as they ended, every other URB is unlinked
+    /// with `-ESHUTDOWN`, as Linux unlinks the URBs of a device that goes away
+    /// (`usb_hcd_flush_endpoint`), so the client sees its device gone, not a cancel of its own.
+    fn unlink_all(&mut self) {
+        let now = self.shared.now();
+        for d in std::mem::take(&mut self.outbox) {
+            let r = d.ret;
+            self.capture_end(
+                r.seqnum,
+                EventType::Complete,
+                r.status,
+                &r.data,
+                r.actual_length,
+                now,
+            );
+            self.out_ret(r);
+        }
+        for urb in std::mem::take(&mut self.queues).into_values().flatten() {
+            let seqnum = urb.cmd.seqnum;
+            self.capture_end(seqnum, EventType::Complete, -errno::ESHUTDOWN, &[], 0, now);
+            self.out_ret(RetSubmit {
+                seqnum,
+                status: -errno::ESHUTDOWN,
+                actual_length: 0,
+                data: Vec::new(),
+            });
+        }
+        self.pending_urbs = 0;
+        self.pending_bytes = 0;
+    }
+
+    /// Runs the device up to `now` and steps the head of every queue until nothing moves.
+    ///
+    /// A session woken late (a loaded machine) catches up in device time: it steps pending
+    /// URBs at each instant the device had scheduled before `now`, in order, as a host
+    /// controller polling the endpoint all along would have, so a band that was ready before a
+    /// fault reaches an URB that was waiting for it before the fault does. Completions found
+    /// on the way are due from the instant they happened.
+    fn pump(&mut self, now: Instant) {
+        let mut last = None;
+        for _ in 0..MAX_CATCH_UP_STEPS {
+            match self.device.poll_at() {
+                Some(at) if at < now && last.is_none_or(|l| at > l) && !self.queues.is_empty() => {
+                    self.step_at(at);
+                    last = Some(at);
+                }
+                _ => break,
+            }
+        }
+        self.step_at(now);
     }
 
     /// Runs the device at `now` and steps the head of every queue until nothing moves.
-    fn pump(&mut self, now: Instant) {
+    fn step_at(&mut self, now: Instant) {
         self.device.poll(now);
         loop {
             let mut progressed = false;
@@ -940,6 +1836,22 @@ impl Session<'_> {
             }
         }
         self.report_notes();
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one record; a capture that cannot be written is reported in the log (rate
+/// limited) and never stops the server.
+fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
+    let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = w.write_event(event) {
+        shared.log_limited(&format!("capture write failed: {e}"));
     }
 }
 

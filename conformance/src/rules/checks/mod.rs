@@ -9,9 +9,11 @@ mod usb;
 
 pub(crate) use self::callbacks::{cb_stop, err_propagate, outcome, ret_sfalse};
 pub(crate) use self::cancel::{
-    cancel_io_asap, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
+    cancel_io_asap, cancel_return, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
 };
-pub(crate) use self::data::{cadence, data_contiguous, data_exact, percent};
+pub(crate) use self::data::{
+    cadence, data_buffer, data_complete, data_contiguous, data_exact, data_length, percent,
+};
 pub(crate) use self::faults::{fault_no_hang, idle_cancel_harmless};
 pub(crate) use self::usb::{cancel_sent, halts_cleared, no_pending, no_stale, status_polled};
 
@@ -21,12 +23,12 @@ use scanemu::personality::NoteKind;
 
 use super::analysis::{
     acquisitions, bulk_in_data, cancel_points, data_callback, device_states, first_stop_callback,
-    first_stopped, is_cancel_request, is_device_reset, note, Acq, Cp, CpKind, Dev,
+    first_stopped, is_cancel_request, is_device_reset, ms, note, Acq, Cp, CpKind, Dev,
     CANCEL_IO_WIRE_US,
 };
 use super::{Finding, Judgement, Metrics, RunFacts};
 use crate::scenario::Outcome;
-use crate::trace::{Event, Kind, Trace};
+use crate::trace::{Event, Kind, Trace, TransferOutcome};
 use crate::wia::Hresult;
 
 /// A run read once for all rules.
@@ -78,15 +80,82 @@ impl<'a> Ctx<'a> {
         a.hr(self.trace) != Some(Hresult::S_OK) || !cancel_points(self.trace, a).is_empty()
     }
 
-    /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset or abort.
+    /// Microseconds from event `from` to event `to`, net of host lag in real-time runs.
+    fn net_us(&self, from: usize, to: usize) -> u64 {
+        self.net_between(self.at(from), self.at(to))
+    }
+
+    /// `to_us - from_us`, net of host lag in real-time runs.
+    fn net_between(&self, from_us: u64, to_us: u64) -> u64 {
+        let lag = self.lag_between(from_us, to_us);
+        to_us.saturating_sub(from_us).saturating_sub(lag)
+    }
+
+    /// Host lag inside `[from_us, to_us]` (0 in virtual time).
+    fn lag_between(&self, from_us: u64, to_us: u64) -> u64 {
+        self.facts.host_lag.map_or(0, |l| l.between(from_us, to_us))
+    }
+
+    /// " (net of X host lag ...)" for messages of real-time runs with lag in the interval.
+    fn lag_note(&self, from_us: u64, to_us: u64) -> String {
+        match self.lag_between(from_us, to_us) {
+            0 => String::new(),
+            lag => format!(" (net of {} host lag: threads waiting for a CPU)", ms(lag)),
+        }
+    }
+
+    /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset, or an
+    /// endpoint abort the driver did not undo by reading from that endpoint again.
     fn wire_cancel_within(&self, notify: usize, end: usize) -> Option<usize> {
-        let deadline = self.at(notify) + CANCEL_IO_WIRE_US;
         (notify + 1..=end.min(self.trace.events.len().saturating_sub(1)))
-            .take_while(|&i| self.at(i) <= deadline)
+            .take_while(|&i| self.net_us(notify, i) <= CANCEL_IO_WIRE_US)
             .find(|&i| {
                 let e = self.ev(i);
-                is_cancel_request(e) || is_device_reset(e) || matches!(e.kind, Kind::Abort { .. })
+                is_cancel_request(e)
+                    || is_device_reset(e)
+                    || (matches!(e.kind, Kind::Abort { .. })
+                        && self.read_after_abort(i, end).is_none())
             })
+    }
+
+    /// A bulk transfer on the endpoint aborted at `abort` that the driver submitted after the
+    /// abort, before any Cancel Request or Device Reset (up to `end`): the read it resubmitted.
+    ///
+    /// The abort ends every transfer pending on the endpoint: they complete `cancelled` at its
+    /// instant, or `ok` a little later when their data had moved before it (its wire time).
+    /// A later completion is a new read when it ends without data (a timeout, a later abort),
+    /// or carries data while the device produced or handed over a band since the abort
+    /// (`band-ready`, `band-sent`), unless it can be the one transfer still on the wire: the
+    /// first `ok` completion when nothing ended at the abort's instant.
+    fn read_after_abort(&self, abort: usize, end: usize) -> Option<usize> {
+        let Kind::Abort { ep } = self.ev(abort).kind else {
+            return None;
+        };
+        let at = self.at(abort);
+        let mut ended_at_abort = false;
+        let mut new_band = false;
+        let mut ok_seen = false;
+        for i in abort + 1..=end.min(self.trace.events.len().saturating_sub(1)) {
+            let e = self.ev(i);
+            if is_cancel_request(e) || is_device_reset(e) {
+                return None;
+            }
+            new_band |= matches!(note(e), Some(NoteKind::BandReady | NoteKind::BandSent));
+            let Kind::Bulk { ep: x, result, .. } = e.kind else {
+                continue;
+            };
+            if x != ep {
+                continue;
+            }
+            match result {
+                TransferOutcome::Cancelled if e.at_us == at => ended_at_abort = true,
+                TransferOutcome::Ok if !new_band || !(ended_at_abort || ok_seen) => {
+                    ok_seen = true;
+                }
+                _ => return Some(i),
+            }
+        }
+        None
     }
 
     /// CANCEL_IO counts as honoured: the device was not busy, or a cancel was on the wire in time.
@@ -162,7 +231,10 @@ fn describe_cp(cp: &Cp) -> String {
 // ---- metrics ----
 
 pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
-    let mut m = Metrics::default();
+    let mut m = Metrics {
+        host_lag_us: c.facts.host_lag.map(|l| l.total_us()),
+        ..Metrics::default()
+    };
     for e in &c.trace.events {
         if let Some(d) = data_callback(e) {
             m.data_callbacks += 1;
@@ -186,7 +258,11 @@ pub(crate) fn metrics(c: &Ctx<'_>) -> Metrics {
             continue;
         };
         if m.cancel_to_idle_us.is_none() {
-            m.cancel_to_idle_us = first_stopped(c.trace, &c.dev, cp.idx).map(|(_, t)| t - cp.at);
+            let stopped = first_stopped(c.trace, &c.dev, cp.idx);
+            m.cancel_to_idle_us = stopped.map(|(_, t)| t - cp.at);
+            if c.facts.host_lag.is_some() {
+                m.cancel_to_idle_lag_us = stopped.map(|(_, t)| c.lag_between(cp.at, t));
+            }
         }
         let wasted = (cp.idx + 1..=a.end)
             .filter(|&i| {

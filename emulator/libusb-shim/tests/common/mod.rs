@@ -152,7 +152,7 @@ pub fn assert_needs_libusb(binary: &Path) {
 /// The emulated fast flatbed served on a loopback port the system picks.
 pub fn serve(faults: Vec<Fault>) -> UsbIpServer {
     let mut config = ServerConfig::new(Profile::builtin_fast());
-    config.faults = Some(faults);
+    config.device_mut().faults = Some(faults);
     UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds loopback")
 }
 

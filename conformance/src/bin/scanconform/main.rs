@@ -1,0 +1,383 @@
+//! `scanconform`: run the cancel-conformance catalog against a scanner driver.
+//!
+//! The edge of the program: it parses the command line, checks every input (options, driver,
+//! scenarios, output paths) before it prints anything, runs, and prints what the library
+//! returns. One line and exit status 2 for bad input; 1 when a scenario run fails; 0 otherwise.
+//! `run` lives in `run.rs`; stdout that closes early is muted by `output.rs`.
+
+mod output;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use scanconform::report::html;
+use scanconform::report::timeline::SvgOptions;
+use scanconform::run as wia_run;
+use scanconform::sane::rules as sane_rules;
+use scanconform::scenario::{self, LoadedScenario, ServiceModel};
+use scanconform::{drivers, rules};
+
+use self::output::line;
+
+#[derive(Parser)]
+#[command(
+    name = "scanconform",
+    version,
+    about = "Replays scripted scan-cancel scenarios against a scanner driver and checks the rules the documentation states."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Services {
+    Xp,
+    Vista,
+    Both,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OneService {
+    Xp,
+    Vista,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// The in-process virtual bus.
+    Inproc,
+    /// USB/IP over loopback to an in-process server.
+    Usbip,
+    /// The rusb host through libusb: the scanlab libusb-1.0 stand-in, USB/IP to an
+    /// in-process server (build with `--features libusb`).
+    Libusb,
+}
+
+impl TransportArg {
+    fn name(self) -> &'static str {
+        match self {
+            TransportArg::Inproc => "inproc",
+            TransportArg::Usbip => "usbip",
+            TransportArg::Libusb => "libusb",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+/// The driver forms `--driver` takes besides the built-in names, for help and errors.
+const DRIVER_FORMS: &str = "exec:'CMD ARGS' (an external driver process speaking conformance/DRIVER-PROTOCOL.md) or sane:BACKEND[:DEVICE] (a SANE backend library; conformance/SANE.md)";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios against a driver and print a verdict per scenario run.
+    Run(run::RunArgs),
+    /// Run one scenario against a device and store the session as a recording (descriptors,
+    /// every transaction with its timing, the usbmon capture and the conformance trace; see
+    /// fixtures/recordings/FORMAT.md), which `run --replay` and the tests replay.
+    Record {
+        /// Driver: reference, legacy-xp, a mutant or exec:'CMD ARGS' (see `scanconform
+        /// drivers`); SANE backends cannot be recorded.
+        #[arg(long, default_value = "reference")]
+        driver: String,
+        /// How the driver reaches the emulated scanner.
+        #[arg(long, value_enum, default_value = "inproc")]
+        transport: TransportArg,
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Service model.
+        #[arg(long, value_enum, default_value = "xp")]
+        service: OneService,
+        /// The recording folder to write (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build the HTML report of a `--traces` folder (traces and the verdict files beside them),
+    /// WIA and SANE runs alike.
+    Report {
+        /// The folder `run --traces` wrote.
+        #[arg(long)]
+        traces: PathBuf,
+        /// The HTML file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a trace (WIA or SANE) as text and optionally draw its timeline as SVG.
+    Show {
+        /// A trace file (`.jsonl`); a `.verdict.json` beside it marks the violations.
+        trace: PathBuf,
+        /// Write the SVG timeline here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// List the scenarios.
+    List {
+        /// Scenario folder.
+        #[arg(long)]
+        scenarios: Option<PathBuf>,
+    },
+    /// List the drivers: the built-in ones (for each mutant, the rule it breaks), then the
+    /// exec: and sane: forms.
+    Drivers {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Print a rule of either catalogue (WIA or SANE): statement, the quoted sentence and its
+    /// source, what is checked. Without a rule (or with --list): every rule, one line each.
+    Explain {
+        /// A rule ID such as WIA-RET-SFALSE or SANE-CANCEL-STATUS.
+        rule: Option<String>,
+        /// List every rule of both catalogues (ID and statement).
+        #[arg(long, conflicts_with = "rule")]
+        list: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("scanconform: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The repository's fixtures folder: `./fixtures` when run from the checkout, else the one the
+/// binary was built from.
+fn fixtures_dir() -> PathBuf {
+    let here = PathBuf::from("fixtures");
+    if here.join("scenarios").is_dir() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The WIA scenarios under `path` (default: the catalog), each validated against the WIA rules.
+fn load_scenarios(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<LoadedScenario>)> {
+    let root = path.unwrap_or_else(|| fixtures_dir().join("scenarios"));
+    let list = scenario::discover(&root)?;
+    for s in &list {
+        s.validate(|id| rules::find(id).is_some())?;
+    }
+    Ok((root, list))
+}
+
+/// `<fixtures>/profiles` for a scenarios folder (or file) somewhere under `<fixtures>/scenarios`.
+fn profiles_dir_for(scenarios_root: &Path) -> PathBuf {
+    // The fixtures folder is the nearest ancestor holding both `scenarios/` and `profiles/`.
+    scenarios_root
+        .ancestors()
+        .find(|p| p.join("profiles").is_dir() && p.join("scenarios").is_dir())
+        .map(|p| p.join("profiles"))
+        .unwrap_or_else(|| fixtures_dir().join("profiles"))
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Record {
+            driver,
+            transport,
+            scenario,
+            service,
+            out,
+        } => record(driver, transport, &scenario, service, &out),
+        Command::Report { traces, out } => {
+            let runs = html::load_dir(&traces)?;
+            write_file(&out, "--out", &html::render_html(&runs))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { trace, svg } => show(&trace, svg.as_deref()),
+        Command::List { scenarios } => {
+            let (_, list) = load_scenarios(scenarios)?;
+            for s in &list {
+                let services: Vec<&str> = s.scenario.services.iter().map(|m| m.name()).collect();
+                line(format_args!(
+                    "{:<44} [{}] {}",
+                    s.id,
+                    services.join(","),
+                    s.scenario.description
+                ))?;
+            }
+            line(format_args!("{} scenarios", list.len()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drivers { format } => list_drivers(format),
+        Command::Explain { rule: None, .. } => {
+            output::text(&rule_list())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            rule: Some(rule), ..
+        } => match rules::explain(&rule).or_else(|| sane_rules::explain(&rule)) {
+            Some(text) => {
+                line(text)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => bail!(
+                "unknown rule {rule:?}; known rules: {} (`scanconform explain --list` shows them)",
+                rules::catalog()
+                    .iter()
+                    .map(|r| r.id)
+                    .chain(sane_rules::catalog().iter().map(|r| r.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    }
+}
+
+/// Writes `contents` to `path`, the error naming the option it came from.
+fn write_file(path: &Path, option: &str, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("{option} {}", path.display()))
+}
+
+/// `scanconform show`: the trace as text, and its timeline as SVG.
+fn show(trace: &Path, svg: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (t, verdict) = html::load_trace(trace)?;
+    output::text(&t.render_text())?;
+    if let Some(path) = svg {
+        let (title, marks) = match &verdict {
+            Some(v) => (v.title(), v.marks()),
+            None => (trace.display().to_string(), Vec::new()),
+        };
+        write_file(
+            path,
+            "--svg",
+            &t.render_svg(&marks, &SvgOptions::standalone(title)),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `scanconform drivers`: the built-in drivers, then the exec: and sane: forms.
+fn list_drivers(format: Format) -> anyhow::Result<ExitCode> {
+    let expected = drivers::load_expected_failures(&fixtures_dir().join("mutants.json"))
+        .map_err(|e| anyhow!(e))?;
+    let forms = [
+        (
+            "exec:'CMD ARGS'",
+            "exec",
+            "an external driver process speaking JSON lines over stdio (conformance/DRIVER-PROTOCOL.md), started anew for each run",
+        ),
+        (
+            "sane:BACKEND[:DEVICE]",
+            "sane",
+            "a SANE backend library (a name such as test or epson2, or a path) played by a SANE frontend (conformance/SANE.md)",
+        ),
+    ];
+    let builtin = drivers::BUILTIN
+        .iter()
+        .map(|d| (d.name, "builtin", d.description));
+    for (name, kind, description) in builtin.chain(forms) {
+        let breaks = expected.get(name).map(String::as_str);
+        match format {
+            Format::Json => line(serde_json::json!({
+                "name": name,
+                "kind": kind,
+                "description": description,
+                "breaks": breaks
+            }))?,
+            Format::Human => line(format_args!(
+                "{:<30} {:<22} {}",
+                name,
+                breaks.unwrap_or("-"),
+                description
+            ))?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every rule of both catalogues, one line each (`ID  statement`), WIA first.
+fn rule_list() -> String {
+    let mut out = String::from("WIA rules (WIA drivers):\n");
+    for r in rules::catalog() {
+        out.push_str(&format!("  {:<30} {}\n", r.id, r.statement));
+    }
+    out.push_str("SANE rules (sane:BACKEND drivers):\n");
+    for r in sane_rules::catalog() {
+        out.push_str(&format!("  {:<30} {}\n", r.id, r.statement));
+    }
+    out
+}
+
+/// `scanconform record`: one scenario, one run, one recording folder.
+fn record(
+    driver: String,
+    transport: TransportArg,
+    scenario_path: &Path,
+    service: OneService,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    if let run::DriverKind::Sane(_) = run::DriverKind::parse(&driver)? {
+        bail!("--driver {driver}: a SANE backend cannot be recorded (record takes a WIA driver)");
+    }
+    let d = drivers::instantiate(&driver).map_err(|e| anyhow!(e))?;
+    if !scenario_path.is_file() {
+        bail!(
+            "--scenario {}: not a scenario file",
+            scenario_path.display()
+        );
+    }
+    // The id is `group/name` below the nearest `scenarios` folder, as in catalog runs.
+    let root = scenario_path
+        .ancestors()
+        .skip(1)
+        .find(|p| p.file_name().is_some_and(|n| n == "scenarios"))
+        .or_else(|| scenario_path.parent())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let s = scenario::load(scenario_path, &root)?;
+    s.validate(|id| rules::find(id).is_some())?;
+    let service = match service {
+        OneService::Xp => ServiceModel::Xp,
+        OneService::Vista => ServiceModel::Vista,
+    };
+    let mut options = scanconform::record::RecordOptions::default();
+    options.transport = match transport {
+        TransportArg::Inproc => wia_run::Transport::InProcess,
+        TransportArg::Usbip => wia_run::Transport::UsbIp,
+        TransportArg::Libusb => {
+            bail!("record --transport libusb is not supported; use inproc or usbip")
+        }
+    };
+    let r = scanconform::record::record(
+        &s,
+        service,
+        &driver,
+        d,
+        &profiles_dir_for(&root),
+        &options,
+        out,
+    )?;
+    line(format_args!(
+        "recorded {} [{}] with {}: {} trace events, {} -> {}",
+        r.scenario,
+        service.name(),
+        driver,
+        r.trace.events.len(),
+        if r.passed() { "pass" } else { "FAIL" },
+        out.display()
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
