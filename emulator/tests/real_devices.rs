@@ -308,9 +308,12 @@ fn the_recordings_hold_the_payloads_wireshark_reads() {
     }
 }
 
-/// Every completed transfer the replay served: (seq of the match by order, at, data).
+/// One completed transfer: kind, endpoint, submitted, completed, data.
+type ServedTransfer = (TxKind, u8, Instant, Instant, Vec<u8>);
+
+/// Every completed transfer the replay served.
 #[derive(Default)]
-struct Served(RefCell<Vec<(TxKind, u8, Instant, Instant, Vec<u8>)>>);
+struct Served(RefCell<Vec<ServedTransfer>>);
 
 impl HostObserver for Served {
     fn transfer(&self, r: &TransferRecord<'_>) {
@@ -548,4 +551,165 @@ fn after_the_recording_ends_a_request_naks_or_diverges_in_strict_mode() {
             assert!(notes[0].1.contains("endpoint 0x81"), "{}", notes[0].1);
         }
     }
+}
+
+/// Serves `rec` over USB/IP on loopback (beside an emulated scanner, the recording second),
+/// with a sink for the replay's reports.
+fn serve_over_usbip(
+    rec: &Recording,
+) -> (
+    scanemu::usbip::UsbIpServer,
+    std::sync::Arc<std::sync::Mutex<Vec<scanemu::capture::replay::ReplayReport>>>,
+) {
+    use scanemu::capture::serve::ServedRecording;
+    use scanemu::profile::Profile;
+    use scanemu::usbip::{DeviceSpec, ServerConfig, UsbIpServer};
+    use std::sync::{Arc, Mutex};
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let mut served = ServedRecording::new(rec.clone());
+    let sink = reports.clone();
+    served.reports = Some(Arc::new(
+        move |r: &scanemu::capture::replay::ReplayReport| sink.lock().unwrap().push(r.clone()),
+    ));
+    let config = ServerConfig::with_devices(vec![
+        DeviceSpec::new(Profile::builtin_fast(), "1-1"),
+        DeviceSpec::with_backend(Arc::new(served), "1-2"),
+    ]);
+    let server = UsbIpServer::bind("127.0.0.1:0".parse().unwrap(), config).expect("binds");
+    (server, reports)
+}
+
+#[test]
+fn real_devices_replay_over_usbip_byte_for_byte() {
+    use scanemu::host::usbip::UsbIpHost;
+    for (dir, _) in devices() {
+        let rec = Recording::load(&dir).unwrap();
+        if rec.meta.device_info().config_descriptor.is_empty() {
+            // No client can configure it; the server refuses to export it (tested below).
+            continue;
+        }
+        let (server, reports) = serve_over_usbip(&rec);
+        let exports = server.exports();
+        assert_eq!(exports.len(), 2, "the live device and the recording");
+        let info = rec.meta.device_info();
+        let d = &exports[1].record;
+        assert_eq!(
+            (d.id_vendor, d.id_product),
+            (
+                u16::from_le_bytes([info.device_descriptor[8], info.device_descriptor[9]]),
+                u16::from_le_bytes([info.device_descriptor[10], info.device_descriptor[11]])
+            ),
+            "{}: the device list names the recorded device",
+            dir.display()
+        );
+        let sim = Sim::realtime();
+        let host = UsbIpHost::connect(server.local_addr(), "1-2", Rc::new(sim.clone()))
+            .unwrap_or_else(|e| panic!("{}: import: {e}", dir.display()));
+        let seen = host.device_info();
+        assert_eq!(
+            seen.device_descriptor,
+            info.device_descriptor,
+            "{}",
+            dir.display()
+        );
+        assert_eq!(
+            seen.config_descriptor,
+            info.config_descriptor,
+            "{}",
+            dir.display()
+        );
+        let r = rec.clone();
+        let h = host.clone();
+        let done = sim
+            .block_on(
+                async move { play(&h, &r, PlaybackOptions::default()).await },
+                Instant::from_millis(120_000),
+            )
+            .expect("the replay over USB/IP never hangs")
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert_eq!(done.equal, rec.transactions.len(), "{}", dir.display());
+        assert!(done.skipped.is_empty(), "{:?}", done.skipped);
+        let bytes_in: usize = rec
+            .transactions
+            .iter()
+            .filter(|t| t.is_in())
+            .map(|t| t.data.len() / 2)
+            .sum();
+        assert_eq!(done.bytes_in, bytes_in, "{}", dir.display());
+        drop(host);
+        server.shutdown();
+        let reports = reports.lock().unwrap();
+        assert_eq!(
+            reports.len(),
+            1,
+            "{}: one import, one report",
+            dir.display()
+        );
+        assert_eq!(reports[0].divergence, None, "{}", dir.display());
+        assert!(
+            reports[0].missing.is_empty(),
+            "{}: {:?}",
+            dir.display(),
+            reports[0].missing
+        );
+    }
+}
+
+#[test]
+fn a_request_after_the_end_naks_over_usbip_and_the_live_device_still_answers() {
+    use scanemu::host::usbip::UsbIpHost;
+    let (_, rec) = device("holtek-keyboard");
+    let (server, reports) = serve_over_usbip(&rec);
+    let sim = Sim::realtime();
+    let host = UsbIpHost::connect(server.local_addr(), "1-2", Rc::new(sim.clone())).unwrap();
+    let live = UsbIpHost::connect(server.local_addr(), "1-1", Rc::new(sim.clone())).unwrap();
+    let r = rec.clone();
+    let h = host.clone();
+    let outcome = sim
+        .block_on(
+            async move {
+                play(&h, &r, PlaybackOptions::sequential()).await.unwrap();
+                // The recording is over on 0x81 (its last read was still pending when the
+                // capture stopped): the next read NAKs until its timeout.
+                let mut buf = [0u8; 8];
+                let after = h
+                    .interrupt_in(0x81, &mut buf, Duration::from_millis(300))
+                    .await;
+                let live_info = live.device_info();
+                (after, live_info)
+            },
+            Instant::from_millis(120_000),
+        )
+        .expect("never hangs");
+    assert!(
+        matches!(outcome.0, Err(TransferError::Timeout { actual: 0 })),
+        "{:?}",
+        outcome.0
+    );
+    assert!(
+        !outcome.1.device_descriptor.is_empty(),
+        "the live scanner is served beside the recording"
+    );
+    drop(host);
+    server.shutdown();
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].divergence, None);
+}
+
+#[test]
+fn a_recording_without_a_configuration_is_not_exported() {
+    use scanemu::capture::serve::ServedRecording;
+    use scanemu::usbip::{DeviceSpec, ServerConfig, UsbIpServer};
+    let (_, rec) = device("elecom-mouse");
+    assert!(rec.meta.device_info().config_descriptor.is_empty());
+    let config = ServerConfig::with_devices(vec![DeviceSpec::with_backend(
+        std::sync::Arc::new(ServedRecording::new(rec)),
+        "1-1",
+    )]);
+    let e = UsbIpServer::bind("127.0.0.1:0".parse().unwrap(), config)
+        .err()
+        .expect("refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(e.to_string(), "1-1: no configuration descriptor to export");
 }

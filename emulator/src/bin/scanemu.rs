@@ -4,10 +4,11 @@
 //! in-process bus and prints, for a person, what a host sees (identity, strings, descriptors)
 //! and what the profile makes it do (timing, faults, the cost of a default job).
 //!
-//! `scanemu serve --usbip ADDR [--profile PATH]... [--devices N] [--allow-remote] [--pcap FILE]
-//! [--trace FILE] [--max-connections N] [--handshake-timeout-ms MS] [--idle-timeout-ms MS]`
-//! exports scanners over USB/IP (one per `--profile`, or N of one profile, bus ids 1-1, 1-2,
-//! ...); it refuses a non-loopback address unless `--allow-remote` is given. `--trace` writes
+//! `scanemu serve --usbip ADDR [--profile PATH]... [--devices N] [--replay DIR]... [--strict]
+//! [--allow-remote] [--pcap FILE] [--trace FILE] [--max-connections N]
+//! [--handshake-timeout-ms MS] [--idle-timeout-ms MS]` exports scanners over USB/IP (one per
+//! `--profile`, or N of one profile, bus ids 1-1, 1-2, ...), then each `--replay` recording
+//! (only the recordings when no `--profile` or `--devices` is given); it refuses a non-loopback address unless `--allow-remote` is given. `--trace` writes
 //! every device note (block sent, ACK, CAN, motor stopped …) as a JSON line (with a `busid`
 //! when several devices are served). SIGINT or SIGTERM shuts it down gracefully: pending URBs
 //! are unlinked (-ESHUTDOWN), the capture is flushed, exit status 0.
@@ -66,6 +67,15 @@ enum Command {
         /// (or none) every device uses it.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
         devices: Option<u16>,
+        /// Also export this recording (`scanconform record`, `scanemu import-pcap`; repeat for
+        /// several), after the emulated devices; alone, only the recordings are exported.
+        /// Each import replays it from the start (fixtures/recordings/FORMAT.md, "Replay").
+        #[arg(long, value_name = "DIR")]
+        replay: Vec<PathBuf>,
+        /// With --replay: every departure from a recording is a divergence (a request after
+        /// its end NAKs by default; see FORMAT.md).
+        #[arg(long, requires = "replay")]
+        strict: bool,
         /// Most connections alive at once; at the cap, the oldest connection that has not
         /// imported a device is closed to make room.
         #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -147,6 +157,8 @@ fn main() -> ExitCode {
             usbip,
             profile,
             devices,
+            replay,
+            strict,
             max_connections,
             handshake_timeout_ms,
             idle_timeout_ms,
@@ -157,6 +169,8 @@ fn main() -> ExitCode {
             addr: usbip,
             profiles: profile,
             devices,
+            replays: replay,
+            strict,
             max_connections,
             handshake_timeout_ms,
             idle_timeout_ms,
@@ -420,6 +434,8 @@ struct ServeArgs {
     addr: std::net::SocketAddr,
     profiles: Vec<PathBuf>,
     devices: Option<u16>,
+    replays: Vec<PathBuf>,
+    strict: bool,
     max_connections: u32,
     handshake_timeout_ms: u64,
     idle_timeout_ms: u64,
@@ -439,8 +455,18 @@ fn serve(args: &ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let mut recordings = Vec::new();
+    for dir in &args.replays {
+        match scanemu::capture::recording::Recording::load(dir) {
+            Ok(r) => recordings.push(r),
+            Err(e) => {
+                eprintln!("scanemu: --replay {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut profiles = Vec::new();
-    if args.profiles.is_empty() {
+    if args.profiles.is_empty() && (args.replays.is_empty() || args.devices.is_some()) {
         profiles.push(Profile::builtin_fast());
     }
     for path in &args.profiles {
@@ -463,6 +489,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Some(n) => usize::from(n),
         None => profiles.len(),
     };
+    if count + recordings.len() > 64 {
+        eprintln!(
+            "scanemu: {count} devices and {} recordings: at most 64 exports",
+            recordings.len()
+        );
+        return ExitCode::from(2);
+    }
     let trace = match &args.trace {
         Some(file) => match std::fs::File::create(file) {
             Ok(f) => Some(std::sync::Arc::new(std::sync::Mutex::new(f))),
@@ -473,15 +506,23 @@ fn serve(args: &ServeArgs) -> ExitCode {
         },
         None => None,
     };
-    let specs: Vec<DeviceSpec> = (0..count)
+    let total = count + recordings.len();
+    let specs: Vec<DeviceSpec> = (0..total)
         .map(|i| {
-            let profile = profiles[i.min(profiles.len() - 1)].clone();
             let busid = default_busid(i);
-            let mut spec = DeviceSpec::new(profile, busid.clone());
+            let mut spec = match i.checked_sub(count) {
+                None => DeviceSpec::new(profiles[i.min(profiles.len() - 1)].clone(), busid.clone()),
+                Some(r) => {
+                    let mut served =
+                        scanemu::capture::serve::ServedRecording::new(recordings[r].clone());
+                    served.config.strict = args.strict;
+                    DeviceSpec::with_backend(std::sync::Arc::new(served), busid.clone())
+                }
+            };
             if let Some(f) = &trace {
                 let f = f.clone();
                 // One device keeps the single-device line format; several name theirs.
-                let tag = (count > 1).then_some(busid);
+                let tag = (total > 1).then_some(busid);
                 spec.notes = Some(std::sync::Arc::new(
                     move |n: &scanemu::personality::DeviceNote| {
                         let mut line = serde_json::json!({

@@ -392,6 +392,14 @@ pub fn choose(devices: &[CaptureDevice], choice: DeviceChoice) -> Result<usize, 
     }
 }
 
+impl Recording {
+    /// Builds a recording from a usbmon capture (pcap or pcapng) of the device `device`
+    /// chooses (default [`DeviceChoice::Auto`]): [`import`] without its report.
+    pub fn from_pcap(bytes: &[u8], device: Option<DeviceChoice>) -> Result<Recording, ImportError> {
+        import(bytes, device.unwrap_or_default()).map(|i| i.recording)
+    }
+}
+
 /// Reads `bytes` (pcap or pcapng) and imports the device `choice` names. See the module
 /// documentation.
 pub fn import(bytes: &[u8], choice: DeviceChoice) -> Result<Imported, ImportError> {

@@ -202,11 +202,13 @@ pub async fn play(
 }
 
 type Answer = Result<Vec<u8>, TransferError>;
+/// A transfer on its way.
+type Running<'a> = Pin<Box<dyn Future<Output = Answer> + 'a>>;
 
 /// Transfers on their way, polled together, and the answers of those that finished.
 #[derive(Default)]
 struct Transfers<'a> {
-    running: Vec<(usize, Pin<Box<dyn Future<Output = Answer> + 'a>>)>,
+    running: Vec<(usize, Running<'a>)>,
     answers: BTreeMap<usize, Answer>,
     started: BTreeSet<usize>,
     /// The host's time minus the recording's, fixed by the first transfer started.

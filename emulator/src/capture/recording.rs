@@ -11,8 +11,8 @@
 //! - `capture.pcap`: the same transfers as a usbmon capture ([`crate::capture::pcap`]), for Wireshark.
 //!
 //! [`RecordingObserver`] builds a recording from a live host (it is a [`HostObserver`]
-//! decorator); [`Recording::from_pcap`] builds one from a usbmon capture of a real device
-//! ([`crate::capture::import`]). [`Recording::to_pcap`] writes `capture.pcap` with the device
+//! decorator); `Recording::from_pcap` (in [`crate::capture::import`]) builds one from a usbmon
+//! capture of a real device. [`Recording::to_pcap`] writes `capture.pcap` with the device
 //! at the bus and address it had in its capture, so umockdev replays it.
 //! The replay host (`ReplayHost`, beside this module) serves one as a device.
 
@@ -24,7 +24,6 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::import::{self, DeviceChoice, ImportError};
 use crate::capture::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
 use crate::personality::{DeviceNote, NoteKind};
@@ -480,12 +479,6 @@ impl Recording {
             }
         }
         capture.finish().unwrap_or_default()
-    }
-
-    /// Builds a recording from a usbmon capture (pcap or pcapng) of the device `device`
-    /// chooses (default [`DeviceChoice::Auto`]): [`import::import`] without its report.
-    pub fn from_pcap(bytes: &[u8], device: Option<DeviceChoice>) -> Result<Recording, ImportError> {
-        import::import(bytes, device.unwrap_or_default()).map(|i| i.recording)
     }
 }
 

@@ -114,6 +114,33 @@ impl ReplayConfig {
     }
 }
 
+/// How a replay went: what [`ReplayHost::report`] gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// The first divergence, if the driver departed from the recording.
+    pub divergence: Option<Divergence>,
+    /// True once a cancel the recording did not hold was answered by the protocol's rules.
+    pub synthesized_cancel: bool,
+    /// The recorded transactions whose absence is a departure ([`ReplayHost::missing`]).
+    pub missing: Vec<Transaction>,
+}
+
+/// One transfer as an URB names it ([`ReplayHost::transfer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrbTransfer {
+    /// Control, bulk or interrupt.
+    pub kind: TxKind,
+    /// The endpoint address with its direction bit (ignored for control transfers, whose
+    /// direction is the SETUP packet's).
+    pub ep: u8,
+    /// The SETUP packet of a control transfer.
+    pub setup: Option<SetupFields>,
+    /// The buffer length: bytes asked for (IN) or sent (OUT).
+    pub length: u32,
+    /// OUT data.
+    pub out: Vec<u8>,
+}
+
 /// A stream of transactions that keep their order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Stream {
@@ -272,6 +299,8 @@ struct State {
     offset_us: Option<i64>,
     /// Streams whose end a `replay-end` note has announced.
     ended: Vec<Stream>,
+    /// Transfers of [`ReplayHost::transfer`] unlinked by their submitter, by id.
+    unlinked: std::collections::BTreeSet<u64>,
 }
 
 impl State {
@@ -408,6 +437,7 @@ impl ReplayHost {
                 config,
                 offset_us: None,
                 ended: Vec::new(),
+                unlinked: std::collections::BTreeSet::new(),
             })),
             clock,
         }
@@ -457,6 +487,85 @@ impl ReplayHost {
     /// The replay's configuration.
     pub fn config(&self) -> ReplayConfig {
         self.state.borrow().config
+    }
+
+    /// How the replay went so far, in one value that crosses threads (a replay served over
+    /// USB/IP reports it to its server's caller).
+    pub fn report(&self) -> ReplayReport {
+        ReplayReport {
+            divergence: self.divergence(),
+            synthesized_cancel: self.synthesized_cancel(),
+            missing: self.missing(),
+        }
+    }
+
+    /// Makes one transfer as a USB/IP or usbdevfs URB names it, with no timeout: it ends with
+    /// its recorded answer, or when [`ReplayHost::unlink`] names `id` (then
+    /// [`TransferError::Cancelled`]). The result carries the IN data (of a failed transfer:
+    /// what it moved). A CLEAR_FEATURE(ENDPOINT_HALT) control transfer is the recording's
+    /// clear-halt of that endpoint.
+    pub async fn transfer(
+        &self,
+        id: u64,
+        urb: UrbTransfer,
+    ) -> (Result<(), TransferError>, Vec<u8>) {
+        let clear_halt = urb.kind == TxKind::Control
+            && urb.setup.is_some_and(|s| {
+                s.request_type == 0x02 && s.request == std_request::CLEAR_FEATURE && s.value == 0
+            });
+        let req = match (clear_halt, urb.setup) {
+            (true, Some(s)) => Request {
+                kind: TxKind::ClearHalt,
+                ep: s.index as u8,
+                setup: Some(SetupPacket::clear_halt(s.index as u8).into()),
+                requested: 0,
+                out: Vec::new(),
+            },
+            _ => Request {
+                kind: self.recorded_kind(urb.kind, urb.ep),
+                ep: match urb.kind {
+                    TxKind::Control => urb.setup.map_or(0, |s| s.request_type & 0x80),
+                    _ => urb.ep,
+                },
+                requested: match (urb.kind, urb.setup) {
+                    (TxKind::Control, Some(s)) => u32::from(s.length),
+                    _ => urb.length,
+                },
+                setup: urb.setup,
+                out: urb.out,
+            },
+        };
+        let is_in = req.is_in();
+        let served = self.serve_with(req, Duration::ZERO, Some(id)).await;
+        self.state.borrow_mut().unlinked.remove(&id);
+        match served.result {
+            Ok(data) if is_in => (Ok(()), data),
+            Ok(_) => (Ok(()), Vec::new()),
+            Err(e) => (Err(e), served.partial),
+        }
+    }
+
+    /// The kind of the transfers the recording holds on `ep`, for a bulk or interrupt
+    /// transfer of `kind` an URB names by its endpoint's descriptor: a capture made by other
+    /// means than usbmon may tag an interrupt endpoint's transfers as bulk, and the URB's
+    /// kind then follows the recording.
+    fn recorded_kind(&self, kind: TxKind, ep: u8) -> TxKind {
+        if !matches!(kind, TxKind::Bulk | TxKind::Interrupt) {
+            return kind;
+        }
+        let st = self.state.borrow();
+        st.recording
+            .transactions
+            .iter()
+            .find(|t| t.ep == ep && matches!(t.kind, TxKind::Bulk | TxKind::Interrupt))
+            .map_or(kind, |t| t.kind)
+    }
+
+    /// Unlinks the transfer `id` of [`ReplayHost::transfer`] (nothing if it has ended).
+    pub fn unlink(&self, id: u64) {
+        let mut st = self.state.borrow_mut();
+        st.unlinked.insert(id);
+        st.changed();
     }
 
     /// Decides how to answer `req` at `now`, taking its transaction off the recording.
@@ -542,6 +651,10 @@ impl ReplayHost {
         if let Some(plan) = descriptor(&st, req).filter(|_| !strict) {
             return plan;
         }
+        if head.is_none() && !strict && matches!(req.kind, TxKind::Reset | TxKind::ClearHalt) {
+            // A device resets, and clears a halt, whatever the recording holds.
+            return Plan::Now(Ok(Vec::new()));
+        }
         if head.is_none() && !strict {
             // The recording holds nothing more here: an idle device NAKs.
             if !st.ended.contains(&stream) {
@@ -574,6 +687,11 @@ impl ReplayHost {
 
     /// Answers `req` from the recording, waiting the recorded time.
     async fn serve(&self, req: Request, timeout: Duration) -> Served {
+        self.serve_with(req, timeout, None).await
+    }
+
+    /// [`ReplayHost::serve`] of a transfer that [`ReplayHost::unlink`] of `id` aborts.
+    async fn serve_with(&self, req: Request, timeout: Duration, id: Option<u64>) -> Served {
         let start = self.clock.now();
         let deadline = (timeout != Duration::ZERO).then(|| start + timeout);
         let gen = self.state.borrow().abort_gen[ep_slot(req.ep)];
@@ -585,7 +703,8 @@ impl ReplayHost {
             let (aborted, seen, cancelled_since) = {
                 let st = self.state.borrow();
                 (
-                    st.abort_gen[ep_slot(req.ep)] != gen,
+                    st.abort_gen[ep_slot(req.ep)] != gen
+                        || id.is_some_and(|id| st.unlinked.contains(&id)),
                     st.change,
                     st.cancel.is_some(),
                 )
