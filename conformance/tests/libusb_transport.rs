@@ -211,3 +211,39 @@ fn a_missing_stand_in_is_one_line_naming_the_build_command() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_recording_replays_through_libusb() {
+    let dir =
+        std::env::temp_dir().join(format!("scanconform-libusb-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scenario = "fixtures/recordings/scenarios/replay/complete-gray8.json";
+    let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .current_dir(repo())
+        .args(["record", "--scenario", scenario, "--out"])
+        .arg(&dir)
+        .output()
+        .expect("scanconform records");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The recording, exported over USB/IP, reached through the stand-in: the scenario passes,
+    // and a scenario that asks for another image departs at its first different request.
+    for (scenarios, code, want) in [
+        (scenario, 0, "2 passed, 0 failed"),
+        (
+            "fixtures/recordings/scenarios/replay/complete-gray8-64.json",
+            1,
+            "WIA-FAULT-NO-HANG",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+            .current_dir(repo())
+            .args(["run", "--transport", "libusb", "--replay"])
+            .arg(&dir)
+            .args(["--scenarios", scenarios])
+            .output()
+            .expect("scanconform runs");
+        assert_eq!(out.status.code(), Some(code), "{scenarios}: {}", text(&out));
+        assert!(text(&out).contains(want), "{scenarios}: {}", text(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -76,9 +76,6 @@ pub enum RunError {
         /// What the transport said.
         reason: String,
     },
-    /// A replay was asked for with a transport other than in-process.
-    #[error("a replay runs in-process only")]
-    ReplayNotInProcess,
     /// The recording to replay could not be loaded.
     #[error("replay: {0}")]
     Replay(RecordingError),

@@ -71,8 +71,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
     /// Serve a recording (`scanconform record`, `scanemu import-pcap`) instead of the
-    /// emulated scanner (WIA drivers, in-process); a driver that departs from it fails
-    /// WIA-FAULT-NO-HANG with the first divergent transaction.
+    /// emulated scanner (WIA drivers): in-process, or exported over USB/IP with `--transport
+    /// usbip` or `libusb`; a driver that departs from it fails WIA-FAULT-NO-HANG with the
+    /// first divergent transaction.
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
     /// With --replay: every departure from the recording is a divergence (a request after
@@ -155,16 +156,7 @@ fn refuse_what_cannot_apply(kind: &DriverKind, args: &RunArgs) -> anyhow::Result
                 bail!("--replay does not apply to {driver}: a recording replays a WIA driver's USB session");
             }
         }
-        DriverKind::Wia => {
-            if let (Some(_), Some(t)) = (&args.replay, args.transport) {
-                if t != TransportArg::Inproc {
-                    bail!(
-                        "--replay does not apply to --transport {}: a replay runs in-process",
-                        t.name()
-                    );
-                }
-            }
-        }
+        DriverKind::Wia => {}
     }
     Ok(())
 }
