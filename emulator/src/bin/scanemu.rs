@@ -379,11 +379,21 @@ fn import_pcap(
         .iter()
         .filter(|t| t.result == scanemu::capture::recording::TxResult::Pending)
         .count();
+    // The device as the recording has it: a profile gives the identity a capture started
+    // after enumeration lacks.
+    let mut device = imported.device.clone();
+    let d = &recording.meta.device_info().device_descriptor;
+    if device.id.is_none() && d.len() >= 12 {
+        device.id = Some((
+            u16::from_le_bytes([d[8], d[9]]),
+            u16::from_le_bytes([d[10], d[11]]),
+        ));
+    }
     let text = format!(
         "scanemu: {} transactions ({pending} pending at the end) of {} from {} -> {}\n\
          scanemu: replay into a libusb program with:\n  umockdev-run -d {} -p {}={} -- PROGRAM\n",
         recording.transactions.len(),
-        imported.device,
+        device.position() + " " + &device.id_text(),
         capture.display(),
         out.display(),
         description.display(),
