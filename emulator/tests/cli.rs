@@ -432,3 +432,37 @@ fn a_damaged_capture_is_one_error_line_and_exit_2() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn serve_refuses_a_replay_it_cannot_serve_with_one_line_and_exit_2() {
+    let missing = scratch("serve-missing-replay");
+    let missing = missing.join("nothing-here");
+    let out = scanemu(&[
+        "serve",
+        "--usbip",
+        "127.0.0.1:0",
+        "--replay",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("scanemu: --replay "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // An import of a capture that holds no configuration descriptor: no client could use it.
+    let elecom = device_capture("elecom-mouse", "recording.json");
+    let dir = std::path::Path::new(&elecom)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = scanemu(&["serve", "--usbip", "127.0.0.1:0", "--replay", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "scanemu: 1-1: no configuration descriptor to export",
+        "{stderr}"
+    );
+}
