@@ -6,9 +6,7 @@
 //! event, as Microsoft's WIA 2.0 sample does (reference §1.8); each [`Mutation`] breaks one rule.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::task::Poll;
+use std::rc::Rc;
 
 use async_trait::async_trait;
 use scanemu::engine::ScanSource;
@@ -21,7 +19,10 @@ use scanemu::personality::native::protocol::{
 };
 use scanemu::time::Duration;
 
-use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
+use crate::driver::{
+    CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext, Urb,
+    UsbRequest,
+};
 use crate::wia::{Hresult, ItMsg, IT_STATUS_TRANSFER_FROM_DEVICE, IT_STATUS_TRANSFER_TO_CLIENT};
 
 /// One deliberate defect. Each breaks exactly one conformance rule (see `drivers --format json`).
@@ -119,6 +120,12 @@ pub struct NativeDriver {
     interface: Cell<u16>,
     /// [`Mutation::DataAfterSFalse`]: the extra band after S_FALSE has been delivered.
     extra_sent: Cell<bool>,
+    /// The run's context ([`MiniDriver::begin_run`]): [`Mutation::PendingDrain`] submits its
+    /// drain read through it.
+    run: RefCell<Option<Rc<dyn RunContext>>>,
+    /// [`Mutation::PendingDrain`]: the drain read left in flight, cancelled when the next
+    /// acquisition begins (before the device has data that it could steal).
+    drain: RefCell<Option<Urb>>,
 }
 
 /// Why the transfer loop stopped early.
@@ -141,6 +148,21 @@ impl NativeDriver {
             served_ahead: Cell::new(false),
             interface: Cell::new(0),
             extra_sent: Cell::new(false),
+            run: RefCell::new(None),
+            drain: RefCell::new(None),
+        }
+    }
+
+    /// [`Mutation::PendingDrain`]: submits a bulk read to drain the pipe and keeps it in
+    /// flight when `acquire_item_data` returns.
+    fn post_and_leave(&self) {
+        if let Some(run) = self.run.borrow().as_ref() {
+            let urb = run.submit(UsbRequest::BulkIn {
+                ep: EP_DATA_IN,
+                length: 512,
+                timeout: Duration::ZERO,
+            });
+            *self.drain.borrow_mut() = Some(urb);
         }
     }
 
@@ -607,17 +629,6 @@ impl NativeDriver {
 /// Submits a bulk read of one packet (no timeout) and lets go of it without waiting for it or
 /// aborting it, as a driver that queues a drain URB and forgets it: the host still counts it as
 /// pending.
-async fn post_and_leave(host: &dyn UsbHost) {
-    let mut drain = [0u8; 512];
-    let mut read = pin!(host.bulk_in(EP_DATA_IN, &mut drain, Duration::ZERO));
-    // One poll submits it; it stays queued on the host when the future is dropped.
-    poll_fn(|cx| {
-        let _ = read.as_mut().poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
-
 fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
     if unknown_total || total == 0 {
         return 0;
@@ -652,6 +663,9 @@ impl MiniDriver for NativeDriver {
         host: &dyn UsbHost,
         callback: &dyn MiniDrvCallback,
     ) -> Hresult {
+        if let Some(drain) = self.drain.borrow_mut().take() {
+            drain.cancel();
+        }
         self.cancel_io.set(false);
         self.extra_sent.set(false);
         self.interface.set(ctx.interface);
@@ -670,7 +684,7 @@ impl MiniDriver for NativeDriver {
                     host.sleep(Duration::from_millis(3000)).await;
                 }
                 if self.is(Mutation::PendingDrain) && matches!(stop, Stop::Cancelled) {
-                    post_and_leave(host).await;
+                    self.post_and_leave();
                 }
                 match (stop, cleanup) {
                     (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,
@@ -684,6 +698,15 @@ impl MiniDriver for NativeDriver {
                 }
             }
         }
+    }
+
+    fn begin_run(&self, run: Rc<dyn RunContext>) {
+        *self.run.borrow_mut() = Some(run);
+    }
+
+    fn end_run(&self) {
+        self.run.borrow_mut().take();
+        self.drain.borrow_mut().take();
     }
 
     fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {

@@ -141,14 +141,24 @@ impl<'a> Ctx<'a> {
                 return None;
             }
             new_band |= matches!(note(e), Some(NoteKind::BandReady | NoteKind::BandSent));
-            let Kind::Bulk { ep: x, result, .. } = e.kind else {
+            let Kind::Bulk {
+                ep: x,
+                result,
+                actual,
+                ..
+            } = e.kind
+            else {
                 continue;
             };
             if x != ep {
                 continue;
             }
             match result {
-                TransferOutcome::Cancelled if e.at_us == at => ended_at_abort = true,
+                // Ended by the abort: at its instant, or (a read queued behind the one on the
+                // wire, reaped later) without data while the device made no new band.
+                TransferOutcome::Cancelled if e.at_us == at || (!new_band && actual == 0) => {
+                    ended_at_abort = true
+                }
                 TransferOutcome::Ok if !new_band || !(ended_at_abort || ok_seen) => {
                     ok_seen = true;
                 }
