@@ -220,11 +220,23 @@ impl Worker {
                                     let seqnum = urb.seqnum;
                                     let ret = transfer(&host, urb).await;
                                     live.borrow_mut().remove(&seqnum);
-                                    match unlinked.borrow_mut().remove(&seqnum) {
-                                        Some(unlink) => answer(UrbAnswer::Unlink(RetUnlink {
-                                            seqnum: unlink,
-                                            status: -errno::ECONNRESET,
-                                        })),
+                                    let unlink = unlinked.borrow_mut().remove(&seqnum);
+                                    match unlink {
+                                        // The unlink stopped it: no RET_SUBMIT.
+                                        Some(unlink) if ret.status == -errno::ESHUTDOWN => {
+                                            answer(UrbAnswer::Unlink(RetUnlink {
+                                                seqnum: unlink,
+                                                status: -errno::ECONNRESET,
+                                            }))
+                                        }
+                                        // It completed before the unlink could stop it.
+                                        Some(unlink) => {
+                                            answer(UrbAnswer::Submit(ret));
+                                            answer(UrbAnswer::Unlink(RetUnlink {
+                                                seqnum: unlink,
+                                                status: 0,
+                                            }));
+                                        }
                                         None => answer(UrbAnswer::Submit(ret)),
                                     }
                                 });
