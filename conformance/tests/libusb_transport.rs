@@ -30,6 +30,10 @@ const SCENARIOS: [&str; 5] = [
     "faults/stall-on-cancel",
 ];
 
+/// The real-time runs of this file, one at a time: two at once on a loaded machine would
+/// measure each other's load.
+static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -83,6 +87,7 @@ fn time_triggered(s: &LoadedScenario) -> bool {
 
 #[test]
 fn libusb_runs_match_the_in_process_verdicts() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let filter = format!("{{{}}}", SCENARIOS.join(","));
     let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
         .current_dir(repo())
@@ -214,6 +219,7 @@ fn a_missing_stand_in_is_one_line_naming_the_build_command() {
 
 #[test]
 fn a_recording_replays_through_libusb() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir =
         std::env::temp_dir().join(format!("scanconform-libusb-replay-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
