@@ -13,6 +13,6 @@ pub mod protocol;
 pub mod server;
 
 pub use server::{
-    default_busid, DeviceSpec, ServerConfig, ServerStats, UrbAnswer, UrbAnswerSink, UrbBackend,
-    UrbRequest, UrbSession, UsbIpServer,
+    default_busid, DeviceSpec, ServerConfig, ServerStats, StopSignal, UrbAnswer, UrbAnswerSink,
+    UrbBackend, UrbRequest, UrbSession, UsbIpServer,
 };

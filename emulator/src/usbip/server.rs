@@ -357,6 +357,43 @@ struct Shared {
     evicted: AtomicU64,
     timed_out: AtomicU64,
     accept_errors: AtomicU64,
+    /// The signal that stopped the server (0: none), set by [`UsbIpServer::stop_on_signals`].
+    stopped_by: std::sync::atomic::AtomicU8,
+}
+
+/// A signal that stopped the server ([`UsbIpServer::stop_on_signals`], [`UsbIpServer::wait`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl StopSignal {
+    /// `SIGINT` or `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The signal's number (2, 15); a program stopped by it exits with 128 plus this.
+    pub fn number(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 2,
+            StopSignal::Terminate => 15,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<StopSignal> {
+        match code {
+            2 => Some(StopSignal::Interrupt),
+            15 => Some(StopSignal::Terminate),
+            _ => None,
+        }
+    }
 }
 
 impl Shared {
@@ -473,6 +510,7 @@ impl UsbIpServer {
             evicted: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            stopped_by: std::sync::atomic::AtomicU8::new(0),
         });
         let handle = runtime.handle().clone();
         let s = shared.clone();
@@ -534,12 +572,14 @@ impl UsbIpServer {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let shared = self.shared.clone();
         self.runtime.spawn(async move {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
+            let signal = tokio::select! {
+                _ = int.recv() => StopSignal::Interrupt,
+                _ = term.recv() => StopSignal::Terminate,
             };
+            shared.stopped_by.store(signal.number(), Ordering::SeqCst);
             shared.log(&format!(
-                "{name}: shutting down (pending URBs are unlinked with -ESHUTDOWN)"
+                "{}: shutting down (pending URBs are unlinked with -ESHUTDOWN)",
+                signal.name()
             ));
             shared.stop.send_replace(true);
         });
@@ -547,12 +587,14 @@ impl UsbIpServer {
     }
 
     /// Blocks until the server stops: after [`UsbIpServer::shutdown`] from elsewhere, a
-    /// signal ([`UsbIpServer::stop_on_signals`]) or a failed accept loop.
-    pub fn wait(mut self) {
+    /// signal ([`UsbIpServer::stop_on_signals`]) or a failed accept loop. Returns the signal
+    /// that stopped it, if one did; the shutdown is complete and the capture flushed either way.
+    pub fn wait(mut self) -> Option<StopSignal> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         self.flush_capture();
+        StopSignal::from_code(self.shared.stopped_by.load(Ordering::SeqCst))
     }
 
     /// Stops accepting, unlinks every session's pending URBs (`-ESHUTDOWN`), closes every

@@ -44,6 +44,8 @@
 //! that brings each), `turns` (where each may come) and the loops here that act on them
 //! (`transfer` for the driver's turn, `notify_exchange`).
 
+mod config;
+mod fault;
 mod inflight;
 mod offline;
 mod process;
@@ -59,6 +61,8 @@ use std::time::Duration as WallDuration;
 use async_trait::async_trait;
 use scanemu::host::UsbHost;
 
+pub use self::config::{CommandError, ExternalConfig};
+use self::fault::Fault;
 use self::inflight::{InFlight, Misuse};
 pub use self::offline::replay_driver_lines;
 use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
@@ -69,85 +73,6 @@ use crate::driver::{
     CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext,
 };
 use crate::wia::Hresult;
-
-/// Limits and timeouts of an external driver.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ExternalConfig {
-    /// Wall-clock time the driver may take for one turn before it counts as hung. Default 5 s;
-    /// `exec:` drivers read `SCANCONFORM_DRIVER_TIMEOUT_MS` to change it.
-    pub reply_timeout: WallDuration,
-    /// Longest line the driver may write, in bytes; longer lines are refused without being
-    /// buffered whole. Default 16 MiB (a 4 MiB band in base64 fits with room to spare).
-    pub max_line_bytes: usize,
-    /// Wall-clock time the driver gets to exit after its stdin is closed at the end of a run
-    /// before it is killed. Default 1 s.
-    pub exit_grace: WallDuration,
-    /// Stderr lines kept per run (later ones are counted, not kept). Default 1000.
-    pub max_log_lines: usize,
-    /// Bytes kept of one stderr line. Default 4096.
-    pub max_log_line_bytes: usize,
-    /// Transfers a version 2 driver may have submitted and not yet received the `done` of;
-    /// one more `submit` is a protocol error. Default 64.
-    pub max_in_flight: usize,
-    /// Messages the driver may write while virtual time stands at one instant; one more is a
-    /// hang (a driver that spins on `now`, `sleep` of 0 or timers of 0 instead of waiting,
-    /// which no virtual-time budget would ever stop). Default 100 000.
-    pub max_messages_per_instant: u64,
-}
-
-impl Default for ExternalConfig {
-    fn default() -> Self {
-        ExternalConfig {
-            reply_timeout: WallDuration::from_secs(5),
-            max_line_bytes: 16 << 20,
-            exit_grace: WallDuration::from_secs(1),
-            max_log_lines: 1000,
-            max_log_line_bytes: 4096,
-            max_in_flight: 64,
-            max_messages_per_instant: 100_000,
-        }
-    }
-}
-
-impl ExternalConfig {
-    /// The defaults, with `SCANCONFORM_DRIVER_TIMEOUT_MS` (if set to a number) as the reply
-    /// timeout.
-    pub fn from_env() -> ExternalConfig {
-        let mut config = ExternalConfig::default();
-        if let Some(ms) = std::env::var("SCANCONFORM_DRIVER_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            config.reply_timeout = WallDuration::from_millis(ms.max(1));
-        }
-        config
-    }
-
-    /// Sets [`ExternalConfig::reply_timeout`].
-    pub fn with_reply_timeout(mut self, timeout: WallDuration) -> ExternalConfig {
-        self.reply_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_line_bytes`].
-    pub fn with_max_line_bytes(mut self, bytes: usize) -> ExternalConfig {
-        self.max_line_bytes = bytes;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_messages_per_instant`].
-    pub fn with_max_messages_per_instant(mut self, messages: u64) -> ExternalConfig {
-        self.max_messages_per_instant = messages;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_in_flight`].
-    pub fn with_max_in_flight(mut self, transfers: usize) -> ExternalConfig {
-        self.max_in_flight = transfers;
-        self
-    }
-}
 
 /// What the driver said about itself in its `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,105 +85,6 @@ pub struct DriverIdentity {
     pub async_cancel: bool,
     /// The protocol version it chose.
     pub protocol: u32,
-}
-
-/// Why an `exec:` command cannot be a driver.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The command does not split into words (an unbalanced quote, say).
-    #[error("driver command {command:?}: {error}")]
-    Words {
-        /// The command.
-        command: String,
-        /// What is wrong with it.
-        error: shell_words::ParseError,
-    },
-    /// The command is empty.
-    #[error("driver command is empty: use exec:'PROGRAM ARGS'")]
-    Empty,
-    /// The program is neither a file nor on `PATH`.
-    #[error("driver command {command:?}: program {program:?} not found")]
-    NotFound {
-        /// The command.
-        command: String,
-        /// Its first word.
-        program: String,
-    },
-}
-
-/// Why a turn ended without a usable message. The text goes into the `driver-fault` event.
-#[derive(Debug, thiserror::Error)]
-enum Fault {
-    /// A message that breaks the protocol.
-    #[error("protocol: {0}")]
-    Protocol(#[from] ProtocolError),
-    /// A line that is no message.
-    #[error("protocol: not a valid message after {after}: {error} (line starts {start:?})")]
-    Garbage {
-        after: &'static str,
-        error: String,
-        start: String,
-    },
-    #[error("protocol: a line longer than {limit} bytes after {after}")]
-    LineTooLong { after: &'static str, limit: usize },
-    #[error("reading the driver's stdout after {after}: {error}")]
-    Stdout {
-        after: &'static str,
-        error: std::io::Error,
-    },
-    #[error("the driver {how} while the runner waited for its answer to {after}")]
-    Exited { after: &'static str, how: String },
-    #[error("the driver closed its stdout but kept running (after {after})")]
-    StdoutClosed { after: &'static str },
-    #[error("hang: the driver did not answer {after} within {ms} ms of wall-clock time")]
-    Silent { after: &'static str, ms: u128 },
-    #[error(
-        "hang: the driver wrote {count} messages while virtual time stood at {at_us} us: it \
-         spins instead of waiting"
-    )]
-    Spins { count: u64, at_us: u64 },
-    #[error("protocol: the driver speaks protocol version {}, the runner {}", .0, versions())]
-    Version(u32),
-    /// A message the driver may not send at this point of the exchange.
-    #[error("protocol: {message} {when}")]
-    OutOfTurn {
-        message: &'static str,
-        when: &'static str,
-    },
-    /// A message of a later protocol version than the driver chose.
-    #[error("protocol: {message} needs protocol version {since}; the driver chose {version} in its hello")]
-    NeedsVersion {
-        message: &'static str,
-        since: u32,
-        version: u32,
-    },
-    /// A version 2 message that contradicts the transfers the driver submitted.
-    #[error("protocol: {0}")]
-    Misuse(#[from] Misuse),
-    #[error("could not start {program:?}: {error}")]
-    Start {
-        program: String,
-        error: std::io::Error,
-    },
-    #[error("the driver process is not running")]
-    NotRunning,
-    #[error("the driver process is not running (no run was begun)")]
-    NotBegun,
-    #[error("encoding a message: {0}")]
-    Encode(serde_json::Error),
-    /// The driver faulted meanwhile (during a notify exchange, say); already recorded.
-    #[error("the driver had already failed")]
-    Failed,
-}
-
-/// The versions the runner speaks, as a fault text names them: `1 and 2`.
-fn versions() -> String {
-    let v: Vec<String> = PROTOCOL_VERSIONS.iter().map(u32::to_string).collect();
-    match v.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-        _ => v.join(""),
-    }
 }
 
 /// Everything one run keeps about the driver process.
