@@ -209,13 +209,15 @@ fn drivers_lists_the_rule_each_mutant_breaks() {
     let o = run(&["drivers", "--format", "json"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    let expected: std::collections::BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/mutants.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let mut expected = std::collections::BTreeMap::<String, String>::new();
+    for list in ["mutants.json", "mutants-wia2.json"] {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(list);
+        let map: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        expected.extend(map);
+    }
     for line in out.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let name = v["name"].as_str().unwrap();
@@ -232,6 +234,10 @@ fn drivers_lists_the_rule_each_mutant_breaks() {
     assert_eq!(
         kinds.iter().filter(|k| *k == "builtin").count(),
         scanconform::drivers::BUILTIN.len()
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "builtin-wia2").count(),
+        scanconform::drivers::wia2::BUILTIN2.len()
     );
     assert!(kinds.iter().any(|k| k == "exec") && kinds.iter().any(|k| k == "sane"));
 }

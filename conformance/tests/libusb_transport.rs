@@ -253,3 +253,46 @@ fn a_recording_replays_through_libusb() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// WIA 2.0 through libusb: the reference WIA 2.0 driver passes its cancel, device and feeder
+/// scenarios in real time (the ones a wall clock cannot replay are skipped with a reason), and
+/// the driver that ignores WIA_EVENT_CANCEL_IO fails exactly its rule.
+#[test]
+fn wia2_runs_through_libusb() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |driver: &str| {
+        Command::new(env!("CARGO_BIN_EXE_scanconform"))
+            .current_dir(repo())
+            .args(["run", "--transport", "libusb", "--format", "json"])
+            .args([
+                "--driver",
+                driver,
+                "--filter",
+                "wia2/{cancel,device,idle}/*",
+            ])
+            .output()
+            .expect("scanconform runs")
+    };
+    let out = run("reference-wia2");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(runs >= 20, "{}", text(&out));
+    let out = run("mutant2-ignore-cancel-io");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            v["failed"]
+                .as_array()
+                .expect("failed rules")
+                .iter()
+                .map(|f| f.as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        std::collections::BTreeSet::from(["WIA2-N1-CANCEL-IO".to_string()])
+    );
+}

@@ -18,6 +18,7 @@ mod observe;
 pub mod parallel;
 mod transport;
 mod urb;
+pub mod wia2;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -248,8 +249,7 @@ pub fn run_with(
     let pcap = match &options.pcap {
         Some(dir) => Some(transport::open_pcap(
             dir,
-            &scenario.id,
-            service,
+            &pcap_file_name(&scenario.id, service),
             &profile,
             observer.clone(),
         )?),

@@ -397,12 +397,11 @@ pub(crate) type PcapCapture = PcapObserver<std::io::BufWriter<std::fs::File>>;
 /// `trace`; returns it with its path.
 pub(crate) fn open_pcap(
     dir: &Path,
-    scenario_id: &str,
-    service: ServiceModel,
+    file_name: &str,
     profile: &Profile,
     trace: Rc<TraceObserver>,
 ) -> Result<(Rc<PcapCapture>, PathBuf), RunError> {
-    let path = dir.join(pcap_file_name(scenario_id, service));
+    let path = dir.join(file_name);
     let fail = |error: std::io::Error| RunError::Pcap {
         path: path.clone(),
         error,

@@ -23,6 +23,15 @@
 //! [`RunContext::first_completed`] (completion time, then submission order), so that every
 //! completion is delivered at a point fixed by virtual time alone.
 //!
+//! Contracts. The runner's `hello` also offers [`CONTRACTS`]; the driver names the one it
+//! implements. A `wia` driver (the default) is a [`MiniDriver`]; a `wia2` driver is a WIA 2.0
+//! stream minidriver, a [`MiniDriver2`]: `acquire_item_data` starts its call, and its
+//! `get_next_stream`, `send_message` and `stream` messages are relayed to the call's
+//! [`TransferCallback2`] and the application's streams (each an [`AppStream`] the runner keeps
+//! by number for the driver instance), `release` keeping the turn as `submit` does. An
+//! [`ExternalDriver`] is made for one contract ([`ExternalDriver::new`],
+//! [`ExternalDriver::new_wia2`]) and faults a driver whose `hello` names the other.
+//!
 //! One process per scenario run: [`MiniDriver::begin_run`] spawns it (a fresh one each run, so
 //! no state leaks between runs), [`MiniDriver::end_run`] closes its stdin, gives it a moment to
 //! exit, kills it otherwise and reaps it. Its stderr is collected by a thread and recorded at
@@ -59,6 +68,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration as WallDuration;
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use scanemu::host::UsbHost;
 
 pub use self::config::{CommandError, ExternalConfig};
@@ -66,9 +77,17 @@ use self::fault::Fault;
 use self::inflight::{InFlight, Misuse};
 pub use self::offline::replay_driver_lines;
 use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
-use self::protocol::{hresult_from_wire, it_msg, one_line, payload, Done, FromDriver, ToDriver};
-pub use self::protocol::{parse_driver_message, ProtocolError, PROTOCOL_VERSIONS};
+use self::protocol::{
+    hresult_from_wire, it_msg, one_line, payload, seek_origin, status_from_wire, within, Done,
+    FromDriver, StreamOp, StreamResult, ToDriver, WireItem,
+};
+pub use self::protocol::{
+    parse_driver_message, Contract, ProtocolError, CONTRACTS, PROTOCOL_VERSIONS,
+};
 use self::turns::Phase;
+use crate::driver::wia2::{
+    AppStream, Item, ItemContext, MiniDriver2, TransferCallback2, TransferParams,
+};
 use crate::driver::{
     CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext,
 };
@@ -85,6 +104,20 @@ pub struct DriverIdentity {
     pub async_cancel: bool,
     /// The protocol version it chose.
     pub protocol: u32,
+    /// The contract it implements.
+    pub contract: Contract,
+    /// WIA 2.0: true if it downloads a folder's children in one call
+    /// (WIA_TRANSFER_ACQUIRE_CHILDREN_CAPABLE).
+    pub acquire_children: bool,
+}
+
+/// An item as `acquire_item_data` carries it.
+fn wire_item(i: &Item) -> WireItem<'_> {
+    WireItem {
+        name: &i.name,
+        full_name: &i.full_name,
+        job: &i.job,
+    }
 }
 
 /// Everything one run keeps about the driver process.
@@ -98,6 +131,9 @@ struct RunState {
     version: u32,
     /// A version 2 driver's submitted transfers.
     inflight: Option<InFlight>,
+    /// WIA 2.0: the streams `next_stream` gave the driver instance, by number; kept after
+    /// `release` (later calls are the rules' business, not the protocol's).
+    streams: std::collections::BTreeMap<u32, Rc<dyn AppStream>>,
     /// Set once the driver faulted: later calls fail at once.
     failed: bool,
     acquisitions: u32,
@@ -110,6 +146,8 @@ struct RunState {
 pub struct ExternalDriver {
     argv: Vec<String>,
     config: ExternalConfig,
+    /// The contract a run of this driver needs.
+    wants: Contract,
     state: RefCell<RunState>,
     /// The message the runner sent last, for fault texts.
     last_sent: Cell<&'static str>,
@@ -135,9 +173,30 @@ impl ExternalDriver {
         Ok(ExternalDriver {
             argv,
             config,
+            wants: Contract::Wia,
             state: RefCell::new(RunState::default()),
             last_sent: Cell::new("nothing"),
         })
+    }
+
+    /// A WIA 2.0 driver ([`MiniDriver2`]) that runs `command`, checked as [`ExternalDriver::new`]
+    /// checks it; its `hello` must name the `wia2` contract.
+    pub fn new_wia2(command: &str, config: ExternalConfig) -> Result<ExternalDriver, CommandError> {
+        let mut d = ExternalDriver::new(command, config)?;
+        d.wants = Contract::Wia2;
+        Ok(d)
+    }
+
+    /// Another instance of the same command and contract, with no run begun: what the WIA
+    /// service loads when it starts again, or for an identical device.
+    pub fn another(&self) -> ExternalDriver {
+        ExternalDriver {
+            argv: self.argv.clone(),
+            config: self.config.clone(),
+            wants: self.wants,
+            state: RefCell::new(RunState::default()),
+            last_sent: Cell::new("nothing"),
+        }
     }
 
     /// What the driver said in its `hello`, once a run started it.
@@ -177,6 +236,10 @@ impl ExternalDriver {
             ToDriver::Hello { .. } => "hello",
             ToDriver::Acquire { .. } => "acquire",
             ToDriver::CallbackResult { .. } => "callback_result",
+            ToDriver::AcquireItemData { .. } => "acquire_item_data",
+            ToDriver::NextStream { .. } => "next_stream",
+            ToDriver::MessageResult { .. } => "message_result",
+            ToDriver::StreamResult(_) => "stream_result",
             ToDriver::Notify { .. } => "notify",
             ToDriver::Done(_) => "done",
         });
@@ -261,12 +324,14 @@ impl ExternalDriver {
         self.send(&ToDriver::Hello {
             protocol: PROTOCOL_VERSIONS[0],
             protocols: PROTOCOL_VERSIONS,
+            contracts: CONTRACTS,
             runner: concat!("scanconform ", env!("CARGO_PKG_VERSION")),
         })?;
         let msg = self.recv()?;
-        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0])?;
+        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0], Contract::Wia)?;
         let FromDriver::Hello {
             protocol,
+            contract,
             name,
             version,
             capabilities,
@@ -280,11 +345,23 @@ impl ExternalDriver {
         if !PROTOCOL_VERSIONS.contains(&protocol) {
             return Err(Fault::Version(protocol));
         }
+        let contract = match contract {
+            None => Contract::Wia,
+            Some(c) => Contract::from_name(&c).ok_or(Fault::UnknownContract { chose: c })?,
+        };
+        if contract != self.wants {
+            return Err(Fault::WrongContract {
+                chose: contract.name(),
+                wants: self.wants,
+            });
+        }
         Ok(DriverIdentity {
             name,
             version,
             async_cancel: capabilities.async_cancel,
             protocol,
+            contract,
+            acquire_children: capabilities.acquire_children,
         })
     }
 
@@ -326,6 +403,178 @@ impl ExternalDriver {
         }
     }
 
+    /// Starts the process of a run and reads its `hello` (a fault is recorded).
+    fn begin(&self, run: Rc<dyn RunContext>) {
+        self.stop();
+        {
+            let mut st = self.state.borrow_mut();
+            st.run = Some(run);
+            st.identity = None;
+            st.version = PROTOCOL_VERSIONS[0];
+            st.inflight = None;
+            st.streams.clear();
+            st.failed = false;
+            st.acquisitions = 0;
+            st.instant = (0, 0);
+        }
+        match self.start() {
+            Ok(identity) => {
+                let mut st = self.state.borrow_mut();
+                st.version = identity.protocol;
+                if identity.protocol >= 2 {
+                    st.inflight = Some(InFlight::new(self.config.max_in_flight));
+                }
+                st.identity = Some(identity);
+            }
+            Err(fault) => self.fault(&fault),
+        }
+    }
+
+    /// A WIA 2.0 call (drvAcquireItemData); a `Fault` ends it. The USB requests and the
+    /// version 2 messages are those of a WIA 1.0 acquisition; the driver's callbacks go to
+    /// `callback`, its stream calls to the streams it was given.
+    async fn transfer2(
+        &self,
+        ctx: &ItemContext,
+        host: &dyn UsbHost,
+        callback: &dyn TransferCallback2,
+    ) -> Result<Hresult, Fault> {
+        let call = {
+            let mut st = self.state.borrow_mut();
+            st.acquisitions += 1;
+            st.acquisitions
+        };
+        self.send(&ToDriver::AcquireItemData {
+            call,
+            flags: ctx.flags,
+            tymed: ctx.tymed,
+            format: ctx.format.name(),
+            item: wire_item(&ctx.item),
+            children: ctx.children.iter().map(wire_item).collect(),
+            interface: ctx.interface,
+            now_us: host.now().total_micros(),
+        })?;
+        loop {
+            let msg = self.recv()?;
+            turns::check(&msg, Phase::Acquire, self.version(), self.wants)?;
+            match msg {
+                FromDriver::Result { hr } => return Ok(hresult_from_wire(hr)?),
+                FromDriver::GetNextStream {
+                    item_name,
+                    full_item_name,
+                } => {
+                    let got = callback.get_next_stream(&item_name, &full_item_name).await;
+                    self.check_alive()?;
+                    let stream = got.stream.map(|s| {
+                        let id = s.id();
+                        self.state.borrow_mut().streams.insert(id, Rc::from(s));
+                        id
+                    });
+                    self.send(&ToDriver::NextStream {
+                        hr: got.hr.0 as u32,
+                        stream,
+                    })?;
+                }
+                FromDriver::SendMessage {
+                    msg,
+                    percent,
+                    bytes,
+                    status,
+                } => {
+                    let params = TransferParams {
+                        msg: crate::wia::TransferMsg(msg),
+                        percent,
+                        bytes,
+                        status: status_from_wire(status)?,
+                    };
+                    let hr = callback.send_message(params).await;
+                    self.check_alive()?;
+                    self.send(&ToDriver::MessageResult { hr: hr.0 as u32 })?;
+                }
+                FromDriver::Stream { stream, op } => {
+                    let s = self.stream(stream, op.name())?;
+                    let result = self.stream_call(s.as_ref(), op).await?;
+                    self.check_alive()?;
+                    self.send(&ToDriver::StreamResult(result))?;
+                }
+                FromDriver::Release { stream } => self.stream(stream, "release")?.release(),
+                FromDriver::Submit { id, request } => {
+                    let request = request.to_request(self.config.max_line_bytes)?;
+                    self.submit(id, request)?;
+                }
+                FromDriver::Cancel { id } => self.cancel(id)?,
+                FromDriver::Wait {} => {
+                    let done = self.next_completion(host).await?;
+                    self.send(&ToDriver::Done(done))?;
+                }
+                request => {
+                    self.check_blocking(&request)?;
+                    let done = requests::perform(request, host, self.config.max_line_bytes).await?;
+                    self.check_alive()?;
+                    self.send(&ToDriver::Done(done))?;
+                }
+            }
+        }
+    }
+
+    /// The stream numbered `id` that a `next_stream` gave the driver instance.
+    fn stream(&self, id: u32, op: &'static str) -> Result<Rc<dyn AppStream>, Fault> {
+        self.state
+            .borrow()
+            .streams
+            .get(&id)
+            .cloned()
+            .ok_or(Fault::UnknownStream { stream: id, op })
+    }
+
+    /// Runs one IStream method on `s`; what it returned, as `stream_result` carries it.
+    async fn stream_call(&self, s: &dyn AppStream, op: StreamOp) -> Result<StreamResult, Fault> {
+        let hr = |h: Hresult| h.0 as u32;
+        Ok(match op {
+            StreamOp::Write { data } => {
+                let data = payload("stream write", &data)?;
+                let io = s.write(&data).await;
+                StreamResult {
+                    hr: hr(io.hr),
+                    actual: Some(io.bytes),
+                    ..StreamResult::default()
+                }
+            }
+            StreamOp::Read { length } => {
+                within("stream read", length, self.config.max_line_bytes)?;
+                let mut buf = vec![0u8; length];
+                let io = s.read(&mut buf).await;
+                let n = usize::try_from(io.bytes).unwrap_or(length).min(length);
+                StreamResult {
+                    hr: hr(io.hr),
+                    actual: Some(io.bytes),
+                    data: Some(BASE64.encode(&buf[..n])),
+                    ..StreamResult::default()
+                }
+            }
+            StreamOp::Seek { offset, origin } => {
+                let (h, position) = s.seek(offset, seek_origin(origin)?).await;
+                StreamResult {
+                    hr: hr(h),
+                    position: Some(position),
+                    ..StreamResult::default()
+                }
+            }
+            StreamOp::SetSize { size } => StreamResult {
+                hr: hr(s.set_size(size).await),
+                ..StreamResult::default()
+            },
+            StreamOp::Stat {} => {
+                let (h, size) = s.stat().await;
+                StreamResult {
+                    hr: hr(h),
+                    size: Some(size),
+                    ..StreamResult::default()
+                }
+            }
+        })
+    }
+
     /// The acquisition itself; a `Fault` ends it.
     async fn transfer(
         &self,
@@ -348,7 +597,7 @@ impl ExternalDriver {
         })?;
         loop {
             let msg = self.recv()?;
-            turns::check(&msg, Phase::Acquire, self.version())?;
+            turns::check(&msg, Phase::Acquire, self.version(), self.wants)?;
             match msg {
                 FromDriver::Result { hr } => return Ok(hresult_from_wire(hr)?),
                 FromDriver::Callback {
@@ -469,7 +718,7 @@ impl ExternalDriver {
         self.send(&ToDriver::Notify { event: "cancel_io" })?;
         loop {
             let msg = self.recv()?;
-            turns::check(&msg, Phase::Notify, self.version())?;
+            turns::check(&msg, Phase::Notify, self.version(), self.wants)?;
             if matches!(
                 msg,
                 FromDriver::AbortEndpoint { .. } | FromDriver::Now { .. }
@@ -549,28 +798,53 @@ impl MiniDriver for ExternalDriver {
     }
 
     fn begin_run(&self, run: Rc<dyn RunContext>) {
+        self.begin(run);
+    }
+
+    fn end_run(&self) {
         self.stop();
-        {
-            let mut st = self.state.borrow_mut();
-            st.run = Some(run);
-            st.identity = None;
-            st.version = PROTOCOL_VERSIONS[0];
-            st.inflight = None;
-            st.failed = false;
-            st.acquisitions = 0;
-            st.instant = (0, 0);
-        }
-        match self.start() {
-            Ok(identity) => {
-                let mut st = self.state.borrow_mut();
-                st.version = identity.protocol;
-                if identity.protocol >= 2 {
-                    st.inflight = Some(InFlight::new(self.config.max_in_flight));
-                }
-                st.identity = Some(identity);
+    }
+}
+
+#[async_trait(?Send)]
+impl MiniDriver2 for ExternalDriver {
+    fn acquire_children_capable(&self) -> bool {
+        self.state
+            .borrow()
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.acquire_children)
+    }
+
+    async fn acquire_item_data(
+        &self,
+        ctx: &ItemContext,
+        host: &dyn UsbHost,
+        callback: &dyn TransferCallback2,
+    ) -> Hresult {
+        if self.state.borrow().failed || self.state.borrow().process.is_none() {
+            if !self.state.borrow().failed {
+                self.fault(&Fault::NotBegun);
             }
-            Err(fault) => self.fault(&fault),
+            return Hresult::E_FAIL;
         }
+        match self.transfer2(ctx, host, callback).await {
+            Ok(hr) => hr,
+            Err(fault) => {
+                if !self.state.borrow().failed {
+                    self.fault(&fault);
+                }
+                Hresult::E_FAIL
+            }
+        }
+    }
+
+    fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {
+        MiniDriver::notify_pnp_event(self, event, host);
+    }
+
+    fn begin_run(&self, run: Rc<dyn RunContext>) {
+        self.begin(run);
     }
 
     fn end_run(&self) {
