@@ -78,9 +78,9 @@ fn a_profile_is_refused_when_a_server_already_holds_the_port() {
         "--",
         "true",
     ]);
-    assert_refused(&out, "--profile/--devices cannot apply");
+    assert_refused(&out, "--profile/--devices/--replay cannot apply");
     let out = with_emulator(&["--port", &port, "--devices", "2", "--", "true"]);
-    assert_refused(&out, "--profile/--devices cannot apply");
+    assert_refused(&out, "--profile/--devices/--replay cannot apply");
 }
 
 #[test]
