@@ -92,11 +92,10 @@ impl Device {
                 let mps = port
                     .endpoint_info(ep)
                     .map_or(0, |(_, mps, _)| usize::from(mps));
-                if mps > 0 {
-                    let packets = (MULTI_PACKET_FIFO_BYTES / mps).max(1);
+                if let Some(packets) = MULTI_PACKET_FIFO_BYTES.checked_div(mps) {
                     fw.usb
                         .bus()
-                        .set_in_depth(EndpointAddress::from(ep), packets);
+                        .set_in_depth(EndpointAddress::from(ep), packets.max(1));
                 }
             }
         });
