@@ -60,7 +60,7 @@ IT_STATUS_TRANSFER_FROM_DEVICE = 0x0001
 IT_STATUS_TRANSFER_TO_CLIENT = 0x0004
 
 # Timing, in microseconds (the same values as the in-process driver).
-READ_SLICE_US = 500_000  # one bulk read waits this long before the driver reports status
+READ_SLICE_US = 100_000  # one bulk read waits this long before the driver reports status
 READ_SLACK = 1024  # extra bytes asked for at the end of a band: one SuperSpeed packet
 CONTROL_TIMEOUT_US = 1_000_000
 STATUS_POLL_US = 5_000

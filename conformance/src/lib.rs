@@ -30,9 +30,10 @@
 //!   `BandedDataCallback` trait it defines.
 //! - [`run`]: one run. It builds the host ([`run::Transport`]: in-process, replay, USB/IP,
 //!   libusb), the roles and the driver's context, plays them on scanemu's `Sim` until the
-//!   script ends or the budget runs out, and judges the trace. [`device`] serves the scenario's
-//!   scanner over USB/IP for runs and for SANE backends alike; [`record`] keeps a run as a
-//!   recording and replays it.
+//!   script ends or the budget runs out, and judges the trace. A run never leaves its thread;
+//!   [`run::parallel`] puts whole runs on worker threads and hands their results back in
+//!   catalog order (`run --jobs`). [`device`] serves the scenario's scanner over USB/IP for
+//!   runs and for SANE backends alike; [`record`] keeps a run as a recording and replays it.
 //! - [`drivers`]: the built-in drivers (reference, legacy-xp, the mutants) and the adapter for
 //!   drivers in any language, a process speaking JSON lines ([`drivers::external`]).
 //! - [`sane`]: SANE backends loaded with dlopen, played against the same kind of scenarios.
@@ -44,7 +45,8 @@
 //! rendered (aligned text, JSON lines; `conformance/TRACE.md` lists every event). [`rules`] is
 //! the catalogue: each rule has an ID, its quoted sentence and a check over the trace; rules
 //! match on the trace's types. [`verdict`] holds what a check concludes, shared by the WIA and
-//! SANE catalogues, and [`report`] prints it: table, JSON, JUnit, HTML with SVG timelines.
+//! SANE catalogues, and [`report`] turns every driver kind's runs into one record per run and
+//! renders them (summary table, JSON, JUnit, HTML with SVG timelines) for the binary to print.
 //! [`scenario`] reads the scenario files; [`wia`] holds the WIA values (`Hresult`, `IT_MSG_*`).
 //!
 //! # Time

@@ -145,10 +145,12 @@ const SRC_VISTA: &str =
 const SRC_WPD: &str = "Microsoft WPD team blog, \"Cancellation behavior of MTP/USB devices\", Case A. When the Host Cancels (reference §4.3)";
 const SRC_USB_COMPLETE: &str =
     "USB Complete, 4th ed. (Jan Axelson), ch. 7, on the Still Image class (reference §4.4)";
+const SRC_CONTEXT: &str = "WIA minidriver docs, MINIDRV_TRANSFER_CONTEXT, lBufferSize row (ns-wiamindr_lh-_minidrv_transfer_context.md; reference §1.7)";
+const SRC_HLK: &str = "Windows hardware requirement Device.Imaging.Scanner.Base.dataTransfer, the list the WIA Transfer Test certifies, item H14 (device-imaging-scanner.md; wia2-stream.md §3; reference §5)";
 const SRC_HCK: &str =
     "Windows HCK, \"WIA Transfer Test\" (Device.Imaging.Scanner.Base.dataTransfer; reference §5)";
 
-static CATALOG: [Rule; 20] = [
+static CATALOG: [Rule; 24] = [
     Rule {
         id: "WIA-CB-STOP",
         statement: "no IT_MSG_DATA callback after a callback returned S_FALSE or an error (same acquisition)",
@@ -193,6 +195,7 @@ static CATALOG: [Rule; 20] = [
             "USB-HALTS-CLEARED",
             "USB-NO-STALE",
             "WIA-IDLE-AFTER-CANCEL",
+            "WIA-CADENCE",
         ],
         looks_at: "Each acquisition's acquire-return against the scenario's `expect`: complete = S_OK (whether the whole image arrived is the data rules' business); cancelled = S_FALSE; error = FAILED(hr); hresult = that exact code; one_of = any of its outcomes. An expected acquisition that never ran or never returned is a violation.",
         report_only: false,
@@ -200,11 +203,11 @@ static CATALOG: [Rule; 20] = [
     },
     Rule {
         id: "WIA-CANCEL-IO-ASAP",
-        statement: "a driver that claims async cancel stops after WIA_EVENT_CANCEL_IO: no IT_MSG_DATA callback after the event, and a cancel on the wire (Cancel Request, Device Reset or endpoint abort) within 10 ms virtual",
+        statement: "a driver that claims async cancel stops after WIA_EVENT_CANCEL_IO: no IT_MSG_DATA callback after the event, a cancel on the wire (Cancel Request, Device Reset or endpoint abort) within 10 ms virtual, and no read resubmitted on an endpoint it aborted",
         quote: "If this method is called with *pEventGuid set to WIA_EVENT_CANCEL_IO device event ..., it should cancel all current I/O operations as soon as possible.",
         source: SRC_PNP,
         depends_on: &[],
-        looks_at: "Only for drivers that claim async cancel. For each notify-cancel-io inside an acquisition that had not finished: no IT_MSG_DATA callback after it (the callback the application cancelled from inside is not \"after\"), and, if the device was scanning at that moment, a CANCEL (0x64), DEVICE_RESET (0x66), port reset or endpoint abort at most 10 ms after it.",
+        looks_at: "Only for drivers that claim async cancel. For each notify-cancel-io inside an acquisition that had not finished: no IT_MSG_DATA callback after it (the callback the application cancelled from inside is not \"after\"), and, if the device was scanning at that moment, a CANCEL (0x64), DEVICE_RESET (0x66), port reset or endpoint abort at most 10 ms after it. An endpoint abort followed by a new read on that endpoint, before any CANCEL or DEVICE_RESET, is no cancel: it restarts the I/O it cancelled, and is itself a violation. A new read is a bulk completion on that endpoint besides the transfers the abort ended (`cancelled` at its instant, or the one still on the wire, `ok` a little later): one that ends without data, or carries data while the device produced or handed over a band since the abort.",
         report_only: false,
         check: checks::cancel_io_asap,
     },
@@ -237,6 +240,22 @@ static CATALOG: [Rule; 20] = [
         looks_at: "From the acquisition's first cancel point the driver acts on (a stopping callback, a device fault, or CANCEL_IO when the driver claims async cancel and put a cancel on the wire within 10 ms) to the first device event after which the device is stopped (motor-stopped, drained, idle, reset, or a fault that ended the job): at most max(motor stop, the device's observed cancel-to-stop time) + 50 ms. Acquisitions that never returned or whose device left the bus are not judged here.",
         report_only: false,
         check: checks::idle_after_cancel,
+    },
+    Rule {
+        id: "WIA-CANCEL-RETURN",
+        statement: "a cancelled acquisition returns without delay: drvAcquireItemData returns at most 50 ms (virtual) after the device is stopped again following the cancel point the driver acts on",
+        quote: "Return from IWiaMiniDrv::drvAcquireItemData calls during canceled transfers in less time than during completed transfers.",
+        source: SRC_HLK,
+        depends_on: &[
+            "USB-CANCEL-SENT",
+            "USB-STATUS-POLLED",
+            "USB-HALTS-CLEARED",
+            "WIA-IDLE-AFTER-CANCEL",
+            "WIA-FAULT-NO-HANG",
+        ],
+        looks_at: "The budget, derived for virtual time: a completed transfer of the item cannot return before the device has produced its last band; a cancelled one has nothing left to wait for once the device has stopped again (motor stopped, buffers flushed: WIA-IDLE-AFTER-CANCEL judges how soon). So from the cancel point the driver acts on (an S_FALSE, CANCEL_IO honoured by a driver that claims async cancel, a device-initiated cancel), drvAcquireItemData must return at most 50 ms after the first moment the device is stopped again, or after the cancel point if it already was. A cancelled transfer that meets it returns about the device's stop time + 50 ms after the cancel, less than the completed transfer would take whenever bands were still to come after that; and the driver is never charged for a device slow to stop (a slow motor, an ignored Cancel Request). Acquisitions whose device never stopped, or left the bus, are not judged here.",
+        report_only: false,
+        check: checks::cancel_return,
     },
     Rule {
         id: "WIA-NEXT-TRANSFER",
@@ -275,6 +294,36 @@ static CATALOG: [Rule; 20] = [
         check: checks::data_exact,
     },
     Rule {
+        id: "WIA-DATA-LENGTH",
+        statement: "each IT_MSG_DATA's lLength is the number of bytes it carries, and offset + lLength stays within the page",
+        quote: "pbBuffer holds a band; lOffset/lLength valid",
+        source: SRC_BANDED,
+        depends_on: &["WIA-DATA-CONTIGUOUS"],
+        looks_at: "Every IT_MSG_DATA callback: lLength (\"length of the current band\", reference §1.3) against the bytes the call carried (the trace's `carried`, present when they differ), and offset + lLength against the page's size (bytes per line x lines). WIA-DATA-CONTIGUOUS compares each band with the next one only; this also judges a page's last band.",
+        report_only: false,
+        check: checks::data_length,
+    },
+    Rule {
+        id: "WIA-DATA-BUFFER",
+        statement: "no IT_MSG_DATA callback hands over more bytes than lBufferSize, the transfer buffer's size",
+        quote: "total size of the transfer buffer",
+        source: SRC_CONTEXT,
+        depends_on: &["USB-NO-STALE"],
+        looks_at: "Every IT_MSG_DATA callback's lLength and the bytes it carried, against the buffer size of its acquisition (the application's `acquire`, the scenario's `buffer`): a band larger than the buffer must be split across callbacks.",
+        report_only: false,
+        check: checks::data_buffer,
+    },
+    Rule {
+        id: "WIA-DATA-COMPLETE",
+        statement: "an acquisition that returns S_OK delivered the whole image: every page whole, as many pages as asked for, and 100 % on its last band (WIA_STATUS_END_OF_MEDIA: every page it delivered whole)",
+        quote: "On success, the method should return S_OK and clear the device error value pointed to by plDevErrVal.",
+        source: SRC_ACQUIRE,
+        depends_on: &["WIA-RET-SFALSE", "WIA-ERR-PROPAGATE"],
+        looks_at: "Each acquisition that returned S_OK or WIA_STATUS_END_OF_MEDIA: the bytes its IT_MSG_DATA callbacks carried, per page (pages counted by IT_MSG_NEW_PAGE), against the page's size; for S_OK also the page count against the pages asked for (flatbed 1; ADF `pages`, unless 0 = until the feeder is empty) and, when the total is known, percent 100 on the last IT_MSG_DATA. Less data than the page is a cancel (the device \"is allowed to cancel an operation at any time by returning less data than the host is expecting\", reference §1.2), never a success.",
+        report_only: false,
+        check: checks::data_complete,
+    },
+    Rule {
         id: "WIA-PERCENT",
         statement: "percent is non-decreasing within an acquisition, within 0..=100, and 100 only in a transfer that completes",
         quote: "The percent complete values are sent directly from the driver. The WIA service does not adjust the values.",
@@ -286,21 +335,21 @@ static CATALOG: [Rule; 20] = [
     },
     Rule {
         id: "WIA-CADENCE",
-        statement: "during a transfer, no gap between callbacks exceeds max(1 s, duration/10) x 1.5",
+        statement: "during a transfer, no gap between callbacks exceeds min(1 s, duration/10) x 1.5, never asking for more than ten callbacks a second",
         quote: "it should be called about ten times, or roughly once per second during the transfer, whichever is more often.",
         source: SRC_ACQUIRE,
         depends_on: &[],
-        looks_at: "Per acquisition with IT_MSG_DATA, from drvAcquireItemData to the last callback (or the callback that stopped the transfer): the gap before each callback, against max(1 s, that duration / 10) x 1.5 (the plan's lenient reading of \"whichever is more often\"; status callbacks while waiting count).",
+        looks_at: "Per acquisition with IT_MSG_DATA, from drvAcquireItemData to the last callback (or the callback that stopped the transfer): the gap before each callback, against 1.5 x max(100 ms, min(1 s, that duration / 10)). \"Whichever is more often\" is the shorter interval: ten callbacks spread over the transfer (duration / 10) in a transfer shorter than ten seconds, one a second in a longer one; 1.5 is the tolerance for \"about\" and \"roughly\"; the 100 ms floor keeps a transfer of a few virtual milliseconds from asking for callbacks more often than bands arrive. Status callbacks while waiting count.",
         report_only: false,
         check: checks::cadence,
     },
     Rule {
         id: "USB-CANCEL-SENT",
-        statement: "when an acquisition ends cancelled or failed while the device was still scanning, the driver sent Cancel Request (0x64) or Device Reset (0x66) before returning",
+        statement: "when an acquisition ends (cancelled, failed, or even S_OK) while the device is still scanning or holds image data, the driver sent Cancel Request (0x64) or Device Reset (0x66) before returning",
         quote: "When the device receives a cancellation request from the host, it should return Device_Busy (0x2019) for a GetDeviceStatus query.",
         source: SRC_WPD,
-        depends_on: &[],
-        looks_at: "Each acquisition with a cancel point or a non-S_OK return where the device is still scanning or draining when acquire-return happens: a CANCEL (0x64), DEVICE_RESET (0x66) or port reset must appear between the first cancel point (or the start) and the return.",
+        depends_on: &["WIA-DATA-COMPLETE", "USB-NO-STALE"],
+        looks_at: "Each acquisition where the device is still scanning or draining (bands produced, not taken) when acquire-return happens, whatever it returned: a CANCEL (0x64), DEVICE_RESET (0x66) or port reset must appear between the first cancel point (or the start) and the return. An S_OK return that left the device busy is judged here too; when the image it delivered was also incomplete or began with a stale band, WIA-DATA-COMPLETE or USB-NO-STALE counts the defect.",
         report_only: false,
         check: checks::cancel_sent,
     },

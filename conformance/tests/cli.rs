@@ -362,6 +362,21 @@ fn input_errors_come_before_any_output() {
         &["run", "--junit", d.to_str().unwrap()],
         &["--junit", "is a folder"],
     );
+    // A file given as the --pcap or --traces folder; a --pcap folder that cannot be made.
+    let file = d.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    refused(
+        &["run", "--pcap", file.to_str().unwrap()],
+        &["--pcap", "is a file, not a folder"],
+    );
+    refused(
+        &["run", "--traces", file.to_str().unwrap()],
+        &["--traces", "is a file, not a folder"],
+    );
+    refused(
+        &["run", "--pcap", file.join("caps").to_str().unwrap()],
+        &["--pcap", "a-file/caps"],
+    );
     let traces = d.join("traces");
     refused(
         &[
@@ -496,4 +511,50 @@ fn legacy_xp_passes_and_reports_wasted_bands() {
         .find_map(|l| l.split("runs, ").nth(1)?.split(' ').next()?.parse().ok())
         .expect("summary line with bands wasted");
     assert!(wasted > 0, "{out}");
+}
+
+#[test]
+fn show_marks_the_violation_in_text_mode() {
+    let d = temp_dir("show");
+    let traces = d.join("traces");
+    let o = run(&[
+        "run",
+        "--driver",
+        "mutant-no-status-poll",
+        "--service",
+        "xp",
+        "--filter",
+        "callback/s-false-mid-scan",
+        "--traces",
+        traces.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let trace = traces.join("mutant-no-status-poll/xp/callback/s-false-mid-scan.jsonl");
+    let verdict: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(trace.with_file_name("s-false-mid-scan.verdict.json")).unwrap(),
+    )
+    .unwrap();
+    let event = verdict["failed"][0]["event"].as_u64().unwrap() as usize;
+    let rule = verdict["failed"][0]["id"].as_str().unwrap();
+    let o = run(&["show", trace.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    let marked: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with(">> "))
+        .collect();
+    // One line per event, the violating one marked, the rule and what was wrong under it.
+    assert_eq!(marked, [event], "{out}");
+    assert!(
+        lines[event + 1].starts_with(&format!("   ^ {rule}: ")),
+        "{}",
+        lines[event + 1]
+    );
+    assert!(lines.last().unwrap().contains(rule), "{out}");
+    // Without the verdict beside it, the plain text: nothing marked.
+    std::fs::remove_file(trace.with_file_name("s-false-mid-scan.verdict.json")).unwrap();
+    let o = run(&["show", trace.to_str().unwrap()]);
+    let plain = String::from_utf8_lossy(&o.stdout);
+    assert!(!plain.contains(">> ") && !plain.contains(" ^ "), "{plain}");
+    assert_eq!(plain.lines().count(), lines.len() - 2);
 }

@@ -4,8 +4,12 @@
 //!   verdicts and the same traces as the in-process drivers on every scenario and service; the
 //!   only difference allowed is `log` events (the driver's stderr), of which they write none.
 //! - Two runs of the external reference give byte-identical traces.
+//! - The protocol version 2 example with read-ahead (`examples/readahead_driver.py`) gives the
+//!   reference's verdicts on every scenario and service, really keeps several reads in flight,
+//!   and two runs of it give byte-identical traces.
 //! - Each hostile behaviour (`tests/hostile/driver.py MODE`) ends in a failed verdict with a
-//!   `driver-fault` saying what happened, and leaves no process behind.
+//!   `driver-fault` saying what happened, and leaves no process behind; the version 2 ones
+//!   (a malformed or out-of-turn `submit`, `cancel` or `wait`) each name the message and why.
 //!
 //! Drivers run as `python3 -S` here: the same programs, without site-packages start-up time.
 
@@ -154,21 +158,88 @@ fn python_legacy_xp_matches_the_in_process_legacy_xp_on_every_scenario() {
 }
 
 #[test]
-fn two_runs_of_the_external_reference_give_byte_identical_traces() {
-    let cmd = python("examples/reference_driver.py", "");
+fn python_readahead_driver_gives_the_reference_verdicts_on_every_scenario() {
+    let cmd = python("examples/readahead_driver.py", "");
+    let mut problems = Vec::new();
+    let (mut runs, mut read_ahead) = (0, 0);
+    for s in catalog() {
+        for &service in &s.scenario.services {
+            let reference = run(
+                &s,
+                service,
+                "reference",
+                drivers::instantiate("reference").unwrap(),
+            );
+            let ext = run(
+                &s,
+                service,
+                "readahead",
+                external(&cmd, ExternalConfig::default()),
+            );
+            runs += 1;
+            if failed_rules(&reference) != failed_rules(&ext) || !ext.async_cancel {
+                problems.push(format!(
+                    "{} [{}]: verdict differs: reference {:?}, readahead {:?}",
+                    s.id,
+                    service.name(),
+                    failed_rules(&reference),
+                    failed_rules(&ext)
+                ));
+            }
+            // Reads still queued when the driver stops end cancelled, several at one instant.
+            let cancelled: Vec<u64> = ext
+                .trace
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        Kind::Bulk {
+                            result: scanconform::trace::TransferOutcome::Cancelled,
+                            ..
+                        }
+                    )
+                })
+                .map(|e| e.at_us)
+                .collect();
+            if cancelled.windows(2).any(|w| w[0] == w[1]) {
+                read_ahead += 1;
+            }
+        }
+    }
+    assert!(runs > 100, "the catalog has only {runs} runs");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        read_ahead >= 10,
+        "only {read_ahead} runs show two or more reads in flight when the driver stopped"
+    );
+}
+
+#[test]
+fn two_runs_of_the_external_drivers_give_byte_identical_traces() {
     let scenarios: Vec<LoadedScenario> = catalog()
         .into_iter()
         .filter(|s| s.id.starts_with("cancel-io/") || s.id.starts_with("faults/"))
         .collect();
     assert!(!scenarios.is_empty());
-    for s in &scenarios {
+    for script in [
+        "examples/reference_driver.py",
+        "examples/readahead_driver.py",
+    ] {
+        let cmd = python(script, "");
+        assert_identical_reruns(&cmd, &scenarios);
+    }
+}
+
+fn assert_identical_reruns(cmd: &str, scenarios: &[LoadedScenario]) {
+    for s in scenarios {
         for &service in &s.scenario.services {
-            let a = run(s, service, "ext", external(&cmd, ExternalConfig::default()));
-            let b = run(s, service, "ext", external(&cmd, ExternalConfig::default()));
+            let a = run(s, service, "ext", external(cmd, ExternalConfig::default()));
+            let b = run(s, service, "ext", external(cmd, ExternalConfig::default()));
             assert_eq!(
                 a.trace.to_json_lines(),
                 b.trace.to_json_lines(),
-                "{} [{}]",
+                "{cmd}: {} [{}]",
                 s.id,
                 service.name()
             );
@@ -193,11 +264,18 @@ fn is_our_child(pid: u32) -> bool {
 
 /// Runs one scenario against `driver.py MODE`; returns the driver fault texts.
 fn hostile(mode: &str) -> Vec<String> {
+    hostile_in(mode, "complete/gray8")
+}
+
+/// Runs scenario `id` against `driver.py MODE`; returns the driver fault texts.
+fn hostile_in(mode: &str, id: &str) -> Vec<String> {
     let s = catalog()
         .into_iter()
-        .find(|s| s.id == "complete/gray8")
-        .expect("complete/gray8 in the catalog");
-    let config = ExternalConfig::default().with_reply_timeout(Duration::from_millis(1500));
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("{id} in the catalog"));
+    let config = ExternalConfig::default()
+        .with_reply_timeout(Duration::from_millis(1500))
+        .with_max_messages_per_instant(2000);
     let d = external(&python("tests/hostile/driver.py", mode), config);
     let wall = std::time::Instant::now();
     let r = run(&s, ServiceModel::Xp, "hostile", d.clone());
@@ -283,6 +361,70 @@ fn a_driver_that_closes_stdout_but_keeps_running_fails() {
 #[test]
 fn a_driver_of_another_protocol_version_fails_at_the_handshake() {
     assert_fault("bad-hello", "protocol version 99");
+}
+
+#[test]
+fn version_2_misuse_is_a_driver_fault_naming_the_message_and_why() {
+    let cases = [
+        ("v2-in-v1", "complete/gray8", "protocol: submit needs protocol version 2; the driver chose 1 in its hello"),
+        ("v2-bad-submit", "complete/gray8", "unknown variant `warp_in`"),
+        ("v2-duplicate-id", "complete/gray8", "protocol: submit of id 1: a transfer with that id is still in flight"),
+        ("v2-too-many", "complete/gray8", "protocol: submit of id 65: 64 transfers are in flight already"),
+        ("v2-unknown-cancel", "complete/gray8", "protocol: cancel of id 99: no transfer with that id was submitted"),
+        ("v2-cancel-finished", "complete/gray8", "protocol: cancel of id 1: that transfer completed and its done was delivered already"),
+        ("v2-wait-nothing", "complete/gray8", "protocol: wait with no transfer in flight and no completion to deliver"),
+        ("v2-overtake", "complete/gray8", "protocol: bulk_in (id 2) on endpoint 0x81 while submitted transfers are in flight there (ids 1)"),
+        ("v2-submit-in-notify", "cancel-io/during-warm-up", "protocol: submit while handling notify"),
+        ("v2-wait-stalled", "complete/gray8", "hang: acquisition 1"),
+        ("v2-spin", "complete/gray8", "hang: the driver wrote 2001 messages while virtual time stood at 0 us"),
+    ];
+    let mut problems = Vec::new();
+    for (mode, scenario, needle) in cases {
+        let faults = hostile_in(mode, scenario);
+        if !faults.iter().any(|f| f.contains(needle)) {
+            problems.push(format!(
+                "{mode}: no driver fault mentions {needle:?}: {faults:?}"
+            ));
+        }
+        if faults.iter().any(|f| f.contains('\n')) {
+            problems.push(format!("{mode}: a fault of more than one line: {faults:?}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_read_submitted_and_left_behind_counts_as_pending() {
+    let s = catalog()
+        .into_iter()
+        .find(|s| s.id == "complete/gray8")
+        .unwrap();
+    let d = external(
+        &python("tests/hostile/driver.py", "v2-early-result"),
+        ExternalConfig::default(),
+    );
+    let r = run(&s, ServiceModel::Xp, "hostile", d);
+    let pending = r.trace.events.iter().find_map(|e| match e.kind {
+        Kind::AcquireReturn { pending, .. } => Some(pending),
+        _ => None,
+    });
+    assert_eq!(
+        pending,
+        Some(1),
+        "the submitted read is pending at the return"
+    );
+    assert!(
+        failed_rules(&r).iter().any(|f| f == "USB-NO-PENDING"),
+        "{:?}",
+        failed_rules(&r)
+    );
+    assert!(
+        !r.trace
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, Kind::DriverFault { .. })),
+        "leaving a transfer pending is a rule failure, not a protocol error"
+    );
 }
 
 #[test]

@@ -212,3 +212,41 @@ fn verdict_files_are_written_beside_traces_and_read_back() {
     assert!(err.contains("s-false-mid-scan.verdict.json:1:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_header_says_runs_failures_drivers_when_and_which_build_not_load_timings() {
+    let runs: Vec<RunRecord> = [
+        run_one("reference", "callback/s-false-mid-scan", ServiceModel::Xp),
+        failing_run(),
+    ]
+    .iter()
+    .map(RunRecord::wia)
+    .collect();
+    let mut meta = html_report::ReportMeta::default();
+    meta.when = Some("2026-12-04 17:45 UTC".into());
+    meta.commit = Some("v0.1-12-gabc1234".into());
+    meta.note = Some("interrupted by SIGINT: 3 scenario runs not run".into());
+    let html = html_report::render_report(&runs, &meta);
+    let header = html
+        .lines()
+        .find(|l| l.starts_with("<p class=\"totals\">"))
+        .expect("a header line");
+    for want in [
+        "2 runs: ",
+        "1 failed",
+        "1 passed",
+        "drivers: mutant-no-status-poll, reference",
+        "run <span id=\"when\">2026-12-04 17:45 UTC</span>",
+        "scanlab <span id=\"commit\">v0.1-12-gabc1234</span>",
+    ] {
+        assert!(header.contains(want), "{want:?} missing from {header}");
+    }
+    assert!(html.contains("<p class=\"note\">interrupted by SIGINT: 3 scenario runs not run</p>"));
+    for gone in ["load-ms", "load-event-ms", "performance.now", "page ready"] {
+        assert!(!html.contains(gone), "{gone}");
+    }
+    // Without them, when and which build are left out, and the page is the same every time.
+    let plain = html_report::render_html(&runs);
+    assert!(!plain.contains("id=\"when\"") && !plain.contains("id=\"commit\""));
+    assert_eq!(plain, html_report::render_html(&runs));
+}

@@ -247,7 +247,7 @@ fn sane_rules_explain_and_wia_catalog_is_unchanged() {
         rules::find("SANE-CANCEL-STATUS").is_none(),
         "WIA catalogue untouched"
     );
-    assert_eq!(rules::catalog().len(), 20);
+    assert!(rules::catalog().iter().all(|r| !r.id.starts_with("SANE-")));
     let o = scanconform(&["explain", "SANE-CANCEL-STATUS"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("SANE_STATUS_CANCELLED"));

@@ -288,6 +288,14 @@ fn semantic_errors_point_at_the_value() {
     // Trigger counts start at 1.
     let text = GOOD.replace("{\"data_callback\": 1}", "{\"data_callback\": 0}");
     assert_at("zero-trigger", &text, 7, 43, "counts from 1");
+    let text = GOOD.replace("{\"data_callback\": 1}", "{\"status_callback\": 0}");
+    assert_at(
+        "zero-status-trigger",
+        &text,
+        7,
+        45,
+        "status_callback counts from 1",
+    );
     // Percent range.
     let text = GOOD.replace("{\"data_callback\": 1}", "{\"percent\": 101}");
     assert_at("percent", &text, 7, 37, "outside 0..=100");

@@ -12,6 +12,10 @@
 //!
 //! When no task can run, no timer is pending and nothing external is awaited, the program can
 //! never finish: [`Sim::block_on`] reports that as [`SimError::Stalled`] instead of hanging.
+//!
+//! [`Sim::settle`] waits for the end of the current instant: it completes once no task is left
+//! to run before time would move on, so a task can see everything that happens at one instant
+//! (several transfers completing together, say) before it acts on any of it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
@@ -110,6 +114,10 @@ struct Inner {
     spawned: RefCell<Vec<LocalTask>>,
     ready: Arc<ReadyQueue>,
     external: Cell<usize>,
+    /// Tasks waiting in [`Sim::settle`] for the ready queue to drain.
+    settling: RefCell<Vec<Waker>>,
+    /// Bumped each time the ready queue drained with tasks settling.
+    settled: Cell<u64>,
     external_guard: Cell<std::time::Duration>,
     /// `Some(start)` in real-time mode: time is the wall clock since `start`.
     realtime: Option<std::time::Instant>,
@@ -139,6 +147,8 @@ impl Sim {
                 spawned: RefCell::new(Vec::new()),
                 ready: Arc::new(ReadyQueue::default()),
                 external: Cell::new(0),
+                settling: RefCell::new(Vec::new()),
+                settled: Cell::new(0),
                 external_guard: Cell::new(std::time::Duration::from_secs(30)),
                 realtime: None,
             }),
@@ -203,6 +213,17 @@ impl Sim {
     /// dropped unfinished when the `block_on` that runs it returns.
     pub fn spawn(&self, future: impl Future<Output = ()> + 'static) {
         self.inner.spawned.borrow_mut().push(Box::pin(future));
+    }
+
+    /// A future that completes at the end of the current instant: once every task that can run
+    /// now has run and is waiting, before virtual time moves on (or, in real-time mode, before
+    /// the executor sleeps). Tasks woken meanwhile run first; several tasks settling at once
+    /// resume in the order they began to settle.
+    pub fn settle(&self) -> Settle {
+        Settle {
+            sim: self.clone(),
+            epoch: None,
+        }
     }
 
     /// Holds virtual time still until the returned guard is dropped; see the module docs.
@@ -315,6 +336,7 @@ impl Sim {
         self.inner.tasks.borrow_mut().clear();
         self.inner.spawned.borrow_mut().clear();
         self.inner.timers.borrow_mut().clear();
+        self.inner.settling.borrow_mut().clear();
         self.inner
             .ready
             .queue
@@ -338,6 +360,14 @@ impl Sim {
             }
             if done() {
                 return Ok(());
+            }
+            let settling: Vec<Waker> = self.inner.settling.borrow_mut().drain(..).collect();
+            if !settling.is_empty() {
+                self.inner.settled.set(self.inner.settled.get() + 1);
+                for waker in settling {
+                    waker.wake();
+                }
+                continue;
             }
             if self.inner.realtime.is_some() {
                 self.wait_realtime(limit)?;
@@ -434,6 +464,32 @@ impl Drop for ExternalWait {
     }
 }
 
+/// The end of the current instant; see [`Sim::settle`].
+pub struct Settle {
+    sim: Sim,
+    /// The settle count when this future first waited.
+    epoch: Option<u64>,
+}
+
+impl Future for Settle {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let settled = self.sim.inner.settled.get();
+        match self.epoch {
+            Some(epoch) if settled != epoch => Poll::Ready(()),
+            _ => {
+                self.epoch = Some(settled);
+                self.sim
+                    .inner
+                    .settling
+                    .borrow_mut()
+                    .push(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// A timer future of the simulation; see [`Sim::sleep_until`].
 pub struct Sleep {
     sim: Sim,
@@ -479,6 +535,35 @@ mod tests {
         .unwrap();
         assert_eq!(*log.borrow(), vec![("a", 100), ("b", 300), ("c", 300)]);
         assert_eq!(sim.now().total_micros(), 40_000_000);
+    }
+
+    #[test]
+    fn settle_waits_for_every_task_of_the_instant_before_time_moves() {
+        let sim = Sim::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (s, l) = (sim.clone(), log.clone());
+        sim.spawn(async move {
+            s.settle().await;
+            l.borrow_mut().push(("settled", s.now().total_micros()));
+        });
+        for name in ["a", "b"] {
+            let (s, l) = (sim.clone(), log.clone());
+            sim.spawn(async move {
+                l.borrow_mut().push((name, s.now().total_micros()));
+                s.sleep(Duration::from_micros(10)).await;
+                l.borrow_mut().push((name, s.now().total_micros()));
+            });
+        }
+        let s = sim.clone();
+        sim.block_on(
+            async move { s.sleep(Duration::from_micros(20)).await },
+            Instant::from_micros(u64::MAX),
+        )
+        .unwrap();
+        assert_eq!(
+            *log.borrow(),
+            vec![("a", 0), ("b", 0), ("settled", 0), ("a", 10), ("b", 10)]
+        );
     }
 
     #[test]

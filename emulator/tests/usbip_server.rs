@@ -5,10 +5,12 @@
 //!   idle clients hang, keeps its memory bounded and its log small.
 //! - Eight devices of one server are imported and scanned by eight clients at once; Debian's
 //!   `usbip list -r` lists them all.
-//! - SIGTERM with URBs in flight: each pending URB completes `-ESHUTDOWN`, the server exits 0,
+//! - SIGTERM with URBs in flight: each pending URB completes `-ESHUTDOWN`, the server exits 143,
 //!   and its capture holds a completion or an error record for every submitted URB (URBs left
 //!   by a client that disconnected complete `-ENOENT`, a submission with no device is an `E`
-//!   record with `-ENODEV`), read back by our parser and by tshark.
+//!   record with `-ENODEV`), read back by our parser and by tshark. SIGINT after a client's
+//!   scan: exit status 130, the capture and the device trace complete, one line naming them.
+//! - A port another server holds is bad input: exit status 2, one line naming the address.
 //!
 //! Nothing here asserts wall time: waits are bounded only to fail instead of hanging, and the
 //! CPU check compares the server's CPU time with the wall time of the same window.
@@ -329,7 +331,7 @@ fn idle_half_open_flooding_and_hostile_clients_under_64_descriptors() {
     drop(half);
 
     served.signal("-TERM");
-    assert_eq!(served.wait_exit(), Some(0), "exit status after SIGTERM");
+    assert_eq!(served.wait_exit(), Some(143), "exit status after SIGTERM");
     let log = served.log_text();
     assert!(
         log.len() < 32 * 1024,
@@ -544,7 +546,15 @@ fn sigterm_with_urbs_in_flight_completes_them_and_the_capture() {
         [(3, -errno::ESHUTDOWN), (4, -errno::ESHUTDOWN)],
         "pending URBs at shutdown"
     );
-    assert_eq!(served.wait_exit(), Some(0), "exit status after SIGTERM");
+    assert_eq!(served.wait_exit(), Some(143), "exit status after SIGTERM");
+    let log = served.log_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.starts_with("scanemu: stopped by SIGTERM; wrote capture "))
+            .count(),
+        1,
+        "one line says what was written:\n{log}"
+    );
 
     let bytes = std::fs::read(&pcap).expect("capture written");
     let recs = records(&bytes);
@@ -617,4 +627,68 @@ fn tshark_agrees(pcap: &Path, recs: &[(u64, u8, i32)]) {
         .map(|(_, k, s)| ((*k as char).to_string(), *s))
         .collect();
     assert_eq!(seen, ours, "tshark reads other types or statuses:\n{text}");
+}
+
+#[test]
+fn sigint_after_a_scan_exits_130_with_the_capture_and_trace_complete() {
+    let pcap = scratch("sigint.pcap");
+    let trace = scratch("sigint.jsonl");
+    let mut served = Served::start(
+        "sigint",
+        &[
+            "--pcap",
+            pcap.to_str().expect("utf-8 path"),
+            "--trace",
+            trace.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    client_scans(served.addr, "1-1");
+    // A second client is still attached, a read pending, when the signal comes.
+    let mut a = Raw::import(served.addr, "1-1");
+    a.submit(1, 1, 512, [0; 8], a.devid);
+    served.signal("-INT");
+    assert_eq!(served.wait_exit(), Some(130), "exit status after SIGINT");
+    let log = served.log_text();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("scanemu: stopped by SIGINT"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line says what was written:\n{log}");
+    assert!(
+        said[0].contains(&pcap.display().to_string())
+            && said[0].contains(&trace.display().to_string()),
+        "{}",
+        said[0]
+    );
+    // Every URB submitted has its end in the capture, and no record is cut short.
+    let recs = records(&std::fs::read(&pcap).expect("capture written"));
+    let submitted = recs.iter().filter(|r| r.1 == b'S').count();
+    let ended = recs.iter().filter(|r| matches!(r.1, b'C' | b'E')).count();
+    assert!(submitted > 10, "the scan was captured: {submitted} URBs");
+    assert_eq!(submitted, ended, "every URB completes in the capture");
+    // The device trace is whole JSON lines, the scan's notes among them.
+    let notes = std::fs::read_to_string(&trace).expect("trace written");
+    assert!(notes.ends_with('\n'), "the trace ends with a whole line");
+    for line in notes.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    }
+    assert!(notes.contains("motor-stopped") || notes.contains("scan-complete"));
+}
+
+#[test]
+fn a_port_in_use_is_bad_input() {
+    let served = Served::start("holder", &[], None);
+    let out = Command::new(env!("CARGO_BIN_EXE_scanemu"))
+        .args(["serve", "--usbip", &served.addr.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("scanemu runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("--usbip {}", served.addr)) && err.contains("in use"),
+        "{err}"
+    );
 }

@@ -42,7 +42,7 @@ pub const BUILTIN: &[BuiltinDriver] = &[
     mutant("mutant-swallow-error", Mutation::SwallowError, "returns S_FALSE instead of the application's error"),
     mutant("mutant-no-device-cancel", Mutation::NoDeviceCancel, "stops reading on cancel but never tells the device"),
     mutant("mutant-no-status-poll", Mutation::NoStatusPoll, "sends the Cancel Request but does not wait for status OK"),
-    mutant("mutant-slow-cancel", Mutation::SlowCancel, "waits two seconds before stopping the device"),
+    mutant("mutant-slow-cancel", Mutation::SlowCancel, "lets a device that is still scanning go on for up to two seconds before stopping it"),
     mutant("mutant-halt-uncleared", Mutation::HaltUncleared, "leaves the halted endpoints of a device-initiated cancel uncleared"),
     mutant("mutant-stale-band", Mutation::StaleBand, "keeps a band read ahead across a cancel, so the next scan starts with it"),
     mutant("mutant-claims-async-ignores", Mutation::ClaimsAsyncIgnores, "claims asynchronous cancel but ignores WIA_EVENT_CANCEL_IO"),
@@ -50,6 +50,15 @@ pub const BUILTIN: &[BuiltinDriver] = &[
     mutant("mutant-percent-backwards", Mutation::PercentBackwards, "reports a lower percentage on the third band"),
     mutant("mutant-hang-on-stall", Mutation::HangOnStall, "polls status forever when the device stalls during a cancel"),
     mutant("mutant-sparse-callbacks", Mutation::SparseCallbacks, "never calls back while it waits for data (warm-up, a late band)"),
+    mutant("mutant-drop-short-band", Mutation::DropShortBand, "reads whole bands only, leaving a page's short last band in the device, and returns S_OK"),
+    mutant("mutant-last-length-overrun", Mutation::LastLengthOverrun, "reports a full chunk (a whole band, at most lBufferSize) as lLength of a page's short last chunk"),
+    mutant("mutant-band-per-callback", Mutation::BandPerCallback, "ignores lBufferSize and hands each whole band to one callback"),
+    mutant("mutant-all-pages-as-one", Mutation::AllPagesAsOne, "takes pages = 0 (until the feeder is empty) for one page and returns S_OK with the feeder still running"),
+    mutant("mutant-swallow-status-error", Mutation::SwallowStatusError, "turns the application's error from a status or new-page callback into S_FALSE"),
+    mutant("mutant-slow-return", Mutation::SlowReturn, "stops the device promptly on a cancel, then waits three seconds before returning"),
+    mutant("mutant-abort-then-reread", Mutation::AbortThenReread, "on WIA_EVENT_CANCEL_IO aborts its pending read, then reads once more before acting on the cancel"),
+    mutant("mutant-pending-drain", Mutation::PendingDrain, "after a cancel posts a bulk read to drain the pipe and returns with it still pending"),
+    mutant("mutant-status-once-per-second", Mutation::StatusOncePerSecond, "calls back only once a second while it waits for data, too rarely for a transfer shorter than ten seconds"),
 ];
 
 const fn mutant(name: &'static str, m: Mutation, description: &'static str) -> BuiltinDriver {

@@ -8,9 +8,11 @@
 //! `data-svgz` attribute of its `.tl-wrap` and put into the page (the browser's
 //! `DecompressionStream`) when the run is opened: a report of thousands of runs stays a few MB
 //! and quick to open ([`embedded_svg`] decodes it back). Small inline JS filters by verdict,
-//! rule, driver and text, and honours fragments: `#run-N` and `#expand-first-failure` open (and
-//! scroll to) a run, `#show-first-failure` shows only the first failed run, opened. No network,
-//! no external files; the markup is well-formed XML (XHTML-compatible) and a pure function of
+//! rule, driver and text, and honours fragments: `#run-N` and `#expand-first-failure` open a
+//! run and scroll its timeline into view (whole, where the window is tall enough),
+//! `#show-first-failure` shows only the first failed run, opened. A timeline scrolled sideways
+//! keeps its lane names and footer (what was wrong, the quote) in view. No network, no
+//! external files; the markup is well-formed XML (XHTML-compatible) and a pure function of
 //! its inputs.
 //!
 //! A run's verdict travels beside its trace as `<scenario>.verdict.json` ([`RunVerdict`]), so the
@@ -206,7 +208,7 @@ fn unknown_verdict(dir: &Path, path: &Path, kind: TraceKind) -> RunVerdict {
 const PAGE_CSS: &str = "\
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:16px 20px;color:#1d2230;background:#fff}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:18px 0 6px}
-.totals{margin:2px 0 10px;color:#333}.totals b.fail{color:#c0152f}.totals b.pass{color:#1e7d3a}
+.totals{margin:2px 0 10px;color:#333}.note{margin:0 0 10px;color:#a35f00;font-weight:600}.totals b.fail{color:#c0152f}.totals b.pass{color:#1e7d3a}
 .filters{display:flex;gap:14px;align-items:center;flex-wrap:wrap;padding:8px 10px;background:#f3f5f8;border:1px solid #dde2ea;border-radius:6px;margin-bottom:10px;position:sticky;top:0;z-index:2}
 .filters label{font-size:13px}#f-count{color:#555;font-size:13px}
 table#summary{border-collapse:collapse;font-size:13px;width:100%}
@@ -238,11 +240,12 @@ svg.legend{display:block}
 const PAGE_JS: &str = "\
 (function(){
 var rows=Array.prototype.slice.call(document.querySelectorAll('tr.run-row'));
-function render(d){var w=d.querySelector('.tl-wrap[data-pending]');if(!w)return;w.removeAttribute('data-pending');
+function render(d,show){var w=d.querySelector('.tl-wrap[data-pending]');if(!w)return;w.removeAttribute('data-pending');
 var b=atob(w.getAttribute('data-svgz')),u=new Uint8Array(b.length);for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);
-new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text().then(function(t){w.innerHTML=t;var v=w.querySelector('.violation');if(v)w.scrollLeft=Math.max(0,parseFloat(v.getAttribute('data-x'))-w.clientWidth+360);w.setAttribute('data-rendered','1');},function(e){w.textContent='timeline could not be decoded: '+e;});}
+new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text().then(function(t){w.innerHTML=t;var v=w.querySelector('.violation');if(v)w.scrollLeft=Math.max(0,parseFloat(v.getAttribute('data-x'))-w.clientWidth+360);
+var g=w.querySelector('.tl-pinned');function pin(){if(g)g.setAttribute('transform','translate('+w.scrollLeft+' 0)');}w.addEventListener('scroll',pin);pin();if(show)w.scrollIntoView({block:w.offsetHeight<window.innerHeight?'end':'start'});w.setAttribute('data-rendered','1');},function(e){w.textContent='timeline could not be decoded: '+e;});}
 document.querySelectorAll('details.run').forEach(function(d){d.addEventListener('toggle',function(){if(d.open)render(d);});});
-function openRun(d,scroll){if(!d)return;d.hidden=false;d.open=true;render(d);if(scroll)d.scrollIntoView();}
+function openRun(d,scroll){if(!d)return;d.hidden=false;d.open=true;if(scroll)d.scrollIntoView();render(d,scroll);}
 function applyHash(){var h=decodeURIComponent(location.hash.slice(1)),first=document.querySelector('details.run[data-verdict=\"fail\"]');
 if(h==='expand-first-failure'){openRun(first,true);}
 else if(h==='show-first-failure'&&first){rows.forEach(function(row){var d=document.getElementById('run-'+row.getAttribute('data-run'));row.hidden=d!==first;if(d)d.hidden=d!==first;});fc.textContent='showing the first failure only';openRun(first,false);}
@@ -254,8 +257,7 @@ row.hidden=!ok;var d=document.getElementById('run-'+row.getAttribute('data-run')
 fc.textContent=n+' of '+rows.length+' runs shown';}
 [fv,fr,fd].forEach(function(e){e.addEventListener('change',apply);});ft.addEventListener('input',apply);
 apply();window.addEventListener('hashchange',applyHash);applyHash();
-document.getElementById('load-ms').textContent=performance.now().toFixed(1);
-window.addEventListener('load',function(){document.getElementById('load-event-ms').textContent=performance.now().toFixed(1);document.body.setAttribute('data-ready','1');});
+window.addEventListener('load',function(){document.body.setAttribute('data-ready','1');});
 })();
 ";
 
@@ -267,8 +269,28 @@ fn verdict_rank(v: Verdict) -> u8 {
     }
 }
 
-/// The report page for these runs: failures first, then by driver, scenario and service.
+/// What the report's header says about the runs besides their counts and drivers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportMeta {
+    /// When the runs were made, as shown (`2026-12-04 17:45 UTC`); default none, left out.
+    pub when: Option<String>,
+    /// Which scanlab build made them (`git describe` of its checkout); default none, left out.
+    pub commit: Option<String>,
+    /// A line about the runs as a whole (`interrupted by SIGINT: 149 scenario runs not run`);
+    /// default none.
+    pub note: Option<String>,
+}
+
+/// The report page for these runs, with nothing in the header but counts and drivers
+/// ([`render_report`] with the default [`ReportMeta`]).
 pub fn render_html(runs: &[RunRecord]) -> String {
+    render_report(runs, &ReportMeta::default())
+}
+
+/// The report page for these runs: a header (runs, failures, drivers, and what `meta` holds),
+/// then failures first, then by driver, scenario and service.
+pub fn render_report(runs: &[RunRecord], meta: &ReportMeta) -> String {
     let mut order: Vec<&RunRecord> = runs.iter().collect();
     order.sort_by(|a, b| {
         let (a, b) = (&a.verdict, &b.verdict);
@@ -303,15 +325,28 @@ pub fn render_html(runs: &[RunRecord]) -> String {
     out.push_str(PAGE_CSS);
     out.push_str(timeline::TIMELINE_CSS);
     out.push_str("/*]]>*/</style>\n</head>\n<body>\n<h1>scanconform report</h1>\n");
+    let mut about = vec![format!("drivers: {}", escape(&drivers.join(", ")))];
+    if let Some(when) = &meta.when {
+        about.push(format!("run <span id=\"when\">{}</span>", escape(when)));
+    }
+    if let Some(commit) = &meta.commit {
+        about.push(format!(
+            "scanlab <span id=\"commit\">{}</span>",
+            escape(commit)
+        ));
+    }
     let _ = writeln!(
         out,
-        "<p class=\"totals\">{} runs: <b class=\"fail\">{failed} failed</b>, <b class=\"pass\">{passed} passed</b>{}{}{} · drivers: {} · page ready after <span id=\"load-ms\">-</span> ms (load event <span id=\"load-event-ms\">-</span> ms)</p>",
+        "<p class=\"totals\">{} runs: <b class=\"fail\">{failed} failed</b>, <b class=\"pass\">{passed} passed</b>{}{}{} · {}</p>",
         order.len(),
         if expected > 0 { format!(", {expected} failed as expected") } else { String::new() },
         if skipped > 0 { format!(", {skipped} skipped") } else { String::new() },
         if unknown > 0 { format!(", {unknown} without verdict") } else { String::new() },
-        escape(&drivers.join(", "))
+        about.join(" · ")
     );
+    if let Some(note) = &meta.note {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(note));
+    }
     out.push_str("<div class=\"filters\"><label>verdict <select id=\"f-verdict\"><option value=\"\">all</option><option value=\"fail\">fail</option><option value=\"pass\">pass</option>");
     if expected > 0 {
         out.push_str("<option value=\"expected-fail\">expected-fail</option>");

@@ -3,7 +3,8 @@
 //! service model). A failing run is a failure whose message lists the failed rules (and the
 //! run's problems) and whose description is the full explanation ([`super::details`]); a
 //! skipped scenario is skipped with its reason; a run whose failures are all expected passes,
-//! with the findings in its system-out.
+//! with the findings in its system-out. A run a signal kept from starting is skipped, its
+//! message saying so ([`junit_with_not_run`]).
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -11,6 +12,16 @@ use super::{details, RunRecord, Verdict};
 
 /// The JUnit XML of `records`, all runs of `driver`.
 pub fn junit(driver: &str, records: &[RunRecord]) -> String {
+    junit_with_not_run(driver, records, &[])
+}
+
+/// The JUnit XML of `records`, then each run of `not_run` (scenario, service, why) skipped with
+/// its message (`not run: interrupted by SIGINT`).
+pub fn junit_with_not_run(
+    driver: &str,
+    records: &[RunRecord],
+    not_run: &[(String, Option<String>, String)],
+) -> String {
     let mut report = Report::new("scanconform");
     let mut suite = TestSuite::new(format!("scanconform.{driver}"));
     for r in records {
@@ -39,10 +50,7 @@ pub fn junit(driver: &str, records: &[RunRecord]) -> String {
             }
             Verdict::Pass | Verdict::ExpectedFail | Verdict::Unknown => TestCaseStatus::success(),
         };
-        let (name, class) = match &v.service {
-            Some(svc) => (format!("{} [{svc}]", v.scenario), format!("{driver}.{svc}")),
-            None => (v.scenario.clone(), driver.to_string()),
-        };
+        let (name, class) = case_names(driver, &v.scenario, v.service.as_deref());
         let mut case = TestCase::new(name, status);
         case.set_classname(class);
         let findings: Vec<String> = v
@@ -59,8 +67,25 @@ pub fn junit(driver: &str, records: &[RunRecord]) -> String {
         }
         suite.add_test_case(case);
     }
+    for (scenario, service, why) in not_run {
+        let mut status = TestCaseStatus::skipped();
+        status.set_message(why.clone());
+        let (name, class) = case_names(driver, scenario, service.as_deref());
+        let mut case = TestCase::new(name, status);
+        case.set_classname(class);
+        suite.add_test_case(case);
+    }
     report.add_test_suite(suite);
     report
         .to_string()
         .unwrap_or_else(|e| format!("<!-- junit serialization failed: {e} -->"))
+}
+
+/// A testcase's name and class name: `<scenario> [<service>]` in `<driver>.<service>`, or
+/// `<scenario>` in `<driver>` for a run without a service model.
+fn case_names(driver: &str, scenario: &str, service: Option<&str>) -> (String, String) {
+    match service {
+        Some(svc) => (format!("{scenario} [{svc}]"), format!("{driver}.{svc}")),
+        None => (scenario.to_string(), driver.to_string()),
+    }
 }

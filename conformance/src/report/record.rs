@@ -326,10 +326,52 @@ impl RunTrace {
     /// [`Trace::render_text`]; a SANE trace's calls (at their call time, with what came back)
     /// and device notes in time order.
     pub fn render_text(&self) -> String {
+        self.text_lines()
+            .into_iter()
+            .map(|(l, _)| l + "\n")
+            .collect()
+    }
+
+    /// [`RunTrace::render_text`] with the violations marked: each line starts with `>> ` where
+    /// a mark points at its event (WIA event, SANE call) and three spaces elsewhere, and under
+    /// a marked line one `   ^ RULE: message` line per mark on it; without marks, exactly
+    /// [`RunTrace::render_text`].
+    pub fn render_text_marked(&self, marks: &[Mark]) -> String {
+        if marks.is_empty() {
+            return self.render_text();
+        }
+        let mut out = String::new();
+        for (line, event) in self.text_lines() {
+            let on: Vec<&Mark> = marks.iter().filter(|m| event == Some(m.event)).collect();
+            out.push_str(if on.is_empty() { "   " } else { ">> " });
+            out.push_str(&line);
+            out.push('\n');
+            for m in on {
+                out.push_str(&format!("   ^ {}: {}\n", m.rule, m.message));
+            }
+        }
+        let rules: Vec<&str> = marks.iter().map(|m| m.rule.as_str()).collect();
+        out.push_str(&format!(
+            "{} violation{} marked with >>: {}\n",
+            marks.len(),
+            if marks.len() == 1 { "" } else { "s" },
+            rules.join(", ")
+        ));
+        out
+    }
+
+    /// Every line of the text form, with the index a mark uses for it (WIA: the event; SANE:
+    /// the call; device notes have none).
+    fn text_lines(&self) -> Vec<(String, Option<usize>)> {
         match self {
-            RunTrace::Wia(t) => t.render_text(),
+            RunTrace::Wia(t) => t
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (render_event(e), Some(i)))
+                .collect(),
             RunTrace::Sane(t) => {
-                let calls = t.calls.iter().map(|c| {
+                let calls = t.calls.iter().enumerate().map(|(k, c)| {
                     (
                         c.call_us,
                         0,
@@ -341,6 +383,7 @@ impl RunTrace {
                             c.thread.name(),
                             c.describe()
                         ),
+                        Some(k),
                     )
                 });
                 let device = t.device.iter().enumerate().map(|(k, d)| {
@@ -349,11 +392,12 @@ impl RunTrace {
                         1,
                         k,
                         format!("{:>9} us        {:<9} {}", d.at_us, "device", d.label()),
+                        None,
                     )
                 });
                 let mut lines: Vec<_> = calls.chain(device).collect();
-                lines.sort_by_key(|(at, kind, i, _)| (*at, *kind, *i));
-                lines.into_iter().map(|(_, _, _, l)| l + "\n").collect()
+                lines.sort_by_key(|(at, kind, i, _, _)| (*at, *kind, *i));
+                lines.into_iter().map(|(_, _, _, l, m)| (l, m)).collect()
             }
         }
     }

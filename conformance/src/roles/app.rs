@@ -28,6 +28,7 @@ struct AppState {
     n: u32,
     data_callbacks: u32,
     any_callbacks: u32,
+    status_callbacks: u32,
     new_pages: u32,
     /// Steps already carried out (each fires once).
     fired: Vec<bool>,
@@ -46,6 +47,7 @@ impl AppState {
                 self.bytes += len as u64;
             }
             ItMsg::NewPage => self.new_pages += 1,
+            ItMsg::Status => self.status_callbacks += 1,
             _ => {}
         }
         self.any_callbacks += 1;
@@ -254,6 +256,9 @@ impl Application {
                 Trigger::DataCallback(m) => args.reason == ItMsg::Data && state.data_callbacks == m,
                 Trigger::Percent(p) => args.reason == ItMsg::Data && args.percent >= p,
                 Trigger::AnyCallback(m) => state.any_callbacks == m,
+                Trigger::StatusCallback(m) => {
+                    args.reason == ItMsg::Status && state.status_callbacks == m
+                }
                 Trigger::NewPage(m) => args.reason == ItMsg::NewPage && state.new_pages == m,
                 Trigger::LastDataCallback => last_data,
                 Trigger::AfterLastDataCallback => {

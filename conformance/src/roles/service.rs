@@ -15,7 +15,7 @@
 //!   ("must always return S_FALSE after the transfer has been canceled"); the band still reaches
 //!   the application, which is not asked ([`BandedDataCallback::data_after_cancel`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use async_trait::async_trait;
@@ -63,6 +63,8 @@ pub(crate) struct Service {
     model: ServiceModel,
     driver: Rc<dyn MiniDriver>,
     host: Rc<dyn UsbHost>,
+    /// Transfers the driver submitted that have not reached the host yet.
+    unstarted: Rc<Cell<u32>>,
     trace: Rc<RoleTrace>,
     /// The item's scan settings, which the service passes to the driver and checks bands against.
     job: ScanJob,
@@ -71,11 +73,13 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    /// The service of one run: `driver` reaches the device through `host`.
+    /// The service of one run: `driver` reaches the device through `host`; `unstarted`
+    /// counts the transfers it submitted that have not reached the host yet.
     pub(crate) fn new(
         model: ServiceModel,
         driver: Rc<dyn MiniDriver>,
         host: Rc<dyn UsbHost>,
+        unstarted: Rc<Cell<u32>>,
         trace: Rc<RoleTrace>,
         job: ScanJob,
     ) -> Service {
@@ -83,6 +87,7 @@ impl Service {
             model,
             driver,
             host,
+            unstarted,
             trace,
             job,
             image: ImageSource::Pattern,
@@ -119,7 +124,7 @@ impl Service {
             Kind::AcquireReturn {
                 n,
                 hr,
-                pending: self.host.pending_transfers(),
+                pending: self.host.pending_transfers() + self.unstarted.get(),
             },
         );
         hr
@@ -175,6 +180,7 @@ impl Service {
                 percent: args.percent,
                 offset: args.offset,
                 length: args.length,
+                carried: (args.data.len() as i64 != args.length).then_some(args.data.len() as u64),
                 page,
                 crc,
                 expect_crc,

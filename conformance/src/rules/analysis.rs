@@ -22,6 +22,11 @@ use crate::wia::{Hresult, ItMsg};
 pub(crate) const CANCEL_IO_WIRE_US: u64 = 10_000;
 /// Slack added to the motor stop time for the idle-after-cancel budget.
 pub(crate) const IDLE_SLACK_US: u64 = 50_000;
+/// Slack after the device stopped for a cancelled acquisition's return (WIA-CANCEL-RETURN).
+pub(crate) const RETURN_SLACK_US: u64 = 50_000;
+/// The shortest interval WIA-CADENCE asks callbacks to come at: a transfer shorter than a
+/// second still needs no more than ten callbacks a second.
+pub(crate) const CADENCE_FLOOR_US: u64 = 100_000;
 
 /// One acquisition: `DrvAcquireItemData{n}` up to its `AcquireReturn{n}` (or the `DriverFault`
 /// that ended it, or the event before the next acquisition, or the end of the trace).
@@ -111,6 +116,8 @@ pub(crate) struct Cb {
     pub percent: i32,
     pub offset: i64,
     pub length: i64,
+    /// Bytes the callback carried (`length` unless the trace says otherwise).
+    pub carried: i64,
     pub page: u32,
     pub crc: u32,
     pub expect_crc: u32,
@@ -127,6 +134,7 @@ pub(crate) fn callback(e: &Event) -> Option<Cb> {
                 percent,
                 offset,
                 length,
+                carried,
                 page,
                 crc,
                 expect_crc,
@@ -140,6 +148,7 @@ pub(crate) fn callback(e: &Event) -> Option<Cb> {
             percent: *percent,
             offset: *offset,
             length: *length,
+            carried: carried.map_or(*length, |c| i64::try_from(c).unwrap_or(i64::MAX)),
             page: *page,
             crc: *crc,
             expect_crc: *expect_crc,

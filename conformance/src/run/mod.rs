@@ -15,7 +15,9 @@
 //! write to; the finished [`Trace`] is what [`crate::rules::check_all`] judges.
 
 mod observe;
+pub mod parallel;
 mod transport;
+mod urb;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -28,7 +30,7 @@ use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
 
 use crate::device;
-use crate::driver::{MiniDriver, RunContext};
+use crate::driver::{MiniDriver, RunContext, Urb, UsbRequest};
 use crate::roles::app::Application;
 use crate::roles::service::Service;
 use crate::roles::RoleTrace;
@@ -40,6 +42,7 @@ use crate::trace::{Actor, Kind, Recorder, Trace};
 use self::observe::TraceObserver;
 pub use self::transport::{pcap_file_name, Transport, LIBUSB_FEATURE_MISSING};
 use self::transport::{DeviceSetup, Taps};
+use self::urb::Submitter;
 
 /// A problem with a run's inputs or surroundings (not with the driver): exit status 2.
 #[derive(Debug, thiserror::Error)]
@@ -269,9 +272,11 @@ pub fn run_with(
         &taps,
         &scenario.path,
     )?;
+    let urbs = Submitter::new(sim.clone(), link.host.clone(), Some(link.observer.clone()));
     driver.begin_run(Rc::new(DriverContext {
         sim: sim.clone(),
         rec: rec.clone(),
+        urbs: urbs.clone(),
     }));
     let async_cancel = driver.supports_async_cancel();
     // Real time: measure how long the run's threads wait for a CPU, on the trace's clock.
@@ -282,7 +287,12 @@ pub fn run_with(
             .unwrap_or_else(std::time::Instant::now);
         LagProbe::start(epoch)
     });
-    play(scenario, service, &driver, link.host.clone(), &sim, &rec);
+    let host = Hosted {
+        host: link.host.clone(),
+        unstarted: urbs.unstarted(),
+    };
+    play(scenario, service, &driver, host, &sim, &rec);
+    drop(urbs);
     driver.end_run();
     link.close(sim.now(), &observer, &rec);
     if let Some((p, path)) = pcap {
@@ -334,13 +344,20 @@ fn play(
     scenario: &LoadedScenario,
     model: ServiceModel,
     driver: &Rc<dyn MiniDriver>,
-    host: Rc<dyn scanemu::host::UsbHost>,
+    host: Hosted,
     sim: &Sim,
     rec: &Recorder,
 ) {
     let sc = &scenario.scenario;
     let trace = Rc::new(RoleTrace::new(sim.clone(), rec.clone()));
-    let service = Service::new(model, driver.clone(), host, trace.clone(), sc.scan.job());
+    let service = Service::new(
+        model,
+        driver.clone(),
+        host.host,
+        host.unstarted,
+        trace.clone(),
+        sc.scan.job(),
+    );
     let app = Application::new(sim.clone(), trace, Rc::new(service), scenario.clone());
     let player = app.clone();
     let limit = Instant::from_micros(sc.budget_us);
@@ -370,12 +387,21 @@ fn hang(e: &SimError, n: u32, budget_us: u64) -> String {
     }
 }
 
-/// The driver's [`RunContext`]: the run's clock and its trace.
+/// The host the service hands the driver, with the count of submitted transfers that have not
+/// reached it yet (pending all the same).
+struct Hosted {
+    host: Rc<dyn scanemu::host::UsbHost>,
+    unstarted: Rc<std::cell::Cell<u32>>,
+}
+
+/// The driver's [`RunContext`]: the run's clock, its trace and its submitted transfers.
 struct DriverContext {
     sim: Sim,
     rec: Recorder,
+    urbs: Rc<Submitter>,
 }
 
+#[async_trait::async_trait(?Send)]
 impl RunContext for DriverContext {
     fn now(&self) -> Instant {
         self.sim.now()
@@ -394,5 +420,13 @@ impl RunContext for DriverContext {
             Actor::Driver,
             Kind::DriverFault { what },
         );
+    }
+
+    fn submit(&self, request: UsbRequest) -> Urb {
+        self.urbs.submit(request)
+    }
+
+    async fn first_completed(&self, urbs: &[Urb]) -> Option<usize> {
+        self.urbs.first_completed(urbs).await
     }
 }

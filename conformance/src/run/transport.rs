@@ -99,6 +99,9 @@ impl Taps {
 pub(crate) struct Link {
     /// The host the driver uses.
     pub host: Rc<dyn UsbHost>,
+    /// The observer chain the host reports to (for transfers a driver cancels before the host
+    /// finished them).
+    pub observer: Rc<dyn HostObserver>,
     /// The server of a USB/IP or libusb run.
     served: Option<ServedDevice>,
     /// The recording served instead of the device.
@@ -128,7 +131,8 @@ pub(crate) fn connect(
         let observer = taps.attach(&host.device_info());
         host.set_note_observer(observer.clone());
         return Ok(Link {
-            host: Rc::new(Observed::new(host.clone(), observer)),
+            host: Rc::new(Observed::new(host.clone(), observer.clone())),
+            observer,
             served: None,
             replay: Some(host),
         });
@@ -144,7 +148,8 @@ pub(crate) fn connect(
             let ticker = host.clone();
             sim.spawn(async move { ticker.run_device().await });
             Ok(Link {
-                host: Rc::new(Observed::new(host, observer)),
+                host: Rc::new(Observed::new(host, observer.clone())),
+                observer,
                 served: None,
                 replay: None,
             })
@@ -160,7 +165,8 @@ pub(crate) fn connect(
             .map_err(|e| enumeration(format!("USB/IP import: {e}")))?;
             let observer = taps.attach(&host.device_info());
             Ok(Link {
-                host: Rc::new(Observed::new(host, observer)),
+                host: Rc::new(Observed::new(host, observer.clone())),
+                observer,
                 served: Some(served),
                 replay: None,
             })
@@ -174,7 +180,8 @@ pub(crate) fn connect(
                 .map_err(|e| enumeration(e.to_string()))?;
             let observer = taps.attach(&host.device_info());
             Ok(Link {
-                host: Rc::new(Observed::new(host, observer)),
+                host: Rc::new(Observed::new(host, observer.clone())),
+                observer,
                 served: Some(served),
                 replay: None,
             })
@@ -212,6 +219,7 @@ impl Link {
     pub(crate) fn close(self, end: Instant, trace: &TraceObserver, rec: &Recorder) {
         let Link {
             host,
+            observer: _,
             served,
             replay,
         } = self;

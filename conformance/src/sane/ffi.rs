@@ -268,10 +268,131 @@ struct Entry {
     get_select_fd: unsafe extern "C" fn(Handle0, *mut i32) -> i32,
 }
 
+/// The process's SIGINT and SIGTERM dispositions as they were when a backend was loaded.
+///
+/// A backend may change them from a thread of ours: the test backend's reader task, written to
+/// run in a forked process, sets SIGTERM to its default action (and unblocks it in its thread),
+/// so that a SIGTERM meant to let the runner finish its run would kill it outright. The calls
+/// after which a reader has started or been fed ([`Handle::start`], [`Handle::read`],
+/// [`Handle::cancel`], [`Handle::close`]) put them back, and from `sane_start` until the
+/// handle is closed (and during every `sane_read`) a keeper thread puts them back every
+/// millisecond ([`Keeper`]): the window left is at most a millisecond after a reader's reset.
+struct Dispositions([(libc::c_int, libc::sigaction); 2]);
+
+/// The thread that restores the [`Dispositions`] while a `sane_read` is in progress or a
+/// scan has been started on a handle that is still open.
+struct Keeper {
+    shared: std::sync::Arc<KeeperShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct KeeperShared {
+    dispositions: Dispositions,
+    reads: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Keeper {
+    fn start() -> Keeper {
+        use std::sync::atomic::Ordering;
+        let shared = std::sync::Arc::new(KeeperShared {
+            dispositions: Dispositions::save(),
+            reads: std::sync::atomic::AtomicUsize::new(0),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sane-signals".into())
+            .spawn(move || {
+                while !s.stop.load(Ordering::SeqCst) {
+                    if s.reads.load(Ordering::SeqCst) > 0 {
+                        s.dispositions.restore();
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    } else {
+                        std::thread::park_timeout(std::time::Duration::from_millis(200));
+                    }
+                }
+            })
+            .ok();
+        Keeper { shared, thread }
+    }
+
+    fn restore(&self) {
+        self.shared.dispositions.restore();
+    }
+
+    /// Keeps the keeper awake (`awake`) or lets it sleep again, for one handle's scan.
+    fn scanning(&self, awake: bool) {
+        use std::sync::atomic::Ordering;
+        if awake {
+            self.shared.reads.fetch_add(1, Ordering::SeqCst);
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
+        } else {
+            self.shared.reads.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Runs `call` (a `sane_read`) with the keeper awake.
+    fn reading<T>(&self, call: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        self.shared.reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        let out = call();
+        self.shared.reads.fetch_sub(1, Ordering::SeqCst);
+        self.restore();
+        out
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Dispositions {
+    fn save() -> Dispositions {
+        let get = |sig| {
+            // SAFETY: a zeroed sigaction is a valid out-value; a null `act` only queries.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, std::ptr::null(), &mut old);
+                (sig, old)
+            }
+        };
+        Dispositions([get(libc::SIGINT), get(libc::SIGTERM)])
+    }
+
+    fn restore(&self) {
+        for (sig, saved) in &self.0 {
+            // SAFETY: as in `save`; `saved` is a disposition the process had, so putting it back
+            // installs a handler that was valid then and still is (handlers are never unloaded).
+            unsafe {
+                let mut now: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(*sig, std::ptr::null(), &mut now);
+                if now.sa_sigaction != saved.sa_sigaction {
+                    libc::sigaction(*sig, saved, std::ptr::null_mut());
+                }
+            }
+        }
+    }
+}
+
 /// A loaded SANE backend library.
 pub struct Backend {
     entry: Entry,
     path: PathBuf,
+    dispositions: Keeper,
     // Declared last: dropped (dlclose) after everything that could call into it.
     _lib: libloading::Library,
 }
@@ -335,6 +456,7 @@ impl Backend {
         Ok(Backend {
             entry,
             path: path.to_path_buf(),
+            dispositions: Keeper::start(),
             _lib: lib,
         })
     }
@@ -429,6 +551,7 @@ impl Backend {
             backend: self,
             raw: h,
             open: std::sync::atomic::AtomicBool::new(true),
+            scanning: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -440,6 +563,8 @@ pub struct Handle<'b> {
     backend: &'b Backend,
     raw: Handle0,
     open: std::sync::atomic::AtomicBool,
+    /// A scan was started and the handle is not closed yet: the keeper is awake.
+    scanning: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: the handle is an opaque token the backend owns; SANE allows sane_cancel at any time
@@ -610,7 +735,15 @@ impl Handle<'_> {
     /// `sane_start`.
     pub fn start(&self) -> Status {
         // SAFETY: valid open handle.
-        Status(unsafe { (self.backend.entry.start)(self.raw) })
+        let st = Status(unsafe { (self.backend.entry.start)(self.raw) });
+        if !self
+            .scanning
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.backend.dispositions.scanning(true);
+        }
+        self.backend.dispositions.restore();
+        st
     }
 
     /// `sane_read` into `buf`; returns the status and the length exactly as the backend left
@@ -619,14 +752,17 @@ impl Handle<'_> {
         let max = i32::try_from(buf.len()).unwrap_or(i32::MAX);
         let mut len = len_sentinel;
         // SAFETY: `buf` is writable for `max` bytes and `len` is a valid out-pointer.
-        let st = unsafe { (self.backend.entry.read)(self.raw, buf.as_mut_ptr(), max, &mut len) };
+        let st = self.backend.dispositions.reading(|| unsafe {
+            (self.backend.entry.read)(self.raw, buf.as_mut_ptr(), max, &mut len)
+        });
         (Status(st), len)
     }
 
     /// `sane_cancel`; callable from any thread while another call blocks.
     pub fn cancel(&self) {
         // SAFETY: valid handle; the standard allows sane_cancel at any time.
-        unsafe { (self.backend.entry.cancel)(self.raw) }
+        unsafe { (self.backend.entry.cancel)(self.raw) };
+        self.backend.dispositions.restore();
     }
 
     /// `sane_set_io_mode`.
@@ -647,7 +783,14 @@ impl Handle<'_> {
     pub fn close(&self) {
         if self.open.swap(false, std::sync::atomic::Ordering::SeqCst) {
             // SAFETY: the handle is open and closed exactly once (the flag above).
-            unsafe { (self.backend.entry.close)(self.raw) }
+            unsafe { (self.backend.entry.close)(self.raw) };
+            self.backend.dispositions.restore();
+            if self
+                .scanning
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                self.backend.dispositions.scanning(false);
+            }
         }
     }
 }

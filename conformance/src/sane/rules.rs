@@ -11,6 +11,8 @@
 //! imports the WIA rules.
 
 mod checks;
+#[cfg(test)]
+mod tests;
 
 use std::fmt::Write as _;
 
@@ -53,7 +55,7 @@ const SRC_CLOSE: &str = "SANE Standard 1.06, sane_close (reference §3.2)";
 
 const Q_CANCELLED: &str = "Cancellation completes only when the cancelled call returns (typically with a status value of SANE_STATUS_CANCELLED).";
 
-static CATALOG: [SaneRule; 21] = [
+static CATALOG: [SaneRule; 23] = [
     SaneRule {
         id: "SANE-CANCEL-STATUS",
         statement: "after sane_cancel during a frame, the cancelled (or next) sane_read returns SANE_STATUS_CANCELLED",
@@ -119,6 +121,14 @@ static CATALOG: [SaneRule; 21] = [
         check: checks::next_frame,
     },
     SaneRule {
+        id: "SANE-NEXT-IMAGE",
+        statement: "after EOF of an image's last frame, a sane_start without sane_cancel starts another image (GOOD, or NO_DOCS from an empty feeder) that reads to EOF",
+        quote: "If the frontend expects additional frames (e.g., the individual channels in of a red/green/blue image or multiple images), it can call sane_start() again.",
+        source: SRC_FLOW,
+        looks_at: "A sane_start following EOF of a frame whose parameters said last_frame=true, with no sane_cancel between (\"multiple images\": the ADF convention of sane-cancel-bugs §3.3, and frontends that forget the final cancel, reference C15-C17): it must return GOOD (NO_DOCS when a source is set), and its frame must end in EOF unless cancelled.",
+        check: checks::next_image,
+    },
+    SaneRule {
         id: "SANE-CANCEL-ENDS-IMAGE",
         statement: "after sane_cancel, the next image starts at its first frame (not at the next channel of a multi-pass image)",
         quote: "Once all desired frames have been acquired, function sane_cancel() must be called.",
@@ -165,6 +175,14 @@ static CATALOG: [SaneRule; 21] = [
         source: SRC_CLOSE,
         looks_at: "The runner's fd-check right after sane_close of a handle with an active frame whose select fd the frontend obtained: the fd must be closed, as sane_cancel would have done.",
         check: checks::close_cancels,
+    },
+    SaneRule {
+        id: "SANE-REOPEN-AFTER-CLOSE",
+        statement: "after sane_close, whatever the device was doing, sane_open and sane_start succeed and the frame reads to EOF",
+        quote: "If the device is presently active, a call to sane_cancel() is performed first.",
+        source: SRC_CLOSE,
+        looks_at: "Each sane_close followed by sane_open: the open must return GOOD, and the first sane_start after it GOOD with its frame ending in EOF unless cancelled. A close that cancels first leaves the device ready for the next session (reference C10, C12, C17: closes after a cancel, during a scan, or after EOF without the final cancel).",
+        check: checks::reopen_after_close,
     },
     SaneRule {
         id: "SANE-NO-DOCS",

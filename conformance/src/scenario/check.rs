@@ -91,7 +91,10 @@ impl Scenario {
                 let mut value = when.to_vec();
                 value.push(Key(step.when.name()));
                 match step.when {
-                    Trigger::DataCallback(0) | Trigger::AnyCallback(0) | Trigger::NewPage(0) => {
+                    Trigger::DataCallback(0)
+                    | Trigger::AnyCallback(0)
+                    | Trigger::StatusCallback(0)
+                    | Trigger::NewPage(0) => {
                         return bad(
                             at(&value),
                             format!("{} counts from 1, not 0", step.when.name()),

@@ -98,7 +98,7 @@ fn default_pages() -> u16 {
 
 /// When an application action fires, within one acquisition.
 ///
-/// Callback triggers (`data_callback`, `percent`, `any_callback`, `new_page`,
+/// Callback triggers (`data_callback`, `percent`, `any_callback`, `status_callback`, `new_page`,
 /// `last_data_callback`) fire *inside* a BandedDataCallback call; the others fire on the
 /// application's second thread. Each trigger fires at most once per acquisition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +110,9 @@ pub enum Trigger {
     Percent(i32),
     /// At the Nth callback of any kind (1-based), status and data alike.
     AnyCallback(u32),
+    /// At the Nth IT_MSG_STATUS callback (1-based): the progress a driver reports while it
+    /// waits (warm-up, a late band), where no data callback can come.
+    StatusCallback(u32),
     /// At the Nth IT_MSG_NEW_PAGE callback (1-based).
     NewPage(u32),
     /// At this many virtual microseconds after the acquisition started (a separate thread of the
@@ -137,6 +140,7 @@ impl Trigger {
             Trigger::DataCallback(_) => "data_callback",
             Trigger::Percent(_) => "percent",
             Trigger::AnyCallback(_) => "any_callback",
+            Trigger::StatusCallback(_) => "status_callback",
             Trigger::NewPage(_) => "new_page",
             Trigger::AtUs(_) => "at_us",
             Trigger::LastDataCallback => "last_data_callback",

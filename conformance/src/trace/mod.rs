@@ -115,6 +115,10 @@ pub enum Kind {
         offset: i64,
         /// lLength.
         length: i64,
+        /// Bytes the callback actually carried, recorded only when they differ from `length`
+        /// (a driver whose lLength does not describe its data).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        carried: Option<u64>,
         /// Page (0-based) the data belongs to.
         page: u32,
         /// CRC-32 of the band's bytes (0 for messages without data).

@@ -68,6 +68,7 @@ fn samples() -> Vec<(Actor, Kind)> {
                 percent: 12,
                 offset: 0,
                 length: 2048,
+                carried: Some(2000),
                 page: 0,
                 crc: 1,
                 expect_crc: 1,

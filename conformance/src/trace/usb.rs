@@ -14,7 +14,6 @@ use scanemu::personality::native::protocol::{
     self, DecodeError, DeviceState, DeviceStatus, Event as InterruptEvent, EventCode, ScanError,
     ScanStatus,
 };
-use scanemu::usb::Request as std_request;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The direction of a control transfer's data stage.
@@ -128,30 +127,11 @@ impl<'de> Deserialize<'de> for TransferOutcome {
 /// Symbolic name of a control request: the standard request's name, the native protocol's
 /// vendor request name, `STANDARD` or `0xNN` for others.
 pub fn request_name(request_type: u8, request: u8) -> String {
-    if request_type & 0x60 == 0 {
-        return match request {
-            std_request::GET_STATUS => "GET_STATUS",
-            std_request::CLEAR_FEATURE => "CLEAR_FEATURE",
-            std_request::SET_FEATURE => "SET_FEATURE",
-            std_request::SET_ADDRESS => "SET_ADDRESS",
-            std_request::GET_DESCRIPTOR => "GET_DESCRIPTOR",
-            std_request::SET_CONFIGURATION => "SET_CONFIGURATION",
-            _ => "STANDARD",
-        }
-        .into();
+    match protocol::request_name(request_type, request) {
+        Some(name) => name.into(),
+        None if request_type & 0x60 == 0 => "STANDARD".into(),
+        None => format!("0x{request:02X}"),
     }
-    match request {
-        protocol::REQ_GET_CAPABILITIES => "GET_CAPABILITIES",
-        protocol::REQ_SET_PARAMS => "SET_PARAMS",
-        protocol::REQ_GET_PARAMS => "GET_PARAMS",
-        protocol::REQ_START_SCAN => "START_SCAN",
-        protocol::REQ_GET_SCAN_STATUS => "GET_SCAN_STATUS",
-        protocol::REQ_CANCEL => "CANCEL",
-        protocol::REQ_DEVICE_RESET => "DEVICE_RESET",
-        protocol::REQ_GET_DEVICE_STATUS => "GET_DEVICE_STATUS",
-        _ => return format!("0x{request:02X}"),
-    }
-    .into()
 }
 
 /// The fields of a Get Scan Status reply the trace keeps.

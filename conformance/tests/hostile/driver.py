@@ -11,6 +11,19 @@ It answers the hello correctly, then misbehaves when the first acquisition start
   out-of-turn         sends notify_done when no notify was delivered
   close-stdout        closes its stdout and keeps running
   bad-hello           answers the hello with protocol version 99
+Protocol version 2 (the driver picks 2 in its hello unless the mode says otherwise):
+  v2-in-v1            picks version 1, then submits a transfer
+  v2-bad-submit       submits a transfer kind the protocol does not have
+  v2-duplicate-id     submits two transfers with one id
+  v2-too-many         submits 65 timers without waiting
+  v2-unknown-cancel   cancels an id it never submitted
+  v2-cancel-finished  cancels a transfer whose done it has received
+  v2-wait-nothing     waits with nothing submitted
+  v2-overtake         a blocking bulk_in behind a submitted one on the same endpoint
+  v2-submit-in-notify submits a transfer while handling notify (needs a scenario with one)
+  v2-wait-stalled     submits a read no data will ever answer and waits
+  v2-early-result     submits a read and returns S_OK at once (not a protocol error)
+  v2-spin             submits timers of 0 and waits for them forever: time never moves
 Usage: driver.py MODE
 """
 
@@ -34,9 +47,21 @@ def read():
     return json.loads(line)
 
 
+def submit(ident, transfer, **fields):
+    msg = {"type": "submit", "id": ident, "transfer": transfer}
+    msg.update(fields)
+    send(msg)
+
+
+if MODE == "bad-hello":
+    PROTOCOL = 99
+elif MODE.startswith("v2-") and MODE != "v2-in-v1":
+    PROTOCOL = 2
+else:
+    PROTOCOL = 1
 read()
-send({"type": "hello", "protocol": 99 if MODE == "bad-hello" else 1, "name": "hostile",
-      "version": MODE, "capabilities": {"async_cancel": True}})
+send({"type": "hello", "protocol": PROTOCOL, "name": "hostile", "version": MODE,
+      "capabilities": {"async_cancel": True}})
 sys.stderr.write("hostile driver, mode %s\n" % MODE)
 sys.stderr.flush()
 while read()["type"] != "acquire":
@@ -73,3 +98,60 @@ elif MODE == "close-stdout":
     sys.stdout.flush()
     os.close(1)
     time.sleep(3600)
+elif MODE == "v2-in-v1":
+    submit(1, "sleep", duration_us=10)
+    time.sleep(3600)
+elif MODE == "v2-bad-submit":
+    submit(1, "warp_in", ep=0x81, length=512, timeout_us=0)
+    time.sleep(3600)
+elif MODE == "v2-duplicate-id":
+    submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
+    submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
+    time.sleep(3600)
+elif MODE == "v2-too-many":
+    for n in range(65):
+        submit(n + 1, "sleep", duration_us=1000)
+    time.sleep(3600)
+elif MODE == "v2-unknown-cancel":
+    send({"type": "cancel", "id": 99})
+    time.sleep(3600)
+elif MODE == "v2-cancel-finished":
+    submit(1, "sleep", duration_us=10)
+    send({"type": "wait"})
+    read()
+    send({"type": "cancel", "id": 1})
+    time.sleep(3600)
+elif MODE == "v2-wait-nothing":
+    send({"type": "wait"})
+    time.sleep(3600)
+elif MODE == "v2-overtake":
+    submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
+    send({"type": "bulk_in", "id": 2, "ep": 0x81, "length": 512, "timeout_us": 0})
+    time.sleep(3600)
+elif MODE == "v2-submit-in-notify":
+    submit(1, "sleep", duration_us=10_000_000)
+    send({"type": "wait"})
+    while read()["type"] != "notify":
+        pass
+    submit(2, "sleep", duration_us=10)
+    time.sleep(3600)
+elif MODE == "v2-wait-stalled":
+    submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
+    send({"type": "wait"})
+    time.sleep(3600)
+elif MODE == "v2-spin":
+    n = 0
+    while True:
+        n += 1
+        submit(n, "sleep", duration_us=0)
+        send({"type": "wait"})
+        read()
+elif MODE == "v2-early-result":
+    submit(1, "bulk_in", ep=0x81, length=512, timeout_us=0)
+    send({"type": "result", "hr": 0})
+    while True:
+        msg = read()
+        if msg["type"] == "notify":
+            send({"type": "notify_done"})
+        elif msg["type"] == "acquire":
+            send({"type": "result", "hr": 0})

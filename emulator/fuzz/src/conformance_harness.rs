@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use scanconform::drivers::external::parse_driver_message;
+use scanconform::drivers::external::{parse_driver_message, replay_driver_lines};
 use scanconform::rules;
 use scanconform::scenario::{self, LoadedScenario};
 
@@ -32,15 +32,26 @@ pub fn scenario_file(data: &[u8]) {
     }
 }
 
-/// One line of the external driver protocol (`conformance/DRIVER-PROTOCOL.md`) as a driver
-/// would write it, through [`parse_driver_message`]: it names a message type or gives one
-/// line of error. Never panics.
+/// What a driver writes in the external driver protocol (`conformance/DRIVER-PROTOCOL.md`):
+/// each line through [`parse_driver_message`] (it names a message type or gives one line of
+/// error), and all the lines as one driver's side of a run through [`replay_driver_lines`]
+/// (the turn rules and, in version 2, the submitted transfers: it accepts them all or names
+/// the first fault in one line). Never panics.
 pub fn driver_protocol(data: &[u8]) {
-    match parse_driver_message(data).map_err(|e| e.to_string()) {
-        Ok(name) => assert!(!name.is_empty(), "a message without a type name"),
-        Err(e) => assert!(
+    let one_line = |e: &str| {
+        assert!(
             !e.is_empty() && !e.contains('\n'),
             "the error is not one line: {e:?}"
-        ),
+        )
+    };
+    for line in data.split(|b| *b == b'\n') {
+        match parse_driver_message(line).map_err(|e| e.to_string()) {
+            Ok(name) => assert!(!name.is_empty(), "a message without a type name"),
+            Err(e) => one_line(&e),
+        }
+    }
+    match replay_driver_lines(data.split(|b| *b == b'\n')) {
+        Ok(n) => assert!(n <= data.len() + 1, "more messages than lines"),
+        Err(e) => one_line(&e),
     }
 }

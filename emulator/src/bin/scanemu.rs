@@ -10,7 +10,9 @@
 //! ...); it refuses a non-loopback address unless `--allow-remote` is given. `--trace` writes
 //! every device note (block sent, ACK, CAN, motor stopped …) as a JSON line (with a `busid`
 //! when several devices are served). SIGINT or SIGTERM shuts it down gracefully: pending URBs
-//! are unlinked (-ESHUTDOWN), the capture is flushed, exit status 0.
+//! are unlinked (-ESHUTDOWN), the capture and the trace are complete, one line names what was
+//! written, and the exit status is 130 (SIGINT) or 143 (SIGTERM), as for a program the signal
+//! ended. A port already in use is bad input (exit status 2).
 //!
 //! `scanemu pattern --mode MODE --width PX --height PX` writes the image the engine's test
 //! pattern gives for a scan of that size, as PNM, to compare a driver's output byte for byte.
@@ -312,7 +314,8 @@ struct ServeArgs {
 }
 
 /// `scanemu serve`: exports the devices over USB/IP until SIGINT or SIGTERM, then shuts down
-/// gracefully (pending URBs are unlinked with -ESHUTDOWN, the capture is flushed) and exits 0.
+/// gracefully (pending URBs are unlinked with -ESHUTDOWN, the capture is flushed), says what it
+/// wrote and exits 128 + the signal's number.
 fn serve(args: &ServeArgs) -> ExitCode {
     use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig, UsbIpServer};
     let addr = args.addr;
@@ -413,6 +416,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
             eprintln!("scanemu: {e}");
             return ExitCode::from(2);
         }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+            ) =>
+        {
+            // Someone else's port, or an address this host does not have: the user's input.
+            eprintln!("scanemu: --usbip {addr}: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("scanemu: --usbip {addr}: {e}");
             return ExitCode::from(1);
@@ -448,8 +461,28 @@ fn serve(args: &ServeArgs) -> ExitCode {
         server.local_addr().ip()
     );
     let _ = std::io::stdout().flush();
-    server.wait();
-    ExitCode::SUCCESS
+    match server.wait() {
+        Some(signal) => {
+            let mut written: Vec<String> = Vec::new();
+            if let Some(p) = &args.pcap {
+                written.push(format!("capture {}", p.display()));
+            }
+            if let Some(t) = &args.trace {
+                written.push(format!("trace {}", t.display()));
+            }
+            eprintln!(
+                "scanemu: stopped by {}; {}",
+                signal.name(),
+                if written.is_empty() {
+                    "nothing to write".to_string()
+                } else {
+                    format!("wrote {} (complete)", written.join(", "))
+                }
+            );
+            ExitCode::from(128 + signal.number())
+        }
+        None => ExitCode::SUCCESS,
+    }
 }
 
 /// The profile's name and where it came from.

@@ -7,8 +7,19 @@
 //! speed (`Speed::wire_time`), with one bus shared by all endpoints. The device's notes go to a
 //! [`HostObserver`] ([`InProcessHost::set_note_observer`]); wrap the host in
 //! [`Observed`](super::Observed) to see its transfers too.
+//!
+//! Several transfers may be in flight at once (a driver that queues reads ahead, or polls
+//! interrupt IN while a bulk read waits). Each endpoint keeps a queue, as a host controller
+//! does: a transfer moves data only once every transfer submitted before it on the same
+//! endpoint has ended, so reads queued on one endpoint complete in submission order. EP0 is
+//! one queue for both directions. Timeouts and aborts apply to queued transfers too.
+//! Dropping a transfer's future before it ends cancels it, as unlinking an URB does: it leaves
+//! its queue and the pending count, and the transfer behind it moves up. Nothing reports a
+//! dropped transfer ([`Observed`](super::Observed) reports a transfer when its future
+//! completes): whoever drops it says so.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
@@ -31,6 +42,9 @@ struct State {
     waiters: Vec<Waker>,
     abort_gen: [u64; 32],
     pending: u32,
+    /// Per endpoint (see [`queue_slot`]): the tickets of its transfers in flight, oldest first.
+    queues: [VecDeque<u64>; 32],
+    next_ticket: u64,
     bus_free_at: Instant,
     observer: Option<Rc<dyn HostObserver>>,
 }
@@ -55,6 +69,76 @@ impl State {
 
 fn ep_slot(ep: u8) -> usize {
     usize::from(ep & 0x0f) + if ep & 0x80 != 0 { 16 } else { 0 }
+}
+
+/// The queue a transfer on `ep` waits in: the endpoint's own, with EP0 one queue for both
+/// directions (a control transfer's stages use both).
+fn queue_slot(ep: u8) -> usize {
+    if ep & 0x0f == 0 {
+        0
+    } else {
+        ep_slot(ep)
+    }
+}
+
+/// A transfer's place in its endpoint's queue and in the pending count, from its first step
+/// until it ends; dropping it early (the transfer's future was dropped) cancels the transfer.
+struct InFlight<'a> {
+    state: &'a RefCell<State>,
+    slot: usize,
+    ticket: u64,
+    done: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a RefCell<State>, ep: u8) -> InFlight<'a> {
+        let slot = queue_slot(ep);
+        let mut st = state.borrow_mut();
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        st.queues[slot].push_back(ticket);
+        st.pending += 1;
+        InFlight {
+            state,
+            slot,
+            ticket,
+            done: false,
+        }
+    }
+
+    /// True while an earlier transfer on the same endpoint is still in flight.
+    fn queued(st: &State, slot: usize, ticket: u64) -> bool {
+        st.queues[slot].front() != Some(&ticket)
+    }
+
+    /// Leaves the queue and the pending count; wakes the transfer behind, if any.
+    fn leave(st: &mut State, slot: usize, ticket: u64) {
+        let queue = &mut st.queues[slot];
+        let was_first = queue.front() == Some(&ticket);
+        queue.retain(|t| *t != ticket);
+        st.pending -= 1;
+        if was_first && !st.queues[slot].is_empty() {
+            st.changed();
+        }
+    }
+
+    /// The transfer ended (`st` is the host's state, borrowed by the caller).
+    fn finish(&mut self, st: &mut State) {
+        if !self.done {
+            self.done = true;
+            InFlight::leave(st, self.slot, self.ticket);
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            let mut st = self.state.borrow_mut();
+            InFlight::leave(&mut st, self.slot, self.ticket);
+        }
+    }
 }
 
 fn map_error(e: hc::WireError) -> TransferError {
@@ -87,6 +171,8 @@ impl InProcessHost {
                 waiters: Vec::new(),
                 abort_gen: [0; 32],
                 pending: 0,
+                queues: std::array::from_fn(|_| VecDeque::new()),
+                next_ticket: 0,
                 bus_free_at: Instant::ZERO,
                 observer: None,
             })),
@@ -147,7 +233,8 @@ impl InProcessHost {
     }
 
     /// Steps `t` until it completes, fails, times out or is aborted; then charges its bytes on
-    /// the wire. Returns the result and the transfer (for partial data).
+    /// the wire. Returns the result and the transfer (for partial data). While an earlier
+    /// transfer on `ep` is in flight, `t` waits its turn without moving data.
     async fn drive<T: Transfer>(
         &self,
         mut t: T,
@@ -162,24 +249,31 @@ impl InProcessHost {
             Some(start + timeout)
         };
         let gen = self.state.borrow().abort_gen[ep_slot(ep)];
-        self.state.borrow_mut().pending += 1;
+        let mut flight = InFlight::enter(&self.state, ep);
         let mut wire = 0u64;
         let result = loop {
             let now = self.clock.now();
             let (step, seen, next) = {
                 let mut st = self.state.borrow_mut();
-                st.device.poll(now);
-                let step = {
-                    let (port, mut poller) = st.device.port_and_poller(now);
-                    t.step(&port, &mut poller)
-                };
-                let moved = t.take_wire_bytes();
-                wire += moved;
-                st.report_notes();
-                if moved > 0 || matches!(step, StepResult::Done(_)) {
-                    st.changed();
+                if InFlight::queued(&st, flight.slot, flight.ticket) {
+                    (StepResult::Pending, st.change, None)
+                } else {
+                    st.device.poll(now);
+                    let step = {
+                        let (port, mut poller) = st.device.port_and_poller(now);
+                        t.step(&port, &mut poller)
+                    };
+                    let moved = t.take_wire_bytes();
+                    wire += moved;
+                    st.report_notes();
+                    if matches!(step, StepResult::Done(_)) {
+                        flight.finish(&mut st);
+                    }
+                    if moved > 0 || matches!(step, StepResult::Done(_)) {
+                        st.changed();
+                    }
+                    (step, st.change, st.device.poll_at())
                 }
-                (step, st.change, st.device.poll_at())
             };
             if let StepResult::Done(r) = step {
                 break r.map_err(map_error);
@@ -204,13 +298,14 @@ impl InProcessHost {
         };
         let done_at = {
             let mut st = self.state.borrow_mut();
-            st.pending -= 1;
+            flight.finish(&mut st);
             let now = self.clock.now();
             let begin = st.bus_free_at.max(now);
             let done_at = begin + st.speed.wire_time(wire);
             st.bus_free_at = done_at;
             done_at
         };
+        drop(flight);
         if done_at > self.clock.now() {
             self.clock.sleep_until(done_at).await;
         }

@@ -115,6 +115,12 @@ pub struct DeviceInfo {
 ///
 /// A `timeout` of [`Duration::ZERO`] means no timeout. Endpoint arguments are endpoint
 /// addresses (`0x81` for IN endpoint 1).
+///
+/// Transfers may overlap (several futures polled at once): those on one endpoint complete in
+/// the order they were first polled, as an endpoint's URB queue does. Dropping a transfer's
+/// future before it completes cancels that one transfer (an URB unlink,
+/// `libusb_cancel_transfer`); [`Observed`] reports a transfer when it finishes, so nothing
+/// reports one dropped before: whoever drops it says so.
 #[async_trait(?Send)]
 pub trait UsbHost {
     /// The device's identity and descriptors.

@@ -12,4 +12,4 @@
 pub mod protocol;
 pub mod server;
 
-pub use server::{default_busid, DeviceSpec, ServerConfig, ServerStats, UsbIpServer};
+pub use server::{default_busid, DeviceSpec, ServerConfig, ServerStats, StopSignal, UsbIpServer};

@@ -282,6 +282,43 @@ struct Shared {
     evicted: AtomicU64,
     timed_out: AtomicU64,
     accept_errors: AtomicU64,
+    /// The signal that stopped the server (0: none), set by [`UsbIpServer::stop_on_signals`].
+    stopped_by: std::sync::atomic::AtomicU8,
+}
+
+/// A signal that stopped the server ([`UsbIpServer::stop_on_signals`], [`UsbIpServer::wait`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl StopSignal {
+    /// `SIGINT` or `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The signal's number (2, 15); a program stopped by it exits with 128 plus this.
+    pub fn number(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 2,
+            StopSignal::Terminate => 15,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<StopSignal> {
+        match code {
+            2 => Some(StopSignal::Interrupt),
+            15 => Some(StopSignal::Terminate),
+            _ => None,
+        }
+    }
 }
 
 impl Shared {
@@ -398,6 +435,7 @@ impl UsbIpServer {
             evicted: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            stopped_by: std::sync::atomic::AtomicU8::new(0),
         });
         let handle = runtime.handle().clone();
         let s = shared.clone();
@@ -459,12 +497,14 @@ impl UsbIpServer {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let shared = self.shared.clone();
         self.runtime.spawn(async move {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
+            let signal = tokio::select! {
+                _ = int.recv() => StopSignal::Interrupt,
+                _ = term.recv() => StopSignal::Terminate,
             };
+            shared.stopped_by.store(signal.number(), Ordering::SeqCst);
             shared.log(&format!(
-                "{name}: shutting down (pending URBs are unlinked with -ESHUTDOWN)"
+                "{}: shutting down (pending URBs are unlinked with -ESHUTDOWN)",
+                signal.name()
             ));
             shared.stop.send_replace(true);
         });
@@ -472,12 +512,14 @@ impl UsbIpServer {
     }
 
     /// Blocks until the server stops: after [`UsbIpServer::shutdown`] from elsewhere, a
-    /// signal ([`UsbIpServer::stop_on_signals`]) or a failed accept loop.
-    pub fn wait(mut self) {
+    /// signal ([`UsbIpServer::stop_on_signals`]) or a failed accept loop. Returns the signal
+    /// that stopped it, if one did; the shutdown is complete and the capture flushed either way.
+    pub fn wait(mut self) -> Option<StopSignal> {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         self.flush_capture();
+        StopSignal::from_code(self.shared.stopped_by.load(Ordering::SeqCst))
     }
 
     /// Stops accepting, unlinks every session's pending URBs (`-ESHUTDOWN`), closes every
@@ -512,12 +554,26 @@ impl Drop for UsbIpServer {
     }
 }
 
+/// Why a device cannot be exported.
+#[derive(Debug, thiserror::Error)]
+enum DescribeError {
+    /// The device did not enumerate.
+    #[error("enumeration failed: {0}")]
+    Enumeration(hc::WireError),
+    /// The bus id does not fit USB/IP's field.
+    #[error("{0}")]
+    BusId(ProtocolError),
+    /// More devices than device numbers.
+    #[error("too many devices")]
+    TooMany,
+}
+
 /// Builds and enumerates a device once to fill its exported record.
-fn describe(spec: &DeviceSpec, index: usize) -> Result<ExportedDevice, String> {
+fn describe(spec: &DeviceSpec, index: usize) -> Result<ExportedDevice, DescribeError> {
     let mut device = Device::new(&spec.profile);
     let e = {
         let (port, mut poller) = device.port_and_poller(Instant::ZERO);
-        hc::enumerate(&port, &mut poller).map_err(|e| format!("enumeration failed: {e}"))?
+        hc::enumerate(&port, &mut poller).map_err(DescribeError::Enumeration)?
     };
     let d = DeviceDescriptor::read(&e.device_descriptor);
     let c = &e.config_descriptor;
@@ -531,8 +587,8 @@ fn describe(spec: &DeviceSpec, index: usize) -> Result<ExportedDevice, String> {
         })
         .collect();
     let busid = spec.busid.clone();
-    super::protocol::encode_busid(&busid).map_err(|e| e.to_string())?;
-    let devnum = u32::try_from(index + 2).map_err(|_| "too many devices".to_string())?;
+    super::protocol::encode_busid(&busid).map_err(DescribeError::BusId)?;
+    let devnum = u32::try_from(index + 2).map_err(|_| DescribeError::TooMany)?;
     Ok(ExportedDevice {
         record: DeviceRecord {
             path: format!("/sys/devices/platform/scanemu/usb1/{busid}"),
@@ -692,12 +748,12 @@ impl Drop for ImportGuard<'_> {
     }
 }
 
-fn protocol_error(shared: &Shared, e: &ProtocolError) -> String {
+fn protocol_error(shared: &Shared, e: ProtocolError) -> CloseReason {
     match e {
-        ProtocolError::Closed => "peer closed the connection".into(),
-        _ => {
+        ProtocolError::Closed => CloseReason::PeerClosed,
+        e => {
             shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            format!("protocol error: {e}")
+            CloseReason::Protocol(e)
         }
     }
 }
@@ -764,7 +820,11 @@ impl Outgoing {
     }
 
     /// Writes everything with vectored writes within `limit`, and empties itself.
-    async fn write(&mut self, stream: &mut TcpStream, limit: StdDuration) -> Result<(), String> {
+    async fn write(
+        &mut self,
+        stream: &mut TcpStream,
+        limit: StdDuration,
+    ) -> Result<(), CloseReason> {
         if !self.tail.is_empty() {
             let tail = std::mem::take(&mut self.tail);
             self.chunks.push(tail);
@@ -799,18 +859,76 @@ impl Outgoing {
         };
         match tokio::time::timeout(limit, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write failed: {e}")),
-            Err(_) => Err(format!(
-                "the peer left {total} bytes unread for {} ms",
-                limit.as_millis()
-            )),
+            Ok(Err(e)) => Err(CloseReason::Write(e)),
+            Err(_) => Err(CloseReason::Unread {
+                bytes: total,
+                ms: limit.as_millis(),
+            }),
         }
     }
 }
 
+/// Why the server ended a connection: the reason its log line gives.
+#[derive(Debug, thiserror::Error)]
+enum CloseReason {
+    /// The peer closed its end between messages.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// The peer closed its end inside a message.
+    #[error("peer closed the connection in the middle of {0}")]
+    PeerClosedIn(&'static str),
+    /// A malformed, truncated or unknown message.
+    #[error("protocol error: {0}")]
+    Protocol(ProtocolError),
+    /// Reading from the socket failed.
+    #[error("read failed: {0}")]
+    Read(io::Error),
+    /// Writing to the socket failed.
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    /// The peer did not read what the server wrote in time.
+    #[error("the peer left {bytes} bytes unread for {ms} ms")]
+    Unread { bytes: usize, ms: u128 },
+    /// The device list could not be encoded.
+    #[error("cannot encode the device list: {0}")]
+    DeviceList(ProtocolError),
+    /// The device record of an import could not be encoded.
+    #[error("cannot encode the device record")]
+    DeviceRecord,
+    /// The import was answered with a refusal.
+    #[error("import of {busid:?} refused with status {status}")]
+    ImportRefused { busid: String, status: u32 },
+    /// The device did not enumerate on the server's side.
+    #[error("device failed to enumerate: {0}")]
+    Enumeration(hc::WireError),
+    /// The session's timer could not be created, armed or read.
+    #[error("timer failed: {0}")]
+    Timer(io::Error),
+    /// Too many URBs or buffer bytes outstanding.
+    #[error("limit: {urbs} URBs / {bytes} bytes outstanding (at most {max_urbs} / {max_bytes})")]
+    Limit {
+        urbs: usize,
+        bytes: usize,
+        max_urbs: usize,
+        max_bytes: usize,
+    },
+    /// No complete operation before the handshake timeout.
+    #[error("handshake timeout: no complete operation within {0} ms")]
+    HandshakeTimeout(u128),
+    /// Nothing pending and nothing received for the idle timeout.
+    #[error("idle timeout: nothing pending and nothing received for {0} s")]
+    IdleTimeout(u64),
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    Shutdown,
+    /// The connection cap needed the slot.
+    #[error("closed to make room for a new connection")]
+    Evicted,
+}
+
 /// Why reading a message failed.
 enum ReadEnd {
-    Closed(String),
+    Closed(CloseReason),
     Stopped,
     Evicted,
     TimedOut,
@@ -824,7 +942,7 @@ async fn read_at_least(
     deadline: tokio::time::Instant,
     stop: &mut watch::Receiver<bool>,
     evict: &Notify,
-    what: &str,
+    what: &'static str,
 ) -> Result<(), ReadEnd> {
     while inbox.pending().len() < n {
         let want = n - inbox.pending().len();
@@ -837,15 +955,11 @@ async fn read_at_least(
         };
         match r {
             Ok(0) if inbox.pending().is_empty() => {
-                return Err(ReadEnd::Closed("peer closed the connection".into()))
+                return Err(ReadEnd::Closed(CloseReason::PeerClosed))
             }
-            Ok(0) => {
-                return Err(ReadEnd::Closed(format!(
-                    "peer closed the connection in the middle of {what}"
-                )))
-            }
+            Ok(0) => return Err(ReadEnd::Closed(CloseReason::PeerClosedIn(what))),
             Ok(_) => {}
-            Err(e) => return Err(ReadEnd::Closed(format!("read failed: {e}"))),
+            Err(e) => return Err(ReadEnd::Closed(CloseReason::Read(e))),
         }
     }
     Ok(())
@@ -855,20 +969,24 @@ async fn write_within(
     stream: &mut TcpStream,
     bytes: &[u8],
     limit: StdDuration,
-) -> Result<(), String> {
+) -> Result<(), CloseReason> {
     match tokio::time::timeout(limit, stream.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err(format!(
-            "the peer left {} bytes unread for {} ms",
-            bytes.len(),
-            limit.as_millis()
-        )),
+        Ok(Err(e)) => Err(CloseReason::Write(e)),
+        Err(_) => Err(CloseReason::Unread {
+            bytes: bytes.len(),
+            ms: limit.as_millis(),
+        }),
     }
 }
 
 /// Serves one connection until it closes; returns why it closed.
-async fn connection(mut stream: TcpStream, shared: &Shared, id: u64, evict: Arc<Notify>) -> String {
+async fn connection(
+    mut stream: TcpStream,
+    shared: &Shared,
+    id: u64,
+    evict: Arc<Notify>,
+) -> CloseReason {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(StdDuration::from_secs(30))
@@ -897,14 +1015,14 @@ async fn connection(mut stream: TcpStream, shared: &Shared, id: u64, evict: Arc<
         b.copy_from_slice(&inbox.pending()[..OP_HEADER_LEN]);
         let header = match OpHeader::decode(&b) {
             Ok(h) => h,
-            Err(e) => return protocol_error(shared, &e),
+            Err(e) => return protocol_error(shared, e),
         };
         match header.code {
             OP_REQ_DEVLIST => {
                 inbox.consume(OP_HEADER_LEN);
                 let reply = match encode_devlist(&shared.exports) {
                     Ok(r) => r,
-                    Err(e) => return format!("cannot encode the device list: {e}"),
+                    Err(e) => return CloseReason::DeviceList(e),
                 };
                 if let Err(e) = write_within(&mut stream, &reply, config.handshake_timeout).await {
                     return e;
@@ -926,7 +1044,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared, id: u64, evict: Arc<
                 }
                 let busid = match read_busid(&mut &inbox.pending()[OP_HEADER_LEN..]) {
                     Ok(b) => b,
-                    Err(e) => return protocol_error(shared, &e),
+                    Err(e) => return protocol_error(shared, e),
                 };
                 inbox.consume(OP_HEADER_LEN + BUSID_LEN);
                 let index = shared.exports.iter().position(|e| e.record.busid == busid);
@@ -945,14 +1063,14 @@ async fn connection(mut stream: TcpStream, shared: &Shared, id: u64, evict: Arc<
                 let mut reply = OpHeader::new(OP_REP_IMPORT, status).encode().to_vec();
                 let Some(index) = index.filter(|_| status == ST_OK) else {
                     let _ = write_within(&mut stream, &reply, config.handshake_timeout).await;
-                    return format!("import of {busid:?} refused with status {status}");
+                    return CloseReason::ImportRefused { busid, status };
                 };
                 let guard = ImportGuard(&shared.taken[index]);
                 let export = &shared.exports[index];
                 let Ok(record) = export.record.encode() else {
                     let refused = OpHeader::new(OP_REP_IMPORT, ST_DEV_ERR).encode();
                     let _ = write_within(&mut stream, &refused, config.handshake_timeout).await;
-                    return "cannot encode the device record".into();
+                    return CloseReason::DeviceRecord;
                 };
                 reply.extend_from_slice(&record);
                 if let Err(e) = write_within(&mut stream, &reply, config.handshake_timeout).await {
@@ -969,22 +1087,19 @@ async fn connection(mut stream: TcpStream, shared: &Shared, id: u64, evict: Arc<
                 drop(guard);
                 return why;
             }
-            other => return protocol_error(shared, &ProtocolError::UnknownOp(other)),
+            other => return protocol_error(shared, ProtocolError::UnknownOp(other)),
         }
     }
 }
 
-fn handshake_end(shared: &Shared, end: ReadEnd) -> String {
+fn handshake_end(shared: &Shared, end: ReadEnd) -> CloseReason {
     match end {
         ReadEnd::Closed(why) => why,
-        ReadEnd::Stopped => "server shutting down".into(),
-        ReadEnd::Evicted => "closed to make room for a new connection".into(),
+        ReadEnd::Stopped => CloseReason::Shutdown,
+        ReadEnd::Evicted => CloseReason::Evicted,
         ReadEnd::TimedOut => {
             shared.timed_out.fetch_add(1, Ordering::Relaxed);
-            format!(
-                "handshake timeout: no complete operation within {} ms",
-                shared.config.handshake_timeout.as_millis()
-            )
+            CloseReason::HandshakeTimeout(shared.config.handshake_timeout.as_millis())
         }
     }
 }
@@ -1159,7 +1274,7 @@ async fn run_session(
     shared: &Shared,
     index: usize,
     conn: u64,
-) -> String {
+) -> CloseReason {
     let spec = &shared.config.devices[index];
     let record = &shared.exports[index].record;
     let mut device = Device::new(&spec.profile);
@@ -1171,14 +1286,14 @@ async fn run_session(
     {
         let (port, mut poller) = device.port_and_poller(now);
         if let Err(e) = hc::enumerate(&port, &mut poller) {
-            return format!("device failed to enumerate: {e}");
+            return CloseReason::Enumeration(e);
         }
     }
     // Enumeration is the server's business, as on a host that exports a real device.
     let _ = device.take_notes();
     let mut alarm = match Alarm::new() {
         Ok(a) => a,
-        Err(e) => return format!("cannot create a timer: {e}"),
+        Err(e) => return CloseReason::Timer(e),
     };
     let mut session = Session {
         shared,
@@ -1209,7 +1324,7 @@ async fn run_session(
 /// How a session's loop ended.
 enum End {
     /// The peer went away or broke the protocol: pending URBs are killed.
-    Peer(String),
+    Peer(CloseReason),
     /// The server is shutting down: pending URBs complete as unlinked.
     Shutdown,
 }
@@ -1221,7 +1336,7 @@ impl Session<'_> {
         inbox: &mut Inbox,
         stop: &mut watch::Receiver<bool>,
         alarm: &mut Alarm,
-    ) -> String {
+    ) -> CloseReason {
         let idle = self.shared.config.idle_timeout;
         let mut last_heard = tokio::time::Instant::now();
         // Commands that arrived with the import reply are decoded before the first read.
@@ -1240,7 +1355,7 @@ impl Session<'_> {
                     .write(stream, self.shared.config.write_timeout)
                     .await;
                 if let Err(why) = r {
-                    if why.starts_with("the peer left") {
+                    if matches!(why, CloseReason::Unread { .. }) {
                         self.shared.timed_out.fetch_add(1, Ordering::Relaxed);
                     }
                     break End::Peer(why);
@@ -1256,7 +1371,7 @@ impl Session<'_> {
                 (a, b) => a.or(b),
             };
             if let Err(e) = alarm.set(wake.map(|w| self.shared.wall(w))) {
-                break End::Peer(format!("cannot arm the timer: {e}"));
+                break End::Peer(CloseReason::Timer(e));
             }
             let idle_at = match idle {
                 Some(t) if self.pending_urbs == 0 => Some(last_heard + t),
@@ -1267,25 +1382,22 @@ impl Session<'_> {
                 biased;
                 _ = stop.wait_for(|s| *s) => break End::Shutdown,
                 r = inbox.fill(stream, want) => match r {
-                    Ok(0) if inbox.pending().is_empty() => break End::Peer("peer closed the connection".into()),
-                    Ok(0) => break End::Peer(protocol_error(self.shared, &ProtocolError::Truncated {
+                    Ok(0) if inbox.pending().is_empty() => break End::Peer(CloseReason::PeerClosed),
+                    Ok(0) => break End::Peer(protocol_error(self.shared, ProtocolError::Truncated {
                         what: "URB command",
                         source: io::ErrorKind::UnexpectedEof.into(),
                     })),
                     Ok(_) => last_heard = tokio::time::Instant::now(),
-                    Err(e) => break End::Peer(format!("read failed: {e}")),
+                    Err(e) => break End::Peer(CloseReason::Read(e)),
                 },
                 r = alarm.fired(), if wake.is_some() => {
                     if let Err(e) = r {
-                        break End::Peer(format!("timer failed: {e}"));
+                        break End::Peer(CloseReason::Timer(e));
                     }
                 }
                 _ = sleep_until_opt(idle_at), if idle_at.is_some() => {
                     self.shared.timed_out.fetch_add(1, Ordering::Relaxed);
-                    break End::Peer(format!(
-                        "idle timeout: nothing pending and nothing received for {} s",
-                        idle.map_or(0, |t| t.as_secs())
-                    ));
+                    break End::Peer(CloseReason::IdleTimeout(idle.map_or(0, |t| t.as_secs())));
                 }
             }
         };
@@ -1302,14 +1414,14 @@ impl Session<'_> {
                     .write_timeout
                     .min(StdDuration::from_secs(1));
                 let _ = self.out.write(stream, limit).await;
-                "server shutting down".into()
+                CloseReason::Shutdown
             }
         }
     }
 
     /// Decodes and handles every complete command in `inbox`; `need` becomes the length the
     /// next command needs. An error closes the connection.
-    fn decode(&mut self, inbox: &mut Inbox, need: &mut usize) -> Result<(), String> {
+    fn decode(&mut self, inbox: &mut Inbox, need: &mut usize) -> Result<(), CloseReason> {
         let limits = self.shared.config.limits;
         loop {
             let avail = inbox.pending();
@@ -1320,13 +1432,13 @@ impl Session<'_> {
             let mut header = [0u8; URB_HEADER_LEN];
             header.copy_from_slice(&avail[..URB_HEADER_LEN]);
             let len =
-                Command::wire_len(&header, &limits).map_err(|e| protocol_error(self.shared, &e))?;
+                Command::wire_len(&header, &limits).map_err(|e| protocol_error(self.shared, e))?;
             if avail.len() < len {
                 *need = len;
                 return Ok(());
             }
             let cmd = Command::read(&mut &avail[..len], &limits)
-                .map_err(|e| protocol_error(self.shared, &e))?;
+                .map_err(|e| protocol_error(self.shared, e))?;
             inbox.consume(len);
             match cmd {
                 Command::Submit(s) => {
@@ -1338,10 +1450,12 @@ impl Session<'_> {
                     self.pending_bytes += s.transfer_buffer_length as usize;
                     if self.pending_urbs > max_urbs || self.pending_bytes > max_bytes {
                         self.shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                        let why = format!(
-                            "limit: {} URBs / {} bytes outstanding (at most {max_urbs} / {max_bytes})",
-                            self.pending_urbs, self.pending_bytes
-                        );
+                        let why = CloseReason::Limit {
+                            urbs: self.pending_urbs,
+                            bytes: self.pending_bytes,
+                            max_urbs,
+                            max_bytes,
+                        };
                         // Not queued: it gets no capture record.
                         self.pending_urbs -= 1;
                         self.pending_bytes -= s.transfer_buffer_length as usize;

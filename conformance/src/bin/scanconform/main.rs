@@ -2,10 +2,14 @@
 //!
 //! The edge of the program: it parses the command line, checks every input (options, driver,
 //! scenarios, output paths) before it prints anything, runs, and prints what the library
-//! returns. One line and exit status 2 for bad input; 1 when a scenario run fails; 0 otherwise.
-//! `run` lives in `run.rs`; stdout that closes early is muted by `output.rs`.
+//! returns. One line and exit status 2 for bad input; 1 when a scenario run fails; 0 otherwise;
+//! 130 or 143 when SIGINT or SIGTERM stopped `run` or `record` (after writing what the finished
+//! runs give: `interrupt.rs`). `run` lives in `run.rs`; stdout that closes early is muted by
+//! `output.rs`.
 
+mod interrupt;
 mod output;
+mod progress;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -192,6 +196,9 @@ fn profiles_dir_for(scenarios_root: &Path) -> PathBuf {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, Command::Run(_) | Command::Record { .. }) {
+        interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
+    }
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Record {
@@ -203,7 +210,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => record(driver, transport, &scenario, service, &out),
         Command::Report { traces, out } => {
             let runs = html::load_dir(&traces)?;
-            write_file(&out, "--out", &html::render_html(&runs))?;
+            let meta = report_meta(newest_file_time(&traces), None);
+            write_file(&out, "--out", &html::render_report(&runs, &meta))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { trace, svg } => show(&trace, svg.as_deref()),
@@ -246,6 +254,52 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The report header's `when` and `commit`: `when` is `SOURCE_DATE_EPOCH` if set (the
+/// reproducible-builds convention, for byte-identical reports), else `made`, in UTC to the
+/// minute; `commit` is `git describe --always --dirty` of the checkout this program was built
+/// from, left out where that is not a git checkout (or git is missing).
+fn report_meta(made: Option<std::time::SystemTime>, note: Option<String>) -> html::ReportMeta {
+    let fixed = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    let when = fixed.or(made).map(|t| {
+        chrono::DateTime::<chrono::Utc>::from(t)
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string()
+    });
+    let commit = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--tags"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let mut meta = html::ReportMeta::default();
+    meta.when = when;
+    meta.commit = commit;
+    meta.note = note;
+    meta
+}
+
+/// When the newest trace or verdict file under `dir` was written (when its runs were made).
+fn newest_file_time(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_file_time(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
 /// Writes `contents` to `path`, the error naming the option it came from.
 fn write_file(path: &Path, option: &str, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("{option} {}", path.display()))
@@ -254,11 +308,12 @@ fn write_file(path: &Path, option: &str, contents: &str) -> anyhow::Result<()> {
 /// `scanconform show`: the trace as text, and its timeline as SVG.
 fn show(trace: &Path, svg: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (t, verdict) = html::load_trace(trace)?;
-    output::text(&t.render_text())?;
+    let marks = verdict.as_ref().map(|v| v.marks()).unwrap_or_default();
+    output::text(&t.render_text_marked(&marks))?;
     if let Some(path) = svg {
-        let (title, marks) = match &verdict {
-            Some(v) => (v.title(), v.marks()),
-            None => (trace.display().to_string(), Vec::new()),
+        let title = match &verdict {
+            Some(v) => v.title(),
+            None => trace.display().to_string(),
         };
         write_file(
             path,
@@ -361,6 +416,11 @@ fn record(
             bail!("record --transport libusb is not supported; use inproc or usbip")
         }
     };
+    let spinner = progress::spinner(format!(
+        "recording {} [{}] with {driver}",
+        s.id,
+        service.name()
+    ));
     let r = scanconform::record::record(
         &s,
         service,
@@ -369,7 +429,9 @@ fn record(
         &profiles_dir_for(&root),
         &options,
         out,
-    )?;
+    );
+    spinner.finish_and_clear();
+    let r = r?;
     line(format_args!(
         "recorded {} [{}] with {}: {} trace events, {} -> {}",
         r.scenario,
@@ -379,5 +441,13 @@ fn record(
         if r.passed() { "pass" } else { "FAIL" },
         out.display()
     ))?;
+    if let Some(sig) = interrupt::received() {
+        eprintln!(
+            "scanconform: interrupted by {}: the recording under way was finished; wrote {}",
+            sig.name(),
+            out.display()
+        );
+        return Ok(sig.exit_code());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,11 @@
 //! scenarios' profiles (WIA) or the backend and its device (SANE). Then each scenario run
 //! becomes a [`RunRecord`] and goes through one [`Pipeline`]: trace files, the table row or
 //! JSON line, and at the end the failure details, the summary, JUnit and the HTML report.
+//!
+//! SIGINT or SIGTERM ([`super::interrupt`]) stops the run at the next scenario run boundary:
+//! runs under way are finished, runs not started are listed as not run (skipped in JUnit,
+//! counted in the report), every output of the finished runs is written, one line on stderr
+//! says what, and the exit status is 130 or 143.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,12 +19,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
-use scanconform::report::{self, junit::junit, RunRecord, TraceKind, Verdict};
-use scanconform::run::{self as wia_run, RunOptions, Transport};
+use scanconform::report::{self, junit::junit_with_not_run, RunRecord, TraceKind, Verdict};
+use scanconform::run::{self as wia_run, parallel, RunOptions, Transport};
 use scanconform::sane::{self, expected::ExpectedFailures, runner::Session};
 use scanconform::scenario::{LoadedScenario, ServiceModel};
+use scanconform::trace::Kind;
 use scanconform::{drivers, sane::scenario as sane_scenario};
 
+use super::interrupt::{self, Interrupted};
 use super::output::line;
 use super::DRIVER_FORMS;
 use super::{fixtures_dir, load_scenarios, profiles_dir_for, Format, Services, TransportArg};
@@ -75,6 +82,14 @@ pub struct RunArgs {
     /// WIA-FAULT-NO-HANG with the first divergent transaction.
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
+    /// Scenario runs at once, each on a thread of its own with its own simulated scanner and
+    /// driver (an exec: driver: its own process). Default: the number of CPUs. The output
+    /// (table, JSON, --traces, --junit, --report, --pcap) is the same byte for byte whatever
+    /// N: runs are independent and are reported in catalog order. Real-time runs
+    /// (--transport usbip or libusb, --realtime) and SANE backends run one at a time whatever
+    /// N: they measure wall-clock latency, and a SANE backend's state is process-wide.
+    #[arg(long, value_name = "N")]
+    jobs: Option<std::num::NonZeroUsize>,
 }
 
 /// Which pipeline a `--driver` takes.
@@ -184,6 +199,9 @@ impl Outputs {
         }
         for (option, dir) in [("--traces", &args.traces), ("--pcap", &args.pcap)] {
             if let Some(dir) = dir {
+                if dir.exists() && !dir.is_dir() {
+                    bail!("{option} {}: is a file, not a folder", dir.display());
+                }
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("{option} {}", dir.display()))?;
             }
@@ -250,10 +268,9 @@ impl Filter {
     }
 }
 
-/// A WIA driver against the catalog.
-fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
-    let driver = &args.driver;
-    drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
+/// The options of every WIA run of `args` (each worker builds its own: they hold nothing that
+/// crosses threads).
+fn wia_options(args: &RunArgs) -> RunOptions {
     let mut options = RunOptions::default();
     options.transport = match args.transport.unwrap_or(TransportArg::Inproc) {
         TransportArg::Inproc => Transport::InProcess,
@@ -263,6 +280,15 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     options.realtime = args.realtime;
     options.pcap = args.pcap.clone();
     options.replay = args.replay.clone();
+    options
+}
+
+/// A WIA driver against the catalog.
+fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
+    let driver = &args.driver;
+    drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
+    let options = wia_options(args);
+    let realtime = options.realtime || options.transport != Transport::InProcess;
     let (root, mut list) = load_scenarios(args.scenarios.clone())?;
     if let Some(f) = filter {
         f.apply(&mut list, |s| &s.id)?;
@@ -285,22 +311,100 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
     preflight_wia(&plan, &profiles, &options)?;
     let outputs = Outputs::check(args)?;
     let mut pipe = Pipeline::start(driver, args.format, &outputs, None, plan.len())?;
-    for (s, model) in plan {
-        pipe.progress.set_message(s.id.clone());
-        let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
-        if options.realtime || options.transport != Transport::InProcess {
+    // Real-time runs measure wall-clock latency: one at a time.
+    let workers = match args.jobs {
+        _ if realtime => std::num::NonZeroUsize::MIN,
+        Some(n) => n,
+        None => parallel::default_workers(),
+    };
+    let work = |(s, model): (&LoadedScenario, ServiceModel)| -> anyhow::Result<WiaRun> {
+        let not_run = |abandoned| NotRun {
+            scenario: s.id.clone(),
+            service: Some(model.name().to_string()),
+            abandoned,
+        };
+        if interrupt::received().is_some() {
+            return Ok(WiaRun::NotRun(not_run(false)));
+        }
+        let options = wia_options(args);
+        if realtime {
             let probe = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
             if let Some(why) = wia_run::realtime_skip_reason(s, model, driver, probe, &profiles)? {
-                pipe.progress
-                    .suspend(|| eprintln!("skipped {} [{}]: {why}", s.id, model.name()));
-                pipe.progress.inc(1);
-                continue;
+                return Ok(WiaRun::Skipped(format!(
+                    "skipped {} [{}]: {why}",
+                    s.id,
+                    model.name()
+                )));
             }
         }
+        let d = drivers::instantiate(driver).map_err(|e| anyhow!(e))?;
         let r = wia_run::run_with(s, model, driver, d, &profiles, &options)?;
-        pipe.add(RunRecord::wia(&r))?;
+        // A driver process that faulted once the signal was in may have been hit by it (a
+        // Ctrl-C reaches the terminal's whole process group): the run is abandoned, not judged.
+        let faulted = r
+            .trace
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, Kind::DriverFault { .. }));
+        if faulted && interrupt::received().is_some() {
+            if let Some(dir) = &options.pcap {
+                let _ = std::fs::remove_file(dir.join(wia_run::pcap_file_name(&s.id, model)));
+            }
+            return Ok(WiaRun::NotRun(not_run(true)));
+        }
+        Ok(WiaRun::Done(Box::new(RunRecord::wia(&r)), s.id.clone()))
+    };
+    let mut failure = None;
+    parallel::in_order(plan, workers, work, |_, run| {
+        let added = match run {
+            Ok(WiaRun::Done(record, id)) => {
+                pipe.progress.set_message(id);
+                pipe.add(*record)
+            }
+            Ok(WiaRun::Skipped(line)) => {
+                pipe.progress.suspend(|| eprintln!("{line}"));
+                pipe.progress.inc(1);
+                Ok(())
+            }
+            Ok(WiaRun::NotRun(n)) => {
+                pipe.not_run.push(n);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        match added {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
     pipe.finish(TraceKind::Wia, None, None)
+}
+
+/// What a worker hands back for one WIA scenario run.
+enum WiaRun {
+    /// The run's record, and its scenario id (for the progress line).
+    Done(Box<RunRecord>, String),
+    /// A real-time run left out: the line saying why.
+    Skipped(String),
+    /// Not started, or abandoned: a signal asked the run to stop.
+    NotRun(NotRun),
+}
+
+/// A scenario run a signal kept from starting, or abandoned (its driver process faulted after
+/// the signal; nothing of it is kept).
+pub struct NotRun {
+    /// `<group>/<name>`.
+    scenario: String,
+    /// The service model (WIA runs).
+    service: Option<String>,
+    /// Started, then abandoned.
+    abandoned: bool,
 }
 
 /// What a WIA run would refuse once it started, found before the table begins: each
@@ -377,6 +481,14 @@ fn run_sane(spec: &str, args: &RunArgs, filter: Option<&Filter>) -> anyhow::Resu
         scenarios.len(),
     )?;
     for s in &scenarios {
+        if interrupt::received().is_some() {
+            pipe.not_run.push(NotRun {
+                scenario: s.id.clone(),
+                service: None,
+                abandoned: false,
+            });
+            continue;
+        }
         pipe.progress.set_message(s.id.clone());
         pipe.add(RunRecord::sane(session.run(s), &driver, &list))?;
     }
@@ -396,10 +508,15 @@ struct Pipeline<'a> {
     outputs: &'a Outputs,
     progress: indicatif::ProgressBar,
     records: Vec<RunRecord>,
+    /// Runs a signal kept from starting.
+    not_run: Vec<NotRun>,
+    /// When the runs began (the report's `when`).
+    began: std::time::SystemTime,
 }
 
 impl<'a> Pipeline<'a> {
-    /// Prints `preamble` and the table header (human format) and shows progress over `runs`.
+    /// Prints `preamble` and the table header (human format) and shows progress over `runs`
+    /// on stderr (`progress.rs`: a terminal only, after a couple of seconds).
     fn start(
         driver: &'a str,
         format: Format,
@@ -407,10 +524,8 @@ impl<'a> Pipeline<'a> {
         preamble: Option<String>,
         runs: usize,
     ) -> anyhow::Result<Pipeline<'a>> {
-        let progress = indicatif::ProgressBar::new(runs as u64);
-        if format == Format::Json {
-            progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        } else {
+        let progress = super::progress::runs_bar(runs as u64, format == Format::Json);
+        if format != Format::Json {
             progress.suspend(|| -> std::io::Result<()> {
                 if let Some(p) = preamble {
                     line(p)?;
@@ -424,6 +539,8 @@ impl<'a> Pipeline<'a> {
             outputs,
             progress,
             records: Vec::with_capacity(runs),
+            not_run: Vec::new(),
+            began: std::time::SystemTime::now(),
         })
     }
 
@@ -441,7 +558,8 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// The closing sections (human format), JUnit and the HTML report; the exit status.
+    /// The closing sections (human format), JUnit and the HTML report; the exit status (after
+    /// a signal: its status, and one line on stderr naming what was written).
     fn finish(
         self,
         kind: TraceKind,
@@ -449,6 +567,7 @@ impl<'a> Pipeline<'a> {
         tail: Option<String>,
     ) -> anyhow::Result<ExitCode> {
         self.progress.finish_and_clear();
+        let interrupted = interrupt::received();
         let records = &self.records;
         if self.format == Format::Human {
             for r in records.iter().filter(|r| r.failed()) {
@@ -462,15 +581,55 @@ impl<'a> Pipeline<'a> {
             lines.extend(report::latency_table(records));
             lines.extend(report::summary(self.driver, kind, records));
             lines.extend(tail);
+            if let Some(sig) = interrupted {
+                lines.push(format!(
+                    "interrupted by {}: {} scenario runs not run",
+                    sig.name(),
+                    self.not_run.len()
+                ));
+            }
             for l in lines {
                 line(l)?;
             }
         }
+        let signal = interrupted.map_or("a signal", Interrupted::name);
+        let not_run: Vec<(String, Option<String>, String)> = self
+            .not_run
+            .iter()
+            .map(|n| {
+                let why = if n.abandoned {
+                    format!("abandoned: its driver process faulted after {signal}")
+                } else {
+                    format!("not run: interrupted by {signal}")
+                };
+                (n.scenario.clone(), n.service.clone(), why)
+            })
+            .collect();
         if let Some(path) = &self.outputs.junit {
-            super::write_file(path, "--junit", &junit(self.driver, records))?;
+            super::write_file(
+                path,
+                "--junit",
+                &junit_with_not_run(self.driver, records, &not_run),
+            )?;
         }
         if let Some(path) = &self.outputs.report {
-            super::write_file(path, "--report", &report::html::render_html(records))?;
+            let note = interrupted.map(|sig| {
+                format!(
+                    "interrupted by {}: {} scenario runs not run",
+                    sig.name(),
+                    self.not_run.len()
+                )
+            });
+            let meta = super::report_meta(Some(self.began), note);
+            super::write_file(
+                path,
+                "--report",
+                &report::html::render_report(records, &meta),
+            )?;
+        }
+        if let Some(sig) = interrupted {
+            eprintln!("{}", self.interrupted_line(sig));
+            return Ok(sig.exit_code());
         }
         Ok(
             if records.iter().any(|r| r.verdict.verdict == Verdict::Fail) {
@@ -478,6 +637,43 @@ impl<'a> Pipeline<'a> {
             } else {
                 ExitCode::SUCCESS
             },
+        )
+    }
+}
+
+impl Pipeline<'_> {
+    /// The line that says, after a signal, how far the run got and what was written.
+    fn interrupted_line(&self, sig: Interrupted) -> String {
+        let done = self.records.len();
+        let o = self.outputs;
+        let mut wrote = Vec::new();
+        if let Some(p) = &o.junit {
+            wrote.push(format!("JUnit {}", p.display()));
+        }
+        if let Some(p) = &o.report {
+            wrote.push(format!("report {}", p.display()));
+        }
+        if let Some(p) = &o.traces {
+            wrote.push(format!("{done} traces under {}", p.display()));
+        }
+        if let Some(p) = &o.pcap {
+            wrote.push(format!("captures under {}", p.display()));
+        }
+        let abandoned = self.not_run.iter().filter(|n| n.abandoned).count();
+        format!(
+            "scanconform: interrupted by {}: {done} scenario runs finished (runs under way were completed{}), {} not run; {}",
+            sig.name(),
+            if abandoned > 0 {
+                format!(", except {abandoned} abandoned whose driver process faulted")
+            } else {
+                String::new()
+            },
+            self.not_run.len() - abandoned,
+            if wrote.is_empty() {
+                "no output files were asked for".to_string()
+            } else {
+                format!("wrote {}", wrote.join(", "))
+            }
         )
     }
 }

@@ -9,11 +9,19 @@
 //!
 //! Determinism. The exchange takes turns: after each message the runner sends, the driver owns
 //! the turn until it sends one message that needs an answer (a USB request, a callback, the
-//! final result, or the end of a notify exchange). While the driver owns the turn the runner
-//! blocks its thread on the driver's next line, so no simulated task runs and virtual time
-//! cannot move: the driver's computation is atomic, exactly as the code between two `await`s
-//! of an in-process driver. Taking the driver's answer on an asynchronous wake instead would let
-//! other tasks due at the same instant run first, in an order set by the wall clock.
+//! final result, the end of a notify exchange, or in version 2 a `wait`). While the driver owns
+//! the turn the runner blocks its thread on the driver's next line, so no simulated task runs
+//! and virtual time cannot move: the driver's computation is atomic, exactly as the code
+//! between two `await`s of an in-process driver. Taking the driver's answer on an asynchronous
+//! wake instead would let other tasks due at the same instant run first, in an order set by the
+//! wall clock.
+//!
+//! Versions. The runner's `hello` offers [`PROTOCOL_VERSIONS`]; the driver picks one. Version
+//! 2 adds submitted transfers: `submit` starts one through the run's context
+//! ([`RunContext::submit`]) and keeps the driver's turn, `cancel` ends one ([`crate::driver::Urb::cancel`]),
+//! `wait` gives the turn back until the next completion, chosen by
+//! [`RunContext::first_completed`] (completion time, then submission order), so that every
+//! completion is delivered at a point fixed by virtual time alone.
 //!
 //! One process per scenario run: [`MiniDriver::begin_run`] spawns it (a fresh one each run, so
 //! no state leaks between runs), [`MiniDriver::end_run`] closes its stdin, gives it a moment to
@@ -27,13 +35,23 @@
 //! acquisition returns `E_FAIL`; the run and the rest of the catalog go on.
 
 //!
-//! The module has four parts: `protocol` (the wire messages and their checks), `process`
-//! (the child process and its pipes), `requests` (the driver's USB requests performed on the
-//! run's host) and, here, the [`MiniDriver`] that takes turns with the process.
+//! The module has these parts: `protocol` (the wire messages and their checks), `turns`
+//! (which message may come where), `inflight` (a version 2 driver's submitted transfers),
+//! `offline` (those checks replayed over a driver's lines without a run, for fuzzing),
+//! `process` (the child process and its pipes), `requests` (the driver's blocking USB requests
+//! performed on the run's host) and, here, the [`MiniDriver`] that takes turns with the
+//! process. A protocol version that adds messages extends `protocol` (the messages, the version
+//! that brings each), `turns` (where each may come) and the loops here that act on them
+//! (`transfer` for the driver's turn, `notify_exchange`).
 
+mod config;
+mod fault;
+mod inflight;
+mod offline;
 mod process;
 mod protocol;
 mod requests;
+mod turns;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -43,71 +61,18 @@ use std::time::Duration as WallDuration;
 use async_trait::async_trait;
 use scanemu::host::UsbHost;
 
+pub use self::config::{CommandError, ExternalConfig};
+use self::fault::Fault;
+use self::inflight::{InFlight, Misuse};
+pub use self::offline::replay_driver_lines;
 use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
 use self::protocol::{hresult_from_wire, it_msg, one_line, payload, Done, FromDriver, ToDriver};
-pub use self::protocol::{parse_driver_message, ProtocolError, PROTOCOL_VERSION};
+pub use self::protocol::{parse_driver_message, ProtocolError, PROTOCOL_VERSIONS};
+use self::turns::Phase;
 use crate::driver::{
     CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext,
 };
 use crate::wia::Hresult;
-
-/// Limits and timeouts of an external driver.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ExternalConfig {
-    /// Wall-clock time the driver may take for one turn before it counts as hung. Default 5 s;
-    /// `exec:` drivers read `SCANCONFORM_DRIVER_TIMEOUT_MS` to change it.
-    pub reply_timeout: WallDuration,
-    /// Longest line the driver may write, in bytes; longer lines are refused without being
-    /// buffered whole. Default 16 MiB (a 4 MiB band in base64 fits with room to spare).
-    pub max_line_bytes: usize,
-    /// Wall-clock time the driver gets to exit after its stdin is closed at the end of a run
-    /// before it is killed. Default 1 s.
-    pub exit_grace: WallDuration,
-    /// Stderr lines kept per run (later ones are counted, not kept). Default 1000.
-    pub max_log_lines: usize,
-    /// Bytes kept of one stderr line. Default 4096.
-    pub max_log_line_bytes: usize,
-}
-
-impl Default for ExternalConfig {
-    fn default() -> Self {
-        ExternalConfig {
-            reply_timeout: WallDuration::from_secs(5),
-            max_line_bytes: 16 << 20,
-            exit_grace: WallDuration::from_secs(1),
-            max_log_lines: 1000,
-            max_log_line_bytes: 4096,
-        }
-    }
-}
-
-impl ExternalConfig {
-    /// The defaults, with `SCANCONFORM_DRIVER_TIMEOUT_MS` (if set to a number) as the reply
-    /// timeout.
-    pub fn from_env() -> ExternalConfig {
-        let mut config = ExternalConfig::default();
-        if let Some(ms) = std::env::var("SCANCONFORM_DRIVER_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            config.reply_timeout = WallDuration::from_millis(ms.max(1));
-        }
-        config
-    }
-
-    /// Sets [`ExternalConfig::reply_timeout`].
-    pub fn with_reply_timeout(mut self, timeout: WallDuration) -> ExternalConfig {
-        self.reply_timeout = timeout;
-        self
-    }
-
-    /// Sets [`ExternalConfig::max_line_bytes`].
-    pub fn with_max_line_bytes(mut self, bytes: usize) -> ExternalConfig {
-        self.max_line_bytes = bytes;
-        self
-    }
-}
 
 /// What the driver said about itself in its `hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,89 +83,9 @@ pub struct DriverIdentity {
     pub version: String,
     /// True if it claims to honour WIA_EVENT_CANCEL_IO during a transfer.
     pub async_cancel: bool,
+    /// The protocol version it chose.
+    pub protocol: u32,
 }
-
-/// Why an `exec:` command cannot be a driver.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError {
-    /// The command does not split into words (an unbalanced quote, say).
-    #[error("driver command {command:?}: {error}")]
-    Words {
-        /// The command.
-        command: String,
-        /// What is wrong with it.
-        error: shell_words::ParseError,
-    },
-    /// The command is empty.
-    #[error("driver command is empty: use exec:'PROGRAM ARGS'")]
-    Empty,
-    /// The program is neither a file nor on `PATH`.
-    #[error("driver command {command:?}: program {program:?} not found")]
-    NotFound {
-        /// The command.
-        command: String,
-        /// Its first word.
-        program: String,
-    },
-}
-
-/// Why a turn ended without a usable message. The text goes into the `driver-fault` event.
-#[derive(Debug, thiserror::Error)]
-enum Fault {
-    /// A message that breaks the protocol.
-    #[error("protocol: {0}")]
-    Protocol(#[from] ProtocolError),
-    /// A line that is no message.
-    #[error("protocol: not a valid message after {after}: {error} (line starts {start:?})")]
-    Garbage {
-        after: &'static str,
-        error: String,
-        start: String,
-    },
-    #[error("protocol: a line longer than {limit} bytes after {after}")]
-    LineTooLong { after: &'static str, limit: usize },
-    #[error("reading the driver's stdout after {after}: {error}")]
-    Stdout {
-        after: &'static str,
-        error: std::io::Error,
-    },
-    #[error("the driver {how} while the runner waited for its answer to {after}")]
-    Exited { after: &'static str, how: String },
-    #[error("the driver closed its stdout but kept running (after {after})")]
-    StdoutClosed { after: &'static str },
-    #[error("hang: the driver did not answer {after} within {ms} ms of wall-clock time")]
-    Silent { after: &'static str, ms: u128 },
-    #[error("protocol: the driver speaks protocol version {0}, the runner {PROTOCOL_VERSION}")]
-    Version(u32),
-    /// A message the driver may not send at this point of the exchange.
-    #[error("protocol: {message} {when}")]
-    OutOfTurn {
-        message: &'static str,
-        when: &'static str,
-    },
-    #[error("could not start {program:?}: {error}")]
-    Start {
-        program: String,
-        error: std::io::Error,
-    },
-    #[error("the driver process is not running")]
-    NotRunning,
-    #[error("the driver process is not running (no run was begun)")]
-    NotBegun,
-    #[error("encoding a message: {0}")]
-    Encode(serde_json::Error),
-    /// The driver faulted meanwhile (during a notify exchange, say); already recorded.
-    #[error("the driver had already failed")]
-    Failed,
-}
-
-/// Where [`Fault::OutOfTurn`] happened.
-const WHERE_HELLO: &str = "where the answer to hello was due";
-const DURING_ACQUIRE: &str = "out of turn during drvAcquireItemData";
-const NOT_A_REQUEST: &str = "is not a USB request";
-const DURING_NOTIFY: &str = "while handling notify (drvNotifyPnPEvent must not block: only \
-     abort_endpoint and now, then notify_done)";
 
 /// Everything one run keeps about the driver process.
 #[derive(Default)]
@@ -209,10 +94,16 @@ struct RunState {
     stderr: Option<StderrLog>,
     run: Option<Rc<dyn RunContext>>,
     identity: Option<DriverIdentity>,
+    /// The protocol version the driver chose (1 until its hello says otherwise).
+    version: u32,
+    /// A version 2 driver's submitted transfers.
+    inflight: Option<InFlight>,
     /// Set once the driver faulted: later calls fail at once.
     failed: bool,
     acquisitions: u32,
     pids: Vec<u32>,
+    /// The virtual instant of the driver's last message and how many it wrote at it.
+    instant: (u64, u64),
 }
 
 /// A driver that is an external program; see the module documentation.
@@ -260,14 +151,22 @@ impl ExternalDriver {
     }
 
     /// Records a fault, kills and reaps the process, and marks the driver failed.
+    /// Its submitted transfers are cancelled, as closing a device handle kills its URBs, so
+    /// an acquisition waiting for one of them ends at once.
     fn fault(&self, what: &Fault) {
-        let mut st = self.state.borrow_mut();
-        if let Some(run) = &st.run {
-            run.fault(&what.to_string());
-        }
-        st.failed = true;
-        if let Some(mut p) = st.process.take() {
-            p.kill();
+        let orphans = {
+            let mut st = self.state.borrow_mut();
+            if let Some(run) = &st.run {
+                run.fault(&what.to_string());
+            }
+            st.failed = true;
+            if let Some(mut p) = st.process.take() {
+                p.kill();
+            }
+            st.inflight.as_ref().map(InFlight::urbs).unwrap_or_default()
+        };
+        for urb in orphans {
+            urb.cancel();
         }
     }
 
@@ -300,6 +199,9 @@ impl ExternalDriver {
             };
             p.stdout.recv_timeout(self.config.reply_timeout)
         };
+        if let Ok(Incoming::Line(_)) = &incoming {
+            self.count_at_instant()?;
+        }
         match incoming {
             Ok(Incoming::Line(bytes)) => {
                 serde_json::from_slice(&bytes).map_err(|e| Fault::Garbage {
@@ -331,6 +233,19 @@ impl ExternalDriver {
         }
     }
 
+    /// Counts one message at the current virtual instant; too many is [`Fault::Spins`].
+    fn count_at_instant(&self) -> Result<(), Fault> {
+        let mut st = self.state.borrow_mut();
+        let now = st.run.as_ref().map_or(0, |r| r.now().total_micros());
+        let (at, count) = st.instant;
+        let count = if at == now { count + 1 } else { 1 };
+        st.instant = (now, count);
+        if count > self.config.max_messages_per_instant {
+            return Err(Fault::Spins { count, at_us: now });
+        }
+        Ok(())
+    }
+
     fn start(&self) -> Result<DriverIdentity, Fault> {
         let (process, stderr) =
             Process::spawn(&self.argv, &self.config).map_err(|error| Fault::Start {
@@ -344,30 +259,38 @@ impl ExternalDriver {
             st.stderr = Some(stderr);
         }
         self.send(&ToDriver::Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: PROTOCOL_VERSIONS[0],
+            protocols: PROTOCOL_VERSIONS,
             runner: concat!("scanconform ", env!("CARGO_PKG_VERSION")),
         })?;
-        match self.recv()? {
-            FromDriver::Hello {
-                protocol,
-                name,
-                version,
-                capabilities,
-            } => {
-                if protocol != PROTOCOL_VERSION {
-                    return Err(Fault::Version(protocol));
-                }
-                Ok(DriverIdentity {
-                    name,
-                    version,
-                    async_cancel: capabilities.async_cancel,
-                })
-            }
-            other => Err(Fault::OutOfTurn {
-                message: other.name(),
-                when: WHERE_HELLO,
-            }),
+        let msg = self.recv()?;
+        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0])?;
+        let FromDriver::Hello {
+            protocol,
+            name,
+            version,
+            capabilities,
+        } = msg
+        else {
+            return Err(Fault::OutOfTurn {
+                message: msg.name(),
+                when: turns::WHERE_HELLO,
+            });
+        };
+        if !PROTOCOL_VERSIONS.contains(&protocol) {
+            return Err(Fault::Version(protocol));
         }
+        Ok(DriverIdentity {
+            name,
+            version,
+            async_cancel: capabilities.async_cancel,
+            protocol,
+        })
+    }
+
+    /// The protocol version of the run.
+    fn version(&self) -> u32 {
+        self.state.borrow().version
     }
 
     /// Stops the process of the current run (see the module documentation), records its
@@ -425,6 +348,7 @@ impl ExternalDriver {
         })?;
         loop {
             let msg = self.recv()?;
+            turns::check(&msg, Phase::Acquire, self.version())?;
             match msg {
                 FromDriver::Result { hr } => return Ok(hresult_from_wire(hr)?),
                 FromDriver::Callback {
@@ -450,19 +374,85 @@ impl ExternalDriver {
                     self.check_alive()?;
                     self.send(&ToDriver::CallbackResult { hr: hr.0 as u32 })?;
                 }
-                FromDriver::Hello { .. } | FromDriver::NotifyDone {} => {
-                    return Err(Fault::OutOfTurn {
-                        message: msg.name(),
-                        when: DURING_ACQUIRE,
-                    });
+                FromDriver::Submit { id, request } => {
+                    let request = request.to_request(self.config.max_line_bytes)?;
+                    self.submit(id, request)?;
+                }
+                FromDriver::Cancel { id } => self.cancel(id)?,
+                FromDriver::Wait {} => {
+                    let done = self.next_completion(host).await?;
+                    self.send(&ToDriver::Done(done))?;
                 }
                 request => {
+                    self.check_blocking(&request)?;
                     let done = requests::perform(request, host, self.config.max_line_bytes).await?;
                     self.check_alive()?;
                     self.send(&ToDriver::Done(done))?;
                 }
             }
         }
+    }
+
+    /// `submit`: starts transfer `id` through the run's context.
+    fn submit(&self, id: u64, request: crate::driver::UsbRequest) -> Result<(), Fault> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let (Some(run), Some(inflight)) = (st.run.as_ref(), st.inflight.as_mut()) else {
+            return Err(Fault::NotBegun);
+        };
+        inflight.submit(id, request, run.as_ref())?;
+        Ok(())
+    }
+
+    /// `cancel`: ends transfer `id` now, unless it completed already.
+    fn cancel(&self, id: u64) -> Result<(), Fault> {
+        let urb = {
+            let st = self.state.borrow();
+            let Some(inflight) = st.inflight.as_ref() else {
+                return Err(Fault::NotBegun);
+            };
+            inflight.to_cancel(id)?
+        };
+        if let Some(urb) = urb {
+            urb.cancel();
+        }
+        Ok(())
+    }
+
+    /// Checks a blocking request against the submitted transfers (its id, its endpoint).
+    fn check_blocking(&self, request: &FromDriver) -> Result<(), Fault> {
+        let st = self.state.borrow();
+        if let (Some(inflight), Some(id)) = (st.inflight.as_ref(), request.id()) {
+            inflight.check_blocking(request.name(), id, request.queue())?;
+        }
+        Ok(())
+    }
+
+    /// `wait`: the `done` of the submitted transfer that completed first (completion time,
+    /// then submission order), once there is one.
+    async fn next_completion(&self, host: &dyn UsbHost) -> Result<Done, Fault> {
+        let (urbs, run) = {
+            let st = self.state.borrow();
+            let Some(inflight) = st.inflight.as_ref() else {
+                return Err(Fault::NotBegun);
+            };
+            (inflight.waitable()?, st.run.clone().ok_or(Fault::NotBegun)?)
+        };
+        let first = run.first_completed(&urbs).await;
+        self.check_alive()?;
+        let delivered = first.and_then(|i| {
+            let mut st = self.state.borrow_mut();
+            st.inflight.as_mut().and_then(|t| t.deliver(&urbs[i]))
+        });
+        let Some((id, shape, completion)) = delivered else {
+            return Err(Misuse::NothingToWaitFor.into());
+        };
+        Ok(Done::of_completion(
+            id,
+            shape,
+            completion,
+            host.now().total_micros(),
+        ))
     }
 
     /// Fails if the driver faulted meanwhile (during a notify exchange, say).
@@ -473,12 +463,22 @@ impl ExternalDriver {
         Ok(())
     }
 
-    /// The notify exchange: runs synchronously; only `abort_endpoint` and `now` are allowed.
+    /// The notify exchange: runs synchronously; only `abort_endpoint`, `now` and (version 2)
+    /// `cancel` are allowed.
     fn notify_exchange(&self, host: &dyn UsbHost) -> Result<(), Fault> {
         self.send(&ToDriver::Notify { event: "cancel_io" })?;
         loop {
-            match self.recv()? {
+            let msg = self.recv()?;
+            turns::check(&msg, Phase::Notify, self.version())?;
+            if matches!(
+                msg,
+                FromDriver::AbortEndpoint { .. } | FromDriver::Now { .. }
+            ) {
+                self.check_blocking(&msg)?;
+            }
+            match msg {
                 FromDriver::NotifyDone {} => return Ok(()),
+                FromDriver::Cancel { id } => self.cancel(id)?,
                 FromDriver::AbortEndpoint { id, ep } => {
                     host.abort_endpoint(ep);
                     self.send(&ToDriver::Done(Done::of(
@@ -497,7 +497,7 @@ impl ExternalDriver {
                 other => {
                     return Err(Fault::OutOfTurn {
                         message: other.name(),
-                        when: DURING_NOTIFY,
+                        when: turns::DURING_NOTIFY,
                     })
                 }
             }
@@ -554,11 +554,21 @@ impl MiniDriver for ExternalDriver {
             let mut st = self.state.borrow_mut();
             st.run = Some(run);
             st.identity = None;
+            st.version = PROTOCOL_VERSIONS[0];
+            st.inflight = None;
             st.failed = false;
             st.acquisitions = 0;
+            st.instant = (0, 0);
         }
         match self.start() {
-            Ok(identity) => self.state.borrow_mut().identity = Some(identity),
+            Ok(identity) => {
+                let mut st = self.state.borrow_mut();
+                st.version = identity.protocol;
+                if identity.protocol >= 2 {
+                    st.inflight = Some(InFlight::new(self.config.max_in_flight));
+                }
+                st.identity = Some(identity);
+            }
             Err(fault) => self.fault(&fault),
         }
     }
@@ -594,7 +604,7 @@ mod tests {
         assert_eq!(f.to_string(), "protocol: callback reason 9 is no IT_MSG_*");
         let f = Fault::OutOfTurn {
             message: "hello",
-            when: DURING_ACQUIRE,
+            when: turns::DURING_ACQUIRE,
         };
         assert_eq!(
             f.to_string(),

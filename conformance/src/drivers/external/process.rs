@@ -118,6 +118,9 @@ impl Process {
         config: &ExternalConfig,
     ) -> std::io::Result<(Process, StderrLog)> {
         let mut cmd = Command::new(&argv[0]);
+        // A process group of its own: Ctrl-C in the terminal reaches the runner, which finishes
+        // the run under way, and not the driver in the middle of it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(&argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

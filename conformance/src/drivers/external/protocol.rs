@@ -2,19 +2,27 @@
 //! both directions, and the checks the runner makes on a driver's line before acting on it.
 //!
 //! The field names and `type` names here are the protocol: they must not change without a new
-//! protocol version.
+//! protocol version. A new version adds its messages here (a [`FromDriver`] or [`ToDriver`]
+//! variant, its name in [`FromDriver::name`], the version that brings it in
+//! [`FromDriver::since`]) and its number to [`PROTOCOL_VERSIONS`]; where in the exchange each
+//! message may come is decided in `turns.rs`.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use scanemu::engine::ScanJob;
-use scanemu::host::TransferError;
+use scanemu::host::{Setup, TransferError};
+use scanemu::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ExternalConfig;
+use crate::driver::{Completion, UsbRequest};
 use crate::wia::{Hresult, ItMsg};
 
-/// The protocol version this runner speaks (`hello.protocol`).
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol versions this runner speaks, oldest first: the runner's `hello` offers them
+/// (`protocols`) and the driver's `hello` picks one (`protocol`). Version 1 is turn-taking
+/// with every USB request run to completion; version 2 adds submitted transfers (`submit`,
+/// `cancel`, `wait`).
+pub const PROTOCOL_VERSIONS: &[u32] = &[1, 2];
 
 /// Why a line a driver wrote is not a message the runner can act on. Each is one line of text.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +66,9 @@ pub enum ProtocolError {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum ToDriver<'a> {
     Hello {
+        /// Version 1 drivers read this and expect 1: it stays the oldest version.
         protocol: u32,
+        protocols: &'a [u32],
         runner: &'a str,
     },
     Acquire {
@@ -170,6 +180,145 @@ pub(super) enum FromDriver {
     Now {
         id: u64,
     },
+    /// Version 2: starts a transfer (or a timer) and keeps the turn.
+    Submit {
+        id: u64,
+        #[serde(flatten)]
+        request: Submitted,
+    },
+    /// Version 2: ends one submitted transfer now and keeps the turn.
+    Cancel {
+        id: u64,
+    },
+    /// Version 2: ends the turn until the next completion.
+    Wait {},
+}
+
+/// What a `submit` starts: the field `transfer` names it; the other fields are those of the
+/// blocking request of the same name.
+#[derive(Deserialize)]
+#[serde(tag = "transfer", rename_all = "snake_case")]
+pub(super) enum Submitted {
+    ControlIn {
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        length: u16,
+        timeout_us: u64,
+    },
+    ControlOut {
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        #[serde(default)]
+        data: String,
+        timeout_us: u64,
+    },
+    BulkIn {
+        ep: u8,
+        length: usize,
+        timeout_us: u64,
+    },
+    BulkOut {
+        ep: u8,
+        data: String,
+        timeout_us: u64,
+    },
+    InterruptIn {
+        ep: u8,
+        length: usize,
+        timeout_us: u64,
+    },
+    Sleep {
+        duration_us: u64,
+    },
+}
+
+impl Submitted {
+    /// The request as the runner runs it; `max` is the longest payload a request may ask for.
+    pub(super) fn to_request(&self, max: usize) -> Result<UsbRequest, ProtocolError> {
+        let timeout = |us: &u64| Duration::from_micros(*us);
+        Ok(match self {
+            Submitted::ControlIn {
+                request_type,
+                request,
+                value,
+                index,
+                length,
+                timeout_us,
+            } => UsbRequest::ControlIn {
+                setup: Setup {
+                    request_type: *request_type,
+                    request: *request,
+                    value: *value,
+                    index: *index,
+                    length: *length,
+                },
+                timeout: timeout(timeout_us),
+            },
+            Submitted::ControlOut {
+                request_type,
+                request,
+                value,
+                index,
+                data,
+                timeout_us,
+            } => {
+                let data = payload("control_out", data)?;
+                let length = u16::try_from(data.len())
+                    .map_err(|_| ProtocolError::ControlTooLong(data.len()))?;
+                UsbRequest::ControlOut {
+                    setup: Setup {
+                        request_type: *request_type,
+                        request: *request,
+                        value: *value,
+                        index: *index,
+                        length,
+                    },
+                    data,
+                    timeout: timeout(timeout_us),
+                }
+            }
+            Submitted::BulkIn {
+                ep,
+                length,
+                timeout_us,
+            } => {
+                within("bulk_in", *length, max)?;
+                UsbRequest::BulkIn {
+                    ep: *ep,
+                    length: *length,
+                    timeout: timeout(timeout_us),
+                }
+            }
+            Submitted::BulkOut {
+                ep,
+                data,
+                timeout_us,
+            } => UsbRequest::BulkOut {
+                ep: *ep,
+                data: payload("bulk_out", data)?,
+                timeout: timeout(timeout_us),
+            },
+            Submitted::InterruptIn {
+                ep,
+                length,
+                timeout_us,
+            } => {
+                within("interrupt_in", *length, max)?;
+                UsbRequest::InterruptIn {
+                    ep: *ep,
+                    length: *length,
+                    timeout: timeout(timeout_us),
+                }
+            }
+            Submitted::Sleep { duration_us } => UsbRequest::Sleep {
+                duration: Duration::from_micros(*duration_us),
+            },
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -194,11 +343,94 @@ impl FromDriver {
             FromDriver::AbortEndpoint { .. } => "abort_endpoint",
             FromDriver::Sleep { .. } => "sleep",
             FromDriver::Now { .. } => "now",
+            FromDriver::Submit { .. } => "submit",
+            FromDriver::Cancel { .. } => "cancel",
+            FromDriver::Wait {} => "wait",
+        }
+    }
+
+    /// The protocol version that brought the message in.
+    pub(super) fn since(&self) -> u32 {
+        match self {
+            FromDriver::Submit { .. } | FromDriver::Cancel { .. } | FromDriver::Wait {} => 2,
+            _ => 1,
+        }
+    }
+
+    /// The id of a USB request (blocking or submitted) or of a `cancel`.
+    pub(super) fn id(&self) -> Option<u64> {
+        match self {
+            FromDriver::ControlIn { id, .. }
+            | FromDriver::ControlOut { id, .. }
+            | FromDriver::BulkIn { id, .. }
+            | FromDriver::BulkOut { id, .. }
+            | FromDriver::InterruptIn { id, .. }
+            | FromDriver::ClearHalt { id, .. }
+            | FromDriver::ResetDevice { id }
+            | FromDriver::AbortEndpoint { id, .. }
+            | FromDriver::Sleep { id, .. }
+            | FromDriver::Now { id }
+            | FromDriver::Submit { id, .. }
+            | FromDriver::Cancel { id } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The endpoint queue a blocking transfer waits in: 0 for control transfers and
+    /// `clear_halt` (EP0), the endpoint of bulk and interrupt transfers; `None` for what does
+    /// not wait in one.
+    pub(super) fn queue(&self) -> Option<u8> {
+        match self {
+            FromDriver::ControlIn { .. }
+            | FromDriver::ControlOut { .. }
+            | FromDriver::ClearHalt { .. } => Some(0),
+            FromDriver::BulkIn { ep, .. }
+            | FromDriver::BulkOut { ep, .. }
+            | FromDriver::InterruptIn { ep, .. } => Some(*ep),
+            _ => None,
+        }
+    }
+}
+
+/// What a submitted request's `done` carries besides its status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// An IN transfer: `actual` and `data`.
+    In,
+    /// An OUT transfer: `actual`.
+    Out,
+    /// A timer: neither.
+    Timer,
+}
+
+impl Shape {
+    pub(super) fn of(request: &UsbRequest) -> Shape {
+        match request {
+            UsbRequest::ControlIn { .. }
+            | UsbRequest::BulkIn { .. }
+            | UsbRequest::InterruptIn { .. } => Shape::In,
+            UsbRequest::Sleep { .. } => Shape::Timer,
+            _ => Shape::Out,
         }
     }
 }
 
 impl Done {
+    /// The `done` of submitted request `id` of `shape`, delivered at `now_us`: the same fields
+    /// as the `done` of the blocking request of the same kind.
+    pub(super) fn of_completion(id: u64, shape: Shape, c: Completion, now_us: u64) -> Done {
+        match (c.result, shape) {
+            (Ok(_), Shape::In) => Done::of(id, Ok(Some(c.data)), now_us),
+            (Ok(n), Shape::Out) => {
+                let mut done = Done::of(id, Ok(None), now_us);
+                done.actual = Some(n);
+                done
+            }
+            (Ok(_), Shape::Timer) => Done::of(id, Ok(None), now_us),
+            (Err(e), _) => Done::of(id, Err(e), now_us),
+        }
+    }
+
     /// The completion of request `id` that ended with `r` (the bytes read, if the request
     /// reads), at `now_us`.
     pub(super) fn of(id: u64, r: Result<Option<Vec<u8>>, TransferError>, now_us: u64) -> Done {
@@ -298,6 +530,9 @@ pub fn parse_driver_message(line: &[u8]) -> Result<&'static str, ProtocolError> 
         }
         FromDriver::BulkIn { length, .. } | FromDriver::InterruptIn { length, .. } => {
             within(msg.name(), *length, max)?;
+        }
+        FromDriver::Submit { request, .. } => {
+            request.to_request(max)?;
         }
         _ => {}
     }

@@ -5,7 +5,8 @@ use scanemu::host::{Setup, UsbHost};
 use scanemu::time::Duration;
 
 use super::protocol::{payload, within, Done, FromDriver, ProtocolError};
-use super::{Fault, NOT_A_REQUEST};
+use super::turns::NOT_A_REQUEST;
+use super::Fault;
 
 /// Performs one USB request of the driver on `host` and returns its completion; `max` is the
 /// longest payload a request may ask for (`ExternalConfig::max_line_bytes`).

@@ -1,7 +1,7 @@
 //! Where things go on a timeline: the time axis that stretches crowded instants ([`Layout`]),
 //! its tick steps and labels, and the greedy placement of event labels in two rows per lane.
 
-use super::{Dot, CHAR_W, LEFT, RIGHT_PAD, SLOT, TARGET_WIDTH};
+use super::{text_width, Dot, LEFT, RIGHT_PAD, SLOT, TARGET_WIDTH};
 
 /// Microseconds as a millisecond label with as many decimals as `step_us` needs.
 pub(super) fn ms_label(t_us: u64, step_us: u64) -> String {
@@ -108,7 +108,7 @@ impl LabelRows {
         if self.taken.len() < lane * 2 + 2 {
             self.taken.resize(lane * 2 + 2, Vec::new());
         }
-        let (a, b) = (x - 3.0, x - 3.0 + text.chars().count() as f64 * CHAR_W);
+        let (a, b) = (x - 3.0, x - 3.0 + text_width(text, 10.0));
         for row in 0..2 {
             let spans = &mut self.taken[lane * 2 + row];
             if spans.iter().all(|&(s, e)| b + 4.0 < s || a > e + 4.0) {
@@ -137,14 +137,4 @@ pub(super) fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-pub(super) fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
 }

@@ -5,8 +5,11 @@
 //! runs linearly, so a cancel that takes 40 ms still looks long next to a 1 µs callback. The axis
 //! labels (in ms) sit where those times really fall. Every event is one `<g data-i="N">` with a
 //! `<title>` tooltip; a rule violation is a red line through the violating event with the rule ID
-//! and its quote beside it, and the full quote in the footer. Output is a pure function of its
-//! inputs.
+//! beside it, and in the footer what was wrong and the whole quote, wrapped. Event labels sit in
+//! two rows per lane, clear of the next lane's, and a label that would overlap another (widths
+//! estimated generously, [`text_width`]) is left to its tooltip. The lane names and the footer
+//! are one `tl-pinned` group, which a page that scrolls the picture sideways keeps in view (the
+//! report's script translates it by the scroll offset). Output is a pure function of its inputs.
 //!
 //! This module is the drawing engine; what is drawn comes from a `Picture` of one trace
 //! model: `wia.rs` (lanes app, service, driver, usb, device: bands, motor, acquisitions) and
@@ -19,7 +22,7 @@ mod wia;
 
 use std::fmt::Write as _;
 
-use self::layout::{ms_label, nice_step, truncate, wrap, LabelRows, Layout};
+use self::layout::{ms_label, nice_step, wrap, LabelRows, Layout};
 
 pub use self::sane::{legend_group as sane_legend_group, render_sane_svg};
 pub use self::wia::{event_tooltip, legend_group, render_svg};
@@ -90,15 +93,39 @@ svg.timeline{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;fo
 .vring{fill:none;stroke:#e0004d;stroke-width:2.5}
 .vflag{fill:#e0004d;font-weight:700;font-size:11px}
 .vquote{fill:#7a0029;font-style:italic;font-size:11px}
+.tl-pin{fill:#eef1f5;opacity:.94}
 ";
 
 const LEFT: f64 = 76.0;
 const SLOT: f64 = 9.0;
 const TARGET_WIDTH: f64 = 1100.0;
 const RIGHT_PAD: f64 = 40.0;
-const CHAR_W: f64 = 5.8;
+/// Characters per footer line (11 px text: about 900 px).
+const FOOTER_CHARS: usize = 140;
 const LEGEND_W: f64 = 1260.0;
 const LEGEND_H: f64 = 70.0;
+/// A generous estimate of the width of `text` at `px` pixels in a sans-serif face (DejaVu
+/// Sans, the widest common one): capitals and wide glyphs 0.78 em, digits 0.64 em, lower case
+/// 0.62 em, narrow letters and punctuation less. Layout decisions use it so that labels never
+/// overlap in a browser.
+pub(super) fn text_width(text: &str, px: f64) -> f64 {
+    let em: f64 = text
+        .chars()
+        .map(|c| match c {
+            'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '\'' | '|' | '!' => 0.32,
+            'f' | 't' | 'r' | ' ' | '(' | ')' | '[' | ']' | '-' => 0.42,
+            'm' | 'w' => 0.92,
+            'M' | 'W' => 0.98,
+            '0'..='9' => 0.64,
+            'a'..='z' => 0.62,
+            'A'..='Z' | '_' | '#' | '&' | '%' | '@' => 0.78,
+            c if c.is_ascii() => 0.62,
+            _ => 1.0,
+        })
+        .sum();
+    em * px
+}
+
 /// Escapes text for XML content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -252,25 +279,28 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
         y + lane_specs[lane].dot_dy.unwrap_or(h / 2.0)
     };
     let axis_y = lanes_bottom;
-    // Footer: per mark, a heading line and the wrapped quote.
-    let footer: Vec<(String, Vec<String>)> = marks
+    // Footer: per mark, what was wrong and the quote, each wrapped whole.
+    let footer: Vec<(Vec<String>, Vec<String>)> = marks
         .iter()
         .map(|m| {
             let at = events.get(m.event).map(|e| e.at_us).unwrap_or(0);
             (
-                format!(
-                    "{} — first violation at {} #{} ({}): {}",
-                    m.rule,
-                    picture.noun(),
-                    m.event,
-                    ms_label(at, 1),
-                    m.message
+                wrap(
+                    &format!(
+                        "{} — first violation at {} #{} ({}): {}",
+                        m.rule,
+                        picture.noun(),
+                        m.event,
+                        ms_label(at, 1),
+                        m.message
+                    ),
+                    FOOTER_CHARS - 14,
                 ),
-                wrap(&format!("“{}”", m.quote), 170),
+                wrap(&format!("“{}”", m.quote), FOOTER_CHARS),
             )
         })
         .collect();
-    let footer_lines: usize = footer.iter().map(|(_, q)| 1 + q.len()).sum();
+    let footer_lines: usize = footer.iter().map(|(h, q)| h.len() + q.len()).sum();
     let footer_top = axis_y + 52.0;
     let mut height = footer_top + footer_lines as f64 * 15.0 + 6.0;
     let legend_top = height + 4.0;
@@ -284,14 +314,27 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
             e.glyph
                 .label
                 .as_ref()
-                .map(|l| layout.x[i] + l.chars().count() as f64 * CHAR_W)
+                .map(|l| layout.x[i] + text_width(l, 10.0))
         })
         .fold(0.0, f64::max);
-    let width = layout.width.max(label_end + 12.0).max(if opts.standalone {
-        LEGEND_W + 10.0
-    } else {
-        600.0
-    });
+    // The footer, pinned at the left of what is in view, must fit inside the picture.
+    let footer_end = footer
+        .iter()
+        .flat_map(|(h, q)| {
+            h.iter()
+                .map(|l| 8.0 + text_width(l, 11.0) * 1.1)
+                .chain(q.iter().map(|l| 24.0 + text_width(l, 11.0)))
+        })
+        .fold(0.0, f64::max);
+    let width = layout
+        .width
+        .max(label_end + 12.0)
+        .max(footer_end + 12.0)
+        .max(if opts.standalone {
+            LEGEND_W + 10.0
+        } else {
+            600.0
+        });
 
     let mut out = String::with_capacity(200 * events.len() + 4096);
     let _ = write!(
@@ -313,15 +356,13 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
             escape(&opts.title)
         );
     }
-    // Lanes.
-    for (i, lane) in lane_specs.iter().enumerate() {
+    // Lanes (their names are drawn last, pinned).
+    for (i, _) in lane_specs.iter().enumerate() {
         let (y, h) = lanes[i];
         let _ = write!(
             out,
-            r#"<rect class="tl-bg{}" x="0" y="{y:.0}" width="{width:.0}" height="{h:.0}"/><text class="tl-lane" x="8" y="{:.0}">{}</text>"#,
+            r#"<rect class="tl-bg{}" x="0" y="{y:.0}" width="{width:.0}" height="{h:.0}"/>"#,
             i % 2,
-            y + h / 2.0 + 4.0,
-            lane.name
         );
     }
     // Axis, ticks and grid.
@@ -349,11 +390,6 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
         }
         t += step;
     }
-    let _ = write!(
-        out,
-        r#"<text class="tl-note" x="{LEFT:.0}" y="{:.0}">time (ms); crowded instants are stretched so every event shows, and long gaps keep their proportion</text>"#,
-        axis_y + 29.0
-    );
 
     out.push_str(&picture.spans(&events, &layout, &lanes));
 
@@ -383,7 +419,7 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
     for (i, row, text) in placed {
         let lane = events[i].lane;
         let (y, h) = lanes[lane];
-        let ty = if row == 0 { y + 11.0 } else { y + h - 3.0 };
+        let ty = if row == 0 { y + 12.0 } else { y + h - 5.0 };
         let _ = write!(
             out,
             r#"<text class="tl-label" x="{:.0}" y="{ty:.0}">{}</text>"#,
@@ -401,8 +437,7 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
         let cy = dot_y(e.lane);
         let fy = title_h + 8.0 + 16.0 * k as f64 + 4.0;
         let flag = format!("✖ {} at #{}", m.rule, m.event);
-        let quote = truncate(&format!("“{}”", m.quote), 110);
-        let right_side = x + (flag.chars().count() + quote.chars().count()) as f64 * CHAR_W < width;
+        let right_side = x + 6.0 + text_width(&flag, 11.0) < width;
         let (anchor, tx) = if right_side {
             ("start", x + 6.0)
         } else {
@@ -410,24 +445,43 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
         };
         let _ = write!(
             out,
-            r#"<g class="violation" data-rule="{}" data-event="{}" data-x="{x:.0}"><line class="vline" x1="{x:.0}" y1="{:.0}" x2="{x:.0}" y2="{lanes_bottom:.0}"/><circle class="vring" cx="{x:.0}" cy="{cy:.0}" r="9"/><text x="{tx:.0}" y="{:.0}" text-anchor="{anchor}"><tspan class="vflag">{}</tspan><tspan class="vquote" dx="8">{}</tspan></text><title>{}</title></g>"#,
+            r#"<g class="violation" data-rule="{}" data-event="{}" data-x="{x:.0}"><line class="vline" x1="{x:.0}" y1="{:.0}" x2="{x:.0}" y2="{lanes_bottom:.0}"/><circle class="vring" cx="{x:.0}" cy="{cy:.0}" r="9"/><text class="vflag" x="{tx:.0}" y="{:.0}" text-anchor="{anchor}">{}</text><title>{}</title></g>"#,
             escape(&m.rule),
             m.event,
             fy - 8.0,
             fy + 4.0,
             escape(&flag),
-            escape(&quote),
             escape(&format!("{}: {}", m.rule, m.message))
         );
     }
-    let mut fy = footer_top;
-    for (head, quote) in &footer {
+    // Pinned: the lane names on a backing, and the footer.
+    out.push_str(r#"<g class="tl-pinned">"#);
+    for (i, lane) in lane_specs.iter().enumerate() {
+        let (y, h) = lanes[i];
         let _ = write!(
             out,
-            r#"<text class="vflag" x="8" y="{fy:.0}">{}</text>"#,
-            escape(head)
+            r#"<rect class="tl-pin" x="0" y="{y:.0}" width="{:.0}" height="{h:.0}"/><text class="tl-lane" x="8" y="{:.0}">{}</text>"#,
+            LEFT - 6.0,
+            y + h / 2.0 + 4.0,
+            lane.name
         );
-        fy += 15.0;
+    }
+    let _ = write!(
+        out,
+        r#"<text class="tl-note" x="{LEFT:.0}" y="{:.0}">time (ms); crowded instants are stretched so every event shows, and long gaps keep their proportion</text>"#,
+        axis_y + 29.0
+    );
+    let mut fy = footer_top;
+    for (head, quote) in &footer {
+        for (k, line) in head.iter().enumerate() {
+            let _ = write!(
+                out,
+                r#"<text class="vflag" x="{}" y="{fy:.0}">{}</text>"#,
+                if k == 0 { 8 } else { 24 },
+                escape(line)
+            );
+            fy += 15.0;
+        }
         for line in quote {
             let _ = write!(
                 out,
@@ -437,6 +491,7 @@ fn render(picture: &dyn Picture, marks: &[Mark], opts: &SvgOptions) -> String {
             fy += 15.0;
         }
     }
+    out.push_str("</g>");
     if opts.standalone {
         let _ = write!(
             out,

@@ -17,7 +17,7 @@ use crate::sane::analysis::{is_cancel, scan_end};
 use crate::sane::ffi::Status;
 use crate::sane::trace::{Call, DeviceEvent, Op, SaneTrace, Thread};
 
-const LANE_H: f64 = 46.0;
+const LANE_H: f64 = 56.0;
 const DEVICE_LANE_H: f64 = 62.0;
 const THREADS: [Thread; 3] = [Thread::App, Thread::Reader, Thread::Canceller];
 

@@ -13,7 +13,7 @@ use super::{
 use crate::trace::{render_event, request_name, Actor, Event, Kind, Trace};
 use crate::wia::{Hresult, ItMsg};
 
-const LANE_H: f64 = 46.0;
+const LANE_H: f64 = 56.0;
 const DEVICE_LANE_H: f64 = 62.0;
 
 const ACTORS: [Actor; 5] = [

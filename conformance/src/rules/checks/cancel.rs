@@ -1,7 +1,7 @@
 //! A cancel reaching the driver and the device: CANCEL_IO honoured as soon as possible, the XP
-//! gap measured, Vista's sticky S_FALSE, the device idle in time, the next transfer clean
-//! (WIA-CANCEL-IO-ASAP, WIA-XP-GAP, WIA-VISTA-STICKY, WIA-IDLE-AFTER-CANCEL,
-//! WIA-NEXT-TRANSFER).
+//! gap measured, Vista's sticky S_FALSE, the device idle in time, the driver back from the
+//! cancel without delay, the next transfer clean (WIA-CANCEL-IO-ASAP, WIA-XP-GAP,
+//! WIA-VISTA-STICKY, WIA-IDLE-AFTER-CANCEL, WIA-CANCEL-RETURN, WIA-NEXT-TRANSFER).
 
 use scanemu::personality::NoteKind;
 
@@ -9,7 +9,7 @@ use super::{describe_cp, Ctx, Verdict};
 use crate::rules::analysis::{
     bulk_in_data, callback, completed_before, control, data_callback, first_stopped,
     in_flight_callback, is_app_cancel, is_cancel_request, is_device_reset, is_notify,
-    is_start_scan, ms, note, CANCEL_IO_WIRE_US, IDLE_SLACK_US,
+    is_start_scan, ms, note, CpKind, CANCEL_IO_WIRE_US, IDLE_SLACK_US, RETURN_SLACK_US,
 };
 use crate::rules::Judgement;
 use crate::scenario::{Outcome, ServiceModel};
@@ -38,6 +38,20 @@ pub(crate) fn cancel_io_asap(c: &Ctx<'_>) -> Judgement {
                         "acquisition {}: IT_MSG_DATA delivered {} after WIA_EVENT_CANCEL_IO at #{ni}",
                         a.n,
                         ms(c.at(di) - c.at(ni))
+                    ),
+                );
+            }
+            // An abort answered by a read on the same endpoint restarts the I/O it cancelled.
+            let reread = (ni + 1..=a.end)
+                .filter(|&i| matches!(c.ev(i).kind, Kind::Abort { .. }))
+                .find_map(|j| c.read_after_abort(j, a.end).map(|k| (j, k)));
+            if let Some((j, k)) = reread.filter(|_| c.dev[ni].busy()) {
+                v.fail(
+                    Some(a.n),
+                    k,
+                    format!(
+                        "acquisition {}: after WIA_EVENT_CANCEL_IO at #{ni} the driver aborted the endpoint (#{j}) but submitted a read on it again (#{k}) before any Cancel Request or Device Reset",
+                        a.n
                     ),
                 );
             }
@@ -226,6 +240,46 @@ pub(crate) fn idle_after_cancel(c: &Ctx<'_>) -> Judgement {
                 ms(stop_us)
             ),
         );
+    }
+    v.done()
+}
+
+pub(crate) fn cancel_return(c: &Ctx<'_>) -> Judgement {
+    let mut v = Verdict::default();
+    for a in &c.acqs {
+        let Some(ret) = a.ret else { continue };
+        let Some(cp) = c.acted_cancel_point(a) else {
+            continue;
+        };
+        if !matches!(
+            cp.kind,
+            CpKind::SFalse | CpKind::Notify | CpKind::DeviceCancel
+        ) {
+            continue;
+        }
+        let Some((si, stopped_at)) = first_stopped(c.trace, &c.dev, cp.idx) else {
+            continue;
+        };
+        if c.gone_between(cp.idx, si.max(ret)) {
+            continue;
+        }
+        v.judged();
+        let from = stopped_at.max(cp.at);
+        let took = c.net_between(from, c.at(ret));
+        if took > RETURN_SLACK_US {
+            v.fail(
+                Some(a.n),
+                ret,
+                format!(
+                    "acquisition {}: cancel point ({}); the device was stopped at #{si}, {} after it, but drvAcquireItemData returned only {} after that{} (budget 50 ms)",
+                    a.n,
+                    describe_cp(&cp),
+                    ms(stopped_at.saturating_sub(cp.at)),
+                    ms(took),
+                    c.lag_note(from, c.at(ret))
+                ),
+            );
+        }
     }
     v.done()
 }

@@ -9,9 +9,11 @@ mod usb;
 
 pub(crate) use self::callbacks::{cb_stop, err_propagate, outcome, ret_sfalse};
 pub(crate) use self::cancel::{
-    cancel_io_asap, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
+    cancel_io_asap, cancel_return, idle_after_cancel, next_transfer, vista_sticky, xp_gap,
 };
-pub(crate) use self::data::{cadence, data_contiguous, data_exact, percent};
+pub(crate) use self::data::{
+    cadence, data_buffer, data_complete, data_contiguous, data_exact, data_length, percent,
+};
 pub(crate) use self::faults::{fault_no_hang, idle_cancel_harmless};
 pub(crate) use self::usb::{cancel_sent, halts_cleared, no_pending, no_stale, status_polled};
 
@@ -26,7 +28,7 @@ use super::analysis::{
 };
 use super::{Finding, Judgement, Metrics, RunFacts};
 use crate::scenario::Outcome;
-use crate::trace::{Event, Kind, Trace};
+use crate::trace::{Event, Kind, Trace, TransferOutcome};
 use crate::wia::Hresult;
 
 /// A run read once for all rules.
@@ -102,14 +104,68 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset or abort.
+    /// A cancel on the wire (for CANCEL_IO): Cancel Request, Device Reset, port reset, or an
+    /// endpoint abort the driver did not undo by reading from that endpoint again.
     fn wire_cancel_within(&self, notify: usize, end: usize) -> Option<usize> {
         (notify + 1..=end.min(self.trace.events.len().saturating_sub(1)))
             .take_while(|&i| self.net_us(notify, i) <= CANCEL_IO_WIRE_US)
             .find(|&i| {
                 let e = self.ev(i);
-                is_cancel_request(e) || is_device_reset(e) || matches!(e.kind, Kind::Abort { .. })
+                is_cancel_request(e)
+                    || is_device_reset(e)
+                    || (matches!(e.kind, Kind::Abort { .. })
+                        && self.read_after_abort(i, end).is_none())
             })
+    }
+
+    /// A bulk transfer on the endpoint aborted at `abort` that the driver submitted after the
+    /// abort, before any Cancel Request or Device Reset (up to `end`): the read it resubmitted.
+    ///
+    /// The abort ends every transfer pending on the endpoint: they complete `cancelled` at its
+    /// instant, or `ok` a little later when their data had moved before it (its wire time).
+    /// A later completion is a new read when it ends without data (a timeout, a later abort),
+    /// or carries data while the device produced or handed over a band since the abort
+    /// (`band-ready`, `band-sent`), unless it can be the one transfer still on the wire: the
+    /// first `ok` completion when nothing ended at the abort's instant.
+    fn read_after_abort(&self, abort: usize, end: usize) -> Option<usize> {
+        let Kind::Abort { ep } = self.ev(abort).kind else {
+            return None;
+        };
+        let at = self.at(abort);
+        let mut ended_at_abort = false;
+        let mut new_band = false;
+        let mut ok_seen = false;
+        for i in abort + 1..=end.min(self.trace.events.len().saturating_sub(1)) {
+            let e = self.ev(i);
+            if is_cancel_request(e) || is_device_reset(e) {
+                return None;
+            }
+            new_band |= matches!(note(e), Some(NoteKind::BandReady | NoteKind::BandSent));
+            let Kind::Bulk {
+                ep: x,
+                result,
+                actual,
+                ..
+            } = e.kind
+            else {
+                continue;
+            };
+            if x != ep {
+                continue;
+            }
+            match result {
+                // Ended by the abort: at its instant, or (a read queued behind the one on the
+                // wire, reaped later) without data while the device made no new band.
+                TransferOutcome::Cancelled if e.at_us == at || (!new_band && actual == 0) => {
+                    ended_at_abort = true
+                }
+                TransferOutcome::Ok if !new_band || !(ended_at_abort || ok_seen) => {
+                    ok_seen = true;
+                }
+                _ => return Some(i),
+            }
+        }
+        None
     }
 
     /// CANCEL_IO counts as honoured: the device was not busy, or a cancel was on the wire in time.

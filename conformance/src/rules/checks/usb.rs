@@ -12,7 +12,6 @@ use crate::rules::analysis::{
 };
 use crate::rules::Judgement;
 use crate::trace::{ControlReply, Kind, TransferOutcome};
-use crate::wia::Hresult;
 
 pub(crate) fn cancel_sent(c: &Ctx<'_>) -> Judgement {
     let mut v = Verdict::default();
@@ -21,9 +20,6 @@ pub(crate) fn cancel_sent(c: &Ctx<'_>) -> Judgement {
             continue;
         };
         let cps = cancel_points(c.trace, a);
-        if cps.is_empty() && hr == Hresult::S_OK {
-            continue;
-        }
         let from = cps.first().map_or(a.start, |cp| cp.idx);
         let busy_at_return = c.dev[ret].busy();
         if !busy_at_return && !c.dev[from].busy() {
@@ -38,11 +34,16 @@ pub(crate) fn cancel_sent(c: &Ctx<'_>) -> Judgement {
             let why = cps
                 .first()
                 .map_or_else(|| format!("it returned {hr}"), describe_cp);
+            let state = if c.dev[ret] == Dev::Draining {
+                "still held image data"
+            } else {
+                "was still scanning"
+            };
             v.fail(
                 Some(a.n),
                 ret,
                 format!(
-                    "acquisition {} ended with {hr} ({why}) while the device was still scanning, and no Cancel Request (0x64) or Device Reset (0x66) was sent",
+                    "acquisition {} ended with {hr} ({why}) while the device {state}, and no Cancel Request (0x64) or Device Reset (0x66) was sent",
                     a.n
                 ),
             );

@@ -317,6 +317,122 @@ pub(super) fn next_frame(cx: &Ctx<'_>) -> Verdict {
     verdict(judged, None)
 }
 
+/// The status of the read that ended the frame `start` began (its first read that was not
+/// GOOD), and whether a sane_cancel came before it.
+fn frame_end<'a>(cx: &Ctx<'a>, start: &Call) -> Option<(&'a Call, bool)> {
+    let end = cx
+        .of(|c| is_read(c) && c.call_us > start.ret_us && c.status() != Some(Status::GOOD))
+        .next()?;
+    let cancelled = cx
+        .of(|c| is_cancel(c) && c.call_us > start.ret_us && c.call_us < end.ret_us)
+        .next()
+        .is_some();
+    Some((end, cancelled))
+}
+
+pub(super) fn next_image(cx: &Ctx<'_>) -> Verdict {
+    let mut judged = false;
+    for eof in cx.of(|c| is_read(c) && c.status() == Some(Status::EOF)) {
+        let Some(frame_start) = cx
+            .of(|c| matches!(c.op, Op::Start) && c.seq < eof.seq)
+            .last()
+        else {
+            continue;
+        };
+        let Some((_, params)) = params_after(cx, frame_start) else {
+            continue;
+        };
+        if !params.last_frame {
+            continue;
+        }
+        let Some(next) = cx
+            .of(|c| {
+                !is_read(c)
+                    && c.seq > eof.seq
+                    && !matches!(c.op, Op::FdCheck(_) | Op::GetParameters)
+            })
+            .next()
+        else {
+            continue;
+        };
+        if !matches!(next.op, Op::Start) {
+            continue;
+        }
+        judged = true;
+        match next.status() {
+            Some(Status::GOOD) => {}
+            Some(Status::NO_DOCS) if cx.scenario.options.contains_key("source") => continue,
+            _ => {
+                return Verdict::Fail(
+                    next.seq,
+                    format!(
+                        "sane_start after the last frame's EOF, without sane_cancel, returned {}",
+                        st(next)
+                    ),
+                )
+            }
+        }
+        if let Some((end, false)) = frame_end(cx, next) {
+            if end.status() != Some(Status::EOF) {
+                return Verdict::Fail(
+                    end.seq,
+                    format!(
+                        "the image started after EOF without sane_cancel ended with {} instead of EOF",
+                        st(end)
+                    ),
+                );
+            }
+        }
+    }
+    verdict(judged, None)
+}
+
+pub(super) fn reopen_after_close(cx: &Ctx<'_>) -> Verdict {
+    let mut judged = false;
+    for close in cx.of(|c| matches!(c.op, Op::Close)) {
+        let Some(open) = cx
+            .of(|c| matches!(c.op, Op::Open(_)) && c.seq > close.seq)
+            .next()
+        else {
+            continue;
+        };
+        judged = true;
+        if open.status() != Some(Status::GOOD) {
+            return Verdict::Fail(
+                open.seq,
+                format!("sane_open after sane_close returned {}", st(open)),
+            );
+        }
+        let Some(start) = cx
+            .of(|c| matches!(c.op, Op::Start) && c.seq > open.seq)
+            .next()
+        else {
+            continue;
+        };
+        if start.status() != Some(Status::GOOD) {
+            return Verdict::Fail(
+                start.seq,
+                format!(
+                    "the first sane_start after sane_close and sane_open returned {}",
+                    st(start)
+                ),
+            );
+        }
+        if let Some((end, false)) = frame_end(cx, start) {
+            if end.status() != Some(Status::EOF) {
+                return Verdict::Fail(
+                    end.seq,
+                    format!(
+                        "the first frame after sane_close and sane_open ended with {} instead of EOF",
+                        st(end)
+                    ),
+                );
+            }
+        }
+    }
+    verdict(judged, None)
+}
+
 pub(super) fn cancel_ends_image(cx: &Ctx<'_>) -> Verdict {
     let mut judged = false;
     for cancel in cx.of(is_cancel) {

@@ -6,6 +6,7 @@
 //! event, as Microsoft's WIA 2.0 sample does (reference §1.8); each [`Mutation`] breaks one rule.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use async_trait::async_trait;
 use scanemu::engine::ScanSource;
@@ -18,55 +19,22 @@ use scanemu::personality::native::protocol::{
 };
 use scanemu::time::Duration;
 
-use crate::driver::{CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, TransferContext};
+use crate::driver::{
+    CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext, Urb,
+    UsbRequest,
+};
 use crate::wia::{Hresult, ItMsg, IT_STATUS_TRANSFER_FROM_DEVICE, IT_STATUS_TRANSFER_TO_CLIENT};
 
-/// One deliberate defect. Each breaks exactly one conformance rule (see `drivers --format json`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Mutation {
-    /// Keeps reading and delivering bands after a callback returned S_FALSE.
-    DataAfterSFalse,
-    /// Returns S_OK instead of S_FALSE when cancelled.
-    SOkOnCancel,
-    /// Returns E_FAIL instead of S_FALSE when cancelled.
-    EFailOnCancel,
-    /// Returns S_FALSE instead of the application's error code.
-    SwallowError,
-    /// Stops reading on cancel but never sends the Cancel Request to the device.
-    NoDeviceCancel,
-    /// Sends the Cancel Request but returns without waiting for status OK.
-    NoStatusPoll,
-    /// Waits two seconds before telling the device to stop.
-    SlowCancel,
-    /// After a device-initiated cancel, never clears the halted endpoints.
-    HaltUncleared,
-    /// Reads one band ahead and does not discard it on cancel: the next scan starts with it.
-    StaleBand,
-    /// Claims asynchronous cancel support but ignores WIA_EVENT_CANCEL_IO.
-    ClaimsAsyncIgnores,
-    /// Reports the third band's offset 16 bytes too far.
-    OffsetGap,
-    /// Reports a lower percentage on the third band than on the second.
-    PercentBackwards,
-    /// Polls Get Device Status forever when the device answers Transaction_Cancelled.
-    HangOnStall,
-    /// Never calls back while it waits for data (warm-up, a late band).
-    SparseCallbacks,
-}
+mod device;
+mod mutation;
 
-/// Which built-in driver this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    /// Correct, with asynchronous cancel.
-    Reference,
-    /// Correct for XP; ignores WIA_EVENT_CANCEL_IO and says so.
-    LegacyXp,
-    /// The reference driver with one defect.
-    Mutant(Mutation),
-}
+pub use self::mutation::{Flavor, Mutation};
 
-/// How long one bulk read waits before the driver reports status and checks the device.
-const READ_SLICE: Duration = Duration::from_millis(500);
+/// How long one bulk read waits before the driver reports status and checks the device: at
+/// least ten status callbacks a second while it waits, which meets WIA-CADENCE's "about ten
+/// times, or roughly once per second during the transfer, whichever is more often" for a
+/// transfer of any length (its gap limit is never below 150 ms).
+const READ_SLICE: Duration = Duration::from_millis(100);
 /// Extra bytes asked for at the end of a band: one packet of the largest size (SuperSpeed).
 const READ_SLACK: usize = 1024;
 /// Timeout of control requests.
@@ -82,9 +50,17 @@ pub struct NativeDriver {
     cancel_io: Cell<bool>,
     /// A band read ahead of the one being delivered ([`Mutation::StaleBand`] keeps it across scans).
     read_ahead: RefCell<Option<Vec<u8>>>,
+    /// The last chunk came from `read_ahead`: its length says nothing about the device.
+    served_ahead: Cell<bool>,
     interface: Cell<u16>,
     /// [`Mutation::DataAfterSFalse`]: the extra band after S_FALSE has been delivered.
     extra_sent: Cell<bool>,
+    /// The run's context ([`MiniDriver::begin_run`]): [`Mutation::PendingDrain`] submits its
+    /// drain read through it.
+    run: RefCell<Option<Rc<dyn RunContext>>>,
+    /// [`Mutation::PendingDrain`]: the drain read left in flight, cancelled when the next
+    /// acquisition begins (before the device has data that it could steal).
+    drain: RefCell<Option<Urb>>,
 }
 
 /// Why the transfer loop stopped early.
@@ -104,8 +80,24 @@ impl NativeDriver {
             flavor,
             cancel_io: Cell::new(false),
             read_ahead: RefCell::new(None),
+            served_ahead: Cell::new(false),
             interface: Cell::new(0),
             extra_sent: Cell::new(false),
+            run: RefCell::new(None),
+            drain: RefCell::new(None),
+        }
+    }
+
+    /// [`Mutation::PendingDrain`]: submits a bulk read to drain the pipe and keeps it in
+    /// flight when `acquire_item_data` returns.
+    fn post_and_leave(&self) {
+        if let Some(run) = self.run.borrow().as_ref() {
+            let urb = run.submit(UsbRequest::BulkIn {
+                ep: EP_DATA_IN,
+                length: 512,
+                timeout: Duration::ZERO,
+            });
+            *self.drain.borrow_mut() = Some(urb);
         }
     }
 
@@ -118,142 +110,12 @@ impl NativeDriver {
             && !self.is(Mutation::ClaimsAsyncIgnores)
     }
 
-    fn setup_in(&self, request: u8, length: u16) -> Setup {
-        Setup::vendor_in(request, 0, self.interface.get(), length)
-    }
-
-    fn setup_out(&self, request: u8, length: u16) -> Setup {
-        Setup::vendor_out(request, 0, self.interface.get(), length)
-    }
-
-    async fn device_status(&self, host: &dyn UsbHost) -> Result<DeviceStatus, Hresult> {
-        let reply = host
-            .control_in(self.setup_in(REQ_GET_DEVICE_STATUS, 8), CONTROL_TIMEOUT)
-            .await
-            .map_err(map_transfer_error)?;
-        DeviceStatus::decode(&reply).map_err(|_| Hresult::WIA_ERROR_DEVICE_COMMUNICATION)
-    }
-
-    async fn scan_status(&self, host: &dyn UsbHost) -> Result<ScanStatus, Hresult> {
-        let reply = host
-            .control_in(
-                self.setup_in(REQ_GET_SCAN_STATUS, SCAN_STATUS_LEN as u16),
-                CONTROL_TIMEOUT,
-            )
-            .await
-            .map_err(map_transfer_error)?;
-        ScanStatus::decode(&reply).map_err(|_| Hresult::WIA_ERROR_DEVICE_COMMUNICATION)
-    }
-
-    /// Clears the endpoints a Transaction_Cancelled status lists.
-    async fn clear_halts(&self, host: &dyn UsbHost, halted: &[u8]) -> Result<(), Hresult> {
-        if self.is(Mutation::HaltUncleared) {
-            return Ok(());
+    /// What a status or new-page callback's answer other than S_OK means.
+    fn stop_for_status(&self, hr: Hresult) -> Stop {
+        if self.is(Mutation::SwallowStatusError) {
+            return Stop::Cancelled;
         }
-        for ep in halted {
-            host.clear_halt(*ep).await.map_err(map_transfer_error)?;
-        }
-        Ok(())
-    }
-
-    /// Polls Get Device Status until OK, clearing halts it reports; resets a device that stays
-    /// busy past the budget.
-    async fn wait_ready(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
-        let deadline = host.now() + CANCEL_BUDGET;
-        let mut reset_sent = false;
-        loop {
-            let status = self.device_status(host).await?;
-            match status.code {
-                STATUS_OK => return Ok(()),
-                STATUS_TRANSACTION_CANCELLED if !self.is(Mutation::HangOnStall) => {
-                    if self.is(Mutation::HaltUncleared) {
-                        return Ok(());
-                    }
-                    let halted = if status.halted.is_empty() {
-                        vec![EP_DATA_IN, EP_DATA_OUT]
-                    } else {
-                        status.halted.clone()
-                    };
-                    self.clear_halts(host, &halted).await?;
-                }
-                STATUS_BUSY | STATUS_TRANSACTION_CANCELLED => {}
-                _ => return Err(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
-            }
-            if host.now() >= deadline && !self.is(Mutation::HangOnStall) {
-                if reset_sent {
-                    return Err(Hresult::WIA_ERROR_DEVICE_COMMUNICATION);
-                }
-                self.reset_device(host).await?;
-                reset_sent = true;
-            }
-            let pause = if self.is(Mutation::HangOnStall) {
-                Duration::from_millis(250)
-            } else {
-                STATUS_POLL
-            };
-            host.sleep(pause).await;
-        }
-    }
-
-    async fn reset_device(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
-        host.control_out(self.setup_out(REQ_DEVICE_RESET, 0), &[], CONTROL_TIMEOUT)
-            .await
-            .map_err(map_transfer_error)
-    }
-
-    /// Stops the device after the application or the event cancelled: Cancel Request, status
-    /// polled until OK, and a Device Reset if the device ignored the cancel.
-    async fn cancel_device(&self, host: &dyn UsbHost) -> Result<(), Hresult> {
-        if self.is(Mutation::NoDeviceCancel) {
-            return Ok(());
-        }
-        if self.is(Mutation::SlowCancel) {
-            host.sleep(Duration::from_millis(2000)).await;
-        }
-        if !self.is(Mutation::StaleBand) {
-            self.read_ahead.borrow_mut().take();
-        }
-        let mut payload = [0u8; 6];
-        payload[0..2].copy_from_slice(&CANCEL_CODE.to_le_bytes());
-        host.control_out(self.setup_out(REQ_CANCEL, 6), &payload, CONTROL_TIMEOUT)
-            .await
-            .map_err(map_transfer_error)?;
-        if self.is(Mutation::NoStatusPoll) {
-            return Ok(());
-        }
-        self.wait_ready(host).await?;
-        let scan = self.scan_status(host).await?;
-        let halted_left = self.is(Mutation::HaltUncleared) && scan.state == DeviceState::Halted;
-        if !matches!(scan.state, DeviceState::Idle) && !halted_left {
-            // The device acknowledged the cancel but kept scanning: reset it.
-            self.reset_device(host).await?;
-            self.wait_ready(host).await?;
-        }
-        Ok(())
-    }
-
-    /// What a device-side stop (stall, short read, feeder empty) means, from the scan status.
-    async fn device_stop(&self, host: &dyn UsbHost) -> Stop {
-        let status = match self.device_status(host).await {
-            Ok(s) => s,
-            Err(hr) => return Stop::Error(hr),
-        };
-        if status.code == STATUS_TRANSACTION_CANCELLED {
-            if let Err(hr) = self.wait_ready(host).await {
-                return Stop::Error(hr);
-            }
-        }
-        let scan = match self.scan_status(host).await {
-            Ok(s) => s,
-            Err(hr) => return Stop::Error(hr),
-        };
-        match scan.error {
-            ScanError::CancelButton | ScanError::ShortBand => Stop::Cancelled,
-            ScanError::PaperJam => Stop::Error(Hresult::WIA_ERROR_PAPER_JAM),
-            ScanError::CoverOpen => Stop::Error(Hresult::WIA_ERROR_COVER_OPEN),
-            ScanError::FeederEmpty => Stop::Error(Hresult::WIA_ERROR_PAPER_EMPTY),
-            _ => Stop::Error(Hresult::WIA_ERROR_DEVICE_COMMUNICATION),
-        }
+        stop_for(hr)
     }
 
     async fn callback(
@@ -263,6 +125,20 @@ impl NativeDriver {
         percent: i32,
         offset: i64,
         data: &[u8],
+    ) -> Hresult {
+        self.callback_len(callback, reason, percent, offset, data, data.len() as i64)
+            .await
+    }
+
+    /// [`NativeDriver::callback`] with an lLength of the caller's choosing.
+    async fn callback_len(
+        &self,
+        callback: &dyn MiniDrvCallback,
+        reason: ItMsg,
+        percent: i32,
+        offset: i64,
+        data: &[u8],
+        length: i64,
     ) -> Hresult {
         let status = if reason == ItMsg::Data {
             IT_STATUS_TRANSFER_TO_CLIENT
@@ -275,7 +151,7 @@ impl NativeDriver {
                 status,
                 percent,
                 offset,
-                length: data.len() as i64,
+                length,
                 data,
             })
             .await
@@ -291,6 +167,7 @@ impl NativeDriver {
         percent: i32,
     ) -> Result<usize, Stop> {
         if let Some(band) = self.read_ahead.borrow_mut().take() {
+            self.served_ahead.set(true);
             let n = band.len().min(buf.len());
             buf[..n].copy_from_slice(&band[..n]);
             return Ok(n);
@@ -299,7 +176,12 @@ impl NativeDriver {
             if self.cancel_io.get() {
                 return Err(Stop::Cancelled);
             }
-            match host.bulk_in(EP_DATA_IN, buf, READ_SLICE).await {
+            let slice = if self.is(Mutation::StatusOncePerSecond) {
+                Duration::from_millis(1000)
+            } else {
+                READ_SLICE
+            };
+            match host.bulk_in(EP_DATA_IN, buf, slice).await {
                 Ok(n) => return Ok(n),
                 Err(TransferError::Timeout { actual }) if actual > 0 => return Ok(actual),
                 Err(TransferError::Timeout { .. }) => {
@@ -310,14 +192,20 @@ impl NativeDriver {
                         .callback(callback, ItMsg::Status, percent, 0, &[])
                         .await;
                     if hr != Hresult::S_OK {
-                        return Err(stop_for(hr));
+                        return Err(self.stop_for_status(hr));
                     }
                     let scan = self.scan_status(host).await.map_err(Stop::Error)?;
                     if scan.state == DeviceState::Idle && scan.error != ScanError::None {
                         return Err(self.device_stop(host).await);
                     }
                 }
-                Err(TransferError::Cancelled { .. }) => return Err(Stop::Cancelled),
+                Err(TransferError::Cancelled { .. }) => {
+                    if self.is(Mutation::AbortThenReread) {
+                        // The data it gets is thrown away.
+                        let _ = host.bulk_in(EP_DATA_IN, buf, slice).await;
+                    }
+                    return Err(Stop::Cancelled);
+                }
                 Err(TransferError::Stall) => return Err(self.device_stop(host).await),
                 Err(TransferError::NoDevice) => {
                     return Err(Stop::Error(Hresult::WIA_ERROR_OFFLINE))
@@ -367,16 +255,21 @@ impl NativeDriver {
         }
         let hr = self.callback(callback, ItMsg::Status, 0, 0, &[]).await;
         if hr != Hresult::S_OK {
-            return Err(stop_for(hr));
+            return Err(self.stop_for_status(hr));
         }
 
         let page_bytes = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
         let wanted_pages = match ctx.job.source {
             ScanSource::Flatbed => 1,
+            ScanSource::Adf if ctx.job.pages == 0 && self.is(Mutation::AllPagesAsOne) => 1,
             ScanSource::Adf => ctx.job.pages,
         };
         let total_bytes = page_bytes * u64::from(wanted_pages.max(1));
-        let chunk_max = usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX);
+        let chunk_max = if self.is(Mutation::BandPerCallback) {
+            usize::try_from(report.band_bytes.max(1)).unwrap_or(usize::MAX)
+        } else {
+            usize::try_from(ctx.buffer_size.max(1)).unwrap_or(usize::MAX)
+        };
         let mut buf = vec![0u8; chunk_max + READ_SLACK];
         let mut done_bytes = 0u64;
         let mut last_percent = 0;
@@ -388,12 +281,18 @@ impl NativeDriver {
                     .callback(callback, ItMsg::NewPage, last_percent, 0, &[])
                     .await;
                 if hr != Hresult::S_OK {
-                    return Err(stop_for(hr));
+                    return Err(self.stop_for_status(hr));
                 }
             }
             let mut offset = 0u64;
             let band_bytes = u64::from(report.band_bytes.max(1));
             while offset < page_bytes {
+                if self.is(Mutation::DropShortBand)
+                    && offset % band_bytes == 0
+                    && page_bytes - offset < band_bytes
+                {
+                    break;
+                }
                 // One read never crosses a band boundary: the device ends every band with a
                 // short packet or a ZLP, so a shorter read means the device cut the band.
                 let band_left = band_bytes - offset % band_bytes;
@@ -410,7 +309,7 @@ impl NativeDriver {
                 let n = self
                     .read_chunk(host, callback, &mut buf[..ask], last_percent)
                     .await?;
-                if n < want {
+                if n < want && !self.served_ahead.replace(false) {
                     // A device-initiated cancel by short data (reference §1.2).
                     return Err(self.device_stop(host).await);
                 }
@@ -428,8 +327,22 @@ impl NativeDriver {
                     reported_offset += 16;
                 }
                 last_percent = percent.max(last_percent);
+                let full_chunk = band_bytes.min(chunk_max as u64);
+                let short_last = offset + n as u64 == page_bytes && (n as u64) < full_chunk;
+                let length = if self.is(Mutation::LastLengthOverrun) && short_last {
+                    full_chunk as i64
+                } else {
+                    n as i64
+                };
                 let hr = self
-                    .callback(callback, ItMsg::Data, percent, reported_offset, &buf[..n])
+                    .callback_len(
+                        callback,
+                        ItMsg::Data,
+                        percent,
+                        reported_offset,
+                        &buf[..n],
+                        length,
+                    )
                     .await;
                 offset += n as u64;
                 if self.is(Mutation::StaleBand) && offset < page_bytes && hr != Hresult::S_OK {
@@ -494,6 +407,9 @@ impl NativeDriver {
     }
 }
 
+/// Submits a bulk read of one packet (no timeout) and lets go of it without waiting for it or
+/// aborting it, as a driver that queues a drain URB and forgets it: the host still counts it as
+/// pending.
 fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
     if unknown_total || total == 0 {
         return 0;
@@ -528,6 +444,9 @@ impl MiniDriver for NativeDriver {
         host: &dyn UsbHost,
         callback: &dyn MiniDrvCallback,
     ) -> Hresult {
+        if let Some(drain) = self.drain.borrow_mut().take() {
+            drain.cancel();
+        }
         self.cancel_io.set(false);
         self.extra_sent.set(false);
         self.interface.set(ctx.interface);
@@ -542,6 +461,12 @@ impl MiniDriver for NativeDriver {
                     stop
                 };
                 let cleanup = self.cancel_device(host).await;
+                if self.is(Mutation::SlowReturn) && matches!(stop, Stop::Cancelled) {
+                    host.sleep(Duration::from_millis(3000)).await;
+                }
+                if self.is(Mutation::PendingDrain) && matches!(stop, Stop::Cancelled) {
+                    self.post_and_leave();
+                }
                 match (stop, cleanup) {
                     (Stop::AppError(_), _) if self.is(Mutation::SwallowError) => Hresult::S_FALSE,
                     (Stop::AppError(hr), _) | (Stop::Error(hr), _) => hr,
@@ -554,6 +479,15 @@ impl MiniDriver for NativeDriver {
                 }
             }
         }
+    }
+
+    fn begin_run(&self, run: Rc<dyn RunContext>) {
+        *self.run.borrow_mut() = Some(run);
+    }
+
+    fn end_run(&self) {
+        self.run.borrow_mut().take();
+        self.drain.borrow_mut().take();
     }
 
     fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {
