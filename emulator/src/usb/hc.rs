@@ -494,13 +494,10 @@ fn data_endpoint_mps(port: &BusPort, ep_addr: u8) -> Result<usize, PacketError> 
 ///
 /// Packets the device has queued one behind the other are taken in one burst
 /// ([`BusPort::in_burst`]); the device is polled after each burst, which is after every packet
-/// unless its FIFO holds several. A caller that answers someone else once the transfer ended
-/// can leave the last of those polls to itself ([`InTransfer::without_final_poll`]).
+/// unless its FIFO holds several.
 #[derive(Debug)]
 pub struct InTransfer<D = Vec<u8>> {
     ep_addr: u8,
-    /// The device is polled after the burst that ends the transfer.
-    final_poll: bool,
     /// Where the data goes; `filled` bytes of it are data.
     buf: D,
     /// The most bytes the transfer takes.
@@ -580,7 +577,6 @@ impl InTransfer {
     pub fn new(ep_addr: u8, length: usize) -> Self {
         InTransfer {
             ep_addr: ep_addr | 0x80,
-            final_poll: true,
             buf: Vec::with_capacity(length),
             length,
             filled: 0,
@@ -603,7 +599,6 @@ impl<'a> InTransfer<&'a mut [u8]> {
     pub fn into_slice(ep_addr: u8, buf: &'a mut [u8]) -> Self {
         InTransfer {
             ep_addr: ep_addr | 0x80,
-            final_poll: true,
             length: buf.len(),
             buf,
             filled: 0,
@@ -614,16 +609,6 @@ impl<'a> InTransfer<&'a mut [u8]> {
 }
 
 impl<D: InBuffer> InTransfer<D> {
-    /// Leaves the device unpolled after the burst that ends the transfer; the caller polls it
-    /// before it next relies on the firmware having seen its packets go. The USB/IP server
-    /// does so once it has written the completion to the network, so that the firmware
-    /// refills its FIFO while the client reads the data instead of before the client gets it.
-    /// The tokens on the bus are the same; only when the firmware runs moves.
-    pub fn without_final_poll(mut self) -> Self {
-        self.final_poll = false;
-        self
-    }
-
     /// The data received so far.
     pub fn data(&self) -> &[u8] {
         self.buf.stored(self.filled)
@@ -648,9 +633,6 @@ impl<D: InBuffer> InTransfer<D> {
             };
             self.filled += burst.bytes;
             self.wire_bytes += burst.bytes as u64;
-            if burst.ended && !self.final_poll {
-                return Ok(true);
-            }
             dev.poll_device();
             if burst.ended {
                 return Ok(true);

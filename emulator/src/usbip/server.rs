@@ -1360,10 +1360,6 @@ impl Session<'_> {
                     }
                     break End::Peer(why);
                 }
-                // Round again before sleeping: the device sees the packets of the IN
-                // transfers just answered taken (`InTransfer::without_final_poll`) and
-                // refills its FIFO while the client reads, and whatever that moved goes out.
-                continue;
             }
             self.flush_capture();
             let wake = match (self.device.poll_at(), self.outbox.front().map(|d| d.due)) {
@@ -2008,10 +2004,10 @@ fn start(cmd: &mut CmdSubmit) -> Result<Active, Outcome> {
         )));
     }
     if cmd.direction == DIR_IN {
-        // The session polls the device after writing the completion (`Session::run`).
-        Ok(Active::In(
-            InTransfer::new(0x80 | ep, cmd.transfer_buffer_length as usize).without_final_poll(),
-        ))
+        Ok(Active::In(InTransfer::new(
+            0x80 | ep,
+            cmd.transfer_buffer_length as usize,
+        )))
     } else {
         let zlp = cmd.transfer_flags & URB_ZERO_PACKET != 0;
         Ok(Active::Out(OutTransfer::new(
