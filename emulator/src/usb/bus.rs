@@ -66,104 +66,74 @@ pub struct EndpointConfig {
     pub interval: u8,
 }
 
-/// The packets an IN endpoint holds for the host, oldest first, back to back in one buffer
-/// with room for `depth` max-size packets reserved up front, as the buffer a controller sends
-/// from: the firmware queues up to `depth` packets, the host takes them in order, and the
-/// buffer starts over once the host took the last one. Queueing and taking never allocate.
+/// The packets an IN endpoint holds for the host, oldest first: `depth` slots of the max
+/// packet size in one buffer reserved up front, so queueing and taking never allocate.
 #[derive(Debug, Default)]
 struct InFifo {
-    /// The packets queued since the buffer last ran empty, back to back.
+    /// `depth` slots of `slot` bytes each.
     data: Vec<u8>,
-    /// Where each of those packets ends in `data`.
-    ends: Vec<usize>,
-    /// How many of them the host took.
-    taken: usize,
-    depth: usize,
+    /// The length of the packet in each slot.
+    lens: Vec<usize>,
     slot: usize,
+    head: usize,
+    count: usize,
 }
 
 impl InFifo {
     fn new(depth: usize, slot: usize) -> InFifo {
         let depth = depth.max(1);
         InFifo {
-            data: Vec::with_capacity(depth * slot),
-            ends: Vec::with_capacity(depth),
-            taken: 0,
-            depth,
+            data: vec![0; depth * slot],
+            lens: vec![0; depth],
             slot,
+            head: 0,
+            count: 0,
         }
     }
 
     fn depth(&self) -> usize {
-        self.depth
+        self.lens.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.taken == self.ends.len()
+        self.count == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.count >= self.lens.len()
     }
 
     fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-        self.taken = 0;
+        self.head = 0;
+        self.count = 0;
     }
 
-    /// Queues `packet` (at most `slot` bytes) behind the others; false when `depth` packets
-    /// were queued since the buffer last ran empty.
+    /// Queues `packet` (at most `slot` bytes) behind the others; false when full.
     fn push(&mut self, packet: &[u8]) -> bool {
-        if self.ends.len() >= self.depth || packet.len() > self.slot {
+        if self.is_full() || packet.len() > self.slot {
             return false;
         }
-        self.data.extend_from_slice(packet);
-        self.ends.push(self.data.len());
+        let i = (self.head + self.count) % self.lens.len();
+        self.data[i * self.slot..i * self.slot + packet.len()].copy_from_slice(packet);
+        self.lens[i] = packet.len();
+        self.count += 1;
         true
     }
 
     /// The oldest packet.
     fn front(&self) -> Option<&[u8]> {
-        let end = *self.ends.get(self.taken)?;
-        let start = self.taken.checked_sub(1).map_or(0, |i| self.ends[i]);
-        Some(&self.data[start..end])
+        (self.count > 0).then(|| {
+            let at = self.head * self.slot;
+            &self.data[at..at + self.lens[self.head]]
+        })
     }
 
     /// Drops the oldest packet.
     fn pop(&mut self) {
-        if !self.is_empty() {
-            self.taken += 1;
-            if self.is_empty() {
-                self.clear();
-            }
+        if self.count > 0 {
+            self.head = (self.head + 1) % self.lens.len();
+            self.count -= 1;
         }
-    }
-
-    /// What a burst of tokens for a transfer with `room` bytes left would take if it took
-    /// every packet queued, none taken yet: `(bytes, packets, ended)`; `None` if it would stop
-    /// before the last (a short packet or the room reached earlier) or babble.
-    fn whole_burst(&self, max_packet: usize, room: usize) -> Option<(usize, usize, bool)> {
-        let (&total, n) = (self.ends.last()?, self.ends.len());
-        if self.taken != 0 || total > room {
-            return None;
-        }
-        // Every packet but the last is full: a short one ends the transfer, as does the room.
-        let full = |i: usize| self.ends[i] == (i + 1) * max_packet;
-        if (0..n - 1).any(|i| !full(i)) {
-            return None;
-        }
-        let last = total - self.ends[..n - 1].last().copied().unwrap_or(0);
-        Some((total, n, last < max_packet || total == room))
-    }
-}
-
-/// Where [`BusPort::in_burst`] puts the packets it takes.
-pub trait InSink {
-    /// Takes one packet, after the ones before it.
-    fn packet(&mut self, data: &[u8]);
-    /// Takes `buffer`, every packet of the burst back to back, by exchanging it for an empty
-    /// buffer of at least `capacity` bytes; false, `buffer` untouched, if it cannot (the
-    /// packets then come one by one). Default: false.
-    fn exchange(&mut self, buffer: &mut Vec<u8>, capacity: usize) -> bool {
-        let _ = (buffer, capacity);
-        false
     }
 }
 
@@ -669,11 +639,9 @@ impl BusPort {
     }
 
     /// Sends IN tokens to `ep_addr` (bit 7 set) for as long as the device has packets queued
-    /// and the transfer they belong to goes on, handing each packet to `sink` in order: what a
+    /// and the transfer they belong to goes on, handing each packet to `take` in order: what a
     /// host controller does between two looks at the device, since nothing the firmware does
-    /// is needed while its FIFO holds packets. When the burst takes every packet queued, the
-    /// sink may take the FIFO's buffer itself ([`InSink::exchange`]), as a controller hands
-    /// over the buffer its DMA filled, instead of a copy.
+    /// is needed while its FIFO holds packets.
     ///
     /// A transfer with `room` bytes left and `max_packet` its endpoint's max packet size goes
     /// on until a packet shorter than `max_packet` (a zero-length packet included) or `room`
@@ -686,32 +654,16 @@ impl BusPort {
         ep_addr: u8,
         max_packet: usize,
         room: usize,
-        sink: &mut dyn InSink,
+        take: &mut dyn FnMut(&[u8]),
     ) -> Result<Burst, PacketError> {
         if ep_addr & 0x80 == 0 {
             return Err(PacketError::NoEndpoint);
         }
         let mut state = self.live()?;
         let ep = state.host_ep(ep_addr).ok_or(PacketError::NoEndpoint)?;
-        if ep.stalled {
-            return Err(PacketError::Stall);
-        }
-        // The whole buffer is the burst: it changes hands instead of being copied.
-        if let Some((bytes, packets, ended)) = ep.fifo.whole_burst(max_packet, room) {
-            let capacity = ep.fifo.depth * ep.fifo.slot;
-            if sink.exchange(&mut ep.fifo.data, capacity) {
-                ep.fifo.clear();
-                ep.complete = true;
-                return Ok(Burst {
-                    bytes,
-                    packets,
-                    ended,
-                });
-            }
-        }
         let mut burst = Burst::default();
         loop {
-            match ep.take_in(room - burst.bytes, &mut |p| sink.packet(p)) {
+            match ep.take_in(room - burst.bytes, take) {
                 Ok(len) => {
                     burst.bytes += len;
                     burst.packets += 1;
@@ -932,86 +884,6 @@ mod tests {
             _ => panic!("expected ep_in_complete"),
         }
         assert!(matches!(bus.poll(), PollResult::None));
-    }
-
-    /// Collects packets one by one, or takes the whole buffer when `exchange` is set.
-    struct Collect {
-        data: Vec<u8>,
-        packets: usize,
-        exchange: bool,
-    }
-
-    impl InSink for Collect {
-        fn packet(&mut self, data: &[u8]) {
-            self.data.extend_from_slice(data);
-            self.packets += 1;
-        }
-        fn exchange(&mut self, buffer: &mut Vec<u8>, capacity: usize) -> bool {
-            if !self.exchange || !self.data.is_empty() {
-                return false;
-            }
-            let mut empty = Vec::with_capacity(capacity);
-            std::mem::swap(&mut empty, buffer);
-            self.data = empty;
-            true
-        }
-    }
-
-    #[test]
-    fn a_deep_in_fifo_is_taken_in_bursts_and_completes_when_empty() {
-        for exchange in [false, true] {
-            let (bus, port, _, inp) = bus_with_bulk();
-            bus.set_in_depth(inp, 4);
-            assert_eq!(port.in_depth(0x81), 4);
-            for i in 0..4u8 {
-                assert_eq!(bus.write(inp, &[i; 64]), Ok(64));
-            }
-            assert_eq!(bus.write(inp, &[9; 64]), Err(UsbError::WouldBlock));
-            let mut sink = Collect {
-                data: Vec::new(),
-                packets: 0,
-                exchange,
-            };
-            // 200 bytes of room: three full packets fit, the fourth would babble.
-            let burst = port.in_burst(0x81, 64, 200, &mut sink).unwrap();
-            assert_eq!((burst.bytes, burst.packets, burst.ended), (192, 3, false));
-            assert!(matches!(bus.poll(), PollResult::None), "FIFO not empty yet");
-            let mut rest = Collect {
-                data: Vec::new(),
-                packets: 0,
-                exchange,
-            };
-            assert_eq!(
-                port.in_burst(0x81, 64, 8, &mut rest),
-                Err(PacketError::Babble)
-            );
-            let burst = port.in_burst(0x81, 64, 64, &mut rest).unwrap();
-            assert_eq!((burst.bytes, burst.ended), (64, true));
-            assert_eq!(rest.data, [3; 64]);
-            match bus.poll() {
-                PollResult::Data { ep_in_complete, .. } => assert_eq!(ep_in_complete, 0b10),
-                _ => panic!("expected ep_in_complete"),
-            }
-            // Refilled: two full packets and a short one, all taken in one burst (the
-            // buffer itself when the sink exchanges it).
-            for p in [&[1u8; 64][..], &[2; 64], &[3; 5]] {
-                assert_eq!(bus.write(inp, p), Ok(p.len()));
-            }
-            let mut all = Collect {
-                data: Vec::new(),
-                packets: 0,
-                exchange,
-            };
-            let burst = port.in_burst(0x81, 64, 1000, &mut all).unwrap();
-            assert_eq!((burst.bytes, burst.packets, burst.ended), (133, 3, true));
-            assert_eq!(all.data.len(), 133);
-            assert_eq!(all.packets, if exchange { 0 } else { 3 });
-            assert_eq!((all.data[0], all.data[64], all.data[132]), (1, 2, 3));
-            assert_eq!(port.in_burst(0x81, 64, 64, &mut all), Err(PacketError::Nak));
-            // The buffer given in exchange takes the next packets.
-            assert_eq!(bus.write(inp, &[4; 64]), Ok(64));
-            assert_eq!(port.in_packet_vec(0x81), Ok(vec![4; 64]));
-        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use usb_device::descriptor::descriptor_type;
 use usb_device::endpoint::EndpointType;
 use usb_device::UsbDirection;
 
-use crate::usb::bus::{BusPort, InSink, PacketError};
+use crate::usb::bus::{BusPort, PacketError};
 
 /// Something that runs the emulated firmware once: usually
 /// `|| { usb_dev.poll(&mut [&mut class]); }`.
@@ -519,12 +519,6 @@ pub trait InBuffer {
     fn put(&mut self, at: usize, packet: &[u8]);
     /// The bytes stored, of which `filled` are data.
     fn stored(&self, filled: usize) -> &[u8];
-    /// Takes `data` as the whole of what is stored, giving back an empty buffer of at least
-    /// `capacity` bytes in exchange ([`InSink::exchange`]); false if it cannot. Default: false.
-    fn exchange(&mut self, data: &mut Vec<u8>, capacity: usize) -> bool {
-        let _ = (data, capacity);
-        false
-    }
 }
 
 impl InBuffer for Vec<u8> {
@@ -534,32 +528,6 @@ impl InBuffer for Vec<u8> {
     }
     fn stored(&self, filled: usize) -> &[u8] {
         &self[..filled]
-    }
-    /// An owned buffer with nothing in it yet and room for what the device's buffer holds
-    /// trades places with it: the data is not copied.
-    fn exchange(&mut self, data: &mut Vec<u8>, capacity: usize) -> bool {
-        if !self.is_empty() || self.capacity() < capacity {
-            return false;
-        }
-        std::mem::swap(self, data);
-        true
-    }
-}
-
-/// An [`InTransfer`]'s buffer as [`BusPort::in_burst`] fills it, from byte `at`.
-struct Sink<'b, D> {
-    buf: &'b mut D,
-    at: usize,
-}
-
-impl<D: InBuffer> InSink for Sink<'_, D> {
-    fn packet(&mut self, data: &[u8]) {
-        self.buf.put(self.at, data);
-        self.at += data.len();
-    }
-
-    fn exchange(&mut self, buffer: &mut Vec<u8>, capacity: usize) -> bool {
-        self.at == 0 && self.buf.exchange(buffer, capacity)
     }
 }
 
@@ -621,13 +589,15 @@ impl<D: InBuffer> InTransfer<D> {
     ) -> Result<bool, PacketError> {
         let mps = data_endpoint_mps(port, self.ep_addr)?;
         loop {
-            let mut sink = Sink {
-                buf: &mut self.buf,
-                at: self.filled,
+            let (buf, start) = (&mut self.buf, self.filled);
+            let mut at = start;
+            let mut take = |packet: &[u8]| {
+                buf.put(at, packet);
+                at += packet.len();
             };
-            let room = self.length - self.filled;
+            let room = self.length - start;
             let Some(burst) =
-                with_retry(dev, || port.in_burst(self.ep_addr, mps, room, &mut sink))?
+                with_retry(dev, || port.in_burst(self.ep_addr, mps, room, &mut take))?
             else {
                 return Ok(false);
             };
