@@ -587,40 +587,6 @@ impl ScanEngine {
         }
     }
 
-    /// Bytes `[offset, offset + n)` of `band`, straight from the rendered line they lie in:
-    /// `n` is `max`, or less where the line ends first (empty if there is no job). What
-    /// [`fill`](Self::fill) would write, without copying it: a packet within one line goes to
-    /// the endpoint from here. Panics if `offset` is past `band.bytes`.
-    pub fn line_bytes(&mut self, band: &Band, offset: u64, max: usize) -> &[u8] {
-        assert!(
-            offset <= band.bytes,
-            "offset {offset} is past the band's {} bytes",
-            band.bytes
-        );
-        let Some(job) = self.job else {
-            return &[];
-        };
-        let bpl = job.bytes_per_line();
-        let bpl_usize = usize::try_from(bpl).expect("line fits in memory");
-        let left = usize::try_from(band.bytes - offset).unwrap_or(usize::MAX);
-        if left == 0 || bpl_usize == 0 {
-            return &[];
-        }
-        if self.line_buf.len() != bpl_usize {
-            self.line_buf = vec![0; bpl_usize];
-            self.line_key = None;
-        }
-        let line = band.first_line + (offset / bpl) as u32;
-        let within = (offset % bpl) as usize;
-        if self.line_key != Some((band.page, line)) {
-            self.image
-                .render_line(&job, band.page, line, &mut self.line_buf);
-            self.line_key = Some((band.page, line));
-        }
-        let n = (bpl_usize - within).min(max).min(left);
-        &self.line_buf[within..within + n]
-    }
-
     fn push(&mut self, at: Instant, kind: EventKind) {
         self.pending.push_back(EngineEvent { at, kind });
     }

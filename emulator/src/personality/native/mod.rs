@@ -44,6 +44,9 @@ struct Streaming {
     sent: u64,
     /// Every packet of the band is queued, the short or zero-length one that ends it included.
     queued_all: bool,
+    /// The packet buffer holds the band's next packet, this long (filled, then refused by a
+    /// full FIFO).
+    staged: Option<usize>,
 }
 
 /// The native-protocol scanner function. See the module documentation.
@@ -302,33 +305,35 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 band,
                 sent: 0,
                 queued_all: false,
+                staged: None,
             });
         }
         let Some(mut st) = self.streaming else { return };
         let mps = self.packet.len();
         // As many packets as the FIFO takes: one on a plain endpoint, a run of them where the
-        // device gave bulk IN a deeper FIFO. A packet within one line of the image goes from
-        // the engine's rendered line; one that spans two is put together first. A packet the
-        // FIFO refuses is made again on the next try (the same bytes: rendering is a function
-        // of the band and the offset).
+        // device gave bulk IN a deeper FIFO.
         while !st.queued_all {
-            let left = st.band.bytes - st.sent;
-            let len = usize::try_from(left).unwrap_or(mps).min(mps);
-            let line = self.engine.line_bytes(&st.band, st.sent, len);
-            let packet = if line.len() == len {
-                line
-            } else {
-                self.engine.fill(&st.band, st.sent, &mut self.packet[..len]);
-                &self.packet[..len]
+            let len = match st.staged {
+                Some(len) => len,
+                None => {
+                    let left = st.band.bytes - st.sent;
+                    let len = usize::try_from(left).unwrap_or(mps).min(mps);
+                    self.engine.fill(&st.band, st.sent, &mut self.packet[..len]);
+                    len
+                }
             };
-            match self.data_in.write(packet) {
+            match self.data_in.write(&self.packet[..len]) {
                 Ok(_) => {
                     st.sent += len as u64;
+                    st.staged = None;
                     // A short last packet ends the band; a full one needs a ZLP after it.
                     st.queued_all = st.sent == st.band.bytes && len < mps;
                 }
-                // The FIFO is full; the rest waits for the host to take some.
-                Err(UsbError::WouldBlock) => break,
+                // The FIFO is full; the packet waits for the host to take some.
+                Err(UsbError::WouldBlock) => {
+                    st.staged = Some(len);
+                    break;
+                }
                 Err(_) => {
                     self.streaming = None;
                     return;
