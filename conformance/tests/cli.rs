@@ -330,7 +330,8 @@ fn options_that_cannot_apply_are_refused_with_one_line() {
         ],
         &["sane:test", "cannot be recorded"],
     );
-    // A replay runs in-process.
+    // A replay over USB/IP of a folder that holds no recording: one line, before any server
+    // starts.
     refused(
         &[
             "run",
@@ -339,7 +340,7 @@ fn options_that_cannot_apply_are_refused_with_one_line() {
             "--transport",
             "usbip",
         ],
-        &["--replay", "--transport usbip"],
+        &["replay", "fixtures/recordings/recording.json"],
     );
 }
 

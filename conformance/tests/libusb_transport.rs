@@ -30,6 +30,10 @@ const SCENARIOS: [&str; 5] = [
     "faults/stall-on-cancel",
 ];
 
+/// The real-time runs of this file, one at a time: two at once on a loaded machine would
+/// measure each other's load.
+static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -83,6 +87,7 @@ fn time_triggered(s: &LoadedScenario) -> bool {
 
 #[test]
 fn libusb_runs_match_the_in_process_verdicts() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let filter = format!("{{{}}}", SCENARIOS.join(","));
     let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
         .current_dir(repo())
@@ -217,11 +222,49 @@ fn a_missing_stand_in_is_one_line_naming_the_build_command() {
     );
 }
 
+#[test]
+fn a_recording_replays_through_libusb() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir =
+        std::env::temp_dir().join(format!("scanconform-libusb-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scenario = "fixtures/recordings/scenarios/replay/complete-gray8.json";
+    let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .current_dir(repo())
+        .args(["record", "--scenario", scenario, "--out"])
+        .arg(&dir)
+        .output()
+        .expect("scanconform records");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The recording, exported over USB/IP, reached through the stand-in: the scenario passes,
+    // and a scenario that asks for another image departs at its first different request.
+    for (scenarios, code, want) in [
+        (scenario, 0, "2 passed, 0 failed"),
+        (
+            "fixtures/recordings/scenarios/replay/complete-gray8-64.json",
+            1,
+            "WIA-FAULT-NO-HANG",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+            .current_dir(repo())
+            .args(["run", "--transport", "libusb", "--replay"])
+            .arg(&dir)
+            .args(["--scenarios", scenarios])
+            .output()
+            .expect("scanconform runs");
+        assert_eq!(out.status.code(), Some(code), "{scenarios}: {}", text(&out));
+        assert!(text(&out).contains(want), "{scenarios}: {}", text(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// WIA 2.0 through libusb: the reference WIA 2.0 driver passes its cancel, device and feeder
 /// scenarios in real time (the ones a wall clock cannot replay are skipped with a reason), and
 /// the driver that ignores WIA_EVENT_CANCEL_IO fails exactly its rule.
 #[test]
 fn wia2_runs_through_libusb() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run = |driver: &str| {
         Command::new(env!("CARGO_BIN_EXE_scanconform"))
             .current_dir(repo())

@@ -77,9 +77,6 @@ pub enum RunError {
         /// What the transport said.
         reason: String,
     },
-    /// A replay was asked for with a transport other than in-process.
-    #[error("a replay runs in-process only")]
-    ReplayNotInProcess,
     /// The recording to replay could not be loaded.
     #[error("replay: {0}")]
     Replay(RecordingError),
@@ -142,6 +139,9 @@ pub struct RunOptions {
     /// default: none). A driver that departs from it gets a `DriverFault` naming the first
     /// divergent transaction.
     pub replay: Option<PathBuf>,
+    /// Make every departure from the replayed recording a divergence (default false; see
+    /// `scanemu::capture::replay::ReplayConfig::strict`).
+    pub strict_replay: bool,
 }
 
 /// Real-time runs only take scenarios whose virtual-time run lasts at most this long
@@ -266,7 +266,10 @@ pub fn run_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref(),
+        options.replay.as_deref().map(|dir| transport::Replay {
+            dir,
+            strict: options.strict_replay,
+        }),
         setup,
         &sim,
         &taps,

@@ -140,7 +140,10 @@ pub fn run2_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref(),
+        options.replay.as_deref().map(|dir| transport::Replay {
+            dir,
+            strict: options.strict_replay,
+        }),
         setup,
         &sim,
         &taps,

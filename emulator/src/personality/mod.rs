@@ -228,6 +228,9 @@ note_kinds! {
     ReplayDivergence = "replay-divergence",
     /// A cancel the recording does not hold was answered by the replay; detail: how.
     ReplayCancel = "replay-cancel",
+    /// A request came after the recording's end on its endpoint: it NAKs until its timeout or
+    /// abort (once per endpoint); detail: the endpoint and the request.
+    ReplayEnd = "replay-end",
 }
 
 impl NoteKind {

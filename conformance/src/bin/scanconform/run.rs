@@ -83,10 +83,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
     /// Serve a recording (`scanconform record`, `scanemu import-pcap`) instead of the
-    /// emulated scanner (WIA drivers, in-process); a driver that departs from it fails
-    /// WIA-FAULT-NO-HANG with the first divergent transaction.
+    /// emulated scanner (WIA drivers): in-process, or exported over USB/IP with `--transport
+    /// usbip` or `libusb`; a driver that departs from it fails WIA-FAULT-NO-HANG with the
+    /// first divergent transaction.
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
+    /// With --replay: every departure from the recording is a divergence (a request after
+    /// its end, a GET_DESCRIPTOR or CANCEL it does not hold, a pending transfer never
+    /// asked for); by default those NAK or are answered as the device would.
+    #[arg(long, requires = "replay")]
+    strict: bool,
     /// Scenario runs at once, each on a thread of its own with its own simulated scanner and
     /// driver (an exec: driver: its own process). Default: the number of CPUs. The output
     /// (table, JSON, --traces, --junit, --report, --pcap) is the same byte for byte whatever
@@ -190,16 +196,7 @@ fn refuse_what_cannot_apply(kind: &DriverKind, args: &RunArgs) -> anyhow::Result
                 bail!("--replay does not apply to {driver}: recordings hold WIA 1.0 sessions, which a WIA 2.0 driver cannot follow");
             }
         }
-        DriverKind::Wia => {
-            if let (Some(_), Some(t)) = (&args.replay, args.transport) {
-                if t != TransportArg::Inproc {
-                    bail!(
-                        "--replay does not apply to --transport {}: a replay runs in-process",
-                        t.name()
-                    );
-                }
-            }
-        }
+        DriverKind::Wia => {}
     }
     Ok(())
 }
@@ -316,6 +313,7 @@ fn wia_options(args: &RunArgs) -> RunOptions {
     options.realtime = args.realtime;
     options.pcap = args.pcap.clone();
     options.replay = args.replay.clone();
+    options.strict_replay = args.strict;
     options
 }
 
