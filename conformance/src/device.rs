@@ -18,16 +18,24 @@ use scanemu::personality::DeviceNote;
 use scanemu::profile::{Profile, ProfileError};
 use scanemu::usbip::{ServerConfig, UsbIpServer};
 
-/// Finds a profile by name (`<profiles_dir>/<name>.json`) or by path (a name with an
-/// extension that names an existing file).
-pub fn resolve_profile(name: &str, profiles_dir: &Path) -> Result<Profile, ProfileError> {
-    let direct = PathBuf::from(name);
-    let path = if direct.extension().is_some() && direct.exists() {
-        direct
+/// Finds a scenario's profile: a bare name is `<profiles_dir>/<name>.json`; a path (it contains
+/// `/` or ends in `.json`) is taken relative to the scenario file's folder `scenario_dir`
+/// (conformance/SCENARIOS.md), never to the current directory.
+pub fn resolve_profile(
+    name: &str,
+    scenario_dir: &Path,
+    profiles_dir: &Path,
+) -> Result<Profile, ProfileError> {
+    Profile::load(&profile_path(name, scenario_dir, profiles_dir))
+}
+
+/// The file [`resolve_profile`] reads for `name`.
+pub fn profile_path(name: &str, scenario_dir: &Path, profiles_dir: &Path) -> PathBuf {
+    if name.contains('/') || name.ends_with(".json") {
+        scenario_dir.join(name)
     } else {
         profiles_dir.join(format!("{name}.json"))
-    };
-    Profile::load(&path)
+    }
 }
 
 /// The faults a run injects: the profile's, then the scenario's.

@@ -1,4 +1,5 @@
 //! The driver contract: the transfer side of a WIA 1.0 minidriver, as a small async trait.
+//! The WIA 2.0 stream contract is [`wia2`], beside it.
 //!
 //! This is what an outside author implements to put a Rust driver under test (reference §1.5,
 //! §1.6, §1.8). It is stable: it names only this module's types, [`Hresult`] and [`ItMsg`]
@@ -64,6 +65,8 @@
 //!   `begin_run`/`end_run`.
 //! - **Everything is observed.** Every transfer and every device event goes into the run's
 //!   trace; the driver does not report its own I/O.
+
+pub mod wia2;
 
 use std::cell::RefCell;
 use std::future::Future;

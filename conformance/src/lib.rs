@@ -37,6 +37,10 @@
 //! - [`drivers`]: the built-in drivers (reference, legacy-xp, the mutants) and the adapter for
 //!   drivers in any language, a process speaking JSON lines ([`drivers::external`]).
 //! - [`sane`]: SANE backends loaded with dlopen, played against the same kind of scenarios.
+//! - WIA 2.0 beside WIA 1.0, in the same structure: the stream contract
+//!   [`driver::wia2::MiniDriver2`], its roles (`roles::wia2`: the application with its
+//!   `IStream`s, the service), [`run::wia2`], [`rules::wia2`] (the HLK dataTransfer
+//!   obligations), [`scenario::wia2`] and [`drivers::wia2`]; `conformance/WIA2.md` describes it.
 //!
 //! # The trace, the rules, the verdict
 //!

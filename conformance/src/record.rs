@@ -98,8 +98,9 @@ pub fn record(
     options: &RecordOptions,
     out: &Path,
 ) -> Result<RunResult, RecordError> {
-    let profile = device::resolve_profile(&scenario.scenario.profile, profiles_dir)
-        .map_err(|e| RecordError::Profile(Box::new(e)))?;
+    let profile =
+        device::resolve_profile(&scenario.scenario.profile, scenario.folder(), profiles_dir)
+            .map_err(|e| RecordError::Profile(Box::new(e)))?;
     let mut meta = RecordingMeta::new(
         "record",
         &DeviceInfo::default(),

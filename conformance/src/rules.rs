@@ -34,6 +34,7 @@ mod checks;
 pub mod lag;
 #[cfg(test)]
 mod tests;
+pub mod wia2;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -451,28 +452,11 @@ pub fn explain(id: &str) -> Option<String> {
 /// Runs every rule, suppresses consequences of failed dependencies, and measures the run.
 pub fn check_all(facts: &RunFacts<'_>) -> RuleReport {
     let ctx = Ctx::new(facts);
-    let judgements: Vec<(&'static Rule, Judgement)> =
-        CATALOG.iter().map(|r| (r, (r.check)(&ctx))).collect();
-    let raw: BTreeMap<&'static str, &[Finding]> = judgements
+    let judgements = CATALOG
         .iter()
-        .filter_map(|(r, j)| match j {
-            Judgement::Fail(f) if !f.is_empty() => Some((r.id, f.as_slice())),
-            _ => None,
-        })
+        .map(|r| (r.id, r.depends_on, (r.check)(&ctx)))
         .collect();
-    let mut results = Vec::with_capacity(CATALOG.len());
-    for (rule, j) in &judgements {
-        let status = match j {
-            Judgement::NotApplicable => RuleStatus::NotApplicable,
-            Judgement::Pass => RuleStatus::Pass,
-            Judgement::Report(m) => RuleStatus::Report { message: m.clone() },
-            Judgement::Fail(findings) => suppress(rule, findings, &raw),
-        };
-        results.push(RuleResult {
-            id: rule.id,
-            status,
-        });
-    }
+    let results = resolve(judgements);
     let mut metrics = checks::metrics(&ctx);
     metrics.rules_checked = results
         .iter()
@@ -481,14 +465,42 @@ pub fn check_all(facts: &RunFacts<'_>) -> RuleReport {
     RuleReport { results, metrics }
 }
 
+/// One rule's judgement before dependency suppression: its ID, what it depends on, and what
+/// its check concluded.
+pub(crate) type RawJudgement = (&'static str, &'static [&'static str], Judgement);
+
+/// Turns every rule's judgement into its result, in the order given: a finding that a failed
+/// dependency explains (a finding of it in the same or an earlier acquisition) is not counted,
+/// and a rule whose every finding is explained is "not judged". Shared by every catalogue.
+pub(crate) fn resolve(judgements: Vec<RawJudgement>) -> Vec<RuleResult> {
+    let raw: BTreeMap<&'static str, &[Finding]> = judgements
+        .iter()
+        .filter_map(|(id, _, j)| match j {
+            Judgement::Fail(f) if !f.is_empty() => Some((*id, f.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let mut results = Vec::with_capacity(judgements.len());
+    for (id, depends_on, j) in &judgements {
+        let status = match j {
+            Judgement::NotApplicable => RuleStatus::NotApplicable,
+            Judgement::Pass => RuleStatus::Pass,
+            Judgement::Report(m) => RuleStatus::Report { message: m.clone() },
+            Judgement::Fail(findings) => suppress(depends_on, findings, &raw),
+        };
+        results.push(RuleResult { id, status });
+    }
+    results
+}
+
 /// The failed dependency that explains `f`, if any: a dependency with a finding in the same or
 /// an earlier acquisition (a finding tied to no acquisition matches every acquisition).
 fn explained_by(
-    rule: &Rule,
+    depends_on: &[&'static str],
     f: &Finding,
     raw: &BTreeMap<&'static str, &[Finding]>,
 ) -> Option<&'static str> {
-    rule.depends_on.iter().copied().find(|dep| {
+    depends_on.iter().copied().find(|dep| {
         raw.get(dep).is_some_and(|dep_findings| {
             dep_findings
                 .iter()
@@ -501,7 +513,7 @@ fn explained_by(
 }
 
 fn suppress(
-    rule: &Rule,
+    depends_on: &[&'static str],
     findings: &[Finding],
     raw: &BTreeMap<&'static str, &[Finding]>,
 ) -> RuleStatus {
@@ -511,7 +523,7 @@ fn suppress(
     let mut counted: Vec<&Finding> = Vec::new();
     let mut because = None;
     for f in findings {
-        match explained_by(rule, f, raw) {
+        match explained_by(depends_on, f, raw) {
             Some(dep) => {
                 because.get_or_insert(dep);
             }
@@ -538,10 +550,25 @@ fn suppress(
 /// A failure for people: the rule, its quote and source, the message, and the trace around the
 /// violating event (5 before, 3 after, the violation marked `>>`).
 pub fn render_failure(rule: &Rule, trace: &Trace, event: usize, message: &str) -> String {
+    render_failure_of(
+        (rule.id, rule.statement, rule.quote, rule.source),
+        trace,
+        event,
+        message,
+    )
+}
+
+/// [`render_failure`] for a rule of any catalogue: `(id, statement, quote, source)`.
+pub fn render_failure_of(
+    (id, statement, quote, source): (&str, &str, &str, &str),
+    trace: &Trace,
+    event: usize,
+    message: &str,
+) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "FAIL {}: {}", rule.id, rule.statement);
-    let _ = writeln!(s, "  \"{}\"", rule.quote);
-    let _ = writeln!(s, "    -- {}", rule.source);
+    let _ = writeln!(s, "FAIL {id}: {statement}");
+    let _ = writeln!(s, "  \"{quote}\"");
+    let _ = writeln!(s, "    -- {source}");
     let _ = writeln!(s, "  {message}");
     if trace.events.is_empty() {
         let _ = writeln!(s, "  (empty trace)");

@@ -209,13 +209,15 @@ fn drivers_lists_the_rule_each_mutant_breaks() {
     let o = run(&["drivers", "--format", "json"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    let expected: std::collections::BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/mutants.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let mut expected = std::collections::BTreeMap::<String, String>::new();
+    for list in ["mutants.json", "mutants-wia2.json"] {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(list);
+        let map: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        expected.extend(map);
+    }
     for line in out.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let name = v["name"].as_str().unwrap();
@@ -232,6 +234,10 @@ fn drivers_lists_the_rule_each_mutant_breaks() {
     assert_eq!(
         kinds.iter().filter(|k| *k == "builtin").count(),
         scanconform::drivers::BUILTIN.len()
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "builtin-wia2").count(),
+        scanconform::drivers::wia2::BUILTIN2.len()
     );
     assert!(kinds.iter().any(|k| k == "exec") && kinds.iter().any(|k| k == "sane"));
 }
@@ -324,7 +330,8 @@ fn options_that_cannot_apply_are_refused_with_one_line() {
         ],
         &["sane:test", "cannot be recorded"],
     );
-    // A replay runs in-process.
+    // A replay over USB/IP of a folder that holds no recording: one line, before any server
+    // starts.
     refused(
         &[
             "run",
@@ -333,7 +340,7 @@ fn options_that_cannot_apply_are_refused_with_one_line() {
             "--transport",
             "usbip",
         ],
-        &["--replay", "--transport usbip"],
+        &["replay", "fixtures/recordings/recording.json"],
     );
 }
 
@@ -511,6 +518,46 @@ fn legacy_xp_passes_and_reports_wasted_bands() {
         .find_map(|l| l.split("runs, ").nth(1)?.split(' ').next()?.parse().ok())
         .expect("summary line with bands wasted");
     assert!(wasted > 0, "{out}");
+}
+
+#[test]
+fn a_profile_path_is_relative_to_the_scenario_folder() {
+    // conformance/SCENARIOS.md: a profile that is a path is relative to the scenario's folder,
+    // whatever the current directory (here the repository root, not the scenario's folder).
+    let d = temp_dir("profile-path");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let scenario =
+        std::fs::read_to_string(repo.join("fixtures/scenarios/callback/s-false-mid-scan.json"))
+            .unwrap();
+    let profile = repo.join("fixtures/profiles/fast-flatbed.json");
+    for dir in ["one", "many", "profs"] {
+        std::fs::create_dir_all(d.join(dir)).unwrap();
+    }
+    std::fs::copy(&profile, d.join("one/myprof.json")).unwrap();
+    std::fs::copy(&profile, d.join("profs/other.json")).unwrap();
+    let with = |profile: &str| scenario.replace("\"fast-flatbed\"", &format!("{profile:?}"));
+    std::fs::write(d.join("one/beside.json"), with("myprof.json")).unwrap();
+    std::fs::write(d.join("many/a.json"), with("../profs/other.json")).unwrap();
+    std::fs::write(d.join("many/b.json"), with("fast-flatbed")).unwrap();
+    for (scenarios, runs) in [("one/beside.json", 2), ("many", 4)] {
+        let o = run(&["run", "--scenarios", d.join(scenarios).to_str().unwrap()]);
+        assert!(o.status.success(), "{scenarios}: {}", text(&o));
+        let summary = format!("{runs} passed, 0 failed");
+        assert!(text(&o).contains(&summary), "{scenarios}: {}", text(&o));
+    }
+
+    // A missing one is named by the path that was looked for, not `<name>.json.json`.
+    std::fs::write(d.join("one/beside.json"), with("nothere.json")).unwrap();
+    let o = run(&[
+        "run",
+        "--scenarios",
+        d.join("one/beside.json").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("one/nothere.json"), "{err}");
+    assert!(!err.contains(".json.json"), "{err}");
+    assert!(o.stdout.is_empty(), "output before the error: {err}");
 }
 
 #[test]

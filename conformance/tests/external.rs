@@ -39,8 +39,9 @@ fn catalog() -> Vec<LoadedScenario> {
         for entry in std::fs::read_dir(&d).unwrap() {
             let p = entry.unwrap().path();
             if p.is_dir() {
-                // sane/ holds SANE-backend scenarios, not WIA driver scenarios.
-                if p.file_name().is_some_and(|n| n != "sane") {
+                // sane/ holds SANE-backend scenarios and wia2/ WIA 2.0 ones, not WIA 1.0
+                // driver scenarios.
+                if p.file_name().is_some_and(|n| n != "sane" && n != "wia2") {
                     stack.push(p);
                 }
             } else if p.extension().is_some_and(|e| e == "json") {

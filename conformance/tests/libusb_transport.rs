@@ -3,12 +3,12 @@
 //! (`emulator/libusb-shim`, `cargo build -p scanlab-libusb`), which speaks USB/IP to an
 //! in-process server, in real time.
 //!
-//! The runs go through the `scanconform` binary, which re-executes itself with the stand-in
+//! The runs go through the `scanconform` binary, which runs `scanconform-libusb` with the stand-in
 //! on `LD_LIBRARY_PATH`; this test process loaded the system libusb. Each run's verdicts are
-//! compared with the in-process virtual-time run of the same scenario, as `tests/usbip.rs`
-//! does for USB/IP: no rule fails, every rule's verdict kind is the same (a time-triggered step
-//! may land elsewhere in real time, so there "pass" and "not applicable" may differ), and the
-//! bytes delivered are the same when no step is time-triggered.
+//! compared with the in-process virtual-time run of the same scenario, as `tests/usbip.rs` does for
+//! USB/IP: no rule fails, every rule's verdict kind is the same (a time-triggered step may land
+//! elsewhere in real time, so there "pass" and "not applicable" may differ), and the bytes
+//! delivered are the same when no step is time-triggered.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,10 @@ const SCENARIOS: [&str; 5] = [
     "cancel-io/then-acquire-again",
     "faults/stall-on-cancel",
 ];
+
+/// The real-time runs of this file, one at a time: two at once on a loaded machine would
+/// measure each other's load.
+static REAL_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -83,6 +87,7 @@ fn time_triggered(s: &LoadedScenario) -> bool {
 
 #[test]
 fn libusb_runs_match_the_in_process_verdicts() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let filter = format!("{{{}}}", SCENARIOS.join(","));
     let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
         .current_dir(repo())
@@ -190,12 +195,17 @@ fn a_process_on_another_libusb_refuses_the_libusb_transport() {
 
 #[test]
 fn a_missing_stand_in_is_one_line_naming_the_build_command() {
-    // A copy of the program in a folder without libscanlab_libusb.so beside it.
+    // A copy of the programs in a folder without libscanlab_libusb.so beside them.
     let dir = std::env::temp_dir().join(format!("scanconform-libusb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("debug")).expect("temp folder");
     let exe = dir.join("debug/scanconform");
     std::fs::copy(env!("CARGO_BIN_EXE_scanconform"), &exe).expect("copy of scanconform");
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_scanconform-libusb"),
+        dir.join("debug/scanconform-libusb"),
+    )
+    .expect("copy of scanconform-libusb");
     let out = Command::new(&exe)
         .current_dir(repo())
         .env_remove(scanconform::libusb::transport::STAND_IN_ENV)
@@ -209,5 +219,85 @@ fn a_missing_stand_in_is_one_line_naming_the_build_command() {
     assert!(
         stderr.contains("stand-in") && stderr.contains("`cargo build -p scanlab-libusb`"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_recording_replays_through_libusb() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir =
+        std::env::temp_dir().join(format!("scanconform-libusb-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scenario = "fixtures/recordings/scenarios/replay/complete-gray8.json";
+    let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+        .current_dir(repo())
+        .args(["record", "--scenario", scenario, "--out"])
+        .arg(&dir)
+        .output()
+        .expect("scanconform records");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The recording, exported over USB/IP, reached through the stand-in: the scenario passes,
+    // and a scenario that asks for another image departs at its first different request.
+    for (scenarios, code, want) in [
+        (scenario, 0, "2 passed, 0 failed"),
+        (
+            "fixtures/recordings/scenarios/replay/complete-gray8-64.json",
+            1,
+            "WIA-FAULT-NO-HANG",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+            .current_dir(repo())
+            .args(["run", "--transport", "libusb", "--replay"])
+            .arg(&dir)
+            .args(["--scenarios", scenarios])
+            .output()
+            .expect("scanconform runs");
+        assert_eq!(out.status.code(), Some(code), "{scenarios}: {}", text(&out));
+        assert!(text(&out).contains(want), "{scenarios}: {}", text(&out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// WIA 2.0 through libusb: the reference WIA 2.0 driver passes its cancel, device and feeder
+/// scenarios in real time (the ones a wall clock cannot replay are skipped with a reason), and
+/// the driver that ignores WIA_EVENT_CANCEL_IO fails exactly its rule.
+#[test]
+fn wia2_runs_through_libusb() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |driver: &str| {
+        Command::new(env!("CARGO_BIN_EXE_scanconform"))
+            .current_dir(repo())
+            .args(["run", "--transport", "libusb", "--format", "json"])
+            .args([
+                "--driver",
+                driver,
+                "--filter",
+                "wia2/{cancel,device,idle}/*",
+            ])
+            .output()
+            .expect("scanconform runs")
+    };
+    let out = run("reference-wia2");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(runs >= 20, "{}", text(&out));
+    let out = run("mutant2-ignore-cancel-io");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            v["failed"]
+                .as_array()
+                .expect("failed rules")
+                .iter()
+                .map(|f| f.as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        std::collections::BTreeSet::from(["WIA2-N1-CANCEL-IO".to_string()])
     );
 }

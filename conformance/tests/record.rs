@@ -280,3 +280,71 @@ fn committed_recordings_replay_to_their_traces() {
         root.display()
     );
 }
+
+/// Replays `recording` against `driver` with the recording exported over USB/IP (as `run
+/// --replay DIR --transport usbip` does).
+fn replay_over_usbip(id: &str, driver: &str, recording: &Path) -> RunResult {
+    let d = drivers::instantiate(driver).unwrap();
+    let mut options = scanconform::run::RunOptions::default();
+    options.replay = Some(recording.to_path_buf());
+    options.transport = Transport::UsbIp;
+    scanconform::run::run_with(
+        &scenario(id),
+        ServiceModel::Xp,
+        driver,
+        d,
+        &profiles(),
+        &options,
+    )
+    .unwrap()
+}
+
+/// The message WIA-FAULT-NO-HANG failed with.
+fn no_hang_message(r: &RunResult) -> String {
+    r.report
+        .results
+        .iter()
+        .find(|x| x.id == "WIA-FAULT-NO-HANG")
+        .and_then(|x| match &x.status {
+            scanconform::verdict::RuleStatus::Fail { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_recording_served_over_usbip_replays_and_passes() {
+    let dir = temp_dir("over-usbip");
+    record_into("replay/complete-gray8", Transport::InProcess, &dir);
+    let replayed = replay_over_usbip("replay/complete-gray8", "reference", &dir);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    // The replay's own notes crossed the server: none, since nothing departed.
+    assert!(device_notes(&replayed.trace, "replay-divergence").is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_driver_that_departs_over_usbip_gets_the_first_divergence_in_its_acquisition() {
+    let dir = temp_dir("diverge-usbip");
+    record_into("replay/complete-gray8", Transport::InProcess, &dir);
+    let replayed = replay_over_usbip("replay/complete-gray8-64", "reference", &dir);
+    let f = faults(&replayed.trace);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].contains("first divergence at transaction #"),
+        "{}",
+        f[0]
+    );
+    assert!(f[0].contains("expected control-out SET_PARAMS"), "{}", f[0]);
+    assert!(f[0].contains("got control-out SET_PARAMS"), "{}", f[0]);
+    assert_eq!(device_notes(&replayed.trace, "replay-divergence").len(), 1);
+    let failed: Vec<&str> = replayed.report.failed().iter().map(|r| r.id).collect();
+    assert!(failed.contains(&"WIA-FAULT-NO-HANG"), "{failed:?}");
+    // The scenario has one acquisition: the fault is placed in it, never in one that does
+    // not exist.
+    let message = no_hang_message(&replayed);
+    assert!(message.contains("during acquisition 1"), "{message}");
+    assert!(!message.contains("acquisition 2"), "{message}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

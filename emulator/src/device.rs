@@ -8,12 +8,14 @@
 //! it next.
 
 use usb_device::bus::UsbBusAllocator;
+use usb_device::descriptor::lang_id::LangID;
 use usb_device::device::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbVidPid};
 use usb_device::endpoint::EndpointAddress;
 
 use crate::engine::{Fault, ImageSource};
 use crate::personality::esci::EsciFunction;
 use crate::personality::native::ScannerFunction;
+use crate::personality::strings::AnyLanguageStrings;
 use crate::personality::{DeviceNote, NoteKind, Personality};
 use crate::profile::{PersonalityConfig, Profile};
 use crate::time::Instant;
@@ -27,6 +29,8 @@ pub const MULTI_PACKET_FIFO_BYTES: usize = 64 * 1024;
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {
     usb: UsbDevice<'a, SimBus>,
+    /// Polled before the function: string requests in a language the device lacks.
+    strings: AnyLanguageStrings,
     function: Box<dyn Personality<SimBus> + Send + 'a>,
     /// The OUT endpoints the function NAKed after the last poll.
     out_naks: EndpointSet,
@@ -70,7 +74,8 @@ impl Device {
                 _ => Box::new(ScannerFunction::new(alloc, sizes, engine)),
             };
             let class = function.device_class();
-            let descriptors = StringDescriptors::default()
+            let language = LangID::EN_US;
+            let descriptors = StringDescriptors::new(language)
                 .manufacturer(intern(&strings[0]))
                 .product(intern(&strings[1]))
                 .serial_number(intern(&strings[2]));
@@ -81,8 +86,11 @@ impl Device {
                 .expect("64 is a valid EP0 packet size")
                 .device_class(class)
                 .build();
+            let strings =
+                AnyLanguageStrings::new(u16::from(language), &strings[0], &strings[1], &strings[2]);
             Firmware {
                 usb,
+                strings,
                 function,
                 out_naks: EndpointSet::EMPTY,
             }
@@ -143,7 +151,7 @@ impl Device {
         self.firmware.with_dependent_mut(|_, fw| {
             let function = &mut fw.function;
             function.set_now(now);
-            fw.usb.poll(&mut [function.class()]);
+            fw.usb.poll(&mut [&mut fw.strings, function.class()]);
             function.pump();
             let bus = fw.usb.bus();
             let flush = function.take_flush_requests();

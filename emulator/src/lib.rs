@@ -25,8 +25,10 @@
 //!   session clock): in-process over the virtual bus, over USB/IP, through libusb (feature
 //!   `rusb`); [`host::Observed`] reports any host's transfers to a `HostObserver`.
 //! - **USB/IP** ([`usbip`]): the protocol codec and the server that exports a device.
-//! - **Captures** ([`capture`]): pcap capture of a host, recordings, their replay as a host, and
-//!   the umockdev description; [`info`] describes a device for a person (`scanemu info`).
+//! - **Captures** ([`capture`]): pcap capture of a host, reading pcap and pcapng captures,
+//!   recordings and their import from captures of real devices, their replay as a host and
+//!   over USB/IP (a [`usbip::UrbBackend`]), their playback against a host, and the umockdev
+//!   description; [`info`] describes a device for a person (`scanemu info`).
 //! - **Runtime** ([`sim`]): the one adapter between the async host code and a clock: virtual
 //!   time by default (a 40-second scan replays in milliseconds), or the wall clock.
 //!

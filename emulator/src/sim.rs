@@ -159,9 +159,15 @@ impl Sim {
     /// for real, and external events never hold time still. Used against devices and drivers
     /// that keep their own time (USB/IP, libusb programs, real scanners).
     pub fn realtime() -> Sim {
+        Sim::realtime_since(std::time::Instant::now())
+    }
+
+    /// A [`Sim::realtime`] simulation whose clock counts from `epoch` (the epoch of another
+    /// clock, so that both give the same instants).
+    pub fn realtime_since(epoch: std::time::Instant) -> Sim {
         let sim = Sim::new();
         let mut inner = Rc::try_unwrap(sim.inner).unwrap_or_else(|_| unreachable!("fresh Rc"));
-        inner.realtime = Some(std::time::Instant::now());
+        inner.realtime = Some(epoch);
         Sim {
             inner: Rc::new(inner),
         }

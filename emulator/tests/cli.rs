@@ -248,3 +248,221 @@ fn serve_with_an_unwritable_trace_file_exits_2() {
         "{stderr}"
     );
 }
+
+fn device_capture(name: &str, file: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/recordings/devices")
+        .join(name)
+        .join(file)
+        .display()
+        .to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("scanemu-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn import_pcap_lists_the_devices_of_a_capture() {
+    let out = scanemu(&[
+        "import-pcap",
+        "--list",
+        &device_capture("holtek-keyboard", "source.pcapng"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    for want in [
+        "source.pcapng: pcapng, 177 usbmon records, interfaces: usbmon1 (link type 220)\n",
+        "bus:addr   vid:pid    class                        transfers  note\n",
+        "1:1        1d6b:0002  hub (09)                            51  hub\n",
+        "1:3        04f2:b67d  video (0e)                           5  standard requests only\n",
+        "1:4        06cb:00bd  vendor (ff)                          4  standard requests only\n",
+        "1:11       04d9:1603  HID (03)                            29  imported by default\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+/// Two devices on bus 1 that both moved data: bulk transfers at addresses 3 and 7.
+fn two_device_capture() -> Vec<u8> {
+    use scanemu::time::Instant;
+    use scanemu::usb::usbmon::{EventType, PcapWriter, TransferType, UsbmonEvent};
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    for (id, device) in [(1u64, 3u8), (2, 7)] {
+        let submit = UsbmonEvent {
+            id,
+            event: EventType::Submit,
+            transfer_type: TransferType::Bulk,
+            endpoint: 0x02,
+            device,
+            bus: 1,
+            setup: None,
+            at: Instant::from_micros(id * 1000),
+            status: -115,
+            urb_len: 2,
+            data: &[0xab, device],
+            interval: 0,
+            start_frame: 0,
+            xfer_flags: 0,
+            ndesc: 0,
+        };
+        let complete = UsbmonEvent {
+            event: EventType::Complete,
+            at: Instant::from_micros(id * 1000 + 10),
+            status: 0,
+            data: &[],
+            ..submit.clone()
+        };
+        w.write_event(&submit).unwrap();
+        w.write_event(&complete).unwrap();
+    }
+    w.into_inner().unwrap()
+}
+
+#[test]
+fn import_pcap_refuses_to_guess_between_devices_and_names_them() {
+    let dir = scratch("ambiguous");
+    let capture = dir.join("two.pcap");
+    std::fs::write(&capture, two_device_capture()).unwrap();
+    let capture = capture.display().to_string();
+    let out_dir = dir.join("rec").display().to_string();
+    let out = scanemu(&["import-pcap", &capture, "--out", &out_dir]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("2 devices could be the one to import: 1:3 ????:???? ?, 1:7 ????:???? ?; pick one with --device BUS:ADDRESS"),
+        "{stderr}"
+    );
+    assert!(!dir.join("rec").exists(), "nothing written");
+    // --list shows them and says why there is no default.
+    let list = scanemu(&["import-pcap", "--list", &capture]);
+    assert_eq!(list.status.code(), Some(0));
+    assert!(
+        stdout(&list).contains("no default: 2 devices could be"),
+        "{}",
+        stdout(&list)
+    );
+    // Either one, by name.
+    let out = scanemu(&[
+        "import-pcap",
+        &capture,
+        "--out",
+        &out_dir,
+        "--device",
+        "1:7",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = scanemu::capture::recording::Recording::load(&dir.join("rec")).unwrap();
+    assert_eq!(rec.meta.device_address, Some(7));
+    assert_eq!(rec.transactions.len(), 1);
+    assert_eq!(rec.transactions[0].data, "ab07");
+    let out = scanemu(&["import-pcap", &capture, "--out", &out_dir, "--device", "9"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("no device at address 9 in the capture; it holds 1:3"),
+        "{stderr}"
+    );
+    let out = scanemu(&[
+        "import-pcap",
+        &capture,
+        "--out",
+        &out_dir,
+        "--device",
+        "1:x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_capture_is_one_error_line_and_exit_2() {
+    let dir = scratch("damaged");
+    let source = std::fs::read(device_capture("holtek-keyboard", "source.pcapng")).unwrap();
+    let legacy = std::fs::read(device_capture("lowspeed-mouse-sigrok", "source.pcap")).unwrap();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty".into(), Vec::new()),
+        ("text".into(), b"not a capture at all\n".to_vec()),
+    ];
+    for cut in [3, 20, 27, 100, 500, 4001, 9000, source.len() - 1] {
+        cases.push((format!("pcapng cut at {cut}"), source[..cut].to_vec()));
+    }
+    for cut in [10, 24 + 7, 24 + 16 + 20, legacy.len() - 3] {
+        cases.push((format!("pcap cut at {cut}"), legacy[..cut].to_vec()));
+    }
+    // A block length that points past the end, and one that is not a multiple of 4.
+    let mut long = source.clone();
+    long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    cases.push(("huge block length".into(), long));
+    // The second block (the interface description) claims 13 bytes.
+    let second = u32::from_le_bytes(source[4..8].try_into().unwrap()) as usize;
+    let mut odd = source.clone();
+    odd[second + 4..second + 8].copy_from_slice(&13u32.to_le_bytes());
+    cases.push(("garbled block".into(), odd));
+    for (what, bytes) in cases {
+        let path = dir.join("bad.pcap");
+        std::fs::write(&path, &bytes).unwrap();
+        let path = path.display().to_string();
+        let out_dir = dir.join("rec").display().to_string();
+        for args in [
+            vec!["import-pcap", &path, "--out", &out_dir],
+            vec!["import-pcap", "--list", &path],
+        ] {
+            let out = scanemu(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+            assert!(stderr.starts_with("scanemu: "), "{what}: {stderr}");
+            assert!(stderr.contains("bad.pcap: "), "{what}: {stderr}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_refuses_a_replay_it_cannot_serve_with_one_line_and_exit_2() {
+    let missing = scratch("serve-missing-replay");
+    let missing = missing.join("nothing-here");
+    let out = scanemu(&[
+        "serve",
+        "--usbip",
+        "127.0.0.1:0",
+        "--replay",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("scanemu: --replay "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // An import of a capture that holds no configuration descriptor: no client could use it.
+    let elecom = device_capture("elecom-mouse", "recording.json");
+    let dir = std::path::Path::new(&elecom)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = scanemu(&["serve", "--usbip", "127.0.0.1:0", "--replay", &dir]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "scanemu: 1-1: no configuration descriptor to export",
+        "{stderr}"
+    );
+}

@@ -119,6 +119,7 @@ fn all_fixture_profiles_load() {
             "adf-sheetfed",
             "escI-b6-flatbed",
             "escI-b7-flatbed",
+            "fast-feeder",
             "fast-flatbed"
         ]
     );

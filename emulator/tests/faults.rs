@@ -256,6 +256,11 @@ fn paper_jam_stalls_both_bulk_endpoints() {
 }
 
 #[test]
+fn multi_feed_stalls_both_bulk_endpoints() {
+    device_side_abort(Fault::MultiFeed { page: 0, band: 2 }, ScanError::MultiFeed);
+}
+
+#[test]
 fn cover_open_stalls_both_bulk_endpoints() {
     device_side_abort(Fault::CoverOpen { page: 0, band: 2 }, ScanError::CoverOpen);
 }

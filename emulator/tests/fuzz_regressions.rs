@@ -73,3 +73,8 @@ fn usbip_messages_inputs_replay() {
 fn esci_wire_inputs_replay() {
     replay("esci_wire", emulator_harness::esci_wire);
 }
+
+#[test]
+fn usbmon_capture_inputs_replay() {
+    replay("usbmon_capture", emulator_harness::usbmon_capture);
+}

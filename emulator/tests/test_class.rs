@@ -134,7 +134,7 @@ impl Host<'_> {
             Ok(len),
             "bulk write len {len}"
         );
-        if !zlp_in_transfer && len > 0 && len % BULK_MPS == 0 {
+        if !zlp_in_transfer && len > 0 && len.is_multiple_of(BULK_MPS) {
             assert_eq!(self.write(BULK_OUT, &[], false), Ok(0), "zlp after {len}");
         }
         let response = self

@@ -95,3 +95,39 @@ fn sigterm_exits_143_even_when_the_program_cancels_cleanly() {
         0,
     );
 }
+
+/// `--replay DIR` beside `--devices 1`: the emulator serves the emulated scanner and the
+/// recorded device, and a USB/IP client run as PROGRAM lists both (Debian's `usbip list -r`
+/// when installed, else a check that the port answers).
+#[test]
+fn replay_exports_the_recording_beside_the_emulated_scanner() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = free_port();
+    let usbip = ["/usr/sbin/usbip", "/usr/bin/usbip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let program = match usbip {
+        Some(u) => format!("{u} --tcp-port {port} list -r 127.0.0.1"),
+        None => "true".into(),
+    };
+    let out = Command::new(root.join("scripts/with-emulator"))
+        .current_dir(&root)
+        .args(["--port", &port.to_string(), "--devices", "1", "--replay"])
+        .arg("fixtures/recordings/devices/holtek-keyboard")
+        .args(["--", "sh", "-c", &program])
+        .stdin(Stdio::null())
+        .output()
+        .expect("with-emulator runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("exporting bus id 1-1 = 5ca1:0001, bus id 1-2 = 04d9:1603"),
+        "{stderr}"
+    );
+    if usbip.is_some() {
+        assert!(stdout.contains("1-1: "), "{stdout}");
+        assert!(stdout.contains("1-2: "), "{stdout}");
+        assert!(stdout.contains("04d9:1603"), "{stdout}");
+    }
+}

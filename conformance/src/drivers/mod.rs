@@ -5,6 +5,7 @@
 
 pub mod external;
 pub mod native;
+pub mod wia2;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,16 @@
 //! it first on `LD_LIBRARY_PATH`.
 //!
 //! Two users: `--transport libusb` (rusb links `libusb-1.0.so.0` when the process starts, so the
-//! program re-executes itself, `crate::libusb::transport`) and `sane:epson2` (the backend is
-//! loaded later, so loading the stand-in first is enough, `crate::sane::device`). Which libusb is
+//! program is executed with the stand-in on `LD_LIBRARY_PATH`, `crate::libusb::transport`) and
+//! `sane:epson2` (the backend is loaded later, so loading the stand-in first is enough,
+//! `crate::sane::device`).
+//!
+//! `--transport libusb` needs the rusb host, which only a build with the `libusb` feature has.
+//! So that features never change what a binary at a given path does, the feature has a binary
+//! of its own, [`LIBUSB_PROGRAM`] (`scanconform-libusb`, the same program built with the
+//! feature): `scanconform`, however it was built, runs `--transport libusb` by executing the
+//! `scanconform-libusb` beside it ([`exec_libusb_program`]), and a plain `cargo build` or
+//! `cargo run` rebuilding `scanconform` leaves it in place. Which libusb is
 //! loaded is read from `/proc/self/maps`: the loader resolves the `libusb-1.0.so.0` link, so the
 //! stand-in shows under its own file name.
 //!
@@ -26,6 +34,10 @@ pub const STAND_IN_ENV: &str = "SCANCONFORM_LIBUSB_STAND_IN";
 /// The stand-in's file name as cargo builds it.
 pub const STAND_IN_FILE: &str = "libscanlab_libusb.so";
 
+/// The program that runs `--transport libusb`: `scanconform` built with the `libusb` feature
+/// (`cargo build -p scanconform --features libusb` builds it beside `scanconform`).
+pub const LIBUSB_PROGRAM: &str = "scanconform-libusb";
+
 /// Why the stand-in cannot be the libusb of this process; `Display` is one line led by the
 /// feature that needed it.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +45,16 @@ pub enum StandInError {
     /// The stand-in is not built beside the program.
     #[error("{who}: the libusb-1.0 stand-in {} is missing; build it with `cargo build{flag} -p scanlab-libusb`", .path.display())]
     Missing {
+        /// Who needed it.
+        who: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The cargo flag of the build profile (` --release`, or empty for debug).
+        flag: String,
+    },
+    /// The program built with the `libusb` feature is not beside the running one.
+    #[error("{who}: needs {}, scanconform built with the libusb feature, which is not built; build it with `cargo build{flag} -p scanconform --features libusb` (needs libusb-1.0-0-dev)", .path.display())]
+    ProgramMissing {
         /// Who needed it.
         who: &'static str,
         /// Where it was looked for.
@@ -149,21 +171,30 @@ pub fn library_beside(exe: &Path, who: &'static str) -> Result<PathBuf, StandInE
     {
         return Ok(found);
     }
-    let profile = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| *n != "deps")
-        .unwrap_or("debug");
-    let flag = match profile {
-        "debug" => String::new(),
-        "release" => " --release".to_string(),
-        other => format!(" --profile {other}"),
-    };
     Err(StandInError::Missing {
         who,
         path: dir.join(STAND_IN_FILE),
-        flag,
+        flag: profile_flag(dir),
     })
+}
+
+/// The cargo flag that builds into `dir` (`target/<profile>`): empty for debug, ` --release`,
+/// or ` --profile NAME`.
+fn profile_flag(dir: &Path) -> String {
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let in_target = dir
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "target");
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => " --release".to_string(),
+        Some(other) if in_target && other != "debug" => format!(" --profile {other}"),
+        _ => String::new(),
+    }
 }
 
 /// The stand-in built beside the running program; see [`library_beside`].
@@ -213,21 +244,57 @@ pub fn reexec(who: &'static str) -> Result<(), StandInError> {
         return check(who);
     }
     let exe = std::env::current_exe().map_err(|source| StandInError::CurrentExe { who, source })?;
-    let library = library_beside(&exe, who)?;
+    Err(exec_with_stand_in(&exe, who))
+}
+
+/// Executes [`LIBUSB_PROGRAM`], found beside the running program, with the same arguments, the
+/// stand-in first on `LD_LIBRARY_PATH` and [`STAND_IN_ENV`] set, and does not return; or
+/// returns why it cannot ([`StandInError::ProgramMissing`] naming the cargo command that builds
+/// it, stand-in not built, exec failed), led by `who`.
+pub fn exec_libusb_program(who: &'static str) -> StandInError {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(source) => return StandInError::CurrentExe { who, source },
+    };
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let program = dir.join(LIBUSB_PROGRAM);
+    if !program.is_file() {
+        return StandInError::ProgramMissing {
+            who,
+            flag: profile_flag(dir),
+            path: program,
+        };
+    }
+    exec_with_stand_in(&program, who)
+}
+
+/// Executes `exe` with this process's arguments, the stand-in built beside it first on
+/// `LD_LIBRARY_PATH` and [`STAND_IN_ENV`] set; returns only why that failed.
+fn exec_with_stand_in(exe: &Path, who: &'static str) -> StandInError {
+    let library = match library_beside(exe, who) {
+        Ok(library) => library,
+        Err(e) => return e,
+    };
     let folder = library
         .parent()
         .unwrap_or(Path::new("."))
         .join("libusb-stand-in");
-    link(&library, &folder, who)?;
+    if let Err(e) = link(&library, &folder, who) {
+        return e;
+    }
     let mut path = OsString::from(&folder);
     if let Some(rest) = std::env::var_os("LD_LIBRARY_PATH").filter(|v| !v.is_empty()) {
         path.push(":");
         path.push(rest);
     }
-    let source = std::process::Command::new(&exe)
+    let source = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env("LD_LIBRARY_PATH", path)
         .env(STAND_IN_ENV, &folder)
         .exec();
-    Err(StandInError::Reexec { who, exe, source })
+    StandInError::Reexec {
+        who,
+        exe: exe.to_path_buf(),
+        source,
+    }
 }

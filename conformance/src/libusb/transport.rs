@@ -2,8 +2,9 @@
 //! scanlab stand-in (`emulator/libusb-shim`), which reaches the run's USB/IP server.
 //!
 //! rusb links `libusb-1.0.so.0` when the process starts, so the stand-in has to be what the
-//! dynamic loader finds by then. [`ensure_stand_in`] arranges it for the `scanconform` binary:
-//! if the loaded libusb is not the stand-in, it re-executes the program once with
+//! dynamic loader finds by then. `scanconform` executes `scanconform-libusb` (the program built
+//! with this module) that way, and [`ensure_stand_in`] makes sure of it in there: if the loaded
+//! libusb is not the stand-in, it re-executes the program once with
 //! `LD_LIBRARY_PATH` leading to a folder whose `libusb-1.0.so.0` is a link to the stand-in
 //! built next to the executable (`target/<profile>/libscanlab_libusb.so`), and with
 //! [`STAND_IN_ENV`] set so that a second miss is an error instead of a loop.

@@ -26,6 +26,7 @@ use base64::Engine as _;
 
 use crate::report::record::{RunRecord, RunTrace, RunTraceError, RunVerdict, TraceKind, Verdict};
 use crate::report::timeline::{self, escape, SvgOptions};
+use crate::scenario::wia2::is_wia2_id;
 use crate::verdict::Metrics;
 
 /// A report input that cannot be used; `Display` is one line naming the file.
@@ -142,8 +143,9 @@ fn collect_traces(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReportError>
     Ok(())
 }
 
-/// Every run under a `--traces` folder (`<driver>/<service>/<group>/<name>.jsonl`, SANE runs
-/// `<driver>/<name>.jsonl`, and the verdict files beside them), in path order. A trace without
+/// Every run under a `--traces` folder (`<driver>/<service>/<group>/<name>.jsonl`, WIA 2.0 runs
+/// `<driver>/wia2/<group>/<name>.jsonl`, SANE runs `<driver>/<name>.jsonl`, and the verdict
+/// files beside them), in path order. A trace without
 /// a verdict file gets verdict "unknown", its driver, service and scenario taken from its path.
 pub fn load_dir(dir: &Path) -> Result<Vec<RunRecord>, ReportError> {
     let mut paths = Vec::new();
@@ -178,6 +180,8 @@ fn unknown_verdict(dir: &Path, path: &Path, kind: TraceKind) -> RunVerdict {
         .map(|c| c.as_os_str().to_string_lossy().to_string())
         .collect();
     let (service, from) = match kind {
+        // WIA 2.0 runs have no service folder: `<driver>/wia2/<group>/<name>.jsonl`.
+        TraceKind::Wia if parts.get(1).is_some_and(|p| p == "wia2") => (None, 1),
         TraceKind::Wia => (parts.get(1).cloned(), 2),
         TraceKind::Sane => (None, 1),
     };
@@ -483,6 +487,14 @@ fn metrics_line(r: &RunRecord) -> String {
         )
     };
     match r.trace.kind() {
+        TraceKind::Wia if is_wia2_id(&v.scenario) => format!(
+            "<p class=\"metrics\">{} events · cancel→idle {} · bands read after a cancel {} · {} bytes written to streams · {} rules checked{not_judged}</p>",
+            r.trace.len(),
+            v.idle_text(),
+            v.wasted_text(),
+            m.data_bytes,
+            m.rules_checked,
+        ),
         TraceKind::Wia => format!(
             "<p class=\"metrics\">{} events · cancel→idle {} · bands wasted {} · {} data callbacks, {} bytes · {} bytes after S_FALSE · {} rules checked · async cancel {}{not_judged}</p>",
             r.trace.len(),

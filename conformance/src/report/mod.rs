@@ -21,6 +21,7 @@ use serde::Serialize;
 pub use self::record::{RunRecord, RunTrace, RunVerdict, TraceKind, Verdict};
 use crate::run::RunResult;
 use crate::sane::trace::CancelLatency;
+use crate::scenario::wia2::is_wia2_id;
 use crate::verdict::{Metrics, RuleStatus};
 
 /// A failure the expected-failure list names, as `--format json` shows it.
@@ -175,7 +176,7 @@ pub fn failure_details(r: &RunResult) -> String {
 }
 
 /// The closing summary of a run of `driver` (whose trace model is `kind`): runs and what was
-/// read after a cancel, then the verdict counts.
+/// read after a cancel (WIA 2.0 runs: and what the streams got), then the verdict counts.
 pub fn summary(driver: &str, kind: TraceKind, records: &[RunRecord]) -> Vec<String> {
     let count = |v: Verdict| records.iter().filter(|r| r.verdict.verdict == v).count();
     let wasted: Option<u32> = records
@@ -190,11 +191,20 @@ pub fn summary(driver: &str, kind: TraceKind, records: &[RunRecord]) -> Vec<Stri
     );
     match kind {
         TraceKind::Wia => {
-            let _ = write!(
-                first,
-                ", {} bands wasted after CancelPendingIO in total",
-                wasted.unwrap_or(0)
-            );
+            if records.iter().all(|r| is_wia2_id(&r.verdict.scenario)) {
+                let bytes: u64 = records.iter().map(|r| r.verdict.metrics.data_bytes).sum();
+                let _ = write!(
+                    first,
+                    ", {} bands read after a cancel in total, {bytes} bytes written to streams",
+                    wasted.unwrap_or(0)
+                );
+            } else {
+                let _ = write!(
+                    first,
+                    ", {} bands wasted after CancelPendingIO in total",
+                    wasted.unwrap_or(0)
+                );
+            }
             // Real-time runs: how much the machine's load delayed the run's threads.
             let lags: Vec<u64> = records
                 .iter()
@@ -332,7 +342,7 @@ fn safe_part(part: &str) -> &str {
 }
 
 /// Where `--traces DIR` puts a run's trace: `DIR/<driver>/<service>/<group>/<name>.jsonl` for
-/// WIA runs, `DIR/<driver>/<name>.jsonl` for SANE runs (no service model; the `sane/` group is
+/// WIA runs, `DIR/<driver>/wia2/<group>/<name>.jsonl` for WIA 2.0 runs (no service model), `DIR/<driver>/<name>.jsonl` for SANE runs (no service model; the `sane/` group is
 /// the folder's), the driver named by [`driver_folder`]. Always inside `dir`.
 pub fn trace_path(dir: &Path, v: &RunVerdict) -> PathBuf {
     let mut path = dir.join(driver_folder(&v.driver));

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::timeline::{self, Mark, SvgOptions};
 use crate::rules;
+use crate::run::wia2::Run2Result;
 use crate::run::RunResult;
 use crate::sane::expected::{compare_run, ExpectedFailures};
 use crate::sane::runner::SaneRun;
@@ -426,29 +427,9 @@ pub struct RunRecord {
 impl RunRecord {
     /// The record of a WIA run (failures explained from the WIA catalogue).
     pub fn wia(r: &RunResult) -> RunRecord {
-        let mut failed = Vec::new();
-        let mut not_judged = Vec::new();
-        for res in &r.report.results {
-            match &res.status {
-                RuleStatus::Fail { event, message } => {
-                    let rule = rules::find(res.id);
-                    failed.push(FailedRule {
-                        id: res.id.to_string(),
-                        event: *event,
-                        message: message.clone(),
-                        statement: rule.map(|x| x.statement).unwrap_or("").to_string(),
-                        quote: rule.map(|x| x.quote).unwrap_or("").to_string(),
-                        source: rule.map(|x| x.source).unwrap_or("").to_string(),
-                        expected: None,
-                    });
-                }
-                RuleStatus::NotJudged { because } => not_judged.push(NotJudged {
-                    id: res.id.to_string(),
-                    because: because.to_string(),
-                }),
-                _ => {}
-            }
-        }
+        let (failed, not_judged) = explain_results(&r.report.results, |id| {
+            rules::find(id).map(|x| (x.id, x.statement, x.quote, x.source))
+        });
         RunRecord {
             verdict: RunVerdict {
                 driver: r.driver.clone(),
@@ -461,6 +442,35 @@ impl RunRecord {
                 },
                 trace: TraceKind::Wia,
                 async_cancel: r.async_cancel,
+                failed,
+                not_judged,
+                metrics: r.report.metrics.clone(),
+                problems: Vec::new(),
+                skipped: None,
+                cancel_latency: Vec::new(),
+            },
+            trace: RunTrace::Wia(r.trace.clone()),
+            results: r.report.results.clone(),
+        }
+    }
+
+    /// The record of a WIA 2.0 run (failures explained from the WIA 2.0 catalogue and the
+    /// shared device-level rules). WIA 2.0 has one service, so the record has no service model;
+    /// its scenario id (`wia2/<group>/<name>`) says which catalogue it belongs to.
+    pub fn wia2(r: &Run2Result) -> RunRecord {
+        let (failed, not_judged) = explain_results(&r.report.results, rules::wia2::text_of);
+        RunRecord {
+            verdict: RunVerdict {
+                driver: r.driver.clone(),
+                scenario: r.scenario.clone(),
+                service: None,
+                verdict: if r.passed() {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                },
+                trace: TraceKind::Wia,
+                async_cancel: false,
                 failed,
                 not_judged,
                 metrics: r.report.metrics.clone(),
@@ -548,4 +558,36 @@ impl RunRecord {
     pub fn trace_json_lines(&self) -> String {
         self.trace.to_json_lines(&self.verdict.cancel_latency)
     }
+}
+
+/// The failed rules of a run's `results`, each explained by `text` (`(id, statement, quote,
+/// source)` of a rule), and the rules not judged because of another failure.
+fn explain_results(
+    results: &[RuleResult],
+    text: impl Fn(&str) -> Option<(&'static str, &'static str, &'static str, &'static str)>,
+) -> (Vec<FailedRule>, Vec<NotJudged>) {
+    let mut failed = Vec::new();
+    let mut not_judged = Vec::new();
+    for res in results {
+        match &res.status {
+            RuleStatus::Fail { event, message } => {
+                let (_, statement, quote, source) = text(res.id).unwrap_or(("", "", "", ""));
+                failed.push(FailedRule {
+                    id: res.id.to_string(),
+                    event: *event,
+                    message: message.clone(),
+                    statement: statement.to_string(),
+                    quote: quote.to_string(),
+                    source: source.to_string(),
+                    expected: None,
+                });
+            }
+            RuleStatus::NotJudged { because } => not_judged.push(NotJudged {
+                id: res.id.to_string(),
+                because: because.to_string(),
+            }),
+            _ => {}
+        }
+    }
+    (failed, not_judged)
 }

@@ -13,6 +13,7 @@
 
 pub(crate) mod app;
 pub(crate) mod service;
+pub(crate) mod wia2;
 
 use std::cell::Cell;
 
@@ -52,11 +53,14 @@ impl RoleTrace {
         self.rec.push(self.now_us(), actor, kind);
     }
 
-    /// Runs `f` with the clock held at the current instant. `f` must not wait.
+    /// Runs `f` with the clock held at the current instant. `f` must not wait. Calls may nest
+    /// (a Cancel made inside a callback): the inner one keeps the outer instant and leaves
+    /// the clock held.
     pub(crate) fn at_one_instant<R>(&self, f: impl FnOnce() -> R) -> R {
+        let outer = self.frozen_us.get();
         self.frozen_us.set(Some(self.now_us()));
         let result = f();
-        self.frozen_us.set(None);
+        self.frozen_us.set(outer);
         result
     }
 }

@@ -28,8 +28,9 @@ pub(crate) const RETURN_SLACK_US: u64 = 50_000;
 /// second still needs no more than ten callbacks a second.
 pub(crate) const CADENCE_FLOOR_US: u64 = 100_000;
 
-/// One acquisition: `DrvAcquireItemData{n}` up to its `AcquireReturn{n}` (or the `DriverFault`
-/// that ended it, or the event before the next acquisition, or the end of the trace).
+/// One acquisition: `DrvAcquireItemData{n}` (WIA 2.0: `DrvAcquireItemData2{n}`) up to its
+/// `AcquireReturn{n}` (or the `DriverFault` or WIA 2.0 `ServiceRestart` that ended it, or the
+/// event before the next acquisition, or the end of the trace).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Acq {
     /// 1-based acquisition number.
@@ -70,7 +71,10 @@ pub(crate) fn acquisitions(trace: &Trace) -> Vec<Acq> {
     let mut open: Option<Acq> = None;
     for (i, e) in trace.events.iter().enumerate() {
         match (&e.kind, e.actor) {
-            (Kind::DrvAcquireItemData { n }, Actor::Service) => {
+            (
+                Kind::DrvAcquireItemData { n } | Kind::DrvAcquireItemData2 { n, .. },
+                Actor::Service,
+            ) => {
                 if let Some(mut a) = open.take() {
                     a.end = i.saturating_sub(1).max(a.start);
                     out.push(a);
@@ -92,7 +96,8 @@ pub(crate) fn acquisitions(trace: &Trace) -> Vec<Acq> {
                     out.push(a);
                 }
             }
-            (Kind::DriverFault { .. }, Actor::Driver) => {
+            (Kind::DriverFault { .. }, Actor::Driver)
+            | (Kind::ServiceRestart {}, Actor::Service) => {
                 if let Some(mut a) = open.take() {
                     a.fault = Some(i);
                     a.end = i;
@@ -155,6 +160,17 @@ pub(crate) fn callback(e: &Event) -> Option<Cb> {
             result: *result,
             sticky: *sticky,
         }),
+        _ => None,
+    }
+}
+
+/// What a WIA 2.0 driver got back from `GetNextStream` or `SendMessage` at `e`, if `e` is one
+/// of those calls: the cancel points of a WIA 2.0 call, as callbacks are for WIA 1.0.
+pub(crate) fn wia2_callback_result(e: &Event) -> Option<Hresult> {
+    match (&e.kind, e.actor) {
+        (Kind::GetNextStream { result, .. } | Kind::SendMessage { result, .. }, Actor::Service) => {
+            Some(*result)
+        }
         _ => None,
     }
 }
@@ -240,7 +256,15 @@ pub(crate) fn cancel_points(trace: &Trace, acq: &Acq) -> Vec<Cp> {
     let mut out = Vec::new();
     for i in acq.range() {
         let e = &trace.events[i];
-        let kind = if let Some(cb) = callback(e) {
+        let kind = if let Some(result) = wia2_callback_result(e) {
+            if result == Hresult::S_FALSE {
+                Some(CpKind::SFalse)
+            } else if !result.succeeded() {
+                Some(CpKind::Error(result))
+            } else {
+                None
+            }
+        } else if let Some(cb) = callback(e) {
             if cb.result == Hresult::S_FALSE {
                 Some(CpKind::SFalse)
             } else if !cb.result.succeeded() {

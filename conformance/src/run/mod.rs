@@ -18,6 +18,7 @@ mod observe;
 pub mod parallel;
 mod transport;
 mod urb;
+pub mod wia2;
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -76,9 +77,6 @@ pub enum RunError {
         /// What the transport said.
         reason: String,
     },
-    /// A replay was asked for with a transport other than in-process.
-    #[error("a replay runs in-process only")]
-    ReplayNotInProcess,
     /// The recording to replay could not be loaded.
     #[error("replay: {0}")]
     Replay(RecordingError),
@@ -141,6 +139,9 @@ pub struct RunOptions {
     /// default: none). A driver that departs from it gets a `DriverFault` naming the first
     /// divergent transaction.
     pub replay: Option<PathBuf>,
+    /// Make every departure from the replayed recording a divergence (default false; see
+    /// `scanemu::capture::replay::ReplayConfig::strict`).
+    pub strict_replay: bool,
 }
 
 /// Real-time runs only take scenarios whose virtual-time run lasts at most this long
@@ -248,8 +249,7 @@ pub fn run_with(
     let pcap = match &options.pcap {
         Some(dir) => Some(transport::open_pcap(
             dir,
-            &scenario.id,
-            service,
+            &pcap_file_name(&scenario.id, service),
             &profile,
             observer.clone(),
         )?),
@@ -266,7 +266,10 @@ pub fn run_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref(),
+        options.replay.as_deref().map(|dir| transport::Replay {
+            dir,
+            strict: options.strict_replay,
+        }),
         setup,
         &sim,
         &taps,
@@ -322,10 +325,12 @@ pub fn run_with(
 pub fn load_profile(scenario: &LoadedScenario, profiles_dir: &Path) -> Result<Profile, RunError> {
     let sc = &scenario.scenario;
     let profile =
-        device::resolve_profile(&sc.profile, profiles_dir).map_err(|error| RunError::Profile {
-            scenario: scenario.path.clone(),
-            profile: sc.profile.clone(),
-            error: Box::new(error),
+        device::resolve_profile(&sc.profile, scenario.folder(), profiles_dir).map_err(|error| {
+            RunError::Profile {
+                scenario: scenario.path.clone(),
+                profile: sc.profile.clone(),
+                error: Box::new(error),
+            }
         })?;
     sc.scan
         .job()

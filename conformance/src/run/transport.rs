@@ -3,8 +3,8 @@
 //! [`connect`] builds one of four hosts:
 //! - **in-process**: [`InProcessHost`] over the virtual bus, the device ticking as a task of the
 //!   run's [`Sim`];
-//! - **replay**: [`ReplayHost`] serving a recording instead of the emulated scanner (in-process
-//!   only);
+//! - **replay**: [`ReplayHost`] serving a recording instead of the emulated scanner, in-process,
+//!   or over USB/IP or libusb from a server exporting it (`scanemu::capture::serve`);
 //! - **USB/IP**: a [`ServedDevice`] on loopback and a [`UsbIpHost`] importing it;
 //! - **libusb**: the same server, reached by scanemu's rusb host through the scanlab libusb-1.0
 //!   stand-in (cargo feature `libusb`).
@@ -16,10 +16,12 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use scanemu::capture::pcap::{CaptureConfig, PcapObserver, PcapWriter};
 use scanemu::capture::recording::{Recording, RecordingObserver};
-use scanemu::capture::replay::{describe_transaction, ReplayHost};
+use scanemu::capture::replay::{describe_transaction, ReplayConfig, ReplayHost, ReplayReport};
+use scanemu::capture::serve::ServedRecording;
 use scanemu::device::Device;
 use scanemu::engine::Fault;
 use scanemu::host::inproc::InProcessHost;
@@ -28,6 +30,7 @@ use scanemu::host::{DeviceInfo, HostObserver, Observed, Tee, UsbHost};
 use scanemu::profile::Profile;
 use scanemu::sim::Sim;
 use scanemu::time::Instant;
+use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig};
 
 use super::observe::TraceObserver;
 use super::RunError;
@@ -56,9 +59,9 @@ pub enum Transport {
 }
 
 /// The error text of a [`Transport::Libusb`] run in a build without the `libusb` feature.
-pub const LIBUSB_FEATURE_MISSING: &str = "--transport libusb: this scanconform was built without \
-     the libusb feature (build it with `cargo build --release -p scanconform --features libusb`, \
-     which needs libusb-1.0-0-dev)";
+pub const LIBUSB_FEATURE_MISSING: &str = "--transport libusb: this library was built without \
+     the libusb feature (the `scanconform` program runs it through `scanconform-libusb`, which \
+     `cargo build --release -p scanconform --features libusb` builds; it needs libusb-1.0-0-dev)";
 
 /// The device a run serves: its profile and the faults it injects.
 pub(crate) struct DeviceSetup<'a> {
@@ -105,14 +108,30 @@ pub(crate) struct Link {
     /// The server of a USB/IP or libusb run.
     served: Option<ServedDevice>,
     /// The recording served instead of the device.
-    replay: Option<ReplayHost>,
+    replay: Option<Verdict>,
+}
+
+/// Where a replay's verdict comes from.
+enum Verdict {
+    /// The replay host of an in-process run.
+    Host(ReplayHost),
+    /// The reports of a recording served over USB/IP (one per import).
+    Served(Arc<Mutex<Vec<ReplayReport>>>),
+}
+
+/// A recording to serve instead of the device.
+pub(crate) struct Replay<'a> {
+    /// The recording folder.
+    pub dir: &'a Path,
+    /// Every departure is a divergence.
+    pub strict: bool,
 }
 
 /// Builds the host of a run: `replay` (a recording folder) or the device of `setup` reached
 /// over `transport`, reporting to `taps`; `scenario` names the run in errors.
 pub(crate) fn connect(
     transport: &Transport,
-    replay: Option<&Path>,
+    replay: Option<Replay<'_>>,
     setup: DeviceSetup<'_>,
     sim: &Sim,
     taps: &Taps,
@@ -122,19 +141,21 @@ pub(crate) fn connect(
         scenario: scenario.to_path_buf(),
         reason,
     };
-    if let Some(dir) = replay {
+    if let Some(replay) = replay {
+        let recording = Recording::load(replay.dir).map_err(RunError::Replay)?;
+        let mut config = ReplayConfig::default();
+        config.strict = replay.strict;
         if *transport != Transport::InProcess {
-            return Err(RunError::ReplayNotInProcess);
+            return connect_served_replay(transport, recording, config, sim, taps, scenario);
         }
-        let recording = Recording::load(dir).map_err(RunError::Replay)?;
-        let host = ReplayHost::new(recording, Rc::new(sim.clone()));
+        let host = ReplayHost::with_config(recording, Rc::new(sim.clone()), config);
         let observer = taps.attach(&host.device_info());
         host.set_note_observer(observer.clone());
         return Ok(Link {
             host: Rc::new(Observed::new(host.clone(), observer.clone())),
             observer,
             served: None,
-            replay: Some(host),
+            replay: Some(Verdict::Host(host)),
         });
     }
     match transport {
@@ -191,6 +212,95 @@ pub(crate) fn connect(
     }
 }
 
+/// A recording served over USB/IP on loopback (the replay's rules hold there, see
+/// `scanemu::capture::serve`), reached over `transport` (USB/IP or libusb) as the device of
+/// a run is; its report becomes the run's verdict when the link closes.
+fn connect_served_replay(
+    transport: &Transport,
+    recording: Recording,
+    config: ReplayConfig,
+    sim: &Sim,
+    taps: &Taps,
+    scenario: &Path,
+) -> Result<Link, RunError> {
+    let enumeration = |reason: String| RunError::Enumeration {
+        scenario: scenario.to_path_buf(),
+        reason,
+    };
+    let reports: Arc<Mutex<Vec<ReplayReport>>> = Arc::default();
+    let mut served = ServedRecording::new(recording);
+    served.config = config;
+    let sink = reports.clone();
+    served.reports = Some(Arc::new(move |r: &ReplayReport| {
+        sink.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r.clone())
+    }));
+    let mut server = ServerConfig::with_devices(vec![DeviceSpec::with_backend(
+        Arc::new(served),
+        default_busid(0),
+    )]);
+    server.epoch = epoch_of(sim);
+    let served = ServedDevice::with_config(server).map_err(|e| enumeration(e.to_string()))?;
+    forward_notes(&served, sim, &taps.trace);
+    let verdict = Some(Verdict::Served(reports));
+    match transport {
+        #[cfg(feature = "libusb")]
+        Transport::Libusb => {
+            crate::libusb::transport::check_stand_in_loaded()
+                .map_err(|e| RunError::Libusb(e.to_string()))?;
+            let host = crate::libusb::transport::open_host(served.server(), sim)
+                .map_err(|e| enumeration(e.to_string()))?;
+            Ok(served_link(host, served, verdict, taps))
+        }
+        #[cfg(not(feature = "libusb"))]
+        Transport::Libusb => Err(RunError::LibusbFeatureMissing),
+        _ => {
+            let host = UsbIpHost::connect(
+                served.server().local_addr(),
+                &served.server().exported().record.busid,
+                Rc::new(sim.clone()),
+            )
+            .map_err(|e| enumeration(format!("USB/IP import: {e}")))?;
+            Ok(served_link(host, served, verdict, taps))
+        }
+    }
+}
+
+/// The link of a host that reaches `served`.
+fn served_link<H: UsbHost + 'static>(
+    host: H,
+    served: ServedDevice,
+    replay: Option<Verdict>,
+    taps: &Taps,
+) -> Link {
+    let observer = taps.attach(&host.device_info());
+    Link {
+        host: Rc::new(Observed::new(host, observer.clone())),
+        observer,
+        served: Some(served),
+        replay,
+    }
+}
+
+/// The wall-clock instant `sim`'s time counts from, so a server's notes land on its clock.
+fn epoch_of(sim: &Sim) -> Option<std::time::Instant> {
+    let since = std::time::Duration::from_micros(sim.now().total_micros());
+    std::time::Instant::now().checked_sub(since)
+}
+
+/// A task on `sim` that hands the served device's notes to `trace` as they come.
+fn forward_notes(served: &ServedDevice, sim: &Sim, trace: &Rc<TraceObserver>) {
+    let (notes, trace) = (served.notes(), trace.clone());
+    sim.spawn(async move {
+        loop {
+            for note in notes.next().await {
+                trace.device(&note);
+            }
+        }
+    });
+}
+
 /// Serves the run's device over USB/IP, its clock starting where `sim`'s does; a task on `sim`
 /// hands its notes to `trace` as they come.
 fn serve(
@@ -198,8 +308,7 @@ fn serve(
     sim: &Sim,
     trace: &Rc<TraceObserver>,
 ) -> std::io::Result<ServedDevice> {
-    let since = std::time::Duration::from_micros(sim.now().total_micros());
-    let epoch = std::time::Instant::now().checked_sub(since);
+    let epoch = epoch_of(sim);
     let served = ServedDevice::serve(setup.profile, setup.faults, epoch)?;
     let (notes, trace) = (served.notes(), trace.clone());
     sim.spawn(async move {
@@ -223,13 +332,27 @@ impl Link {
             served,
             replay,
         } = self;
-        if let Some(r) = &replay {
-            replay_verdict(r, rec, end);
+        if let Some(Verdict::Host(r)) = &replay {
+            replay_verdict(&r.report(), rec, end);
         }
         drop(host);
         if let Some(served) = served {
+            // The server's shutdown ends the replay's import, which files its report.
             for note in served.shutdown().iter().filter(|n| n.at <= end) {
                 trace.device(note);
+            }
+        }
+        if let Some(Verdict::Served(reports)) = &replay {
+            let reports = reports.lock().unwrap_or_else(|e| e.into_inner());
+            match reports.first() {
+                Some(r) => replay_verdict(r, rec, end),
+                None => rec.push(
+                    end.total_micros(),
+                    Actor::Driver,
+                    Kind::DriverFault {
+                        what: "replay: the driver never imported the recorded device".into(),
+                    },
+                ),
             }
         }
     }
@@ -237,11 +360,11 @@ impl Link {
 
 /// Turns a replay's first divergence, or the part of the recording the driver never asked
 /// for, into a `DriverFault` (which WIA-FAULT-NO-HANG reports).
-fn replay_verdict(replay: &ReplayHost, rec: &Recorder, end: Instant) {
-    let (at, what) = match replay.divergence() {
+fn replay_verdict(replay: &ReplayReport, rec: &Recorder, end: Instant) {
+    let (at, what) = match &replay.divergence {
         Some(d) => (d.at, format!("replay: {d}")),
-        None if replay.synthesized_cancel() => return,
-        None => match replay.unserved().first() {
+        None if replay.synthesized_cancel => return,
+        None => match replay.missing.first() {
             Some(t) => (
                 end,
                 format!(
@@ -274,12 +397,11 @@ pub(crate) type PcapCapture = PcapObserver<std::io::BufWriter<std::fs::File>>;
 /// `trace`; returns it with its path.
 pub(crate) fn open_pcap(
     dir: &Path,
-    scenario_id: &str,
-    service: ServiceModel,
+    file_name: &str,
     profile: &Profile,
     trace: Rc<TraceObserver>,
 ) -> Result<(Rc<PcapCapture>, PathBuf), RunError> {
-    let path = dir.join(pcap_file_name(scenario_id, service));
+    let path = dir.join(file_name);
     let fail = |error: std::io::Error| RunError::Pcap {
         path: path.clone(),
         error,

@@ -102,16 +102,18 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Serves `spec` (its profile from `profiles`, its faults added to the profile's) with
-    /// device times counted from `epoch`; with `capture`, every URB is written to that usbmon
-    /// pcap file (created or truncated).
+    /// Serves `spec` (its profile by name from `profiles`, or by a path relative to the
+    /// scenario's folder `scenario_dir`; its faults added to the profile's) with device times
+    /// counted from `epoch`; with `capture`, every URB is written to that usbmon pcap file
+    /// (created or truncated).
     pub fn start(
         profiles: &Path,
+        scenario_dir: &Path,
         spec: &DeviceSpec,
         epoch: Instant,
         capture: Option<&Path>,
     ) -> Result<Emulator, DeviceError> {
-        let profile = device::resolve_profile(&spec.profile, profiles)?;
+        let profile = device::resolve_profile(&spec.profile, scenario_dir, profiles)?;
         let mut config = ServerConfig::new(profile.clone());
         config.device_mut().faults = Some(device::faults(&profile, &spec.faults));
         config.epoch = Some(epoch);

@@ -173,6 +173,7 @@ impl Session {
         super::device::provide_stand_in().map_err(stand_in)?;
         let emulator = super::device::Emulator::start(
             profiles,
+            profiles,
             &super::scenario::DeviceSpec::default(),
             Instant::now(),
             None,
@@ -236,6 +237,7 @@ impl Session {
                 let capture = self.pcap.as_ref().map(|d| d.join(pcap_file_name(&s.id)));
                 match super::device::Emulator::start(
                     profiles,
+                    s.folder(),
                     &spec,
                     rec.epoch(),
                     capture.as_deref(),

@@ -139,7 +139,8 @@ fn default_device_profile() -> String {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSpec {
-    /// A profile in `fixtures/profiles/` by name (without `.json`); default `escI-b7-flatbed`.
+    /// A profile in `fixtures/profiles/` by name (without `.json`), or a path (it contains `/`
+    /// or ends in `.json`) relative to the scenario's folder; default `escI-b7-flatbed`.
     #[serde(default = "default_device_profile")]
     pub profile: String,
     /// Faults injected in addition to the profile's own (the WIA scenarios' fault syntax).
@@ -197,6 +198,11 @@ pub struct LoadedSaneScenario {
 }
 
 impl LoadedSaneScenario {
+    /// The folder of the scenario file, against which a device profile path is resolved.
+    pub fn folder(&self) -> &Path {
+        crate::scenario::folder_of(&self.path)
+    }
+
     /// Checks what syntax cannot: every ID in `"rules"` names a rule `known_rule` knows (the
     /// SANE catalogue: `|id| sane::rules::find(id).is_some()`). An unknown ID is an error at
     /// its line and column.

@@ -185,7 +185,7 @@ impl Scenario {
     }
 }
 
-fn check_outcome(o: &Outcome, path: &[Seg], top: bool) -> Result<(), Invalid> {
+pub(super) fn check_outcome(o: &Outcome, path: &[Seg], top: bool) -> Result<(), Invalid> {
     let bad = |extra: Option<Seg>, message: &str| {
         let mut p = path.to_vec();
         p.extend(extra);

@@ -15,6 +15,7 @@
 
 mod check;
 mod locate;
+pub mod wia2;
 
 use std::path::{Path, PathBuf};
 
@@ -289,6 +290,14 @@ impl Scenario {
     }
 }
 
+/// The folder of a scenario file (`.` for a bare file name).
+pub fn folder_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// A scenario read from disk, with its id.
 #[derive(Clone, Debug)]
 pub struct LoadedScenario {
@@ -303,6 +312,11 @@ pub struct LoadedScenario {
 }
 
 impl LoadedScenario {
+    /// The folder of the scenario file, against which a profile path is resolved.
+    pub fn folder(&self) -> &Path {
+        folder_of(&self.path)
+    }
+
     /// [`Scenario::check`], with the problem placed at its line and column in the file.
     pub fn validate(&self, known_rule: impl Fn(&str) -> bool) -> Result<(), ScenarioError> {
         self.scenario.check(known_rule).map_err(|inv| {
@@ -360,6 +374,11 @@ pub fn load(path: &Path, root: &Path) -> Result<LoadedScenario, ScenarioError> {
 
 /// Parses scenario text; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+    parse_as(text, path)
+}
+
+/// Parses a scenario file of any model; `path` only names it in errors.
+fn parse_as<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ScenarioError> {
     serde_json::from_str(text).map_err(|e| {
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -385,10 +404,11 @@ pub fn discover(root: &Path) -> Result<Vec<LoadedScenario>, ScenarioError> {
     }
     let mut files = Vec::new();
     collect(root, &mut files)?;
-    // `sane/` holds SANE scenarios (`"kind": "sane"`, crate::sane::scenario), not WIA ones.
+    // `sane/` holds SANE scenarios (`"kind": "sane"`, crate::sane::scenario) and `wia2/` WIA
+    // 2.0 ones (`wia2::Scenario2`), not WIA 1.0 ones.
     files.retain(|f| {
         !f.strip_prefix(root)
-            .is_ok_and(|rel| rel.starts_with("sane"))
+            .is_ok_and(|rel| rel.starts_with("sane") || rel.starts_with("wia2"))
     });
     if files.is_empty() {
         return Err(ScenarioError::whole_file(

@@ -146,7 +146,7 @@ impl fmt::Display for DeviceDetail {
 }
 
 /// Every fault kind.
-const FAULT_KINDS: [FaultKind; 12] = [
+const FAULT_KINDS: [FaultKind; 13] = [
     FaultKind::Stall,
     FaultKind::Disconnect,
     FaultKind::LateBand,
@@ -155,6 +155,7 @@ const FAULT_KINDS: [FaultKind; 12] = [
     FaultKind::PaperJam,
     FaultKind::CoverOpen,
     FaultKind::CancelButton,
+    FaultKind::MultiFeed,
     FaultKind::IgnoreCancel,
     FaultKind::SlowCancel,
     FaultKind::StallOnCancel,
@@ -282,6 +283,7 @@ mod tests {
             | FaultKind::PaperJam
             | FaultKind::CoverOpen
             | FaultKind::CancelButton
+            | FaultKind::MultiFeed
             | FaultKind::IgnoreCancel
             | FaultKind::SlowCancel
             | FaultKind::StallOnCancel

@@ -26,7 +26,7 @@ use scanemu::personality::native::protocol::Event as InterruptEvent;
 use scanemu::personality::NoteKind;
 use serde::{Deserialize, Serialize};
 
-use crate::wia::{Hresult, ItMsg};
+use crate::wia::{Hresult, ItMsg, SeekOrigin, StreamMethod, TransferMsg};
 
 pub use self::device::DeviceDetail;
 pub use self::usb::{request_name, ControlReply, Direction, ScanStatusFields, TransferOutcome};
@@ -240,6 +240,198 @@ pub enum Kind {
         /// The text.
         text: String,
     },
+    // ---- WIA 2.0 app ----
+    /// The application called `IWiaTransfer::Download`.
+    Download {
+        /// 1 for the scenario's first transfer, 2 for the next, ...
+        n: u32,
+        /// The item's name (`Flatbed`, `Feeder`, `Regions` for a folder).
+        item: String,
+        /// Download's lFlags: 0, or WIA_TRANSFER_ACQUIRE_CHILDREN (1) for a folder.
+        flags: i32,
+        /// TYMED_FILE (2) or TYMED_MULTIPAGE_FILE (256).
+        tymed: i32,
+        /// The file format the item is set to (`pnm`).
+        format: String,
+    },
+    /// The application called `IWiaTransfer::Upload` with a stream of its own.
+    Upload {
+        /// Which transfer.
+        n: u32,
+        /// The item's name.
+        item: String,
+        /// The source stream's id.
+        stream: u32,
+        /// Bytes in the source stream.
+        bytes: u64,
+    },
+    /// The application's `IWiaTransferCallback::TransferCallback` answered a message.
+    TransferCallback {
+        /// lMessage.
+        msg: TransferMsg,
+        /// lPercentComplete.
+        percent: i32,
+        /// ulTransferredBytes.
+        bytes: u64,
+        /// hrErrorStatus.
+        status: Hresult,
+        /// What the application returned.
+        result: Hresult,
+    },
+    /// The application's `IWiaTransferCallback::GetNextStream` answered.
+    AppGetNextStream {
+        /// bstrItemName.
+        item: String,
+        /// What it returned.
+        result: Hresult,
+        /// The stream it gave (0: none, or NULL with S_OK).
+        stream: u32,
+        /// Bytes already in that stream.
+        size: u64,
+    },
+    /// The application called `IWiaTransfer::Cancel`.
+    Cancel {
+        /// Which call of the scenario's script this is (1-based).
+        n: u32,
+    },
+    /// The application's error handler (`IWiaAppErrorHandler::ReportStatus`) answered a device
+    /// status.
+    ReportStatus {
+        /// hrErrorStatus of the device status.
+        status: Hresult,
+        /// What the handler returned (WIA_STATUS_NOT_HANDLED: not handled).
+        result: Hresult,
+    },
+    /// The application moved a stream's seek pointer itself (reading it inside a callback).
+    AppSeek {
+        /// The stream.
+        stream: u32,
+        /// The new position.
+        pos: u64,
+    },
+    /// The application's Download or Upload returned.
+    TransferDone {
+        /// Which transfer.
+        n: u32,
+        /// What it returned.
+        hr: Hresult,
+        /// Bytes the driver wrote to the application's streams.
+        bytes: u64,
+    },
+    // ---- WIA 2.0 service ----
+    /// The service called a WIA 2.0 driver's drvAcquireItemData.
+    DrvAcquireItemData2 {
+        /// Which call of the run (1-based).
+        n: u32,
+        /// The item.
+        item: String,
+        /// lFlags: WIA_MINIDRV_TRANSFER_DOWNLOAD (2) or _UPLOAD (4), | _ACQUIRE_CHILDREN (1).
+        flags: i32,
+    },
+    /// The driver called `IWiaMiniDrvTransferCallback::GetNextStream`.
+    GetNextStream {
+        /// bstrItemName.
+        item: String,
+        /// bstrFullItemName.
+        full_item: String,
+        /// What the service returned to the driver.
+        result: Hresult,
+        /// The stream handed to the driver (0: none or NULL).
+        stream: u32,
+        /// The size that stream should end with: what it held, then its image file (0: no
+        /// stream, or a multi-page file of pages still unknown).
+        expect_size: u64,
+        /// True when the service answered S_FALSE by itself (the transfer was cancelled).
+        sticky: bool,
+    },
+    /// The driver called `IWiaMiniDrvTransferCallback::SendMessage`.
+    SendMessage {
+        /// lMessage.
+        msg: TransferMsg,
+        /// lPercentComplete.
+        percent: i32,
+        /// ulTransferredBytes.
+        bytes: u64,
+        /// hrErrorStatus.
+        status: Hresult,
+        /// What the service returned to the driver.
+        result: Hresult,
+        /// True when the service answered S_FALSE by itself (the transfer was cancelled).
+        sticky: bool,
+    },
+    /// The service ended a stream (END_OF_STREAM): what the stream holds.
+    StreamEnd {
+        /// The stream.
+        stream: u32,
+        /// Its size in bytes.
+        size: u64,
+        /// CRC-32 of its content.
+        crc: u32,
+        /// The size it should have: what was in it before, then the whole image file.
+        expect_size: u64,
+        /// CRC-32 of what it should hold.
+        expect_crc: u32,
+    },
+    /// The WIA service process ended during a transfer and was started again: the driver's
+    /// call was abandoned, its pending USB I/O cancelled, and a new driver instance loaded.
+    ServiceRestart {},
+    /// The identical device of an H18 scenario finished a transfer of its own, made by another
+    /// instance of the driver at the same time (its own events are not in this trace).
+    PeerTransfer {
+        /// Which of its transfers.
+        n: u32,
+        /// What its Download or Upload returned.
+        hr: Hresult,
+        /// Bytes its driver wrote into its streams.
+        bytes: u64,
+        /// Every stream it was given ended holding its whole image, and its driver never
+        /// faulted.
+        whole: bool,
+    },
+    // ---- WIA 2.0 driver ----
+    /// The driver called a method of an application's stream.
+    Stream {
+        /// The stream.
+        stream: u32,
+        /// The method.
+        op: StreamMethod,
+        /// The seek pointer when the call began.
+        pos: u64,
+        /// Write/Read: bytes offered or asked for; Seek: dlibMove; SetSize: the new size.
+        arg: i64,
+        /// Seek only: dwOrigin.
+        #[serde(with = "opt_origin")]
+        origin: Option<SeekOrigin>,
+        /// Write/Read: bytes moved; Seek: the new position; Stat: the size.
+        actual: u64,
+        /// CRC-32 of the bytes written or read.
+        crc: u32,
+        /// Write: CRC-32 of what belongs at those bytes (see `stream-end`).
+        expect_crc: u32,
+        /// What the method returned.
+        result: Hresult,
+    },
+}
+
+/// `Option<SeekOrigin>` as a string, empty for none (so text leaves it out).
+mod opt_origin {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::wia::SeekOrigin;
+
+    pub fn serialize<S: Serializer>(o: &Option<SeekOrigin>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(o.map_or("", SeekOrigin::name))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SeekOrigin>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_value(serde_json::Value::String(text))
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// One entry of a trace.

@@ -28,6 +28,21 @@ fn ordinal(kind: &Kind) -> usize {
         Kind::Abort { .. } => 15,
         Kind::Device { .. } => 16,
         Kind::Note { .. } => 17,
+        Kind::Download { .. } => 18,
+        Kind::Upload { .. } => 19,
+        Kind::TransferCallback { .. } => 20,
+        Kind::AppGetNextStream { .. } => 21,
+        Kind::Cancel { .. } => 22,
+        Kind::ReportStatus { .. } => 23,
+        Kind::AppSeek { .. } => 24,
+        Kind::TransferDone { .. } => 25,
+        Kind::DrvAcquireItemData2 { .. } => 26,
+        Kind::GetNextStream { .. } => 27,
+        Kind::SendMessage { .. } => 28,
+        Kind::StreamEnd { .. } => 29,
+        Kind::ServiceRestart {} => 30,
+        Kind::Stream { .. } => 31,
+        Kind::PeerTransfer { .. } => 32,
     }
 }
 
@@ -166,6 +181,125 @@ fn samples() -> Vec<(Actor, Kind)> {
             Actor::App,
             Kind::Note {
                 text: "step 1 not fired".into(),
+            },
+        ),
+        (
+            Actor::App,
+            Kind::Download {
+                n: 1,
+                item: "Feeder".into(),
+                flags: 0,
+                tymed: 2,
+                format: "pnm".into(),
+            },
+        ),
+        (
+            Actor::App,
+            Kind::Upload {
+                n: 2,
+                item: "Flatbed".into(),
+                stream: 3,
+                bytes: 5000,
+            },
+        ),
+        (
+            Actor::App,
+            Kind::TransferCallback {
+                msg: TransferMsg::STATUS,
+                percent: 40,
+                bytes: 4096,
+                status: Hresult::S_OK,
+                result: Hresult::WIA_STATUS_SKIP_ITEM,
+            },
+        ),
+        (
+            Actor::App,
+            Kind::AppGetNextStream {
+                item: "Feeder".into(),
+                result: Hresult::S_OK,
+                stream: 1,
+                size: 0,
+            },
+        ),
+        (Actor::App, Kind::Cancel { n: 1 }),
+        (
+            Actor::App,
+            Kind::ReportStatus {
+                status: Hresult::WIA_STATUS_WARMING_UP,
+                result: Hresult::WIA_STATUS_NOT_HANDLED,
+            },
+        ),
+        (Actor::App, Kind::AppSeek { stream: 1, pos: 0 }),
+        (
+            Actor::App,
+            Kind::TransferDone {
+                n: 1,
+                hr: Hresult::S_FALSE,
+                bytes: 4096,
+            },
+        ),
+        (
+            Actor::Service,
+            Kind::DrvAcquireItemData2 {
+                n: 1,
+                item: "Feeder".into(),
+                flags: 2,
+            },
+        ),
+        (
+            Actor::Service,
+            Kind::GetNextStream {
+                item: "Feeder".into(),
+                full_item: "0000\\Root\\Feeder".into(),
+                result: Hresult::S_OK,
+                stream: 1,
+                expect_size: 8192,
+                sticky: false,
+            },
+        ),
+        (
+            Actor::Service,
+            Kind::SendMessage {
+                msg: TransferMsg::NEW_PAGE,
+                percent: 50,
+                bytes: 8192,
+                status: Hresult::S_OK,
+                result: Hresult::S_FALSE,
+                sticky: true,
+            },
+        ),
+        (
+            Actor::Service,
+            Kind::StreamEnd {
+                stream: 1,
+                size: 8192,
+                crc: 5,
+                expect_size: 8192,
+                expect_crc: 5,
+            },
+        ),
+        (Actor::Service, Kind::ServiceRestart {}),
+        (
+            Actor::Driver,
+            Kind::Stream {
+                stream: 1,
+                op: StreamMethod::Seek,
+                pos: 4096,
+                arg: 0,
+                origin: Some(SeekOrigin::End),
+                actual: 8192,
+                crc: 0,
+                expect_crc: 0,
+                result: Hresult::S_OK,
+            },
+        ),
+        (
+            Actor::Service,
+            Kind::PeerTransfer {
+                n: 1,
+                hr: Hresult::S_OK,
+                bytes: 4109,
+                whole: true,
             },
         ),
     ]

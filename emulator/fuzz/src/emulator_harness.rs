@@ -440,7 +440,7 @@ pub fn usbip_messages(data: &[u8]) {
             }
         }
         3 => {
-            let in_length = |seq: u32| (seq % 2 == 0).then_some(seq & 0xffff);
+            let in_length = |seq: u32| seq.is_multiple_of(2).then_some(seq & 0xffff);
             while let Ok(reply) = Reply::read(&mut r, in_length) {
                 if let Reply::Submit(s) = reply {
                     match in_length(s.seqnum) {
@@ -636,4 +636,40 @@ enum EsciOp {
     In(usize, Duration),
     Sleep(Duration),
     ClearHalt,
+}
+
+/// A usbmon capture file (pcap or pcapng, link type 220 or 189), as `scanemu import-pcap`
+/// reads it: read it, list its devices, import the default device. Never panics; every error
+/// is one line. An imported recording exports a capture that reads and imports again to as
+/// many transactions.
+pub fn usbmon_capture(data: &[u8]) {
+    use scanemu::capture::import::{self, DeviceChoice};
+    use scanemu::capture::read::read_capture;
+    use scanemu::capture::recording::Recording;
+
+    let one_line = |e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        assert!(
+            !text.is_empty() && !text.contains('\n'),
+            "the error is not one line: {text:?}"
+        );
+    };
+    let file = match read_capture(data) {
+        Ok(f) => f,
+        Err(e) => return one_line(&e),
+    };
+    let devices = import::devices(&file);
+    for d in &devices {
+        assert!(d.address != 0, "address 0 is no device to import");
+        assert!(d.transfers > 0);
+    }
+    let imported = match import::import(data, DeviceChoice::Auto) {
+        Ok(i) => i,
+        Err(e) => return one_line(&e),
+    };
+    let rec = imported.recording;
+    let choice = DeviceChoice::BusAddress(imported.device.bus, imported.device.address);
+    let again = Recording::from_pcap(&rec.to_pcap(), Some(choice))
+        .expect("an exported capture imports again");
+    assert_eq!(again.transactions.len(), rec.transactions.len());
 }

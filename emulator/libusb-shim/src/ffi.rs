@@ -1309,7 +1309,7 @@ struct TransferPriv {
 }
 
 const PRIV: usize = std::mem::size_of::<TransferPriv>();
-const _: () = assert!(PRIV % 8 == 0);
+const _: () = assert!(PRIV.is_multiple_of(8));
 
 fn transfer_layout(iso_packets: usize) -> Option<Layout> {
     let size = PRIV

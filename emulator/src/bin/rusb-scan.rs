@@ -96,14 +96,13 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "rusb-scan: {} x {} px {:?} at {} dpi: {} bands, {} bytes, {} events, device status 0x{:04x}",
+        "rusb-scan: {} x {} px {:?} at {} dpi: {} bands, {} bytes, device status 0x{:04x}",
         scan.job.width_px,
         scan.job.height_px,
         scan.job.mode,
         scan.job.resolution_dpi,
         scan.report.bands_per_page,
         scan.image.len(),
-        scan.events.len(),
         scan.status.code
     );
     ExitCode::SUCCESS

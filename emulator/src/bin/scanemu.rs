@@ -4,10 +4,11 @@
 //! in-process bus and prints, for a person, what a host sees (identity, strings, descriptors)
 //! and what the profile makes it do (timing, faults, the cost of a default job).
 //!
-//! `scanemu serve --usbip ADDR [--profile PATH]... [--devices N] [--allow-remote] [--pcap FILE]
-//! [--trace FILE] [--max-connections N] [--handshake-timeout-ms MS] [--idle-timeout-ms MS]`
-//! exports scanners over USB/IP (one per `--profile`, or N of one profile, bus ids 1-1, 1-2,
-//! ...); it refuses a non-loopback address unless `--allow-remote` is given. `--trace` writes
+//! `scanemu serve --usbip ADDR [--profile PATH]... [--devices N] [--replay DIR]... [--strict]
+//! [--allow-remote] [--pcap FILE] [--trace FILE] [--max-connections N]
+//! [--handshake-timeout-ms MS] [--idle-timeout-ms MS]` exports scanners over USB/IP (one per
+//! `--profile`, or N of one profile, bus ids 1-1, 1-2, ...), then each `--replay` recording
+//! (only the recordings when no `--profile` or `--devices` is given); it refuses a non-loopback address unless `--allow-remote` is given. `--trace` writes
 //! every device note (block sent, ACK, CAN, motor stopped …) as a JSON line (with a `busid`
 //! when several devices are served). SIGINT or SIGTERM shuts it down gracefully: pending URBs
 //! are unlinked (-ESHUTDOWN), the capture and the trace are complete, one line names what was
@@ -21,6 +22,11 @@
 //! usbmon pcap (`DIR/scan.pcap`) beside the device's umockdev description
 //! (`DIR/device.umockdev`), for `umockdev-run` to replay into a libusb program.
 //!
+//! `scanemu import-pcap CAPTURE --out DIR [--device BUS:ADDRESS] [--profile PATH]` imports a
+//! usbmon capture of a real device (pcap or pcapng) as a recording with the device's umockdev
+//! description beside it; `scanemu import-pcap --list CAPTURE` lists the capture's devices.
+//! A damaged capture, or one where the device to import is not clear, is one line and exit 2.
+//!
 //! Exit status: 0 on success, 2 on bad input (unreadable or invalid profile, bad flag) with one
 //! line saying what and where, 1 if the device cannot be enumerated.
 
@@ -30,6 +36,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use scanemu::capture::import::DeviceChoice;
 use scanemu::engine::{ScanJob, ScanMode};
 use scanemu::profile::Profile;
 
@@ -62,6 +69,15 @@ enum Command {
         /// (or none) every device uses it.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
         devices: Option<u16>,
+        /// Also export this recording (`scanconform record`, `scanemu import-pcap`; repeat for
+        /// several), after the emulated devices; alone, only the recordings are exported.
+        /// Each import replays it from the start (fixtures/recordings/FORMAT.md, "Replay").
+        #[arg(long, value_name = "DIR")]
+        replay: Vec<PathBuf>,
+        /// With --replay: every departure from a recording is a divergence (a request after
+        /// its end NAKs by default; see FORMAT.md).
+        #[arg(long, requires = "replay")]
+        strict: bool,
         /// Most connections alive at once; at the cap, the oldest connection that has not
         /// imported a device is closed to make room.
         #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -101,20 +117,25 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Build a recording (fixtures/recordings/FORMAT.md) from a usbmon capture of a device:
-    /// classic pcap, link type 220 or 189. The replay personality serves it.
+    /// pcap or pcapng, link type 220 or 189. The replay personality serves it.
     ImportPcap {
         /// The capture file.
         capture: PathBuf,
         /// The recording folder to write (created if missing).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// List the capture's devices (bus, address, VID:PID, class, transfers) and write
+        /// nothing.
+        #[arg(long, conflicts_with_all = ["out", "profile", "motor_stop_us"])]
+        list: bool,
         /// Take the descriptors from this device profile when the capture holds no
         /// enumeration (captures started after the device was plugged in).
         #[arg(long, value_name = "PATH")]
         profile: Option<PathBuf>,
-        /// The device address to import (default: the first device with a transfer).
-        #[arg(long)]
-        device: Option<u8>,
+        /// The device to import, as BUS:ADDRESS or ADDRESS (default: the one device that is
+        /// no hub and did more than answer standard requests).
+        #[arg(long, value_name = "BUS:ADDRESS")]
+        device: Option<scanemu::capture::import::DeviceChoice>,
         /// How long the device's motor takes to stop after a cancel, for cancels the capture
         /// does not hold (default: the profile's, else 40000).
         #[arg(long)]
@@ -138,6 +159,8 @@ fn main() -> ExitCode {
             usbip,
             profile,
             devices,
+            replay,
+            strict,
             max_connections,
             handshake_timeout_ms,
             idle_timeout_ms,
@@ -148,6 +171,8 @@ fn main() -> ExitCode {
             addr: usbip,
             profiles: profile,
             devices,
+            replays: replay,
+            strict,
             max_connections,
             handshake_timeout_ms,
             idle_timeout_ms,
@@ -165,10 +190,20 @@ fn main() -> ExitCode {
         Command::ImportPcap {
             capture,
             out,
+            list,
             profile,
             device,
             motor_stop_us,
-        } => import_pcap(&capture, &out, profile.as_deref(), device, motor_stop_us),
+        } => match (list, out) {
+            (true, _) | (false, None) => list_devices(&capture, device),
+            (false, Some(out)) => import_pcap(
+                &capture,
+                &out,
+                profile.as_deref(),
+                device.unwrap_or_default(),
+                motor_stop_us,
+            ),
+        },
         Command::Info { profile: path } => {
             let loaded = match load_profile(path.as_deref()) {
                 Ok(p) => p,
@@ -193,12 +228,76 @@ fn main() -> ExitCode {
     }
 }
 
-/// `scanemu import-pcap`: a usbmon capture to a recording folder.
+/// `scanemu import-pcap --list`: the devices of a capture, one per line, the one the import
+/// would take marked.
+fn list_devices(capture: &Path, choice: Option<DeviceChoice>) -> ExitCode {
+    use scanemu::capture::{import, read};
+    let bytes = match std::fs::read(capture) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("scanemu: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let file = match read::read_capture(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("scanemu: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let devices = import::devices(&file);
+    let chosen = import::choose(&devices, choice.unwrap_or_default()).ok();
+    let interfaces: Vec<String> = file
+        .interfaces
+        .iter()
+        .map(|i| match i.name.as_str() {
+            "" => format!("link type {}", i.linktype),
+            name => format!("{name} (link type {})", i.linktype),
+        })
+        .collect();
+    let mut out = format!(
+        "{}: {}, {} usbmon records, interfaces: {}\n",
+        capture.display(),
+        file.format,
+        file.records.len(),
+        interfaces.join(", ")
+    );
+    out.push_str(&format!(
+        "{:<10} {:<10} {:<28} {:>9}  note\n",
+        "bus:addr", "vid:pid", "class", "transfers"
+    ));
+    for (i, d) in devices.iter().enumerate() {
+        let note = match (d.hub, d.used, chosen == Some(i)) {
+            (_, _, true) => "imported by default",
+            (true, _, _) => "hub",
+            (false, false, _) => "standard requests only",
+            (false, true, _) => "",
+        };
+        out.push_str(&format!(
+            "{:<10} {:<10} {:<28} {:>9}  {note}\n",
+            d.position(),
+            d.id_text(),
+            d.class,
+            d.transfers
+        ));
+    }
+    if chosen.is_none() {
+        if let Err(e) = import::choose(&devices, choice.unwrap_or_default()) {
+            out.push_str(&format!("no default: {e}\n"));
+        }
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    ExitCode::SUCCESS
+}
+
+/// `scanemu import-pcap`: a usbmon capture to a recording folder, with the device's umockdev
+/// description beside it.
 fn import_pcap(
     capture: &Path,
     out: &Path,
     profile: Option<&Path>,
-    device: Option<u8>,
+    device: DeviceChoice,
     motor_stop_us: Option<u64>,
 ) -> ExitCode {
     let bytes = match std::fs::read(capture) {
@@ -208,16 +307,19 @@ fn import_pcap(
             return ExitCode::from(2);
         }
     };
-    let mut recording = match scanemu::capture::recording::Recording::from_pcap(&bytes, device) {
+    let imported = match scanemu::capture::import::import(&bytes, device) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("scanemu: {}: {e}", capture.display());
             return ExitCode::from(2);
         }
     };
+    let mut recording = imported.recording;
     let meta = &mut recording.meta;
-    meta.provenance
-        .insert("capture".into(), capture.display().to_string());
+    if let Some(name) = capture.file_name() {
+        meta.provenance
+            .insert("capture".into(), name.to_string_lossy().into_owned());
+    }
     if let Some(path) = profile {
         let loaded = match Profile::load(path) {
             Ok(p) => p,
@@ -233,6 +335,8 @@ fn import_pcap(
                     let mut fresh =
                         scanemu::capture::recording::RecordingMeta::new("pcap", &e.info, speed, 0);
                     fresh.provenance = std::mem::take(&mut meta.provenance);
+                    fresh.bus = meta.bus;
+                    fresh.device_address = meta.device_address;
                     fresh.motor_stop_us = loaded.timing.motor_stop_us;
                     *meta = fresh;
                 }
@@ -250,20 +354,57 @@ fn import_pcap(
     }
     if meta.device_descriptor.is_empty() {
         eprintln!(
-            "scanemu: note: {} holds no GET_DESCRIPTOR replies; the recording has no descriptors (pass --profile to take them from a profile)",
-            capture.display()
+            "scanemu: note: {} holds no GET_DESCRIPTOR replies of {}; the recording has no descriptors (pass --profile to take them from a profile)",
+            capture.display(),
+            imported.device.position()
+        );
+    }
+    if imported.truncated > 0 {
+        eprintln!(
+            "scanemu: note: {} cut the payload of {} records (its snapshot length); the recording holds what it kept",
+            capture.display(),
+            imported.truncated
         );
     }
     if let Err(e) = recording.save(out) {
         eprintln!("scanemu: --out {e}");
         return ExitCode::from(2);
     }
-    println!(
-        "scanemu: {} transactions from {} -> {}",
+    let description = out.join(scanemu::capture::umockdev::DESCRIPTION_FILE);
+    let text = scanemu::capture::umockdev::describe_recording(&recording);
+    if let Err(e) = std::fs::write(&description, text) {
+        eprintln!("scanemu: --out {}: {e}", description.display());
+        return ExitCode::from(2);
+    }
+    let pending = recording
+        .transactions
+        .iter()
+        .filter(|t| t.result == scanemu::capture::recording::TxResult::Pending)
+        .count();
+    // The device as the recording has it: a profile gives the identity a capture started
+    // after enumeration lacks.
+    let mut device = imported.device.clone();
+    let d = &recording.meta.device_info().device_descriptor;
+    if device.id.is_none() && d.len() >= 12 {
+        device.id = Some((
+            u16::from_le_bytes([d[8], d[9]]),
+            u16::from_le_bytes([d[10], d[11]]),
+        ));
+    }
+    let text = format!(
+        "scanemu: {} transactions ({pending} pending at the end) of {} from {} -> {}\n\
+         scanemu: replay into a libusb program with:\n  umockdev-run -d {} -p {}={} -- PROGRAM\n",
         recording.transactions.len(),
+        device.position() + " " + &device.id_text(),
         capture.display(),
-        out.display()
+        out.display(),
+        description.display(),
+        scanemu::capture::umockdev::sysfs_path(&recording.meta.capture_config()),
+        out.join(scanemu::capture::recording::files::CAPTURE)
+            .display()
     );
+    // A closed pipe (`| head -1`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     ExitCode::SUCCESS
 }
 
@@ -305,6 +446,8 @@ struct ServeArgs {
     addr: std::net::SocketAddr,
     profiles: Vec<PathBuf>,
     devices: Option<u16>,
+    replays: Vec<PathBuf>,
+    strict: bool,
     max_connections: u32,
     handshake_timeout_ms: u64,
     idle_timeout_ms: u64,
@@ -325,8 +468,18 @@ fn serve(args: &ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let mut recordings = Vec::new();
+    for dir in &args.replays {
+        match scanemu::capture::recording::Recording::load(dir) {
+            Ok(r) => recordings.push(r),
+            Err(e) => {
+                eprintln!("scanemu: --replay {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut profiles = Vec::new();
-    if args.profiles.is_empty() {
+    if args.profiles.is_empty() && (args.replays.is_empty() || args.devices.is_some()) {
         profiles.push(Profile::builtin_fast());
     }
     for path in &args.profiles {
@@ -349,6 +502,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Some(n) => usize::from(n),
         None => profiles.len(),
     };
+    if count + recordings.len() > 64 {
+        eprintln!(
+            "scanemu: {count} devices and {} recordings: at most 64 exports",
+            recordings.len()
+        );
+        return ExitCode::from(2);
+    }
     let trace = match &args.trace {
         Some(file) => match std::fs::File::create(file) {
             Ok(f) => Some(std::sync::Arc::new(std::sync::Mutex::new(f))),
@@ -359,15 +519,23 @@ fn serve(args: &ServeArgs) -> ExitCode {
         },
         None => None,
     };
-    let specs: Vec<DeviceSpec> = (0..count)
+    let total = count + recordings.len();
+    let specs: Vec<DeviceSpec> = (0..total)
         .map(|i| {
-            let profile = profiles[i.min(profiles.len() - 1)].clone();
             let busid = default_busid(i);
-            let mut spec = DeviceSpec::new(profile, busid.clone());
+            let mut spec = match i.checked_sub(count) {
+                None => DeviceSpec::new(profiles[i.min(profiles.len() - 1)].clone(), busid.clone()),
+                Some(r) => {
+                    let mut served =
+                        scanemu::capture::serve::ServedRecording::new(recordings[r].clone());
+                    served.config.strict = args.strict;
+                    DeviceSpec::with_backend(std::sync::Arc::new(served), busid.clone())
+                }
+            };
             if let Some(f) = &trace {
                 let f = f.clone();
                 // One device keeps the single-device line format; several name theirs.
-                let tag = (count > 1).then_some(busid);
+                let tag = (total > 1).then_some(busid);
                 spec.notes = Some(std::sync::Arc::new(
                     move |n: &scanemu::personality::DeviceNote| {
                         let mut line = serde_json::json!({

@@ -180,13 +180,23 @@ impl<W: Write> PcapObserver<W> {
         }
     }
 
-    fn capture(&self, r: &TransferRecord<'_>) {
+    /// Writes the `S` record of a transfer that never completed (a recording's transfer still
+    /// pending when its capture stopped); `record.at` and `record.result` are not used. Resets
+    /// and aborts write nothing. Nothing is passed on to the wrapped observer.
+    pub fn pending(&self, record: &TransferRecord<'_>) {
+        if let Some(submit) = self.submission(record) {
+            self.write(&[submit]);
+        }
+    }
+
+    /// The `S` record of `r`, with a fresh URB id (`None` for resets and aborts).
+    fn submission<'r>(&self, r: &TransferRecord<'r>) -> Option<UsbmonEvent<'r>> {
         let (transfer_type, endpoint) = match r.kind {
             TransferKind::Control => (TransferType::Control, r.ep & 0x80),
             TransferKind::ClearHalt => (TransferType::Control, 0x00),
             TransferKind::Bulk => (TransferType::Bulk, r.ep),
             TransferKind::Interrupt => (TransferType::Interrupt, r.ep),
-            TransferKind::Reset | TransferKind::Abort => return,
+            TransferKind::Reset | TransferKind::Abort => return None,
         };
         let is_in = endpoint & 0x80 != 0;
         let id = self.next_id.get();
@@ -197,7 +207,7 @@ impl<W: Write> PcapObserver<W> {
             0
         };
         let requested = u32::try_from(r.requested).unwrap_or(u32::MAX);
-        let submit = UsbmonEvent {
+        Some(UsbmonEvent {
             id,
             event: EventType::Submit,
             transfer_type,
@@ -217,7 +227,14 @@ impl<W: Write> PcapObserver<W> {
             start_frame: 0,
             xfer_flags: if is_in { URB_DIR_IN } else { 0 },
             ndesc: 0,
+        })
+    }
+
+    fn capture(&self, r: &TransferRecord<'_>) {
+        let Some(submit) = self.submission(r) else {
+            return;
         };
+        let is_in = submit.endpoint & 0x80 != 0;
         // IN: the bytes that arrived (partial data of a failed transfer included); OUT: the
         // bytes the device took.
         let actual = match (&r.result, is_in) {

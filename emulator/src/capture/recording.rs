@@ -11,7 +11,9 @@
 //! - `capture.pcap`: the same transfers as a usbmon capture ([`crate::capture::pcap`]), for Wireshark.
 //!
 //! [`RecordingObserver`] builds a recording from a live host (it is a [`HostObserver`]
-//! decorator); [`Recording::from_pcap`] builds one from a usbmon capture of a real device.
+//! decorator); `Recording::from_pcap` (in [`crate::capture::import`]) builds one from a usbmon
+//! capture of a real device. [`Recording::to_pcap`] writes `capture.pcap` with the device
+//! at the bus and address it had in its capture, so umockdev replays it.
 //! The replay host (`ReplayHost`, beside this module) serves one as a device.
 
 use std::cell::RefCell;
@@ -26,10 +28,8 @@ use crate::capture::pcap::{self, CaptureConfig, PcapObserver, PcapWriter};
 use crate::host::{DeviceInfo, HostObserver, TransferError, TransferKind, TransferRecord};
 use crate::personality::{DeviceNote, NoteKind};
 use crate::time::Instant;
-use crate::usb::descriptor::DeviceDescriptor;
-use crate::usb::hc::SetupPacket;
+use crate::usb::hc::{SetupPacket, ENUMERATION_ADDRESS};
 use crate::usb::speed::Speed;
-use crate::usb::{descriptor_type, usbmon, Request};
 
 /// The version of the files this module writes; [`Recording::load`] refuses others.
 pub const FORMAT_VERSION: u32 = 1;
@@ -114,6 +114,9 @@ pub enum TxResult {
     Overflow,
     /// Any other failure.
     IoError,
+    /// Still pending when the recording ended (a capture stopped while the device had not
+    /// answered): a replay keeps a matching request pending until the host's timeout or abort.
+    Pending,
 }
 
 impl TxResult {
@@ -140,18 +143,23 @@ impl TxResult {
             TxResult::NoDevice => TransferError::NoDevice,
             TxResult::Overflow => TransferError::Overflow,
             TxResult::IoError => TransferError::Io("recorded i/o error".into()),
+            TxResult::Pending => TransferError::Timeout { actual },
         })
     }
 
-    /// The usbmon status of this result (0 or a negated errno).
+    /// The usbmon status of this result (0 or a negated errno; `-EINPROGRESS` while pending).
     pub fn usbmon_status(self) -> i32 {
-        self.error(0).map_or(0, |e| pcap::status_of(&e))
+        match self {
+            TxResult::Pending => -crate::usb::usbmon::errno::EINPROGRESS,
+            _ => self.error(0).map_or(0, |e| pcap::status_of(&e)),
+        }
     }
 
     /// The result a usbmon status stands for.
     pub fn from_usbmon_status(status: i32) -> TxResult {
         use crate::usb::usbmon::errno;
-        match -status {
+        // i32::MIN has no negation: any other failure.
+        match status.checked_neg().unwrap_or(i32::MIN) {
             0 => TxResult::Ok,
             errno::EPIPE => TxResult::Stall,
             errno::ETIMEDOUT => TxResult::Timeout,
@@ -286,6 +294,13 @@ pub struct RecordingMeta {
     /// Bus speed (sets usbmon's interrupt interval unit).
     #[serde(default)]
     pub speed: Speed,
+    /// The bus the device was on (imported captures); `capture.pcap` names it (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<u16>,
+    /// The device's address on that bus (imported captures); `capture.pcap` names it (default
+    /// the in-process host's address, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_address: Option<u8>,
     /// How long the device's motor takes to stop after a host cancel, used when a replay has
     /// to answer a cancel the recording does not hold (default 40000).
     #[serde(default = "default_motor_stop_us")]
@@ -310,8 +325,20 @@ impl RecordingMeta {
             device_descriptor: to_hex(&info.device_descriptor),
             config_descriptor: to_hex(&info.config_descriptor),
             speed,
+            bus: None,
+            device_address: None,
             motor_stop_us,
             provenance: BTreeMap::new(),
+        }
+    }
+
+    /// Where `capture.pcap` puts the device: the recorded bus and address, else bus 1 at the
+    /// in-process host's address.
+    pub fn capture_config(&self) -> CaptureConfig {
+        CaptureConfig {
+            bus: self.bus.unwrap_or(1),
+            device: self.device_address.unwrap_or(ENUMERATION_ADDRESS),
+            ..CaptureConfig::with_speed(self.speed)
         }
     }
 
@@ -407,20 +434,28 @@ impl Recording {
         })
     }
 
-    /// The transactions as a usbmon capture (classic pcap, link type 220). Resets and aborts
-    /// are not URBs and have no record, as in a kernel capture.
+    /// The transactions as a usbmon capture (classic pcap, link type 220), the device at the
+    /// bus and address of [`RecordingMeta::capture_config`]. Each transfer's `S` record comes
+    /// right before its `C` record, in completion order; transfers still pending at the end
+    /// have their `S` record only, after all the others. Resets and aborts are not URBs and
+    /// have no record, as in a kernel capture.
     pub fn to_pcap(&self) -> Vec<u8> {
         let Ok(writer) = PcapWriter::new(Vec::new()) else {
             return Vec::new();
         };
-        let capture = PcapObserver::new(
-            writer,
-            &self.meta.device_info(),
-            CaptureConfig::with_speed(self.meta.speed),
-        );
-        for t in &self.transactions {
+        let capture =
+            PcapObserver::new(writer, &self.meta.device_info(), self.meta.capture_config());
+        let (done, pending): (Vec<&Transaction>, Vec<&Transaction>) = self
+            .transactions
+            .iter()
+            .partition(|t| t.result != TxResult::Pending);
+        for (t, is_pending) in done
+            .into_iter()
+            .map(|t| (t, false))
+            .chain(pending.into_iter().map(|t| (t, true)))
+        {
             let data = t.bytes();
-            capture.transfer(&TransferRecord {
+            let record = TransferRecord {
                 submitted: Instant::from_micros(t.submitted_us),
                 at: Instant::from_micros(t.at_us),
                 kind: match t.kind {
@@ -436,314 +471,14 @@ impl Recording {
                 requested: t.requested as usize,
                 data: &data,
                 result: t.result.error(data.len()).map_or(Ok(()), Err),
-            });
+            };
+            if is_pending {
+                capture.pending(&record);
+            } else {
+                capture.transfer(&record);
+            }
         }
         capture.finish().unwrap_or_default()
-    }
-
-    /// Builds a recording from a usbmon capture: classic pcap (either byte order, micro- or
-    /// nanosecond timestamps) with link type 220 (64-byte headers) or 189 (48-byte headers).
-    ///
-    /// Each URB's `S` and `C` records become one [`Transaction`] (in `C` order); an `S` with no
-    /// `C` (a transfer still pending when the capture stopped) is left out; a `C` or `E` with
-    /// no `S` counts as submitted when it completed. A standard CLEAR_FEATURE(ENDPOINT_HALT)
-    /// becomes a `clear-halt`. The device is the one of the first non-root URB unless
-    /// `device_address` picks one. GET_DESCRIPTOR replies fill in the descriptors. Timestamps
-    /// later than one day are taken as wall-clock and counted from the first record.
-    pub fn from_pcap(
-        bytes: &[u8],
-        device_address: Option<u8>,
-    ) -> Result<Recording, PcapImportError> {
-        let records = parse_pcap(bytes)?;
-        let device = device_address
-            .or_else(|| records.iter().map(|r| r.device).find(|d| *d != 0))
-            .ok_or(PcapImportError::NoTransfer)?;
-        let base = records.first().map_or(0, |r| r.at_us);
-        let base = if base > 86_400_000_000 { base } else { 0 };
-        let mut pending: BTreeMap<u64, UsbmonRecord> = BTreeMap::new();
-        let mut transactions = Vec::new();
-        let mut info = DeviceInfo::default();
-        let mut speed = Speed::High;
-        for r in records.into_iter().filter(|r| r.device == device) {
-            match r.event {
-                b'S' => {
-                    pending.insert(r.id, r);
-                }
-                b'C' | b'E' => {
-                    let submit = pending.remove(&r.id);
-                    let t = transaction_of(transactions.len() as u64, submit.as_ref(), &r, base)?;
-                    note_descriptor(&t, &mut info, &mut speed);
-                    transactions.push(t);
-                }
-                other => {
-                    return Err(PcapImportError::EventType {
-                        index: r.index,
-                        event: other as char,
-                    })
-                }
-            }
-        }
-        let mut meta = RecordingMeta::new("pcap", &info, speed, default_motor_stop_us());
-        meta.provenance
-            .insert("device_address".into(), device.to_string());
-        Ok(Recording {
-            meta,
-            transactions,
-            notes: Vec::new(),
-        })
-    }
-}
-
-/// Why a usbmon capture could not be imported ([`Recording::from_pcap`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PcapImportError {
-    /// The file is shorter than a pcap file header.
-    #[error("not a pcap file: shorter than the 24-byte file header")]
-    Short,
-    /// The file is pcapng.
-    #[error("pcapng is not supported: convert it with `editcap -F pcap`")]
-    Pcapng,
-    /// The file does not start with a pcap magic number.
-    #[error("not a pcap file: magic {0:#010x}")]
-    Magic(u32),
-    /// The link type is not usbmon's.
-    #[error("link type {0} is not usbmon (220 or 189)")]
-    LinkType(u32),
-    /// The file ends inside a record header.
-    #[error("record {index} at byte {at}: truncated record header")]
-    TruncatedHeader {
-        /// Record number, from 1.
-        index: usize,
-        /// Its offset in the file.
-        at: usize,
-    },
-    /// The file ends inside a record.
-    #[error("record {index} at byte {at}: {announced} bytes announced, file ends first")]
-    Truncated {
-        /// Record number, from 1.
-        index: usize,
-        /// Its offset in the file.
-        at: usize,
-        /// The length its header announces.
-        announced: usize,
-    },
-    /// A record is shorter than the usbmon header.
-    #[error(
-        "record {index} at byte {at}: {len} bytes, shorter than the {header}-byte usbmon header"
-    )]
-    ShortRecord {
-        /// Record number, from 1.
-        index: usize,
-        /// Its offset in the file.
-        at: usize,
-        /// Its length.
-        len: usize,
-        /// The usbmon header's length.
-        header: usize,
-    },
-    /// A usbmon event type other than `S`, `C` and `E`.
-    #[error("record {index}: unknown usbmon event type {event:?}")]
-    EventType {
-        /// Record number, from 1.
-        index: usize,
-        /// The event byte.
-        event: char,
-    },
-    /// An isochronous transfer.
-    #[error("record {index}: transfer type {kind} (isochronous) is not supported")]
-    Isochronous {
-        /// Record number, from 1.
-        index: usize,
-        /// The usbmon transfer type.
-        kind: u8,
-    },
-    /// The capture holds no transfer of any device.
-    #[error("the capture holds no USB transfer")]
-    NoTransfer,
-}
-
-/// One usbmon record read from a capture.
-struct UsbmonRecord {
-    index: usize,
-    id: u64,
-    event: u8,
-    transfer_type: u8,
-    endpoint: u8,
-    device: u8,
-    setup: Option<[u8; 8]>,
-    at_us: u64,
-    status: i32,
-    urb_len: u32,
-    data: Vec<u8>,
-}
-
-fn parse_pcap(bytes: &[u8]) -> Result<Vec<UsbmonRecord>, PcapImportError> {
-    if bytes.len() < 24 {
-        return Err(PcapImportError::Short);
-    }
-    let magic = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let (big, nanos) = match magic {
-        0xa1b2_c3d4 => (false, false),
-        0xa1b2_3c4d => (false, true),
-        0xd4c3_b2a1 => (true, false),
-        0x4d3c_b2a1 => (true, true),
-        0x0a0d_0d0a => return Err(PcapImportError::Pcapng),
-        other => return Err(PcapImportError::Magic(other)),
-    };
-    let u32_at = |b: &[u8], at: usize| {
-        let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if big {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }
-    };
-    let linktype = u32_at(bytes, 20);
-    let header_len = match linktype {
-        usbmon::LINKTYPE_USB_LINUX_MMAPPED => usbmon::USBMON_HEADER_LEN,
-        189 => 48,
-        other => return Err(PcapImportError::LinkType(other)),
-    };
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at < bytes.len() {
-        let index = out.len() + 1;
-        let rec = bytes
-            .get(at..at + 16)
-            .ok_or(PcapImportError::TruncatedHeader { index, at })?;
-        let (sec, frac, incl) = (u32_at(rec, 0), u32_at(rec, 4), u32_at(rec, 8) as usize);
-        let body = bytes
-            .get(at + 16..at + 16 + incl)
-            .ok_or(PcapImportError::Truncated {
-                index,
-                at,
-                announced: incl,
-            })?;
-        if body.len() < header_len {
-            return Err(PcapImportError::ShortRecord {
-                index,
-                at,
-                len: body.len(),
-                header: header_len,
-            });
-        }
-        // usbmon headers are in the capturing host's byte order: little-endian here.
-        let le32 = |o: usize| u32::from_le_bytes([body[o], body[o + 1], body[o + 2], body[o + 3]]);
-        let micros = u64::from(sec) * 1_000_000
-            + if nanos {
-                u64::from(frac) / 1000
-            } else {
-                u64::from(frac)
-            };
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&body[0..8]);
-        out.push(UsbmonRecord {
-            index,
-            id: u64::from_le_bytes(id),
-            event: body[8],
-            transfer_type: body[9],
-            endpoint: body[10],
-            device: body[11],
-            setup: (body[14] == 0 && body[9] == 2 && body[8] == b'S').then(|| {
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&body[40..48]);
-                s
-            }),
-            at_us: micros,
-            status: le32(28) as i32,
-            urb_len: le32(32),
-            data: body[header_len..].to_vec(),
-        });
-        at += 16 + incl;
-    }
-    Ok(out)
-}
-
-fn transaction_of(
-    seq: u64,
-    submit: Option<&UsbmonRecord>,
-    done: &UsbmonRecord,
-    base: u64,
-) -> Result<Transaction, PcapImportError> {
-    let setup = submit
-        .and_then(|s| s.setup)
-        .and_then(|b| SetupPacket::parse(&b).ok())
-        .map(SetupFields::from);
-    let (kind, ep) = match done.transfer_type {
-        2 => match setup {
-            Some(s) if s.request_type == 0x02 && s.request == 1 && s.value == 0 => {
-                (TxKind::ClearHalt, s.index as u8)
-            }
-            _ => (TxKind::Control, done.endpoint & 0x80),
-        },
-        3 => (TxKind::Bulk, done.endpoint),
-        1 => (TxKind::Interrupt, done.endpoint),
-        other => {
-            return Err(PcapImportError::Isochronous {
-                index: done.index,
-                kind: other,
-            })
-        }
-    };
-    let is_in = done.endpoint & 0x80 != 0;
-    let data = if is_in {
-        done.data.clone()
-    } else {
-        submit.map(|s| s.data.clone()).unwrap_or_default()
-    };
-    let result = if done.event == b'E' {
-        TxResult::IoError
-    } else {
-        TxResult::from_usbmon_status(done.status)
-    };
-    // OUT completions tell how many bytes the device took.
-    let data = if is_in {
-        data
-    } else {
-        let took = (done.urb_len as usize).min(data.len());
-        data[..took].to_vec()
-    };
-    let requested = submit.map_or(done.urb_len, |s| s.urb_len);
-    Ok(Transaction {
-        seq,
-        kind,
-        ep,
-        setup,
-        submitted_us: submit.map_or(done.at_us, |s| s.at_us).saturating_sub(base),
-        at_us: done.at_us.saturating_sub(base),
-        requested,
-        data: to_hex(&data),
-        result,
-    })
-}
-
-/// Takes the device and configuration descriptors from GET_DESCRIPTOR replies.
-fn note_descriptor(t: &Transaction, info: &mut DeviceInfo, speed: &mut Speed) {
-    let Some(s) = t.setup else { return };
-    if t.kind != TxKind::Control || s.request_type != 0x80 || s.request != Request::GET_DESCRIPTOR {
-        return;
-    }
-    let data = t.bytes();
-    match (s.value >> 8) as u8 {
-        descriptor_type::DEVICE if data.len() >= 18 => {
-            let d = DeviceDescriptor::read(&data);
-            info.vendor_id = d.vendor_id;
-            info.product_id = d.product_id;
-            // bcdUSB 2.x with a 64-byte EP0 is high speed at most; 1.x is full speed.
-            if d.usb_version >> 8 < 2 {
-                *speed = Speed::Full;
-            } else if d.usb_version >> 8 >= 3 {
-                *speed = Speed::Super;
-            }
-            info.device_descriptor = data;
-        }
-        descriptor_type::CONFIGURATION if data.len() >= 4 => {
-            let total = usize::from(u16::from_le_bytes([data[2], data[3]]));
-            if data.len() >= total && data.len() >= info.config_descriptor.len() {
-                info.config_descriptor = data;
-            }
-        }
-        _ => {}
     }
 }
 
@@ -783,7 +518,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// The bytes of a hex string, or `None` if it is not hex.
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -923,14 +658,17 @@ mod tests {
         ] {
             assert_eq!(TxResult::from_usbmon_status(r.usbmon_status()), r);
         }
+        assert_eq!(TxResult::from_usbmon_status(i32::MIN), TxResult::IoError);
     }
 
     #[test]
     fn pcap_import_refuses_other_files_with_a_reason() {
-        assert!(Recording::from_pcap(b"hello", None)
+        let e = Recording::from_pcap(b"hello", None)
             .unwrap_err()
-            .to_string()
-            .contains("shorter"));
+            .to_string();
+        assert!(e.starts_with("not a pcap or pcapng file: "), "{e}");
+        let e = Recording::from_pcap(b"abc", None).unwrap_err().to_string();
+        assert!(e.contains("shorter than any file header"), "{e}");
         let mut header = vec![0u8; 24];
         header[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         header[20..24].copy_from_slice(&1u32.to_le_bytes());

@@ -15,16 +15,26 @@
 //! is answered from the recorded descriptors.
 //!
 //! Pace. A matched request completes `at_us - submitted_us` after it was submitted, with the
-//! recorded result and data: an identical driver in virtual time sees identical times. A
-//! transfer recorded as cancelled waits for the host's abort (or its own timeout). An abort or
-//! timeout that comes before the recorded completion leaves the transaction in the recording
-//! (the device never saw it), as on a real bus.
+//! recorded result and data: an identical driver in virtual time sees identical times. An
+//! interrupt IN transfer completes at its recorded `at_us` on the replay's clock (at once if
+//! that has passed), because a device posts its reports at its own pace; the first transaction
+//! served sets the replay's clock against the recording's. A transfer recorded as cancelled,
+//! or as pending when a capture stopped, waits for the host's abort (or its own timeout). An
+//! abort or timeout that comes before the recorded completion leaves the transaction in the
+//! recording (the device never saw it), as on a real bus.
 //!
-//! Divergence. The first request that matches nothing ends the replay: the host reports a
-//! device note `replay-divergence` naming the transaction expected and the request received,
-//! answers that request with [`TransferError::Io`] and every later one with
-//! [`TransferError::NoDevice`], and keeps the [`Divergence`] for the caller
-//! ([`ReplayHost::divergence`]). A driver never hangs on a replay.
+//! End. A request on a stream whose transactions have all been served NAKs: it waits for its
+//! timeout or an abort, as on an idle device, and a device note `replay-end` says so once per
+//! stream.
+//!
+//! Divergence. The first request that matches nothing while its stream still holds
+//! transactions ends the replay: the host reports a device note `replay-divergence` naming the
+//! transaction expected and the request received, answers that request with
+//! [`TransferError::Io`] and every later one with [`TransferError::NoDevice`], and keeps the
+//! [`Divergence`] for the caller ([`ReplayHost::divergence`]). [`ReplayConfig::strict`] makes
+//! every departure a divergence: a request after the end of its stream, a GET_DESCRIPTOR or a
+//! CANCEL the recording does not hold (see [`ReplayHost::missing`] for transactions never
+//! asked for).
 //!
 //! Cancel. A CANCEL (0x64) the recording does not hold, while the recording still holds band
 //! data, is answered the way the native protocol does (`emulator/PROTOCOL.md` §2): the request
@@ -83,6 +93,52 @@ impl std::fmt::Display for Divergence {
             ),
         }
     }
+}
+
+/// How a [`ReplayHost`] treats requests the recording does not hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayConfig {
+    /// Every departure from the recording is a divergence (default false): a request after
+    /// the recording's end on its stream, a GET_DESCRIPTOR or a CANCEL the recording does not
+    /// hold, and (see [`ReplayHost::missing`]) a transfer left pending at the end of a capture
+    /// that the driver never asks for. By default those NAK, are answered from the
+    /// descriptors or by the native protocol, and are let pass.
+    pub strict: bool,
+}
+
+impl ReplayConfig {
+    /// The strict configuration.
+    pub fn strict() -> ReplayConfig {
+        ReplayConfig { strict: true }
+    }
+}
+
+/// How a replay went: what [`ReplayHost::report`] gives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// The first divergence, if the driver departed from the recording.
+    pub divergence: Option<Divergence>,
+    /// True once a cancel the recording did not hold was answered by the protocol's rules.
+    pub synthesized_cancel: bool,
+    /// The recorded transactions whose absence is a departure ([`ReplayHost::missing`]).
+    pub missing: Vec<Transaction>,
+}
+
+/// One transfer as an URB names it ([`ReplayHost::transfer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrbTransfer {
+    /// Control, bulk or interrupt.
+    pub kind: TxKind,
+    /// The endpoint address with its direction bit (ignored for control transfers, whose
+    /// direction is the SETUP packet's).
+    pub ep: u8,
+    /// The SETUP packet of a control transfer.
+    pub setup: Option<SetupFields>,
+    /// The buffer length: bytes asked for (IN) or sent (OUT).
+    pub length: u32,
+    /// OUT data.
+    pub out: Vec<u8>,
 }
 
 /// A stream of transactions that keep their order.
@@ -237,6 +293,14 @@ struct State {
     waiters: Vec<Waker>,
     pending: u32,
     observer: Option<Rc<dyn HostObserver>>,
+    config: ReplayConfig,
+    /// The replay's time minus the recording's, fixed by the first transaction served: the
+    /// recorded completion of an interrupt IN transfer is due at `at_us + offset`.
+    offset_us: Option<i64>,
+    /// Streams whose end a `replay-end` note has announced.
+    ended: Vec<Stream>,
+    /// Transfers of [`ReplayHost::transfer`] unlinked by their submitter, by id.
+    unlinked: std::collections::BTreeSet<u64>,
 }
 
 impl State {
@@ -332,8 +396,17 @@ pub struct ReplayHost {
 }
 
 impl ReplayHost {
-    /// Serves `recording` on `clock`.
+    /// Serves `recording` on `clock` with the default [`ReplayConfig`].
     pub fn new(recording: Recording, clock: Rc<dyn Clock>) -> ReplayHost {
+        ReplayHost::with_config(recording, clock, ReplayConfig::default())
+    }
+
+    /// Serves `recording` on `clock`, as `config` says.
+    pub fn with_config(
+        recording: Recording,
+        clock: Rc<dyn Clock>,
+        config: ReplayConfig,
+    ) -> ReplayHost {
         let mut streams: BTreeMap<Stream, VecDeque<usize>> = BTreeMap::new();
         let mut order: Vec<usize> = (0..recording.transactions.len()).collect();
         order.sort_by_key(|&i| {
@@ -361,6 +434,10 @@ impl ReplayHost {
                 waiters: Vec::new(),
                 pending: 0,
                 observer: None,
+                config,
+                offset_us: None,
+                ended: Vec::new(),
+                unlinked: std::collections::BTreeSet::new(),
             })),
             clock,
         }
@@ -394,6 +471,101 @@ impl ReplayHost {
             .collect();
         left.sort_by_key(|t| (t.submitted_us, t.seq));
         left
+    }
+
+    /// The recorded transactions whose absence is a departure: in strict mode every one not
+    /// asked for ([`ReplayHost::unserved`]); otherwise those that completed in the recording
+    /// (a transfer still pending when a capture stopped may well never come again).
+    pub fn missing(&self) -> Vec<Transaction> {
+        let strict = self.state.borrow().config.strict;
+        self.unserved()
+            .into_iter()
+            .filter(|t| strict || t.result != TxResult::Pending)
+            .collect()
+    }
+
+    /// The replay's configuration.
+    pub fn config(&self) -> ReplayConfig {
+        self.state.borrow().config
+    }
+
+    /// How the replay went so far, in one value that crosses threads (a replay served over
+    /// USB/IP reports it to its server's caller).
+    pub fn report(&self) -> ReplayReport {
+        ReplayReport {
+            divergence: self.divergence(),
+            synthesized_cancel: self.synthesized_cancel(),
+            missing: self.missing(),
+        }
+    }
+
+    /// Makes one transfer as a USB/IP or usbdevfs URB names it, with no timeout: it ends with
+    /// its recorded answer, or when [`ReplayHost::unlink`] names `id` (then
+    /// [`TransferError::Cancelled`]). The result carries the IN data (of a failed transfer:
+    /// what it moved). A CLEAR_FEATURE(ENDPOINT_HALT) control transfer is the recording's
+    /// clear-halt of that endpoint.
+    pub async fn transfer(
+        &self,
+        id: u64,
+        urb: UrbTransfer,
+    ) -> (Result<(), TransferError>, Vec<u8>) {
+        let clear_halt = urb.kind == TxKind::Control
+            && urb.setup.is_some_and(|s| {
+                s.request_type == 0x02 && s.request == std_request::CLEAR_FEATURE && s.value == 0
+            });
+        let req = match (clear_halt, urb.setup) {
+            (true, Some(s)) => Request {
+                kind: TxKind::ClearHalt,
+                ep: s.index as u8,
+                setup: Some(SetupPacket::clear_halt(s.index as u8).into()),
+                requested: 0,
+                out: Vec::new(),
+            },
+            _ => Request {
+                kind: self.recorded_kind(urb.kind, urb.ep),
+                ep: match urb.kind {
+                    TxKind::Control => urb.setup.map_or(0, |s| s.request_type & 0x80),
+                    _ => urb.ep,
+                },
+                requested: match (urb.kind, urb.setup) {
+                    (TxKind::Control, Some(s)) => u32::from(s.length),
+                    _ => urb.length,
+                },
+                setup: urb.setup,
+                out: urb.out,
+            },
+        };
+        let is_in = req.is_in();
+        let served = self.serve_with(req, Duration::ZERO, Some(id)).await;
+        self.state.borrow_mut().unlinked.remove(&id);
+        match served.result {
+            Ok(data) if is_in => (Ok(()), data),
+            Ok(_) => (Ok(()), Vec::new()),
+            Err(e) => (Err(e), served.partial),
+        }
+    }
+
+    /// The kind of the transfers the recording holds on `ep`, for a bulk or interrupt
+    /// transfer of `kind` an URB names by its endpoint's descriptor: a capture made by other
+    /// means than usbmon may tag an interrupt endpoint's transfers as bulk, and the URB's
+    /// kind then follows the recording.
+    fn recorded_kind(&self, kind: TxKind, ep: u8) -> TxKind {
+        if !matches!(kind, TxKind::Bulk | TxKind::Interrupt) {
+            return kind;
+        }
+        let st = self.state.borrow();
+        st.recording
+            .transactions
+            .iter()
+            .find(|t| t.ep == ep && matches!(t.kind, TxKind::Bulk | TxKind::Interrupt))
+            .map_or(kind, |t| t.kind)
+    }
+
+    /// Unlinks the transfer `id` of [`ReplayHost::transfer`] (nothing if it has ended).
+    pub fn unlink(&self, id: u64) {
+        let mut st = self.state.borrow_mut();
+        st.unlinked.insert(id);
+        st.changed();
     }
 
     /// Decides how to answer `req` at `now`, taking its transaction off the recording.
@@ -435,7 +607,8 @@ impl ReplayHost {
                 return take(&mut st, stream, j, now);
             }
         }
-        if is_request(protocol::REQ_CANCEL) && !req.is_in() {
+        let strict = st.config.strict;
+        if is_request(protocol::REQ_CANCEL) && !req.is_in() && !strict {
             if st.band_data_left() {
                 let idle_at = now + Duration::from_micros(st.recording.meta.motor_stop_us);
                 let mut events = VecDeque::new();
@@ -475,8 +648,32 @@ impl ReplayHost {
             }
             return Plan::Now(Ok(Vec::new()));
         }
-        if let Some(plan) = descriptor(&st, req) {
+        if let Some(plan) = descriptor(&st, req).filter(|_| !strict) {
             return plan;
+        }
+        if head.is_none() && !strict && matches!(req.kind, TxKind::Reset | TxKind::ClearHalt) {
+            // A device resets, and clears a halt, whatever the recording holds.
+            return Plan::Now(Ok(Vec::new()));
+        }
+        if head.is_none() && !strict {
+            // The recording holds nothing more here: an idle device NAKs.
+            if !st.ended.contains(&stream) {
+                st.ended.push(stream);
+                st.note(
+                    now,
+                    NoteKind::ReplayEnd,
+                    format!(
+                        "the recording holds nothing more on {}: {} NAKs until its timeout or \
+                         abort",
+                        stream_name(stream),
+                        req.describe()
+                    ),
+                );
+            }
+            return Plan::Synthetic {
+                done_at: None,
+                result: Ok(Vec::new()),
+            };
         }
         let expected = match head {
             Some(i) => Some(st.recording.transactions[i].clone()),
@@ -490,6 +687,11 @@ impl ReplayHost {
 
     /// Answers `req` from the recording, waiting the recorded time.
     async fn serve(&self, req: Request, timeout: Duration) -> Served {
+        self.serve_with(req, timeout, None).await
+    }
+
+    /// [`ReplayHost::serve`] of a transfer that [`ReplayHost::unlink`] of `id` aborts.
+    async fn serve_with(&self, req: Request, timeout: Duration, id: Option<u64>) -> Served {
         let start = self.clock.now();
         let deadline = (timeout != Duration::ZERO).then(|| start + timeout);
         let gen = self.state.borrow().abort_gen[ep_slot(req.ep)];
@@ -501,7 +703,8 @@ impl ReplayHost {
             let (aborted, seen, cancelled_since) = {
                 let st = self.state.borrow();
                 (
-                    st.abort_gen[ep_slot(req.ep)] != gen,
+                    st.abort_gen[ep_slot(req.ep)] != gen
+                        || id.is_some_and(|id| st.unlinked.contains(&id)),
                     st.change,
                     st.cancel.is_some(),
                 )
@@ -546,7 +749,10 @@ impl ReplayHost {
                 if let Plan::Recorded { index, .. } = &plan {
                     let mut st = self.state.borrow_mut();
                     let t = st.recording.transactions[*index].clone();
-                    if t.result == TxResult::Cancelled || t.result == TxResult::Timeout {
+                    if matches!(
+                        t.result,
+                        TxResult::Cancelled | TxResult::Timeout | TxResult::Pending
+                    ) {
                         partial = t.bytes();
                         actual = partial.len();
                     } else {
@@ -599,14 +805,33 @@ struct Served {
     partial: Vec<u8>,
 }
 
-/// Takes transaction `index` off `stream` and plans its recorded answer.
+/// The stream in words, for notes.
+fn stream_name(stream: Stream) -> String {
+    match stream {
+        Stream::Control => "EP0".into(),
+        Stream::Endpoint(ep) => format!("endpoint {ep:#04x}"),
+        Stream::Reset => "resets".into(),
+    }
+}
+
+/// Takes transaction `index` off `stream` and plans its recorded answer: `at_us -
+/// submitted_us` after `now`, except that an interrupt IN transfer completes at its recorded
+/// time on the replay's clock (or at once, if that has passed): a device posts its reports at
+/// its own pace, whenever the host polls.
 fn take(st: &mut State, stream: Stream, index: usize, now: Instant) -> Plan {
     if let Some(q) = st.streams.get_mut(&stream) {
         q.retain(|&j| j != index);
     }
     let t = &st.recording.transactions[index];
+    let offset = *st
+        .offset_us
+        .get_or_insert(now.total_micros() as i64 - t.submitted_us as i64);
     let done_at = match t.result {
-        TxResult::Cancelled => None,
+        TxResult::Cancelled | TxResult::Pending => None,
+        _ if t.kind == TxKind::Interrupt && t.ep & 0x80 != 0 => {
+            let due = (t.at_us as i64).saturating_add(offset).max(0) as u64;
+            Some(now.max(Instant::from_micros(due)))
+        }
         _ => Some(now + Duration::from_micros(t.duration_us())),
     };
     Plan::Recorded { index, done_at }

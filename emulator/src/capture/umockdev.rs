@@ -10,12 +10,14 @@
 //!   `usb_device`, with the raw `descriptors` binary attribute libusb parses, and its udev
 //!   properties), in the format `umockdev-record` writes;
 //! - [`scripted_scan`] is one scan whose request sequence depends only on the device's answers,
-//!   never on timing. Run on the in-process host with a [`PcapObserver`](crate::capture::pcap::PcapObserver)
+//!   never on timing (the reference driver's for `replay/complete-gray8`). Run on the in-process host with a [`PcapObserver`](crate::capture::pcap::PcapObserver)
 //!   it records the capture; run by a libusb program (`rusb-scan`) under
 //!   `umockdev-run -d DEV.umockdev -p SYSFS_PATH=CAPTURE.pcap` (`-p` names the device by its
 //!   sysfs path, [`sysfs_path`]), it makes exactly the same requests and so replays the scan.
 //!
 //! `scanemu capture --out DIR` does the recording side and writes both files.
+//! [`describe_recording`] describes the device of any recording at the bus and address its
+//! `capture.pcap` names; `scanemu import-pcap` writes it beside an imported capture.
 
 use std::fmt::Write as _;
 
@@ -23,8 +25,7 @@ use crate::capture::pcap::CaptureConfig;
 use crate::engine::{ScanJob, ScanMode};
 use crate::host::{DeviceInfo, Setup, TransferError, UsbHost};
 use crate::personality::native::protocol::{
-    self, Capabilities, DeviceStatus, Event, EventCode, ParamsReport, ScanParams, CAPABILITIES_LEN,
-    EP_DATA_IN, EP_EVENTS, EVENT_LEN, PARAMS_REPORT_LEN,
+    self, DeviceStatus, ParamsReport, ScanParams, EP_DATA_IN, PARAMS_REPORT_LEN,
 };
 use crate::time::Duration;
 use crate::usb::descriptor::{self, DeviceDescriptor};
@@ -164,12 +165,60 @@ pub fn describe(info: &DeviceInfo, config: &CaptureConfig, strings: &Strings) ->
     s
 }
 
+/// The `.umockdev` description of a recording's device, at the bus and address its
+/// `capture.pcap` names ([`RecordingMeta::capture_config`](crate::capture::recording::RecordingMeta::capture_config)),
+/// with the manufacturer, product and serial strings the recording's GET_DESCRIPTOR replies
+/// hold (US English, else the first language). `umockdev-run -d DESCRIPTION -p
+/// SYSFS_PATH=capture.pcap` then replays the recording into a libusb program.
+pub fn describe_recording(recording: &crate::capture::recording::Recording) -> String {
+    use crate::capture::recording::{TxKind, TxResult};
+    let info = recording.meta.device_info();
+    let device = DeviceDescriptor::read(&info.device_descriptor);
+    let string = |index: u8| {
+        if index == 0 {
+            return String::new();
+        }
+        let replies = recording.transactions.iter().filter_map(|t| {
+            let s = t.setup?;
+            (t.kind == TxKind::Control
+                && t.result == TxResult::Ok
+                && s.request_type == 0x80
+                && s.request == crate::usb::Request::GET_DESCRIPTOR
+                && s.value == u16::from(descriptor_type::STRING) << 8 | u16::from(index))
+            .then(|| (s.index, t.bytes()))
+        });
+        let mut best: Option<(u16, Vec<u8>)> = None;
+        for (lang, bytes) in replies {
+            if best
+                .as_ref()
+                .is_none_or(|(l, _)| *l != 0x0409 && lang == 0x0409)
+            {
+                best = Some((lang, bytes));
+            }
+        }
+        best.map(|(_, b)| descriptor::decode_string(&b))
+            .unwrap_or_default()
+    };
+    let strings = Strings {
+        manufacturer: string(device.manufacturer_index),
+        product: string(device.product_index),
+        serial: string(device.serial_index),
+    };
+    describe(&info, &recording.meta.capture_config(), &strings)
+}
+
 /// Timeout of every request of [`scripted_scan`]: long enough that none ever times out, since
 /// a timeout is a timing decision a replay could not reproduce.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_millis(10_000);
 
-/// Bands the scripted job has (at most; fewer if the device's page is shorter).
-pub const SCRIPT_BANDS: u32 = 6;
+/// The buffer [`scripted_scan`] reads bands into, as a driver's transfer buffer: each bulk
+/// read asks for the part of the band that fits in it, plus [`SCRIPT_READ_SLACK`] when the
+/// band ends inside the read.
+pub const SCRIPT_BUFFER: usize = 2048;
+
+/// What a read asks for beyond the band's end, so that the band's terminating short packet
+/// or ZLP ends the transfer (`emulator/PROTOCOL.md`).
+pub const SCRIPT_READ_SLACK: usize = 1024;
 
 /// Why [`scripted_scan`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,46 +234,31 @@ pub enum ScriptedScanError {
     /// The device answered something the protocol does not allow.
     #[error("{0}")]
     Protocol(protocol::DecodeError),
-    /// The event endpoint sent 64 events and no ScanComplete.
-    #[error("no ScanComplete event among the first 64 events")]
-    NoScanComplete,
+    /// The device was not ready for a scan.
+    #[error("the device is not ready (status {0:#06x})")]
+    NotReady(u16),
+    /// A band came short: the device cut the scan.
+    #[error("band data ended after {0} bytes of the page")]
+    Short(u64),
 }
 
 /// What [`scripted_scan`] read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptedScan {
-    /// The device's capabilities.
-    pub capabilities: Capabilities,
-    /// The job derived from them.
+    /// Get Device Status before the scan.
+    pub status: DeviceStatus,
+    /// The job asked for ([`scripted_job`]).
     pub job: ScanJob,
     /// GET_PARAMS's answer.
     pub report: ParamsReport,
     /// The image bytes, band after band.
     pub image: Vec<u8>,
-    /// Every interrupt event, up to and including ScanComplete.
-    pub events: Vec<Event>,
-    /// Get Device Status after the scan.
-    pub status: DeviceStatus,
 }
 
-/// The job [`scripted_scan`] asks for: gray 8-bit (or the device's first mode) at the optical
-/// resolution, 200 px wide and [`SCRIPT_BANDS`] bands high, each clipped to the device's area.
-pub fn scripted_job(caps: &Capabilities) -> ScanJob {
-    let mode = if caps.modes & (1 << protocol::mode_code(ScanMode::Gray8)) != 0 {
-        ScanMode::Gray8
-    } else {
-        (0..5)
-            .find(|c| caps.modes & (1 << c) != 0)
-            .and_then(protocol::mode_from_code)
-            .unwrap_or(ScanMode::Gray8)
-    };
-    let height = (u32::from(caps.band_lines.max(1)) * SCRIPT_BANDS).min(caps.max_height_px);
-    ScanJob::flatbed(
-        caps.optical_dpi,
-        mode,
-        200.min(caps.max_width_px),
-        height.max(1),
-    )
+/// The job [`scripted_scan`] asks for: 128 x 128 px gray 8-bit at 100 dpi, the scan of
+/// `fixtures/recordings/scenarios/replay/complete-gray8.json`.
+pub fn scripted_job() -> ScanJob {
+    ScanJob::flatbed(100, ScanMode::Gray8, 128, 128)
 }
 
 fn step(what: &'static str) -> impl FnOnce(TransferError) -> ScriptedScanError {
@@ -235,36 +269,26 @@ fn decode<T>(r: Result<T, protocol::DecodeError>) -> Result<T, ScriptedScanError
     r.map_err(ScriptedScanError::Protocol)
 }
 
-/// One interrupt transfer of one event.
-async fn read_event(host: &dyn UsbHost) -> Result<Event, ScriptedScanError> {
-    let mut buf = [0u8; EVENT_LEN];
-    let n = host
-        .interrupt_in(EP_EVENTS, &mut buf, SCRIPT_TIMEOUT)
-        .await
-        .map_err(step("interrupt IN"))?;
-    decode(Event::decode(&buf[..n]))
-}
-
-/// One scan, with a request sequence that depends only on the device's answers:
-/// GET_CAPABILITIES, SET_PARAMS ([`scripted_job`]), GET_PARAMS, START_SCAN, one interrupt read
-/// (ScanStarted), one bulk read per band of the page, Get Device Status, then interrupt reads
-/// until ScanComplete. One transfer at a time, every timeout [`SCRIPT_TIMEOUT`].
+/// One scan of [`scripted_job`], request for request as the conformance runner's reference
+/// driver makes it for `replay/complete-gray8` (so an import of its capture replays against
+/// that driver): Get Device Status, SET_PARAMS, GET_PARAMS, START_SCAN, then the page's bands
+/// by bulk reads of at most [`SCRIPT_BUFFER`] bytes, none crossing a band's end. Every
+/// request has [`SCRIPT_TIMEOUT`], so none times out and the sequence depends only on the
+/// device's answers.
 pub async fn scripted_scan(host: &dyn UsbHost) -> Result<ScriptedScan, ScriptedScanError> {
     let t = SCRIPT_TIMEOUT;
-    let caps = host
+    let status = host
         .control_in(
-            Setup::vendor_in(
-                protocol::REQ_GET_CAPABILITIES,
-                0,
-                0,
-                CAPABILITIES_LEN as u16,
-            ),
+            Setup::vendor_in(protocol::REQ_GET_DEVICE_STATUS, 0, 0, 8),
             t,
         )
         .await
-        .map_err(step("GET_CAPABILITIES"))?;
-    let capabilities = decode(Capabilities::decode(&caps))?;
-    let job = scripted_job(&capabilities);
+        .map_err(step("GET_DEVICE_STATUS"))?;
+    let status = decode(DeviceStatus::decode(&status))?;
+    if status.code != protocol::STATUS_OK {
+        return Err(ScriptedScanError::NotReady(status.code));
+    }
+    let job = scripted_job();
     let params = ScanParams { job }.encode();
     host.control_out(
         Setup::vendor_out(protocol::REQ_SET_PARAMS, 0, 0, params.len() as u16),
@@ -284,43 +308,34 @@ pub async fn scripted_scan(host: &dyn UsbHost) -> Result<ScriptedScan, ScriptedS
     host.control_out(Setup::vendor_out(protocol::REQ_START_SCAN, 0, 0, 0), &[], t)
         .await
         .map_err(step("START_SCAN"))?;
-    let mut events = Vec::new();
-    let first = read_event(host).await?;
-    events.push(first);
+    let page = u64::from(report.bytes_per_line) * u64::from(report.lines_per_page);
+    let band = u64::from(report.band_bytes.max(1));
     let mut image = Vec::new();
-    let mut band = vec![0u8; report.band_bytes as usize];
-    for _ in 0..report.bands_per_page {
+    let mut buf = vec![0u8; SCRIPT_BUFFER + SCRIPT_READ_SLACK];
+    let mut offset = 0u64;
+    while offset < page {
+        let band_left = band - offset % band;
+        let want = (page - offset).min(band_left).min(SCRIPT_BUFFER as u64) as usize;
+        let ask = if want as u64 == band_left {
+            want + SCRIPT_READ_SLACK
+        } else {
+            want
+        };
         let n = host
-            .bulk_in(EP_DATA_IN, &mut band, t)
+            .bulk_in(EP_DATA_IN, &mut buf[..ask], t)
             .await
             .map_err(step("bulk IN"))?;
-        image.extend_from_slice(&band[..n]);
-    }
-    let status = host
-        .control_in(
-            Setup::vendor_in(protocol::REQ_GET_DEVICE_STATUS, 0, 0, 8),
-            t,
-        )
-        .await
-        .map_err(step("GET_DEVICE_STATUS"))?;
-    let status = decode(DeviceStatus::decode(&status))?;
-    while events
-        .last()
-        .is_none_or(|e| e.code != EventCode::ScanComplete)
-    {
-        if events.len() > 64 {
-            return Err(ScriptedScanError::NoScanComplete);
+        image.extend_from_slice(&buf[..n]);
+        offset += n as u64;
+        if n < want {
+            return Err(ScriptedScanError::Short(offset));
         }
-        let e = read_event(host).await?;
-        events.push(e);
     }
     Ok(ScriptedScan {
-        capabilities,
+        status,
         job,
         report,
         image,
-        events,
-        status,
     })
 }
 

@@ -96,6 +96,15 @@ pub enum Fault {
         /// Band index within the page.
         band: u32,
     },
+    /// Aborting: the feeder pulled more than one sheet at once (a multi-feed, detected by the
+    /// device's sensor); handled like a paper jam.
+    MultiFeed {
+        /// Page index within the job.
+        #[serde(default)]
+        page: u16,
+        /// Band index within the page.
+        band: u32,
+    },
     /// Aborting: the user pressed the device's Cancel button (device-initiated cancel).
     CancelButton {
         /// Page index within the job.
@@ -184,6 +193,7 @@ impl TryFrom<RawFault> for Fault {
             | FaultKind::Disconnect
             | FaultKind::PaperJam
             | FaultKind::CoverOpen
+            | FaultKind::MultiFeed
             | FaultKind::CancelButton => {
                 need("band", raw.band.is_some())?;
                 used.push("page");
@@ -193,6 +203,7 @@ impl TryFrom<RawFault> for Fault {
                     FaultKind::Disconnect => Fault::Disconnect { page, band },
                     FaultKind::PaperJam => Fault::PaperJam { page, band },
                     FaultKind::CoverOpen => Fault::CoverOpen { page, band },
+                    FaultKind::MultiFeed => Fault::MultiFeed { page, band },
                     _ => Fault::CancelButton { page, band },
                 }
             }
@@ -269,6 +280,8 @@ pub enum FaultKind {
     CoverOpen,
     /// See [`Fault::CancelButton`].
     CancelButton,
+    /// See [`Fault::MultiFeed`].
+    MultiFeed,
     /// See [`Fault::IgnoreCancel`].
     IgnoreCancel,
     /// See [`Fault::SlowCancel`].
@@ -297,6 +310,7 @@ impl FaultKind {
             FaultKind::PaperJam => "paper-jam",
             FaultKind::CoverOpen => "cover-open",
             FaultKind::CancelButton => "cancel-button",
+            FaultKind::MultiFeed => "multi-feed",
             FaultKind::IgnoreCancel => "ignore-cancel",
             FaultKind::SlowCancel => "slow-cancel",
             FaultKind::StallOnCancel => "stall-on-cancel",
@@ -322,6 +336,7 @@ impl Fault {
             Fault::PaperJam { .. } => FaultKind::PaperJam,
             Fault::CoverOpen { .. } => FaultKind::CoverOpen,
             Fault::CancelButton { .. } => FaultKind::CancelButton,
+            Fault::MultiFeed { .. } => FaultKind::MultiFeed,
             Fault::IgnoreCancel => FaultKind::IgnoreCancel,
             Fault::SlowCancel { .. } => FaultKind::SlowCancel,
             Fault::StallOnCancel => FaultKind::StallOnCancel,
@@ -340,7 +355,8 @@ impl Fault {
             | Fault::SlowAck { page, band, .. }
             | Fault::PaperJam { page, band }
             | Fault::CoverOpen { page, band }
-            | Fault::CancelButton { page, band } => Some((page, band)),
+            | Fault::CancelButton { page, band }
+            | Fault::MultiFeed { page, band } => Some((page, band)),
             Fault::IgnoreCancel
             | Fault::SlowCancel { .. }
             | Fault::StallOnCancel
@@ -359,6 +375,7 @@ impl Fault {
                 | FaultKind::PaperJam
                 | FaultKind::CoverOpen
                 | FaultKind::CancelButton
+                | FaultKind::MultiFeed
                 | FaultKind::StallOnCancel
                 | FaultKind::DisconnectOnCancel
         )

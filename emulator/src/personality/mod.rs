@@ -4,7 +4,8 @@
 //! (`emulator/PROTOCOL-ESCI.md`), which Debian's epson2 backend drives unmodified.
 //!
 //! Both implement [`Personality`], the one interface the device (`device::Device`) drives a
-//! function through.
+//! function through. [`strings`] is polled before either: it answers string requests in any
+//! language, as real devices do.
 //!
 //! Whatever it speaks, a device tells what it did as [`DeviceNote`]s: a typed [`NoteKind`] with
 //! its page, a number and a [`NoteDetail`]. Hosts hand them to their
@@ -14,6 +15,7 @@
 
 pub mod esci;
 pub mod native;
+pub mod strings;
 
 use std::fmt;
 
@@ -234,6 +236,9 @@ note_kinds! {
     ReplayDivergence = "replay-divergence",
     /// A cancel the recording does not hold was answered by the replay; detail: how.
     ReplayCancel = "replay-cancel",
+    /// A request came after the recording's end on its endpoint: it NAKs until its timeout or
+    /// abort (once per endpoint); detail: the endpoint and the request.
+    ReplayEnd = "replay-end",
 }
 
 impl NoteKind {

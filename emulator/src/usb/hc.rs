@@ -709,7 +709,7 @@ impl OutTransfer {
         dev: &mut dyn DevicePoller,
     ) -> Result<bool, PacketError> {
         let mps = data_endpoint_mps(port, self.ep_addr)?;
-        let zlp_due = self.data.is_empty() || (self.zlp && self.data.len() % mps == 0);
+        let zlp_due = self.data.is_empty() || (self.zlp && self.data.len().is_multiple_of(mps));
         while self.sent < self.data.len() {
             let end = self.data.len().min(self.sent + mps);
             let chunk = &self.data[self.sent..end];

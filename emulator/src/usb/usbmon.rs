@@ -16,8 +16,9 @@
 //!   when data follows; the setup flag is 0 when a SETUP packet is present, `-` otherwise.
 //!
 //! Timestamps are [`Instant`]s of the session clock, never the wall clock's: a virtual-time
-//! capture is byte-identical on every run. [`UsbmonEvent`] is one record, [`PcapWriter`] writes
-//! them; this module knows nothing of hosts or devices (the observer that turns a host's
+//! capture is byte-identical on every run. [`UsbmonEvent`] is one record ([`UsbmonEvent::decode`]
+//! reads one, 64- or 48-byte header, either byte order), [`PcapWriter`] writes them; reading
+//! whole files is `capture::read`. This module knows nothing of hosts or devices (the observer that turns a host's
 //! transfers into records is `capture::pcap`, the USB/IP server writes its own).
 
 use std::io::{self, Write};
@@ -26,8 +27,13 @@ use crate::time::Instant;
 
 /// The pcap link type of usbmon's binary ("mmapped") records with 64-byte headers.
 pub const LINKTYPE_USB_LINUX_MMAPPED: u32 = 220;
+/// The pcap link type of usbmon's first binary records, with 48-byte headers (no interval,
+/// start frame, transfer flags or isochronous descriptor count); old libpcap wrote it.
+pub const LINKTYPE_USB_LINUX: u32 = 189;
 /// Size of the usbmon header in front of every record's payload.
 pub const USBMON_HEADER_LEN: usize = 64;
+/// Size of the header of [`LINKTYPE_USB_LINUX`] records.
+pub const USBMON_HEADER_LEN_48: usize = 48;
 /// The default snapshot length: the most payload bytes kept per record (larger payloads are
 /// cut, `urb_len` still tells the full length).
 pub const DEFAULT_SNAPLEN: u32 = 16 << 20;
@@ -80,6 +86,19 @@ impl EventType {
     }
 }
 
+impl TryFrom<u8> for EventType {
+    type Error = RecordError;
+
+    fn try_from(code: u8) -> Result<EventType, RecordError> {
+        match code {
+            b'S' => Ok(EventType::Submit),
+            b'C' => Ok(EventType::Complete),
+            b'E' => Ok(EventType::Error),
+            other => Err(RecordError::EventType(other)),
+        }
+    }
+}
+
 /// The usbmon transfer type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransferType {
@@ -91,6 +110,39 @@ pub enum TransferType {
     Control = 2,
     /// Bulk (3).
     Bulk = 3,
+}
+
+impl TryFrom<u8> for TransferType {
+    type Error = RecordError;
+
+    fn try_from(code: u8) -> Result<TransferType, RecordError> {
+        match code {
+            0 => Ok(TransferType::Isochronous),
+            1 => Ok(TransferType::Interrupt),
+            2 => Ok(TransferType::Control),
+            3 => Ok(TransferType::Bulk),
+            other => Err(RecordError::TransferType(other)),
+        }
+    }
+}
+
+/// Why bytes are not a usbmon record ([`UsbmonEvent::decode`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The record is shorter than its header.
+    #[error("{len} bytes, shorter than the {header}-byte usbmon header")]
+    Short {
+        /// The record's length.
+        len: usize,
+        /// The header's length.
+        header: usize,
+    },
+    /// An event type other than `S`, `C` and `E`.
+    #[error("unknown usbmon event type {0:#04x}")]
+    EventType(u8),
+    /// A transfer type other than 0..=3.
+    #[error("unknown usbmon transfer type {0}")]
+    TransferType(u8),
 }
 
 /// `URB_DIR_IN`, the kernel's transfer flag for IN URBs.
@@ -171,6 +223,77 @@ impl UsbmonEvent<'_> {
         h[56..60].copy_from_slice(&self.xfer_flags.to_le_bytes());
         h[60..64].copy_from_slice(&self.ndesc.to_le_bytes());
         h
+    }
+}
+
+impl<'a> UsbmonEvent<'a> {
+    /// Reads one record: a `header_len`-byte header ([`USBMON_HEADER_LEN`] for link type 220,
+    /// [`USBMON_HEADER_LEN_48`] for 189) in the capturing host's byte order (`big_endian`),
+    /// then the captured payload, which becomes [`UsbmonEvent::data`]. The header's own
+    /// timestamp is not read: `at` comes from the file (pcap keeps both, and they agree).
+    ///
+    /// The SETUP packet is taken from control submissions whose setup flag is 0; the fields
+    /// 189 records lack (interval, start frame, transfer flags, descriptor count) read as 0.
+    pub fn decode(
+        record: &'a [u8],
+        header_len: usize,
+        big_endian: bool,
+        at: Instant,
+    ) -> Result<UsbmonEvent<'a>, RecordError> {
+        if record.len() < header_len || header_len < USBMON_HEADER_LEN_48 {
+            return Err(RecordError::Short {
+                len: record.len(),
+                header: header_len,
+            });
+        }
+        let u32_at = |o: usize| {
+            let b = [record[o], record[o + 1], record[o + 2], record[o + 3]];
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&record[0..8]);
+        let bus = [record[12], record[13]];
+        let event = EventType::try_from(record[8])?;
+        let transfer_type = TransferType::try_from(record[9])?;
+        let setup = (record[14] == 0
+            && transfer_type == TransferType::Control
+            && event == EventType::Submit)
+            .then(|| {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(&record[40..48]);
+                s
+            });
+        let wide = header_len >= USBMON_HEADER_LEN;
+        let field = |o: usize| if wide { u32_at(o) } else { 0 };
+        Ok(UsbmonEvent {
+            id: if big_endian {
+                u64::from_be_bytes(id)
+            } else {
+                u64::from_le_bytes(id)
+            },
+            event,
+            transfer_type,
+            endpoint: record[10],
+            device: record[11],
+            bus: if big_endian {
+                u16::from_be_bytes(bus)
+            } else {
+                u16::from_le_bytes(bus)
+            },
+            setup,
+            at,
+            status: u32_at(28) as i32,
+            urb_len: u32_at(32),
+            data: &record[header_len..],
+            interval: field(48) as i32,
+            start_frame: field(52) as i32,
+            xfer_flags: field(56),
+            ndesc: field(60),
+        })
     }
 }
 

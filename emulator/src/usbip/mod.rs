@@ -12,4 +12,7 @@
 pub mod protocol;
 pub mod server;
 
-pub use server::{default_busid, DeviceSpec, ServerConfig, ServerStats, StopSignal, UsbIpServer};
+pub use server::{
+    default_busid, DeviceSpec, ServerConfig, ServerStats, StopSignal, UrbAnswer, UrbAnswerSink,
+    UrbBackend, UrbRequest, UrbSession, UsbIpServer,
+};

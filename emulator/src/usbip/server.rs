@@ -128,6 +128,9 @@ pub struct DeviceSpec {
     pub busid: String,
     /// Where this device's notes go (default: nowhere).
     pub notes: Option<NoteSink>,
+    /// Something that answers URBs instead of an emulated device of `profile` (default:
+    /// none); see [`UrbBackend`].
+    pub backend: Option<Arc<dyn UrbBackend>>,
 }
 
 impl DeviceSpec {
@@ -138,8 +141,80 @@ impl DeviceSpec {
             faults: None,
             busid: busid.into(),
             notes: None,
+            backend: None,
         }
     }
+
+    /// A device whose URBs `backend` answers, exported as `busid` (its profile is unused).
+    pub fn with_backend(backend: Arc<dyn UrbBackend>, busid: impl Into<String>) -> DeviceSpec {
+        DeviceSpec {
+            backend: Some(backend),
+            ..DeviceSpec::new(Profile::builtin_fast(), busid)
+        }
+    }
+}
+
+/// A device served at the level of URBs rather than of packets: something other than an
+/// emulated [`Device`] answers each URB of an imported device (a recording:
+/// `capture::serve::ServedRecording`). The server keeps the connection (commands, replies,
+/// limits, timeouts, the capture) and hands the URBs over through a [`UrbSession`], one per
+/// import, whose answers may come from any thread.
+pub trait UrbBackend: Send + Sync {
+    /// The device descriptor and the whole configuration descriptor, as the device list and
+    /// the client see them.
+    fn descriptors(&self) -> (Vec<u8>, Vec<u8>);
+    /// The bus speed the device list reports.
+    fn speed(&self) -> Speed;
+    /// Starts serving one import: its URBs come through the returned session, every answer
+    /// goes to `answer` (a [`RetSubmit`] per URB, a [`RetUnlink`] per unlink), device notes
+    /// to `notes`; instants count from `epoch` (the server's clock).
+    fn open(
+        &self,
+        epoch: std::time::Instant,
+        notes: Option<NoteSink>,
+        answer: UrbAnswerSink,
+    ) -> Box<dyn UrbSession>;
+}
+
+/// Where a [`UrbSession`] sends its answers.
+pub type UrbAnswerSink = Box<dyn Fn(UrbAnswer) + Send>;
+
+/// One import of a [`UrbBackend`] device.
+pub trait UrbSession: Send {
+    /// A new URB; its [`RetSubmit`] goes to the answer sink when it ends.
+    fn submit(&mut self, urb: UrbRequest);
+    /// `CMD_UNLINK` number `seqnum` of URB `target`: answered with a [`RetUnlink`], status
+    /// `-ECONNRESET` (and no `RetSubmit` for `target`) if it was pending, else 0.
+    fn unlink(&mut self, seqnum: u32, target: u32);
+    /// The import is over (the client left, or the server stops): ends the session's work and
+    /// returns once it has; answers after this are dropped.
+    fn close(self: Box<Self>);
+}
+
+/// One URB for a [`UrbBackend`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrbRequest {
+    /// The URB's sequence number.
+    pub seqnum: u32,
+    /// Control, bulk or interrupt (from the endpoint's descriptor).
+    pub transfer_type: TransferType,
+    /// The endpoint address with its direction bit (`0x00` or `0x80` for control).
+    pub endpoint: u8,
+    /// The SETUP packet of a control URB.
+    pub setup: Option<SetupPacket>,
+    /// The buffer length: the most an IN URB may return, the OUT data's length.
+    pub length: u32,
+    /// OUT data.
+    pub data: Vec<u8>,
+}
+
+/// An answer of a [`UrbSession`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UrbAnswer {
+    /// An URB ended.
+    Submit(RetSubmit),
+    /// An unlink was done.
+    Unlink(RetUnlink),
 }
 
 /// The bus id of the `index`-th device (from 0) when the caller names none: `1-1`, `1-2`, ...
@@ -566,17 +641,37 @@ enum DescribeError {
     /// More devices than device numbers.
     #[error("too many devices")]
     TooMany,
+    /// A backend without a device or configuration descriptor: no client could configure it.
+    #[error("no {0} descriptor to export")]
+    NoDescriptor(&'static str),
 }
 
 /// Builds and enumerates a device once to fill its exported record.
 fn describe(spec: &DeviceSpec, index: usize) -> Result<ExportedDevice, DescribeError> {
-    let mut device = Device::new(&spec.profile);
-    let e = {
-        let (port, mut poller) = device.port_and_poller(Instant::ZERO);
-        hc::enumerate(&port, &mut poller).map_err(DescribeError::Enumeration)?
+    let (device_descriptor, config_descriptor, speed) = match &spec.backend {
+        Some(b) => {
+            let (d, c) = b.descriptors();
+            if d.len() < 18 {
+                return Err(DescribeError::NoDescriptor("device"));
+            }
+            if c.len() < 9 {
+                return Err(DescribeError::NoDescriptor("configuration"));
+            }
+            (d, c, b.speed())
+        }
+        None => {
+            let mut device = Device::new(&spec.profile);
+            let (port, mut poller) = device.port_and_poller(Instant::ZERO);
+            let e = hc::enumerate(&port, &mut poller).map_err(DescribeError::Enumeration)?;
+            (
+                e.device_descriptor,
+                e.config_descriptor,
+                spec.profile.usb.speed,
+            )
+        }
     };
-    let d = DeviceDescriptor::read(&e.device_descriptor);
-    let c = &e.config_descriptor;
+    let d = DeviceDescriptor::read(&device_descriptor);
+    let c = &config_descriptor;
     // Alternate setting 0 of each interface, as usbip lists them.
     let interfaces: Vec<InterfaceRecord> = descriptor::walk(c)
         .filter(|desc| desc[1] == descriptor_type::INTERFACE && desc.len() >= 9 && desc[3] == 0)
@@ -595,7 +690,7 @@ fn describe(spec: &DeviceSpec, index: usize) -> Result<ExportedDevice, DescribeE
             busid,
             busnum: 1,
             devnum,
-            speed: spec.profile.usb.speed.usbip_code(),
+            speed: speed.usbip_code(),
             id_vendor: d.vendor_id,
             id_product: d.product_id,
             bcd_device: d.device_version,
@@ -1276,6 +1371,10 @@ async fn run_session(
     conn: u64,
 ) -> CloseReason {
     let spec = &shared.config.devices[index];
+    if let Some(backend) = &spec.backend {
+        return run_backend_session(stream, inbox, stop, shared, index, conn, backend.clone())
+            .await;
+    }
     let record = &shared.exports[index].record;
     let mut device = Device::new(&spec.profile);
     if let Some(f) = &spec.faults {
@@ -1878,6 +1977,410 @@ impl Session<'_> {
             }
         }
         self.report_notes();
+    }
+}
+
+/// The transfer type of each endpoint a configuration descriptor declares.
+fn endpoint_types(config: &[u8]) -> BTreeMap<u8, TransferType> {
+    descriptor::walk(config)
+        .filter(|d| d[1] == descriptor_type::ENDPOINT && d.len() >= 4)
+        .map(|d| {
+            let kind = match d[3] & 0x03 {
+                0x01 => TransferType::Isochronous,
+                0x03 => TransferType::Interrupt,
+                _ => TransferType::Bulk,
+            };
+            (d[2], kind)
+        })
+        .collect()
+}
+
+/// An URB of a backend session, submitted and not yet answered.
+struct BackendUrb {
+    bytes: usize,
+}
+
+/// One import of a [`UrbBackend`] device: the connection's commands go to the backend's
+/// session, its answers back to the peer (and the capture), with the limits, timeouts and
+/// shutdown rules of an emulated device's session.
+struct BackendSession<'a> {
+    shared: &'a Shared,
+    conn: u64,
+    devid: u32,
+    devnum: u8,
+    types: BTreeMap<u8, TransferType>,
+    urbs: BTreeMap<u32, BackendUrb>,
+    /// CMD_UNLINK sequence numbers sent to the backend, with the URB each names.
+    unlinks: BTreeMap<u32, u32>,
+    pending_bytes: usize,
+    out: Outgoing,
+    captured: BTreeMap<u32, Captured>,
+    capture_dirty: bool,
+}
+
+async fn run_backend_session(
+    mut stream: TcpStream,
+    mut inbox: Inbox,
+    mut stop: watch::Receiver<bool>,
+    shared: &Shared,
+    index: usize,
+    conn: u64,
+    backend: Arc<dyn UrbBackend>,
+) -> CloseReason {
+    let spec = &shared.config.devices[index];
+    let record = &shared.exports[index].record;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<UrbAnswer>();
+    let mut urbs = backend.open(
+        shared.epoch,
+        spec.notes.clone(),
+        Box::new(move |a| {
+            // The session is over when nobody receives: the answer is of no use then.
+            let _ = tx.send(a);
+        }),
+    );
+    let mut session = BackendSession {
+        shared,
+        conn,
+        devid: record.devid(),
+        devnum: u8::try_from(record.devnum).unwrap_or(u8::MAX),
+        types: endpoint_types(&backend.descriptors().1),
+        urbs: BTreeMap::new(),
+        unlinks: BTreeMap::new(),
+        pending_bytes: 0,
+        out: Outgoing::default(),
+        captured: BTreeMap::new(),
+        capture_dirty: false,
+    };
+    let idle = shared.config.idle_timeout;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut need = URB_HEADER_LEN;
+    let end = loop {
+        if let Err(why) = session.decode(&mut inbox, &mut need, urbs.as_mut()) {
+            break End::Peer(why);
+        }
+        while let Ok(a) = rx.try_recv() {
+            session.answer(a);
+        }
+        if !session.out.is_empty() {
+            if let Err(why) = session
+                .out
+                .write(&mut stream, shared.config.write_timeout)
+                .await
+            {
+                if matches!(why, CloseReason::Unread { .. }) {
+                    shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
+                break End::Peer(why);
+            }
+        }
+        session.flush_capture();
+        let idle_at = match idle {
+            Some(t) if session.urbs.is_empty() => Some(last_heard + t),
+            _ => None,
+        };
+        let want = need.saturating_sub(inbox.pending().len()).max(1);
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break End::Shutdown,
+            a = rx.recv() => if let Some(a) = a {
+                session.answer(a);
+            },
+            r = inbox.fill(&mut stream, want) => match r {
+                Ok(0) if inbox.pending().is_empty() => break End::Peer(CloseReason::PeerClosed),
+                Ok(0) => break End::Peer(protocol_error(shared, ProtocolError::Truncated {
+                    what: "URB command",
+                    source: io::ErrorKind::UnexpectedEof.into(),
+                })),
+                Ok(_) => last_heard = tokio::time::Instant::now(),
+                Err(e) => break End::Peer(CloseReason::Read(e)),
+            },
+            _ = sleep_until_opt(idle_at), if idle_at.is_some() => {
+                shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                break End::Peer(CloseReason::IdleTimeout(idle.map_or(0, |t| t.as_secs())));
+            }
+        }
+    };
+    // The backend's work ends before the session does: its notes and reports are complete
+    // when the import is over.
+    let _ = tokio::task::spawn_blocking(move || urbs.close()).await;
+    let why = match end {
+        End::Peer(why) => {
+            session.end_pending(-errno::ENOENT, false);
+            why
+        }
+        End::Shutdown => {
+            session.end_pending(-errno::ESHUTDOWN, true);
+            let limit = shared.config.write_timeout.min(StdDuration::from_secs(1));
+            let _ = session.out.write(&mut stream, limit).await;
+            CloseReason::Shutdown
+        }
+    };
+    session.flush_capture();
+    let _ = stream.shutdown().await;
+    why
+}
+
+impl BackendSession<'_> {
+    /// Decodes and hands over every complete command in `inbox`, as [`Session::decode`].
+    fn decode(
+        &mut self,
+        inbox: &mut Inbox,
+        need: &mut usize,
+        urbs: &mut dyn UrbSession,
+    ) -> Result<(), CloseReason> {
+        let limits = self.shared.config.limits;
+        loop {
+            let avail = inbox.pending();
+            if avail.len() < URB_HEADER_LEN {
+                *need = URB_HEADER_LEN;
+                return Ok(());
+            }
+            let mut header = [0u8; URB_HEADER_LEN];
+            header.copy_from_slice(&avail[..URB_HEADER_LEN]);
+            let len =
+                Command::wire_len(&header, &limits).map_err(|e| protocol_error(self.shared, e))?;
+            if avail.len() < len {
+                *need = len;
+                return Ok(());
+            }
+            let cmd = Command::read(&mut &avail[..len], &limits)
+                .map_err(|e| protocol_error(self.shared, e))?;
+            inbox.consume(len);
+            match cmd {
+                Command::Submit(s) => self.submit(s, urbs)?,
+                Command::Unlink(u) => {
+                    if self.urbs.contains_key(&u.unlink_seqnum) {
+                        self.unlinks.insert(u.seqnum, u.unlink_seqnum);
+                        urbs.unlink(u.seqnum, u.unlink_seqnum);
+                    } else {
+                        // Writing to a Vec cannot fail.
+                        let _ = RetUnlink {
+                            seqnum: u.seqnum,
+                            status: 0,
+                        }
+                        .write(&mut self.out.tail);
+                    }
+                }
+            }
+        }
+    }
+
+    fn submit(&mut self, cmd: CmdSubmit, urbs: &mut dyn UrbSession) -> Result<(), CloseReason> {
+        let (max_urbs, max_bytes) = (
+            self.shared.config.max_pending_urbs,
+            self.shared.config.max_pending_bytes,
+        );
+        let bytes = cmd.transfer_buffer_length as usize;
+        if self.urbs.len() + 1 > max_urbs || self.pending_bytes + bytes > max_bytes {
+            self.shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(CloseReason::Limit {
+                urbs: self.urbs.len() + 1,
+                bytes: self.pending_bytes + bytes,
+                max_urbs,
+                max_bytes,
+            });
+        }
+        let now = self.shared.now();
+        let setup = (cmd.ep == 0).then(|| cmd.setup_packet());
+        let endpoint = match setup {
+            Some(s) => s.request_type & 0x80,
+            None if cmd.is_in() => 0x80 | cmd.ep as u8,
+            None => cmd.ep as u8,
+        };
+        let transfer_type = match setup {
+            Some(_) => TransferType::Control,
+            None => self
+                .types
+                .get(&endpoint)
+                .copied()
+                .unwrap_or(TransferType::Bulk),
+        };
+        self.capture_submit(&cmd, transfer_type, endpoint, now);
+        self.urbs.insert(cmd.seqnum, BackendUrb { bytes });
+        self.pending_bytes += bytes;
+        if cmd.devid != self.devid {
+            self.capture_end(cmd.seqnum, EventType::Error, -errno::ENODEV, &[], 0, now);
+            self.finish(RetSubmit {
+                seqnum: cmd.seqnum,
+                status: -errno::ENODEV,
+                actual_length: 0,
+                data: Vec::new(),
+            });
+            return Ok(());
+        }
+        if setup.is_some_and(|s| is_set_address(&s)) {
+            // vhci-hcd never forwards it; the device keeps its address.
+            self.capture_end(cmd.seqnum, EventType::Complete, 0, &[], 0, now);
+            self.finish(RetSubmit {
+                seqnum: cmd.seqnum,
+                status: 0,
+                actual_length: 0,
+                data: Vec::new(),
+            });
+            return Ok(());
+        }
+        urbs.submit(UrbRequest {
+            seqnum: cmd.seqnum,
+            transfer_type,
+            endpoint,
+            setup,
+            length: cmd.transfer_buffer_length,
+            data: cmd.data,
+        });
+        Ok(())
+    }
+
+    /// An answer of the backend: the URB's reply to the peer, and its `C` record.
+    fn answer(&mut self, a: UrbAnswer) {
+        let now = self.shared.now();
+        match a {
+            UrbAnswer::Submit(ret) => {
+                if !self.urbs.contains_key(&ret.seqnum) {
+                    return;
+                }
+                self.capture_end(
+                    ret.seqnum,
+                    EventType::Complete,
+                    ret.status,
+                    &ret.data,
+                    ret.actual_length,
+                    now,
+                );
+                self.finish(ret);
+            }
+            UrbAnswer::Unlink(ret) => {
+                let target = self.unlinks.remove(&ret.seqnum);
+                if let Some(target) = target.filter(|_| ret.status != 0) {
+                    if let Some(urb) = self.urbs.remove(&target) {
+                        self.pending_bytes = self.pending_bytes.saturating_sub(urb.bytes);
+                    }
+                    self.capture_end(target, EventType::Complete, ret.status, &[], 0, now);
+                }
+                // Writing to a Vec cannot fail.
+                let _ = ret.write(&mut self.out.tail);
+            }
+        }
+    }
+
+    /// Sends `ret` and forgets its URB.
+    fn finish(&mut self, ret: RetSubmit) {
+        if let Some(urb) = self.urbs.remove(&ret.seqnum) {
+            self.pending_bytes = self.pending_bytes.saturating_sub(urb.bytes);
+        }
+        // Writing to a Vec cannot fail.
+        let _ = ret.write(&mut self.out.tail);
+    }
+
+    /// The import is over: every URB still pending ends with `status` in the capture, and
+    /// (`send`) in a reply to the peer.
+    fn end_pending(&mut self, status: i32, send: bool) {
+        let now = self.shared.now();
+        for seqnum in std::mem::take(&mut self.urbs).into_keys() {
+            self.capture_end(seqnum, EventType::Complete, status, &[], 0, now);
+            if send {
+                let _ = RetSubmit {
+                    seqnum,
+                    status,
+                    actual_length: 0,
+                    data: Vec::new(),
+                }
+                .write(&mut self.out.tail);
+            }
+        }
+        self.pending_bytes = 0;
+    }
+
+    fn capture_submit(
+        &mut self,
+        cmd: &CmdSubmit,
+        transfer_type: TransferType,
+        endpoint: u8,
+        now: Instant,
+    ) {
+        let Some(capture) = &self.shared.config.capture else {
+            return;
+        };
+        let flags = cmd.transfer_flags | if endpoint & 0x80 != 0 { URB_DIR_IN } else { 0 };
+        let ctx = Captured {
+            transfer_type,
+            endpoint,
+            interval: cmd.interval as i32,
+            flags,
+        };
+        self.captured.insert(cmd.seqnum, ctx);
+        let event = UsbmonEvent {
+            id: urb_id(self.conn, cmd.seqnum),
+            event: EventType::Submit,
+            transfer_type,
+            endpoint,
+            device: self.devnum,
+            bus: 1,
+            setup: (cmd.ep == 0).then_some(cmd.setup),
+            at: now,
+            status: -usbmon::errno::EINPROGRESS,
+            urb_len: cmd.transfer_buffer_length,
+            data: &cmd.data,
+            interval: ctx.interval,
+            start_frame: 0,
+            xfer_flags: flags,
+            ndesc: 0,
+        };
+        write_capture(capture, &event, self.shared);
+        self.capture_dirty = true;
+    }
+
+    fn capture_end(
+        &mut self,
+        seqnum: u32,
+        kind: EventType,
+        status: i32,
+        data: &[u8],
+        actual: u32,
+        now: Instant,
+    ) {
+        let Some(capture) = &self.shared.config.capture else {
+            return;
+        };
+        let Some(ctx) = self.captured.remove(&seqnum) else {
+            return;
+        };
+        let event = UsbmonEvent {
+            id: urb_id(self.conn, seqnum),
+            event: kind,
+            transfer_type: ctx.transfer_type,
+            endpoint: ctx.endpoint,
+            device: self.devnum,
+            bus: 1,
+            setup: None,
+            at: now,
+            status,
+            urb_len: actual,
+            data: if ctx.endpoint & 0x80 != 0 && kind == EventType::Complete {
+                data
+            } else {
+                &[]
+            },
+            interval: ctx.interval,
+            start_frame: 0,
+            xfer_flags: ctx.flags,
+            ndesc: 0,
+        };
+        write_capture(capture, &event, self.shared);
+        self.capture_dirty = true;
+    }
+
+    fn flush_capture(&mut self) {
+        if !self.capture_dirty {
+            return;
+        }
+        self.capture_dirty = false;
+        if let Some(capture) = &self.shared.config.capture {
+            let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.flush() {
+                self.shared
+                    .log_limited(&format!("capture write failed: {e}"));
+            }
+        }
     }
 }
 

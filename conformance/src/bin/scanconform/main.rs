@@ -21,6 +21,7 @@ use scanconform::report::html;
 use scanconform::report::timeline::SvgOptions;
 use scanconform::run as wia_run;
 use scanconform::sane::rules as sane_rules;
+use scanconform::scenario::wia2::LoadedScenario2;
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::{drivers, rules};
 
@@ -57,7 +58,7 @@ enum TransportArg {
     /// USB/IP over loopback to an in-process server.
     Usbip,
     /// The rusb host through libusb: the scanlab libusb-1.0 stand-in, USB/IP to an
-    /// in-process server (build with `--features libusb`).
+    /// in-process server (run by scanconform-libusb: `--features libusb`).
     Libusb,
 }
 
@@ -123,31 +124,33 @@ enum Command {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
-    /// List the scenarios.
+    /// List the scenarios: WIA 1.0 (with their service models), then WIA 2.0 (`[wia2]`).
     List {
         /// Scenario folder.
         #[arg(long)]
         scenarios: Option<PathBuf>,
     },
-    /// List the drivers: the built-in ones (for each mutant, the rule it breaks), then the
-    /// exec: and sane: forms.
+    /// List the drivers: the built-in ones, WIA 1.0 then WIA 2.0 (for each mutant, the rule it
+    /// breaks), then the exec: and sane: forms.
     Drivers {
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
-    /// Print a rule of either catalogue (WIA or SANE): statement, the quoted sentence and its
-    /// source, what is checked. Without a rule (or with --list): every rule, one line each.
+    /// Print a rule of any catalogue (WIA, WIA 2.0 or SANE): statement, the quoted sentence and
+    /// its source, what is checked. Without a rule (or with --list): every rule, one line each.
     Explain {
-        /// A rule ID such as WIA-RET-SFALSE or SANE-CANCEL-STATUS.
+        /// A rule ID such as WIA-RET-SFALSE, WIA2-H14-CANCEL-FASTER or SANE-CANCEL-STATUS.
         rule: Option<String>,
-        /// List every rule of both catalogues (ID and statement).
+        /// List every rule of every catalogue (ID and statement).
         #[arg(long, conflicts_with = "rule")]
         list: bool,
     },
 }
 
-fn main() -> ExitCode {
+/// The program (`scanconform`, and `scanconform-libusb`, which is this built with the `libusb`
+/// feature).
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -175,12 +178,45 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+/// Where a scenarios path lies: `Some(true)` inside the `wia2/` folder of a `scenarios` folder
+/// (WIA 2.0 scenarios), `Some(false)` inside another folder of one, `None` for a `scenarios`
+/// folder itself or a path outside any.
+fn in_wia2_folder(path: &Path) -> Option<bool> {
+    path.ancestors()
+        .zip(path.ancestors().skip(1))
+        .find(|(_, parent)| parent.file_name().is_some_and(|n| n == "scenarios"))
+        .map(|(child, _)| child.file_name().is_some_and(|n| n == "wia2"))
+}
+
 /// The WIA scenarios under `path` (default: the catalog), each validated against the WIA rules.
 fn load_scenarios(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<LoadedScenario>)> {
     let root = path.unwrap_or_else(|| fixtures_dir().join("scenarios"));
+    if in_wia2_folder(&root) == Some(true) {
+        bail!(
+            "--scenarios {}: WIA 2.0 scenarios; run them with a WIA 2.0 driver (--driver reference-wia2, a mutant2-*)",
+            root.display()
+        );
+    }
     let list = scenario::discover(&root)?;
     for s in &list {
         s.validate(|id| rules::find(id).is_some())?;
+    }
+    Ok((root, list))
+}
+
+/// The WIA 2.0 scenarios under `path` (default: the catalog's `wia2/` folder), each validated
+/// against the WIA 2.0 rules.
+fn load_scenarios2(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<LoadedScenario2>)> {
+    let root = path.unwrap_or_else(|| fixtures_dir().join("scenarios"));
+    if in_wia2_folder(&root) == Some(false) {
+        bail!(
+            "--scenarios {}: not WIA 2.0 scenarios (those live in the wia2/ folder of a scenarios folder); run them with a WIA 1.0 driver",
+            root.display()
+        );
+    }
+    let list = scenario::wia2::discover(&root)?;
+    for s in &list {
+        s.validate(rules::wia2::known)?;
     }
     Ok((root, list))
 }
@@ -215,20 +251,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { trace, svg } => show(&trace, svg.as_deref()),
-        Command::List { scenarios } => {
-            let (_, list) = load_scenarios(scenarios)?;
-            for s in &list {
-                let services: Vec<&str> = s.scenario.services.iter().map(|m| m.name()).collect();
-                line(format_args!(
-                    "{:<44} [{}] {}",
-                    s.id,
-                    services.join(","),
-                    s.scenario.description
-                ))?;
-            }
-            line(format_args!("{} scenarios", list.len()))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::List { scenarios } => list_scenarios(scenarios),
         Command::Drivers { format } => list_drivers(format),
         Command::Explain { rule: None, .. } => {
             output::text(&rule_list())?;
@@ -236,7 +259,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Explain {
             rule: Some(rule), ..
-        } => match rules::explain(&rule).or_else(|| sane_rules::explain(&rule)) {
+        } => match rules::explain(&rule)
+            .or_else(|| rules::wia2::explain(&rule))
+            .or_else(|| sane_rules::explain(&rule))
+        {
             Some(text) => {
                 line(text)?;
                 Ok(ExitCode::SUCCESS)
@@ -246,6 +272,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 rules::catalog()
                     .iter()
                     .map(|r| r.id)
+                    .chain(rules::wia2::catalog().iter().map(|r| r.id))
                     .chain(sane_rules::catalog().iter().map(|r| r.id))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -300,6 +327,40 @@ fn newest_file_time(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// `scanconform list`: the WIA 1.0 scenarios (with their service models), then the WIA 2.0
+/// ones (`[wia2]`), of the catalog or of `--scenarios` (a folder inside `wia2/` lists WIA 2.0
+/// scenarios only; one without a `wia2/` folder, WIA 1.0 ones only).
+fn list_scenarios(scenarios: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let root = scenarios.unwrap_or_else(|| fixtures_dir().join("scenarios"));
+    let where_ = in_wia2_folder(&root);
+    let mut count = 0;
+    if where_ != Some(true) {
+        let (_, list) = load_scenarios(Some(root.clone()))?;
+        for s in &list {
+            let services: Vec<&str> = s.scenario.services.iter().map(|m| m.name()).collect();
+            line(format_args!(
+                "{:<44} [{}] {}",
+                s.id,
+                services.join(","),
+                s.scenario.description
+            ))?;
+        }
+        count += list.len();
+    }
+    if where_ == Some(true) || (where_.is_none() && root.join("wia2").is_dir()) {
+        let (_, list) = load_scenarios2(Some(root))?;
+        for s in &list {
+            line(format_args!(
+                "{:<44} [wia2] {}",
+                s.id, s.scenario.description
+            ))?;
+        }
+        count += list.len();
+    }
+    line(format_args!("{count} scenarios"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Writes `contents` to `path`, the error naming the option it came from.
 fn write_file(path: &Path, option: &str, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("{option} {}", path.display()))
@@ -324,10 +385,16 @@ fn show(trace: &Path, svg: Option<&Path>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `scanconform drivers`: the built-in drivers, then the exec: and sane: forms.
+/// `scanconform drivers`: the built-in WIA 1.0 drivers, the built-in WIA 2.0 drivers (kind
+/// `builtin-wia2`, each mutant with the WIA 2.0 rule `fixtures/mutants-wia2.json` says it
+/// breaks), then the exec: and sane: forms.
 fn list_drivers(format: Format) -> anyhow::Result<ExitCode> {
-    let expected = drivers::load_expected_failures(&fixtures_dir().join("mutants.json"))
+    let mut expected = drivers::load_expected_failures(&fixtures_dir().join("mutants.json"))
         .map_err(|e| anyhow!(e))?;
+    expected.extend(
+        drivers::load_expected_failures(&fixtures_dir().join("mutants-wia2.json"))
+            .map_err(|e| anyhow!(e))?,
+    );
     let forms = [
         (
             "exec:'CMD ARGS'",
@@ -343,7 +410,10 @@ fn list_drivers(format: Format) -> anyhow::Result<ExitCode> {
     let builtin = drivers::BUILTIN
         .iter()
         .map(|d| (d.name, "builtin", d.description));
-    for (name, kind, description) in builtin.chain(forms) {
+    let builtin2 = drivers::wia2::BUILTIN2
+        .iter()
+        .map(|d| (d.name, "builtin-wia2", d.description));
+    for (name, kind, description) in builtin.chain(builtin2).chain(forms) {
         let breaks = expected.get(name).map(String::as_str);
         match format {
             Format::Json => line(serde_json::json!({
@@ -363,11 +433,18 @@ fn list_drivers(format: Format) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every rule of both catalogues, one line each (`ID  statement`), WIA first.
+/// Every rule of the three catalogues, one line each (`ID  statement`): WIA, WIA 2.0, SANE.
 fn rule_list() -> String {
     let mut out = String::from("WIA rules (WIA drivers):\n");
     for r in rules::catalog() {
         out.push_str(&format!("  {:<30} {}\n", r.id, r.statement));
+    }
+    out.push_str(&format!(
+        "WIA 2.0 rules (WIA 2.0 drivers such as reference-wia2; also judged: {}):\n",
+        rules::wia2::SHARED.join(", ")
+    ));
+    for r in rules::wia2::catalog() {
+        out.push_str(&format!("  {:<36} {}\n", r.id, r.statement));
     }
     out.push_str("SANE rules (sane:BACKEND drivers):\n");
     for r in sane_rules::catalog() {
@@ -384,8 +461,14 @@ fn record(
     service: OneService,
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
-    if let run::DriverKind::Sane(_) = run::DriverKind::parse(&driver)? {
-        bail!("--driver {driver}: a SANE backend cannot be recorded (record takes a WIA driver)");
+    match run::DriverKind::parse(&driver)? {
+        run::DriverKind::Sane(_) => bail!(
+            "--driver {driver}: a SANE backend cannot be recorded (record takes a WIA driver)"
+        ),
+        run::DriverKind::Wia2 => bail!(
+            "--driver {driver}: WIA 2.0 sessions cannot be recorded yet (record takes a WIA 1.0 driver); `run --driver {driver} --pcap DIR` captures them"
+        ),
+        run::DriverKind::Wia => {}
     }
     let d = drivers::instantiate(&driver).map_err(|e| anyhow!(e))?;
     if !scenario_path.is_file() {

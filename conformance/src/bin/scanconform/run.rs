@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context as _};
 use scanconform::report::{self, junit::junit_with_not_run, RunRecord, TraceKind, Verdict};
 use scanconform::run::{self as wia_run, parallel, RunOptions, Transport};
 use scanconform::sane::{self, expected::ExpectedFailures, runner::Session};
+use scanconform::scenario::wia2::LoadedScenario2;
 use scanconform::scenario::{LoadedScenario, ServiceModel};
 use scanconform::trace::Kind;
 use scanconform::{drivers, sane::scenario as sane_scenario};
@@ -29,12 +30,15 @@ use scanconform::{drivers, sane::scenario as sane_scenario};
 use super::interrupt::{self, Interrupted};
 use super::output::line;
 use super::DRIVER_FORMS;
-use super::{fixtures_dir, load_scenarios, profiles_dir_for, Format, Services, TransportArg};
+use super::{
+    fixtures_dir, load_scenarios, load_scenarios2, profiles_dir_for, Format, Services, TransportArg,
+};
 
 /// The options of `scanconform run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Driver: reference, legacy-xp, a mutant (see `scanconform drivers`), exec:'CMD ARGS' (an
+    /// Driver: reference, legacy-xp, a mutant, reference-wia2 or a mutant2-* (a WIA 2.0 stream
+    /// driver: the WIA 2.0 catalog, conformance/WIA2.md; see `scanconform drivers`), exec:'CMD ARGS' (an
     /// external driver process speaking conformance/DRIVER-PROTOCOL.md, e.g.
     /// exec:'python3 conformance/examples/reference_driver.py') or sane:BACKEND[:DEVICE] (a
     /// SANE backend library; see conformance/SANE.md).
@@ -63,9 +67,10 @@ pub struct RunArgs {
     format: Format,
     /// How a WIA driver reaches the emulated scanner (default inproc): in-process (virtual
     /// time), USB/IP over loopback, or libusb: the driver's rusb host on the scanlab
-    /// libusb-1.0 stand-in (emulator/libusb-shim, built beside this program; scanconform
-    /// re-executes itself with it on LD_LIBRARY_PATH) over USB/IP. usbip and libusb run in
-    /// real time, the real-time subset of the catalog; libusb needs `--features libusb`.
+    /// libusb-1.0 stand-in (emulator/libusb-shim, built beside this program) over USB/IP, run
+    /// by the scanconform-libusb beside this program (built by `cargo build -p scanconform
+    /// --features libusb`) with the stand-in on LD_LIBRARY_PATH. usbip and libusb run in real
+    /// time, the real-time subset of the catalog.
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
     /// Run on the wall clock instead of virtual time (implied by `--transport usbip` and
@@ -78,10 +83,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
     /// Serve a recording (`scanconform record`, `scanemu import-pcap`) instead of the
-    /// emulated scanner (WIA drivers, in-process); a driver that departs from it fails
-    /// WIA-FAULT-NO-HANG with the first divergent transaction.
+    /// emulated scanner (WIA drivers): in-process, or exported over USB/IP with `--transport
+    /// usbip` or `libusb`; a driver that departs from it fails WIA-FAULT-NO-HANG with the
+    /// first divergent transaction.
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
+    /// With --replay: every departure from the recording is a divergence (a request after
+    /// its end, a GET_DESCRIPTOR or CANCEL it does not hold, a pending transfer never
+    /// asked for); by default those NAK or are answered as the device would.
+    #[arg(long, requires = "replay")]
+    strict: bool,
     /// Scenario runs at once, each on a thread of its own with its own simulated scanner and
     /// driver (an exec: driver: its own process). Default: the number of CPUs. The output
     /// (table, JSON, --traces, --junit, --report, --pcap) is the same byte for byte whatever
@@ -96,6 +107,9 @@ pub struct RunArgs {
 pub enum DriverKind {
     /// A WIA minidriver: built-in or `exec:`.
     Wia,
+    /// A WIA 2.0 stream minidriver (`reference-wia2`, a `mutant2-*`): the WIA 2.0 catalogue
+    /// (conformance/WIA2.md).
+    Wia2,
     /// A SANE backend: what follows `sane:`.
     Sane(String),
 }
@@ -109,11 +123,15 @@ impl DriverKind {
         if driver.starts_with("exec:") || drivers::find(driver).is_some() {
             return Ok(DriverKind::Wia);
         }
+        if drivers::wia2::find(driver).is_some() {
+            return Ok(DriverKind::Wia2);
+        }
         bail!(
             "unknown driver {driver:?}: built-in drivers are {}; or {DRIVER_FORMS}",
             drivers::BUILTIN
                 .iter()
                 .map(|d| d.name)
+                .chain(drivers::wia2::BUILTIN2.iter().map(|d| d.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         )
@@ -122,7 +140,16 @@ impl DriverKind {
 
 /// `scanconform run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let kind = DriverKind::parse(&args.driver)?;
+    let mut kind = DriverKind::parse(&args.driver)?;
+    // An exec: driver runs the WIA 2.0 catalog when given WIA 2.0 scenarios; its hello must
+    // then name the wia2 contract.
+    let wia2_scenarios = args
+        .scenarios
+        .as_deref()
+        .is_some_and(|p| super::in_wia2_folder(p) == Some(true));
+    if matches!(kind, DriverKind::Wia) && args.driver.starts_with("exec:") && wia2_scenarios {
+        kind = DriverKind::Wia2;
+    }
     refuse_what_cannot_apply(&kind, &args)?;
     if args.transport == Some(TransportArg::Libusb) {
         use_libusb_stand_in()?;
@@ -130,6 +157,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let filter = args.filter.as_deref().map(Filter::new).transpose()?;
     match kind {
         DriverKind::Wia => run_wia(&args, filter.as_ref()),
+        DriverKind::Wia2 => run_wia2(&args, filter.as_ref()),
         DriverKind::Sane(spec) => run_sane(&spec, &args, filter.as_ref()),
     }
 }
@@ -157,27 +185,32 @@ fn refuse_what_cannot_apply(kind: &DriverKind, args: &RunArgs) -> anyhow::Result
                 bail!("--replay does not apply to {driver}: a recording replays a WIA driver's USB session");
             }
         }
-        DriverKind::Wia => {
-            if let (Some(_), Some(t)) = (&args.replay, args.transport) {
-                if t != TransportArg::Inproc {
-                    bail!(
-                        "--replay does not apply to --transport {}: a replay runs in-process",
-                        t.name()
-                    );
-                }
+        DriverKind::Wia2 => {
+            if let Some(svc) = args.service {
+                bail!(
+                    "--service {} does not apply to {driver}: WIA 2.0 has one service, the WIA service of Windows Vista and later (conformance/WIA2.md)",
+                    format!("{svc:?}").to_lowercase()
+                );
+            }
+            if args.replay.is_some() {
+                bail!("--replay does not apply to {driver}: recordings hold WIA 1.0 sessions, which a WIA 2.0 driver cannot follow");
             }
         }
+        DriverKind::Wia => {}
     }
     Ok(())
 }
 
-/// Makes this process run on the libusb-1.0 stand-in for `--transport libusb` (re-executing it
-/// once if needed), or says why it cannot.
+/// Makes this process run on the libusb-1.0 stand-in for `--transport libusb`, or says why it
+/// cannot. `scanconform` (whatever its features) executes `scanconform-libusb` beside it on the
+/// stand-in; `scanconform-libusb` (this program built with the `libusb` feature) re-executes
+/// itself once if needed. See `scanconform::libusb::stand_in`.
 fn use_libusb_stand_in() -> anyhow::Result<()> {
     #[cfg(feature = "libusb")]
-    return Ok(scanconform::libusb::transport::ensure_stand_in()?);
-    #[cfg(not(feature = "libusb"))]
-    return Err(anyhow!(wia_run::LIBUSB_FEATURE_MISSING));
+    if env!("CARGO_BIN_NAME") == scanconform::libusb::stand_in::LIBUSB_PROGRAM {
+        return Ok(scanconform::libusb::transport::ensure_stand_in()?);
+    }
+    Err(scanconform::libusb::stand_in::exec_libusb_program("--transport libusb").into())
 }
 
 /// The output paths, checked last before the run starts (so that bad input leaves no folder
@@ -280,6 +313,7 @@ fn wia_options(args: &RunArgs) -> RunOptions {
     options.realtime = args.realtime;
     options.pcap = args.pcap.clone();
     options.replay = args.replay.clone();
+    options.strict_replay = args.strict;
     options
 }
 
@@ -354,33 +388,7 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
         }
         Ok(WiaRun::Done(Box::new(RunRecord::wia(&r)), s.id.clone()))
     };
-    let mut failure = None;
-    parallel::in_order(plan, workers, work, |_, run| {
-        let added = match run {
-            Ok(WiaRun::Done(record, id)) => {
-                pipe.progress.set_message(id);
-                pipe.add(*record)
-            }
-            Ok(WiaRun::Skipped(line)) => {
-                pipe.progress.suspend(|| eprintln!("{line}"));
-                pipe.progress.inc(1);
-                Ok(())
-            }
-            Ok(WiaRun::NotRun(n)) => {
-                pipe.not_run.push(n);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        };
-        match added {
-            Ok(()) => true,
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        }
-    });
-    if let Some(e) = failure {
+    if let Some(e) = pipe.take_in_order(plan, workers, work) {
         return Err(e);
     }
     pipe.finish(TraceKind::Wia, None, None)
@@ -405,6 +413,68 @@ pub struct NotRun {
     service: Option<String>,
     /// Started, then abandoned.
     abandoned: bool,
+}
+
+/// A WIA 2.0 driver against the WIA 2.0 catalog (`fixtures/scenarios/wia2`), `--jobs` runs at
+/// once as for WIA 1.0 (each worker makes its own driver instances), reported in catalog
+/// order.
+fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> {
+    let driver = &args.driver;
+    let factory = || drivers::wia2::instantiate(driver).map_err(|e| anyhow!(e));
+    factory()?;
+    let options = wia_options(args);
+    let realtime = options.realtime || options.transport != Transport::InProcess;
+    let (root, mut list) = load_scenarios2(args.scenarios.clone())?;
+    if let Some(f) = filter {
+        f.apply(&mut list, |s| &s.id)?;
+    }
+    let profiles = profiles_dir_for(&root);
+    for s in &list {
+        wia_run::wia2::load_profile(s, &profiles)?;
+    }
+    let outputs = Outputs::check(args)?;
+    let mut pipe = Pipeline::start(driver, args.format, &outputs, None, list.len())?;
+    // Real-time runs measure wall-clock latency: one at a time.
+    let workers = match args.jobs {
+        _ if realtime => std::num::NonZeroUsize::MIN,
+        Some(n) => n,
+        None => parallel::default_workers(),
+    };
+    let work = |s: &LoadedScenario2| -> anyhow::Result<WiaRun> {
+        let not_run = |abandoned| NotRun {
+            scenario: s.id.clone(),
+            service: None,
+            abandoned,
+        };
+        if interrupt::received().is_some() {
+            return Ok(WiaRun::NotRun(not_run(false)));
+        }
+        let options = wia_options(args);
+        if realtime {
+            let skip = wia_run::wia2::realtime_skip_reason(s, driver, factory()?, &profiles)?;
+            if let Some(why) = skip {
+                return Ok(WiaRun::Skipped(format!("skipped {}: {why}", s.id)));
+            }
+        }
+        let r = wia_run::wia2::run2_with(s, driver, factory()?, &profiles, &options)?;
+        // As for WIA 1.0: a driver process that faulted once the signal was in is abandoned.
+        let faulted = r
+            .trace
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, Kind::DriverFault { .. }));
+        if faulted && interrupt::received().is_some() {
+            if let Some(dir) = &options.pcap {
+                let _ = std::fs::remove_file(dir.join(wia_run::wia2::pcap_file_name(&s.id)));
+            }
+            return Ok(WiaRun::NotRun(not_run(true)));
+        }
+        Ok(WiaRun::Done(Box::new(RunRecord::wia2(&r)), s.id.clone()))
+    };
+    if let Some(e) = pipe.take_in_order(list.iter().collect(), workers, work) {
+        return Err(e);
+    }
+    pipe.finish(TraceKind::Wia, None, None)
 }
 
 /// What a WIA run would refuse once it started, found before the table begins: each
@@ -556,6 +626,48 @@ impl<'a> Pipeline<'a> {
         self.progress.inc(1);
         self.records.push(r);
         Ok(())
+    }
+
+    /// Runs `work` on every job on up to `workers` threads ([`parallel::in_order`]) and adds
+    /// each run's record in job order (a skipped real-time run prints its line); the first
+    /// error stops the rest and is returned.
+    fn take_in_order<J, W>(
+        &mut self,
+        jobs: Vec<J>,
+        workers: std::num::NonZeroUsize,
+        work: W,
+    ) -> Option<anyhow::Error>
+    where
+        J: Send,
+        W: Fn(J) -> anyhow::Result<WiaRun> + Sync,
+    {
+        let mut failure = None;
+        parallel::in_order(jobs, workers, work, |_, run| {
+            let added = match run {
+                Ok(WiaRun::Done(record, id)) => {
+                    self.progress.set_message(id);
+                    self.add(*record)
+                }
+                Ok(WiaRun::Skipped(line)) => {
+                    self.progress.suspend(|| eprintln!("{line}"));
+                    self.progress.inc(1);
+                    Ok(())
+                }
+                Ok(WiaRun::NotRun(n)) => {
+                    self.not_run.push(n);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            match added {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        });
+        failure
     }
 
     /// The closing sections (human format), JUnit and the HTML report; the exit status (after

@@ -2,7 +2,7 @@
 //! `driver-fault` event.
 
 use super::inflight::Misuse;
-use super::protocol::{ProtocolError, PROTOCOL_VERSIONS};
+use super::protocol::{Contract, ProtocolError, CONTRACTS, PROTOCOL_VERSIONS};
 
 /// Why a turn ended without a usable message. The text goes into the `driver-fault` event.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,27 @@ pub(super) enum Fault {
         since: u32,
         version: u32,
     },
+    /// A message of the contract the driver did not choose.
+    #[error(
+        "protocol: {message} needs the {needs} contract; the driver chose {chose} in its hello"
+    )]
+    NeedsContract {
+        message: &'static str,
+        needs: &'static str,
+        chose: &'static str,
+    },
+    /// A contract the runner does not offer.
+    #[error("protocol: the driver chose contract {chose:?}, the runner offers {}", CONTRACTS.join(" and "))]
+    UnknownContract { chose: String },
+    /// A driver of one contract where the run needs the other.
+    #[error("protocol: the driver chose contract {chose} in its hello; this run needs a {wants} driver{}", contract_hint(*.wants))]
+    WrongContract {
+        chose: &'static str,
+        wants: Contract,
+    },
+    /// A stream call naming a stream no `next_stream` gave.
+    #[error("protocol: stream {stream} of a stream {op}: no next_stream gave that stream")]
+    UnknownStream { stream: u32, op: &'static str },
     /// A version 2 message that contradicts the transfers the driver submitted.
     #[error("protocol: {0}")]
     Misuse(#[from] Misuse),
@@ -67,6 +88,16 @@ pub(super) enum Fault {
     /// The driver faulted meanwhile (during a notify exchange, say); already recorded.
     #[error("the driver had already failed")]
     Failed,
+}
+
+/// What a driver of the wrong contract is told to do instead.
+fn contract_hint(wants: Contract) -> &'static str {
+    match wants {
+        Contract::Wia => {
+            " (a wia2 driver runs the WIA 2.0 scenarios: --scenarios fixtures/scenarios/wia2)"
+        }
+        Contract::Wia2 => " (a wia driver runs the WIA 1.0 scenarios)",
+    }
 }
 
 /// The versions the runner speaks, as a fault text names them: `1 and 2`.

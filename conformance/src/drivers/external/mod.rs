@@ -23,6 +23,15 @@
 //! [`RunContext::first_completed`] (completion time, then submission order), so that every
 //! completion is delivered at a point fixed by virtual time alone.
 //!
+//! Contracts. The runner's `hello` also offers [`CONTRACTS`]; the driver names the one it
+//! implements. A `wia` driver (the default) is a [`MiniDriver`]; a `wia2` driver is a WIA 2.0
+//! stream minidriver, a [`MiniDriver2`]: `acquire_item_data` starts its call, and its
+//! `get_next_stream`, `send_message` and `stream` messages are relayed to the call's
+//! [`TransferCallback2`] and the application's streams (each an [`AppStream`] the runner keeps
+//! by number for the driver instance), `release` keeping the turn as `submit` does. An
+//! [`ExternalDriver`] is made for one contract ([`ExternalDriver::new`],
+//! [`ExternalDriver::new_wia2`]) and faults a driver whose `hello` names the other.
+//!
 //! One process per scenario run: [`MiniDriver::begin_run`] spawns it (a fresh one each run, so
 //! no state leaks between runs), [`MiniDriver::end_run`] closes its stdin, gives it a moment to
 //! exit, kills it otherwise and reaps it. Its stderr is collected by a thread and recorded at
@@ -52,6 +61,7 @@ mod process;
 mod protocol;
 mod requests;
 mod turns;
+mod wia2;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -59,6 +69,8 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration as WallDuration;
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use scanemu::host::UsbHost;
 
 pub use self::config::{CommandError, ExternalConfig};
@@ -66,9 +78,17 @@ use self::fault::Fault;
 use self::inflight::{InFlight, Misuse};
 pub use self::offline::replay_driver_lines;
 use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
-use self::protocol::{hresult_from_wire, it_msg, one_line, payload, Done, FromDriver, ToDriver};
-pub use self::protocol::{parse_driver_message, ProtocolError, PROTOCOL_VERSIONS};
+use self::protocol::{
+    hresult_from_wire, it_msg, one_line, payload, seek_origin, status_from_wire, within, Done,
+    FromDriver, StreamOp, StreamResult, ToDriver, WireItem,
+};
+pub use self::protocol::{
+    parse_driver_message, Contract, ProtocolError, CONTRACTS, PROTOCOL_VERSIONS,
+};
 use self::turns::Phase;
+use crate::driver::wia2::{
+    AppStream, Item, ItemContext, MiniDriver2, TransferCallback2, TransferParams,
+};
 use crate::driver::{
     CallbackArgs, MiniDriver, MiniDrvCallback, PnpEvent, RunContext, TransferContext,
 };
@@ -85,6 +105,11 @@ pub struct DriverIdentity {
     pub async_cancel: bool,
     /// The protocol version it chose.
     pub protocol: u32,
+    /// The contract it implements.
+    pub contract: Contract,
+    /// WIA 2.0: true if it downloads a folder's children in one call
+    /// (WIA_TRANSFER_ACQUIRE_CHILDREN_CAPABLE).
+    pub acquire_children: bool,
 }
 
 /// Everything one run keeps about the driver process.
@@ -98,6 +123,9 @@ struct RunState {
     version: u32,
     /// A version 2 driver's submitted transfers.
     inflight: Option<InFlight>,
+    /// WIA 2.0: the streams `next_stream` gave the driver instance, by number; kept after
+    /// `release` (later calls are the rules' business, not the protocol's).
+    streams: std::collections::BTreeMap<u32, Rc<dyn AppStream>>,
     /// Set once the driver faulted: later calls fail at once.
     failed: bool,
     acquisitions: u32,
@@ -110,6 +138,8 @@ struct RunState {
 pub struct ExternalDriver {
     argv: Vec<String>,
     config: ExternalConfig,
+    /// The contract a run of this driver needs.
+    wants: Contract,
     state: RefCell<RunState>,
     /// The message the runner sent last, for fault texts.
     last_sent: Cell<&'static str>,
@@ -135,9 +165,30 @@ impl ExternalDriver {
         Ok(ExternalDriver {
             argv,
             config,
+            wants: Contract::Wia,
             state: RefCell::new(RunState::default()),
             last_sent: Cell::new("nothing"),
         })
+    }
+
+    /// A WIA 2.0 driver ([`MiniDriver2`]) that runs `command`, checked as [`ExternalDriver::new`]
+    /// checks it; its `hello` must name the `wia2` contract.
+    pub fn new_wia2(command: &str, config: ExternalConfig) -> Result<ExternalDriver, CommandError> {
+        let mut d = ExternalDriver::new(command, config)?;
+        d.wants = Contract::Wia2;
+        Ok(d)
+    }
+
+    /// Another instance of the same command and contract, with no run begun: what the WIA
+    /// service loads when it starts again, or for an identical device.
+    pub fn another(&self) -> ExternalDriver {
+        ExternalDriver {
+            argv: self.argv.clone(),
+            config: self.config.clone(),
+            wants: self.wants,
+            state: RefCell::new(RunState::default()),
+            last_sent: Cell::new("nothing"),
+        }
     }
 
     /// What the driver said in its `hello`, once a run started it.
@@ -177,6 +228,10 @@ impl ExternalDriver {
             ToDriver::Hello { .. } => "hello",
             ToDriver::Acquire { .. } => "acquire",
             ToDriver::CallbackResult { .. } => "callback_result",
+            ToDriver::AcquireItemData { .. } => "acquire_item_data",
+            ToDriver::NextStream { .. } => "next_stream",
+            ToDriver::MessageResult { .. } => "message_result",
+            ToDriver::StreamResult(_) => "stream_result",
             ToDriver::Notify { .. } => "notify",
             ToDriver::Done(_) => "done",
         });
@@ -261,12 +316,14 @@ impl ExternalDriver {
         self.send(&ToDriver::Hello {
             protocol: PROTOCOL_VERSIONS[0],
             protocols: PROTOCOL_VERSIONS,
+            contracts: CONTRACTS,
             runner: concat!("scanconform ", env!("CARGO_PKG_VERSION")),
         })?;
         let msg = self.recv()?;
-        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0])?;
+        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0], Contract::Wia)?;
         let FromDriver::Hello {
             protocol,
+            contract,
             name,
             version,
             capabilities,
@@ -280,11 +337,23 @@ impl ExternalDriver {
         if !PROTOCOL_VERSIONS.contains(&protocol) {
             return Err(Fault::Version(protocol));
         }
+        let contract = match contract {
+            None => Contract::Wia,
+            Some(c) => Contract::from_name(&c).ok_or(Fault::UnknownContract { chose: c })?,
+        };
+        if contract != self.wants {
+            return Err(Fault::WrongContract {
+                chose: contract.name(),
+                wants: self.wants,
+            });
+        }
         Ok(DriverIdentity {
             name,
             version,
             async_cancel: capabilities.async_cancel,
             protocol,
+            contract,
+            acquire_children: capabilities.acquire_children,
         })
     }
 
@@ -326,6 +395,33 @@ impl ExternalDriver {
         }
     }
 
+    /// Starts the process of a run and reads its `hello` (a fault is recorded).
+    fn begin(&self, run: Rc<dyn RunContext>) {
+        self.stop();
+        {
+            let mut st = self.state.borrow_mut();
+            st.run = Some(run);
+            st.identity = None;
+            st.version = PROTOCOL_VERSIONS[0];
+            st.inflight = None;
+            st.streams.clear();
+            st.failed = false;
+            st.acquisitions = 0;
+            st.instant = (0, 0);
+        }
+        match self.start() {
+            Ok(identity) => {
+                let mut st = self.state.borrow_mut();
+                st.version = identity.protocol;
+                if identity.protocol >= 2 {
+                    st.inflight = Some(InFlight::new(self.config.max_in_flight));
+                }
+                st.identity = Some(identity);
+            }
+            Err(fault) => self.fault(&fault),
+        }
+    }
+
     /// The acquisition itself; a `Fault` ends it.
     async fn transfer(
         &self,
@@ -348,7 +444,7 @@ impl ExternalDriver {
         })?;
         loop {
             let msg = self.recv()?;
-            turns::check(&msg, Phase::Acquire, self.version())?;
+            turns::check(&msg, Phase::Acquire, self.version(), self.wants)?;
             match msg {
                 FromDriver::Result { hr } => return Ok(hresult_from_wire(hr)?),
                 FromDriver::Callback {
@@ -469,7 +565,7 @@ impl ExternalDriver {
         self.send(&ToDriver::Notify { event: "cancel_io" })?;
         loop {
             let msg = self.recv()?;
-            turns::check(&msg, Phase::Notify, self.version())?;
+            turns::check(&msg, Phase::Notify, self.version(), self.wants)?;
             if matches!(
                 msg,
                 FromDriver::AbortEndpoint { .. } | FromDriver::Now { .. }
@@ -549,28 +645,7 @@ impl MiniDriver for ExternalDriver {
     }
 
     fn begin_run(&self, run: Rc<dyn RunContext>) {
-        self.stop();
-        {
-            let mut st = self.state.borrow_mut();
-            st.run = Some(run);
-            st.identity = None;
-            st.version = PROTOCOL_VERSIONS[0];
-            st.inflight = None;
-            st.failed = false;
-            st.acquisitions = 0;
-            st.instant = (0, 0);
-        }
-        match self.start() {
-            Ok(identity) => {
-                let mut st = self.state.borrow_mut();
-                st.version = identity.protocol;
-                if identity.protocol >= 2 {
-                    st.inflight = Some(InFlight::new(self.config.max_in_flight));
-                }
-                st.identity = Some(identity);
-            }
-            Err(fault) => self.fault(&fault),
-        }
+        self.begin(run);
     }
 
     fn end_run(&self) {

@@ -16,7 +16,7 @@ use scanemu::host::TransferError;
 use scanemu::time::Instant;
 
 use super::inflight::InFlight;
-use super::protocol::{hresult_from_wire, it_msg, payload, FromDriver};
+use super::protocol::{hresult_from_wire, it_msg, payload, Contract, FromDriver};
 use super::turns::{self, Phase};
 use super::{ExternalConfig, Fault, PROTOCOL_VERSIONS};
 use crate::driver::{Completion, RunContext, Urb, UsbRequest};
@@ -74,7 +74,7 @@ pub fn replay_driver_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Res
 
 fn replay_one(
     line: &[u8],
-    version: &mut Option<u32>,
+    version: &mut Option<(u32, Contract)>,
     inflight: &mut InFlight,
     run: &Offline,
     config: &ExternalConfig,
@@ -85,17 +85,24 @@ fn replay_one(
         error: e.to_string(),
         start: String::new(),
     })?;
-    let Some(v) = *version else {
-        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0])?;
-        if let FromDriver::Hello { protocol, .. } = msg {
+    let Some((v, contract)) = *version else {
+        turns::check(&msg, Phase::Hello, PROTOCOL_VERSIONS[0], Contract::Wia)?;
+        if let FromDriver::Hello {
+            protocol, contract, ..
+        } = msg
+        {
             if !PROTOCOL_VERSIONS.contains(&protocol) {
                 return Err(Fault::Version(protocol));
             }
-            *version = Some(protocol);
+            let contract = match contract {
+                None => Contract::Wia,
+                Some(c) => Contract::from_name(&c).ok_or(Fault::UnknownContract { chose: c })?,
+            };
+            *version = Some((protocol, contract));
         }
         return Ok(());
     };
-    turns::check(&msg, Phase::Acquire, v)?;
+    turns::check(&msg, Phase::Acquire, v, contract)?;
     match msg {
         FromDriver::Result { hr } => {
             hresult_from_wire(hr)?;
@@ -104,6 +111,12 @@ fn replay_one(
             it_msg(reason)?;
             payload("callback", &data)?;
         }
+        // WIA 2.0: the fields were checked with the line; which streams exist is known to a
+        // run only.
+        FromDriver::GetNextStream { .. }
+        | FromDriver::SendMessage { .. }
+        | FromDriver::Stream { .. }
+        | FromDriver::Release { .. } => {}
         FromDriver::Submit { id, request } => {
             let request = request.to_request(config.max_line_bytes)?;
             inflight.submit(id, request, run)?;
@@ -161,6 +174,46 @@ mod tests {
             r#"{"type":"result","hr":1}"#,
         ];
         assert_eq!(replay(&lines), Ok(lines.len()));
+    }
+
+    #[test]
+    fn a_wia2_exchange_is_accepted_and_the_other_contract_refused() {
+        let hello = r#"{"type":"hello","protocol":1,"contract":"wia2","name":"t","version":"1","capabilities":{"acquire_children":true}}"#;
+        let lines = [
+            hello,
+            r#"{"type":"get_next_stream","item_name":"Flatbed","full_item_name":"0000\\Root\\Flatbed"}"#,
+            r#"{"type":"stream","stream":1,"op":"seek","offset":0,"origin":2}"#,
+            r#"{"type":"stream","stream":1,"op":"write","data":"UDUK"}"#,
+            r#"{"type":"send_message","msg":1,"percent":100,"bytes":3,"status":0}"#,
+            r#"{"type":"release","stream":1}"#,
+            r#"{"type":"result","hr":0}"#,
+        ];
+        assert_eq!(replay(&lines), Ok(lines.len()));
+        assert_eq!(
+            replay(&[
+                hello,
+                r#"{"type":"callback","reason":2,"status":4,"percent":1,"offset":0,"length":0}"#
+            ]),
+            Err(
+                "protocol: callback needs the wia contract; the driver chose wia2 in its hello"
+                    .into()
+            )
+        );
+        assert_eq!(
+            replay(&[
+                hello,
+                r#"{"type":"stream","stream":1,"op":"seek","offset":0,"origin":9}"#
+            ]),
+            Err("protocol: stream seek origin 9 is no STREAM_SEEK_* (0 SET, 1 CUR, 2 END)".into())
+        );
+        let wia = HELLO_2.replace("\"protocol\":2", "\"protocol\":1");
+        assert_eq!(
+            replay(&[&wia, r#"{"type":"release","stream":1}"#]),
+            Err(
+                "protocol: release needs the wia2 contract; the driver chose wia in its hello"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! protocol version. A new version adds its messages here (a [`FromDriver`] or [`ToDriver`]
 //! variant, its name in [`FromDriver::name`], the version that brings it in
 //! [`FromDriver::since`]) and its number to [`PROTOCOL_VERSIONS`]; where in the exchange each
-//! message may come is decided in `turns.rs`.
+//! message may come is decided in `turns.rs`. The messages of one driver contract (WIA 1.0's
+//! `callback`, WIA 2.0's `get_next_stream`, `send_message`, `stream`, `release`) say so
+//! ([`FromDriver::contract`]); the runner's `hello` offers the contracts ([`CONTRACTS`]).
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -16,13 +18,54 @@ use serde::{Deserialize, Serialize};
 
 use super::ExternalConfig;
 use crate::driver::{Completion, UsbRequest};
-use crate::wia::{Hresult, ItMsg};
+use crate::wia::{Hresult, ItMsg, SeekOrigin};
 
 /// The protocol versions this runner speaks, oldest first: the runner's `hello` offers them
 /// (`protocols`) and the driver's `hello` picks one (`protocol`). Version 1 is turn-taking
 /// with every USB request run to completion; version 2 adds submitted transfers (`submit`,
 /// `cancel`, `wait`).
 pub const PROTOCOL_VERSIONS: &[u32] = &[1, 2];
+
+/// The driver contracts this runner speaks, as its `hello` offers them (`contracts`): `wia`,
+/// the WIA 1.0 minidriver (`acquire`, `callback`), and `wia2`, the WIA 2.0 stream minidriver
+/// (`acquire_item_data`, `get_next_stream`, `send_message`, `stream`, `release`). A driver
+/// names its contract in its `hello` (`contract`; none is `wia`), beside its version.
+pub const CONTRACTS: &[&str] = &["wia", "wia2"];
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The contract a driver implements (see [`CONTRACTS`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Contract {
+    /// The WIA 1.0 minidriver: `MiniDriver`.
+    #[default]
+    Wia,
+    /// The WIA 2.0 stream minidriver: `MiniDriver2`.
+    Wia2,
+}
+
+impl Contract {
+    /// Its name on the wire: `wia`, `wia2`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Contract::Wia => "wia",
+            Contract::Wia2 => "wia2",
+        }
+    }
+
+    /// The contract called `name` on the wire (`wia`, `wia2`).
+    pub fn from_name(name: &str) -> Option<Contract> {
+        match name {
+            "wia" => Some(Contract::Wia),
+            "wia2" => Some(Contract::Wia2),
+            _ => None,
+        }
+    }
+}
 
 /// Why a line a driver wrote is not a message the runner can act on. Each is one line of text.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +86,12 @@ pub enum ProtocolError {
     /// A `result` whose `hr` does not fit 32 bits.
     #[error("result hr {0} is not a 32-bit HRESULT")]
     NotAnHresult(i64),
+    /// A `send_message` whose `status` does not fit 32 bits.
+    #[error("send_message status {0} is not a 32-bit HRESULT")]
+    NotAStatus(i64),
+    /// A `stream` seek whose `origin` is no STREAM_SEEK_* value.
+    #[error("stream seek origin {0} is no STREAM_SEEK_* (0 SET, 1 CUR, 2 END)")]
+    NotASeekOrigin(u8),
     /// A `callback` whose `reason` is no IT_MSG_* value.
     #[error("callback reason {0} is no IT_MSG_*")]
     NotAReason(i32),
@@ -69,8 +118,32 @@ pub(super) enum ToDriver<'a> {
         /// Version 1 drivers read this and expect 1: it stays the oldest version.
         protocol: u32,
         protocols: &'a [u32],
+        contracts: &'a [&'a str],
         runner: &'a str,
     },
+    /// WIA 2.0: drvAcquireItemData.
+    AcquireItemData {
+        call: u32,
+        flags: i32,
+        tymed: i32,
+        format: &'a str,
+        item: WireItem<'a>,
+        children: Vec<WireItem<'a>>,
+        interface: u16,
+        now_us: u64,
+    },
+    /// WIA 2.0: what GetNextStream returned (`stream` absent: a NULL stream).
+    NextStream {
+        hr: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream: Option<u32>,
+    },
+    /// WIA 2.0: what SendMessage returned.
+    MessageResult {
+        hr: u32,
+    },
+    /// WIA 2.0: what a stream method returned.
+    StreamResult(StreamResult),
     Acquire {
         acquisition: u32,
         tymed: i32,
@@ -86,6 +159,32 @@ pub(super) enum ToDriver<'a> {
         event: &'a str,
     },
     Done(Done),
+}
+
+/// An item of `acquire_item_data`: its names and its scan settings.
+#[derive(Serialize)]
+pub(super) struct WireItem<'a> {
+    pub(super) name: &'a str,
+    pub(super) full_name: &'a str,
+    pub(super) job: &'a ScanJob,
+}
+
+/// What one `stream` call returned: `hr`, and the fields of its method.
+#[derive(Default, Serialize)]
+pub(super) struct StreamResult {
+    pub(super) hr: u32,
+    /// Write, Read: bytes written or read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) actual: Option<u64>,
+    /// Read: the bytes read, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) data: Option<String>,
+    /// Seek: the new seek pointer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) position: Option<u64>,
+    /// Stat: the stream's size (cbSize).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) size: Option<u64>,
 }
 
 /// The completion of one USB request.
@@ -108,6 +207,9 @@ pub(super) struct Done {
 pub(super) enum FromDriver {
     Hello {
         protocol: u32,
+        /// The contract the driver implements; none is `wia`.
+        #[serde(default)]
+        contract: Option<String>,
         name: String,
         version: String,
         capabilities: Capabilities,
@@ -192,6 +294,78 @@ pub(super) enum FromDriver {
     },
     /// Version 2: ends the turn until the next completion.
     Wait {},
+    /// WIA 2.0: IWiaMiniDrvTransferCallback::GetNextStream; ends the turn.
+    GetNextStream {
+        item_name: String,
+        full_item_name: String,
+    },
+    /// WIA 2.0: IWiaMiniDrvTransferCallback::SendMessage; ends the turn.
+    SendMessage {
+        msg: i32,
+        percent: i32,
+        bytes: u64,
+        status: i64,
+    },
+    /// WIA 2.0: an IStream method on stream `stream`; ends the turn.
+    Stream {
+        stream: u32,
+        #[serde(flatten)]
+        op: StreamOp,
+    },
+    /// WIA 2.0: IUnknown::Release of stream `stream`; keeps the turn.
+    Release {
+        stream: u32,
+    },
+}
+
+/// The IStream method of a `stream` message: the field `op` names it.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(super) enum StreamOp {
+    Write { data: String },
+    Read { length: usize },
+    Seek { offset: i64, origin: u8 },
+    SetSize { size: u64 },
+    Stat {},
+}
+
+impl StreamOp {
+    /// `write`, `read`, ... as fault texts name the call.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            StreamOp::Write { .. } => "write",
+            StreamOp::Read { .. } => "read",
+            StreamOp::Seek { .. } => "seek",
+            StreamOp::SetSize { .. } => "set_size",
+            StreamOp::Stat {} => "stat",
+        }
+    }
+
+    /// The checks on its fields: base64 data within the line limit `max`, a read within it,
+    /// a STREAM_SEEK_* origin.
+    pub(super) fn check(&self, max: usize) -> Result<(), ProtocolError> {
+        match self {
+            StreamOp::Write { data } => {
+                payload("stream write", data)?;
+            }
+            StreamOp::Read { length } => within("stream read", *length, max)?,
+            StreamOp::Seek { origin, .. } => {
+                seek_origin(*origin)?;
+            }
+            StreamOp::SetSize { .. } | StreamOp::Stat {} => {}
+        }
+        Ok(())
+    }
+}
+
+/// A seek origin from the wire (STREAM_SEEK_SET 0, _CUR 1, _END 2).
+pub(super) fn seek_origin(origin: u8) -> Result<SeekOrigin, ProtocolError> {
+    match origin {
+        0 => Ok(SeekOrigin::Set),
+        1 => Ok(SeekOrigin::Cur),
+        2 => Ok(SeekOrigin::End),
+        other => Err(ProtocolError::NotASeekOrigin(other)),
+    }
 }
 
 /// What a `submit` starts: the field `transfer` names it; the other fields are those of the
@@ -323,7 +497,12 @@ impl Submitted {
 
 #[derive(Deserialize)]
 pub(super) struct Capabilities {
+    /// WIA 1.0: the driver honours WIA_EVENT_CANCEL_IO during a transfer.
+    #[serde(default)]
     pub(super) async_cancel: bool,
+    /// WIA 2.0: WIA_TRANSFER_ACQUIRE_CHILDREN_CAPABLE.
+    #[serde(default)]
+    pub(super) acquire_children: bool,
 }
 
 impl FromDriver {
@@ -346,6 +525,23 @@ impl FromDriver {
             FromDriver::Submit { .. } => "submit",
             FromDriver::Cancel { .. } => "cancel",
             FromDriver::Wait {} => "wait",
+            FromDriver::GetNextStream { .. } => "get_next_stream",
+            FromDriver::SendMessage { .. } => "send_message",
+            FromDriver::Stream { .. } => "stream",
+            FromDriver::Release { .. } => "release",
+        }
+    }
+
+    /// The contract the message belongs to; `None` for the messages of every contract (the
+    /// USB requests, `result`, `notify_done`, the version 2 messages).
+    pub(super) fn contract(&self) -> Option<Contract> {
+        match self {
+            FromDriver::Callback { .. } => Some(Contract::Wia),
+            FromDriver::GetNextStream { .. }
+            | FromDriver::SendMessage { .. }
+            | FromDriver::Stream { .. }
+            | FromDriver::Release { .. } => Some(Contract::Wia2),
+            _ => None,
         }
     }
 
@@ -472,6 +668,11 @@ pub(super) fn hresult_from_wire(v: i64) -> Result<Hresult, ProtocolError> {
     }
 }
 
+/// A `send_message` status (hrErrorStatus) from the wire: a signed or unsigned 32-bit integer.
+pub(super) fn status_from_wire(v: i64) -> Result<Hresult, ProtocolError> {
+    hresult_from_wire(v).map_err(|_| ProtocolError::NotAStatus(v))
+}
+
 /// A callback reason from the wire.
 pub(super) fn it_msg(value: i32) -> Result<ItMsg, ProtocolError> {
     [
@@ -534,6 +735,10 @@ pub fn parse_driver_message(line: &[u8]) -> Result<&'static str, ProtocolError> 
         FromDriver::Submit { request, .. } => {
             request.to_request(max)?;
         }
+        FromDriver::SendMessage { status, .. } => {
+            status_from_wire(*status)?;
+        }
+        FromDriver::Stream { op, .. } => op.check(max)?,
         _ => {}
     }
     Ok(msg.name())

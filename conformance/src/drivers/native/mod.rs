@@ -288,7 +288,7 @@ impl NativeDriver {
             let band_bytes = u64::from(report.band_bytes.max(1));
             while offset < page_bytes {
                 if self.is(Mutation::DropShortBand)
-                    && offset % band_bytes == 0
+                    && offset.is_multiple_of(band_bytes)
                     && page_bytes - offset < band_bytes
                 {
                     break;

@@ -116,7 +116,7 @@ fn spans(events: &[Event], layout: &Layout, lanes: &[(f64, f64)]) -> String {
             cancelled_acq = true;
         }
         match &e.kind {
-            Kind::DrvAcquireItemData { n } => {
+            Kind::DrvAcquireItemData { n } | Kind::DrvAcquireItemData2 { n, .. } => {
                 acq_start.insert(*n, i);
                 cancelled_acq = false;
             }
@@ -329,15 +329,133 @@ fn event_glyph(e: &Event) -> Glyph {
             _ => g(Shape::Circle, "neutral", None, 0),
         },
         Kind::Note { .. } => g(Shape::Circle, "neutral", None, 0),
+        Kind::Download { n, item, .. } => g(
+            Shape::StartTri,
+            "neutral",
+            Some(format!("download {n} {item}")),
+            2,
+        ),
+        Kind::Upload { n, item, .. } => g(
+            Shape::StartTri,
+            "neutral",
+            Some(format!("upload {n} {item}")),
+            2,
+        ),
+        Kind::TransferCallback { msg, result, .. } => {
+            let label =
+                (*result != Hresult::S_OK).then(|| format!("{} → {result}", short_msg(*msg)));
+            g(Shape::Circle, hr_class(*result), label, 2)
+        }
+        Kind::AppGetNextStream { result, stream, .. } => {
+            let label = if *result == Hresult::S_OK && *stream == 0 {
+                Some("NULL stream".to_string())
+            } else if *result != Hresult::S_OK {
+                Some(format!("stream → {result}"))
+            } else {
+                Some(format!("stream {stream}"))
+            };
+            g(Shape::Square, hr_class(*result), label, 2)
+        }
+        Kind::Cancel { .. } => g(Shape::Diamond, "cancel", Some("Cancel".into()), 2),
+        Kind::ReportStatus { status, result } => g(
+            Shape::Circle,
+            hr_class(*result),
+            Some(format!("ReportStatus {status}")),
+            1,
+        ),
+        Kind::AppSeek { stream, pos } => g(
+            Shape::Circle,
+            "neutral",
+            Some(format!("app seeks stream {stream} to {pos}")),
+            1,
+        ),
+        Kind::TransferDone { hr, .. } => g(Shape::EndBar, hr_class(*hr), Some(format!("{hr}")), 1),
+        Kind::DrvAcquireItemData2 { .. } => g(
+            Shape::StartTri,
+            "neutral",
+            Some("drvAcquireItemData".into()),
+            1,
+        ),
+        Kind::GetNextStream {
+            result,
+            stream,
+            sticky,
+            ..
+        } => Glyph {
+            shape: Shape::Square,
+            class: hr_class(*result),
+            extra: if *sticky { " sticky" } else { "" },
+            label: Some(if *result == Hresult::S_OK {
+                format!("GetNextStream → {stream}")
+            } else {
+                format!("GetNextStream → {result}")
+            }),
+            priority: 2,
+        },
+        Kind::SendMessage {
+            msg,
+            result,
+            sticky,
+            ..
+        } => Glyph {
+            shape: Shape::Circle,
+            class: hr_class(*result),
+            extra: if *sticky { " sticky" } else { "" },
+            label: (*result != Hresult::S_OK || *msg != crate::wia::TransferMsg::STATUS)
+                .then(|| format!("{} → {result}", short_msg(*msg))),
+            priority: 2,
+        },
+        Kind::StreamEnd {
+            stream,
+            crc,
+            expect_crc,
+            ..
+        } => g(
+            Shape::EndBar,
+            if crc == expect_crc { "ok" } else { "neutral" },
+            Some(format!("stream {stream} ends")),
+            1,
+        ),
+        Kind::ServiceRestart {} => g(Shape::Cross, "err", Some("service restart".into()), 2),
+        Kind::PeerTransfer { n, hr, whole, .. } => g(
+            Shape::EndBar,
+            if *whole && !hr.failed() { "ok" } else { "err" },
+            Some(format!("identical device: transfer {n} {hr}")),
+            1,
+        ),
+        Kind::Stream {
+            op,
+            result,
+            crc,
+            expect_crc,
+            ..
+        } => {
+            let bad =
+                result.failed() || (*op == crate::wia::StreamMethod::Write && crc != expect_crc);
+            let class = if bad { "bulk-bad" } else { "bulk" };
+            let label = bad.then(|| format!("{} {result}", op.name()));
+            g(Shape::TallBar, class, label, if bad { 1 } else { 0 })
+        }
     }
+}
+
+/// A transfer message without its `WIA_TRANSFER_MSG_` prefix, for labels.
+fn short_msg(msg: crate::wia::TransferMsg) -> String {
+    let s = msg.to_string();
+    s.strip_prefix("WIA_TRANSFER_MSG_")
+        .unwrap_or(&s)
+        .to_string()
 }
 
 /// Is this event a cancel point (app cancel, refused callback, CANCEL_IO delivered)?
 fn is_cancel_point(e: &Event) -> bool {
     match &e.kind {
-        Kind::CancelPendingIo { .. } | Kind::NotifyCancelIo {} => true,
-        Kind::Callback { result, .. } | Kind::BandedCallback { result, .. } => {
-            *result != Hresult::S_OK
+        Kind::CancelPendingIo { .. } | Kind::NotifyCancelIo {} | Kind::Cancel { .. } => true,
+        Kind::Callback { result, .. }
+        | Kind::BandedCallback { result, .. }
+        | Kind::GetNextStream { result, .. }
+        | Kind::SendMessage { result, .. } => {
+            *result != Hresult::S_OK && *result != Hresult::WIA_STATUS_SKIP_ITEM
         }
         _ => false,
     }

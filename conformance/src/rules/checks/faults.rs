@@ -17,15 +17,8 @@ pub(crate) fn fault_no_hang(c: &Ctx<'_>) -> Judgement {
     }
     for (i, e) in c.trace.events.iter().enumerate() {
         if let Kind::DriverFault { what } = &e.kind {
-            let acq = match c.acq_of(i) {
-                Some(a) => a.n,
-                None => c.acqs.iter().filter(|a| a.start < i).count() as u32 + 1,
-            };
-            v.fail(
-                Some(acq),
-                i,
-                format!("driver fault during acquisition {acq}: {what}"),
-            );
+            let (acq, when) = fault_place(c, i);
+            v.fail(acq, i, format!("driver fault {when}: {what}"));
         }
     }
     for a in &c.acqs {
@@ -49,6 +42,31 @@ pub(crate) fn fault_no_hang(c: &Ctx<'_>) -> Judgement {
         }
     }
     v.done()
+}
+
+/// The acquisition a driver fault at event `i` belongs to, and where it came in words. A
+/// fault reported after the run (a replay's divergence) carries the time it happened: it
+/// belongs to the acquisition running at that time.
+fn fault_place(c: &Ctx<'_>, i: usize) -> (Option<u32>, String) {
+    if let Some(a) = c.acq_of(i) {
+        return (Some(a.n), format!("during acquisition {}", a.n));
+    }
+    let at = c.at(i);
+    let started = c
+        .acqs
+        .iter()
+        .rev()
+        .find(|a| c.at(a.start) <= at && a.start < i);
+    match started {
+        Some(a) if a.ret.is_none_or(|r| c.at(r) >= at) => {
+            (Some(a.n), format!("during acquisition {}", a.n))
+        }
+        Some(a) => (Some(a.n), format!("after acquisition {}", a.n)),
+        None => match c.acqs.first() {
+            Some(a) => (Some(a.n), format!("before acquisition {}", a.n)),
+            None => (None, "outside any acquisition".into()),
+        },
+    }
 }
 
 pub(crate) fn idle_cancel_harmless(c: &Ctx<'_>) -> Judgement {

@@ -28,6 +28,13 @@ pub fn shim_so() -> PathBuf {
 /// A file or directory in the temp dir, removed when dropped.
 pub struct Scratch(PathBuf);
 
+impl Scratch {
+    /// `name` in the temp dir (nothing is created), removed when dropped.
+    pub fn temp(name: &str) -> Scratch {
+        Scratch(std::env::temp_dir().join(name))
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

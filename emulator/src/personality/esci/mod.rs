@@ -306,14 +306,15 @@ impl<'a, B: UsbBus + FlushFifo> EsciFunction<'a, B> {
             }
             Fault::Stall { .. } | Fault::StallOnCancel => self.halt(at),
             Fault::CancelButton { .. } if ext => self.fault_status = Some(BLOCK_CANCEL_REQUEST),
-            Fault::PaperJam { .. } | Fault::CoverOpen { .. } if ext => {
+            Fault::PaperJam { .. } | Fault::CoverOpen { .. } | Fault::MultiFeed { .. } if ext => {
                 self.fault_status = Some(BLOCK_FATAL_ERROR)
             }
             // Classic blocks have no status byte after the data: a device-side abort halts
             // bulk IN, as the native personality does.
-            Fault::CancelButton { .. } | Fault::PaperJam { .. } | Fault::CoverOpen { .. } => {
-                self.halt(at)
-            }
+            Fault::CancelButton { .. }
+            | Fault::PaperJam { .. }
+            | Fault::CoverOpen { .. }
+            | Fault::MultiFeed { .. } => self.halt(at),
             // The band ends early: the block is shorter than announced.
             // Handled when its block has gone out (`transfer_done`).
             Fault::ShortBand { .. }

@@ -257,6 +257,7 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             Fault::PaperJam { .. } => (ScanError::PaperJam, &both),
             Fault::CoverOpen { .. } => (ScanError::CoverOpen, &both),
             Fault::CancelButton { .. } => (ScanError::CancelButton, &both),
+            Fault::MultiFeed { .. } => (ScanError::MultiFeed, &both),
             Fault::ShortBand { .. } => {
                 self.error = ScanError::ShortBand;
                 self.post(EventCode::Cancelled, ScanError::ShortBand as u8, page, 0);

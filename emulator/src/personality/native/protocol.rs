@@ -376,6 +376,8 @@ pub enum ScanError {
     BadRequest = 8,
     /// The device was reset by Device Reset.
     Reset = 9,
+    /// The feeder pulled more than one sheet at once.
+    MultiFeed = 10,
 }
 
 impl ScanError {
@@ -392,6 +394,7 @@ impl ScanError {
             7 => ScanError::FeederEmpty,
             8 => ScanError::BadRequest,
             9 => ScanError::Reset,
+            10 => ScanError::MultiFeed,
             _ => return None,
         })
     }
@@ -409,6 +412,7 @@ impl ScanError {
             ScanError::FeederEmpty => "feeder-empty",
             ScanError::BadRequest => "bad-request",
             ScanError::Reset => "reset",
+            ScanError::MultiFeed => "multi-feed",
         }
     }
 }
