@@ -22,6 +22,10 @@ use crate::time::Instant;
 use crate::usb::bus::{BusPort, EndpointSet, FlushFifo, SimBus};
 use crate::usb::hc::DevicePoller;
 
+/// The size of the FIFO an IN endpoint gets when its function queues packets back to back
+/// ([`Personality::multi_packet_in`]): a 64 KiB read, the usual size, is one burst.
+pub const MULTI_PACKET_FIFO_BYTES: usize = 64 * 1024;
+
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {
     usb: UsbDevice<'a, SimBus>,
@@ -91,6 +95,18 @@ impl Device {
                 out_naks: EndpointSet::EMPTY,
             }
         });
+        firmware.with_dependent(|_, fw| {
+            for ep in fw.function.multi_packet_in().iter() {
+                let mps = port
+                    .endpoint_info(ep)
+                    .map_or(0, |(_, mps, _)| usize::from(mps));
+                if let Some(packets) = MULTI_PACKET_FIFO_BYTES.checked_div(mps) {
+                    fw.usb
+                        .bus()
+                        .set_in_depth(EndpointAddress::from(ep), packets.max(1));
+                }
+            }
+        });
         let mut device = Device {
             firmware,
             port,
@@ -139,17 +155,20 @@ impl Device {
             function.pump();
             let bus = fw.usb.bus();
             let flush = function.take_flush_requests();
-            for ep in flush.iter() {
-                bus.flush_in(EndpointAddress::from(ep));
-            }
             if !flush.is_empty() {
+                for ep in flush.iter() {
+                    bus.flush_in(EndpointAddress::from(ep));
+                }
                 function.pump();
             }
             let naks = function.nak_out();
-            for ep in fw.out_naks.union(naks).iter() {
-                bus.set_out_nak(EndpointAddress::from(ep), naks.contains(ep));
+            // Re-asserted on every poll: a USB reset clears the bus's NAK flags.
+            if !(naks.is_empty() && fw.out_naks.is_empty()) {
+                for ep in fw.out_naks.union(naks).iter() {
+                    bus.set_out_nak(EndpointAddress::from(ep), naks.contains(ep));
+                }
+                fw.out_naks = naks;
             }
-            fw.out_naks = naks;
             function.observe_halts(&|ep| port.is_stalled(ep));
             disconnect = function.wants_disconnect();
             function.take_notes(notes);

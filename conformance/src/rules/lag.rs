@@ -9,6 +9,10 @@
 //! the trace was lag, and the time-based rules take it off what they measure
 //! (`RunFacts::host_lag`), saying so in their messages.
 //!
+//! Threads that start during the run count from zero (all their run delay is the run's); one
+//! that starts and ends between two samples is missed, so the transports keep the threads
+//! that carry their transfers for the whole session rather than starting one per transfer.
+//!
 //! The sum over threads bounds the lag of the critical path from above (threads off that
 //! path waiting at the same time are counted too), so it can only favour the driver by the
 //! machine's own contention in that window, never by time the driver spent on its own: a
@@ -136,9 +140,10 @@ fn sample(epoch: std::time::Instant, stop: &AtomicBool) -> HostLag {
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         let current = run_delays(&me);
-        // Only growth counts: a thread that ended takes its counter with it.
+        // Only growth counts: a thread that ended takes its counter with it. A thread that
+        // was not there at the last sample started since, so all of its run delay is new.
         for (tid, ns) in &current {
-            let before = last.get(tid).copied().unwrap_or(*ns);
+            let before = last.get(tid).copied().unwrap_or(0);
             lag_ns += ns.saturating_sub(before);
         }
         last = current;

@@ -6,9 +6,12 @@
 //! support, a missing device or a device that cannot be opened is a [`RusbError`], never a
 //! panic. Built only with the `rusb` cargo feature (it links the system libusb-1.0).
 //!
-//! Every transfer runs on a helper thread of its own while the async method waits without
-//! blocking the executor; concurrent transfers (an interrupt read pending while control
-//! requests go by) therefore work. While a transfer is in flight the session holds
+//! Every transfer runs on a helper thread while the async method waits without blocking the
+//! executor; concurrent transfers (an interrupt read pending while control requests go by)
+//! therefore work. The helper threads are the host's own, started when no idle one is left and
+//! kept until the host is dropped ([`Helpers`]): a transfer does not wait for a thread to be
+//! created, and a real-time run's host-lag probe, which reads the run delay of the process's
+//! threads, sees the time they waited for a CPU (a thread that ends takes its counter with it). While a transfer is in flight the session holds
 //! [`Sim::external_wait`]: in a virtual-time session the clock stands still, as it does for any
 //! other external party.
 //!
@@ -23,9 +26,10 @@
 //! then moves is discarded.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use async_trait::async_trait;
@@ -220,6 +224,97 @@ struct Pending {
     cancel: Option<Arc<async_in::Canceller>>,
 }
 
+/// A job for a helper thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The helper threads of one host: as many as transfers were ever in flight at once, each
+/// waiting for the next job when idle, all ending when the host is dropped (a thread in the
+/// middle of a libusb call ends when the call returns).
+struct Helpers {
+    shared: Arc<HelperQueue>,
+}
+
+struct HelperQueue {
+    state: Mutex<HelperState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct HelperState {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job (woken or not yet).
+    idle: usize,
+    threads: usize,
+    closed: bool,
+}
+
+impl Helpers {
+    fn new() -> Helpers {
+        Helpers {
+            shared: Arc::new(HelperQueue {
+                state: Mutex::new(HelperState::default()),
+                ready: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Runs `job` on an idle helper thread, or on a new one if none is idle. `Err` if no
+    /// thread is left to run it and none can be started (the job is dropped).
+    fn run(&self, job: Job) -> std::io::Result<()> {
+        let mut s = lock(&self.shared.state);
+        s.jobs.push_back(job);
+        if s.idle >= s.jobs.len() {
+            self.shared.ready.notify_one();
+            return Ok(());
+        }
+        s.threads += 1;
+        drop(s);
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rusb-transfer".into())
+            .spawn(move || helper(&shared));
+        if let Err(e) = spawned {
+            let mut s = lock(&self.shared.state);
+            s.threads -= 1;
+            // The other threads take the job when they are done, unless there are none.
+            if s.threads == 0 {
+                s.jobs.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+/// A helper thread: runs jobs until the host closes the queue.
+fn helper(queue: &HelperQueue) {
+    loop {
+        let job = {
+            let mut s = lock(&queue.state);
+            loop {
+                if let Some(job) = s.jobs.pop_front() {
+                    break job;
+                }
+                if s.closed {
+                    s.threads -= 1;
+                    return;
+                }
+                s.idle += 1;
+                s = queue.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+                s.idle -= 1;
+            }
+        };
+        job();
+    }
+}
+
 /// The rusb host. See the module documentation.
 pub struct RusbHost {
     handle: Arc<rusb::DeviceHandle<rusb::Context>>,
@@ -227,6 +322,7 @@ pub struct RusbHost {
     sim: Sim,
     pending: RefCell<Vec<Pending>>,
     next_id: std::cell::Cell<u64>,
+    helpers: Helpers,
 }
 
 impl RusbHost {
@@ -274,11 +370,12 @@ impl RusbHost {
             sim: sim.clone(),
             pending: RefCell::new(Vec::new()),
             next_id: std::cell::Cell::new(0),
+            helpers: Helpers::new(),
         })
     }
 
-    /// Runs `op` on a helper thread and waits for it (or for an abort of `ep`, which also
-    /// fires `cancel`).
+    /// Runs `op` on one of the host's helper threads and waits for it (or for an abort of
+    /// `ep`, which also fires `cancel`).
     async fn blocking<T: Send + 'static>(
         &self,
         ep: u8,
@@ -301,16 +398,14 @@ impl RusbHost {
         let handle = self.handle.clone();
         let theirs = slot.clone();
         let _frozen = self.sim.external_wait();
-        let spawned = std::thread::Builder::new()
-            .name("rusb-transfer".into())
-            .spawn(move || {
-                let r = op(&handle);
-                let mut s = lock(&theirs);
-                s.result = Some(r);
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                }
-            });
+        let spawned = self.helpers.run(Box::new(move || {
+            let r = op(&handle);
+            let mut s = lock(&theirs);
+            s.result = Some(r);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }));
         let outcome = match spawned {
             Ok(_) => Completion { slot }.await,
             Err(_) => Outcome::Aborted,

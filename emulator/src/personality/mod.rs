@@ -76,6 +76,14 @@ pub trait Personality<B: UsbBus + FlushFifo> {
         EndpointSet::EMPTY
     }
 
+    /// IN endpoints on which the function queues packets for as long as `write` accepts them
+    /// and takes `endpoint_in_complete` to mean "every packet queued was taken": the device
+    /// gives each a multi-packet FIFO ([`FlushFifo::set_in_depth`]) when it is built. Asked
+    /// once. Default: none, every IN endpoint holds one packet.
+    fn multi_packet_in(&self) -> EndpointSet {
+        EndpointSet::EMPTY
+    }
+
     /// Tells the function which endpoints are still halted (`is_stalled`), after every poll,
     /// so it sees the host clear the halts it set.
     fn observe_halts(&mut self, is_stalled: &dyn Fn(u8) -> bool);

@@ -5,12 +5,16 @@
 //! the host's end of the same wire: each call is one token (SETUP, OUT or IN) and answers the
 //! way a device controller would (ACK with data, NAK, STALL).
 //!
-//! Every endpoint has a one-packet buffer with hardware-like flags:
+//! Every endpoint has a packet buffer with hardware-like flags:
 //!
 //! - An OUT (or SETUP) packet stays "full" until the firmware reads it; while full, further OUT
 //!   tokens are NAKed and `poll` keeps reporting the endpoint in `ep_out` / `ep_setup`.
-//! - An IN packet written by the firmware stays "full" until an IN token takes it; while full,
-//!   `write` returns `WouldBlock`. Each packet taken is reported once in `ep_in_complete`.
+//! - An IN endpoint has a FIFO of one packet unless the firmware asked for more
+//!   ([`FlushFifo::set_in_depth`]). Packets written by the firmware wait there, in order, until
+//!   IN tokens take them; while the FIFO is full, `write` returns `WouldBlock`. When a token
+//!   takes the last packet queued, the endpoint is reported once in `ep_in_complete` (with a
+//!   one-packet FIFO: every packet taken), as a controller's multi-packet transfer raises one
+//!   completion when its last packet went out.
 //! - A stalled endpoint answers every token with STALL. A SETUP packet is always accepted on
 //!   EP0 and clears both EP0 stalls, as on hardware; it also flushes an unsent EP0 IN packet,
 //!   because a SETUP ends whatever control transfer was in progress.
@@ -62,17 +66,91 @@ pub struct EndpointConfig {
     pub interval: u8,
 }
 
+/// The packets an IN endpoint holds for the host, oldest first: `depth` slots of the max
+/// packet size in one buffer reserved up front, so queueing and taking never allocate.
+#[derive(Debug, Default)]
+struct InFifo {
+    /// `depth` slots of `slot` bytes each.
+    data: Vec<u8>,
+    /// The length of the packet in each slot.
+    lens: Vec<usize>,
+    slot: usize,
+    head: usize,
+    count: usize,
+}
+
+impl InFifo {
+    fn new(depth: usize, slot: usize) -> InFifo {
+        let depth = depth.max(1);
+        InFifo {
+            data: vec![0; depth * slot],
+            lens: vec![0; depth],
+            slot,
+            head: 0,
+            count: 0,
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.lens.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.count >= self.lens.len()
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.count = 0;
+    }
+
+    /// Queues `packet` (at most `slot` bytes) behind the others; false when full.
+    fn push(&mut self, packet: &[u8]) -> bool {
+        if self.is_full() || packet.len() > self.slot {
+            return false;
+        }
+        let i = (self.head + self.count) % self.lens.len();
+        self.data[i * self.slot..i * self.slot + packet.len()].copy_from_slice(packet);
+        self.lens[i] = packet.len();
+        self.count += 1;
+        true
+    }
+
+    /// The oldest packet.
+    fn front(&self) -> Option<&[u8]> {
+        (self.count > 0).then(|| {
+            let at = self.head * self.slot;
+            &self.data[at..at + self.lens[self.head]]
+        })
+    }
+
+    /// Drops the oldest packet.
+    fn pop(&mut self) {
+        if self.count > 0 {
+            self.head = (self.head + 1) % self.lens.len();
+            self.count -= 1;
+        }
+    }
+}
+
 /// One endpoint's packet buffer and flags.
 #[derive(Debug, Default)]
 struct Endpoint {
     config: Option<EndpointConfig>,
-    /// The packet; its capacity is reserved at allocation so the data path never allocates.
+    /// OUT only: the packet; its capacity is reserved at allocation so the data path never
+    /// allocates.
     buf: Vec<u8>,
-    /// A packet is waiting (OUT: unread by firmware; IN: not yet taken by the host).
+    /// OUT only: a packet is waiting, unread by the firmware.
     full: bool,
     /// OUT only: the waiting packet arrived in a SETUP token.
     setup: bool,
-    /// IN only: a packet was taken and the firmware has not been told yet.
+    /// IN only: the packets written by the firmware and not yet taken by the host.
+    fifo: InFifo,
+    /// IN only: the FIFO ran empty and the firmware has not been told yet.
     complete: bool,
     stalled: bool,
     /// OUT only: the firmware refuses packets for now (the host's are NAKed).
@@ -84,10 +162,41 @@ impl Endpoint {
         self.buf.clear();
         self.full = false;
         self.setup = false;
+        self.fifo.clear();
         self.complete = false;
         self.stalled = false;
         self.nak = false;
     }
+
+    /// IN only: takes the oldest packet for a token with room for `room` bytes, handing it to
+    /// `take`; returns its length. The FIFO running empty raises the completion.
+    fn take_in(&mut self, room: usize, take: &mut dyn FnMut(&[u8])) -> Result<usize, PacketError> {
+        if self.stalled {
+            return Err(PacketError::Stall);
+        }
+        let packet = self.fifo.front().ok_or(PacketError::Nak)?;
+        let len = packet.len();
+        if len > room {
+            return Err(PacketError::Babble);
+        }
+        take(packet);
+        self.fifo.pop();
+        if self.fifo.is_empty() {
+            self.complete = true;
+        }
+        Ok(len)
+    }
+}
+
+/// What one [`BusPort::in_burst`] moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Burst {
+    /// Payload bytes taken.
+    pub bytes: usize,
+    /// Packets taken (zero-length packets included).
+    pub packets: usize,
+    /// The transfer ended: its last packet was short (or zero-length), or it filled its room.
+    pub ended: bool,
 }
 
 /// The state both halves of the wire share.
@@ -196,13 +305,20 @@ impl SimBus {
 /// should NOT send a response for the cancelled transaction through the BULK-IN pipe",
 /// reference §4.3). The scanner function calls it on a host cancel or a reset so that no packet
 /// of the cancelled scan stays queued for the host. They also let firmware answer NAK on an
-/// OUT endpoint while it is busy (the STM32 "STAT_RX = NAK" bit, for one).
+/// OUT endpoint while it is busy (the STM32 "STAT_RX = NAK" bit, for one), and queue several
+/// packets on an IN endpoint at once (multi-packet transfers, a DMA-fed FIFO) so that the
+/// firmware is not needed between packets.
 pub trait FlushFifo {
-    /// Discards the IN packet queued on `ep_addr` and not yet taken by the host, if any.
+    /// Discards every IN packet queued on `ep_addr` and not yet taken by the host, if any.
     fn flush_in(&self, ep_addr: EndpointAddress);
     /// While `nak` is set, the host's packets to OUT endpoint `ep_addr` are NAKed (not
     /// accepted into the FIFO); a USB reset clears it.
     fn set_out_nak(&self, ep_addr: EndpointAddress, nak: bool);
+    /// Gives IN endpoint `ep_addr` a FIFO of `packets` max-size packets (at least one; one is
+    /// the default). `write` then accepts packets until that many wait for the host, and the
+    /// endpoint is reported in `ep_in_complete` only when the host took the last one queued.
+    /// Packets still queued are discarded; the depth outlives USB resets.
+    fn set_in_depth(&self, ep_addr: EndpointAddress, packets: usize);
 }
 
 /// A set of endpoint addresses, both directions, without allocation: the IN FIFOs a function
@@ -251,12 +367,14 @@ impl EndpointSet {
 
     /// The addresses in the set, OUT endpoints first, each direction by number.
     pub fn iter(self) -> impl Iterator<Item = u8> {
-        (0..32u8).filter(move |i| self.0 & (1 << i) != 0).map(|i| {
-            if i >= 16 {
-                0x80 | (i - 16)
-            } else {
-                i
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
             }
+            let i = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            Some(if i >= 16 { 0x80 | (i - 16) } else { i })
         })
     }
 }
@@ -264,8 +382,7 @@ impl EndpointSet {
 impl FlushFifo for SimBus {
     fn flush_in(&self, ep_addr: EndpointAddress) {
         if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
-            ep.buf.clear();
-            ep.full = false;
+            ep.fifo.clear();
             ep.complete = false;
         }
     }
@@ -273,6 +390,17 @@ impl FlushFifo for SimBus {
     fn set_out_nak(&self, ep_addr: EndpointAddress, nak: bool) {
         if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
             ep.nak = nak;
+        }
+    }
+
+    fn set_in_depth(&self, ep_addr: EndpointAddress, packets: usize) {
+        if ep_addr.direction() != UsbDirection::In {
+            return;
+        }
+        if let Some(ep) = lock(&self.state).device_ep(ep_addr) {
+            let slot = ep.config.map_or(0, |c| usize::from(c.max_packet_size));
+            ep.fifo = InFifo::new(packets, slot);
+            ep.complete = false;
         }
     }
 }
@@ -314,7 +442,10 @@ impl UsbBus for SimBus {
             max_packet_size,
             interval,
         });
-        ep.buf = Vec::with_capacity(usize::from(max_packet_size));
+        match ep_dir {
+            UsbDirection::Out => ep.buf = Vec::with_capacity(usize::from(max_packet_size)),
+            UsbDirection::In => ep.fifo = InFifo::new(1, usize::from(max_packet_size)),
+        }
         state.ep_limit = state.ep_limit.max(index + 1);
         Ok(EndpointAddress::from_parts(index, ep_dir))
     }
@@ -332,7 +463,8 @@ impl UsbBus for SimBus {
     }
 
     /// Queues one IN packet. `BufferOverflow` if it exceeds the max packet size, `WouldBlock`
-    /// while the previous packet has not been taken by the host.
+    /// while the FIFO is full (with the default depth of one: while the previous packet has not
+    /// been taken by the host).
     fn write(&self, ep_addr: EndpointAddress, buf: &[u8]) -> usb_device::Result<usize> {
         let mut state = lock(&self.state);
         if ep_addr.direction() != UsbDirection::In {
@@ -343,12 +475,9 @@ impl UsbBus for SimBus {
         if buf.len() > max {
             return Err(UsbError::BufferOverflow);
         }
-        if ep.full {
+        if !ep.fifo.push(buf) {
             return Err(UsbError::WouldBlock);
         }
-        ep.buf.clear();
-        ep.buf.extend_from_slice(buf);
-        ep.full = true;
         Ok(buf.len())
     }
 
@@ -455,8 +584,7 @@ impl BusPort {
         }
         let ep_in = &mut state.in_eps[0];
         ep_in.stalled = false;
-        ep_in.full = false;
-        ep_in.buf.clear();
+        ep_in.fifo.clear();
         let ep_out = &mut state.out_eps[0];
         ep_out.stalled = false;
         ep_out.buf.clear();
@@ -505,20 +633,49 @@ impl BusPort {
         }
         let mut state = self.live()?;
         let ep = state.host_ep(ep_addr).ok_or(PacketError::NoEndpoint)?;
-        if ep.stalled {
-            return Err(PacketError::Stall);
+        ep.take_in(buf.len(), &mut |packet| {
+            buf[..packet.len()].copy_from_slice(packet)
+        })
+    }
+
+    /// Sends IN tokens to `ep_addr` (bit 7 set) for as long as the device has packets queued
+    /// and the transfer they belong to goes on, handing each packet to `take` in order: what a
+    /// host controller does between two looks at the device, since nothing the firmware does
+    /// is needed while its FIFO holds packets.
+    ///
+    /// A transfer with `room` bytes left and `max_packet` its endpoint's max packet size goes
+    /// on until a packet shorter than `max_packet` (a zero-length packet included) or `room`
+    /// bytes have arrived. The burst stops there, or before a token the device would not ACK:
+    /// its FIFO is empty (NAK) or the packet is larger than the room left (babble). The
+    /// first token's failure is the error (`Nak`, `Stall`, `Babble` as for
+    /// [`in_packet`](Self::in_packet)); a later one ends the burst and the next call meets it.
+    pub fn in_burst(
+        &self,
+        ep_addr: u8,
+        max_packet: usize,
+        room: usize,
+        take: &mut dyn FnMut(&[u8]),
+    ) -> Result<Burst, PacketError> {
+        if ep_addr & 0x80 == 0 {
+            return Err(PacketError::NoEndpoint);
         }
-        if !ep.full {
-            return Err(PacketError::Nak);
+        let mut state = self.live()?;
+        let ep = state.host_ep(ep_addr).ok_or(PacketError::NoEndpoint)?;
+        let mut burst = Burst::default();
+        loop {
+            match ep.take_in(room - burst.bytes, take) {
+                Ok(len) => {
+                    burst.bytes += len;
+                    burst.packets += 1;
+                    if len < max_packet || burst.bytes == room {
+                        burst.ended = true;
+                        return Ok(burst);
+                    }
+                }
+                Err(e) if burst.packets == 0 => return Err(e),
+                Err(_) => return Ok(burst),
+            }
         }
-        let len = ep.buf.len();
-        if len > buf.len() {
-            return Err(PacketError::Babble);
-        }
-        buf[..len].copy_from_slice(&ep.buf);
-        ep.full = false;
-        ep.complete = true;
-        Ok(len)
     }
 
     /// Like [`in_packet`](Self::in_packet), allocating a buffer of the endpoint's max packet
@@ -610,7 +767,21 @@ impl BusPort {
 
     /// Whether the device has an IN packet queued on `ep_addr` that no token has taken yet.
     pub fn in_pending(&self, ep_addr: u8) -> bool {
-        ep_addr & 0x80 != 0 && lock(&self.state).host_ep(ep_addr).is_some_and(|ep| ep.full)
+        ep_addr & 0x80 != 0
+            && lock(&self.state)
+                .host_ep(ep_addr)
+                .is_some_and(|ep| !ep.fifo.is_empty())
+    }
+
+    /// How many packets the FIFO of IN endpoint `ep_addr` holds at most (1 unless the
+    /// firmware asked for more); 0 if there is no such endpoint.
+    pub fn in_depth(&self, ep_addr: u8) -> usize {
+        if ep_addr & 0x80 == 0 {
+            return 0;
+        }
+        lock(&self.state)
+            .host_ep(ep_addr)
+            .map_or(0, |ep| ep.fifo.depth())
     }
 
     /// Locks the state if the device is plugged in.

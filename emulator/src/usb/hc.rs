@@ -488,13 +488,20 @@ fn data_endpoint_mps(port: &BusPort, ep_addr: u8) -> Result<usize, PacketError> 
 /// the device). A zero `length` takes exactly one zero-length packet.
 ///
 /// The data goes into `D`: an owned buffer ([`InTransfer::new`], yielding the data as a
-/// `Vec<u8>`), or the caller's own slice ([`InTransfer::into_slice`], yielding the byte count),
-/// which saves a copy on the data path.
+/// `Vec<u8>`; its memory is reserved once and written only by the packets that arrive), or
+/// the caller's own slice ([`InTransfer::into_slice`], yielding the byte count), which saves a
+/// copy on the data path.
+///
+/// Packets the device has queued one behind the other are taken in one burst
+/// ([`BusPort::in_burst`]); the device is polled after each burst, which is after every packet
+/// unless its FIFO holds several.
 #[derive(Debug)]
 pub struct InTransfer<D = Vec<u8>> {
     ep_addr: u8,
-    /// `length` bytes of room; `filled` bytes of it are data.
+    /// Where the data goes; `filled` bytes of it are data.
     buf: D,
+    /// The most bytes the transfer takes.
+    length: usize,
     filled: usize,
     done: bool,
     wire_bytes: u64,
@@ -505,12 +512,41 @@ pub type BulkIn = InTransfer;
 /// An interrupt IN transfer (same packet rules; polling interval is the caller's business).
 pub type InterruptIn = InTransfer;
 
+/// Where an [`InTransfer`] puts the packets it takes.
+pub trait InBuffer {
+    /// Stores `packet` at byte `at` (the bytes stored so far); the transfer never lets data
+    /// go past its length.
+    fn put(&mut self, at: usize, packet: &[u8]);
+    /// The bytes stored, of which `filled` are data.
+    fn stored(&self, filled: usize) -> &[u8];
+}
+
+impl InBuffer for Vec<u8> {
+    fn put(&mut self, at: usize, packet: &[u8]) {
+        self.truncate(at);
+        self.extend_from_slice(packet);
+    }
+    fn stored(&self, filled: usize) -> &[u8] {
+        &self[..filled]
+    }
+}
+
+impl InBuffer for &mut [u8] {
+    fn put(&mut self, at: usize, packet: &[u8]) {
+        self[at..at + packet.len()].copy_from_slice(packet);
+    }
+    fn stored(&self, filled: usize) -> &[u8] {
+        &self[..filled]
+    }
+}
+
 impl InTransfer {
     /// A transfer reading up to `length` bytes from `ep_addr` (bit 7 set).
     pub fn new(ep_addr: u8, length: usize) -> Self {
         InTransfer {
             ep_addr: ep_addr | 0x80,
-            buf: vec![0; length],
+            buf: Vec::with_capacity(length),
+            length,
             filled: 0,
             done: false,
             wire_bytes: 0,
@@ -531,6 +567,7 @@ impl<'a> InTransfer<&'a mut [u8]> {
     pub fn into_slice(ep_addr: u8, buf: &'a mut [u8]) -> Self {
         InTransfer {
             ep_addr: ep_addr | 0x80,
+            length: buf.len(),
             buf,
             filled: 0,
             done: false,
@@ -539,10 +576,10 @@ impl<'a> InTransfer<&'a mut [u8]> {
     }
 }
 
-impl<D: AsRef<[u8]> + AsMut<[u8]>> InTransfer<D> {
+impl<D: InBuffer> InTransfer<D> {
     /// The data received so far.
     pub fn data(&self) -> &[u8] {
-        &self.buf.as_ref()[..self.filled]
+        self.buf.stored(self.filled)
     }
 
     fn step_inner(
@@ -551,19 +588,23 @@ impl<D: AsRef<[u8]> + AsMut<[u8]>> InTransfer<D> {
         dev: &mut dyn DevicePoller,
     ) -> Result<bool, PacketError> {
         let mps = data_endpoint_mps(port, self.ep_addr)?;
-        let buf = self.buf.as_mut();
         loop {
-            let room = buf.len() - self.filled;
-            let chunk = mps.min(room);
-            let start = self.filled;
-            let dest = &mut buf[start..start + chunk];
-            let Some(n) = with_retry(dev, || port.in_packet(self.ep_addr, dest))? else {
+            let (buf, start) = (&mut self.buf, self.filled);
+            let mut at = start;
+            let mut take = |packet: &[u8]| {
+                buf.put(at, packet);
+                at += packet.len();
+            };
+            let room = self.length - start;
+            let Some(burst) =
+                with_retry(dev, || port.in_burst(self.ep_addr, mps, room, &mut take))?
+            else {
                 return Ok(false);
             };
-            self.filled += n;
-            self.wire_bytes += n as u64;
+            self.filled += burst.bytes;
+            self.wire_bytes += burst.bytes as u64;
             dev.poll_device();
-            if n < mps || self.filled == buf.len() {
+            if burst.ended {
                 return Ok(true);
             }
         }

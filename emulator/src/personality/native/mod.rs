@@ -42,10 +42,11 @@ struct Streaming {
     band: Band,
     /// Bytes of the band already queued to the endpoint.
     sent: u64,
-    /// A packet of this band is in the FIFO, not yet taken by the host.
-    in_flight: bool,
-    /// Size of the last packet queued (a full last packet needs a ZLP after it).
-    last_packet: usize,
+    /// Every packet of the band is queued, the short or zero-length one that ends it included.
+    queued_all: bool,
+    /// The packet buffer holds the band's next packet, this long (filled, then refused by a
+    /// full FIFO).
+    staged: Option<usize>,
 }
 
 /// The native-protocol scanner function. See the module documentation.
@@ -293,6 +294,10 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
         if !self.halted.is_empty() {
             return;
         }
+        // Packets queued now would go with the stale ones the device is about to flush.
+        if self.flush_data_in {
+            return;
+        }
         if self.streaming.is_none() {
             let Some(band) = self.engine.front_band().copied() else {
                 return;
@@ -300,42 +305,49 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             self.streaming = Some(Streaming {
                 band,
                 sent: 0,
-                in_flight: false,
-                last_packet: 0,
+                queued_all: false,
+                staged: None,
             });
         }
         let Some(mut st) = self.streaming else { return };
-        if st.in_flight {
-            return;
-        }
         let mps = self.packet.len();
-        let left = st.band.bytes - st.sent;
-        let len = usize::try_from(left).unwrap_or(mps).min(mps);
-        if len == 0 && st.last_packet < mps && st.sent > 0 {
-            // The band ended with a short packet: it is complete.
-            return;
-        }
-        self.engine.fill(&st.band, st.sent, &mut self.packet[..len]);
-        match self.data_in.write(&self.packet[..len]) {
-            Ok(_) => {
-                st.sent += len as u64;
-                st.in_flight = true;
-                st.last_packet = len;
-                self.streaming = Some(st);
+        // As many packets as the FIFO takes: one on a plain endpoint, a run of them where the
+        // device gave bulk IN a deeper FIFO.
+        while !st.queued_all {
+            let len = match st.staged {
+                Some(len) => len,
+                None => {
+                    let left = st.band.bytes - st.sent;
+                    let len = usize::try_from(left).unwrap_or(mps).min(mps);
+                    self.engine.fill(&st.band, st.sent, &mut self.packet[..len]);
+                    len
+                }
+            };
+            match self.data_in.write(&self.packet[..len]) {
+                Ok(_) => {
+                    st.sent += len as u64;
+                    st.staged = None;
+                    // A short last packet ends the band; a full one needs a ZLP after it.
+                    st.queued_all = st.sent == st.band.bytes && len < mps;
+                }
+                // The FIFO is full; the packet waits for the host to take some.
+                Err(UsbError::WouldBlock) => {
+                    st.staged = Some(len);
+                    break;
+                }
+                Err(_) => {
+                    self.streaming = None;
+                    return;
+                }
             }
-            // The FIFO still holds a packet the host has not taken; try on the next poll.
-            Err(UsbError::WouldBlock) => {}
-            Err(_) => self.streaming = None,
         }
+        self.streaming = Some(st);
     }
 
-    /// The host took the packet queued on bulk IN.
+    /// The host took the last packet queued on bulk IN (the FIFO ran empty).
     fn data_packet_taken(&mut self) {
-        let Some(mut st) = self.streaming else { return };
-        st.in_flight = false;
-        let mps = self.packet.len();
-        let band_done = st.sent == st.band.bytes && (st.last_packet < mps || st.band.bytes == 0);
-        if band_done {
+        let Some(st) = self.streaming else { return };
+        if st.queued_all {
             self.streaming = None;
             self.bands_sent += 1;
             let band = st.band;
@@ -353,9 +365,6 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             if self.engine.state() == EngineState::Idle && self.error == ScanError::None {
                 self.note(self.now, NoteKind::Drained, 0, 0, NoteDetail::None);
             }
-        } else {
-            // A full last packet is followed by a ZLP (`sent == bytes`, `last_packet == mps`).
-            self.streaming = Some(st);
         }
         self.feed_data();
     }
@@ -568,6 +577,11 @@ impl<B: UsbBus + FlushFifo> Personality<B> for ScannerFunction<'_, B> {
         self.drain_engine();
         self.feed_data();
         self.feed_events();
+    }
+
+    /// Bulk IN: a band streams as a run of packets queued back to back.
+    fn multi_packet_in(&self) -> EndpointSet {
+        EndpointSet::EMPTY.with(protocol::EP_DATA_IN)
     }
 
     /// Bulk IN when a stream was dropped (cancel, fault, reset, new job); interrupt IN after a
