@@ -6,6 +6,9 @@
 //! shares the scan settings ([`ScanSettings`]), the device faults, the outcomes ([`Outcome`]) and
 //! the idle cancels ([`IdleCancel`]) with WIA 1.0 scenarios, and its errors are the same one-line
 //! `file:line:column: message` ([`ScenarioError`]).
+//!
+//! About 650 lines, most of them the documented types of the WIA 2.0 scenario format and their
+//! checks, field by field, which `conformance/WIA2.md` points to.
 
 use std::path::{Path, PathBuf};
 

@@ -12,6 +12,10 @@
 //! runs under way are finished, runs not started are listed as not run (skipped in JUnit,
 //! counted in the report), every output of the finished runs is written, one line on stderr
 //! says what, and the exit status is 130 or 143.
+//!
+//! About 800 lines: `run` for the three driver kinds (WIA 1.0, WIA 2.0, SANE), one function each,
+//! and the one results pipeline they share (`Pipeline`: table, JUnit, report, traces, captures,
+//! progress, signals), which belongs with its callers.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -42,6 +42,10 @@
 //! writes garbage or an over-long line, answers out of turn, closes stdout) gets one
 //! `driver-fault` event naming what happened, its process is killed and reaped, and the
 //! acquisition returns `E_FAIL`; the run and the rest of the catalog go on.
+//!
+//! About 690 lines: the exchange's two loops (`transfer` for the driver's turn, `notify_exchange`)
+//! and the process state they share; the messages, turns, faults, configuration and the wia2
+//! contract are in the files beside it.
 
 //!
 //! The module has these parts: `protocol` (the wire messages and their checks), `turns`

@@ -8,6 +8,10 @@
 //! message may come is decided in `turns.rs`. The messages of one driver contract (WIA 1.0's
 //! `callback`, WIA 2.0's `get_next_stream`, `send_message`, `stream`, `release`) say so
 //! ([`FromDriver::contract`]); the runner's `hello` offers the contracts ([`CONTRACTS`]).
+//!
+//! About 800 lines on purpose: the wire types of every message of both contracts and both protocol
+//! versions, each with the checks that parse it and the version that admits it; split by contract,
+//! a message would sit apart from the rule that admits it.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;

@@ -30,6 +30,10 @@
 //! The service knows which unit of the item each stream is for (the n-th GetNextStream of a
 //! download is child n of a folder, page n of a feeder in TYMED_FILE, or every page of a
 //! TYMED_MULTIPAGE_FILE), so each stream knows what it should hold.
+//!
+//! About 640 lines: the service's whole Download and Upload state machine (the messages it sends
+//! itself, the sticky S_FALSE after Cancel, WIA_EVENT_CANCEL_IO), kept in one place so that its
+//! order can be read.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

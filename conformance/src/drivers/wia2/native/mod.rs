@@ -17,6 +17,9 @@
 //! (H15, H17, H19); a device failure goes to the error handlers as a DEVICE_STATUS and the
 //! HRESULT they give back is returned (M4). An upload reads the application's stream (Stat,
 //! Seek, Read only, H2) into the bulk OUT endpoint.
+//!
+//! About 650 lines: the per-item scan loop (`scan_item`) and how a stop is finished, which read as
+//! one; streams, uploads and the mutations are in the files beside it.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
