@@ -221,7 +221,8 @@ class ReadAheadDriver(ref.Driver):
             # ADF: is another sheet coming?
             while True:
                 state, error = self.scan_status()
-                if state != DRAINING:
+                # Draining with bands still buffered: the next page is waiting already.
+                if state != DRAINING or self.bands_ready > 0:
                     break
                 r.sleep(STATUS_POLL_US)
             if state == IDLE and error in (ERR_FEEDER_EMPTY, ERR_NONE):

@@ -195,6 +195,7 @@ class Driver:
         self.legacy_xp = legacy_xp
         self.cancel_io = False
         self.interface = 0
+        self.bands_ready = 0  # of the last GET_SCAN_STATUS: bands buffered, not yet read
         self.runner = Runner(self)
 
     # ---- drvNotifyPnPEvent ----
@@ -224,6 +225,7 @@ class Driver:
         reply = device_comm(r.control_in, REQ_GET_SCAN_STATUS, SCAN_STATUS_LEN, self.interface)
         if len(reply) < SCAN_STATUS_LEN or reply[0] > 6 or reply[1] > 9:
             raise Stop("error", WIA_ERROR_DEVICE_COMMUNICATION)
+        self.bands_ready = struct.unpack_from("<I", reply, 8)[0]
         return reply[0], reply[1]  # state, error
 
     def reset_device(self):
@@ -379,7 +381,9 @@ class Driver:
             # ADF: is another sheet coming?
             while True:
                 state, error = self.scan_status()
-                if state != DRAINING:
+                # Draining with bands still buffered: the next page is waiting already (a
+                # host that fell a page behind the device, on the wall clock).
+                if state != DRAINING or self.bands_ready > 0:
                     break
                 r.sleep(STATUS_POLL_US)
             if state == IDLE and error in (ERR_FEEDER_EMPTY, ERR_NONE):

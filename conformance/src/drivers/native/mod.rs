@@ -384,7 +384,9 @@ impl NativeDriver {
             // ADF: is another sheet coming?
             let scan = loop {
                 let scan = self.scan_status(host).await.map_err(Stop::Error)?;
-                if scan.state != DeviceState::Draining {
+                // Draining with bands still buffered: the next page is waiting already (a
+                // host that fell a page behind the device, on the wall clock).
+                if scan.state != DeviceState::Draining || scan.bands_ready > 0 {
                     break scan;
                 }
                 host.sleep(STATUS_POLL).await;
@@ -407,9 +409,6 @@ impl NativeDriver {
     }
 }
 
-/// Submits a bulk read of one packet (no timeout) and lets go of it without waiting for it or
-/// aborting it, as a driver that queues a drain URB and forgets it: the host still counts it as
-/// pending.
 fn percent_of(done: u64, total: u64, unknown_total: bool) -> i32 {
     if unknown_total || total == 0 {
         return 0;
