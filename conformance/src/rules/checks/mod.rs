@@ -154,9 +154,11 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             match result {
-                // Ended by the abort: at its instant, or (a read queued behind the one on the
-                // wire, reaped later) without data while the device made no new band.
-                TransferOutcome::Cancelled if e.at_us == at || (!new_band && actual == 0) => {
+                // Ended by the abort: at its instant, the first one cancelled after it (over a
+                // real-time transport the completion comes a little later, with what moved
+                // before the abort), or any that moved nothing (reads queued behind the one
+                // on the wire, reaped later): none of these is I/O restarted.
+                TransferOutcome::Cancelled if e.at_us == at || !ended_at_abort || actual == 0 => {
                     ended_at_abort = true
                 }
                 TransferOutcome::Ok if !new_band || !(ended_at_abort || ok_seen) => {
