@@ -4,7 +4,7 @@
 
 use scanemu::engine::ScanSource;
 
-use super::{Action, Outcome, Scenario, Trigger};
+use super::{Action, IdleCancel, Outcome, ScanSettings, Scenario, Trigger};
 use crate::wia::Hresult;
 
 impl Scenario {
@@ -139,50 +139,68 @@ impl Scenario {
             }
             check_outcome(&acq.expect, &at(&[Key("expect")]), true)?;
         }
-        let n = self.acquisitions.len();
-        for (i, idle) in self.idle_cancels.iter().enumerate() {
-            if idle.before as usize > n {
-                return bad(
-                    vec![Key("idle_cancels"), Idx(i), Key("before")],
-                    format!("before {} is past the end: there are {n} acquisitions (use {n} for \"at the end\")", idle.before),
-                );
-            }
-            if idle.times == 0 {
-                return bad(
-                    vec![Key("idle_cancels"), Idx(i), Key("times")],
-                    "times must be at least 1".into(),
-                );
-            }
-        }
-        Ok(())
+        check_idle_cancels(&self.idle_cancels, self.acquisitions.len(), "acquisitions")
     }
 
     fn check_scan(&self) -> Result<(), Invalid> {
-        use Seg::Key;
-        let s = &self.scan;
-        let bad = |field: &'static str, message: String| {
-            Err(Invalid {
-                path: vec![Key("scan"), Key(field)],
-                message,
-            })
-        };
-        if s.resolution_dpi == 0 {
-            return bad("resolution_dpi", "resolution_dpi must be positive".into());
-        }
-        if s.width_px == 0 {
-            return bad("width_px", "width_px must be positive".into());
-        }
-        if s.height_px == 0 {
-            return bad("height_px", "height_px must be positive".into());
-        }
-        if s.source == ScanSource::Flatbed && s.pages > 1 {
+        check_scan_basics(&self.scan)
+    }
+}
+
+/// The scan settings both scenario formats share: a positive resolution and size, one page on
+/// the flatbed.
+pub(super) fn check_scan_basics(s: &ScanSettings) -> Result<(), Invalid> {
+    let bad = |field: &'static str, message: String| {
+        Err(Invalid {
+            path: vec![Seg::Key("scan"), Seg::Key(field)],
+            message,
+        })
+    };
+    if s.resolution_dpi == 0 {
+        return bad("resolution_dpi", "resolution_dpi must be positive".into());
+    }
+    if s.width_px == 0 {
+        return bad("width_px", "width_px must be positive".into());
+    }
+    if s.height_px == 0 {
+        return bad("height_px", "height_px must be positive".into());
+    }
+    if s.source == ScanSource::Flatbed && s.pages > 1 {
+        return bad(
+            "pages",
+            format!("a flatbed scan has one page, not {}", s.pages),
+        );
+    }
+    Ok(())
+}
+
+/// The idle cancels both scenario formats share: each `before` at most the number of `units`
+/// (acquisitions or transfers), each `times` at least 1.
+pub(super) fn check_idle_cancels(
+    idle_cancels: &[IdleCancel],
+    n: usize,
+    units: &str,
+) -> Result<(), Invalid> {
+    use Seg::{Idx, Key};
+    let bad = |path: Vec<Seg>, message: String| Err(Invalid { path, message });
+    for (i, idle) in idle_cancels.iter().enumerate() {
+        if idle.before as usize > n {
             return bad(
-                "pages",
-                format!("a flatbed scan has one page, not {}", s.pages),
+                vec![Key("idle_cancels"), Idx(i), Key("before")],
+                format!(
+                    "before {} is past the end: there are {n} {units} (use {n} for \"at the end\")",
+                    idle.before
+                ),
             );
         }
-        Ok(())
+        if idle.times == 0 {
+            return bad(
+                vec![Key("idle_cancels"), Idx(i), Key("times")],
+                "times must be at least 1".into(),
+            );
+        }
     }
+    Ok(())
 }
 
 pub(super) fn check_outcome(o: &Outcome, path: &[Seg], top: bool) -> Result<(), Invalid> {

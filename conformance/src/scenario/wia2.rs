@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use scanemu::engine::{Fault, ScanJob, ScanSource};
 use serde::{Deserialize, Serialize};
 
-use super::check::check_outcome;
+use super::check::{check_idle_cancels, check_outcome, check_scan_basics};
 use super::{locate, IdleCancel, Invalid, Outcome, ScanSettings, ScenarioError, Seg};
 use crate::wia::{Hresult, StreamMethod, TransferMsg, TYMED_FILE, TYMED_MULTIPAGE_FILE};
 
@@ -409,48 +409,13 @@ impl Scenario2 {
         for (t, transfer) in self.transfers.iter().enumerate() {
             self.check_transfer(t, transfer)?;
         }
-        let n = self.transfers.len();
-        for (i, idle) in self.idle_cancels.iter().enumerate() {
-            if idle.before as usize > n {
-                return bad(
-                    vec![Key("idle_cancels"), Idx(i), Key("before")],
-                    format!("before {} is past the end: there are {n} transfers (use {n} for \"at the end\")", idle.before),
-                );
-            }
-            if idle.times == 0 {
-                return bad(
-                    vec![Key("idle_cancels"), Idx(i), Key("times")],
-                    "times must be at least 1".into(),
-                );
-            }
-        }
-        Ok(())
+        check_idle_cancels(&self.idle_cancels, self.transfers.len(), "transfers")
     }
 
     fn check_scan(&self) -> Result<(), Invalid> {
         use Seg::{Idx, Key};
         let s = &self.scan;
-        let bad = |field: &'static str, message: String| {
-            Err(Invalid {
-                path: vec![Key("scan"), Key(field)],
-                message,
-            })
-        };
-        if s.resolution_dpi == 0 {
-            return bad("resolution_dpi", "resolution_dpi must be positive".into());
-        }
-        if s.width_px == 0 {
-            return bad("width_px", "width_px must be positive".into());
-        }
-        if s.height_px == 0 {
-            return bad("height_px", "height_px must be positive".into());
-        }
-        if s.source == ScanSource::Flatbed && s.pages > 1 {
-            return bad(
-                "pages",
-                format!("a flatbed scan has one page, not {}", s.pages),
-            );
-        }
+        check_scan_basics(s)?;
         if !self.children.is_empty() && s.source != ScanSource::Flatbed {
             return Err(Invalid {
                 path: vec![Key("children")],
