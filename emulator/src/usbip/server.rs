@@ -29,7 +29,11 @@
 //! disconnected is `-ESHUTDOWN`, an URB for another devid `-ENODEV`, an unknown endpoint
 //! `-ENOENT`, an inconsistent control URB `-EINVAL`, babble `-EOVERFLOW`. `CMD_UNLINK` of a
 //! pending URB answers `RET_UNLINK` with `-ECONNRESET` and the URB gets no `RET_SUBMIT`; of an
-//! URB already completed (or unknown) it answers 0. SET_ADDRESS is answered locally (vhci-hcd
+//! URB already completed (or unknown) it answers 0. An URB the device has completed whose
+//! completion still waits for its wire time is completed: the device has handed its data out,
+//! so the data is not dropped; its `RET_SUBMIT` goes out when due and the `RET_UNLINK` (0)
+//! right after it, as the stub sends a given-back URB's `RET_SUBMIT` before the answer to an
+//! unlink that came too late. SET_ADDRESS is answered locally (vhci-hcd
 //! never forwards it), and the stub's device reset request (`bmRequestType` 0x23,
 //! SET_FEATURE(PORT_RESET)) kills every pending URB with `-ESHUTDOWN`, resets and
 //! re-enumerates the device.
@@ -1300,6 +1304,9 @@ struct Done {
     due: Instant,
     ret: RetSubmit,
     bytes: usize,
+    /// `CMD_UNLINK`s that came after the device completed it: answered 0 after its
+    /// `RET_SUBMIT`.
+    late_unlinks: Vec<u32>,
 }
 
 /// The usbmon URB id of USB/IP URB `seqnum` of connection `conn`: unique within a capture of
@@ -1781,12 +1788,15 @@ impl Session<'_> {
             }
         }
         if found.is_none() {
-            if let Some(i) = self
+            if let Some(d) = self
                 .outbox
-                .iter()
-                .position(|d| d.ret.seqnum == u.unlink_seqnum)
+                .iter_mut()
+                .find(|d| d.ret.seqnum == u.unlink_seqnum)
             {
-                found = self.outbox.remove(i).map(|d| d.bytes);
+                // Completed on the device, its data handed out: it is delivered, and the
+                // unlink is answered 0 after it (send_due).
+                d.late_unlinks.push(u.seqnum);
+                return;
             }
         }
         let status = match found {
@@ -1827,7 +1837,16 @@ impl Session<'_> {
                 data: outcome.data,
             },
             bytes: cmd.transfer_buffer_length as usize,
+            late_unlinks: Vec::new(),
         });
+    }
+
+    /// Answers 0 to the unlinks of an URB that completed before they came.
+    fn answer_late_unlinks(&mut self, seqnums: Vec<u32>) {
+        for seqnum in seqnums {
+            // Writing to a Vec cannot fail.
+            let _ = RetUnlink { seqnum, status: 0 }.write(&mut self.out.tail);
+        }
     }
 
     fn out_ret(&mut self, mut ret: RetSubmit) {
@@ -1861,6 +1880,7 @@ impl Session<'_> {
                 );
                 self.release(d.bytes);
                 self.out_ret(ret);
+                self.answer_late_unlinks(d.late_unlinks);
             }
         }
     }
@@ -1910,6 +1930,7 @@ impl Session<'_> {
                 now,
             );
             self.out_ret(r);
+            self.answer_late_unlinks(d.late_unlinks);
         }
         for urb in std::mem::take(&mut self.queues).into_values().flatten() {
             let seqnum = urb.cmd.seqnum;
