@@ -8,7 +8,9 @@
 //! compared with the in-process virtual-time run of the same scenario, as `tests/usbip.rs` does for
 //! USB/IP: no rule fails, every rule's verdict kind is the same (a time-triggered step may land
 //! elsewhere in real time, so there "pass" and "not applicable" may differ), and the bytes
-//! delivered are the same when no step is time-triggered.
+//! delivered are the same when no step is time-triggered. One more scenario, written by the
+//! test, makes every band reach the driver through a read whose timeout fired while the band
+//! was on the wire.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -300,4 +302,68 @@ fn wia2_runs_through_libusb() {
         failed,
         std::collections::BTreeSet::from(["WIA2-N1-CANCEL-IO".to_string()])
     );
+}
+
+/// A scenario where the read that gets each band times out while the band is on the wire: a
+/// full-speed device with two 196608-byte bands (about 160 ms on the wire each, against the
+/// reference driver's 100 ms read slices), scanned slowly enough that every band becomes
+/// ready during a read. The timeout unlinks an URB the device has already filled; the band
+/// must still reach the driver (the timed-out read returns it), not be dropped with the
+/// unlink, which left the next read the following band and failed the scan.
+#[test]
+fn a_read_that_times_out_while_its_band_is_on_the_wire_keeps_the_band() {
+    let _one_at_a_time = REAL_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("scanconform-wire-race-{}", std::process::id()));
+    let (profiles, scenarios) = (dir.join("profiles"), dir.join("scenarios"));
+    for d in [&profiles, &scenarios] {
+        std::fs::create_dir_all(d).expect("temp folder");
+    }
+    let fast = std::fs::read_to_string(repo().join("fixtures/profiles/fast-flatbed.json"))
+        .expect("fast profile");
+    let mut profile: serde_json::Value = serde_json::from_str(&fast).expect("profile JSON");
+    profile["name"] = "fast-flatbed-full-speed".into();
+    profile["usb"]["speed"] = "full".into();
+    profile["usb"]["bulk_max_packet"] = 64.into();
+    profile["timing"]["band_lines"] = 128.into();
+    profile["timing"]["line_period_us"] = 10_000.into();
+    std::fs::write(profiles.join("full-speed.json"), profile.to_string()).expect("profile");
+    let scenario = serde_json::json!({
+        "description": "Two bands of 196608 bytes on a full-speed bus, each outlasting the driver's read timeout on the wire: every byte arrives.",
+        "rules": ["WIA-OUTCOME", "WIA-DATA-CONTIGUOUS", "WIA-DATA-EXACT", "WIA-DATA-COMPLETE", "USB-NO-PENDING"],
+        "profile": "../profiles/full-speed.json",
+        "scan": {"resolution_dpi": 100, "mode": "color48", "width_px": 256, "height_px": 256},
+        "buffer": 262144,
+        "acquisitions": [{"expect": "complete"}]
+    });
+    std::fs::write(scenarios.join("wire-race.json"), scenario.to_string()).expect("scenario");
+    for transport in ["libusb", "usbip"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_scanconform"))
+            .current_dir(repo())
+            .args([
+                "run",
+                "--transport",
+                transport,
+                "--format",
+                "json",
+                "--scenarios",
+            ])
+            .arg(&scenarios)
+            .output()
+            .expect("scanconform runs");
+        assert_eq!(out.status.code(), Some(0), "{transport}: {}", text(&out));
+        let runs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(runs.len(), 2, "{transport}: xp and vista: {runs:?}");
+        for run in &runs {
+            assert_eq!(run["verdict"], "pass", "{transport}: {run}");
+            assert_eq!(
+                run["metrics"]["data_bytes"].as_u64(),
+                Some(256 * 256 * 6),
+                "{transport}: the whole page: {run}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
