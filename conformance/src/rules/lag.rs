@@ -18,6 +18,15 @@
 //! machine's own contention in that window, never by time the driver spent on its own: a
 //! driver that sleeps is not runnable and accrues no lag. Where schedstat is unavailable the
 //! lag is zero and rules judge the raw times, as before.
+//!
+//! The probe is a thread like the others: on a loaded machine it too waits for a CPU, and two
+//! of its samples can lie tens of milliseconds apart, exactly when the other threads were
+//! waiting. The timeline cannot say where inside such a gap the lag fell, so spreading it
+//! evenly over the gap would credit an interval inside it with only a share of lag that may
+//! all have been its own, and fail a correct driver on the load. An interval that begins or
+//! ends inside a gap longer than [`LATE_GAP`] is therefore credited with all of the gap's lag
+//! on that side ([`HostLag::between`], still never more than the interval itself); between
+//! samples taken on time the lag is interpolated.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,13 +47,19 @@ impl HostLag {
         HostLag { samples }
     }
 
-    /// The cumulative lag at `at_us`, interpolated between samples.
-    fn at(&self, at_us: u64) -> u64 {
+    /// The cumulative lag at `at_us`: interpolated between samples taken on time; inside a
+    /// gap longer than [`LATE_GAP`], the lag at the gap's start if `side` is
+    /// [`Side::Start`] and at its end if [`Side::End`] (see the module documentation).
+    fn at(&self, at_us: u64, side: Side) -> u64 {
         let s = &self.samples;
         let i = s.partition_point(|&(t, _)| t <= at_us);
         match (i.checked_sub(1).map(|j| s[j]), s.get(i)) {
             (None, _) => 0,
             (Some((_, l)), None) => l,
+            (Some((t0, l0)), Some(&(t1, l1))) if t1 - t0 > LATE_GAP_US => match side {
+                Side::Start => l0,
+                Side::End => l1,
+            },
             (Some((t0, l0)), Some(&(t1, l1))) => {
                 let span = (t1 - t0).max(1);
                 l0 + (l1 - l0) * (at_us - t0) / span
@@ -52,12 +67,14 @@ impl HostLag {
         }
     }
 
-    /// Lag accumulated between `from_us` and `to_us` (never more than the interval itself).
+    /// Lag accumulated between `from_us` and `to_us` (never more than the interval itself);
+    /// an end inside a late gap of the probe takes all of that gap's lag.
     pub fn between(&self, from_us: u64, to_us: u64) -> u64 {
         if to_us <= from_us {
             return 0;
         }
-        (self.at(to_us) - self.at(from_us).min(self.at(to_us))).min(to_us - from_us)
+        let (from, to) = (self.at(from_us, Side::Start), self.at(to_us, Side::End));
+        to.saturating_sub(from).min(to_us - from_us)
     }
 
     /// Lag over the whole run.
@@ -68,6 +85,20 @@ impl HostLag {
 
 /// How often the probe samples (the resolution of [`HostLag::between`]).
 const SAMPLE_PERIOD: Duration = Duration::from_millis(2);
+
+/// A gap between two samples longer than this means the probe itself was kept off the CPU:
+/// [`HostLag::between`] does not spread the lag of such a gap evenly over it.
+pub const LATE_GAP: Duration = Duration::from_millis(5);
+const LATE_GAP_US: u64 = 5_000;
+const _: () = assert!(LATE_GAP.as_micros() == LATE_GAP_US as u128);
+const _: () = assert!(LATE_GAP_US > 2 * SAMPLE_PERIOD.as_micros() as u64);
+
+/// Which end of an interval [`HostLag::at`] is asked about.
+#[derive(Clone, Copy)]
+enum Side {
+    Start,
+    End,
+}
 
 /// A thread sampling the process's run delay until [`LagProbe::finish`].
 pub struct LagProbe {
@@ -173,6 +204,26 @@ mod tests {
         assert_eq!(lag.between(1900, 1910), 5);
         assert_eq!(lag.total_us(), 500);
         assert_eq!(HostLag::default().between(0, 1000), 0);
+    }
+
+    #[test]
+    fn an_interval_inside_a_late_gap_of_the_probe_gets_all_of_its_lag() {
+        // The probe slept 2 ms and woke 100 ms later: 60 ms of lag accrued in that gap.
+        let lag = HostLag::from_samples(vec![
+            (0, 0),
+            (1000, 0),
+            (101_000, 60_000),
+            (103_000, 60_000),
+        ]);
+        // Evenly spread, the 60 ms from 40 ms to 100 ms would get 36 ms; it gets all 60.
+        assert_eq!(lag.between(40_000, 100_000), 60_000);
+        // Still never more than the interval, and nothing of the gap outside it.
+        assert_eq!(lag.between(50_000, 60_000), 10_000);
+        assert_eq!(lag.between(101_000, 103_000), 0);
+        // An interval that spans the gap with both ends on time gets exactly the gap's lag.
+        assert_eq!(lag.between(500, 102_000), 60_000);
+        // A slow driver is still slow: 2 s with 60 ms of lag nets 1.94 s.
+        assert_eq!(2_000_000 - lag.between(1000, 2_001_000), 1_940_000);
     }
 
     #[test]
