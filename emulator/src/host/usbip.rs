@@ -11,7 +11,8 @@
 //!   A timeout sends `USBIP_CMD_UNLINK` and waits (up to 250 ms) for the server's answer, as
 //!   Linux's `usb_start_wait_urb` kills the URB and waits for it: `RET_UNLINK` ends the
 //!   transfer with [`TransferError::Timeout`]; a `RET_SUBMIT` that crossed the unlink delivers
-//!   its data, so a completion racing a late timeout is not lost. The URB's slot stays until the server's
+//!   its data, so a completion racing a late timeout is not lost; an abort while it waits ends
+//!   it [`TransferError::Cancelled`]. The URB's slot stays until the server's
 //!   `RET_UNLINK` (or its `RET_SUBMIT`, if it had already completed) arrives.
 //! - [`UsbHost::clear_halt`] is CLEAR_FEATURE(ENDPOINT_HALT) over EP0.
 //! - [`UsbHost::reset_device`]: USB/IP has no reset message. This host unlinks every pending
@@ -578,8 +579,13 @@ impl UsbIpHost {
                         guard.finished = true;
                         Err(TransferError::Timeout { actual: 0 })
                     }
-                    // No answer in time (or aborted meanwhile): the guard orphans the slot.
-                    Waited::TimedOut | Waited::Aborted => Err(TransferError::Timeout { actual: 0 }),
+                    // Aborted while waiting for the answer: the abort wins, as it does before
+                    // the timeout (the driver asked to cancel, and a read that ends as timed out
+                    // after its abort looks like a read submitted again). The guard orphans
+                    // the slot.
+                    Waited::Aborted => Err(TransferError::Cancelled { actual: 0 }),
+                    // No answer in time: the guard orphans the slot.
+                    Waited::TimedOut => Err(TransferError::Timeout { actual: 0 }),
                 }
             }
         }
