@@ -97,11 +97,14 @@ fn urb(
 }
 
 fn usbip(transfers: usize) -> u64 {
-    let server = UsbIpServer::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig::new(profile()),
-    )
-    .expect("binds");
+    let mut config = ServerConfig::new(profile());
+    if let Some(n) = std::env::var("USBIP_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.worker_threads = n;
+    }
+    let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
     let mut stream = TcpStream::connect(server.local_addr()).expect("connects");
     stream.set_nodelay(true).expect("nodelay");
     let mut req = OpHeader::new(OP_REQ_IMPORT, 0).encode().to_vec();

@@ -553,6 +553,21 @@ impl InTransfer {
         }
     }
 
+    /// Like [`InTransfer::new`], reading into `buf` (emptied first): a caller that reuses its
+    /// buffers from one transfer to the next allocates nothing per transfer.
+    pub fn with_buffer(ep_addr: u8, length: usize, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.reserve(length);
+        InTransfer {
+            ep_addr: ep_addr | 0x80,
+            buf,
+            length,
+            filled: 0,
+            done: false,
+            wire_bytes: 0,
+        }
+    }
+
     /// Abandons the transfer and returns what had arrived (the URB's `actual_length` bytes).
     /// The device's next packet, if any, stays queued in its endpoint.
     pub fn abort(mut self) -> Vec<u8> {

@@ -902,64 +902,129 @@ impl Inbox {
 /// IN data at least this long is written from its own buffer instead of being copied.
 const VECTORED_MIN: usize = 4096;
 
-/// Replies encoded and not yet written: whole buffers, then the tail being appended to.
+/// Data buffers of written replies kept for the next IN transfers, at most.
+const SPARE_BUFFERS: usize = 4;
+/// A data buffer larger than this is not kept.
+const SPARE_MAX_BYTES: usize = 1 << 20;
+/// Most buffers one vectored write hands the kernel.
+const MAX_IOVECS: usize = 64;
+
+/// Replies encoded and not yet written: small replies back to back in `tail`, large IN data
+/// in buffers of their own (each written after `tail[..at]`), so that data is never copied
+/// into the reply stream. Data buffers that went out are kept for the next transfers: a
+/// buffer reused while warm costs less to fill and to write than a fresh one.
 #[derive(Default)]
 struct Outgoing {
-    chunks: Vec<Vec<u8>>,
     tail: Vec<u8>,
+    /// `(at, data)`: `data` goes out after the first `at` bytes of `tail`.
+    data: Vec<(usize, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl Outgoing {
     fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.tail.is_empty()
+        self.data.is_empty() && self.tail.is_empty()
     }
 
-    /// Writes everything with vectored writes within `limit`, and empties itself.
+    /// Appends a data buffer after what `tail` holds now.
+    fn push_data(&mut self, data: Vec<u8>) {
+        self.data.push((self.tail.len(), data));
+    }
+
+    /// A buffer for the next IN transfer: a spare one if there is one.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.tail.len() + self.data.iter().map(|(_, d)| d.len()).sum::<usize>()
+    }
+
+    /// Everything to write, in order.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let mut from = 0;
+        let last = self.data.last().map_or(0, |(at, _)| *at);
+        self.data
+            .iter()
+            .flat_map(move |(at, d)| {
+                let head = &self.tail[from..*at];
+                from = *at;
+                [head, d.as_slice()]
+            })
+            .chain(std::iter::once(&self.tail[last..]))
+    }
+
+    /// The bytes from `skip` on, as at most [`MAX_IOVECS`] slices.
+    fn slices(&self, mut skip: usize) -> Vec<io::IoSlice<'_>> {
+        let mut out = Vec::with_capacity((2 * self.data.len() + 1).min(MAX_IOVECS));
+        for piece in self.pieces() {
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            out.push(io::IoSlice::new(&piece[skip..]));
+            skip = 0;
+            if out.len() == MAX_IOVECS {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Forgets what was written, keeping data buffers for reuse.
+    fn clear(&mut self) {
+        self.tail.clear();
+        for (_, mut d) in self.data.drain(..) {
+            if self.spare.len() < SPARE_BUFFERS && d.capacity() <= SPARE_MAX_BYTES {
+                d.clear();
+                self.spare.push(d);
+            }
+        }
+    }
+
+    /// Writes everything with vectored writes within `limit`, and empties itself. What the
+    /// socket takes at once goes without a timer; the rest waits for the peer to read, up to
+    /// `limit`.
     async fn write(
         &mut self,
         stream: &mut TcpStream,
         limit: StdDuration,
     ) -> Result<(), CloseReason> {
-        if !self.tail.is_empty() {
-            let tail = std::mem::take(&mut self.tail);
-            self.chunks.push(tail);
-        }
-        let total: usize = self.chunks.iter().map(Vec::len).sum();
-        let chunks = std::mem::take(&mut self.chunks);
-        let write = async {
-            let (mut first, mut offset) = (0usize, 0usize);
-            while first < chunks.len() {
-                let mut slices = Vec::with_capacity((chunks.len() - first).min(64));
-                slices.push(io::IoSlice::new(&chunks[first][offset..]));
-                for c in chunks.iter().skip(first + 1).take(63) {
-                    slices.push(io::IoSlice::new(c));
-                }
-                let mut n = stream.write_vectored(&slices).await?;
-                if n == 0 {
-                    return Err(io::Error::from(io::ErrorKind::WriteZero));
-                }
-                while n > 0 && first < chunks.len() {
-                    let left = chunks[first].len() - offset;
-                    if n >= left {
-                        n -= left;
-                        first += 1;
-                        offset = 0;
-                    } else {
-                        offset += n;
-                        n = 0;
-                    }
-                }
+        let total = self.len();
+        let mut done = 0;
+        let r = loop {
+            if done == total {
+                break Ok(());
             }
-            Ok(())
+            match stream.try_write_vectored(&self.slices(done)) {
+                Ok(0) => break Err(CloseReason::Write(io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let this = &*self;
+                    let rest = async {
+                        while done < total {
+                            let n = stream.write_vectored(&this.slices(done)).await?;
+                            if n == 0 {
+                                return Err(io::Error::from(io::ErrorKind::WriteZero));
+                            }
+                            done += n;
+                        }
+                        Ok(())
+                    };
+                    break match tokio::time::timeout(limit, rest).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(CloseReason::Write(e)),
+                        Err(_) => Err(CloseReason::Unread {
+                            bytes: total,
+                            ms: limit.as_millis(),
+                        }),
+                    };
+                }
+                Err(e) => break Err(CloseReason::Write(e)),
+            }
         };
-        match tokio::time::timeout(limit, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(CloseReason::Write(e)),
-            Err(_) => Err(CloseReason::Unread {
-                bytes: total,
-                ms: limit.as_millis(),
-            }),
-        }
+        self.clear();
+        r
     }
 }
 
@@ -1840,9 +1905,7 @@ impl Session<'_> {
         // Writing to a Vec cannot fail.
         let _ = ret.write(&mut self.out.tail);
         if !data.is_empty() {
-            let head = std::mem::take(&mut self.out.tail);
-            self.out.chunks.push(head);
-            self.out.chunks.push(data);
+            self.out.push_data(data);
         }
     }
 
@@ -1959,7 +2022,7 @@ impl Session<'_> {
                 let Some(urb) = q.front_mut() else { continue };
                 let (outcome, moved) = {
                     let (port, mut poller) = self.device.port_and_poller(now);
-                    step_urb(urb, &port, &mut poller)
+                    step_urb(urb, &port, &mut poller, &mut self.out)
                 };
                 if moved {
                     progressed = true;
@@ -2406,9 +2469,10 @@ fn step_urb(
     urb: &mut Urb,
     port: &crate::usb::bus::BusPort,
     poller: &mut dyn hc::DevicePoller,
+    out: &mut Outgoing,
 ) -> (Option<Outcome>, bool) {
     if urb.active.is_none() {
-        match start(&mut urb.cmd) {
+        match start(&mut urb.cmd, out) {
             Ok(a) => urb.active = Some(a),
             Err(outcome) => return (Some(outcome), false),
         }
@@ -2484,8 +2548,9 @@ fn step_urb(
     (outcome, moved > 0)
 }
 
-/// The transfer for a newly started URB, or the outcome of one that is refused.
-fn start(cmd: &mut CmdSubmit) -> Result<Active, Outcome> {
+/// The transfer for a newly started URB, or the outcome of one that is refused. IN data goes
+/// into one of `out`'s spare buffers.
+fn start(cmd: &mut CmdSubmit, out: &mut Outgoing) -> Result<Active, Outcome> {
     let ep = cmd.ep as u8;
     if ep == 0 {
         let setup = cmd.setup_packet();
@@ -2507,9 +2572,10 @@ fn start(cmd: &mut CmdSubmit) -> Result<Active, Outcome> {
         )));
     }
     if cmd.direction == DIR_IN {
-        Ok(Active::In(InTransfer::new(
+        Ok(Active::In(InTransfer::with_buffer(
             0x80 | ep,
             cmd.transfer_buffer_length as usize,
+            out.buffer(),
         )))
     } else {
         let zlp = cmd.transfer_flags & URB_ZERO_PACKET != 0;
