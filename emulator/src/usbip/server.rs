@@ -1418,6 +1418,9 @@ struct Session<'a> {
     /// Completed URBs waiting for their wire time to pass, in completion order.
     outbox: VecDeque<Done>,
     bus_free_at: Instant,
+    /// The device poll a bulk IN transfer left for after its reply went out (see
+    /// [`InTransfer::defer_final_poll`]): made before anything else touches the device.
+    owed_poll: Option<Instant>,
     pending_urbs: usize,
     pending_bytes: usize,
     /// Replies encoded and not yet written.
@@ -1470,6 +1473,7 @@ async fn run_session(
         queues: BTreeMap::new(),
         outbox: VecDeque::new(),
         bus_free_at: Instant::ZERO,
+        owed_poll: None,
         pending_urbs: 0,
         pending_bytes: 0,
         out: Outgoing::default(),
@@ -1525,6 +1529,9 @@ impl Session<'_> {
                     break End::Peer(why);
                 }
             }
+            // The firmware refills its FIFO once the reply is on its way.
+            self.pay_poll();
+            self.report_notes();
             self.flush_capture();
             let wake = match (self.device.poll_at(), self.outbox.front().map(|d| d.due)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -1632,6 +1639,7 @@ impl Session<'_> {
     /// stopping after a cancel, bands still being scanned into its buffer) at the scheduled
     /// instants, up to [`SETTLE_LIMIT_US`] ahead, so the notes of the session are complete.
     fn settle(&mut self) {
+        self.pay_poll();
         let limit = self.shared.now() + Duration::from_micros(SETTLE_LIMIT_US);
         while let Some(at) = self.device.poll_at() {
             if at > limit {
@@ -1645,6 +1653,13 @@ impl Session<'_> {
     fn release(&mut self, bytes: usize) {
         self.pending_urbs = self.pending_urbs.saturating_sub(1);
         self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+    }
+
+    /// Makes the device poll a finished bulk IN transfer left owed, if any.
+    fn pay_poll(&mut self) {
+        if let Some(at) = self.owed_poll.take() {
+            self.device.poll(at);
+        }
     }
 
     fn report_notes(&mut self) {
@@ -1667,6 +1682,7 @@ impl Session<'_> {
     }
 
     fn submit(&mut self, cmd: CmdSubmit) {
+        self.pay_poll();
         let now = self.shared.now();
         self.capture_submit(&cmd, now);
         if cmd.devid != self.devid {
@@ -1823,6 +1839,7 @@ impl Session<'_> {
 
     /// The stub's device reset: pending URBs die with -ESHUTDOWN, the device re-enumerates.
     fn reset_device(&mut self, now: Instant) {
+        self.pay_poll();
         let queues = std::mem::take(&mut self.queues);
         for urb in queues.into_values().flatten() {
             self.complete(urb.cmd, Outcome::status(errno::ESHUTDOWN), 0, now);
@@ -1996,6 +2013,7 @@ impl Session<'_> {
     /// fault reaches an URB that was waiting for it before the fault does. Completions found
     /// on the way are due from the instant they happened.
     fn pump(&mut self, now: Instant) {
+        self.pay_poll();
         let mut last = None;
         for _ in 0..MAX_CATCH_UP_STEPS {
             match self.device.poll_at() {
@@ -2011,6 +2029,7 @@ impl Session<'_> {
 
     /// Runs the device at `now` and steps the head of every queue until nothing moves.
     fn step_at(&mut self, now: Instant) {
+        self.pay_poll();
         self.device.poll(now);
         loop {
             let mut progressed = false;
@@ -2020,10 +2039,16 @@ impl Session<'_> {
                     continue;
                 };
                 let Some(urb) = q.front_mut() else { continue };
-                let (outcome, moved) = {
+                if let Some(at) = self.owed_poll.take() {
+                    self.device.poll(at);
+                }
+                let (outcome, moved, owed) = {
                     let (port, mut poller) = self.device.port_and_poller(now);
                     step_urb(urb, &port, &mut poller, &mut self.out)
                 };
+                if owed {
+                    self.owed_poll = Some(now);
+                }
                 if moved {
                     progressed = true;
                 }
@@ -2463,23 +2488,25 @@ fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: &Shared) {
     }
 }
 
-/// Starts or continues `urb`'s transfer; returns its outcome once it ended, and whether any
-/// bytes moved.
+/// Starts or continues `urb`'s transfer; returns its outcome once it ended, whether any
+/// bytes moved, and whether the device is owed the poll that follows a bulk IN transfer's
+/// last burst ([`InTransfer::defer_final_poll`]).
 fn step_urb(
     urb: &mut Urb,
     port: &crate::usb::bus::BusPort,
     poller: &mut dyn hc::DevicePoller,
     out: &mut Outgoing,
-) -> (Option<Outcome>, bool) {
+) -> (Option<Outcome>, bool, bool) {
     if urb.active.is_none() {
         match start(&mut urb.cmd, out) {
             Ok(a) => urb.active = Some(a),
-            Err(outcome) => return (Some(outcome), false),
+            Err(outcome) => return (Some(outcome), false, false),
         }
     }
     let Some(active) = urb.active.as_mut() else {
-        return (Some(Outcome::status(errno::EINVAL)), false);
+        return (Some(Outcome::status(errno::EINVAL)), false, false);
     };
+    let mut owed = false;
     let (outcome, moved) = match active {
         Active::Control(t) => {
             let step = t.step(port, poller);
@@ -2507,11 +2534,14 @@ fn step_urb(
             let moved = t.take_wire_bytes();
             let outcome = match step {
                 StepResult::Pending => None,
-                StepResult::Done(Ok(data)) => Some(Outcome {
-                    status: 0,
-                    actual: data.len() as u32,
-                    data,
-                }),
+                StepResult::Done(Ok(data)) => {
+                    owed = true;
+                    Some(Outcome {
+                        status: 0,
+                        actual: data.len() as u32,
+                        data,
+                    })
+                }
                 StepResult::Done(Err(e)) => {
                     // Data that arrived before the error is delivered with it, as an URB's
                     // actual_length is.
@@ -2545,7 +2575,7 @@ fn step_urb(
         }
     };
     urb.wire += moved;
-    (outcome, moved > 0)
+    (outcome, moved > 0, owed)
 }
 
 /// The transfer for a newly started URB, or the outcome of one that is refused. IN data goes
@@ -2572,11 +2602,10 @@ fn start(cmd: &mut CmdSubmit, out: &mut Outgoing) -> Result<Active, Outcome> {
         )));
     }
     if cmd.direction == DIR_IN {
-        Ok(Active::In(InTransfer::with_buffer(
-            0x80 | ep,
-            cmd.transfer_buffer_length as usize,
-            out.buffer(),
-        )))
+        Ok(Active::In(
+            InTransfer::with_buffer(0x80 | ep, cmd.transfer_buffer_length as usize, out.buffer())
+                .defer_final_poll(),
+        ))
     } else {
         let zlp = cmd.transfer_flags & URB_ZERO_PACKET != 0;
         Ok(Active::Out(OutTransfer::new(
