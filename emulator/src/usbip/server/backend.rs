@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use super::connection::CloseReason;
-use super::session::{is_set_address, urb_id, write_capture, Backend, Captured, Outgoing};
+use super::session::{is_set_address, Backend, CaptureLog, Outgoing};
 use super::{Shared, UrbAnswer, UrbBackend, UrbRequest, UrbSession};
-use crate::time::Instant;
 use crate::usb::descriptor;
 use crate::usb::descriptor_type;
-use crate::usb::usbmon::{self, EventType, TransferType, UsbmonEvent, URB_DIR_IN};
+use crate::usb::usbmon::{EventType, TransferType};
 use crate::usbip::protocol::{errno, CmdSubmit, Command, RetSubmit, RetUnlink};
 
 /// The transfer type of each endpoint a configuration descriptor declares.
@@ -38,9 +37,7 @@ struct BackendUrb {
 /// shutdown rules of an emulated device's session.
 pub(super) struct BackendSession<'a> {
     shared: &'a Shared,
-    conn: u64,
     devid: u32,
-    devnum: u8,
     types: BTreeMap<u8, TransferType>,
     /// The backend's session of this import, until it is closed.
     session: Option<Box<dyn UrbSession>>,
@@ -51,8 +48,7 @@ pub(super) struct BackendSession<'a> {
     unlinks: BTreeMap<u32, u32>,
     pending_bytes: usize,
     out: Outgoing,
-    captured: BTreeMap<u32, Captured>,
-    capture_dirty: bool,
+    capture: CaptureLog,
 }
 
 /// Opens `backend`'s session for export `index` and connection `conn`.
@@ -75,9 +71,7 @@ pub(super) fn open<'a>(
     );
     BackendSession {
         shared,
-        conn,
         devid: record.devid(),
-        devnum: u8::try_from(record.devnum).unwrap_or(u8::MAX),
         types: endpoint_types(&backend.descriptors().1),
         session: Some(session),
         answers,
@@ -85,8 +79,7 @@ pub(super) fn open<'a>(
         unlinks: BTreeMap::new(),
         pending_bytes: 0,
         out: Outgoing::default(),
-        captured: BTreeMap::new(),
-        capture_dirty: false,
+        capture: CaptureLog::new(conn, u8::try_from(record.devnum).unwrap_or(u8::MAX)),
     }
 }
 
@@ -127,7 +120,7 @@ impl Backend for BackendSession<'_> {
     }
 
     fn flush_capture(&mut self) {
-        BackendSession::flush_capture(self);
+        self.capture.flush(self.shared);
     }
 
     fn idle(&self) -> bool {
@@ -196,11 +189,20 @@ impl BackendSession<'_> {
                 .copied()
                 .unwrap_or(TransferType::Bulk),
         };
-        self.capture_submit(&cmd, transfer_type, endpoint, now);
+        self.capture
+            .submit(self.shared, &cmd, transfer_type, endpoint, now);
         self.urbs.insert(cmd.seqnum, BackendUrb { bytes });
         self.pending_bytes += bytes;
         if cmd.devid != self.devid {
-            self.capture_end(cmd.seqnum, EventType::Error, -errno::ENODEV, &[], 0, now);
+            self.capture.end(
+                self.shared,
+                cmd.seqnum,
+                EventType::Error,
+                -errno::ENODEV,
+                &[],
+                0,
+                now,
+            );
             self.finish(RetSubmit {
                 seqnum: cmd.seqnum,
                 status: -errno::ENODEV,
@@ -211,7 +213,8 @@ impl BackendSession<'_> {
         }
         if setup.is_some_and(|s| is_set_address(&s)) {
             // vhci-hcd never forwards it; the device keeps its address.
-            self.capture_end(cmd.seqnum, EventType::Complete, 0, &[], 0, now);
+            self.capture
+                .end(self.shared, cmd.seqnum, EventType::Complete, 0, &[], 0, now);
             self.finish(RetSubmit {
                 seqnum: cmd.seqnum,
                 status: 0,
@@ -242,7 +245,8 @@ impl BackendSession<'_> {
                 if !self.urbs.contains_key(&ret.seqnum) {
                     return;
                 }
-                self.capture_end(
+                self.capture.end(
+                    self.shared,
                     ret.seqnum,
                     EventType::Complete,
                     ret.status,
@@ -258,7 +262,15 @@ impl BackendSession<'_> {
                     if let Some(urb) = self.urbs.remove(&target) {
                         self.pending_bytes = self.pending_bytes.saturating_sub(urb.bytes);
                     }
-                    self.capture_end(target, EventType::Complete, ret.status, &[], 0, now);
+                    self.capture.end(
+                        self.shared,
+                        target,
+                        EventType::Complete,
+                        ret.status,
+                        &[],
+                        0,
+                        now,
+                    );
                 }
                 // Writing to a Vec cannot fail.
                 let _ = ret.write(&mut self.out.tail);
@@ -280,7 +292,15 @@ impl BackendSession<'_> {
     fn end_pending(&mut self, status: i32, send: bool) {
         let now = self.shared.now();
         for seqnum in std::mem::take(&mut self.urbs).into_keys() {
-            self.capture_end(seqnum, EventType::Complete, status, &[], 0, now);
+            self.capture.end(
+                self.shared,
+                seqnum,
+                EventType::Complete,
+                status,
+                &[],
+                0,
+                now,
+            );
             if send {
                 let _ = RetSubmit {
                     seqnum,
@@ -292,98 +312,5 @@ impl BackendSession<'_> {
             }
         }
         self.pending_bytes = 0;
-    }
-
-    fn capture_submit(
-        &mut self,
-        cmd: &CmdSubmit,
-        transfer_type: TransferType,
-        endpoint: u8,
-        now: Instant,
-    ) {
-        let Some(capture) = &self.shared.config.capture else {
-            return;
-        };
-        let flags = cmd.transfer_flags | if endpoint & 0x80 != 0 { URB_DIR_IN } else { 0 };
-        let ctx = Captured {
-            transfer_type,
-            endpoint,
-            interval: cmd.interval as i32,
-            flags,
-        };
-        self.captured.insert(cmd.seqnum, ctx);
-        let event = UsbmonEvent {
-            id: urb_id(self.conn, cmd.seqnum),
-            event: EventType::Submit,
-            transfer_type,
-            endpoint,
-            device: self.devnum,
-            bus: 1,
-            setup: (cmd.ep == 0).then_some(cmd.setup),
-            at: now,
-            status: -usbmon::errno::EINPROGRESS,
-            urb_len: cmd.transfer_buffer_length,
-            data: &cmd.data,
-            interval: ctx.interval,
-            start_frame: 0,
-            xfer_flags: flags,
-            ndesc: 0,
-        };
-        write_capture(capture, &event, self.shared);
-        self.capture_dirty = true;
-    }
-
-    fn capture_end(
-        &mut self,
-        seqnum: u32,
-        kind: EventType,
-        status: i32,
-        data: &[u8],
-        actual: u32,
-        now: Instant,
-    ) {
-        let Some(capture) = &self.shared.config.capture else {
-            return;
-        };
-        let Some(ctx) = self.captured.remove(&seqnum) else {
-            return;
-        };
-        let event = UsbmonEvent {
-            id: urb_id(self.conn, seqnum),
-            event: kind,
-            transfer_type: ctx.transfer_type,
-            endpoint: ctx.endpoint,
-            device: self.devnum,
-            bus: 1,
-            setup: None,
-            at: now,
-            status,
-            urb_len: actual,
-            data: if ctx.endpoint & 0x80 != 0 && kind == EventType::Complete {
-                data
-            } else {
-                &[]
-            },
-            interval: ctx.interval,
-            start_frame: 0,
-            xfer_flags: ctx.flags,
-            ndesc: 0,
-        };
-        write_capture(capture, &event, self.shared);
-        self.capture_dirty = true;
-    }
-
-    fn flush_capture(&mut self) {
-        if !self.capture_dirty {
-            return;
-        }
-        self.capture_dirty = false;
-        if let Some(capture) = &self.shared.config.capture {
-            let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = w.flush() {
-                self.shared
-                    .log_limited(&format!("capture write failed: {e}"));
-            }
-        }
     }
 }

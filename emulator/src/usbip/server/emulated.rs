@@ -11,9 +11,7 @@ use std::time::Duration as StdDuration;
 use tokio::io::unix::AsyncFd;
 
 use super::connection::CloseReason;
-use super::session::{
-    is_set_address, urb_id, write_capture, Backend, Captured, Outgoing, VECTORED_MIN,
-};
+use super::session::{is_set_address, Backend, CaptureLog, Outgoing, VECTORED_MIN};
 use super::{DeviceSpec, Shared};
 use crate::device::Device;
 use crate::time::{Duration, Instant};
@@ -21,7 +19,7 @@ use crate::usb::hc::{
     self, ControlTransfer, InTransfer, OutTransfer, SetupPacket, StepResult, Transfer,
 };
 use crate::usb::speed::Speed;
-use crate::usb::usbmon::{self, EventType, TransferType, UsbmonEvent, URB_DIR_IN};
+use crate::usb::usbmon::{EventType, TransferType};
 use crate::usb::Request;
 use crate::usbip::protocol::{
     errno, CmdSubmit, CmdUnlink, Command, RetSubmit, RetUnlink, DIR_IN, URB_ZERO_PACKET,
@@ -153,8 +151,6 @@ fn is_port_reset(s: &SetupPacket) -> bool {
 /// One imported device: the URB queues and the device they run on.
 pub(super) struct Session<'a> {
     shared: &'a Shared,
-    /// The connection's number, part of every URB id in the capture.
-    conn: u64,
     spec: &'a DeviceSpec,
     device: Device,
     /// Wakes the session at the device's next instant or the next completion's.
@@ -162,8 +158,6 @@ pub(super) struct Session<'a> {
     /// The instant `alarm` is set for.
     wake: Option<Instant>,
     devid: u32,
-    /// The device number captures carry (the record's devnum).
-    devnum: u8,
     speed: Speed,
     /// Per endpoint address (EP0 is 0x00 for both directions); only heads are stepped.
     queues: BTreeMap<u8, VecDeque<Urb>>,
@@ -178,8 +172,7 @@ pub(super) struct Session<'a> {
     /// Replies encoded and not yet written.
     out: Outgoing,
     /// Capture details of URBs submitted and not yet completed, by seqnum.
-    captured: BTreeMap<u32, Captured>,
-    capture_dirty: bool,
+    capture: CaptureLog,
 }
 
 /// Builds, configures and enumerates the device of export `index` for connection `conn`.
@@ -201,13 +194,11 @@ pub(super) fn open(shared: &Shared, index: usize, conn: u64) -> Result<Session<'
     let alarm = Alarm::new().map_err(CloseReason::Timer)?;
     Ok(Session {
         shared,
-        conn,
         spec,
         device,
         alarm,
         wake: None,
         devid: record.devid(),
-        devnum: u8::try_from(record.devnum).unwrap_or(u8::MAX),
         speed: spec.profile.usb.speed,
         queues: BTreeMap::new(),
         outbox: VecDeque::new(),
@@ -216,8 +207,7 @@ pub(super) fn open(shared: &Shared, index: usize, conn: u64) -> Result<Session<'
         pending_urbs: 0,
         pending_bytes: 0,
         out: Outgoing::default(),
-        captured: BTreeMap::new(),
-        capture_dirty: false,
+        capture: CaptureLog::new(conn, u8::try_from(record.devnum).unwrap_or(u8::MAX)),
     })
 }
 
@@ -269,7 +259,7 @@ impl Backend for Session<'_> {
     }
 
     fn flush_capture(&mut self) {
-        Session::flush_capture(self);
+        self.capture.flush(self.shared);
     }
 
     fn idle(&self) -> bool {
@@ -395,7 +385,15 @@ impl Session<'_> {
     /// No device to submit to: the submission fails with `-ENODEV`, as `usb_submit_urb`
     /// does, and the capture gets an `E` record instead of a completion.
     fn refuse_no_device(&mut self, cmd: CmdSubmit, now: Instant) {
-        self.capture_end(cmd.seqnum, EventType::Error, -errno::ENODEV, &[], 0, now);
+        self.capture.end(
+            self.shared,
+            cmd.seqnum,
+            EventType::Error,
+            -errno::ENODEV,
+            &[],
+            0,
+            now,
+        );
         self.out_ret(RetSubmit {
             seqnum: cmd.seqnum,
             status: -errno::ENODEV,
@@ -407,11 +405,10 @@ impl Session<'_> {
 
     /// Writes the `S` record of `cmd` to the capture, if there is one.
     fn capture_submit(&mut self, cmd: &CmdSubmit, now: Instant) {
-        let Some(capture) = &self.shared.config.capture else {
+        if self.shared.config.capture.is_none() {
             return;
-        };
-        let setup = (cmd.ep == 0).then_some(cmd.setup);
-        let endpoint = match setup {
+        }
+        let endpoint = match (cmd.ep == 0).then_some(cmd.setup) {
             Some(s) => s[0] & 0x80,
             None if cmd.is_in() => 0x80 | cmd.ep as u8,
             None => cmd.ep as u8,
@@ -427,88 +424,8 @@ impl Session<'_> {
                 _ => TransferType::Bulk,
             }
         };
-        let flags = cmd.transfer_flags | if endpoint & 0x80 != 0 { URB_DIR_IN } else { 0 };
-        let ctx = Captured {
-            transfer_type,
-            endpoint,
-            interval: cmd.interval as i32,
-            flags,
-        };
-        self.captured.insert(cmd.seqnum, ctx);
-        let event = UsbmonEvent {
-            id: urb_id(self.conn, cmd.seqnum),
-            event: EventType::Submit,
-            transfer_type,
-            endpoint,
-            device: self.devnum,
-            bus: 1,
-            setup,
-            at: now,
-            status: -usbmon::errno::EINPROGRESS,
-            urb_len: cmd.transfer_buffer_length,
-            data: &cmd.data,
-            interval: ctx.interval,
-            start_frame: 0,
-            xfer_flags: flags,
-            ndesc: 0,
-        };
-        write_capture(capture, &event, self.shared);
-        self.capture_dirty = true;
-    }
-
-    /// Writes the `C` (or `E`) record of URB `seqnum` to the capture, if there is one.
-    fn capture_end(
-        &mut self,
-        seqnum: u32,
-        kind: EventType,
-        status: i32,
-        data: &[u8],
-        actual: u32,
-        now: Instant,
-    ) {
-        let Some(capture) = &self.shared.config.capture else {
-            return;
-        };
-        let Some(ctx) = self.captured.remove(&seqnum) else {
-            return;
-        };
-        let event = UsbmonEvent {
-            id: urb_id(self.conn, seqnum),
-            event: kind,
-            transfer_type: ctx.transfer_type,
-            endpoint: ctx.endpoint,
-            device: self.devnum,
-            bus: 1,
-            setup: None,
-            at: now,
-            status,
-            urb_len: actual,
-            data: if ctx.endpoint & 0x80 != 0 && kind == EventType::Complete {
-                data
-            } else {
-                &[]
-            },
-            interval: ctx.interval,
-            start_frame: 0,
-            xfer_flags: ctx.flags,
-            ndesc: 0,
-        };
-        write_capture(capture, &event, self.shared);
-        self.capture_dirty = true;
-    }
-
-    fn flush_capture(&mut self) {
-        if !self.capture_dirty {
-            return;
-        }
-        self.capture_dirty = false;
-        if let Some(capture) = &self.shared.config.capture {
-            let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = w.flush() {
-                self.shared
-                    .log_limited(&format!("capture write failed: {e}"));
-            }
-        }
+        self.capture
+            .submit(self.shared, cmd, transfer_type, endpoint, now);
     }
 
     /// The stub's device reset: pending URBs die with -ESHUTDOWN, the device re-enumerates.
@@ -549,7 +466,8 @@ impl Session<'_> {
             Some(bytes) => {
                 self.release(bytes);
                 let now = self.shared.now();
-                self.capture_end(
+                self.capture.end(
+                    self.shared,
                     u.unlink_seqnum,
                     EventType::Complete,
                     -errno::ECONNRESET,
@@ -605,7 +523,8 @@ impl Session<'_> {
         while self.outbox.front().is_some_and(|d| d.due <= now) {
             if let Some(d) = self.outbox.pop_front() {
                 let ret = d.ret;
-                self.capture_end(
+                self.capture.end(
+                    self.shared,
                     ret.seqnum,
                     EventType::Complete,
                     ret.status,
@@ -625,7 +544,8 @@ impl Session<'_> {
         let now = self.shared.now();
         for d in std::mem::take(&mut self.outbox) {
             let r = d.ret;
-            self.capture_end(
+            self.capture.end(
+                self.shared,
                 r.seqnum,
                 EventType::Complete,
                 r.status,
@@ -635,7 +555,8 @@ impl Session<'_> {
             );
         }
         for urb in std::mem::take(&mut self.queues).into_values().flatten() {
-            self.capture_end(
+            self.capture.end(
+                self.shared,
                 urb.cmd.seqnum,
                 EventType::Complete,
                 -errno::ENOENT,
@@ -655,7 +576,8 @@ impl Session<'_> {
         let now = self.shared.now();
         for d in std::mem::take(&mut self.outbox) {
             let r = d.ret;
-            self.capture_end(
+            self.capture.end(
+                self.shared,
                 r.seqnum,
                 EventType::Complete,
                 r.status,
@@ -667,7 +589,15 @@ impl Session<'_> {
         }
         for urb in std::mem::take(&mut self.queues).into_values().flatten() {
             let seqnum = urb.cmd.seqnum;
-            self.capture_end(seqnum, EventType::Complete, -errno::ESHUTDOWN, &[], 0, now);
+            self.capture.end(
+                self.shared,
+                seqnum,
+                EventType::Complete,
+                -errno::ESHUTDOWN,
+                &[],
+                0,
+                now,
+            );
             self.out_ret(RetSubmit {
                 seqnum,
                 status: -errno::ESHUTDOWN,

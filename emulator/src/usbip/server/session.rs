@@ -4,6 +4,7 @@
 //! ([`super::backend`]); and what both share: the reply buffer ([`Outgoing`]) and the
 //! capture's URB ids and records.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration as StdDuration;
@@ -15,10 +16,11 @@ use tokio::sync::watch;
 use super::connection::{protocol_error, CloseReason, Inbox};
 use super::{backend, emulated};
 use super::{Capture, Shared};
+use crate::time::Instant;
 use crate::usb::hc::SetupPacket;
-use crate::usb::usbmon::{TransferType, UsbmonEvent};
+use crate::usb::usbmon::{self, EventType, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::usb::Request;
-use crate::usbip::protocol::{Command, ProtocolError, URB_HEADER_LEN};
+use crate::usbip::protocol::{CmdSubmit, Command, ProtocolError, URB_HEADER_LEN};
 
 /// What serves the URBs of one import. [`run`] drives it: every command goes to
 /// [`Backend::command`], then [`Backend::advance`] runs what is due, the replies go out,
@@ -347,5 +349,129 @@ pub(super) fn write_capture(capture: &Capture, event: &UsbmonEvent<'_>, shared: 
     let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(e) = w.write_event(event) {
         shared.log_limited(&format!("capture write failed: {e}"));
+    }
+}
+
+/// The capture records of one import: an URB's `S` record when it arrives, its `C` (or `E`)
+/// record when it ends, repeating what the `S` record said of it.
+pub(super) struct CaptureLog {
+    /// The connection's number, part of every URB id.
+    conn: u64,
+    /// The device number the records carry.
+    devnum: u8,
+    /// What the `C` record of each URB submitted and not yet ended repeats, by seqnum.
+    captured: BTreeMap<u32, Captured>,
+    /// Records written since the last flush.
+    dirty: bool,
+}
+
+impl CaptureLog {
+    pub(super) fn new(conn: u64, devnum: u8) -> CaptureLog {
+        CaptureLog {
+            conn,
+            devnum,
+            captured: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// Writes the `S` record of `cmd`, an URB of `transfer_type` on `endpoint` (with its
+    /// direction bit), if there is a capture.
+    pub(super) fn submit(
+        &mut self,
+        shared: &Shared,
+        cmd: &CmdSubmit,
+        transfer_type: TransferType,
+        endpoint: u8,
+        now: Instant,
+    ) {
+        let Some(capture) = &shared.config.capture else {
+            return;
+        };
+        let flags = cmd.transfer_flags | if endpoint & 0x80 != 0 { URB_DIR_IN } else { 0 };
+        let ctx = Captured {
+            transfer_type,
+            endpoint,
+            interval: cmd.interval as i32,
+            flags,
+        };
+        self.captured.insert(cmd.seqnum, ctx);
+        let event = UsbmonEvent {
+            id: urb_id(self.conn, cmd.seqnum),
+            event: EventType::Submit,
+            transfer_type,
+            endpoint,
+            device: self.devnum,
+            bus: 1,
+            setup: (cmd.ep == 0).then_some(cmd.setup),
+            at: now,
+            status: -usbmon::errno::EINPROGRESS,
+            urb_len: cmd.transfer_buffer_length,
+            data: &cmd.data,
+            interval: ctx.interval,
+            start_frame: 0,
+            xfer_flags: flags,
+            ndesc: 0,
+        };
+        write_capture(capture, &event, shared);
+        self.dirty = true;
+    }
+
+    /// Writes the `C` (or `E`) record of URB `seqnum`, if there is a capture and it has the
+    /// URB's `S` record.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn end(
+        &mut self,
+        shared: &Shared,
+        seqnum: u32,
+        kind: EventType,
+        status: i32,
+        data: &[u8],
+        actual: u32,
+        now: Instant,
+    ) {
+        let Some(capture) = &shared.config.capture else {
+            return;
+        };
+        let Some(ctx) = self.captured.remove(&seqnum) else {
+            return;
+        };
+        let event = UsbmonEvent {
+            id: urb_id(self.conn, seqnum),
+            event: kind,
+            transfer_type: ctx.transfer_type,
+            endpoint: ctx.endpoint,
+            device: self.devnum,
+            bus: 1,
+            setup: None,
+            at: now,
+            status,
+            urb_len: actual,
+            data: if ctx.endpoint & 0x80 != 0 && kind == EventType::Complete {
+                data
+            } else {
+                &[]
+            },
+            interval: ctx.interval,
+            start_frame: 0,
+            xfer_flags: ctx.flags,
+            ndesc: 0,
+        };
+        write_capture(capture, &event, shared);
+        self.dirty = true;
+    }
+
+    /// Flushes the records written since the last flush.
+    pub(super) fn flush(&mut self, shared: &Shared) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        if let Some(capture) = &shared.config.capture {
+            let mut w = capture.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.flush() {
+                shared.log_limited(&format!("capture write failed: {e}"));
+            }
+        }
     }
 }
