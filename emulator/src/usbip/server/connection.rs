@@ -283,13 +283,15 @@ pub(super) async fn connection(
                     return CloseReason::DeviceRecord;
                 };
                 reply.extend_from_slice(&record);
-                if let Err(e) = write_within(&mut stream, &reply, config.handshake_timeout).await {
-                    return e;
-                }
+                // An importer from now on, before the peer can read the reply: a connection it
+                // opens next must not find this one still evictable at the cap.
                 if let Ok(mut conns) = shared.conns.lock() {
                     if let Some(c) = conns.get_mut(&id) {
                         c.imported = true;
                     }
+                }
+                if let Err(e) = write_within(&mut stream, &reply, config.handshake_timeout).await {
+                    return e;
                 }
                 shared.imports.fetch_add(1, Ordering::Relaxed);
                 shared.log_limited(&format!("connection {id}: device {busid} imported"));
