@@ -12,6 +12,9 @@
 //!   127.0.0.1 with the same profile, a blocking client speaking the URB protocol by hand,
 //!   TRANSFERS bulk IN URBs of 64 KiB one after the other.
 //!
+//! `USBIP_WORKERS=N` sets the server's worker threads (`ServerConfig::worker_threads`; 1 runs
+//! it on one thread), as in `usbip_throughput`.
+//!
 //! Two runs with different counts give the instructions of one transfer as their difference
 //! over the difference of the counts, setup excluded. Prints the bytes read.
 

@@ -18,6 +18,8 @@
 //!   against one device streamed alone the same way;
 //! - for reference, the same figures through [`UsbIpHost`] (a reader thread and a waker per
 //!   URB, as drivers use it) and a raw client keeping 8 URBs in flight.
+//!
+//! `USBIP_WORKERS=N` sets the server's worker threads (`ServerConfig::worker_threads`).
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
