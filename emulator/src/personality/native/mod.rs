@@ -51,7 +51,7 @@ struct Streaming {
 
 /// Bytes of band data rendered ahead at a time, in whole packets: a multi-packet FIFO
 /// takes a run of this many with one write.
-const STAGE_BYTES: usize = crate::device::MULTI_PACKET_FIFO_BYTES;
+const STAGE_BYTES: usize = super::MULTI_PACKET_FIFO_BYTES;
 
 /// The native-protocol scanner function. See the module documentation.
 pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use super::connection::CloseReason;
-use super::session::{is_set_address, Backend, CaptureLog, Outgoing};
+use super::session::{is_set_address, Backend, CaptureLog, CloseReason, Outgoing};
 use super::{Shared, UrbAnswer, UrbBackend, UrbRequest, UrbSession};
 use crate::usb::descriptor;
 use crate::usb::descriptor_type;

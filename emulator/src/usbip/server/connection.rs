@@ -1,18 +1,18 @@
-//! One connection from accept to close: its handshake (device list, import), the buffer of
-//! bytes received ([`Inbox`]), and why it ended ([`CloseReason`]).
+//! One connection from accept to close: its handshake (device list, import), then the session
+//! of the export it imported, on the backend that export has (an emulated device or a
+//! [`UrbBackend`](super::UrbBackend)).
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-use super::session::run_session;
+use super::session::{self, protocol_error, CloseReason, Inbox};
 use super::Shared;
-use crate::usb::hc::{self};
+use super::{backend, emulated};
 use crate::usbip::protocol::{
     encode_devlist, read_busid, OpHeader, ProtocolError, BUSID_LEN, OP_HEADER_LEN, OP_REP_IMPORT,
     OP_REQ_DEVLIST, OP_REQ_IMPORT, ST_DEV_BUSY, ST_DEV_ERR, ST_NODEV, ST_OK,
@@ -25,115 +25,6 @@ impl Drop for ImportGuard<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
     }
-}
-
-pub(super) fn protocol_error(shared: &Shared, e: ProtocolError) -> CloseReason {
-    match e {
-        ProtocolError::Closed => CloseReason::PeerClosed,
-        e => {
-            shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            CloseReason::Protocol(e)
-        }
-    }
-}
-
-/// Bytes read from the socket at a time (more when a command needs more).
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Bytes received and not yet decoded.
-pub(super) struct Inbox {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Inbox {
-    pub(super) fn new() -> Inbox {
-        Inbox {
-            buf: Vec::with_capacity(READ_CHUNK),
-            start: 0,
-        }
-    }
-
-    pub(super) fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    pub(super) fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start >= self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-    }
-
-    /// Reads what the socket has (at least one byte, or 0 at the end of the stream), with
-    /// room for `want` bytes beyond those pending. Cancel-safe.
-    pub(super) async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
-        if self.start > 0 && self.buf.capacity() - self.buf.len() < want.max(READ_CHUNK / 4) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.reserve(want.max(READ_CHUNK / 4));
-        stream.read_buf(&mut self.buf).await
-    }
-}
-
-/// Why the server ended a connection: the reason its log line gives.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum CloseReason {
-    /// The peer closed its end between messages.
-    #[error("peer closed the connection")]
-    PeerClosed,
-    /// The peer closed its end inside a message.
-    #[error("peer closed the connection in the middle of {0}")]
-    PeerClosedIn(&'static str),
-    /// A malformed, truncated or unknown message.
-    #[error("protocol error: {0}")]
-    Protocol(ProtocolError),
-    /// Reading from the socket failed.
-    #[error("read failed: {0}")]
-    Read(io::Error),
-    /// Writing to the socket failed.
-    #[error("write failed: {0}")]
-    Write(io::Error),
-    /// The peer did not read what the server wrote in time.
-    #[error("the peer left {bytes} bytes unread for {ms} ms")]
-    Unread { bytes: usize, ms: u128 },
-    /// The device list could not be encoded.
-    #[error("cannot encode the device list: {0}")]
-    DeviceList(ProtocolError),
-    /// The device record of an import could not be encoded.
-    #[error("cannot encode the device record")]
-    DeviceRecord,
-    /// The import was answered with a refusal.
-    #[error("import of {busid:?} refused with status {status}")]
-    ImportRefused { busid: String, status: u32 },
-    /// The device did not enumerate on the server's side.
-    #[error("device failed to enumerate: {0}")]
-    Enumeration(hc::WireError),
-    /// The session's timer could not be created, armed or read.
-    #[error("timer failed: {0}")]
-    Timer(io::Error),
-    /// Too many URBs or buffer bytes outstanding.
-    #[error("limit: {urbs} URBs / {bytes} bytes outstanding (at most {max_urbs} / {max_bytes})")]
-    Limit {
-        urbs: usize,
-        bytes: usize,
-        max_urbs: usize,
-        max_bytes: usize,
-    },
-    /// No complete operation before the handshake timeout.
-    #[error("handshake timeout: no complete operation within {0} ms")]
-    HandshakeTimeout(u128),
-    /// Nothing pending and nothing received for the idle timeout.
-    #[error("idle timeout: nothing pending and nothing received for {0} s")]
-    IdleTimeout(u64),
-    /// The server is shutting down.
-    #[error("server shutting down")]
-    Shutdown,
-    /// The connection cap needed the slot.
-    #[error("closed to make room for a new connection")]
-    Evicted,
 }
 
 /// Why reading a message failed.
@@ -313,5 +204,26 @@ fn handshake_end(shared: &Shared, end: ReadEnd) -> CloseReason {
             shared.timed_out.fetch_add(1, Ordering::Relaxed);
             CloseReason::HandshakeTimeout(shared.config.handshake_timeout.as_millis())
         }
+    }
+}
+
+/// Serves export `index` to connection `conn` until it closes; returns why it closed.
+pub(super) async fn run_session(
+    mut stream: TcpStream,
+    mut inbox: Inbox,
+    mut stop: watch::Receiver<bool>,
+    shared: &Shared,
+    index: usize,
+    conn: u64,
+) -> CloseReason {
+    match &shared.config.devices[index].backend {
+        Some(backend) => {
+            let mut b = backend::open(shared, index, conn, backend.as_ref());
+            session::run(&mut b, &mut stream, &mut inbox, &mut stop, shared).await
+        }
+        None => match emulated::open(shared, index, conn) {
+            Ok(mut b) => session::run(&mut b, &mut stream, &mut inbox, &mut stop, shared).await,
+            Err(why) => why,
+        },
     }
 }

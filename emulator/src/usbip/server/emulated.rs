@@ -10,8 +10,7 @@ use std::time::Duration as StdDuration;
 
 use tokio::io::unix::AsyncFd;
 
-use super::connection::CloseReason;
-use super::session::{is_set_address, Backend, CaptureLog, Outgoing, VECTORED_MIN};
+use super::session::{is_set_address, Backend, CaptureLog, CloseReason, Outgoing, VECTORED_MIN};
 use super::{DeviceSpec, Shared};
 use crate::device::Device;
 use crate::time::{Duration, Instant};

@@ -1,23 +1,22 @@
 //! One import, whatever serves it: the loop that reads the peer's commands, hands them to a
 //! [`Backend`], writes its replies and keeps the limits, timeouts and shutdown rules, the
 //! same for an emulated device ([`super::emulated`]) and a [`UrbBackend`](super::UrbBackend)
-//! ([`super::backend`]); and what both share: the reply buffer ([`Outgoing`]) and the
-//! capture's URB ids and records.
+//! ([`super::backend`]); and what both share: the buffer of bytes received ([`Inbox`]), the
+//! reply buffer ([`Outgoing`]), why a connection ended ([`CloseReason`]) and the capture's URB
+//! ids and records. The connection picks the backend; this module knows neither.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration as StdDuration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::connection::{protocol_error, CloseReason, Inbox};
-use super::{backend, emulated};
 use super::{Capture, Shared};
 use crate::time::Instant;
-use crate::usb::hc::SetupPacket;
+use crate::usb::hc::{self, SetupPacket};
 use crate::usb::usbmon::{self, EventType, TransferType, UsbmonEvent, URB_DIR_IN};
 use crate::usb::Request;
 use crate::usbip::protocol::{CmdSubmit, Command, ProtocolError, URB_HEADER_LEN};
@@ -54,6 +53,116 @@ pub(super) trait Backend {
     fn settle(&mut self) {}
 }
 
+/// A protocol error from the peer: counted, logged once, and the reason the connection closes.
+pub(super) fn protocol_error(shared: &Shared, e: ProtocolError) -> CloseReason {
+    match e {
+        ProtocolError::Closed => CloseReason::PeerClosed,
+        e => {
+            shared.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            CloseReason::Protocol(e)
+        }
+    }
+}
+
+/// Bytes read from the socket at a time (more when a command needs more).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes received and not yet decoded.
+pub(super) struct Inbox {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Inbox {
+    pub(super) fn new() -> Inbox {
+        Inbox {
+            buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+        }
+    }
+
+    pub(super) fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub(super) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start >= self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads what the socket has (at least one byte, or 0 at the end of the stream), with
+    /// room for `want` bytes beyond those pending. Cancel-safe.
+    pub(super) async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> io::Result<usize> {
+        if self.start > 0 && self.buf.capacity() - self.buf.len() < want.max(READ_CHUNK / 4) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(want.max(READ_CHUNK / 4));
+        stream.read_buf(&mut self.buf).await
+    }
+}
+
+/// Why the server ended a connection: the reason its log line gives.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CloseReason {
+    /// The peer closed its end between messages.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// The peer closed its end inside a message.
+    #[error("peer closed the connection in the middle of {0}")]
+    PeerClosedIn(&'static str),
+    /// A malformed, truncated or unknown message.
+    #[error("protocol error: {0}")]
+    Protocol(ProtocolError),
+    /// Reading from the socket failed.
+    #[error("read failed: {0}")]
+    Read(io::Error),
+    /// Writing to the socket failed.
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    /// The peer did not read what the server wrote in time.
+    #[error("the peer left {bytes} bytes unread for {ms} ms")]
+    Unread { bytes: usize, ms: u128 },
+    /// The device list could not be encoded.
+    #[error("cannot encode the device list: {0}")]
+    DeviceList(ProtocolError),
+    /// The device record of an import could not be encoded.
+    #[error("cannot encode the device record")]
+    DeviceRecord,
+    /// The import was answered with a refusal.
+    #[error("import of {busid:?} refused with status {status}")]
+    ImportRefused { busid: String, status: u32 },
+    /// The device did not enumerate on the server's side.
+    #[error("device failed to enumerate: {0}")]
+    Enumeration(hc::WireError),
+    /// The session's timer could not be created, armed or read.
+    #[error("timer failed: {0}")]
+    Timer(io::Error),
+    /// Too many URBs or buffer bytes outstanding.
+    #[error("limit: {urbs} URBs / {bytes} bytes outstanding (at most {max_urbs} / {max_bytes})")]
+    Limit {
+        urbs: usize,
+        bytes: usize,
+        max_urbs: usize,
+        max_bytes: usize,
+    },
+    /// No complete operation before the handshake timeout.
+    #[error("handshake timeout: no complete operation within {0} ms")]
+    HandshakeTimeout(u128),
+    /// Nothing pending and nothing received for the idle timeout.
+    #[error("idle timeout: nothing pending and nothing received for {0} s")]
+    IdleTimeout(u64),
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    Shutdown,
+    /// The connection cap needed the slot.
+    #[error("closed to make room for a new connection")]
+    Evicted,
+}
+
 /// How a session's loop ended.
 enum End {
     /// The peer went away or broke the protocol: pending URBs are killed.
@@ -62,29 +171,8 @@ enum End {
     Shutdown,
 }
 
-/// Serves export `index` to connection `conn` until it closes; returns why it closed.
-pub(super) async fn run_session(
-    mut stream: TcpStream,
-    mut inbox: Inbox,
-    mut stop: watch::Receiver<bool>,
-    shared: &Shared,
-    index: usize,
-    conn: u64,
-) -> CloseReason {
-    match &shared.config.devices[index].backend {
-        Some(backend) => {
-            let mut b = backend::open(shared, index, conn, backend.as_ref());
-            run(&mut b, &mut stream, &mut inbox, &mut stop, shared).await
-        }
-        None => match emulated::open(shared, index, conn) {
-            Ok(mut b) => run(&mut b, &mut stream, &mut inbox, &mut stop, shared).await,
-            Err(why) => why,
-        },
-    }
-}
-
 /// The session's loop; see [`Backend`].
-async fn run<B: Backend>(
+pub(super) async fn run<B: Backend>(
     b: &mut B,
     stream: &mut TcpStream,
     inbox: &mut Inbox,
