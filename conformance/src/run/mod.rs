@@ -32,6 +32,7 @@ use scanemu::time::{Duration, Instant};
 
 use crate::device;
 use crate::driver::{MiniDriver, RunContext, Urb, UsbRequest};
+use crate::record::DriverModel;
 use crate::roles::app::Application;
 use crate::roles::service::Service;
 use crate::roles::RoleTrace;
@@ -80,6 +81,38 @@ pub enum RunError {
     /// The recording to replay could not be loaded.
     #[error("replay: {0}")]
     Replay(RecordingError),
+    /// The recording to replay holds a session of the other driver model.
+    #[error(
+        "replay: {}: a {} recording (a session of {}), which {driver}, a {} driver, cannot follow; replay it with a {} driver",
+        dir.display(),
+        recorded.label(),
+        recorded_driver.as_deref().unwrap_or("an unnamed driver"),
+        model.label(),
+        recorded.label()
+    )]
+    ReplayModel {
+        /// The recording folder.
+        dir: PathBuf,
+        /// The model its provenance names (WIA 1.0 when it names none).
+        recorded: DriverModel,
+        /// The driver its provenance names.
+        recorded_driver: Option<String>,
+        /// The model of the driver given.
+        model: DriverModel,
+        /// The driver given.
+        driver: String,
+    },
+    /// The recording's provenance names a driver model that does not exist.
+    #[error(
+        "replay: {}: recording.json: provenance model {value:?} is neither wia1 nor wia2",
+        dir.display()
+    )]
+    ReplayModelUnknown {
+        /// The recording folder.
+        dir: PathBuf,
+        /// The value it names.
+        value: String,
+    },
     /// The pcap capture could not be written.
     #[error("--pcap {}: {error}", path.display())]
     Pcap {
@@ -266,10 +299,7 @@ pub fn run_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref().map(|dir| transport::Replay {
-            dir,
-            strict: options.strict_replay,
-        }),
+        transport::Replay::load(options, DriverModel::Wia1, driver_name)?,
         setup,
         &sim,
         &taps,

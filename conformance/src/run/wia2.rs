@@ -25,6 +25,7 @@ use super::{DriverContext, RunError, RunOptions, Transport, REALTIME_MAX_US};
 use crate::device;
 use crate::driver::wia2::{ImageFormat, MiniDriver2};
 use crate::driver::RunContext;
+use crate::record::DriverModel;
 use crate::roles::wia2::app::Application2;
 use crate::roles::wia2::service::{DriverFactory, ItemModel, Service2};
 use crate::roles::wia2::stream::StreamEnv;
@@ -140,10 +141,7 @@ pub fn run2_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref().map(|dir| transport::Replay {
-            dir,
-            strict: options.strict_replay,
-        }),
+        transport::Replay::load(options, DriverModel::Wia2, driver_name)?,
         setup,
         &sim,
         &taps,
