@@ -402,6 +402,33 @@ fn a_wia2_usbip_recording_replays_in_virtual_time() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A WIA 2.0 recording exported over USB/IP (as `run --replay DIR --transport usbip` does):
+/// a cancel at a transfer message replays on the wall clock too.
+#[test]
+fn a_wia2_recording_served_over_usbip_replays_and_passes() {
+    let dir = fixtures().join("recordings/wia2-cancel-at-status-inproc");
+    let id = "wia2/cancel/cancel-at-status";
+    let s = scenario2(id);
+    let mut options = scanconform::run::RunOptions::default();
+    options.replay = Some(dir.clone());
+    options.transport = Transport::UsbIp;
+    let replayed = scanconform::run::wia2::run2_with(
+        &s,
+        "reference-wia2",
+        drivers::wia2::instantiate("reference-wia2").unwrap(),
+        &profiles(),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    assert!(device_notes(&replayed.trace, "replay-divergence").is_empty());
+    // The cancel came where the recording has it, and the transfer ended cancelled.
+    let text = replayed.trace.render_text();
+    assert!(text.contains("CANCEL"), "{text}");
+    assert!(text.contains("hr=S_FALSE"), "{text}");
+}
+
 #[test]
 fn a_recording_of_the_other_driver_model_is_refused() {
     let wia1 = fixtures().join("recordings/complete-gray8-inproc");
