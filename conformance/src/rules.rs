@@ -93,6 +93,48 @@ pub enum Judgement {
     Report(String),
 }
 
+/// Collects one check's findings and whether it judged anything; [`Verdict::done`] turns them
+/// into a [`Judgement`] (findings deduplicated and in trace order). Shared by the WIA 1.0 and
+/// WIA 2.0 checks.
+#[derive(Default)]
+pub(crate) struct Verdict {
+    judged: bool,
+    findings: Vec<Finding>,
+}
+
+impl Verdict {
+    /// Something was judged (a pass unless a finding follows).
+    pub(crate) fn judged(&mut self) {
+        self.judged = true;
+    }
+
+    /// A violation at trace event `event`, belonging to acquisition (or call) `acq`.
+    pub(crate) fn fail(&mut self, acq: Option<u32>, event: usize, message: String) {
+        self.judged = true;
+        self.findings.push(Finding {
+            acquisition: acq,
+            event,
+            message,
+        });
+    }
+
+    /// The judgement: the findings (each event and message once, in trace order), else a pass
+    /// when something was judged, else not applicable.
+    pub(crate) fn done(mut self) -> Judgement {
+        let mut seen = std::collections::BTreeSet::new();
+        self.findings
+            .retain(|f| seen.insert((f.event, f.message.clone())));
+        self.findings.sort_by_key(|f| f.event);
+        if !self.findings.is_empty() {
+            Judgement::Fail(self.findings)
+        } else if self.judged {
+            Judgement::Pass
+        } else {
+            Judgement::NotApplicable
+        }
+    }
+}
+
 /// A rule of the catalogue.
 pub struct Rule {
     /// Stable ID (`WIA-CB-STOP`, ...).

@@ -225,6 +225,30 @@ impl ExternalDriver {
         }
     }
 
+    /// Runs one acquisition's exchange (WIA 1.0 or 2.0): E_FAIL without starting it when the
+    /// process is gone or was never begun, and E_FAIL with the fault recorded (once) when the
+    /// exchange breaks the protocol.
+    async fn exchange(
+        &self,
+        call: impl std::future::Future<Output = Result<Hresult, Fault>>,
+    ) -> Hresult {
+        if self.state.borrow().failed || self.state.borrow().process.is_none() {
+            if !self.state.borrow().failed {
+                self.fault(&Fault::NotBegun);
+            }
+            return Hresult::E_FAIL;
+        }
+        match call.await {
+            Ok(hr) => hr,
+            Err(fault) => {
+                if !self.state.borrow().failed {
+                    self.fault(&fault);
+                }
+                Hresult::E_FAIL
+            }
+        }
+    }
+
     fn send(&self, msg: &ToDriver<'_>) -> Result<(), Fault> {
         let mut line = serde_json::to_vec(msg).map_err(Fault::Encode)?;
         line.push(b'\n');
@@ -621,21 +645,7 @@ impl MiniDriver for ExternalDriver {
         host: &dyn UsbHost,
         callback: &dyn MiniDrvCallback,
     ) -> Hresult {
-        if self.state.borrow().failed || self.state.borrow().process.is_none() {
-            if !self.state.borrow().failed {
-                self.fault(&Fault::NotBegun);
-            }
-            return Hresult::E_FAIL;
-        }
-        match self.transfer(ctx, host, callback).await {
-            Ok(hr) => hr,
-            Err(fault) => {
-                if !self.state.borrow().failed {
-                    self.fault(&fault);
-                }
-                Hresult::E_FAIL
-            }
-        }
+        self.exchange(self.transfer(ctx, host, callback)).await
     }
 
     fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {

@@ -180,21 +180,7 @@ impl MiniDriver2 for ExternalDriver {
         host: &dyn UsbHost,
         callback: &dyn TransferCallback2,
     ) -> Hresult {
-        if self.state.borrow().failed || self.state.borrow().process.is_none() {
-            if !self.state.borrow().failed {
-                self.fault(&Fault::NotBegun);
-            }
-            return Hresult::E_FAIL;
-        }
-        match self.transfer2(ctx, host, callback).await {
-            Ok(hr) => hr,
-            Err(fault) => {
-                if !self.state.borrow().failed {
-                    self.fault(&fault);
-                }
-                Hresult::E_FAIL
-            }
-        }
+        self.exchange(self.transfer2(ctx, host, callback)).await
     }
 
     fn notify_pnp_event(&self, event: PnpEvent, host: &dyn UsbHost) {

@@ -17,8 +17,6 @@ pub(crate) use self::data::{
 pub(crate) use self::faults::{fault_no_hang, idle_cancel_harmless};
 pub(crate) use self::usb::{cancel_sent, halts_cleared, no_pending, no_stale, status_polled};
 
-use std::collections::BTreeSet;
-
 use scanemu::personality::NoteKind;
 
 use super::analysis::{
@@ -26,7 +24,8 @@ use super::analysis::{
     first_stopped, is_cancel_request, is_device_reset, ms, note, Acq, Cp, CpKind, Dev,
     CANCEL_IO_WIRE_US,
 };
-use super::{Finding, Judgement, Metrics, RunFacts};
+use super::{Metrics, RunFacts};
+pub(super) use crate::rules::Verdict;
 use crate::scenario::Outcome;
 use crate::trace::{Event, Kind, Trace, TransferOutcome};
 use crate::wia::Hresult;
@@ -188,42 +187,6 @@ impl<'a> Ctx<'a> {
 
     fn gone_between(&self, from: usize, to: usize) -> bool {
         (from..=to.min(self.dev.len().saturating_sub(1))).any(|i| self.dev[i] == Dev::Gone)
-    }
-}
-
-/// Collects findings and whether anything was judged.
-#[derive(Default)]
-struct Verdict {
-    judged: bool,
-    findings: Vec<Finding>,
-}
-
-impl Verdict {
-    fn judged(&mut self) {
-        self.judged = true;
-    }
-
-    fn fail(&mut self, acq: Option<u32>, event: usize, message: String) {
-        self.judged = true;
-        self.findings.push(Finding {
-            acquisition: acq,
-            event,
-            message,
-        });
-    }
-
-    fn done(mut self) -> Judgement {
-        let mut seen = BTreeSet::new();
-        self.findings
-            .retain(|f| seen.insert((f.event, f.message.clone())));
-        self.findings.sort_by_key(|f| f.event);
-        if !self.findings.is_empty() {
-            Judgement::Fail(self.findings)
-        } else if self.judged {
-            Judgement::Pass
-        } else {
-            Judgement::NotApplicable
-        }
     }
 }
 

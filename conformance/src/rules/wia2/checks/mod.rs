@@ -28,7 +28,8 @@ use crate::rules::analysis::{
     device, device_states, is_cancel_request, is_device_reset, transfer_failed, Dev,
     CANCEL_IO_WIRE_US,
 };
-use crate::rules::{Finding, Judgement};
+use crate::rules::Judgement;
+pub(super) use crate::rules::Verdict;
 use crate::scenario::wia2::{StreamSpec, Tymed};
 use crate::scenario::Outcome;
 use crate::trace::{Actor, Event, Kind, Trace};
@@ -91,42 +92,6 @@ impl<'a> Ctx2<'a> {
     /// True when the device left the bus between `from` and `to`.
     fn gone_between(&self, from: usize, to: usize) -> bool {
         (from..=to.min(self.dev.len().saturating_sub(1))).any(|i| self.dev[i] == Dev::Gone)
-    }
-}
-
-/// Collects findings and whether anything was judged.
-#[derive(Default)]
-struct Verdict {
-    judged: bool,
-    findings: Vec<Finding>,
-}
-
-impl Verdict {
-    fn judged(&mut self) {
-        self.judged = true;
-    }
-
-    fn fail(&mut self, call: Option<u32>, event: usize, message: String) {
-        self.judged = true;
-        self.findings.push(Finding {
-            acquisition: call,
-            event,
-            message,
-        });
-    }
-
-    fn done(mut self) -> Judgement {
-        let mut seen = BTreeSet::new();
-        self.findings
-            .retain(|f| seen.insert((f.event, f.message.clone())));
-        self.findings.sort_by_key(|f| f.event);
-        if !self.findings.is_empty() {
-            Judgement::Fail(self.findings)
-        } else if self.judged {
-            Judgement::Pass
-        } else {
-            Judgement::NotApplicable
-        }
     }
 }
 
