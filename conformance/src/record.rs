@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use scanemu::capture::recording::{Recording, RecordingError, RecordingMeta, RecordingObserver};
+use scanemu::capture::recording::{RecordingError, RecordingMeta, RecordingObserver};
 use scanemu::host::DeviceInfo;
 use scanemu::profile::Profile;
 
@@ -25,6 +25,7 @@ use crate::driver::MiniDriver;
 use crate::drivers::wia2::Factory2;
 use crate::run::wia2::Run2Result;
 use crate::run::{self, RunError, RunOptions, RunResult, Transport};
+pub use crate::run::{load_for_replay, DriverModel, UnknownModel};
 use crate::scenario::wia2::LoadedScenario2;
 use crate::scenario::{LoadedScenario, ServiceModel};
 use crate::trace::{Actor, Trace, TraceError};
@@ -89,79 +90,6 @@ pub const TRACE_TEXT_FILE: &str = "trace.txt";
 pub struct RecordOptions {
     /// How the driver reaches the device (default: in-process).
     pub transport: Transport,
-}
-
-/// The driver contract a recorded session was made with. A replay takes a driver of the same
-/// model only: the transactions of a WIA 1.0 acquisition and of a WIA 2.0 transfer differ
-/// from the first request on, so the other model could only diverge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DriverModel {
-    /// WIA 1.0: `drvAcquireItemData` and the banded data callback, under the XP or Vista
-    /// service model.
-    Wia1,
-    /// WIA 2.0: stream transfers through `IWiaMiniDrvTransferCallback` (`conformance/WIA2.md`).
-    Wia2,
-}
-
-impl DriverModel {
-    /// The provenance key of `recording.json` that names the model.
-    pub const PROVENANCE_KEY: &'static str = "model";
-
-    /// The model's name in `recording.json`: `wia1` or `wia2`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DriverModel::Wia1 => "wia1",
-            DriverModel::Wia2 => "wia2",
-        }
-    }
-
-    /// The model for people: `WIA 1.0` or `WIA 2.0`.
-    pub fn label(self) -> &'static str {
-        match self {
-            DriverModel::Wia1 => "WIA 1.0",
-            DriverModel::Wia2 => "WIA 2.0",
-        }
-    }
-
-    /// The model a recording's provenance names; a recording that names none was made before
-    /// WIA 2.0 sessions could be recorded (or imported from a capture) and is WIA 1.0. `Err`
-    /// holds a value that names no model.
-    pub fn of(meta: &RecordingMeta) -> Result<DriverModel, String> {
-        match meta
-            .provenance
-            .get(Self::PROVENANCE_KEY)
-            .map(String::as_str)
-        {
-            None | Some("wia1") => Ok(DriverModel::Wia1),
-            Some("wia2") => Ok(DriverModel::Wia2),
-            Some(other) => Err(other.to_string()),
-        }
-    }
-}
-
-/// The recording in `dir`, for a replay by `driver`, a driver of `model`: refused when the
-/// recording holds a session of the other model (or names a model that does not exist).
-pub fn load_for_replay(
-    dir: &Path,
-    model: DriverModel,
-    driver: &str,
-) -> Result<Recording, RunError> {
-    let recording = Recording::load(dir).map_err(RunError::Replay)?;
-    let recorded =
-        DriverModel::of(&recording.meta).map_err(|value| RunError::ReplayModelUnknown {
-            dir: dir.to_path_buf(),
-            value,
-        })?;
-    if recorded != model {
-        return Err(RunError::ReplayModel {
-            dir: dir.to_path_buf(),
-            recorded,
-            recorded_driver: recording.meta.provenance.get("driver").cloned(),
-            model,
-            driver: driver.to_string(),
-        });
-    }
-    Ok(recording)
 }
 
 /// What a run returns, whatever its driver model.

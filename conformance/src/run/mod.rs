@@ -23,7 +23,7 @@ pub mod wia2;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use scanemu::capture::recording::{RecordingError, RecordingObserver};
+use scanemu::capture::recording::{Recording, RecordingError, RecordingMeta, RecordingObserver};
 use scanemu::engine::JobError;
 use scanemu::personality::NoteKind;
 use scanemu::profile::{Profile, ProfileError};
@@ -32,7 +32,6 @@ use scanemu::time::{Duration, Instant};
 
 use crate::device;
 use crate::driver::{MiniDriver, RunContext, Urb, UsbRequest};
-use crate::record::DriverModel;
 use crate::roles::app::Application;
 use crate::roles::service::Service;
 use crate::roles::RoleTrace;
@@ -127,6 +126,84 @@ pub enum RunError {
     /// `--transport libusb` without the scanlab stand-in as the process's libusb.
     #[error("{0}")]
     Libusb(String),
+}
+
+/// A `model` in a recording's provenance that names no [`DriverModel`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("provenance model {0:?} is neither wia1 nor wia2")]
+pub struct UnknownModel(pub String);
+
+/// The driver contract a run's driver speaks, and so the one a recorded session was made with. A replay takes a driver of the same
+/// model only: the transactions of a WIA 1.0 acquisition and of a WIA 2.0 transfer differ
+/// from the first request on, so the other model could only diverge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverModel {
+    /// WIA 1.0: `drvAcquireItemData` and the banded data callback, under the XP or Vista
+    /// service model.
+    Wia1,
+    /// WIA 2.0: stream transfers through `IWiaMiniDrvTransferCallback` (`conformance/WIA2.md`).
+    Wia2,
+}
+
+impl DriverModel {
+    /// The provenance key of `recording.json` that names the model.
+    pub const PROVENANCE_KEY: &'static str = "model";
+
+    /// The model's name in `recording.json`: `wia1` or `wia2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverModel::Wia1 => "wia1",
+            DriverModel::Wia2 => "wia2",
+        }
+    }
+
+    /// The model for people: `WIA 1.0` or `WIA 2.0`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DriverModel::Wia1 => "WIA 1.0",
+            DriverModel::Wia2 => "WIA 2.0",
+        }
+    }
+
+    /// The model a recording's provenance names; a recording that names none was made before
+    /// WIA 2.0 sessions could be recorded (or imported from a capture) and is WIA 1.0.
+    pub fn of(meta: &RecordingMeta) -> Result<DriverModel, UnknownModel> {
+        match meta
+            .provenance
+            .get(Self::PROVENANCE_KEY)
+            .map(String::as_str)
+        {
+            None | Some("wia1") => Ok(DriverModel::Wia1),
+            Some("wia2") => Ok(DriverModel::Wia2),
+            Some(other) => Err(UnknownModel(other.to_string())),
+        }
+    }
+}
+
+/// The recording in `dir`, for a replay by `driver`, a driver of `model`: refused when the
+/// recording holds a session of the other model (or names a model that does not exist).
+pub fn load_for_replay(
+    dir: &Path,
+    model: DriverModel,
+    driver: &str,
+) -> Result<Recording, RunError> {
+    let recording = Recording::load(dir).map_err(RunError::Replay)?;
+    let recorded = DriverModel::of(&recording.meta).map_err(|UnknownModel(value)| {
+        RunError::ReplayModelUnknown {
+            dir: dir.to_path_buf(),
+            value,
+        }
+    })?;
+    if recorded != model {
+        return Err(RunError::ReplayModel {
+            dir: dir.to_path_buf(),
+            recorded,
+            recorded_driver: recording.meta.provenance.get("driver").cloned(),
+            model,
+            driver: driver.to_string(),
+        });
+    }
+    Ok(recording)
 }
 
 /// Everything one run produced.

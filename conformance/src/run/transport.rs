@@ -33,9 +33,8 @@ use scanemu::time::Instant;
 use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig};
 
 use super::observe::TraceObserver;
-use super::{RunError, RunOptions};
+use super::{DriverModel, RunError, RunOptions};
 use crate::device::ServedDevice;
-use crate::record::DriverModel;
 use crate::scenario::ServiceModel;
 use crate::trace::{Actor, Kind, Recorder};
 
@@ -140,7 +139,7 @@ impl Replay {
             return Ok(None);
         };
         Ok(Some(Replay {
-            recording: crate::record::load_for_replay(dir, model, driver)?,
+            recording: super::load_for_replay(dir, model, driver)?,
             strict: options.strict_replay,
         }))
     }

@@ -526,7 +526,7 @@ fn record(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let profiles = profiles_dir_for(&root);
-    let recording = Recording {
+    let command = RecordCommand {
         driver: &driver,
         profiles: &profiles,
         options: &options,
@@ -541,7 +541,7 @@ fn record(
             driver_name: &driver,
             factory,
         };
-        recording.make(&session, &s.id, "wia2")
+        command.make(&session, &s.id, "wia2")
     } else {
         let d = drivers::instantiate(&driver).map_err(|e| anyhow!(e))?;
         let s = scenario::load(scenario_path, &root)?;
@@ -556,19 +556,19 @@ fn record(
             driver_name: &driver,
             driver: d,
         };
-        recording.make(&session, &s.id, service.name())
+        command.make(&session, &s.id, service.name())
     }
 }
 
 /// Where `scanconform record` writes, and how it runs.
-struct Recording<'a> {
+struct RecordCommand<'a> {
     driver: &'a str,
     profiles: &'a Path,
     options: &'a scanconform::record::RecordOptions,
     out: &'a Path,
 }
 
-impl Recording<'_> {
+impl RecordCommand<'_> {
     /// Records `session` (scenario `id`, shown with `tag`: its service model or `wia2`) and
     /// prints one line saying what was recorded.
     fn make<S: scanconform::record::Session>(
