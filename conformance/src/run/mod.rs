@@ -3,7 +3,8 @@
 //! [`run_with`] does five things in order, each in a function of its own:
 //! 1. loads the scenario's profile and checks the scan settings against it;
 //! 2. builds the host the driver uses (`transport.rs`): in-process in virtual time by
-//!    default, or a replay, or the device over USB/IP or libusb in real time; every host reports
+//!    default, or a replay of a recording of the driver's model ([`DriverModel`],
+//!    [`load_for_replay`]), or the device over USB/IP or libusb in real time; every host reports
 //!    to the trace (`observe.rs`), through a pcap capture and a recording when asked for;
 //! 3. hands the driver its [`RunContext`] ([`MiniDriver::begin_run`]);
 //! 4. plays the roles (`crate::roles`): the application and the service, on a [`Sim`] until
@@ -102,15 +103,12 @@ pub enum RunError {
         driver: String,
     },
     /// The recording's provenance names a driver model that does not exist.
-    #[error(
-        "replay: {}: recording.json: provenance model {value:?} is neither wia1 nor wia2",
-        dir.display()
-    )]
+    #[error("replay: {}: recording.json: {error}", dir.display())]
     ReplayModelUnknown {
         /// The recording folder.
         dir: PathBuf,
-        /// The value it names.
-        value: String,
+        /// The model it names.
+        error: UnknownModel,
     },
     /// The pcap capture could not be written.
     #[error("--pcap {}: {error}", path.display())]
@@ -133,9 +131,10 @@ pub enum RunError {
 #[error("provenance model {0:?} is neither wia1 nor wia2")]
 pub struct UnknownModel(pub String);
 
-/// The driver contract a run's driver speaks, and so the one a recorded session was made with. A replay takes a driver of the same
-/// model only: the transactions of a WIA 1.0 acquisition and of a WIA 2.0 transfer differ
-/// from the first request on, so the other model could only diverge.
+/// The driver contract a run's driver speaks, and so the one a recorded session was made with.
+/// A replay takes a driver of the recording's model only ([`load_for_replay`]): the
+/// transactions of a WIA 1.0 acquisition and of a WIA 2.0 transfer differ from the first
+/// request on, so a driver of the other model could only diverge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriverModel {
     /// WIA 1.0: `drvAcquireItemData` and the banded data callback, under the XP or Vista
@@ -188,12 +187,11 @@ pub fn load_for_replay(
     driver: &str,
 ) -> Result<Recording, RunError> {
     let recording = Recording::load(dir).map_err(RunError::Replay)?;
-    let recorded = DriverModel::of(&recording.meta).map_err(|UnknownModel(value)| {
-        RunError::ReplayModelUnknown {
+    let recorded =
+        DriverModel::of(&recording.meta).map_err(|error| RunError::ReplayModelUnknown {
             dir: dir.to_path_buf(),
-            value,
-        }
-    })?;
+            error,
+        })?;
     if recorded != model {
         return Err(RunError::ReplayModel {
             dir: dir.to_path_buf(),
@@ -245,9 +243,10 @@ pub struct RunOptions {
     /// Keep every transfer and device note of the run in this recording (default: none; see
     /// [`crate::record`]).
     pub record: Option<Rc<RecordingObserver>>,
-    /// Serve the recording in this folder instead of the emulated scanner (in-process only;
-    /// default: none). A driver that departs from it gets a `DriverFault` naming the first
-    /// divergent transaction.
+    /// Serve the recording in this folder instead of the emulated scanner, in process or over
+    /// the transport (default: none). It must hold a session of the run's driver model
+    /// ([`load_for_replay`]). A driver that departs from it gets a `DriverFault` naming the
+    /// first divergent transaction.
     pub replay: Option<PathBuf>,
     /// Make every departure from the replayed recording a divergence (default false; see
     /// `scanemu::capture::replay::ReplayConfig::strict`).
