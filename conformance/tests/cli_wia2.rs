@@ -1,8 +1,9 @@
 //! The `scanconform` command line with WIA 2.0 drivers: `run --driver reference-wia2` passes
 //! the whole WIA 2.0 catalog, each `mutant2-*` exits 1 failing exactly its own rule, `list`,
 //! `drivers` and `explain` know the WIA 2.0 catalogue, `--filter`, JUnit, `--traces`,
-//! `--report` and `--pcap` work for WIA 2.0 runs as for WIA 1.0 ones, and options or scenario
-//! folders that cannot apply are refused with one line before any output.
+//! `--report` and `--pcap` work for WIA 2.0 runs as for WIA 1.0 ones, `record` and `run
+//! --replay` keep and play back WIA 2.0 sessions, and options, scenario folders or recordings
+//! that cannot apply are refused with one line before any output.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -371,9 +372,35 @@ fn what_cannot_apply_to_a_wia2_driver_is_refused_with_one_line() {
         &["run", "--driver", "reference-wia2", "--service", "xp"],
         &["--service", "reference-wia2", "one service"],
     );
+    // A recording of the other driver model, either way: one line naming both models.
     refused(
-        &["run", "--driver", "reference-wia2", "--replay", "fixtures"],
-        &["--replay", "reference-wia2"],
+        &[
+            "run",
+            "--driver",
+            "reference-wia2",
+            "--replay",
+            "fixtures/recordings/complete-gray8-inproc",
+        ],
+        &[
+            "complete-gray8-inproc",
+            "WIA 1.0 recording",
+            "reference-wia2",
+            "WIA 2.0 driver",
+        ],
+    );
+    refused(
+        &[
+            "run",
+            "--replay",
+            "fixtures/recordings/wia2-flatbed-gray8-inproc",
+            "--scenarios",
+            "fixtures/recordings/scenarios/replay/complete-gray8.json",
+        ],
+        &[
+            "wia2-flatbed-gray8-inproc",
+            "WIA 2.0 recording",
+            "reference, a WIA 1.0 driver",
+        ],
     );
     refused(
         &[
@@ -399,18 +426,44 @@ fn what_cannot_apply_to_a_wia2_driver_is_refused_with_one_line() {
         ],
         &["--filter", "matches no scenario"],
     );
+    // record: a scenario of the other model, a service model WIA 2.0 does not have.
     refused(
         &[
             "record",
             "--driver",
             "reference-wia2",
             "--scenario",
+            "fixtures/scenarios/callback/s-false-first-band.json",
+            "--out",
+            "target/never-written",
+        ],
+        &["s-false-first-band.json", "not a WIA 2.0 scenario"],
+    );
+    refused(
+        &[
+            "record",
+            "--scenario",
             "fixtures/scenarios/wia2/cancel/cancel-at-status.json",
             "--out",
-            "/nonexistent-scanconform-recording",
+            "target/never-written",
         ],
-        &["reference-wia2", "WIA 2.0"],
+        &["cancel-at-status.json", "record it with a WIA 2.0 driver"],
     );
+    refused(
+        &[
+            "record",
+            "--driver",
+            "reference-wia2",
+            "--service",
+            "vista",
+            "--scenario",
+            "fixtures/scenarios/wia2/cancel/cancel-at-status.json",
+            "--out",
+            "target/never-written",
+        ],
+        &["--service vista", "reference-wia2", "one service"],
+    );
+    assert!(!repo().join("target/never-written").exists());
     // A malformed WIA 2.0 scenario: one line naming the file, line and column.
     let d = temp_dir("bad");
     let group = d.join("scenarios").join("wia2").join("g");
@@ -434,6 +487,95 @@ fn what_cannot_apply_to_a_wia2_driver_is_refused_with_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("bad.json:") && err.contains("colour"), "{err}");
     assert!(o.stdout.is_empty());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `record` keeps a WIA 2.0 session, whose provenance names its model; `run --replay` plays
+/// it back to the driver that made it (and to the Python port of it, whose USB session is the
+/// same), and a mutant that departs from it is told where.
+#[test]
+fn a_wia2_session_records_and_replays() {
+    let d = temp_dir("record");
+    let out = d.join("rec");
+    let scenario = "fixtures/scenarios/wia2/cancel/cancel-while-reading.json";
+    let o = run(&[
+        "record",
+        "--driver",
+        "reference-wia2",
+        "--scenario",
+        scenario,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("recorded wia2/cancel/cancel-while-reading [wia2] with reference-wia2"),
+        "{}",
+        text(&o)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recording.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["provenance"]["model"], "wia2", "{meta}");
+    assert_eq!(meta["provenance"]["driver"], "reference-wia2", "{meta}");
+    for f in [
+        "transactions.jsonl",
+        "capture.pcap",
+        "trace.jsonl",
+        "trace.txt",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // An external driver of the wia2 contract records too: the Python port's session is the
+    // in-process driver's, transfer for transfer.
+    let port = "exec:python3 -S conformance/examples/reference_wia2_driver.py";
+    let out2 = d.join("rec-port");
+    let o = run(&[
+        "record",
+        "--driver",
+        port,
+        "--scenario",
+        scenario,
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for f in ["transactions.jsonl", "capture.pcap", "trace.jsonl"] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(out2.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    for driver in ["reference-wia2", port] {
+        let o = run(&[
+            "run",
+            "--driver",
+            driver,
+            "--scenarios",
+            scenario,
+            "--replay",
+            out.to_str().unwrap(),
+            "--strict",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{driver}: {}", text(&o));
+        assert!(text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
+    }
+    let o = run(&[
+        "run",
+        "--driver",
+        "mutant2-drain-on-cancel",
+        "--scenarios",
+        scenario,
+        "--replay",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("first divergence at transaction #"),
+        "{}",
+        text(&o)
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

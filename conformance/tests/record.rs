@@ -2,13 +2,16 @@
 //! recording, and get the same conformance trace (every event but the device's own notes, see
 //! `record::compare_traces`); a driver that departs from a recording gets a verdict naming the
 //! first divergent transaction; the committed recordings under `fixtures/recordings/` replay
-//! to their committed traces.
+//! to their committed traces. All of it for WIA 1.0 and WIA 2.0 sessions, and a recording of
+//! one driver model is refused to a driver of the other.
 
 use std::path::{Path, PathBuf};
 
 use scanconform::drivers;
-use scanconform::record::{self, RecordOptions};
-use scanconform::run::{RunResult, Transport};
+use scanconform::record::{self, DriverModel, RecordOptions, RunOutcome, Wia2Session};
+use scanconform::run::wia2::Run2Result;
+use scanconform::run::{RunError, RunResult, Transport};
+use scanconform::scenario::wia2::LoadedScenario2;
 use scanconform::scenario::{self, LoadedScenario, ServiceModel};
 use scanconform::trace::{Actor, Kind, Trace};
 use scanemu::capture::recording::Recording;
@@ -247,7 +250,7 @@ fn a_usbip_recording_replays_in_virtual_time() {
 #[test]
 fn committed_recordings_replay_to_their_traces() {
     let root = fixtures().join("recordings");
-    let mut seen = 0;
+    let mut seen = [0; 2];
     for entry in std::fs::read_dir(&root).unwrap() {
         let dir = entry.unwrap().path();
         if !dir.join("recording.json").exists() {
@@ -256,29 +259,214 @@ fn committed_recordings_replay_to_their_traces() {
         let rec = Recording::load(&dir).unwrap();
         let id = rec.meta.provenance["scenario"].clone();
         let driver = rec.meta.provenance["driver"].clone();
-        let replayed = replay(&id, &driver, &dir);
-        assert_eq!(
-            faults(&replayed.trace),
-            Vec::<String>::new(),
-            "{}",
-            dir.display()
-        );
+        // Recordings made before WIA 2.0 ones could be name no model: WIA 1.0.
+        let model = DriverModel::of(&rec.meta).unwrap();
+        let replayed = match model {
+            DriverModel::Wia1 => replay(&id, &driver, &dir).trace,
+            DriverModel::Wia2 => replay2(&id, &driver, &dir).trace,
+        };
+        assert_eq!(faults(&replayed), Vec::<String>::new(), "{}", dir.display());
         let stored = record::load_trace(&dir).unwrap();
         if rec.meta.provenance["transport"] == "inproc" {
-            if let Err(e) = record::compare_traces(&stored, &replayed.trace) {
+            if let Err(e) = record::compare_traces(&stored, &replayed) {
                 panic!("{}: {e}", dir.display());
             }
         } else {
             // Real time is not byte-identical, so compare what happened, not when.
-            assert_eq!(shape(&stored), shape(&replayed.trace), "{}", dir.display());
+            assert_eq!(shape(&stored), shape(&replayed), "{}", dir.display());
         }
-        seen += 1;
+        seen[usize::from(model == DriverModel::Wia2)] += 1;
     }
     assert!(
-        seen >= 3,
-        "expected committed recordings under {}",
+        seen[0] >= 3 && seen[1] >= 3,
+        "expected committed WIA 1.0 and WIA 2.0 recordings under {}: {seen:?}",
         root.display()
     );
+}
+
+/// A WIA 2.0 scenario of the catalog (`wia2/...`).
+fn scenario2(id: &str) -> LoadedScenario2 {
+    let root = fixtures().join("scenarios");
+    scanconform::scenario::wia2::load(&root.join(format!("{id}.json")), &root).unwrap()
+}
+
+fn session2<'a>(s: &'a LoadedScenario2, driver: &'a str) -> Wia2Session<'a> {
+    Wia2Session {
+        scenario: s,
+        driver_name: driver,
+        factory: drivers::wia2::instantiate(driver).unwrap(),
+    }
+}
+
+fn record2_into(id: &str, transport: Transport, out: &Path) -> Run2Result {
+    let mut options = RecordOptions::default();
+    options.transport = transport;
+    let s = scenario2(id);
+    record::record_session(&session2(&s, "reference-wia2"), &profiles(), &options, out).unwrap()
+}
+
+fn replay2(id: &str, driver: &str, recording: &Path) -> Run2Result {
+    let s = scenario2(id);
+    record::replay_session(&session2(&s, driver), &profiles(), recording).unwrap()
+}
+
+#[test]
+fn a_recorded_wia2_transfer_replays_to_the_same_trace() {
+    let dir = temp_dir("wia2-complete");
+    let recorded = record2_into("wia2/complete/flatbed-gray8", Transport::InProcess, &dir);
+    assert!(recorded.passed(), "{:?}", recorded.report.failed());
+    // The provenance says what the session was.
+    let meta = Recording::load(&dir).unwrap().meta;
+    assert_eq!(DriverModel::of(&meta), Ok(DriverModel::Wia2));
+    assert_eq!(meta.provenance["driver"], "reference-wia2");
+    assert_eq!(meta.provenance["scenario"], "wia2/complete/flatbed-gray8");
+    assert!(!meta.provenance.contains_key("service"), "{meta:?}");
+    let replayed = replay2("wia2/complete/flatbed-gray8", "reference-wia2", &dir);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    record::compare_traces(&recorded.trace, &replayed.trace).unwrap();
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    assert_eq!(record::load_trace(&dir).unwrap(), recorded.trace);
+    // The replay knew the device by its transfers only.
+    assert!(!replayed
+        .trace
+        .events
+        .iter()
+        .any(|e| matches!(&e.kind, Kind::Device { what, .. } if what.name() == "band-ready")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every WIA 2.0 scenario, recorded with the reference driver and replayed to it, gives the
+/// recorded trace: cancels at every message, skips, stream failures, device faults, a second
+/// device (H18), service restarts (H21: the transfer the dead process left is handed back to
+/// the recording, which never saw it finish).
+#[test]
+fn every_wia2_scenario_replays_to_its_recorded_trace() {
+    let root = fixtures().join("scenarios");
+    let list = scanconform::scenario::wia2::discover(&root.join("wia2")).unwrap();
+    assert!(list.len() >= 40, "{}", list.len());
+    for s in &list {
+        let dir = temp_dir(&format!("every-{}", s.id.replace('/', ".")));
+        let session = session2(s, "reference-wia2");
+        let recorded =
+            record::record_session(&session, &profiles(), &RecordOptions::default(), &dir).unwrap();
+        let replayed = record::replay_session(&session, &profiles(), &dir).unwrap();
+        assert_eq!(faults(replayed.trace()), Vec::<String>::new(), "{}", s.id);
+        if let Err(e) = record::compare_traces(recorded.trace(), replayed.trace()) {
+            panic!("{}: {e}", s.id);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_wia2_mutant_that_departs_gets_the_first_divergence() {
+    let dir = temp_dir("wia2-diverge");
+    let recorded = record2_into(
+        "wia2/cancel/cancel-while-reading",
+        Transport::InProcess,
+        &dir,
+    );
+    assert!(recorded.passed(), "{:?}", recorded.report.failed());
+    // The mutant reads the rest of the image after the cancel where the recorded driver sent
+    // CANCEL.
+    let replayed = replay2(
+        "wia2/cancel/cancel-while-reading",
+        "mutant2-drain-on-cancel",
+        &dir,
+    );
+    let f = faults(&replayed.trace);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(
+        f[0].contains("first divergence at transaction #"),
+        "{}",
+        f[0]
+    );
+    assert!(f[0].contains("expected control-out CANCEL"), "{}", f[0]);
+    assert_eq!(device_notes(&replayed.trace, "replay-divergence").len(), 1);
+    let failed: Vec<&str> = replayed.report.failed().iter().map(|r| r.id).collect();
+    assert!(failed.contains(&"WIA2-NO-HANG"), "{failed:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_wia2_usbip_recording_replays_in_virtual_time() {
+    let dir = temp_dir("wia2-usbip");
+    let recorded = record2_into("wia2/complete/flatbed-gray8", Transport::UsbIp, &dir);
+    assert!(recorded.passed(), "{:?}", recorded.report.failed());
+    let meta = Recording::load(&dir).unwrap().meta;
+    assert_eq!(meta.provenance["transport"], "usbip");
+    let replayed = replay2("wia2/complete/flatbed-gray8", "reference-wia2", &dir);
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    assert_eq!(shape(&recorded.trace), shape(&replayed.trace));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A WIA 2.0 recording exported over USB/IP (as `run --replay DIR --transport usbip` does):
+/// a cancel at a transfer message replays on the wall clock too.
+#[test]
+fn a_wia2_recording_served_over_usbip_replays_and_passes() {
+    let dir = fixtures().join("recordings/wia2-cancel-at-status-inproc");
+    let id = "wia2/cancel/cancel-at-status";
+    let s = scenario2(id);
+    let mut options = scanconform::run::RunOptions::default();
+    options.replay = Some(dir.clone());
+    options.transport = Transport::UsbIp;
+    let replayed = scanconform::run::wia2::run2_with(
+        &s,
+        "reference-wia2",
+        drivers::wia2::instantiate("reference-wia2").unwrap(),
+        &profiles(),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(faults(&replayed.trace), Vec::<String>::new());
+    assert!(replayed.passed(), "{:?}", replayed.report.failed());
+    assert!(device_notes(&replayed.trace, "replay-divergence").is_empty());
+    // The cancel came where the recording has it, and the transfer ended cancelled.
+    let text = replayed.trace.render_text();
+    assert!(text.contains("CANCEL"), "{text}");
+    assert!(text.contains("hr=S_FALSE"), "{text}");
+}
+
+#[test]
+fn a_recording_of_the_other_driver_model_is_refused() {
+    let wia1 = fixtures().join("recordings/complete-gray8-inproc");
+    let wia2 = fixtures().join("recordings/wia2-flatbed-gray8-inproc");
+    // A recording without a model (made before WIA 2.0 ones could be) is WIA 1.0.
+    let meta = Recording::load(&wia1).unwrap().meta;
+    assert!(!meta.provenance.contains_key("model"));
+    assert_eq!(DriverModel::of(&meta), Ok(DriverModel::Wia1));
+    let s = scenario2("wia2/complete/flatbed-gray8");
+    let e =
+        record::replay_session(&session2(&s, "reference-wia2"), &profiles(), &wia1).unwrap_err();
+    assert!(matches!(e, RunError::ReplayModel { .. }), "{e:?}");
+    let text = e.to_string();
+    for needle in ["WIA 1.0 recording", "reference-wia2", "WIA 2.0 driver"] {
+        assert!(text.contains(needle), "{needle:?} missing in {text}");
+    }
+    let d = drivers::instantiate("reference").unwrap();
+    let e = record::replay(
+        &scenario("replay/complete-gray8"),
+        ServiceModel::Xp,
+        "reference",
+        d,
+        &profiles(),
+        &wia2,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    for needle in ["WIA 2.0 recording", "reference", "WIA 1.0 driver"] {
+        assert!(text.contains(needle), "{needle:?} missing in {text}");
+    }
+    // A model that does not exist is named.
+    let dir = temp_dir("bad-model");
+    let mut rec = Recording::load(&wia2).unwrap();
+    rec.meta.provenance.insert("model".into(), "wia3".into());
+    rec.save(&dir).unwrap();
+    let e = record::replay_session(&session2(&s, "reference-wia2"), &profiles(), &dir).unwrap_err();
+    assert!(e.to_string().contains("\"wia3\""), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Replays `recording` against `driver` with the recording exported over USB/IP (as `run

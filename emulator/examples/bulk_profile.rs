@@ -12,6 +12,9 @@
 //!   127.0.0.1 with the same profile, a blocking client speaking the URB protocol by hand,
 //!   TRANSFERS bulk IN URBs of 64 KiB one after the other.
 //!
+//! `USBIP_WORKERS=N` sets the server's worker threads (`ServerConfig::worker_threads`; 1 runs
+//! it on one thread), as in `usbip_throughput`.
+//!
 //! Two runs with different counts give the instructions of one transfer as their difference
 //! over the difference of the counts, setup excluded. Prints the bytes read.
 
@@ -97,11 +100,14 @@ fn urb(
 }
 
 fn usbip(transfers: usize) -> u64 {
-    let server = UsbIpServer::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        ServerConfig::new(profile()),
-    )
-    .expect("binds");
+    let mut config = ServerConfig::new(profile());
+    if let Some(n) = std::env::var("USBIP_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.worker_threads = n;
+    }
+    let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
     let mut stream = TcpStream::connect(server.local_addr()).expect("connects");
     stream.set_nodelay(true).expect("nodelay");
     let mut req = OpHeader::new(OP_REQ_IMPORT, 0).encode().to_vec();

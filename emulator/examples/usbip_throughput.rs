@@ -10,11 +10,16 @@
 //! - control round trip: GET_DEVICE_STATUS (a 3-stage control transfer) from a blocking
 //!   client, against a 48-byte ping-pong with a blocking echo thread;
 //! - 64 KiB bulk IN, one URB in flight, from a blocking client, against a 48-byte request
-//!   answered by 48 + 64 KiB from a blocking thread;
+//!   answered by 48 + 64 KiB from a blocking thread; and, for reference, against the same
+//!   responder copying 64 KiB of other bytes into its reply before each answer, as any
+//!   server sending data it just produced does (the plain responder sends the same bytes
+//!   every time, which the kernel copies faster);
 //! - 8 devices of one server streaming at once (one client thread each, one URB in flight),
 //!   against one device streamed alone the same way;
 //! - for reference, the same figures through [`UsbIpHost`] (a reader thread and a waker per
 //!   URB, as drivers use it) and a raw client keeping 8 URBs in flight.
+//!
+//! `USBIP_WORKERS=N` sets the server's worker threads (`ServerConfig::worker_threads`).
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -186,8 +191,10 @@ impl RawClient {
     }
 }
 
-/// A blocking thread answering every `request`-byte message with `reply` bytes, on loopback.
-fn raw_responder(request: usize, reply: usize) -> SocketAddr {
+/// A blocking thread answering every `request`-byte message with `reply` bytes, on loopback;
+/// with `fresh`, the reply's bytes after the first `request` are copied from another buffer
+/// before each answer.
+fn raw_responder(request: usize, reply: usize, fresh: bool) -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).expect("binds");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
@@ -197,8 +204,12 @@ fn raw_responder(request: usize, reply: usize) -> SocketAddr {
         let _ = s.set_nodelay(true);
         let mut r = BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
         let mut req = vec![0u8; request];
-        let answer = vec![0x5a; reply];
+        let mut answer = vec![0x5a; reply];
+        let source: Vec<u8> = (0..reply).map(|i| (i % 251) as u8).collect();
         while r.read_exact(&mut req).is_ok() {
+            if fresh {
+                answer[request..].copy_from_slice(&source[request..]);
+            }
             if s.write_all(&answer).is_err() {
                 break;
             }
@@ -319,7 +330,7 @@ fn main() {
 
     // 1. Control round trip vs a 48-byte ping-pong, interleaved round by round.
     let echo = Pair::open(
-        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN),
+        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN, false),
         URB_HEADER_LEN,
     );
     let mut echo = echo;
@@ -354,28 +365,42 @@ fn main() {
 
     // 2. 64 KiB bulk IN, one in flight, vs 48-byte request / 48 + 64 KiB response.
     let mut rr = Pair::open(
-        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN + CHUNK),
+        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN + CHUNK, false),
+        URB_HEADER_LEN + CHUNK,
+    );
+    let mut fresh_rr = Pair::open(
+        raw_responder(URB_HEADER_LEN, URB_HEADER_LEN + CHUNK, true),
         URB_HEADER_LEN + CHUNK,
     );
     client.start_scan();
     let (mut raw_rates, mut one_rates, mut bulk_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fresh_rates, mut fresh_ratios) = (Vec::new(), Vec::new());
+    let reply_bytes = (TRANSFERS * (URB_HEADER_LEN + CHUNK)) as u64;
     for round in 0..=ROUNDS {
         let raw_secs: f64 = (0..TRANSFERS).map(|_| rr.exchange()).sum();
-        let raw = mb_per_s((TRANSFERS * (URB_HEADER_LEN + CHUNK)) as u64, raw_secs);
+        let raw = mb_per_s(reply_bytes, raw_secs);
         let (bytes, secs) = client.stream(TRANSFERS);
         let one = mb_per_s(bytes + (TRANSFERS * URB_HEADER_LEN) as u64, secs);
+        let fresh_secs: f64 = (0..TRANSFERS).map(|_| fresh_rr.exchange()).sum();
+        let fresh = mb_per_s(reply_bytes, fresh_secs);
         if round > 0 {
             bulk_ratios.push(one / raw);
             raw_rates.push(raw);
             one_rates.push(one);
+            fresh_rates.push(fresh);
+            fresh_ratios.push(one / fresh);
         }
     }
     drop(client);
     let (raw_mbps, one_mbps) = (median(&mut raw_rates), median(&mut one_rates));
     let bulk_ratio = median(&mut bulk_ratios);
+    let (fresh_mbps, fresh_ratio) = (median(&mut fresh_rates), median(&mut fresh_ratios));
     println!("raw TCP 64 KiB request/response: median {raw_mbps:.0} MB/s ({ROUNDS} rounds of {TRANSFERS})");
     println!(
-        "USB/IP bulk IN, 64 KiB, 1 in flight (blocking client): median {one_mbps:.0} MB/s; median of round ratios {bulk_ratio:.2}x raw"
+        "raw TCP 64 KiB request/response, 64 KiB copied into each reply first: median {fresh_mbps:.0} MB/s"
+    );
+    println!(
+        "USB/IP bulk IN, 64 KiB, 1 in flight (blocking client): median {one_mbps:.0} MB/s; median of round ratios {bulk_ratio:.2}x raw, {fresh_ratio:.2}x raw with the copy"
     );
 
     // 3. Every device streaming at once vs one device alone, the same way, round by round.
@@ -438,6 +463,8 @@ fn main() {
         "raw_rr_mb_per_s": raw_mbps,
         "mb_per_s_1_in_flight": one_mbps,
         "bulk_ratio": bulk_ratio,
+        "raw_fresh_rr_mb_per_s": fresh_mbps,
+        "bulk_ratio_to_fresh": fresh_ratio,
         "solo_mb_per_s": solo,
         "devices": DEVICES,
         "many_mb_per_s": many,

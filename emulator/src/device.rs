@@ -22,9 +22,7 @@ use crate::time::Instant;
 use crate::usb::bus::{BusPort, EndpointSet, FlushFifo, SimBus};
 use crate::usb::hc::DevicePoller;
 
-/// The size of the FIFO an IN endpoint gets when its function queues packets back to back
-/// ([`Personality::multi_packet_in`]): a 64 KiB read, the usual size, is one burst.
-pub const MULTI_PACKET_FIFO_BYTES: usize = 64 * 1024;
+pub use crate::personality::MULTI_PACKET_FIFO_BYTES;
 
 /// The firmware: the device stack and the scanner function, borrowing one allocator.
 struct Firmware<'a> {

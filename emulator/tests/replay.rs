@@ -6,6 +6,7 @@
 mod common;
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 
 use common::*;
@@ -182,6 +183,40 @@ fn a_session_that_departs_gets_the_first_divergence_not_a_hang() {
         )
         .unwrap();
     assert_eq!(r, Err(TransferError::NoDevice));
+}
+
+/// A transfer whose future the host drops before it finished (the process that made it ended)
+/// hands its recorded transaction back: the device never finished it, so the next read gets
+/// it, as on a real bus, and the transfer no longer counts as pending.
+#[test]
+fn a_dropped_transfer_hands_its_transaction_back() {
+    let (live, _, recorded) = record_emulated();
+    let sim = Sim::new();
+    let host = ReplayHost::new(recorded, Rc::new(sim.clone()));
+    let h = host.clone();
+    sim.block_on(
+        async move {
+            let setup = Setup::vendor_in(REQ_GET_DEVICE_STATUS, 0, 0, 8);
+            let mut read = std::pin::pin!(h.control_in(setup, T));
+            // One poll: the request takes the first recorded transaction and waits for its
+            // recorded duration.
+            std::future::poll_fn(|cx| {
+                assert!(read.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            assert_eq!(h.pending_transfers(), 1);
+        },
+        LIMIT,
+    )
+    .expect("runs");
+    assert_eq!(host.pending_transfers(), 0);
+    let log: Log = Rc::default();
+    sim.block_on(script(Rc::new(host.clone()), 128, log.clone()), LIMIT)
+        .expect("the replay never hangs");
+    assert_eq!(*log.borrow(), live);
+    assert_eq!(host.divergence(), None);
+    assert!(host.unserved().is_empty());
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! [`run_with`] does five things in order, each in a function of its own:
 //! 1. loads the scenario's profile and checks the scan settings against it;
 //! 2. builds the host the driver uses (`transport.rs`): in-process in virtual time by
-//!    default, or a replay, or the device over USB/IP or libusb in real time; every host reports
+//!    default, or a replay of a recording of the driver's model ([`DriverModel`],
+//!    [`load_for_replay`]), or the device over USB/IP or libusb in real time; every host reports
 //!    to the trace (`observe.rs`), through a pcap capture and a recording when asked for;
 //! 3. hands the driver its [`RunContext`] ([`MiniDriver::begin_run`]);
 //! 4. plays the roles (`crate::roles`): the application and the service, on a [`Sim`] until
@@ -23,7 +24,7 @@ pub mod wia2;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use scanemu::capture::recording::{RecordingError, RecordingObserver};
+use scanemu::capture::recording::{Recording, RecordingError, RecordingMeta, RecordingObserver};
 use scanemu::engine::JobError;
 use scanemu::personality::NoteKind;
 use scanemu::profile::{Profile, ProfileError};
@@ -80,6 +81,35 @@ pub enum RunError {
     /// The recording to replay could not be loaded.
     #[error("replay: {0}")]
     Replay(RecordingError),
+    /// The recording to replay holds a session of the other driver model.
+    #[error(
+        "replay: {}: a {} recording (a session of {}), which {driver}, a {} driver, cannot follow; replay it with a {} driver",
+        dir.display(),
+        recorded.label(),
+        recorded_driver.as_deref().unwrap_or("an unnamed driver"),
+        model.label(),
+        recorded.label()
+    )]
+    ReplayModel {
+        /// The recording folder.
+        dir: PathBuf,
+        /// The model its provenance names (WIA 1.0 when it names none).
+        recorded: DriverModel,
+        /// The driver its provenance names.
+        recorded_driver: Option<String>,
+        /// The model of the driver given.
+        model: DriverModel,
+        /// The driver given.
+        driver: String,
+    },
+    /// The recording's provenance names a driver model that does not exist.
+    #[error("replay: {}: recording.json: {error}", dir.display())]
+    ReplayModelUnknown {
+        /// The recording folder.
+        dir: PathBuf,
+        /// The model it names.
+        error: UnknownModel,
+    },
     /// The pcap capture could not be written.
     #[error("--pcap {}: {error}", path.display())]
     Pcap {
@@ -94,6 +124,84 @@ pub enum RunError {
     /// `--transport libusb` without the scanlab stand-in as the process's libusb.
     #[error("{0}")]
     Libusb(String),
+}
+
+/// A `model` in a recording's provenance that names no [`DriverModel`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("provenance model {0:?} is neither wia1 nor wia2")]
+pub struct UnknownModel(pub String);
+
+/// The driver contract a run's driver speaks, and so the one a recorded session was made with.
+/// A replay takes a driver of the recording's model only ([`load_for_replay`]): the
+/// transactions of a WIA 1.0 acquisition and of a WIA 2.0 transfer differ from the first
+/// request on, so a driver of the other model could only diverge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverModel {
+    /// WIA 1.0: `drvAcquireItemData` and the banded data callback, under the XP or Vista
+    /// service model.
+    Wia1,
+    /// WIA 2.0: stream transfers through `IWiaMiniDrvTransferCallback` (`conformance/WIA2.md`).
+    Wia2,
+}
+
+impl DriverModel {
+    /// The provenance key of `recording.json` that names the model.
+    pub const PROVENANCE_KEY: &'static str = "model";
+
+    /// The model's name in `recording.json`: `wia1` or `wia2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverModel::Wia1 => "wia1",
+            DriverModel::Wia2 => "wia2",
+        }
+    }
+
+    /// The model for people: `WIA 1.0` or `WIA 2.0`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DriverModel::Wia1 => "WIA 1.0",
+            DriverModel::Wia2 => "WIA 2.0",
+        }
+    }
+
+    /// The model a recording's provenance names; a recording that names none was made before
+    /// WIA 2.0 sessions could be recorded (or imported from a capture) and is WIA 1.0.
+    pub fn of(meta: &RecordingMeta) -> Result<DriverModel, UnknownModel> {
+        match meta
+            .provenance
+            .get(Self::PROVENANCE_KEY)
+            .map(String::as_str)
+        {
+            None | Some("wia1") => Ok(DriverModel::Wia1),
+            Some("wia2") => Ok(DriverModel::Wia2),
+            Some(other) => Err(UnknownModel(other.to_string())),
+        }
+    }
+}
+
+/// The recording in `dir`, for a replay by `driver`, a driver of `model`: refused when the
+/// recording holds a session of the other model (or names a model that does not exist).
+pub fn load_for_replay(
+    dir: &Path,
+    model: DriverModel,
+    driver: &str,
+) -> Result<Recording, RunError> {
+    let recording = Recording::load(dir).map_err(RunError::Replay)?;
+    let recorded =
+        DriverModel::of(&recording.meta).map_err(|error| RunError::ReplayModelUnknown {
+            dir: dir.to_path_buf(),
+            error,
+        })?;
+    if recorded != model {
+        return Err(RunError::ReplayModel {
+            dir: dir.to_path_buf(),
+            recorded,
+            recorded_driver: recording.meta.provenance.get("driver").cloned(),
+            model,
+            driver: driver.to_string(),
+        });
+    }
+    Ok(recording)
 }
 
 /// Everything one run produced.
@@ -135,9 +243,10 @@ pub struct RunOptions {
     /// Keep every transfer and device note of the run in this recording (default: none; see
     /// [`crate::record`]).
     pub record: Option<Rc<RecordingObserver>>,
-    /// Serve the recording in this folder instead of the emulated scanner (in-process only;
-    /// default: none). A driver that departs from it gets a `DriverFault` naming the first
-    /// divergent transaction.
+    /// Serve the recording in this folder instead of the emulated scanner, in process or over
+    /// the transport (default: none). It must hold a session of the run's driver model
+    /// ([`load_for_replay`]). A driver that departs from it gets a `DriverFault` naming the
+    /// first divergent transaction.
     pub replay: Option<PathBuf>,
     /// Make every departure from the replayed recording a divergence (default false; see
     /// `scanemu::capture::replay::ReplayConfig::strict`).
@@ -266,10 +375,7 @@ pub fn run_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref().map(|dir| transport::Replay {
-            dir,
-            strict: options.strict_replay,
-        }),
+        transport::Replay::load(options, DriverModel::Wia1, driver_name)?,
         setup,
         &sim,
         &taps,

@@ -33,7 +33,7 @@ use scanemu::time::Instant;
 use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig};
 
 use super::observe::TraceObserver;
-use super::RunError;
+use super::{DriverModel, RunError, RunOptions};
 use crate::device::ServedDevice;
 use crate::scenario::ServiceModel;
 use crate::trace::{Actor, Kind, Recorder};
@@ -120,18 +120,36 @@ enum Verdict {
 }
 
 /// A recording to serve instead of the device.
-pub(crate) struct Replay<'a> {
-    /// The recording folder.
-    pub dir: &'a Path,
+pub(crate) struct Replay {
+    /// The recording.
+    pub recording: Recording,
     /// Every departure is a divergence.
     pub strict: bool,
+}
+
+impl Replay {
+    /// The recording `options` ask to replay, if any, checked to hold a session of `model`
+    /// (`driver` names the run's driver in the refusal).
+    pub(crate) fn load(
+        options: &RunOptions,
+        model: DriverModel,
+        driver: &str,
+    ) -> Result<Option<Replay>, RunError> {
+        let Some(dir) = &options.replay else {
+            return Ok(None);
+        };
+        Ok(Some(Replay {
+            recording: super::load_for_replay(dir, model, driver)?,
+            strict: options.strict_replay,
+        }))
+    }
 }
 
 /// Builds the host of a run: `replay` (a recording folder) or the device of `setup` reached
 /// over `transport`, reporting to `taps`; `scenario` names the run in errors.
 pub(crate) fn connect(
     transport: &Transport,
-    replay: Option<Replay<'_>>,
+    replay: Option<Replay>,
     setup: DeviceSetup<'_>,
     sim: &Sim,
     taps: &Taps,
@@ -142,7 +160,7 @@ pub(crate) fn connect(
         reason,
     };
     if let Some(replay) = replay {
-        let recording = Recording::load(replay.dir).map_err(RunError::Replay)?;
+        let recording = replay.recording;
         let mut config = ReplayConfig::default();
         config.strict = replay.strict;
         if *transport != Transport::InProcess {

@@ -21,7 +21,7 @@ use scanemu::time::{Duration, Instant};
 use super::observe::TraceObserver;
 use super::transport::{self, DeviceSetup, Taps};
 use super::urb::Submitter;
-use super::{DriverContext, RunError, RunOptions, Transport, REALTIME_MAX_US};
+use super::{DriverContext, DriverModel, RunError, RunOptions, Transport, REALTIME_MAX_US};
 use crate::device;
 use crate::driver::wia2::{ImageFormat, MiniDriver2};
 use crate::driver::RunContext;
@@ -140,10 +140,7 @@ pub fn run2_with(
     };
     let link = transport::connect(
         &options.transport,
-        options.replay.as_deref().map(|dir| transport::Replay {
-            dir,
-            strict: options.strict_replay,
-        }),
+        transport::Replay::load(options, DriverModel::Wia2, driver_name)?,
         setup,
         &sim,
         &taps,

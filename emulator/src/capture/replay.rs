@@ -21,7 +21,8 @@
 //! served sets the replay's clock against the recording's. A transfer recorded as cancelled,
 //! or as pending when a capture stopped, waits for the host's abort (or its own timeout). An
 //! abort or timeout that comes before the recorded completion leaves the transaction in the
-//! recording (the device never saw it), as on a real bus.
+//! recording (the device never saw it), as on a real bus; so does a transfer whose future the
+//! host drops before it finished (the process that made it ended).
 //!
 //! End. A request on a stream whose transactions have all been served NAKs: it waits for its
 //! timeout or an abort, as on an idle device, and a device note `replay-end` says so once per
@@ -697,6 +698,14 @@ impl ReplayHost {
         let gen = self.state.borrow().abort_gen[ep_slot(req.ep)];
         self.state.borrow_mut().pending += 1;
         let mut plan = self.plan(&req, start);
+        let mut unlink = Unlink {
+            state: &self.state,
+            req: &req,
+            index: match &plan {
+                Plan::Recorded { index, .. } => Some(*index),
+                _ => None,
+            },
+        };
         let mut partial = Vec::new();
         let result = loop {
             let now = self.clock.now();
@@ -716,6 +725,7 @@ impl ReplayHost {
                     if cancelled_since && req.kind != TxKind::Control {
                         let mut st = self.state.borrow_mut();
                         give_back(&mut st, &req, *index);
+                        unlink.index = None;
                         plan = synthesize(&mut st, &req, now).unwrap_or(Plan::Synthetic {
                             done_at: None,
                             result: Ok(Vec::new()),
@@ -777,6 +787,7 @@ impl ReplayHost {
             }
             .await;
         };
+        std::mem::forget(unlink);
         {
             let mut st = self.state.borrow_mut();
             st.pending -= 1;
@@ -835,6 +846,34 @@ fn take(st: &mut State, stream: Stream, index: usize, now: Instant) -> Plan {
         _ => Some(now + Duration::from_micros(t.duration_us())),
     };
     Plan::Recorded { index, done_at }
+}
+
+/// A transfer in flight, for the case where its future is dropped before it finished (the
+/// host let go of it: an unlink, or the end of the process that made it). Dropped, it does
+/// what an abort does: the transaction it was served from goes back to the recording unless it
+/// was recorded as never finishing, and the transfer is no longer pending.
+struct Unlink<'a> {
+    state: &'a RefCell<State>,
+    req: &'a Request,
+    /// The recorded transaction it holds.
+    index: Option<usize>,
+}
+
+impl Drop for Unlink<'_> {
+    fn drop(&mut self) {
+        let mut st = self.state.borrow_mut();
+        st.pending -= 1;
+        if let Some(index) = self.index {
+            let unfinished = matches!(
+                st.recording.transactions[index].result,
+                TxResult::Cancelled | TxResult::Timeout | TxResult::Pending
+            );
+            if !unfinished {
+                give_back(&mut st, self.req, index);
+            }
+        }
+        st.changed();
+    }
 }
 
 /// Puts transaction `index` back at the head of its stream: the device never answered it.

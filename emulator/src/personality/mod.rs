@@ -26,6 +26,10 @@ use crate::engine::{Band, EventKind, Fault, ScanEngine};
 use crate::time::Instant;
 use crate::usb::bus::{EndpointSet, FlushFifo};
 
+/// The size of the FIFO an IN endpoint gets when its function queues packets back to back
+/// ([`Personality::multi_packet_in`]): a 64 KiB read, the usual size, is one burst.
+pub const MULTI_PACKET_FIFO_BYTES: usize = 64 * 1024;
+
 /// A USB function that is a scanner: what the device (`device::Device`) needs of a
 /// personality, whatever protocol it speaks.
 ///

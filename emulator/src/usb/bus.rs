@@ -120,6 +120,30 @@ impl InFifo {
         true
     }
 
+    /// Queues `data` as consecutive packets of `slot` bytes (the last one shorter if `data`
+    /// is not a multiple), as many whole packets as there are free slots; returns the bytes
+    /// queued. Runs of packets go in with one copy each.
+    fn push_run(&mut self, data: &[u8]) -> usize {
+        let depth = self.lens.len();
+        let mut queued = 0;
+        while queued < data.len() && !self.is_full() {
+            let tail = (self.head + self.count) % depth;
+            // Free slots before the ring wraps, and the packets the rest of `data` needs.
+            let room = (depth - self.count).min(depth - tail);
+            let rest = data.len() - queued;
+            let packets = room.min(rest.div_ceil(self.slot));
+            let bytes = (packets * self.slot).min(rest);
+            let at = tail * self.slot;
+            self.data[at..at + bytes].copy_from_slice(&data[queued..queued + bytes]);
+            for (i, len) in self.lens[tail..tail + packets].iter_mut().enumerate() {
+                *len = (bytes - i * self.slot).min(self.slot);
+            }
+            self.count += packets;
+            queued += bytes;
+        }
+        queued
+    }
+
     /// The oldest packet.
     fn front(&self) -> Option<&[u8]> {
         (self.count > 0).then(|| {
@@ -465,6 +489,12 @@ impl UsbBus for SimBus {
     /// Queues one IN packet. `BufferOverflow` if it exceeds the max packet size, `WouldBlock`
     /// while the FIFO is full (with the default depth of one: while the previous packet has not
     /// been taken by the host).
+    ///
+    /// On an endpoint whose FIFO holds several packets ([`FlushFifo::set_in_depth`]), a
+    /// longer `buf` is a multi-packet transfer, as a DMA-fed FIFO takes it: it is queued as
+    /// consecutive max-size packets (the last one shorter if the length is not a multiple),
+    /// as many whole packets as the FIFO has room for, and the bytes queued are returned
+    /// (`WouldBlock` if none fit). The host sees the same packets as from one write each.
     fn write(&self, ep_addr: EndpointAddress, buf: &[u8]) -> usb_device::Result<usize> {
         let mut state = lock(&self.state);
         if ep_addr.direction() != UsbDirection::In {
@@ -473,7 +503,13 @@ impl UsbBus for SimBus {
         let ep = state.device_ep(ep_addr).ok_or(UsbError::InvalidEndpoint)?;
         let max = ep.config.map_or(0, |c| usize::from(c.max_packet_size));
         if buf.len() > max {
-            return Err(UsbError::BufferOverflow);
+            if ep.fifo.depth() < 2 || max == 0 {
+                return Err(UsbError::BufferOverflow);
+            }
+            return match ep.fifo.push_run(buf) {
+                0 => Err(UsbError::WouldBlock),
+                n => Ok(n),
+            };
         }
         if !ep.fifo.push(buf) {
             return Err(UsbError::WouldBlock);
@@ -884,6 +920,40 @@ mod tests {
             _ => panic!("expected ep_in_complete"),
         }
         assert!(matches!(bus.poll(), PollResult::None));
+    }
+
+    #[test]
+    fn a_multi_packet_write_queues_the_packets_one_write_each_would() {
+        let (bus, port, _, inp) = bus_with_bulk();
+        // A one-packet FIFO takes one packet per write.
+        assert_eq!(bus.write(inp, &[1; 100]), Err(UsbError::BufferOverflow));
+        bus.set_in_depth(inp, 4);
+        let data: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        // Four slots: 256 bytes as four full packets; the rest waits.
+        assert_eq!(bus.write(inp, &data), Ok(256));
+        assert_eq!(bus.write(inp, &data[256..]), Err(UsbError::WouldBlock));
+        assert_eq!(port.in_packet_vec(0x81), Ok(data[..64].to_vec()));
+        assert_eq!(port.in_packet_vec(0x81), Ok(data[64..128].to_vec()));
+        // The ring wraps: the short last packet goes into the first slot again.
+        assert_eq!(bus.write(inp, &data[256..]), Ok(44));
+        let mut got = Vec::new();
+        let mut lens = Vec::new();
+        while let Ok(p) = port.in_packet_vec(0x81) {
+            lens.push(p.len());
+            got.extend(p);
+        }
+        assert_eq!(lens, [64, 64, 44]);
+        assert_eq!(got, data[128..]);
+        // Across the wrap with two packets free at the end of the ring and more at its start.
+        for round in 0..3 {
+            let chunk: Vec<u8> = (0..200).map(|i| (i + round * 7) as u8).collect();
+            assert_eq!(bus.write(inp, &chunk), Ok(200));
+            let mut got = Vec::new();
+            while let Ok(p) = port.in_packet_vec(0x81) {
+                got.extend(p);
+            }
+            assert_eq!(got, chunk, "round {round}");
+        }
     }
 
     #[test]

@@ -505,6 +505,8 @@ pub struct InTransfer<D = Vec<u8>> {
     filled: usize,
     done: bool,
     wire_bytes: u64,
+    /// Whether the device is polled after the burst that ends the transfer.
+    final_poll: bool,
 }
 
 /// A bulk IN transfer.
@@ -550,7 +552,33 @@ impl InTransfer {
             filled: 0,
             done: false,
             wire_bytes: 0,
+            final_poll: true,
         }
+    }
+
+    /// Like [`InTransfer::new`], reading into `buf` (emptied first): a caller that reuses its
+    /// buffers from one transfer to the next allocates nothing per transfer.
+    pub fn with_buffer(ep_addr: u8, length: usize, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.reserve(length);
+        InTransfer {
+            ep_addr: ep_addr | 0x80,
+            buf,
+            length,
+            filled: 0,
+            done: false,
+            wire_bytes: 0,
+            final_poll: true,
+        }
+    }
+
+    /// The transfer does not poll the device after the burst that ends it: the caller polls
+    /// it at the same instant itself, before anything else touches the device. The device sees
+    /// the same tokens and polls in the same order; a server uses it to answer its client
+    /// before the firmware refills its FIFO.
+    pub fn defer_final_poll(mut self) -> Self {
+        self.final_poll = false;
+        self
     }
 
     /// Abandons the transfer and returns what had arrived (the URB's `actual_length` bytes).
@@ -572,6 +600,7 @@ impl<'a> InTransfer<&'a mut [u8]> {
             filled: 0,
             done: false,
             wire_bytes: 0,
+            final_poll: true,
         }
     }
 }
@@ -603,7 +632,9 @@ impl<D: InBuffer> InTransfer<D> {
             };
             self.filled += burst.bytes;
             self.wire_bytes += burst.bytes as u64;
-            dev.poll_device();
+            if !burst.ended || self.final_poll {
+                dev.poll_device();
+            }
             if burst.ended {
                 return Ok(true);
             }
@@ -803,4 +834,44 @@ pub fn enumerate(port: &BusPort, dev: &mut dyn DevicePoller) -> Result<Enumerati
         config_descriptor,
         address: port.address(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usb::bus::{FlushFifo, SimBus};
+    use crate::usb::speed::Speed;
+    use usb_device::bus::UsbBus;
+    use usb_device::endpoint::EndpointAddress;
+
+    /// A bus with bulk IN 0x81 (64-byte packets, a four-packet FIFO) holding a 150-byte
+    /// transfer: two full packets and a short one.
+    fn queued() -> (SimBus, BusPort, EndpointAddress, Vec<u8>) {
+        let (mut bus, port) = SimBus::new(Speed::Full);
+        let ep = bus
+            .alloc_ep(UsbDirection::In, None, EndpointType::Bulk, 64, 0)
+            .expect("allocates");
+        bus.enable();
+        bus.set_in_depth(ep, 4);
+        let data: Vec<u8> = (0..150u8).collect();
+        assert_eq!(bus.write(ep, &data), Ok(150));
+        (bus, port, ep, data)
+    }
+
+    #[test]
+    fn a_deferred_final_poll_is_left_to_the_caller_and_the_data_is_the_same() {
+        for defer in [false, true] {
+            let (_bus, port, _ep, data) = queued();
+            let mut polls = 0;
+            let mut poller = || polls += 1;
+            let mut t = InTransfer::new(0x81, 1000);
+            if defer {
+                t = t.defer_final_poll();
+            }
+            assert_eq!(t.step(&port, &mut poller), StepResult::Done(Ok(data)));
+            assert_eq!(t.take_wire_bytes(), 150);
+            // One burst took all three packets; only the poll after it differs.
+            assert_eq!(polls, usize::from(!defer), "defer {defer}");
+        }
+    }
 }

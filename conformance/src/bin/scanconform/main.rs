@@ -51,6 +51,15 @@ enum OneService {
     Vista,
 }
 
+impl OneService {
+    fn name(self) -> &'static str {
+        match self {
+            OneService::Xp => "xp",
+            OneService::Vista => "vista",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum TransportArg {
     /// The in-process virtual bus.
@@ -87,21 +96,26 @@ enum Command {
     Run(run::RunArgs),
     /// Run one scenario against a device and store the session as a recording (descriptors,
     /// every transaction with its timing, the usbmon capture and the conformance trace; see
-    /// fixtures/recordings/FORMAT.md), which `run --replay` and the tests replay.
+    /// fixtures/recordings/FORMAT.md), which `run --replay` and the tests replay. WIA 1.0 and
+    /// WIA 2.0 sessions alike: the recording's provenance names the driver model, and a replay
+    /// takes a driver of that model only.
     Record {
-        /// Driver: reference, legacy-xp, a mutant or exec:'CMD ARGS' (see `scanconform
-        /// drivers`); SANE backends cannot be recorded.
+        /// Driver: a WIA 1.0 one (reference, legacy-xp, a mutant-*), a WIA 2.0 one
+        /// (reference-wia2, a mutant2-*) or exec:'CMD ARGS' (of the WIA 2.0 contract when the
+        /// scenario is a WIA 2.0 one, under a wia2/ folder); see `scanconform drivers`. SANE
+        /// backends cannot be recorded.
         #[arg(long, default_value = "reference")]
         driver: String,
         /// How the driver reaches the emulated scanner.
         #[arg(long, value_enum, default_value = "inproc")]
         transport: TransportArg,
-        /// The scenario file.
+        /// The scenario file: WIA 1.0, or WIA 2.0 (fixtures/scenarios/wia2/...) for a WIA 2.0
+        /// driver.
         #[arg(long)]
         scenario: PathBuf,
-        /// Service model.
-        #[arg(long, value_enum, default_value = "xp")]
-        service: OneService,
+        /// Service model of a WIA 1.0 session (default xp); WIA 2.0 has one service.
+        #[arg(long, value_enum)]
+        service: Option<OneService>,
         /// The recording folder to write (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -453,24 +467,50 @@ fn rule_list() -> String {
     out
 }
 
-/// `scanconform record`: one scenario, one run, one recording folder.
+/// `scanconform record`: one scenario, one run, one recording folder, for a driver of either
+/// model (an `exec:` driver takes the model of its scenario, as in `run`).
 fn record(
     driver: String,
     transport: TransportArg,
     scenario_path: &Path,
-    service: OneService,
+    service: Option<OneService>,
     out: &Path,
 ) -> anyhow::Result<ExitCode> {
-    match run::DriverKind::parse(&driver)? {
+    let wia2_scenario = in_wia2_folder(scenario_path) == Some(true);
+    let wia2 = match run::DriverKind::parse(&driver)? {
         run::DriverKind::Sane(_) => bail!(
-            "--driver {driver}: a SANE backend cannot be recorded (record takes a WIA driver)"
+            "--driver {driver}: a SANE backend cannot be recorded (record takes a WIA 1.0 or WIA 2.0 driver)"
         ),
-        run::DriverKind::Wia2 => bail!(
-            "--driver {driver}: WIA 2.0 sessions cannot be recorded yet (record takes a WIA 1.0 driver); `run --driver {driver} --pcap DIR` captures them"
-        ),
-        run::DriverKind::Wia => {}
+        run::DriverKind::Wia2 => true,
+        run::DriverKind::Wia => driver.starts_with("exec:") && wia2_scenario,
+    };
+    if wia2 {
+        if let Some(svc) = service {
+            bail!(
+                "--service {} does not apply to {driver}: WIA 2.0 has one service, the WIA service of Windows Vista and later (conformance/WIA2.md)",
+                svc.name()
+            );
+        }
+        if !wia2_scenario {
+            bail!(
+                "--scenario {}: not a WIA 2.0 scenario (those live in the wia2/ folder of a scenarios folder); {driver} is a WIA 2.0 driver",
+                scenario_path.display()
+            );
+        }
+    } else if wia2_scenario {
+        bail!(
+            "--scenario {}: a WIA 2.0 scenario; record it with a WIA 2.0 driver (--driver reference-wia2, a mutant2-*)",
+            scenario_path.display()
+        );
     }
-    let d = drivers::instantiate(&driver).map_err(|e| anyhow!(e))?;
+    let mut options = scanconform::record::RecordOptions::default();
+    options.transport = match transport {
+        TransportArg::Inproc => wia_run::Transport::InProcess,
+        TransportArg::Usbip => wia_run::Transport::UsbIp,
+        TransportArg::Libusb => {
+            bail!("record --transport libusb is not supported; use inproc or usbip")
+        }
+    };
     if !scenario_path.is_file() {
         bail!(
             "--scenario {}: not a scenario file",
@@ -485,52 +525,78 @@ fn record(
         .or_else(|| scenario_path.parent())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let s = scenario::load(scenario_path, &root)?;
-    s.validate(|id| rules::find(id).is_some())?;
-    let service = match service {
-        OneService::Xp => ServiceModel::Xp,
-        OneService::Vista => ServiceModel::Vista,
-    };
-    let mut options = scanconform::record::RecordOptions::default();
-    options.transport = match transport {
-        TransportArg::Inproc => wia_run::Transport::InProcess,
-        TransportArg::Usbip => wia_run::Transport::UsbIp,
-        TransportArg::Libusb => {
-            bail!("record --transport libusb is not supported; use inproc or usbip")
-        }
-    };
-    let spinner = progress::spinner(format!(
-        "recording {} [{}] with {driver}",
-        s.id,
-        service.name()
-    ));
-    let r = scanconform::record::record(
-        &s,
-        service,
-        &driver,
-        d,
-        &profiles_dir_for(&root),
-        &options,
+    let profiles = profiles_dir_for(&root);
+    let command = RecordCommand {
+        driver: &driver,
+        profiles: &profiles,
+        options: &options,
         out,
-    );
-    spinner.finish_and_clear();
-    let r = r?;
-    line(format_args!(
-        "recorded {} [{}] with {}: {} trace events, {} -> {}",
-        r.scenario,
-        service.name(),
-        driver,
-        r.trace.events.len(),
-        if r.passed() { "pass" } else { "FAIL" },
-        out.display()
-    ))?;
-    if let Some(sig) = interrupt::received() {
-        eprintln!(
-            "scanconform: interrupted by {}: the recording under way was finished; wrote {}",
-            sig.name(),
-            out.display()
-        );
-        return Ok(sig.exit_code());
+    };
+    if wia2 {
+        let factory = drivers::wia2::instantiate(&driver).map_err(|e| anyhow!(e))?;
+        let s = scenario::wia2::load(scenario_path, &root)?;
+        s.validate(rules::wia2::known)?;
+        let session = scanconform::record::Wia2Session {
+            scenario: &s,
+            driver_name: &driver,
+            factory,
+        };
+        command.make(&session, &s.id, "wia2")
+    } else {
+        let d = drivers::instantiate(&driver).map_err(|e| anyhow!(e))?;
+        let s = scenario::load(scenario_path, &root)?;
+        s.validate(|id| rules::find(id).is_some())?;
+        let service = match service.unwrap_or(OneService::Xp) {
+            OneService::Xp => ServiceModel::Xp,
+            OneService::Vista => ServiceModel::Vista,
+        };
+        let session = scanconform::record::Wia1Session {
+            scenario: &s,
+            service,
+            driver_name: &driver,
+            driver: d,
+        };
+        command.make(&session, &s.id, service.name())
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `scanconform record` writes, and how it runs.
+struct RecordCommand<'a> {
+    driver: &'a str,
+    profiles: &'a Path,
+    options: &'a scanconform::record::RecordOptions,
+    out: &'a Path,
+}
+
+impl RecordCommand<'_> {
+    /// Records `session` (scenario `id`, shown with `tag`: its service model or `wia2`) and
+    /// prints one line saying what was recorded.
+    fn make<S: scanconform::record::Session>(
+        &self,
+        session: &S,
+        id: &str,
+        tag: &str,
+    ) -> anyhow::Result<ExitCode> {
+        use scanconform::record::RunOutcome as _;
+        let (driver, out) = (self.driver, self.out);
+        let spinner = progress::spinner(format!("recording {id} [{tag}] with {driver}"));
+        let r = scanconform::record::record_session(session, self.profiles, self.options, out);
+        spinner.finish_and_clear();
+        let r = r?;
+        line(format_args!(
+            "recorded {id} [{tag}] with {driver}: {} trace events, {} -> {}",
+            r.trace().events.len(),
+            if r.passed() { "pass" } else { "FAIL" },
+            out.display()
+        ))?;
+        if let Some(sig) = interrupt::received() {
+            eprintln!(
+                "scanconform: interrupted by {}: the recording under way was finished; wrote {}",
+                sig.name(),
+                out.display()
+            );
+            return Ok(sig.exit_code());
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context as _};
+use scanconform::record::{self, DriverModel};
 use scanconform::report::{self, junit::junit_with_not_run, RunRecord, TraceKind, Verdict};
 use scanconform::run::{self as wia_run, parallel, RunOptions, Transport};
 use scanconform::sane::{self, expected::ExpectedFailures, runner::Session};
@@ -88,8 +89,10 @@ pub struct RunArgs {
     pcap: Option<PathBuf>,
     /// Serve a recording (`scanconform record`, `scanemu import-pcap`) instead of the
     /// emulated scanner (WIA drivers): in-process, or exported over USB/IP with `--transport
-    /// usbip` or `libusb`; a driver that departs from it fails WIA-FAULT-NO-HANG with the
-    /// first divergent transaction.
+    /// usbip` or `libusb`; a driver that departs from it fails WIA-FAULT-NO-HANG (WIA2-NO-HANG)
+    /// with the first divergent transaction. A WIA 1.0 recording takes a WIA 1.0 driver and a
+    /// WIA 2.0 one a WIA 2.0 driver (the recording's provenance names its model; one without
+    /// is WIA 1.0).
     #[arg(long, value_name = "DIR")]
     replay: Option<PathBuf>,
     /// With --replay: every departure from the recording is a divergence (a request after
@@ -195,9 +198,6 @@ fn refuse_what_cannot_apply(kind: &DriverKind, args: &RunArgs) -> anyhow::Result
                     "--service {} does not apply to {driver}: WIA 2.0 has one service, the WIA service of Windows Vista and later (conformance/WIA2.md)",
                     format!("{svc:?}").to_lowercase()
                 );
-            }
-            if args.replay.is_some() {
-                bail!("--replay does not apply to {driver}: recordings hold WIA 1.0 sessions, which a WIA 2.0 driver cannot follow");
             }
         }
         DriverKind::Wia => {}
@@ -346,7 +346,7 @@ fn run_wia(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode> 
                 .map(move |m| (s, *m))
         })
         .collect();
-    preflight_wia(&plan, &profiles, &options)?;
+    preflight_wia(&plan, &profiles, &options, driver)?;
     let outputs = Outputs::check(args)?;
     let mut pipe = Pipeline::start(driver, args.format, &outputs, None, plan.len())?;
     // Real-time runs measure wall-clock latency: one at a time.
@@ -436,6 +436,9 @@ fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode>
     for s in &list {
         wia_run::wia2::load_profile(s, &profiles)?;
     }
+    if let Some(dir) = &options.replay {
+        record::load_for_replay(dir, DriverModel::Wia2, driver)?;
+    }
     let outputs = Outputs::check(args)?;
     let mut pipe = Pipeline::start(driver, args.format, &outputs, None, list.len())?;
     // Real-time runs measure wall-clock latency: one at a time.
@@ -482,11 +485,13 @@ fn run_wia2(args: &RunArgs, filter: Option<&Filter>) -> anyhow::Result<ExitCode>
 }
 
 /// What a WIA run would refuse once it started, found before the table begins: each
-/// scenario's profile and scan settings, and the recording of `--replay`.
+/// scenario's profile and scan settings, and the recording of `--replay` (a WIA 2.0 one
+/// included).
 fn preflight_wia(
     plan: &[(&LoadedScenario, ServiceModel)],
     profiles: &Path,
     options: &RunOptions,
+    driver: &str,
 ) -> anyhow::Result<()> {
     let mut seen = BTreeSet::new();
     for (s, _) in plan {
@@ -496,7 +501,7 @@ fn preflight_wia(
         wia_run::load_profile(s, profiles)?;
     }
     if let Some(dir) = &options.replay {
-        scanemu::capture::recording::Recording::load(dir).context("replay")?;
+        record::load_for_replay(dir, DriverModel::Wia1, driver)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! `<title>` tooltip; a rule violation is a red line through the violating event with the rule ID
 //! beside it, and in the footer what was wrong and the whole quote, wrapped. Event labels sit in
 //! two rows per lane, clear of the next lane's, and a label that would overlap another (widths
-//! estimated generously, [`text_width`]) is left to its tooltip. The lane names and the footer
+//! estimated generously, `text_width`) is left to its tooltip. The lane names and the footer
 //! are one `tl-pinned` group, which a page that scrolls the picture sideways keeps in view (the
 //! report's script translates it by the scroll offset). Output is a pure function of its inputs.
 //!

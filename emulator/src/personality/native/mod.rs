@@ -44,10 +44,14 @@ struct Streaming {
     sent: u64,
     /// Every packet of the band is queued, the short or zero-length one that ends it included.
     queued_all: bool,
-    /// The packet buffer holds the band's next packet, this long (filled, then refused by a
-    /// full FIFO).
-    staged: Option<usize>,
+    /// `stage[from..to]` holds the band's next bytes, rendered and not yet taken by the FIFO
+    /// (empty when `from == to`).
+    staged: (usize, usize),
 }
+
+/// Bytes of band data rendered ahead at a time, in whole packets: a multi-packet FIFO
+/// takes a run of this many with one write.
+const STAGE_BYTES: usize = super::MULTI_PACKET_FIFO_BYTES;
 
 /// The native-protocol scanner function. See the module documentation.
 pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
@@ -61,7 +65,10 @@ pub struct ScannerFunction<'a, B: UsbBus + FlushFifo> {
     params: Option<ScanJob>,
     now: Instant,
     streaming: Option<Streaming>,
-    packet: Vec<u8>,
+    /// Bulk IN's max packet size.
+    mps: usize,
+    /// Band data rendered for bulk IN: whole packets, a multiple of `mps` long.
+    stage: Vec<u8>,
     /// Bulk endpoints halted by a device-initiated cancel, not yet cleared by the host.
     halted: Vec<u8>,
     error: ScanError,
@@ -142,7 +149,12 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
             params: None,
             now: Instant::ZERO,
             streaming: None,
-            packet: vec![0; usize::from(usb.bulk_max_packet)],
+            mps: usize::from(usb.bulk_max_packet),
+            stage: vec![
+                0;
+                (STAGE_BYTES / usize::from(usb.bulk_max_packet).max(1)).max(1)
+                    * usize::from(usb.bulk_max_packet)
+            ],
             halted: Vec::new(),
             error: ScanError::None,
             job_id: 0,
@@ -306,35 +318,53 @@ impl<'a, B: UsbBus + FlushFifo> ScannerFunction<'a, B> {
                 band,
                 sent: 0,
                 queued_all: false,
-                staged: None,
+                staged: (0, 0),
             });
         }
         let Some(mut st) = self.streaming else { return };
-        let mps = self.packet.len();
-        // As many packets as the FIFO takes: one on a plain endpoint, a run of them where the
-        // device gave bulk IN a deeper FIFO.
+        let mps = self.mps;
+        // As much as the FIFO takes: one packet on a plain endpoint, a run of them (one write)
+        // where the device gave bulk IN a deeper FIFO. Packets are what one write per packet
+        // would queue: max-size ones, then the band's short last one, or a ZLP after a full one.
         while !st.queued_all {
-            let len = match st.staged {
-                Some(len) => len,
-                None => {
-                    let left = st.band.bytes - st.sent;
-                    let len = usize::try_from(left).unwrap_or(mps).min(mps);
-                    self.engine.fill(&st.band, st.sent, &mut self.packet[..len]);
-                    len
+            if st.sent == st.band.bytes {
+                // Only the zero-length packet that ends a band of whole packets is left.
+                match self.data_in.write(&[]) {
+                    Ok(_) => st.queued_all = true,
+                    Err(UsbError::WouldBlock) => break,
+                    Err(_) => {
+                        self.streaming = None;
+                        return;
+                    }
                 }
+                continue;
+            }
+            if st.staged.0 == st.staged.1 {
+                let left = st.band.bytes - st.sent;
+                let len =
+                    usize::try_from(left).map_or(self.stage.len(), |l| l.min(self.stage.len()));
+                self.engine.fill(&st.band, st.sent, &mut self.stage[..len]);
+                st.staged = (0, len);
+            }
+            let (from, to) = st.staged;
+            let written = match self.data_in.write(&self.stage[from..to]) {
+                Ok(n) => Ok(n),
+                // A one-packet FIFO takes one packet per write.
+                Err(UsbError::BufferOverflow) if to - from > mps => {
+                    self.data_in.write(&self.stage[from..from + mps])
+                }
+                Err(e) => Err(e),
             };
-            match self.data_in.write(&self.packet[..len]) {
-                Ok(_) => {
-                    st.sent += len as u64;
-                    st.staged = None;
+            match written {
+                Ok(n) => {
+                    st.sent += n as u64;
+                    st.staged.0 += n;
                     // A short last packet ends the band; a full one needs a ZLP after it.
-                    st.queued_all = st.sent == st.band.bytes && len < mps;
+                    st.queued_all =
+                        st.sent == st.band.bytes && !st.band.bytes.is_multiple_of(mps as u64);
                 }
-                // The FIFO is full; the packet waits for the host to take some.
-                Err(UsbError::WouldBlock) => {
-                    st.staged = Some(len);
-                    break;
-                }
+                // The FIFO is full; the rest waits for the host to take some.
+                Err(UsbError::WouldBlock) => break,
                 Err(_) => {
                     self.streaming = None;
                     return;
