@@ -173,6 +173,10 @@ struct EvState {
     ready: VecDeque<u64>,
     events_locked: bool,
     waiters_locked: bool,
+    /// The delivery generation when the waiters lock was last taken: `wait_for_event` waits
+    /// for a delivery after that moment, as libusb's waiter holds its lock from
+    /// `libusb_lock_event_waiters` to the wait and a handler signals under that lock.
+    waiters_seen: u64,
     generation: u64,
     interrupted: bool,
 }
@@ -541,6 +545,7 @@ impl Events {
             st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.waiters_locked = true;
+        st.waiters_seen = st.generation;
     }
 
     /// `libusb_unlock_event_waiters`.
@@ -549,12 +554,14 @@ impl Events {
         self.cond.notify_all();
     }
 
-    /// `libusb_wait_for_event`, with the waiters lock held: releases it, waits for the next
-    /// delivery or unlock of the event lock (or `timeout`), takes it back. True on timeout.
+    /// `libusb_wait_for_event`, with the waiters lock held: releases it, waits for a delivery
+    /// or unlock of the event lock since the lock was taken (or `timeout`), takes it back.
+    /// True on timeout. A delivery between the caller's checks and this call counts, so a
+    /// transfer that completed there cannot leave the caller waiting for the next event.
     pub fn wait_for_event(&self, timeout: Option<Duration>) -> bool {
         let limit = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock();
-        let seen = st.generation;
+        let seen = st.waiters_seen;
         st.waiters_locked = false;
         self.cond.notify_all();
         let mut timed_out = false;
@@ -579,6 +586,7 @@ impl Events {
             st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.waiters_locked = true;
+        st.waiters_seen = st.generation;
         timed_out
     }
 
@@ -1232,6 +1240,25 @@ mod tests {
         ev.unlock_events();
         assert!(!waiter.join().unwrap(), "unlock_events wakes the waiter");
         ev.lock_waiters();
+        assert!(ev.wait_for_event(Some(Duration::from_millis(10))));
+        ev.unlock_waiters();
+    }
+
+    #[test]
+    fn a_delivery_between_the_waiters_checks_and_the_wait_is_not_lost() {
+        // The waiter took the waiters lock and found its transfer not yet complete; the
+        // handler then delivered it and released the event lock before the waiter reached
+        // wait_for_event. That wait must return at once, not wait for an event that may never
+        // come (libusb's handler signals under the waiters lock, so it cannot slip in between).
+        let ev = Events::new();
+        ev.lock_waiters();
+        assert!(ev.try_lock_events());
+        ev.unlock_events();
+        assert!(
+            !ev.wait_for_event(Some(Duration::from_secs(30))),
+            "the delivery after lock_waiters wakes the wait"
+        );
+        // Re-taken by the wait: only a later delivery counts now.
         assert!(ev.wait_for_event(Some(Duration::from_millis(10))));
         ev.unlock_waiters();
     }
