@@ -553,21 +553,26 @@ impl Session<'_> {
         }
     }
 
+    /// Captures a completion from the outbox as it ended (at disconnect or shutdown).
+    fn capture_completion(&mut self, r: &RetSubmit, now: Instant) {
+        self.capture.end(
+            self.shared,
+            r.seqnum,
+            EventType::Complete,
+            r.status,
+            &r.data,
+            r.actual_length,
+            now,
+        );
+    }
+
     /// The peer is gone: completions it will never read are captured as they ended, and
     /// URBs still queued are killed (`-ENOENT`), as the stub kills them on disconnect.
     fn kill_pending(&mut self) {
         let now = self.shared.now();
         for d in std::mem::take(&mut self.outbox) {
             let r = d.ret;
-            self.capture.end(
-                self.shared,
-                r.seqnum,
-                EventType::Complete,
-                r.status,
-                &r.data,
-                r.actual_length,
-                now,
-            );
+            self.capture_completion(&r, now);
         }
         for urb in std::mem::take(&mut self.queues).into_values().flatten() {
             self.capture.end(
@@ -591,15 +596,7 @@ impl Session<'_> {
         let now = self.shared.now();
         for d in std::mem::take(&mut self.outbox) {
             let r = d.ret;
-            self.capture.end(
-                self.shared,
-                r.seqnum,
-                EventType::Complete,
-                r.status,
-                &r.data,
-                r.actual_length,
-                now,
-            );
+            self.capture_completion(&r, now);
             self.out_ret(r);
             self.answer_late_unlinks(d.late_unlinks);
         }
