@@ -108,9 +108,13 @@ fn a_run_ends_with_what_ran_what_was_skipped_and_what_failed() {
         .iter()
         .filter_map(|l| l.strip_prefix("  ran      "))
         .collect();
-    assert_eq!(ran.len(), 4, "{summary}");
+    assert_eq!(ran.len(), 5, "{summary}");
     assert!(ran[0].starts_with("cargo fmt --check ("), "{summary}");
-    assert!(ran[3].starts_with("cargo build --workspace ("), "{summary}");
+    assert!(
+        ran[3].starts_with("cargo doc (warnings are errors) ("),
+        "{summary}"
+    );
+    assert!(ran[4].starts_with("cargo build --workspace ("), "{summary}");
     assert!(
         lines
             .iter()
@@ -124,7 +128,7 @@ fn a_run_ends_with_what_ran_what_was_skipped_and_what_failed() {
     assert!(
         lines
             .last()
-            .is_some_and(|l| l.starts_with("scripts/test: 4 step(s) ran, ")
+            .is_some_and(|l| l.starts_with("scripts/test: 5 step(s) ran, ")
                 && l.ends_with(" skipped, failed")),
         "{summary}"
     );
