@@ -589,7 +589,7 @@ struct Pipeline<'a> {
     records: Vec<RunRecord>,
     /// Runs a signal kept from starting.
     not_run: Vec<NotRun>,
-    /// When the runs began (the report's `when`).
+    /// When the runs began (the report's `when` without `--traces`).
     began: std::time::SystemTime,
 }
 
@@ -741,7 +741,14 @@ impl<'a> Pipeline<'a> {
                     self.not_run.len()
                 )
             });
-            let meta = super::report_meta(Some(self.began), note);
+            // With --traces, the time `scanconform report --traces` will show for them (the
+            // newest file written), so that the two pages are the same byte for byte even when
+            // the runs cross a minute; without, when the runs began.
+            let made = match &self.outputs.traces {
+                Some(dir) => super::newest_file_time(dir).or(Some(self.began)),
+                None => Some(self.began),
+            };
+            let meta = super::report_meta(made, note);
             super::write_file(
                 path,
                 "--report",
