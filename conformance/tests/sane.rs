@@ -139,6 +139,37 @@ fn runs_repeat_with_the_same_verdicts_and_outlines() {
 }
 
 #[test]
+fn a_backends_reset_of_sigterm_is_refused_and_sigterm_stays_ours() {
+    let _g = serial();
+    // Installed before a backend is loaded: while one is, changes to SIGTERM are refused.
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, got.clone()).unwrap();
+    let Some(session) = session() else { return };
+    assert!(
+        sane::ffi::guard::interposed(),
+        "this test program exports its sigaction (conformance/build.rs)"
+    );
+    let before = sane::ffi::guard::refused_so_far();
+    let s = all_scenarios()
+        .into_iter()
+        .find(|s| s.id == "sane/full-scan-then-cancel")
+        .expect("the scenario exists");
+    let run = session.run(&s);
+    assert!(run.problems.is_empty(), "{:?}", run.problems);
+    // The test backend's reader sets SIGTERM to its default action at the start of each of
+    // the scenario's two scans; both calls reached the guard instead of libc.
+    assert!(
+        sane::ffi::guard::refused_so_far() >= before + 2,
+        "refused {} -> {}",
+        before,
+        sane::ffi::guard::refused_so_far()
+    );
+    // And SIGTERM still reaches this program's handler instead of ending the process.
+    signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+    assert!(got.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
 fn expected_failures_are_checked_both_ways() {
     let _g = serial();
     let Some(session) = session() else { return };
