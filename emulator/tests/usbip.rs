@@ -4,6 +4,9 @@
 //!
 //! Everything runs on loopback in real time, with the fast built-in profile.
 
+mod common;
+use common::join;
+
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -230,34 +233,6 @@ fn abort_and_timeout_unlink_a_pending_bulk_read() {
         LIMIT,
     )
     .unwrap();
-}
-
-/// Polls two futures to completion on one task.
-async fn join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
-    let mut a = Box::pin(a);
-    let mut b = Box::pin(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
-            std::task::Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 #[test]

@@ -7,6 +7,9 @@
 //! A proxy between the host and the server drops the server's `RET_UNLINK`s, so the timed-out
 //! read waits for its answer for the host's whole grace period, and the abort comes inside it.
 
+mod common;
+use common::join;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
@@ -112,38 +115,10 @@ fn an_abort_while_a_timed_out_read_waits_for_its_unlink_cancels_it() {
                 aborter.sleep(Duration::from_millis(100)).await;
                 aborter.abort_endpoint(EP_DATA_IN);
             };
-            let (r, ()) = futures_join(reader, abort).await;
+            let (r, ()) = join(reader, abort).await;
             assert_eq!(r, Err(TransferError::Cancelled { actual: 0 }));
         },
         Instant::from_millis(10_000),
     )
     .unwrap();
-}
-
-/// Polls two futures to completion on one task.
-async fn futures_join<A: std::future::Future, B: std::future::Future>(
-    a: A,
-    b: B,
-) -> (A::Output, B::Output) {
-    let mut a = Box::pin(a);
-    let mut b = Box::pin(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
-            std::task::Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
