@@ -52,6 +52,13 @@ pub fn driver_protocol(data: &[u8]) {
     }
     match replay_driver_lines(data.split(|b| *b == b'\n')) {
         Ok(n) => assert!(n <= data.len() + 1, "more messages than lines"),
-        Err(e) => one_line(&e),
+        Err(e) => {
+            assert!(
+                e.line >= 1 && e.line <= data.len() + 1,
+                "line {} of none",
+                e.line
+            );
+            one_line(&e.to_string())
+        }
     }
 }

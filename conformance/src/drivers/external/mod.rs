@@ -80,7 +80,7 @@ use scanemu::host::UsbHost;
 pub use self::config::{CommandError, ExternalConfig};
 use self::fault::Fault;
 use self::inflight::{InFlight, Misuse};
-pub use self::offline::replay_driver_lines;
+pub use self::offline::{replay_driver_lines, RefusedLine};
 use self::process::{describe_exit, program_exists, Incoming, Process, StderrLog};
 use self::protocol::{
     hresult_from_wire, it_msg, one_line, payload, seek_origin, status_from_wire, within, Done,

@@ -55,18 +55,33 @@ impl RunContext for Offline {
     }
 }
 
+/// The first line of a replay that the runner would not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{fault}")]
+pub struct RefusedLine {
+    /// Which line it is, counted from 1.
+    pub line: usize,
+    /// The one-line text the runner's `driver-fault` event would carry.
+    pub fault: String,
+}
+
 /// Replays `lines` (each without its `\n`) as one driver's side of a run; see the module
-/// documentation. Returns how many messages the runner accepted, or the one-line
-/// `driver-fault` text of the first it would not.
-pub fn replay_driver_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Result<usize, String> {
+/// documentation. Returns how many messages the runner accepted, or the first it would not.
+pub fn replay_driver_lines<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<usize, RefusedLine> {
     let config = ExternalConfig::default();
     let run = Rc::new(Offline::default());
     let mut version = None;
     let mut inflight = InFlight::new(config.max_in_flight);
     let mut accepted = 0;
     for line in lines {
-        replay_one(line, &mut version, &mut inflight, run.as_ref(), &config)
-            .map_err(|f| f.to_string())?;
+        replay_one(line, &mut version, &mut inflight, run.as_ref(), &config).map_err(|f| {
+            RefusedLine {
+                line: accepted + 1,
+                fault: f.to_string(),
+            }
+        })?;
         accepted += 1;
     }
     Ok(accepted)
@@ -154,7 +169,10 @@ mod tests {
     use super::*;
 
     fn replay(lines: &[&str]) -> Result<usize, String> {
-        replay_driver_lines(lines.iter().map(|l| l.as_bytes()))
+        replay_driver_lines(lines.iter().map(|l| l.as_bytes())).map_err(|e| {
+            assert_eq!(e.line, lines.len(), "the refused line is the last given");
+            e.fault
+        })
     }
 
     const HELLO_2: &str = r#"{"type":"hello","protocol":2,"name":"t","version":"1","capabilities":{"async_cancel":true}}"#;
