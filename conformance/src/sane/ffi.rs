@@ -649,6 +649,33 @@ pub mod guard {
         }
     }
 
+    /// Waits up to `limit` for every thread that a `sane_start` created to end; returns whether
+    /// none is left (forgetting those that ended).
+    pub fn started_threads_gone(limit: std::time::Duration) -> bool {
+        let began = std::time::Instant::now();
+        loop {
+            let mut alive = false;
+            for slot in &STARTED {
+                let tid = slot.load(Ordering::SeqCst);
+                if tid == 0 {
+                    continue;
+                }
+                if task_state(tid).is_none() {
+                    let _ = slot.compare_exchange(tid, 0, Ordering::SeqCst, Ordering::SeqCst);
+                } else {
+                    alive = true;
+                }
+            }
+            if !alive {
+                return true;
+            }
+            if began.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// This program's `pthread_cancel`: libc's, after waiting for the threads `sane_start`
     /// created to block while a backend is loaded (see the module doc).
     #[export_name = "pthread_cancel"]
@@ -773,8 +800,26 @@ pub struct Backend {
     path: PathBuf,
     _guard: guard::Engaged,
     dispositions: Keeper,
-    // Declared last: dropped (dlclose) after everything that could call into it.
-    _lib: libloading::Library,
+    /// Always `Some` until the drop, which unloads it only when no thread the backend started
+    /// still runs (see `Drop for Backend`).
+    lib: Option<libloading::Library>,
+}
+
+impl Drop for Backend {
+    /// Unloads the library (`dlclose`), unless a thread that a `sane_start` created is still
+    /// alive 100 ms after the last call: the test backend's reader outlives a `sane_close` that
+    /// does not cancel it (blocked writing to its pipe until `sane_exit` closes it), and a
+    /// thread that returns into unmapped code crashes the process (seen: SIGSEGV in the reader's
+    /// code after a session ended). Such a library stays loaded for the life of the process.
+    fn drop(&mut self) {
+        if let Some(lib) = self.lib.take() {
+            if guard::started_threads_gone(std::time::Duration::from_millis(100)) {
+                drop(lib);
+            } else {
+                std::mem::forget(lib);
+            }
+        }
+    }
 }
 
 fn copy_str(p: *const c_char) -> String {
@@ -801,7 +846,7 @@ impl Backend {
                 let prefixed = format!("sane_{}_{}\0", prefix, $name);
                 let plain = concat!("sane_", $name, "\0");
                 // SAFETY: the symbol types are those of the SANE 1 API (sane.h); the pointers
-                // are copied out and used only while `_lib` keeps the library loaded.
+                // are copied out and used only while `lib` keeps the library loaded.
                 let found = unsafe {
                     lib.get(prefixed.as_bytes())
                         .or_else(|_| lib.get(plain.as_bytes()))
@@ -838,7 +883,7 @@ impl Backend {
             path: path.to_path_buf(),
             _guard: guard::Engaged::new(),
             dispositions: Keeper::start(),
-            _lib: lib,
+            lib: Some(lib),
         })
     }
 
@@ -856,10 +901,12 @@ impl Backend {
             return false;
         };
         // SAFETY: the caller names a function of type `void (void)`; the pointer is used only
-        // while `_lib` keeps the library loaded.
+        // while `lib` keeps the library loaded.
+        let Some(lib) = &self.lib else {
+            return false;
+        };
         let f = unsafe {
-            self._lib
-                .get::<unsafe extern "C" fn()>(symbol.as_bytes_with_nul())
+            lib.get::<unsafe extern "C" fn()>(symbol.as_bytes_with_nul())
                 .map(|s| *s)
         };
         match f {
