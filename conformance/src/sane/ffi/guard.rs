@@ -207,15 +207,17 @@ fn task_state(tid: u32) -> Option<u8> {
     stat.get(close + 2).copied()
 }
 
-/// Waits (at most [`CANCEL_SETTLE_LIMIT`]) until no remembered thread is running, and
-/// forgets those that are gone. Async-signal-safe.
+/// Waits (at most [`CANCEL_SETTLE_LIMIT`]) until no remembered thread other than the calling
+/// one is running, and forgets those that are gone. Async-signal-safe.
 fn settle() {
     let began = std::time::Instant::now();
+    // SAFETY: gettid has no preconditions and is async-signal-safe.
+    let me = u32::try_from(unsafe { libc::gettid() }).unwrap_or(0);
     loop {
         let mut running = false;
         for slot in &STARTED {
             let tid = slot.load(Ordering::SeqCst);
-            if tid == 0 {
+            if tid == 0 || tid == me {
                 continue;
             }
             match task_state(tid) {
@@ -325,8 +327,39 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
+    /// The tests share [`STARTED`]: one at a time.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[test]
+    fn a_started_thread_that_cancels_does_not_wait_for_itself() {
+        let _g = serial();
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let handle = around_start(|| {
+            std::thread::spawn(move || {
+                wait_for_go.recv().unwrap();
+                let t = Instant::now();
+                settle();
+                t.elapsed()
+            })
+        });
+        let registered = STARTED.iter().filter(|s| {
+            let t = s.load(Ordering::SeqCst);
+            t != 0 && task_state(t).is_some()
+        });
+        assert_eq!(registered.count(), 1);
+        // It runs while it settles: only itself is running, so it does not wait.
+        go.send(()).unwrap();
+        let waited = handle.join().unwrap();
+        assert!(waited < CANCEL_SETTLE_LIMIT, "{waited:?}");
+        assert!(started_threads_gone(Duration::from_secs(5)));
+    }
+
     #[test]
     fn a_thread_started_by_sane_start_is_waited_for_until_it_blocks_then_forgotten() {
+        let _g = serial();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         let handle = around_start(|| {
@@ -346,7 +379,7 @@ mod tests {
         let tids: Vec<u32> = STARTED
             .iter()
             .map(|s| s.load(Ordering::SeqCst))
-            .filter(|&t| t != 0)
+            .filter(|&t| t != 0 && task_state(t).is_some())
             .collect();
         assert_eq!(tids.len(), 1, "{tids:?}");
         let began = Instant::now();
