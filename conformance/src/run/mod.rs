@@ -347,66 +347,31 @@ pub fn run_with(
 ) -> Result<RunResult, RunError> {
     let sc = &scenario.scenario;
     let profile = load_profile(scenario, profiles_dir)?;
-    let realtime = options.realtime || options.transport != Transport::InProcess;
-    let sim = if realtime {
-        Sim::realtime()
-    } else {
-        Sim::new()
-    };
-    let rec = Recorder::new();
-    let observer = Rc::new(TraceObserver::new(rec.clone()));
-    let pcap = match &options.pcap {
-        Some(dir) => Some(transport::open_pcap(
-            dir,
-            &pcap_file_name(&scenario.id, service),
-            &profile,
-            observer.clone(),
-        )?),
-        None => None,
-    };
-    let taps = Taps {
-        trace: observer.clone(),
-        pcap: pcap.as_ref().map(|(p, _)| p.clone()),
-        record: options.record.clone(),
-    };
-    let setup = DeviceSetup {
-        profile: &profile,
-        faults: device::faults(&profile, &sc.faults),
-    };
-    let link = transport::connect(
-        &options.transport,
-        transport::Replay::load(options, DriverModel::Wia1, driver_name)?,
-        setup,
-        &sim,
-        &taps,
+    let w = Wiring::open(
         &scenario.path,
+        &profile,
+        &sc.faults,
+        &pcap_file_name(&scenario.id, service),
+        options,
+        transport::Replay::load(options, DriverModel::Wia1, driver_name)?,
     )?;
+    let (sim, link) = (&w.sim, &w.link);
     let urbs = Submitter::new(sim.clone(), link.host.clone(), Some(link.observer.clone()));
     driver.begin_run(Rc::new(DriverContext {
         sim: sim.clone(),
-        rec: rec.clone(),
+        rec: w.rec.clone(),
         urbs: urbs.clone(),
     }));
     let async_cancel = driver.supports_async_cancel();
-    // Real time: measure how long the run's threads wait for a CPU, on the trace's clock.
-    let probe = realtime.then(|| {
-        let since = std::time::Duration::from_micros(sim.now().total_micros());
-        let epoch = std::time::Instant::now()
-            .checked_sub(since)
-            .unwrap_or_else(std::time::Instant::now);
-        LagProbe::start(epoch)
-    });
+    let probe = w.lag_probe();
     let host = Hosted {
         host: link.host.clone(),
         unstarted: urbs.unstarted(),
     };
-    play(scenario, service, &driver, host, &sim, &rec);
+    play(scenario, service, &driver, host, sim, &w.rec);
     drop(urbs);
     driver.end_run();
-    link.close(sim.now(), &observer, &rec);
-    if let Some((p, path)) = pcap {
-        p.finish().map_err(|error| RunError::Pcap { path, error })?;
-    }
+    let (_, rec) = w.close()?;
     let host_lag = probe.map(LagProbe::finish);
     let trace = rec.finish();
     let report = rules::check_all(&RunFacts {
@@ -425,6 +390,90 @@ pub fn run_with(
         report,
         async_cancel,
     })
+}
+
+/// What a run of either driver model sets up before its driver starts and closes after it:
+/// the clock, the trace, the capture and the device behind the chosen transport.
+struct Wiring {
+    /// On the wall clock (USB/IP, libusb, `--realtime`) rather than in virtual time.
+    realtime: bool,
+    sim: Sim,
+    rec: Recorder,
+    observer: Rc<TraceObserver>,
+    pcap: Option<(Rc<transport::PcapCapture>, PathBuf)>,
+    link: transport::Link,
+}
+
+impl Wiring {
+    /// The scenario at `scenario`'s device (`profile` with the profile's and the scenario's
+    /// `faults`, or `replay` instead) behind `options`' transport, its USB capture written as
+    /// `pcap_name` under `options.pcap`, its recording to `options.record`.
+    fn open(
+        scenario: &Path,
+        profile: &Profile,
+        faults: &[scanemu::engine::Fault],
+        pcap_name: &str,
+        options: &RunOptions,
+        replay: Option<transport::Replay>,
+    ) -> Result<Wiring, RunError> {
+        let realtime = options.realtime || options.transport != Transport::InProcess;
+        let sim = if realtime {
+            Sim::realtime()
+        } else {
+            Sim::new()
+        };
+        let rec = Recorder::new();
+        let observer = Rc::new(TraceObserver::new(rec.clone()));
+        let pcap = match &options.pcap {
+            Some(dir) => Some(transport::open_pcap(
+                dir,
+                pcap_name,
+                profile,
+                observer.clone(),
+            )?),
+            None => None,
+        };
+        let taps = Taps {
+            trace: observer.clone(),
+            pcap: pcap.as_ref().map(|(p, _)| p.clone()),
+            record: options.record.clone(),
+        };
+        let setup = DeviceSetup {
+            profile,
+            faults: device::faults(profile, faults),
+        };
+        let link = transport::connect(&options.transport, replay, setup, &sim, &taps, scenario)?;
+        Ok(Wiring {
+            realtime,
+            sim,
+            rec,
+            observer,
+            pcap,
+            link,
+        })
+    }
+
+    /// In real time, the probe of how long the run's threads wait for a CPU, on the trace's
+    /// clock (the time-based rules take that lag off their intervals).
+    fn lag_probe(&self) -> Option<LagProbe> {
+        self.realtime.then(|| {
+            let since = std::time::Duration::from_micros(self.sim.now().total_micros());
+            let epoch = std::time::Instant::now()
+                .checked_sub(since)
+                .unwrap_or_else(std::time::Instant::now);
+            LagProbe::start(epoch)
+        })
+    }
+
+    /// Closes the device's link (what it left pending goes into the trace) and finishes the
+    /// capture; returns the clock and the trace's recorder for what the run adds last.
+    fn close(self) -> Result<(Sim, Recorder), RunError> {
+        self.link.close(self.sim.now(), &self.observer, &self.rec);
+        if let Some((p, path)) = self.pcap {
+            p.finish().map_err(|error| RunError::Pcap { path, error })?;
+        }
+        Ok((self.sim, self.rec))
+    }
 }
 
 /// The scenario's profile, with the scan settings checked against its optics.

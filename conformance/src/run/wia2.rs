@@ -21,7 +21,7 @@ use scanemu::time::{Duration, Instant};
 use super::observe::TraceObserver;
 use super::transport::{self, DeviceSetup, Taps};
 use super::urb::Submitter;
-use super::{DriverContext, DriverModel, RunError, RunOptions, Transport, REALTIME_MAX_US};
+use super::{DriverContext, DriverModel, RunError, RunOptions, Wiring, REALTIME_MAX_US};
 use crate::device;
 use crate::driver::wia2::{ImageFormat, MiniDriver2};
 use crate::driver::RunContext;
@@ -112,40 +112,15 @@ pub fn run2_with(
 ) -> Result<Run2Result, RunError> {
     let sc = &scenario.scenario;
     let profile = load_profile(scenario, profiles_dir)?;
-    let realtime = options.realtime || options.transport != Transport::InProcess;
-    let sim = if realtime {
-        Sim::realtime()
-    } else {
-        Sim::new()
-    };
-    let rec = Recorder::new();
-    let observer = Rc::new(TraceObserver::new(rec.clone()));
-    let pcap = match &options.pcap {
-        Some(dir) => Some(transport::open_pcap(
-            dir,
-            &pcap_file_name(&scenario.id),
-            &profile,
-            observer.clone(),
-        )?),
-        None => None,
-    };
-    let taps = Taps {
-        trace: observer.clone(),
-        pcap: pcap.as_ref().map(|(p, _)| p.clone()),
-        record: options.record.clone(),
-    };
-    let setup = DeviceSetup {
-        profile: &profile,
-        faults: device::faults(&profile, &sc.faults),
-    };
-    let link = transport::connect(
-        &options.transport,
-        transport::Replay::load(options, DriverModel::Wia2, driver_name)?,
-        setup,
-        &sim,
-        &taps,
+    let w = Wiring::open(
         &scenario.path,
+        &profile,
+        &sc.faults,
+        &pcap_file_name(&scenario.id),
+        options,
+        transport::Replay::load(options, DriverModel::Wia2, driver_name)?,
     )?;
+    let (sim, rec, link) = (&w.sim, &w.rec, &w.link);
     // A driver's submitted transfers (RunContext::submit) run on the device's host.
     let run: Rc<dyn RunContext> = Rc::new(DriverContext {
         sim: sim.clone(),
@@ -169,7 +144,7 @@ pub fn run2_with(
             &options.transport,
             None,
             setup,
-            &sim,
+            sim,
             &peer_taps,
             &scenario.path,
         )?;
@@ -177,14 +152,7 @@ pub fn run2_with(
     } else {
         None
     };
-    // Real time: measure how long the run's threads wait for a CPU, as WIA 1.0 runs do.
-    let probe = realtime.then(|| {
-        let since = std::time::Duration::from_micros(sim.now().total_micros());
-        let epoch = std::time::Instant::now()
-            .checked_sub(since)
-            .unwrap_or_else(std::time::Instant::now);
-        LagProbe::start(epoch)
-    });
+    let probe = w.lag_probe();
     let main = Side {
         scenario: scenario.clone(),
         host: link.host.clone(),
@@ -208,11 +176,8 @@ pub fn run2_with(
             ),
         }),
     });
-    play(main, peer_side, factory, &sim, sc.budget_us);
-    link.close(sim.now(), &observer, &rec);
-    if let Some((p, path)) = pcap {
-        p.finish().map_err(|error| RunError::Pcap { path, error })?;
-    }
+    play(main, peer_side, factory, sim, sc.budget_us);
+    let (sim, rec) = w.close()?;
     if let Some((peer_rec, peer_taps, peer_link)) = peer {
         peer_link.close(sim.now(), &peer_taps.trace, &peer_rec);
         for (at, n, hr, bytes, whole) in transfer_summaries(&peer_rec.finish()) {
