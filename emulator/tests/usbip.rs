@@ -743,15 +743,7 @@ fn crossing_proxy(server: SocketAddr) -> SocketAddr {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let (mut client, _) = listener.accept().unwrap();
-        let mut upstream = TcpStream::connect(server).unwrap();
-        // Import: 40 bytes up, 8 + 312 bytes down.
-        let mut req = [0u8; 40];
-        client.read_exact(&mut req).unwrap();
-        upstream.write_all(&req).unwrap();
-        let mut rep = [0u8; 8 + 312];
-        upstream.read_exact(&mut rep).unwrap();
-        client.write_all(&rep).unwrap();
+        let (client, mut upstream) = common::proxy_import(&listener, server);
         // seqnum -> (an IN URB, a bulk IN URB); completions held back by seqnum.
         type Urbs = HashMap<u32, (bool, bool)>;
         let state = Arc::new(Mutex::new((Urbs::new(), HashMap::<u32, Vec<u8>>::new())));

@@ -11,7 +11,7 @@ mod common;
 use common::join;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
@@ -33,15 +33,7 @@ fn unlink_muting_proxy(server: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let (mut client, _) = listener.accept().unwrap();
-        let mut upstream = TcpStream::connect(server).unwrap();
-        // Import: 40 bytes up, 8 + 312 bytes down.
-        let mut req = [0u8; 40];
-        client.read_exact(&mut req).unwrap();
-        upstream.write_all(&req).unwrap();
-        let mut rep = [0u8; 8 + 312];
-        upstream.read_exact(&mut rep).unwrap();
-        client.write_all(&rep).unwrap();
+        let (mut client, mut upstream) = common::proxy_import(&listener, server);
         // Sequence numbers of the IN URBs: their RET_SUBMIT carries data.
         let ins = Arc::new(Mutex::new(Vec::<u32>::new()));
         let seen = ins.clone();

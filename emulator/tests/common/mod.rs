@@ -219,3 +219,22 @@ pub async fn join<A: std::future::Future, B: std::future::Future>(
     })
     .await
 }
+
+/// A proxy's first steps between a USB/IP client and `server`: accepts the client on
+/// `listener`, connects to the server and forwards the import (`OP_REQ_IMPORT`, 40 bytes up;
+/// `OP_REP_IMPORT`, 8 + 312 bytes down). Returns the client's and the server's streams.
+pub fn proxy_import(
+    listener: &std::net::TcpListener,
+    server: std::net::SocketAddr,
+) -> (std::net::TcpStream, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let (mut client, _) = listener.accept().unwrap();
+    let mut upstream = std::net::TcpStream::connect(server).unwrap();
+    let mut req = [0u8; 40];
+    client.read_exact(&mut req).unwrap();
+    upstream.write_all(&req).unwrap();
+    let mut rep = [0u8; 8 + 312];
+    upstream.read_exact(&mut rep).unwrap();
+    client.write_all(&rep).unwrap();
+    (client, upstream)
+}
