@@ -575,6 +575,15 @@ impl ScanEngine {
         while done < out.len() {
             let line = band.first_line + (pos / bpl) as u32;
             let within = (pos % bpl) as usize;
+            if within == 0 && out.len() - done >= bpl_usize {
+                // A whole line is rendered where it goes, with no copy; the cached line
+                // stays for a fill that ends or starts in the middle of one.
+                self.image
+                    .render_line(&job, band.page, line, &mut out[done..done + bpl_usize]);
+                done += bpl_usize;
+                pos += bpl;
+                continue;
+            }
             if self.line_key != Some((band.page, line)) {
                 self.image
                     .render_line(&job, band.page, line, &mut self.line_buf);
