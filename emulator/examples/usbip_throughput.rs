@@ -20,6 +20,13 @@
 //!   URB, as drivers use it) and a raw client keeping 8 URBs in flight.
 //!
 //! `USBIP_WORKERS=N` sets the server's worker threads (`ServerConfig::worker_threads`).
+//!
+//! `USBIP_PLACEMENT` chooses where the threads run, the same for both sides of every
+//! comparison: `free` (default: wherever the scheduler puts them), `same` (every thread on
+//! the first CPU allowed) or `split` (clients on the first CPU, the server's threads and the
+//! raw responders on the second). Where two threads wake each other, the figures depend on
+//! it: on a virtual machine a wake-up that crosses to an idle CPU can cost tens of
+//! microseconds, one on the waker's own CPU a few.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -66,6 +73,73 @@ fn job() -> ScanJob {
         source: ScanSource::Flatbed,
         pages: 1,
     }
+}
+
+/// Where the threads of a run are placed; see the module documentation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Free,
+    Same,
+    Split,
+}
+
+impl Placement {
+    fn from_env() -> Placement {
+        match std::env::var("USBIP_PLACEMENT").as_deref() {
+            Ok("same") => Placement::Same,
+            Ok("split") => Placement::Split,
+            Ok("free") | Err(_) => Placement::Free,
+            Ok(other) => panic!("USBIP_PLACEMENT={other}: expected free, same or split"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Free => "free",
+            Placement::Same => "same",
+            Placement::Split => "split",
+        }
+    }
+
+    /// The CPUs for clients and for servers, or `None` to leave threads where they are.
+    fn cpus(self) -> Option<(usize, usize)> {
+        // The CPUs the process was allowed when it started, before any thread was pinned.
+        static ALLOWED: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+        let allowed = ALLOWED.get_or_init(|| {
+            let set = rustix::thread::sched_getaffinity(None).expect("affinity");
+            (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&c| set.is_set(c))
+                .collect()
+        });
+        let mut cpus = allowed.iter().copied();
+        let first = cpus.next().expect("a CPU");
+        match self {
+            Placement::Free => None,
+            Placement::Same => Some((first, first)),
+            Placement::Split => Some((first, cpus.next().expect("split needs two CPUs"))),
+        }
+    }
+
+    /// Pins the calling thread (and the threads it starts) where clients run.
+    fn client(self) {
+        if let Some((c, _)) = self.cpus() {
+            pin(c);
+        }
+    }
+
+    /// Pins the calling thread (and the threads it starts) where servers run.
+    fn server(self) {
+        if let Some((_, s)) = self.cpus() {
+            pin(s);
+        }
+    }
+}
+
+/// Pins the calling thread (and the threads it starts from now on) to `cpu`.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("pins");
 }
 
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
@@ -198,6 +272,7 @@ fn raw_responder(request: usize, reply: usize, fresh: bool) -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).expect("binds");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
+        Placement::from_env().server();
         let Ok((mut s, _)) = listener.accept() else {
             return;
         };
@@ -258,6 +333,7 @@ fn many_devices(addr: SocketAddr) -> (f64, f64, f64) {
         .map(|i| {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
+                Placement::from_env().client();
                 let mut c = RawClient::import(addr, &default_busid(i));
                 c.start_scan();
                 let mut rounds = Vec::new();
@@ -314,6 +390,9 @@ fn load_profile() -> Profile {
 }
 
 fn main() {
+    let placement = Placement::from_env();
+    // Reads the CPUs allowed before any thread is pinned.
+    let _ = placement.cpus();
     let profile = load_profile();
     let specs = (0..DEVICES)
         .map(|i| DeviceSpec::new(profile.clone(), default_busid(i)))
@@ -325,8 +404,12 @@ fn main() {
     {
         config.worker_threads = n;
     }
+    // The server's threads start where servers run: they inherit the affinity.
+    placement.server();
     let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
     let addr = server.local_addr();
+    placement.client();
+    println!("placement: {}", placement.name());
 
     // 1. Control round trip vs a 48-byte ping-pong, interleaved round by round.
     let echo = Pair::open(
@@ -470,6 +553,7 @@ fn main() {
         "many_mb_per_s": many,
         "many_ratio": many_ratio,
         "rounds": ROUNDS,
+        "placement": placement.name(),
         "host_mb_per_s_1_in_flight": host_mbps,
         "host_rtt_median_us": host_rtt,
         "mb_per_s_8_in_flight": pipelined_mbps,
