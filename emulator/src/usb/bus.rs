@@ -67,10 +67,12 @@ pub struct EndpointConfig {
 }
 
 /// The packets an IN endpoint holds for the host, oldest first: `depth` slots of the max
-/// packet size in one buffer reserved up front, so queueing and taking never allocate.
+/// packet size in one buffer reserved up front, so queueing and taking never allocate. The
+/// buffer grows as packets are written into it (its bytes are never zeroed first), and a run
+/// of packets from its start can leave with the buffer itself ([`InFifo::take_all`]).
 #[derive(Debug, Default)]
 struct InFifo {
-    /// `depth` slots of `slot` bytes each.
+    /// `depth` slots of `slot` bytes each, as far as packets were written.
     data: Vec<u8>,
     /// The length of the packet in each slot.
     lens: Vec<usize>,
@@ -83,7 +85,7 @@ impl InFifo {
     fn new(depth: usize, slot: usize) -> InFifo {
         let depth = depth.max(1);
         InFifo {
-            data: vec![0; depth * slot],
+            data: Vec::with_capacity(depth * slot),
             lens: vec![0; depth],
             slot,
             head: 0,
@@ -108,13 +110,23 @@ impl InFifo {
         self.count = 0;
     }
 
+    /// Writes `bytes` at byte `at` of the storage, growing it as far as they reach.
+    fn store(&mut self, at: usize, bytes: &[u8]) {
+        if self.data.len() < at {
+            self.data.resize(at, 0);
+        }
+        let within = self.data.len().min(at + bytes.len()) - at;
+        self.data[at..at + within].copy_from_slice(&bytes[..within]);
+        self.data.extend_from_slice(&bytes[within..]);
+    }
+
     /// Queues `packet` (at most `slot` bytes) behind the others; false when full.
     fn push(&mut self, packet: &[u8]) -> bool {
         if self.is_full() || packet.len() > self.slot {
             return false;
         }
         let i = (self.head + self.count) % self.lens.len();
-        self.data[i * self.slot..i * self.slot + packet.len()].copy_from_slice(packet);
+        self.store(i * self.slot, packet);
         self.lens[i] = packet.len();
         self.count += 1;
         true
@@ -133,8 +145,7 @@ impl InFifo {
             let rest = data.len() - queued;
             let packets = room.min(rest.div_ceil(self.slot));
             let bytes = (packets * self.slot).min(rest);
-            let at = tail * self.slot;
-            self.data[at..at + bytes].copy_from_slice(&data[queued..queued + bytes]);
+            self.store(tail * self.slot, &data[queued..queued + bytes]);
             for (i, len) in self.lens[tail..tail + packets].iter_mut().enumerate() {
                 *len = (bytes - i * self.slot).min(self.slot);
             }
@@ -152,12 +163,44 @@ impl InFifo {
         })
     }
 
-    /// Drops the oldest packet.
+    /// Drops the oldest packet. An emptied FIFO starts again at its first slot, so that the
+    /// next run of packets lies in one piece from the start of the storage.
     fn pop(&mut self) {
         if self.count > 0 {
             self.head = (self.head + 1) % self.lens.len();
             self.count -= 1;
+            if self.count == 0 {
+                self.head = 0;
+            }
         }
+    }
+
+    /// Takes every queued packet at once, handing the storage over to `into` (whose own buffer
+    /// becomes the storage, emptied) rather than copying it, where that is what taking them
+    /// one by one for a burst with `room` bytes would do: they lie in one piece from the start
+    /// of the storage, all but the last are full (`slot` bytes), together they fit, and
+    /// `into` has room for them.
+    /// Returns the bytes and packets taken and whether the burst ended (its last packet was
+    /// short, or it filled `room`); `None`, with nothing changed, where it does not apply.
+    fn take_all(&mut self, room: usize, into: &mut Vec<u8>) -> Option<(usize, usize, bool)> {
+        if self.head != 0 {
+            return None;
+        }
+        let (last, full) = self.lens[..self.count].split_last()?;
+        let bytes = full.len() * self.slot + last;
+        // `into` must have been able to hold them: an even exchange of buffers.
+        let whole = full.iter().all(|&l| l == self.slot);
+        if !whole || bytes > room || bytes < self.slot || into.capacity() < bytes {
+            return None;
+        }
+        let ended = *last < self.slot || bytes == room;
+        let packets = self.count;
+        std::mem::swap(&mut self.data, into);
+        into.truncate(bytes);
+        self.data.clear();
+        self.data.reserve(self.lens.len() * self.slot);
+        self.count = 0;
+        Some((bytes, packets, ended))
     }
 }
 
@@ -714,6 +757,37 @@ impl BusPort {
         }
     }
 
+    /// Like [`in_burst`](Self::in_burst) into an empty `buf`, where the packets the burst would
+    /// take are all the endpoint holds and lie in one piece: `buf` takes over the endpoint's
+    /// storage (and the endpoint keeps `buf`'s allocation), so the bytes are not copied.
+    /// `None`, with nothing taken, where that does not apply (an empty or stalled endpoint, a
+    /// run that is not whole, a `buf` that is not empty or has no capacity for the run); the
+    /// caller then uses `in_burst`.
+    pub fn in_burst_whole(
+        &self,
+        ep_addr: u8,
+        max_packet: usize,
+        room: usize,
+        buf: &mut Vec<u8>,
+    ) -> Option<Burst> {
+        if ep_addr & 0x80 == 0 || !buf.is_empty() {
+            return None;
+        }
+        let mut state = self.live().ok()?;
+        let ep = state.host_ep(ep_addr)?;
+        if ep.stalled || ep.fifo.slot != max_packet {
+            return None;
+        }
+        let (bytes, packets, ended) = ep.fifo.take_all(room, buf)?;
+        // The FIFO ran empty, as taking its last packet reports.
+        ep.complete = true;
+        Some(Burst {
+            bytes,
+            packets,
+            ended,
+        })
+    }
+
     /// Like [`in_packet`](Self::in_packet), allocating a buffer of the endpoint's max packet
     /// size; convenient for tests, not for the data path.
     pub fn in_packet_vec(&self, ep_addr: u8) -> Result<Vec<u8>, PacketError> {
@@ -954,6 +1028,65 @@ mod tests {
             }
             assert_eq!(got, chunk, "round {round}");
         }
+    }
+
+    /// A burst that takes the FIFO's storage whole ([`BusPort::in_burst_whole`], falling back
+    /// to [`BusPort::in_burst`] where it does not apply) takes what packet-by-packet bursts
+    /// take, in every state the ring gets into: two buses given the same random writes, single
+    /// packets and bursts of random room stay alike.
+    #[test]
+    fn a_whole_run_burst_takes_what_packet_bursts_take() {
+        let (bus_a, port_a, _, in_a) = bus_with_bulk();
+        let (bus_b, port_b, _, in_b) = bus_with_bulk();
+        bus_a.set_in_depth(in_a, 8);
+        bus_b.set_in_depth(in_b, 8);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut wholes, mut spare) = (0, Vec::new());
+        for step in 0..20_000 {
+            match next(4) {
+                0 => {
+                    let len = next(700);
+                    let data: Vec<u8> = (0..len).map(|i| (i + step) as u8).collect();
+                    assert_eq!(bus_a.write(in_a, &data), bus_b.write(in_b, &data), "{step}");
+                }
+                1 => assert_eq!(port_a.in_packet_vec(0x81), port_b.in_packet_vec(0x81)),
+                _ => {
+                    let room = 1 + next(600);
+                    let mut a = Vec::new();
+                    let burst_a = port_a.in_burst(0x81, 64, room, &mut |p| a.extend_from_slice(p));
+                    let mut b = std::mem::take(&mut spare);
+                    b.clear();
+                    if next(3) == 0 {
+                        b.shrink_to(next(600));
+                    }
+                    let burst_b = match port_b.in_burst_whole(0x81, 64, room, &mut b) {
+                        Some(burst) => {
+                            wholes += 1;
+                            Ok(burst)
+                        }
+                        None => port_b.in_burst(0x81, 64, room, &mut |p| b.extend_from_slice(p)),
+                    };
+                    assert_eq!((burst_a, &a), (burst_b, &b), "step {step}, room {room}");
+                    spare = b;
+                }
+            }
+            let completions = |r: PollResult| match r {
+                PollResult::Data { ep_in_complete, .. } => ep_in_complete,
+                _ => 0,
+            };
+            assert_eq!(
+                completions(bus_a.poll()),
+                completions(bus_b.poll()),
+                "{step}"
+            );
+        }
+        assert!(wholes > 100, "only {wholes} whole-run bursts");
     }
 
     #[test]

@@ -521,6 +521,12 @@ pub trait InBuffer {
     fn put(&mut self, at: usize, packet: &[u8]);
     /// The bytes stored, of which `filled` are data.
     fn stored(&self, filled: usize) -> &[u8];
+    /// The buffer as a `Vec`, which a burst can hand the endpoint's storage to instead of
+    /// copying packets into it ([`BusPort::in_burst_whole`]); `None` (the default) for a
+    /// buffer that must be written in place.
+    fn as_vec(&mut self) -> Option<&mut Vec<u8>> {
+        None
+    }
 }
 
 impl InBuffer for Vec<u8> {
@@ -530,6 +536,9 @@ impl InBuffer for Vec<u8> {
     }
     fn stored(&self, filled: usize) -> &[u8] {
         &self[..filled]
+    }
+    fn as_vec(&mut self) -> Option<&mut Vec<u8>> {
+        Some(self)
     }
 }
 
@@ -619,15 +628,26 @@ impl<D: InBuffer> InTransfer<D> {
         let mps = data_endpoint_mps(port, self.ep_addr)?;
         loop {
             let (buf, start) = (&mut self.buf, self.filled);
-            let mut at = start;
-            let mut take = |packet: &[u8]| {
-                buf.put(at, packet);
-                at += packet.len();
-            };
             let room = self.length - start;
-            let Some(burst) =
-                with_retry(dev, || port.in_burst(self.ep_addr, mps, room, &mut take))?
-            else {
+            let ep_addr = self.ep_addr;
+            let mut burst = || {
+                // The first burst of a transfer into a `Vec` may take the endpoint's packets
+                // with their buffer, uncopied.
+                if start == 0 {
+                    if let Some(v) = buf.as_vec() {
+                        v.clear();
+                        if let Some(b) = port.in_burst_whole(ep_addr, mps, room, v) {
+                            return Ok(b);
+                        }
+                    }
+                }
+                let mut at = start;
+                port.in_burst(ep_addr, mps, room, &mut |packet: &[u8]| {
+                    buf.put(at, packet);
+                    at += packet.len();
+                })
+            };
+            let Some(burst) = with_retry(dev, &mut burst)? else {
                 return Ok(false);
             };
             self.filled += burst.bytes;
