@@ -275,29 +275,26 @@ enum Reply {
     Same,
     /// Copies 64 KiB of other bytes into the reply first, as any server of new data must.
     Copied,
-    /// Produces the bytes as the emulated device does at the least: the scan engine renders
-    /// them into a staging buffer, which is copied into the reply (the copy the firmware's
-    /// `UsbBus::write` of a usb-device endpoint makes). No server built on the device model
-    /// can answer faster than this responder.
+    /// Produces the bytes as the emulated device does at the least ([`Producer`]). No server
+    /// built on the device model can answer faster than this responder.
     Produced,
+    /// The same from a task on a one-thread tokio runtime, reading and writing as the USB/IP
+    /// server's sessions do: the most a tokio server on the device model can reach.
+    ProducedAsync,
 }
 
-/// A blocking thread answering every `request`-byte message with `reply` bytes, on loopback,
-/// doing `work` before each answer.
-fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("binds");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        Placement::from_env().server();
-        let Ok((mut s, _)) = listener.accept() else {
-            return;
-        };
-        let _ = s.set_nodelay(true);
-        let mut r = BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
-        let mut req = vec![0u8; request];
-        let mut answer = vec![0x5a; reply];
-        let source: Vec<u8> = (0..reply).map(|i| (i % 251) as u8).collect();
-        let mut stage = vec![0u8; reply - request];
+/// Bytes made as the emulated device makes them at the least: the scan engine renders them
+/// into a staging buffer, which is copied into the reply (the copy the firmware's
+/// `UsbBus::write` of a usb-device endpoint makes).
+struct Producer {
+    engine: scanemu::engine::ScanEngine,
+    band: scanemu::engine::Band,
+    offset: u64,
+    stage: Vec<u8>,
+}
+
+impl Producer {
+    fn new(bytes: usize) -> Producer {
         let mut engine = load_profile().engine();
         engine.start(Instant::ZERO, job()).expect("starts");
         let mut at = Instant::ZERO;
@@ -308,19 +305,50 @@ fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
             }
             at += Duration::from_millis(1);
         };
-        let mut offset = 0u64;
+        Producer {
+            engine,
+            band,
+            offset: 0,
+            stage: vec![0; bytes],
+        }
+    }
+
+    /// Renders the next bytes and copies them into `out` (as long as the staging buffer).
+    fn produce(&mut self, out: &mut [u8]) {
+        if self.offset + self.stage.len() as u64 > self.band.bytes {
+            self.offset = 0;
+        }
+        self.engine.fill(&self.band, self.offset, &mut self.stage);
+        self.offset += self.stage.len() as u64;
+        out.copy_from_slice(&self.stage);
+    }
+}
+
+/// A thread answering every `request`-byte message with `reply` bytes, on loopback, doing
+/// `work` before each answer.
+fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        Placement::from_env().server();
+        let mut answer = vec![0x5a; reply];
+        let source: Vec<u8> = (0..reply).map(|i| (i % 251) as u8).collect();
+        let mut producer = Producer::new(reply - request);
+        if let Reply::ProducedAsync = work {
+            async_responder(listener, request, answer, producer);
+            return;
+        }
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut r = BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
+        let mut req = vec![0u8; request];
         while r.read_exact(&mut req).is_ok() {
             match work {
-                Reply::Same => {}
+                Reply::Same | Reply::ProducedAsync => {}
                 Reply::Copied => answer[request..].copy_from_slice(&source[request..]),
-                Reply::Produced => {
-                    if offset + stage.len() as u64 > band.bytes {
-                        offset = 0;
-                    }
-                    engine.fill(&band, offset, &mut stage);
-                    offset += stage.len() as u64;
-                    answer[request..].copy_from_slice(&stage);
-                }
+                Reply::Produced => producer.produce(&mut answer[request..]),
             }
             if s.write_all(&answer).is_err() {
                 break;
@@ -328,6 +356,42 @@ fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
         }
     });
     addr
+}
+
+/// [`Reply::ProducedAsync`]: one connection served by a task on a one-thread tokio runtime
+/// (on the calling thread), reading requests into a buffer and writing each answer whole.
+fn async_responder(
+    listener: TcpListener,
+    request: usize,
+    mut answer: Vec<u8>,
+    mut producer: Producer,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("registers");
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = s.set_nodelay(true);
+        let mut inbox = Vec::with_capacity(CHUNK);
+        loop {
+            while inbox.len() < request {
+                if !matches!(s.read_buf(&mut inbox).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            inbox.drain(..request);
+            producer.produce(&mut answer[request..]);
+            if s.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// The raw TCP client of a [`raw_responder`].
@@ -490,15 +554,13 @@ fn main() {
             URB_HEADER_LEN + CHUNK,
         )
     };
-    let (mut rr, mut fresh_rr, mut made_rr) = (
-        open(Reply::Same),
-        open(Reply::Copied),
-        open(Reply::Produced),
-    );
+    let (mut rr, mut fresh_rr) = (open(Reply::Same), open(Reply::Copied));
+    let (mut made_rr, mut async_rr) = (open(Reply::Produced), open(Reply::ProducedAsync));
     client.start_scan();
     let (mut raw_rates, mut one_rates, mut bulk_ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut fresh_rates, mut fresh_ratios) = (Vec::new(), Vec::new());
     let (mut made_rates, mut made_ratios) = (Vec::new(), Vec::new());
+    let (mut async_rates, mut async_ratios) = (Vec::new(), Vec::new());
     let reply_bytes = (TRANSFERS * (URB_HEADER_LEN + CHUNK)) as u64;
     let rate = |pair: &mut Pair| {
         let secs: f64 = (0..TRANSFERS).map(|_| pair.exchange()).sum();
@@ -510,6 +572,7 @@ fn main() {
         let one = mb_per_s(bytes + (TRANSFERS * URB_HEADER_LEN) as u64, secs);
         let fresh = rate(&mut fresh_rr);
         let made = rate(&mut made_rr);
+        let made_async = rate(&mut async_rr);
         if round > 0 {
             bulk_ratios.push(one / raw);
             raw_rates.push(raw);
@@ -518,6 +581,8 @@ fn main() {
             fresh_ratios.push(one / fresh);
             made_rates.push(made);
             made_ratios.push(made / raw);
+            async_rates.push(made_async);
+            async_ratios.push(made_async / raw);
         }
     }
     drop(client);
@@ -525,12 +590,16 @@ fn main() {
     let bulk_ratio = median(&mut bulk_ratios);
     let (fresh_mbps, fresh_ratio) = (median(&mut fresh_rates), median(&mut fresh_ratios));
     let (made_mbps, made_ratio) = (median(&mut made_rates), median(&mut made_ratios));
+    let (async_mbps, async_ratio) = (median(&mut async_rates), median(&mut async_ratios));
     println!("raw TCP 64 KiB request/response: median {raw_mbps:.0} MB/s ({ROUNDS} rounds of {TRANSFERS})");
     println!(
         "raw TCP 64 KiB request/response, 64 KiB copied into each reply first: median {fresh_mbps:.0} MB/s"
     );
     println!(
         "raw TCP 64 KiB request/response, each reply rendered by the scan engine and copied once: median {made_mbps:.0} MB/s, {made_ratio:.2}x raw (the most a server on the device model can reach)"
+    );
+    println!(
+        "the same from a tokio task: median {async_mbps:.0} MB/s, {async_ratio:.2}x raw (the most a tokio server on the device model can reach)"
     );
     println!(
         "USB/IP bulk IN, 64 KiB, 1 in flight (blocking client): median {one_mbps:.0} MB/s; median of round ratios {bulk_ratio:.2}x raw, {fresh_ratio:.2}x raw with the copy"
@@ -600,6 +669,8 @@ fn main() {
         "bulk_ratio_to_fresh": fresh_ratio,
         "raw_produced_rr_mb_per_s": made_mbps,
         "produced_ratio": made_ratio,
+        "raw_produced_async_rr_mb_per_s": async_mbps,
+        "produced_async_ratio": async_ratio,
         "solo_mb_per_s": solo,
         "devices": DEVICES,
         "many_mb_per_s": many,
