@@ -119,7 +119,8 @@ impl Placement {
         match self {
             Placement::Free => None,
             Placement::Same => Some((first, first)),
-            Placement::Split => Some((first, cpus.next().expect("split needs two CPUs"))),
+            // With one CPU allowed, split is all it can be: the same.
+            Placement::Split => Some((first, cpus.next().unwrap_or(first))),
         }
     }
 
@@ -510,7 +511,13 @@ fn main() {
     let server = UsbIpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config).expect("binds");
     let addr = server.local_addr();
     placement.client();
-    println!("placement: {}", placement.name());
+    match placement.cpus() {
+        Some((c, s)) => println!(
+            "placement: {} (clients on CPU {c}, servers on CPU {s})",
+            placement.name()
+        ),
+        None => println!("placement: free"),
+    }
 
     // 1. Control round trip vs a 48-byte ping-pong, interleaved round by round.
     let echo = Pair::open(
