@@ -333,23 +333,47 @@ mod tests {
         LOCK.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The calling thread's id.
+    fn gettid() -> u32 {
+        // SAFETY: gettid has no preconditions.
+        u32::try_from(unsafe { libc::gettid() }).unwrap_or(0)
+    }
+
+    /// Forgets every registered thread but `tid`: [`around_start`] also registers threads
+    /// that other tests of this binary started meanwhile, which these tests are not about.
+    /// Returns whether `tid` was registered.
+    fn keep_only(tid: u32) -> bool {
+        let mut found = false;
+        for slot in &STARTED {
+            match slot.load(Ordering::SeqCst) {
+                0 => {}
+                t if t == tid => found = true,
+                t => {
+                    let _ = slot.compare_exchange(t, 0, Ordering::SeqCst, Ordering::SeqCst);
+                }
+            }
+        }
+        found
+    }
+
     #[test]
     fn a_started_thread_that_cancels_does_not_wait_for_itself() {
         let _g = serial();
         let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
-        let handle = around_start(|| {
-            std::thread::spawn(move || {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
+        let (handle, tid) = around_start(|| {
+            let t = std::thread::spawn(move || {
+                tid_tx.send(gettid()).unwrap();
                 wait_for_go.recv().unwrap();
                 let t = Instant::now();
                 settle();
                 t.elapsed()
-            })
+            });
+            // around_start sees the thread once it exists: wait for it to run.
+            let tid = tid_rx.recv().unwrap();
+            (t, tid)
         });
-        let registered = STARTED.iter().filter(|s| {
-            let t = s.load(Ordering::SeqCst);
-            t != 0 && task_state(t).is_some()
-        });
-        assert_eq!(registered.count(), 1);
+        assert!(keep_only(tid), "thread {tid} not registered");
         // It runs while it settles: only itself is running, so it does not wait.
         go.send(()).unwrap();
         let waited = handle.join().unwrap();
@@ -361,10 +385,10 @@ mod tests {
     fn a_thread_started_by_sane_start_is_waited_for_until_it_blocks_then_forgotten() {
         let _g = serial();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
-        let handle = around_start(|| {
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<u32>();
+        let (handle, tid) = around_start(|| {
             let t = std::thread::spawn(move || {
-                started_tx.send(()).unwrap();
+                started_tx.send(gettid()).unwrap();
                 // Running for 20 ms of its own clock, then blocked until told to end.
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_millis(20) {
@@ -373,15 +397,10 @@ mod tests {
                 let _ = rx.recv();
             });
             // around_start sees the thread once it exists: wait for it to run.
-            started_rx.recv().unwrap();
-            t
+            let tid = started_rx.recv().unwrap();
+            (t, tid)
         });
-        let tids: Vec<u32> = STARTED
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .filter(|&t| t != 0 && task_state(t).is_some())
-            .collect();
-        assert_eq!(tids.len(), 1, "{tids:?}");
+        assert!(keep_only(tid), "thread {tid} not registered");
         let began = Instant::now();
         settle();
         let waited = began.elapsed();
@@ -389,12 +408,12 @@ mod tests {
         assert!(waited >= Duration::from_millis(10), "{waited:?}");
         // ... and returned before its limit only because the thread had blocked.
         assert!(
-            waited >= CANCEL_SETTLE_LIMIT || task_state(tids[0]) != Some(b'R'),
+            waited >= CANCEL_SETTLE_LIMIT || task_state(tid) != Some(b'R'),
             "{waited:?}"
         );
         drop(tx);
         handle.join().unwrap();
-        assert_eq!(task_state(tids[0]), None, "gone after the join");
+        assert_eq!(task_state(tid), None, "gone after the join");
         settle();
         assert!(STARTED.iter().all(|s| s.load(Ordering::SeqCst) == 0));
     }
