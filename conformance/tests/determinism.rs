@@ -46,3 +46,37 @@ fn every_scenario_gives_the_same_trace_on_every_run() {
     }
     assert!(runs >= 80, "only {runs} scenario runs");
 }
+
+/// The real-time subset leaves out, with the reason, a scenario whose band fault the driver
+/// outruns by design (it never fires in virtual time) and one too long for the wall clock,
+/// and keeps the rest.
+#[test]
+fn the_real_time_subset_says_why_it_leaves_a_scenario_out() {
+    let root = fixtures().join("scenarios");
+    let catalog = scenario::discover(&root).unwrap();
+    let mut reasons = std::collections::BTreeMap::new();
+    for s in &catalog {
+        let service = s.scenario.services[0];
+        let d = drivers::instantiate("reference").unwrap();
+        let why =
+            run::realtime_skip_reason(s, service, "reference", d, &fixtures().join("profiles"))
+                .unwrap();
+        reasons.insert(s.id.clone(), why);
+    }
+    let why = |id: &str| reasons[id].clone().unwrap_or_default();
+    assert!(
+        why("faults/stall-during-cancel").contains("stall fault at page")
+            && why("faults/stall-during-cancel").contains("never fires in virtual time"),
+        "{:?}",
+        why("faults/stall-during-cancel")
+    );
+    assert!(
+        reasons
+            .values()
+            .flatten()
+            .any(|w| w.contains("over the real-time limit")),
+        "{reasons:#?}"
+    );
+    let kept = reasons.values().filter(|w| w.is_none()).count();
+    assert!(kept > reasons.len() / 2, "{kept} of {} kept", reasons.len());
+}

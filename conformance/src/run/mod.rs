@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use scanemu::capture::recording::{Recording, RecordingError, RecordingMeta, RecordingObserver};
-use scanemu::engine::JobError;
+use scanemu::engine::{Fault, JobError};
 use scanemu::personality::NoteKind;
 use scanemu::profile::{Profile, ProfileError};
 use scanemu::sim::{Sim, SimError};
@@ -287,34 +287,45 @@ pub fn realtime_skip_reason(
     profiles_dir: &Path,
 ) -> Result<Option<String>, RunError> {
     let r = run(scenario, service, driver_name, driver, profiles_dir)?;
-    let end = r.trace.events.last().map_or(0, |e| e.at_us);
-    if end > REALTIME_MAX_US {
-        return Ok(Some(format!(
+    Ok(too_long_for_realtime(&r.trace)
+        .or_else(|| unfired_fault(&r.trace, &scenario.scenario.faults)))
+}
+
+/// A real-time skip reason both driver models give: the virtual-time run whose `trace` this
+/// is lasts longer than [`REALTIME_MAX_US`].
+pub(crate) fn too_long_for_realtime(trace: &Trace) -> Option<String> {
+    let end = trace.events.last().map_or(0, |e| e.at_us);
+    (end > REALTIME_MAX_US).then(|| {
+        format!(
             "lasts {} in virtual time, over the real-time limit of {}",
             Duration::from_micros(end),
             Duration::from_micros(REALTIME_MAX_US)
-        )));
-    }
-    // A fault scheduled at a band that never fires in virtual time is one the driver outruns
-    // by design (the `*-during-cancel` scenarios: the device's fault comes under a millisecond
-    // after the driver's cancel). On the wall clock a loaded machine delays the driver past
-    // it and the scenario tests another order than the one it was written for.
+        )
+    })
+}
+
+/// A real-time skip reason both driver models give: one of the scenario's `faults` at a band
+/// never fires in its virtual-time run (whose `trace` this is).
+///
+/// Such a fault is one the driver outruns by design (the `*-during-cancel` scenarios: the
+/// device's fault comes under a millisecond after the driver's cancel). On the wall clock a
+/// loaded machine delays the driver past it and the scenario tests another order than the one
+/// it was written for.
+pub(crate) fn unfired_fault(trace: &Trace, faults: &[Fault]) -> Option<String> {
     let fired = |page: u16, band: u32| {
-        r.trace.events.iter().any(|e| {
+        trace.events.iter().any(|e| {
             matches!(&e.kind, Kind::Device { what: NoteKind::Fault, page: p, value, .. }
                 if *p == u32::from(page) && *value == u64::from(band))
         })
     };
-    for f in &scenario.scenario.faults {
-        if let Some((page, band)) = f.position().filter(|&(p, b)| !fired(p, b)) {
-            return Ok(Some(format!(
-                "its {} fault at page {page} band {band} never fires in virtual time: the \
-                 driver outruns it by design, an order the wall clock cannot keep on a loaded machine",
-                f.kind().name()
-            )));
-        }
-    }
-    Ok(None)
+    faults.iter().find_map(|f| {
+        let (page, band) = f.position().filter(|&(p, b)| !fired(p, b))?;
+        Some(format!(
+            "its {} fault at page {page} band {band} never fires in virtual time: the driver \
+             outruns it by design, an order the wall clock cannot keep on a loaded machine",
+            f.kind().name()
+        ))
+    })
 }
 
 /// Runs `scenario` under `service` against `driver`, with profiles from `profiles_dir`, in

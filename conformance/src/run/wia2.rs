@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use scanemu::personality::NoteKind;
 use scanemu::profile::Profile;
 use scanemu::sim::{Sim, SimError};
 use scanemu::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use scanemu::time::{Duration, Instant};
 use super::observe::TraceObserver;
 use super::transport::{self, DeviceSetup, Taps};
 use super::urb::Submitter;
-use super::{DriverContext, DriverModel, RunError, RunOptions, Wiring, REALTIME_MAX_US};
+use super::{DriverContext, DriverModel, RunError, RunOptions, Wiring};
 use crate::device;
 use crate::driver::wia2::{ImageFormat, MiniDriver2};
 use crate::driver::RunContext;
@@ -212,7 +211,7 @@ pub fn run2_with(
 /// Why `scenario` is left out of real-time runs (USB/IP, libusb, `--realtime`), or `None`:
 /// the WIA 1.0 subset's measure ([`super::realtime_skip_reason`]) applied to a WIA 2.0 run
 /// made once in virtual time with the same driver. A run that lasts longer than
-/// [`REALTIME_MAX_US`] is skipped, and so is one whose device fault at a band never fires in
+/// [`super::REALTIME_MAX_US`] is skipped, and so is one whose device fault at a band never fires in
 /// virtual time (the driver outruns it by design, an order the wall clock cannot keep), and a
 /// scenario that restarts the WIA service (HLK H21) at a set time or acts at the lamp's
 /// warm-up report.
@@ -237,13 +236,8 @@ pub fn realtime_skip_reason(
         ));
     }
     let r = run2(scenario, driver_name, factory, profiles_dir)?;
-    let end = r.trace.events.last().map_or(0, |e| e.at_us);
-    if end > REALTIME_MAX_US {
-        return Ok(Some(format!(
-            "lasts {} in virtual time, over the real-time limit of {}",
-            Duration::from_micros(end),
-            Duration::from_micros(REALTIME_MAX_US)
-        )));
+    if let Some(why) = super::too_long_for_realtime(&r.trace) {
+        return Ok(Some(why));
     }
     // A step at the lamp's warm-up report: the warm-up lasts a few milliseconds, a window a
     // driver on the wall clock may miss (its status request coming after the lamp is warm).
@@ -261,22 +255,7 @@ pub fn realtime_skip_reason(
                 .to_string(),
         ));
     }
-    let fired = |page: u16, band: u32| {
-        r.trace.events.iter().any(|e| {
-            matches!(&e.kind, Kind::Device { what: NoteKind::Fault, page: p, value, .. }
-                if *p == u32::from(page) && *value == u64::from(band))
-        })
-    };
-    for f in &scenario.scenario.faults {
-        if let Some((page, band)) = f.position().filter(|&(p, b)| !fired(p, b)) {
-            return Ok(Some(format!(
-                "its {} fault at page {page} band {band} never fires in virtual time: the \
-                 driver outruns it by design, an order the wall clock cannot keep on a loaded machine",
-                f.kind().name()
-            )));
-        }
-    }
-    Ok(None)
+    Ok(super::unfired_fault(&r.trace, &scenario.scenario.faults))
 }
 
 /// The scenario's profile, with every unit's scan checked against its optics.
