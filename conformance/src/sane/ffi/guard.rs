@@ -356,24 +356,34 @@ mod tests {
         found
     }
 
-    #[test]
-    fn a_started_thread_that_cancels_does_not_wait_for_itself() {
-        let _g = serial();
-        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    /// Starts `body` on a thread inside [`around_start`], as a backend's `sane_start` starts
+    /// its reader, and returns the thread and its id once it runs, registered alone.
+    fn start_registered<T: Send + 'static>(
+        body: impl FnOnce() -> T + Send + 'static,
+    ) -> (std::thread::JoinHandle<T>, u32) {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
         let (handle, tid) = around_start(|| {
             let t = std::thread::spawn(move || {
                 tid_tx.send(gettid()).unwrap();
-                wait_for_go.recv().unwrap();
-                let t = Instant::now();
-                settle();
-                t.elapsed()
+                body()
             });
             // around_start sees the thread once it exists: wait for it to run.
-            let tid = tid_rx.recv().unwrap();
-            (t, tid)
+            (t, tid_rx.recv().unwrap())
         });
         assert!(keep_only(tid), "thread {tid} not registered");
+        (handle, tid)
+    }
+
+    #[test]
+    fn a_started_thread_that_cancels_does_not_wait_for_itself() {
+        let _g = serial();
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let (handle, _) = start_registered(move || {
+            wait_for_go.recv().unwrap();
+            let t = Instant::now();
+            settle();
+            t.elapsed()
+        });
         // It runs while it settles: only itself is running, so it does not wait.
         go.send(()).unwrap();
         let waited = handle.join().unwrap();
@@ -385,22 +395,14 @@ mod tests {
     fn a_thread_started_by_sane_start_is_waited_for_until_it_blocks_then_forgotten() {
         let _g = serial();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<u32>();
-        let (handle, tid) = around_start(|| {
-            let t = std::thread::spawn(move || {
-                started_tx.send(gettid()).unwrap();
-                // Running for 20 ms of its own clock, then blocked until told to end.
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(20) {
-                    std::hint::spin_loop();
-                }
-                let _ = rx.recv();
-            });
-            // around_start sees the thread once it exists: wait for it to run.
-            let tid = started_rx.recv().unwrap();
-            (t, tid)
+        let (handle, tid) = start_registered(move || {
+            // Running for 20 ms of its own clock, then blocked until told to end.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(20) {
+                std::hint::spin_loop();
+            }
+            let _ = rx.recv();
         });
-        assert!(keep_only(tid), "thread {tid} not registered");
         let began = Instant::now();
         settle();
         let waited = began.elapsed();
