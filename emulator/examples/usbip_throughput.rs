@@ -87,13 +87,21 @@ enum Placement {
 }
 
 impl Placement {
-    fn from_env() -> Placement {
+    /// `USBIP_PLACEMENT`, or the one error line that names a value it cannot be.
+    fn try_from_env() -> Result<Placement, String> {
         match std::env::var("USBIP_PLACEMENT").as_deref() {
-            Ok("same") => Placement::Same,
-            Ok("split") => Placement::Split,
-            Ok("free") | Err(_) => Placement::Free,
-            Ok(other) => panic!("USBIP_PLACEMENT={other}: expected free, same or split"),
+            Ok("same") => Ok(Placement::Same),
+            Ok("split") => Ok(Placement::Split),
+            Ok("free") | Err(_) => Ok(Placement::Free),
+            Ok(other) => Err(format!(
+                "usbip_throughput: USBIP_PLACEMENT={other:?}: expected free, same or split"
+            )),
         }
+    }
+
+    /// `USBIP_PLACEMENT`, which `main` checked before starting any thread.
+    fn from_env() -> Placement {
+        Placement::try_from_env().unwrap_or(Placement::Free)
     }
 
     fn name(self) -> &'static str {
@@ -492,7 +500,13 @@ fn load_profile() -> Profile {
 }
 
 fn main() {
-    let placement = Placement::from_env();
+    let placement = match Placement::try_from_env() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("{why}");
+            std::process::exit(2);
+        }
+    };
     // Reads the CPUs allowed before any thread is pinned.
     let _ = placement.cpus();
     let profile = load_profile();
