@@ -13,6 +13,7 @@
 //!   by a client that disconnected complete `-ENOENT`, a submission with no device is an `E`
 //!   record with `-ENODEV`), read back by our parser and by tshark. SIGINT after a client's
 //!   scan: exit status 130, the capture and the device trace complete, one line naming them.
+//!   The same for a signal that comes while the devices still enumerate.
 //! - A port another server holds is bad input: exit status 2, one line naming the address.
 //!
 //! Nothing here asserts wall time: waits are bounded only to fail instead of hanging, and the
@@ -819,6 +820,70 @@ fn sigint_after_a_scan_exits_130_with_the_capture_and_trace_complete() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     }
     assert!(notes.contains("motor-stopped") || notes.contains("scan-complete"));
+}
+
+/// A signal that comes while 64 devices enumerate, before the server is up: sent as soon as
+/// the capture file exists (the server creates it just before it binds), it still gets the
+/// graceful shutdown, its exit status, its line and a whole capture file, each time.
+#[test]
+fn a_signal_while_the_devices_enumerate_still_shuts_down_gracefully() {
+    for (sig, name, code) in [("-INT", "SIGINT", 130), ("-TERM", "SIGTERM", 143)] {
+        for round in 0..5 {
+            let pcap = scratch(&format!("early-{name}-{round}.pcap"));
+            let _ = std::fs::remove_file(&pcap);
+            let log = scratch(&format!("early-{name}-{round}.log"));
+            let mut child = Command::new(env!("CARGO_BIN_EXE_scanemu"))
+                .args([
+                    "serve",
+                    "--usbip",
+                    "127.0.0.1:0",
+                    "--devices",
+                    "64",
+                    "--pcap",
+                ])
+                .arg(&pcap)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("scanemu starts");
+            let mut waited = 0;
+            while !pcap.exists() {
+                assert!(waited < 100_000, "no capture file after 10 s");
+                std::thread::sleep(StdDuration::from_micros(100));
+                waited += 1;
+            }
+            let ok = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(ok.success(), "kill {sig} failed");
+            let mut status = None;
+            for _ in 0..300 {
+                status = child.try_wait().expect("try_wait");
+                if status.is_some() {
+                    break;
+                }
+                std::thread::sleep(StdDuration::from_millis(50));
+            }
+            let Some(status) = status else {
+                let _ = child.kill();
+                panic!("scanemu did not exit within 15 s of {name}");
+            };
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert_eq!(
+                status.code(),
+                Some(code),
+                "{name}, round {round}: {status}\n{text}"
+            );
+            let said = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("scanemu: stopped by {name}; wrote capture")))
+                .count();
+            assert_eq!(said, 1, "{name}, round {round}: one line says so:\n{text}");
+            records(&std::fs::read(&pcap).expect("capture written"));
+        }
+    }
 }
 
 #[test]

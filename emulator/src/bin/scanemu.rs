@@ -13,7 +13,9 @@
 //! when several devices are served). SIGINT or SIGTERM shuts it down gracefully: pending URBs
 //! are unlinked (-ESHUTDOWN), the capture and the trace are complete, one line names what was
 //! written, and the exit status is 130 (SIGINT) or 143 (SIGTERM), as for a program the signal
-//! ended. A port already in use is bad input (exit status 2).
+//! ended; this holds from the program's start (a signal while the devices enumerate stops the
+//! server as soon as it is up), and a second signal ends the program at once. A port already
+//! in use is bad input (exit status 2).
 //!
 //! `scanemu pattern --mode MODE --width PX --height PX` writes the image the engine's test
 //! pattern gives for a scan of that size, as PNM, to compare a driver's output byte for byte.
@@ -461,6 +463,10 @@ struct ServeArgs {
 /// wrote and exits 128 + the signal's number.
 fn serve(args: &ServeArgs) -> ExitCode {
     use scanemu::usbip::{default_busid, DeviceSpec, ServerConfig, UsbIpServer};
+    if let Err(e) = early_signals::catch() {
+        eprintln!("scanemu: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::from(1);
+    }
     let addr = args.addr;
     if !addr.ip().is_loopback() && !args.allow_remote {
         eprintln!(
@@ -603,6 +609,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
         eprintln!("scanemu: cannot handle SIGINT/SIGTERM: {e}");
         return ExitCode::from(1);
     }
+    // A signal that came while the exports loaded and enumerated stops the server now, as it
+    // would have had it come later; the handlers above see any later one.
+    if let Some(signal) = early_signals::first() {
+        server.stop_by(signal);
+        return stopped(server, args);
+    }
     let scope = if server.local_addr().ip().is_loopback() {
         "loopback only"
     } else {
@@ -629,6 +641,12 @@ fn serve(args: &ServeArgs) -> ExitCode {
         server.local_addr().ip()
     );
     let _ = std::io::stdout().flush();
+    stopped(server, args)
+}
+
+/// Waits for `server` to stop; after a signal, one line says what was written and the exit
+/// status is 128 + the signal's number.
+fn stopped(server: scanemu::usbip::UsbIpServer, args: &ServeArgs) -> ExitCode {
     match server.wait() {
         Some(signal) => {
             let mut written: Vec<String> = Vec::new();
@@ -650,6 +668,43 @@ fn serve(args: &ServeArgs) -> ExitCode {
             ExitCode::from(128 + signal.number())
         }
         None => ExitCode::SUCCESS,
+    }
+}
+
+/// SIGINT and SIGTERM for `scanemu serve` from its first step: the handlers (`signal-hook`'s,
+/// which only store into atomics) remember the first signal until the server's own handlers
+/// are installed, so no signal ends the program without the graceful shutdown, and end the
+/// program at once with 128 + the signal's number on a second signal, for a shutdown that
+/// does not finish.
+mod early_signals {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use scanemu::usbip::StopSignal;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+
+    /// The number of the last signal received (0: none).
+    static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+    /// Set by every signal; a signal that finds it set ends the program.
+    static SEEN: AtomicBool = AtomicBool::new(false);
+
+    /// Installs the handlers.
+    pub fn catch() -> std::io::Result<()> {
+        for sig in [SIGINT, SIGTERM] {
+            // Registered in this order, the shutdown check runs before the flag is set.
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, &SEEN)?;
+            signal_hook::flag::register(sig, &SEEN)?;
+            signal_hook::flag::register_usize(sig, &RECEIVED, sig as usize)?;
+        }
+        Ok(())
+    }
+
+    /// The signal received so far, if any.
+    pub fn first() -> Option<StopSignal> {
+        match RECEIVED.load(Ordering::SeqCst) {
+            0 => None,
+            n if n == SIGTERM as usize => Some(StopSignal::Terminate),
+            _ => Some(StopSignal::Interrupt),
+        }
     }
 }
 

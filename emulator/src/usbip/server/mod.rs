@@ -390,6 +390,21 @@ impl StopSignal {
 }
 
 impl Shared {
+    /// The graceful shutdown for `signal`, once: the first signal is the one reported.
+    fn stop_by(&self, signal: StopSignal) {
+        let first = self
+            .stopped_by
+            .compare_exchange(0, signal.number(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if first {
+            self.log(&format!(
+                "{}: shutting down (pending URBs are unlinked with -ESHUTDOWN)",
+                signal.name()
+            ));
+            self.stop.send_replace(true);
+        }
+    }
+
     fn log(&self, line: &str) {
         if let Some(log) = &self.config.log {
             log(line);
@@ -569,14 +584,17 @@ impl UsbIpServer {
                 _ = int.recv() => StopSignal::Interrupt,
                 _ = term.recv() => StopSignal::Terminate,
             };
-            shared.stopped_by.store(signal.number(), Ordering::SeqCst);
-            shared.log(&format!(
-                "{}: shutting down (pending URBs are unlinked with -ESHUTDOWN)",
-                signal.name()
-            ));
-            shared.stop.send_replace(true);
+            shared.stop_by(signal);
         });
         Ok(())
+    }
+
+    /// Shuts the server down as [`UsbIpServer::stop_on_signals`] does for `signal`, for a
+    /// program that caught the signal itself (before the server existed, say);
+    /// [`UsbIpServer::wait`] then returns it. Only the first signal counts: a second one,
+    /// by this or by the handlers, changes nothing.
+    pub fn stop_by(&self, signal: StopSignal) {
+        self.shared.stop_by(signal);
     }
 
     /// Blocks until the server stops: after [`UsbIpServer::shutdown`] from elsewhere, a
