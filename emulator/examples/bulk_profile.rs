@@ -99,6 +99,11 @@ fn urb(
     (status, actual)
 }
 
+/// The scan `usbip` reads: one colour A4 page at 1200 dpi.
+fn usbip_job() -> ScanJob {
+    ScanJob::flatbed(1200, ScanMode::Color24, 9920, 14032)
+}
+
 fn usbip(transfers: usize) -> u64 {
     let mut config = ServerConfig::new(profile());
     if let Some(n) = std::env::var("USBIP_WORKERS")
@@ -135,8 +140,7 @@ fn usbip(transfers: usize) -> u64 {
         }
     };
     let mut buf = vec![0u8; CHUNK];
-    let job = ScanJob::flatbed(1200, ScanMode::Color24, 9920, 14032);
-    let params = ScanParams { job }.encode().to_vec();
+    let params = ScanParams { job: usbip_job() }.encode().to_vec();
     let setup = Setup::vendor_out(REQ_SET_PARAMS, 0, 0, params.len() as u16);
     let len = params.len() as u32;
     let set = cmd(0, DIR_OUT, setup, len, params);
@@ -183,7 +187,17 @@ fn main() -> ExitCode {
     };
     let run = match args.first().map(String::as_str) {
         Some("inproc") => count(1024).map(|n| inproc(u32::try_from(n).unwrap_or(u32::MAX))),
-        Some("usbip") => count(300).map(|n| usbip(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some("usbip") => count(300).and_then(|n| {
+            // The device has no more to send after the page: one URB more would wait forever
+            // (a bulk IN endpoint with nothing to send NAKs), so the count stops there.
+            let page = usbip_job().page_bytes() / CHUNK as u64;
+            if n > page {
+                return Err(format!(
+                    "usbip {n}: at most {page} transfers (one page of 64 KiB transfers)"
+                ));
+            }
+            Ok(usbip(usize::try_from(n).unwrap_or(usize::MAX)))
+        }),
         _ => Err("usage: bulk_profile inproc [LINES] | usbip [TRANSFERS]".into()),
     };
     match run {
