@@ -17,6 +17,10 @@
 //!   as the emulated device must at the least (the scan engine renders it, and it is copied
 //!   once, as a usb-device endpoint write copies it): the most any server built on the device
 //!   model could reach;
+//! - for each 64 KiB figure, the CPU time per transfer of the answering side (the server's
+//!   threads, or the responder's thread) and of the asking side (the client's thread), from
+//!   `/proc/self/task/*/schedstat` and the thread's CPU clock: unlike a rate, it does not move
+//!   with what else the machine runs, and it says which side a difference in the rates is on;
 //! - 8 devices of one server streaming at once (one client thread each, one URB in flight),
 //!   against one device streamed alone the same way;
 //! - for reference, the same figures through [`UsbIpHost`] (a reader thread and a waker per
@@ -57,7 +61,7 @@ const T: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 9;
 /// Round trips per round.
 const ROUND_TRIPS: usize = 500;
-/// 64 KiB transfers per round (a page of the scan below holds about 5900).
+/// 64 KiB transfers per round (a 1200-dpi colour A4 page holds about 6400).
 const TRANSFERS: usize = 300;
 /// 64 KiB transfers per device and phase of the many-device rounds (the first device reads
 /// twice that per round, within one page).
@@ -65,12 +69,12 @@ const MANY_TRANSFERS: usize = 200;
 /// Devices streaming at once.
 const DEVICES: usize = 8;
 
-/// Width of the scan: a band of the profile's 64 lines is then 64 x 9216 x 3 bytes, 27 whole
-/// 64 KiB transfers, so every URB is answered with 64 KiB as every raw request is. (At the
-/// full A4 width of 9920 px a band is 29.06 transfers: one URB in 30 ends early with the
-/// band's last 4 KiB, as a driver reading bands sees, which costs 3% of the bytes per second
-/// and says nothing about the transport.)
-const WIDTH_PX: u32 = 9216;
+/// Width of the scan: a colour A4 page at 1200 dpi. A band of the profile's 64 lines is then
+/// 29.06 transfers of 64 KiB, so one URB in 30 ends early with the band's last 4 KiB, as a
+/// driver reading bands sees: the USB/IP figure counts the bytes that arrive, about 3% fewer
+/// per round trip than the raw replies carry. No width avoids it: a band of whole 64 KiB
+/// transfers ends with a zero-length packet, which the next URB receives alone.
+const WIDTH_PX: u32 = 9920;
 
 fn job() -> ScanJob {
     ScanJob {
@@ -164,6 +168,33 @@ fn pin(cpu: usize) {
 fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
+
+/// CPU time so far, in nanoseconds, of this process's threads named one of `names` (the
+/// first field of `/proc/self/task/*/schedstat`: time spent on a CPU). Unlike a rate, it
+/// does not depend on what else the machine runs.
+fn cpu_ns(names: &[&str]) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| names.contains(&c.trim_end()))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU time so far of the calling thread, in nanoseconds.
+fn own_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// The threads of the USB/IP server.
+const SERVER_THREADS: &[&str] = &["usbip-server", "usbip-worker"];
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -299,6 +330,18 @@ enum Reply {
     ProducedAsync,
 }
 
+impl Reply {
+    /// The name of the responder's thread, by which its CPU time is found ([`cpu_ns`]).
+    fn thread(self) -> &'static str {
+        match self {
+            Reply::Same => "ref-same",
+            Reply::Copied => "ref-copied",
+            Reply::Produced => "ref-produced",
+            Reply::ProducedAsync => "ref-async",
+        }
+    }
+}
+
 /// Bytes made as the emulated device makes them at the least: the scan engine renders them
 /// into a staging buffer, which is copied into the reply (the copy the firmware's
 /// `UsbBus::write` of a usb-device endpoint makes).
@@ -345,32 +388,35 @@ impl Producer {
 fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
     let listener = TcpListener::bind(("127.0.0.1", 0)).expect("binds");
     let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        Placement::from_env().server();
-        let mut answer = vec![0x5a; reply];
-        let source: Vec<u8> = (0..reply).map(|i| (i % 251) as u8).collect();
-        let mut producer = Producer::new(reply - request);
-        if let Reply::ProducedAsync = work {
-            async_responder(listener, request, answer, producer);
-            return;
-        }
-        let Ok((mut s, _)) = listener.accept() else {
-            return;
-        };
-        let _ = s.set_nodelay(true);
-        let mut r = BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
-        let mut req = vec![0u8; request];
-        while r.read_exact(&mut req).is_ok() {
-            match work {
-                Reply::Same | Reply::ProducedAsync => {}
-                Reply::Copied => answer[request..].copy_from_slice(&source[request..]),
-                Reply::Produced => producer.produce(&mut answer[request..]),
+    let spawned = std::thread::Builder::new()
+        .name(work.thread().into())
+        .spawn(move || {
+            Placement::from_env().server();
+            let mut answer = vec![0x5a; reply];
+            let source: Vec<u8> = (0..reply).map(|i| (i % 251) as u8).collect();
+            let mut producer = Producer::new(reply - request);
+            if let Reply::ProducedAsync = work {
+                async_responder(listener, request, answer, producer);
+                return;
             }
-            if s.write_all(&answer).is_err() {
-                break;
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            let mut r = BufReader::with_capacity(1 << 20, s.try_clone().expect("clone"));
+            let mut req = vec![0u8; request];
+            while r.read_exact(&mut req).is_ok() {
+                match work {
+                    Reply::Same | Reply::ProducedAsync => {}
+                    Reply::Copied => answer[request..].copy_from_slice(&source[request..]),
+                    Reply::Produced => producer.produce(&mut answer[request..]),
+                }
+                if s.write_all(&answer).is_err() {
+                    break;
+                }
             }
-        }
-    });
+        });
+    spawned.expect("spawns a responder thread");
     addr
 }
 
@@ -590,18 +636,35 @@ fn main() {
     let (mut made_rates, mut made_ratios) = (Vec::new(), Vec::new());
     let (mut async_rates, mut async_ratios) = (Vec::new(), Vec::new());
     let reply_bytes = (TRANSFERS * (URB_HEADER_LEN + CHUNK)) as u64;
-    let rate = |pair: &mut Pair| {
+    // CPU time of the answering side per transfer, in microseconds, round by round: the
+    // server's threads, and each responder's thread.
+    // And the asking side's (this thread's), against the raw responder and the server.
+    // Per answering side (the server, then the responders in `Reply` order): its CPU time
+    // and the asking side's, in microseconds per transfer, round by round.
+    let mut cpu: [[Vec<f64>; 2]; 5] = Default::default();
+    let per_transfer = |ns: u64| ns as f64 / TRANSFERS as f64 / 1e3;
+    let rate = |pair: &mut Pair, work: Reply, cpu: &mut [Vec<f64>; 2]| {
+        let (before, own) = (cpu_ns(&[work.thread()]), own_cpu_ns());
         let secs: f64 = (0..TRANSFERS).map(|_| pair.exchange()).sum();
+        cpu[1].push(per_transfer(own_cpu_ns() - own));
+        cpu[0].push(per_transfer(cpu_ns(&[work.thread()]) - before));
         mb_per_s(reply_bytes, secs)
     };
     for round in 0..=ROUNDS {
-        let raw = rate(&mut rr);
+        let [server_cpu, raw_cpu, fresh_cpu, made_cpu, async_cpu] = &mut cpu;
+        let raw = rate(&mut rr, Reply::Same, raw_cpu);
+        let (before, own) = (cpu_ns(SERVER_THREADS), own_cpu_ns());
         let (bytes, secs) = client.stream(TRANSFERS);
+        server_cpu[1].push(per_transfer(own_cpu_ns() - own));
+        server_cpu[0].push(per_transfer(cpu_ns(SERVER_THREADS) - before));
         let one = mb_per_s(bytes + (TRANSFERS * URB_HEADER_LEN) as u64, secs);
-        let fresh = rate(&mut fresh_rr);
-        let made = rate(&mut made_rr);
-        let made_async = rate(&mut async_rr);
-        if round > 0 {
+        let fresh = rate(&mut fresh_rr, Reply::Copied, fresh_cpu);
+        let made = rate(&mut made_rr, Reply::Produced, made_cpu);
+        let made_async = rate(&mut async_rr, Reply::ProducedAsync, async_cpu);
+        if round == 0 {
+            // Round 0 warms the paths up and is not counted.
+            cpu.iter_mut().flatten().for_each(Vec::clear);
+        } else {
             bulk_ratios.push(one / raw);
             raw_rates.push(raw);
             one_rates.push(one);
@@ -631,6 +694,13 @@ fn main() {
     );
     println!(
         "USB/IP bulk IN, 64 KiB, 1 in flight (blocking client): median {one_mbps:.0} MB/s; median of round ratios {bulk_ratio:.2}x raw, {fresh_ratio:.2}x raw with the copy"
+    );
+    let [server_cpu, raw_cpu, fresh_cpu, made_cpu, async_cpu] =
+        cpu.map(|sides| sides.map(|mut v| median(&mut v)));
+    println!(
+        "CPU time per 64 KiB transfer, answering + asking side (medians of rounds): USB/IP server {:.1} + {:.1} us; raw responder {:.1} + {:.1} us, copying {:.1} + {:.1} us, producing {:.1} + {:.1} us, producing in a tokio task {:.1} + {:.1} us",
+        server_cpu[0], server_cpu[1], raw_cpu[0], raw_cpu[1], fresh_cpu[0], fresh_cpu[1],
+        made_cpu[0], made_cpu[1], async_cpu[0], async_cpu[1]
     );
 
     // 3. Every device streaming at once vs one device alone, the same way, round by round.
@@ -699,6 +769,16 @@ fn main() {
         "produced_ratio": made_ratio,
         "raw_produced_async_rr_mb_per_s": async_mbps,
         "produced_async_ratio": async_ratio,
+        "server_cpu_us_per_transfer": server_cpu[0],
+        "server_client_cpu_us_per_transfer": server_cpu[1],
+        "raw_cpu_us_per_transfer": raw_cpu[0],
+        "raw_client_cpu_us_per_transfer": raw_cpu[1],
+        "fresh_cpu_us_per_transfer": fresh_cpu[0],
+        "fresh_client_cpu_us_per_transfer": fresh_cpu[1],
+        "produced_cpu_us_per_transfer": made_cpu[0],
+        "produced_client_cpu_us_per_transfer": made_cpu[1],
+        "produced_async_cpu_us_per_transfer": async_cpu[0],
+        "produced_async_client_cpu_us_per_transfer": async_cpu[1],
         "solo_mb_per_s": solo,
         "devices": DEVICES,
         "many_mb_per_s": many,
