@@ -79,6 +79,8 @@ struct InFifo {
     slot: usize,
     head: usize,
     count: usize,
+    /// How many of the queued packets are shorter than `slot`.
+    short: usize,
 }
 
 impl InFifo {
@@ -90,6 +92,7 @@ impl InFifo {
             slot,
             head: 0,
             count: 0,
+            short: 0,
         }
     }
 
@@ -108,6 +111,7 @@ impl InFifo {
     fn clear(&mut self) {
         self.head = 0;
         self.count = 0;
+        self.short = 0;
     }
 
     /// Writes `bytes` at byte `at` of the storage, growing it as far as they reach.
@@ -129,6 +133,7 @@ impl InFifo {
         self.store(i * self.slot, packet);
         self.lens[i] = packet.len();
         self.count += 1;
+        self.short += usize::from(packet.len() < self.slot);
         true
     }
 
@@ -146,9 +151,11 @@ impl InFifo {
             let packets = room.min(rest.div_ceil(self.slot));
             let bytes = (packets * self.slot).min(rest);
             self.store(tail * self.slot, &data[queued..queued + bytes]);
-            for (i, len) in self.lens[tail..tail + packets].iter_mut().enumerate() {
-                *len = (bytes - i * self.slot).min(self.slot);
-            }
+            // Full packets, and the last one what is left.
+            let last = bytes - (packets - 1) * self.slot;
+            self.lens[tail..tail + packets - 1].fill(self.slot);
+            self.lens[tail + packets - 1] = last;
+            self.short += usize::from(last < self.slot);
             self.count += packets;
             queued += bytes;
         }
@@ -167,6 +174,7 @@ impl InFifo {
     /// next run of packets lies in one piece from the start of the storage.
     fn pop(&mut self) {
         if self.count > 0 {
+            self.short -= usize::from(self.lens[self.head] < self.slot);
             self.head = (self.head + 1) % self.lens.len();
             self.count -= 1;
             if self.count == 0 {
@@ -186,20 +194,28 @@ impl InFifo {
         if self.head != 0 {
             return None;
         }
-        let (last, full) = self.lens[..self.count].split_last()?;
-        let bytes = full.len() * self.slot + last;
+        debug_assert_eq!(
+            self.short,
+            (0..self.count)
+                .filter(|i| self.lens[(self.head + i) % self.lens.len()] < self.slot)
+                .count(),
+            "the count of short packets"
+        );
+        let last = *self.lens[..self.count].last()?;
+        let bytes = (self.count - 1) * self.slot + last;
         // `into` must have been able to hold them: an even exchange of buffers.
-        let whole = full.iter().all(|&l| l == self.slot);
+        let whole = self.short == usize::from(last < self.slot);
         if !whole || bytes > room || bytes < self.slot || into.capacity() < bytes {
             return None;
         }
-        let ended = *last < self.slot || bytes == room;
+        let ended = last < self.slot || bytes == room;
         let packets = self.count;
         std::mem::swap(&mut self.data, into);
         into.truncate(bytes);
         self.data.clear();
         self.data.reserve(self.lens.len() * self.slot);
         self.count = 0;
+        self.short = 0;
         Some((bytes, packets, ended))
     }
 }
