@@ -394,9 +394,12 @@ fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
             Placement::from_env().server();
             let mut answer = vec![0x5a; reply];
             let source: Vec<u8> = (0..reply).map(|i| (i % 251) as u8).collect();
-            let mut producer = Producer::new(reply - request);
+            let mut producer = matches!(work, Reply::Produced | Reply::ProducedAsync)
+                .then(|| Producer::new(reply - request));
             if let Reply::ProducedAsync = work {
-                async_responder(listener, request, answer, producer);
+                if let Some(producer) = producer.take() {
+                    async_responder(listener, request, answer, producer);
+                }
                 return;
             }
             let Ok((mut s, _)) = listener.accept() else {
@@ -409,7 +412,11 @@ fn raw_responder(request: usize, reply: usize, work: Reply) -> SocketAddr {
                 match work {
                     Reply::Same | Reply::ProducedAsync => {}
                     Reply::Copied => answer[request..].copy_from_slice(&source[request..]),
-                    Reply::Produced => producer.produce(&mut answer[request..]),
+                    Reply::Produced => {
+                        if let Some(p) = &mut producer {
+                            p.produce(&mut answer[request..]);
+                        }
+                    }
                 }
                 if s.write_all(&answer).is_err() {
                     break;
@@ -636,9 +643,6 @@ fn main() {
     let (mut made_rates, mut made_ratios) = (Vec::new(), Vec::new());
     let (mut async_rates, mut async_ratios) = (Vec::new(), Vec::new());
     let reply_bytes = (TRANSFERS * (URB_HEADER_LEN + CHUNK)) as u64;
-    // CPU time of the answering side per transfer, in microseconds, round by round: the
-    // server's threads, and each responder's thread.
-    // And the asking side's (this thread's), against the raw responder and the server.
     // Per answering side (the server, then the responders in `Reply` order): its CPU time
     // and the asking side's, in microseconds per transfer, round by round.
     let mut cpu: [[Vec<f64>; 2]; 5] = Default::default();

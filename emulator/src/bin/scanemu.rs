@@ -611,7 +611,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
     // A signal that came while the exports loaded and enumerated stops the server now, as it
     // would have had it come later; the handlers above see any later one.
-    if let Some(signal) = early_signals::first() {
+    if let Some(signal) = early_signals::received() {
         server.stop_by(signal);
         return stopped(server, args);
     }
@@ -698,8 +698,8 @@ mod early_signals {
         Ok(())
     }
 
-    /// The signal received so far, if any.
-    pub fn first() -> Option<StopSignal> {
+    /// The signal received so far, if any (a second one would have ended the program).
+    pub fn received() -> Option<StopSignal> {
         match RECEIVED.load(Ordering::SeqCst) {
             0 => None,
             n if n == SIGTERM as usize => Some(StopSignal::Terminate),
